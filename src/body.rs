@@ -1,0 +1,123 @@
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use crate::rules::DropReason;
+
+/// The boxed error type of [`NoResponseBody`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pin_project! {
+    /// The response body of [`NoResponse`](crate::NoResponse): the inner
+    /// service's body, or, for a dropped request, a body whose first poll fails.
+    ///
+    /// A failing body makes hyper abandon the connection without flushing the
+    /// response head. With [`ConnectionInfo`](crate::ConnectionInfo) present
+    /// the stream is already aborted and nothing could be written anyway; the
+    /// failure is what still keeps HTTP/1 silent when it is missing.
+    pub struct NoResponseBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        Inner { #[pin] body: B },
+        Dropped { reason: Option<DropReason> },
+    }
+}
+
+impl<B> NoResponseBody<B> {
+    pub(crate) fn inner(body: B) -> Self {
+        Self {
+            kind: Kind::Inner { body },
+        }
+    }
+
+    pub(crate) fn dropped(reason: DropReason) -> Self {
+        Self {
+            kind: Kind::Dropped {
+                reason: Some(reason),
+            },
+        }
+    }
+}
+
+impl<B: fmt::Debug> fmt::Debug for NoResponseBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Inner { body } => f.debug_tuple("NoResponseBody::Inner").field(body).finish(),
+            Kind::Dropped { reason } => f
+                .debug_tuple("NoResponseBody::Dropped")
+                .field(reason)
+                .finish(),
+        }
+    }
+}
+
+impl<B> Body for NoResponseBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        match self.project().kind.project() {
+            KindProj::Inner { body } => body
+                .poll_frame(cx)
+                .map(|frame| frame.map(|r| r.map_err(Into::into))),
+            KindProj::Dropped { reason } => Poll::Ready(
+                reason
+                    .take()
+                    .map(|reason| Err(Box::new(RequestDropped { reason }) as BoxError)),
+            ),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Inner { body } => body.is_end_stream(),
+            Kind::Dropped { reason } => reason.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Inner { body } => body.size_hint(),
+            Kind::Dropped { .. } => SizeHint::default(),
+        }
+    }
+}
+
+/// The error a dropped request's body fails with. Servers see it as the
+/// reason the connection was abandoned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestDropped {
+    reason: DropReason,
+}
+
+impl RequestDropped {
+    /// The rule that dropped the request.
+    #[must_use]
+    pub fn reason(&self) -> DropReason {
+        self.reason
+    }
+}
+
+impl fmt::Display for RequestDropped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "request dropped with status 444 by rule {}", self.reason)
+    }
+}
+
+impl std::error::Error for RequestDropped {}

@@ -1,0 +1,212 @@
+use crate::NoResponseLayer;
+use crate::connection::CloseMode;
+use crate::error::BuildError;
+use crate::rules::host::{HostRules, ServerNames};
+use crate::rules::ip::{IpAction, IpRules, IpSet, parse_cidrs};
+use crate::rules::rate_limit::{Limiter, RateLimit};
+use crate::rules::user_agent::UserAgentRules;
+use crate::rules::RuleSet;
+
+/// Configures a [`NoResponseLayer`]. Values are checked by
+/// [`build`](Self::build), which refuses the first bad one by name.
+///
+/// ```
+/// use tower_no_response::{CloseMode, NoResponseLayer, RateLimit};
+///
+/// let layer = NoResponseLayer::builder()
+///     .server_names(["example.com", "www.example.com"])
+///     .deny_user_agents(["masscan", "zgrab"])
+///     .allow_user_agent("python-requests")
+///     .drop_empty_user_agent(true)
+///     .deny_ip("198.51.100.0/24")
+///     .deny_ip("203.0.113.7")
+///     .trusted_proxies(["127.0.0.0/8", "::1"])
+///     .rate_limit(RateLimit::per_second(10).burst(20))
+///     .close_mode(CloseMode::Fin)
+///     .build()?;
+/// # Ok::<(), tower_no_response::BuildError>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct NoResponseLayerBuilder {
+    server_names: Vec<String>,
+    drop_missing_host: bool,
+    drop_ip_literal_host: bool,
+    deny_user_agents: Vec<String>,
+    allow_user_agents: Vec<String>,
+    drop_empty_user_agent: bool,
+    ip_rules: Vec<(String, IpAction)>,
+    trusted_proxies: Vec<String>,
+    rate_limit: Option<RateLimit>,
+    close_mode: CloseMode,
+}
+
+impl NoResponseLayerBuilder {
+    /// Serves `name`, like nginx `server_name`. Takes an exact name,
+    /// `*.example.com` (any subdomain) or `.example.com` (the apex and any
+    /// subdomain). Case, port and a trailing dot are ignored when comparing.
+    ///
+    /// Once any name is served, every other Host is dropped (`host_unknown`),
+    /// as are a missing Host (`host_missing`) and an IP literal
+    /// (`host_ip_literal`): the served names act as nginx's named servers, and
+    /// everything else falls to a `default_server` that returns 444.
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_names.push(name.into());
+        self
+    }
+
+    /// Serves each of `names`; see [`server_name`](Self::server_name).
+    pub fn server_names<I>(mut self, names: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.server_names.extend(names.into_iter().map(Into::into));
+        self
+    }
+
+    /// Drops a request without a Host (rule `host_missing`), even when no
+    /// names are served.
+    pub fn drop_missing_host(mut self, drop: bool) -> Self {
+        self.drop_missing_host = drop;
+        self
+    }
+
+    /// Drops a request whose Host is an IP address (rule `host_ip_literal`),
+    /// even when no names are served. Every form browsers accept counts:
+    /// `192.0.2.1`, `[2001:db8::1]:443`, `3221225985`, `0xc0.0.2.1`.
+    pub fn drop_ip_literal_host(mut self, drop: bool) -> Self {
+        self.drop_ip_literal_host = drop;
+        self
+    }
+
+    /// Drops a request whose User-Agent matches `pattern` (rule `user_agent`),
+    /// like nginx's `~*`: case-insensitive unless the pattern starts with
+    /// `(?-i)`. Patterns are [`regex`] syntax and match anywhere in the value.
+    pub fn deny_user_agent(mut self, pattern: impl Into<String>) -> Self {
+        self.deny_user_agents.push(pattern.into());
+        self
+    }
+
+    /// Adds each of `patterns`; see [`deny_user_agent`](Self::deny_user_agent).
+    pub fn deny_user_agents<I>(mut self, patterns: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.deny_user_agents.extend(patterns.into_iter().map(Into::into));
+        self
+    }
+
+    /// Lets a User-Agent matching `pattern` through even when a deny pattern
+    /// also matches it, as the seed's `~*python-requests 0`.
+    pub fn allow_user_agent(mut self, pattern: impl Into<String>) -> Self {
+        self.allow_user_agents.push(pattern.into());
+        self
+    }
+
+    /// Adds each of `patterns`; see [`allow_user_agent`](Self::allow_user_agent).
+    pub fn allow_user_agents<I>(mut self, patterns: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.allow_user_agents.extend(patterns.into_iter().map(Into::into));
+        self
+    }
+
+    /// Drops a request whose User-Agent is missing, empty or blank
+    /// (rule `user_agent_empty`), as the seed's `"" 1`.
+    pub fn drop_empty_user_agent(mut self, drop: bool) -> Self {
+        self.drop_empty_user_agent = drop;
+        self
+    }
+
+    /// Appends an allow rule, as nginx `allow`: an address, a CIDR block or
+    /// `all`. IP rules are checked in the order given and the first match
+    /// wins; a client that matches none is allowed.
+    pub fn allow_ip(mut self, cidr: impl Into<String>) -> Self {
+        self.ip_rules.push((cidr.into(), IpAction::Allow));
+        self
+    }
+
+    /// Appends a deny rule (rule `ip_deny`), as nginx `deny`: an address, a
+    /// CIDR block or `all`. `allow_ip(range)` for each trusted range followed
+    /// by `deny_ip("all")` drops everyone else.
+    pub fn deny_ip(mut self, cidr: impl Into<String>) -> Self {
+        self.ip_rules.push((cidr.into(), IpAction::Deny));
+        self
+    }
+
+    /// Trusts `cidr` as a proxy, as nginx `set_real_ip_from` with
+    /// `real_ip_header X-Forwarded-For; real_ip_recursive on;`. When the peer
+    /// is trusted, the client IP is the rightmost `X-Forwarded-For` entry that
+    /// is not trusted. Headers from untrusted peers are ignored.
+    pub fn trusted_proxy(mut self, cidr: impl Into<String>) -> Self {
+        self.trusted_proxies.push(cidr.into());
+        self
+    }
+
+    /// Trusts each of `cidrs`; see [`trusted_proxy`](Self::trusted_proxy).
+    pub fn trusted_proxies<I>(mut self, cidrs: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.trusted_proxies.extend(cidrs.into_iter().map(Into::into));
+        self
+    }
+
+    /// Limits each client's request rate (rule `rate_limit`). Only requests
+    /// that every other rule let through count.
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.rate_limit = Some(limit);
+        self
+    }
+
+    /// How dropped connections are closed; [`CloseMode::Fin`] by default.
+    pub fn close_mode(mut self, mode: CloseMode) -> Self {
+        self.close_mode = mode;
+        self
+    }
+
+    /// Compiles the rules.
+    ///
+    /// # Errors
+    /// The first malformed address, CIDR block, pattern, server name or rate
+    /// limit, by name.
+    pub fn build(self) -> Result<NoResponseLayer, BuildError> {
+        let mut names = ServerNames::default();
+        for name in &self.server_names {
+            names.add(name)?;
+        }
+        let mut ip = IpRules::default();
+        for (value, action) in &self.ip_rules {
+            let rule = match action {
+                IpAction::Allow => "allow_ip",
+                IpAction::Deny => "deny_ip",
+            };
+            ip.push(parse_cidrs(rule, value)?, *action);
+        }
+        let mut trusted_proxies = IpSet::default();
+        for value in &self.trusted_proxies {
+            trusted_proxies.extend(parse_cidrs("trusted_proxy", value)?);
+        }
+        let rules = RuleSet {
+            host: HostRules {
+                drop_missing: self.drop_missing_host,
+                drop_ip_literal: self.drop_ip_literal_host,
+                names,
+            },
+            ip,
+            trusted_proxies,
+            user_agent: UserAgentRules::new(
+                &self.deny_user_agents,
+                &self.allow_user_agents,
+                self.drop_empty_user_agent,
+            )?,
+            rate_limit: self.rate_limit.as_ref().map(Limiter::new).transpose()?,
+        };
+        Ok(NoResponseLayer::new(rules, self.close_mode))
+    }
+}

@@ -1,0 +1,155 @@
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::task::{Context, Poll};
+
+use atomic_waker::AtomicWaker;
+
+/// How a dropped connection is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum CloseMode {
+    /// Half-close with a FIN, as nginx's `return 444`. curl reports
+    /// `(52) Empty reply from server`.
+    #[default]
+    Fin,
+    /// Reset with an RST (`SO_LINGER` of zero). curl reports
+    /// `(56) Connection reset by peer`. Frees the server's socket at once,
+    /// with no TIME_WAIT.
+    Reset,
+}
+
+impl CloseMode {
+    /// The name used in the 444 event's `close` field: `fin` or `reset`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Fin => "fin",
+            Self::Reset => "reset",
+        }
+    }
+
+    const fn to_state(self) -> u8 {
+        match self {
+            Self::Fin => FIN,
+            Self::Reset => RESET,
+        }
+    }
+}
+
+impl fmt::Display for CloseMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+const OPEN: u8 = 0;
+const FIN: u8 = 1;
+const RESET: u8 = 2;
+
+/// The switch that aborts one connection. Cheap to clone; all clones and the
+/// connection's [`AbortableStream`](super::AbortableStream) share it.
+///
+/// Once tripped, the stream refuses every later read and write, wakes the
+/// connection task so it is torn down even if a service future is still
+/// pending, and closes the socket as the [`CloseMode`] says.
+#[derive(Clone)]
+pub struct ConnectionHandle {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: AtomicU8,
+    /// True while the HTTP server holds no unflushed bytes: it only flushes
+    /// the stream after its own buffer has been written out.
+    write_idle: AtomicBool,
+    reader: AtomicWaker,
+    writer: AtomicWaker,
+    idle: AtomicWaker,
+}
+
+impl fmt::Debug for ConnectionHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionHandle")
+            .field("aborted", &self.close_mode())
+            .finish()
+    }
+}
+
+impl ConnectionHandle {
+    pub(crate) fn new() -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                state: AtomicU8::new(OPEN),
+                write_idle: AtomicBool::new(true),
+                reader: AtomicWaker::new(),
+                writer: AtomicWaker::new(),
+                idle: AtomicWaker::new(),
+            }),
+        }
+    }
+
+    /// Aborts the connection. Returns `false` if it was already aborted, in
+    /// which case the first close mode stands.
+    pub fn abort(&self, mode: CloseMode) -> bool {
+        let tripped = self
+            .shared
+            .state
+            .compare_exchange(OPEN, mode.to_state(), Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if tripped {
+            self.shared.reader.wake();
+            self.shared.writer.wake();
+        }
+        tripped
+    }
+
+    /// The close mode if the connection was aborted.
+    #[must_use]
+    pub fn close_mode(&self) -> Option<CloseMode> {
+        match self.shared.state.load(Ordering::Acquire) {
+            FIN => Some(CloseMode::Fin),
+            RESET => Some(CloseMode::Reset),
+            _ => None,
+        }
+    }
+
+    /// Whether the connection was aborted.
+    #[must_use]
+    pub fn is_aborted(&self) -> bool {
+        self.shared.state.load(Ordering::Acquire) != OPEN
+    }
+
+    /// Ready once every byte the server wrote has been flushed, so aborting
+    /// then cuts no earlier response short. Pipelined HTTP/1 needs this: hyper
+    /// parses the next request while the previous response may still sit in
+    /// its write buffer.
+    pub(crate) fn poll_write_idle(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.shared.write_idle.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        self.shared.idle.register(cx.waker());
+        if self.shared.write_idle.load(Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    pub(crate) fn register_reader(&self, cx: &Context<'_>) {
+        self.shared.reader.register(cx.waker());
+    }
+
+    pub(crate) fn register_writer(&self, cx: &Context<'_>) {
+        self.shared.writer.register(cx.waker());
+    }
+
+    pub(crate) fn mark_writing(&self) {
+        self.shared.write_idle.store(false, Ordering::Release);
+    }
+
+    pub(crate) fn mark_flushed(&self) {
+        self.shared.write_idle.store(true, Ordering::Release);
+        self.shared.idle.wake();
+    }
+}

@@ -1,0 +1,56 @@
+//! The connection side: the handle that aborts a TCP stream, the stream
+//! wrapper that obeys it, and the listener that hands both to `axum::serve`.
+//!
+//! A tower service cannot close its connection: it can only return a
+//! response, and `axum::serve` insists the service never fails. So the layer
+//! and the connection share a [`ConnectionHandle`]. The listener wraps each
+//! accepted stream in an [`AbortableStream`] and puts the handle, with the
+//! peer address, into every request as [`ConnectionInfo`]. When a rule drops a
+//! request, the layer trips the handle before any response exists; the stream
+//! then refuses every write and closes the socket with the [`CloseMode`].
+
+mod handle;
+#[cfg(feature = "axum")]
+mod listener;
+mod stream;
+
+use std::net::SocketAddr;
+
+pub use handle::{CloseMode, ConnectionHandle};
+#[cfg(feature = "axum")]
+pub use listener::NoResponseListener;
+pub use stream::AbortableStream;
+
+/// The peer address and abort handle of the connection a request came on.
+///
+/// With `axum::serve`, obtain it through
+/// `into_make_service_with_connect_info::<ConnectionInfo>()`; handlers then
+/// read the peer through `ConnectInfo<ConnectionInfo>`, and, for requests the
+/// layer lets through, through `ConnectInfo<SocketAddr>` as before. Other serve
+/// loops insert it as a plain request extension.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    peer_addr: SocketAddr,
+    handle: ConnectionHandle,
+}
+
+impl ConnectionInfo {
+    /// Pairs a peer address with the handle of its stream.
+    #[must_use]
+    pub fn new(peer_addr: SocketAddr, handle: ConnectionHandle) -> Self {
+        Self { peer_addr, handle }
+    }
+
+    /// The TCP peer. Behind a proxy this is the proxy; see
+    /// [`ClientIp`](crate::ClientIp) for the client.
+    #[must_use]
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    /// The handle that aborts the connection.
+    #[must_use]
+    pub fn handle(&self) -> &ConnectionHandle {
+        &self.handle
+    }
+}

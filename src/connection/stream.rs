@@ -1,0 +1,178 @@
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::{CloseMode, ConnectionHandle};
+
+/// Bytes a FIN close reads and discards before the socket is closed: the
+/// kernel answers a close with unread data by an RST instead of the FIN the
+/// close mode promised. Bounded so a client cannot keep the task busy.
+const DRAIN_LIMIT: usize = 256 * 1024;
+
+/// A TCP stream that a [`ConnectionHandle`] can abort.
+///
+/// After the handle is tripped, reads and writes fail with
+/// [`io::ErrorKind::ConnectionAborted`], so not one byte of any response
+/// reaches the socket, and dropping the stream closes it with the chosen
+/// [`CloseMode`].
+#[derive(Debug)]
+pub struct AbortableStream {
+    stream: TcpStream,
+    handle: ConnectionHandle,
+}
+
+impl AbortableStream {
+    /// Wraps a stream with a fresh, untripped handle.
+    #[must_use]
+    pub fn new(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            handle: ConnectionHandle::new(),
+        }
+    }
+
+    /// The handle that aborts this stream. Put a clone in each request's
+    /// extensions (see [`ConnectionInfo`](super::ConnectionInfo)).
+    #[must_use]
+    pub fn handle(&self) -> &ConnectionHandle {
+        &self.handle
+    }
+
+    /// The wrapped stream, e.g. to set `TCP_NODELAY`.
+    #[must_use]
+    pub fn get_ref(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// The peer's address.
+    ///
+    /// # Errors
+    /// As [`TcpStream::peer_addr`].
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.stream.peer_addr()
+    }
+
+    fn aborted() -> io::Error {
+        io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "connection dropped by tower-no-response",
+        )
+    }
+}
+
+impl AsyncRead for AbortableStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.handle.is_aborted() {
+            return Poll::Ready(Err(Self::aborted()));
+        }
+        let poll = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if poll.is_pending() {
+            // Only a parked reader needs waking; check again so an abort that
+            // raced the registration is not missed.
+            self.handle.register_reader(cx);
+            if self.handle.is_aborted() {
+                return Poll::Ready(Err(Self::aborted()));
+            }
+        }
+        poll
+    }
+}
+
+impl AsyncWrite for AbortableStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.handle.is_aborted() {
+            return Poll::Ready(Err(Self::aborted()));
+        }
+        self.handle.mark_writing();
+        let poll = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.after_write_poll(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if self.handle.is_aborted() {
+            return Poll::Ready(Err(Self::aborted()));
+        }
+        self.handle.mark_writing();
+        let poll = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.after_write_poll(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.handle.is_aborted() {
+            return Poll::Ready(Err(Self::aborted()));
+        }
+        let poll = Pin::new(&mut self.stream).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = poll {
+            self.handle.mark_flushed();
+        }
+        poll
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.handle.is_aborted() {
+            // Drop closes the socket the way the close mode says.
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+impl AbortableStream {
+    fn after_write_poll(
+        &self,
+        cx: &Context<'_>,
+        poll: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        if poll.is_pending() {
+            self.handle.register_writer(cx);
+            if self.handle.is_aborted() {
+                return Poll::Ready(Err(Self::aborted()));
+            }
+        }
+        poll
+    }
+}
+
+impl Drop for AbortableStream {
+    fn drop(&mut self) {
+        let sock = socket2::SockRef::from(&self.stream);
+        match self.handle.close_mode() {
+            None => {}
+            Some(CloseMode::Reset) => {
+                // Errors here mean the peer is already gone; the close still happens.
+                let _ = sock.set_linger(Some(std::time::Duration::ZERO));
+            }
+            Some(CloseMode::Fin) => {
+                let _ = sock.shutdown(Shutdown::Write);
+                let mut scratch = [0u8; 4096];
+                let mut drained = 0;
+                while drained < DRAIN_LIMIT {
+                    match self.stream.try_read(&mut scratch) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => drained += n,
+                    }
+                }
+            }
+        }
+    }
+}

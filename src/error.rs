@@ -1,0 +1,72 @@
+use std::fmt;
+
+/// A rule set that [`NoResponseLayerBuilder::build`] refused.
+///
+/// Every variant names the value that was rejected, so a typo in a
+/// configuration file points at itself instead of silently weakening the rules.
+///
+/// [`NoResponseLayerBuilder::build`]: crate::NoResponseLayerBuilder::build
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// An address or CIDR block in `allow_ip`, `deny_ip` or `trusted_proxy`.
+    Cidr {
+        /// The builder call that received the value.
+        rule: &'static str,
+        /// The value as given.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A User-Agent pattern that does not compile.
+    Regex {
+        /// The builder call that received the pattern.
+        rule: &'static str,
+        /// The pattern as given.
+        pattern: String,
+        /// The compiler's complaint.
+        source: regex::Error,
+    },
+    /// A served name that is not a DNS name pattern.
+    ServerName {
+        /// The name as given.
+        value: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A rate limit that cannot be enforced.
+    RateLimit {
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cidr {
+                rule,
+                value,
+                reason,
+            } => write!(f, "{rule}: invalid address or CIDR {value:?}: {reason}"),
+            Self::Regex {
+                rule,
+                pattern,
+                source,
+            } => write!(f, "{rule}: invalid pattern {pattern:?}: {source}"),
+            Self::ServerName { value, reason } => {
+                write!(f, "server_name: invalid name {value:?}: {reason}")
+            }
+            Self::RateLimit { reason } => write!(f, "rate_limit: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Regex { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

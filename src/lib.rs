@@ -1,0 +1,88 @@
+//! nginx's `return 444` for tower, axum and hyper: drop unwanted requests by
+//! closing the connection without writing a single byte.
+//!
+//! A scanner that sweeps addresses, a bot with a known User-Agent, a client
+//! over its rate: nginx answers them with `444`, which is not a status at all.
+//! The connection just closes, so they learn nothing about the server, and the
+//! access log still records status 444 and the rule that fired.
+//! [`NoResponseLayer`] does the same for any tower service, and emits a
+//! `tracing` event with `status=444` for each drop (see [`audit`]).
+//!
+//! ```
+//! use axum::{Router, ServiceExt, routing::get};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! use tower::Layer;
+//! use tower_no_response::{ConnectionInfo, NoResponseLayer, NoResponseListener};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let layer = NoResponseLayer::builder()
+//!     .server_names(["example.com"])
+//!     .deny_user_agents(["masscan", "zgrab"])
+//!     .build()?;
+//!
+//! // Wrap the whole router, so that unrouted paths are judged too.
+//! let app = layer.layer(Router::new().route("/", get(|| async { "ok" })));
+//!
+//! let listener = NoResponseListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr()?;
+//! tokio::spawn(async move {
+//!     axum::serve(listener, app.into_make_service_with_connect_info::<ConnectionInfo>()).await
+//! });
+//!
+//! // A scanner that asks for the server by IP receives nothing at all.
+//! let mut scanner = tokio::net::TcpStream::connect(addr).await?;
+//! scanner.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await?;
+//! let mut received = Vec::new();
+//! scanner.read_to_end(&mut received).await?;
+//! assert!(received.is_empty());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # How it fits together
+//!
+//! - [`rules`]: what a request is judged on: Host, client IP (with trusted
+//!   proxies), User-Agent and a rate limit, compiled once into a [`RuleSet`].
+//! - [`connection`]: how a drop reaches the socket. A tower service can only
+//!   return a response, so [`NoResponseListener`] hands each request a
+//!   [`ConnectionHandle`]; the layer trips it and the [`AbortableStream`]
+//!   refuses every write and closes with the chosen [`CloseMode`].
+//! - [`audit`]: the 444 event that records every drop.
+//!
+//! # Serving
+//!
+//! With `axum::serve`, use [`NoResponseListener`] and
+//! `into_make_service_with_connect_info::<ConnectionInfo>()`. Handlers keep
+//! `ConnectInfo<SocketAddr>`: the layer adds it, with [`ClientIp`], to every
+//! request it lets through.
+//!
+//! Without the listener the layer still never calls the inner service for a
+//! dropped request and never hangs: the dropped response's body fails, so
+//! hyper abandons an HTTP/1 connection without writing. An error is logged
+//! once, naming the fix. HTTP/2 clients then see response headers before a
+//! stream reset, and close modes do not apply.
+//!
+//! Over `axum::serve`, a drop on an HTTP/2 connection closes the whole
+//! connection, with every stream on it.
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+pub mod audit;
+mod body;
+mod builder;
+pub mod connection;
+mod error;
+mod layer;
+pub mod rules;
+
+pub use body::{BoxError, NoResponseBody, RequestDropped};
+pub use builder::NoResponseLayerBuilder;
+#[cfg(feature = "axum")]
+pub use connection::NoResponseListener;
+pub use connection::{AbortableStream, CloseMode, ConnectionHandle, ConnectionInfo};
+pub use error::BuildError;
+pub use layer::{NoResponse, NoResponseLayer, ResponseFuture};
+pub use rules::{ClientIp, Decision, DropReason, RateLimit, RuleSet};

@@ -1,0 +1,382 @@
+//! The Host rules: missing, IP-literal and unknown names.
+
+use std::collections::HashSet;
+use std::net::Ipv6Addr;
+
+use http::{HeaderMap, Uri, header::HOST};
+
+use super::DropReason;
+use crate::error::BuildError;
+
+/// RFC 1035 caps a name at 253 characters without the trailing dot; anything
+/// longer cannot be a served name, so it never needs a lookup buffer.
+const MAX_NAME_LEN: usize = 253;
+
+/// What the request says its host is, before any rule looks at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HostField<'a> {
+    Missing,
+    /// More than one Host header: RFC 9112 §3.2 says such a request is bad.
+    Duplicate,
+    Value(&'a [u8]),
+}
+
+/// Picks the host the way RFC 9112 §3.2.2 tells an origin server to: the
+/// authority of an absolute-form target (and HTTP/2's `:authority`, which
+/// hyper puts in the URI) wins over the Host header.
+pub(crate) fn host_field<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> HostField<'a> {
+    if let Some(authority) = uri.authority() {
+        // `Authority::host` drops userinfo, so `user@evil` cannot pose as a name.
+        let host = authority.host();
+        return if host.is_empty() {
+            HostField::Missing
+        } else {
+            HostField::Value(host.as_bytes())
+        };
+    }
+    let mut values = headers.get_all(HOST).iter();
+    match (values.next(), values.next()) {
+        (None, _) => HostField::Missing,
+        (Some(_), Some(_)) => HostField::Duplicate,
+        (Some(v), None) if v.is_empty() => HostField::Missing,
+        (Some(v), None) => HostField::Value(v.as_bytes()),
+    }
+}
+
+/// A host value, classified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HostKind<'a> {
+    /// A DNS-style name without port or trailing dot, case preserved.
+    Name(&'a [u8]),
+    IpLiteral,
+    Invalid,
+}
+
+/// Classifies `host[:port]`. Anything that is not clearly a name is either an
+/// IP literal or invalid, never a name, so a parse failure cannot slip past
+/// the served-names check.
+pub(crate) fn classify(value: &[u8]) -> HostKind<'_> {
+    if let Some(rest) = value.strip_prefix(b"[") {
+        let Some(close) = rest.iter().position(|&b| b == b']') else {
+            return HostKind::Invalid;
+        };
+        let (inside, after) = (&rest[..close], &rest[close + 1..]);
+        let is_v6 = std::str::from_utf8(inside)
+            .ok()
+            .and_then(|s| s.parse::<Ipv6Addr>().ok())
+            .is_some();
+        let port_ok = after.is_empty() || after.strip_prefix(b":").is_some_and(valid_port);
+        return if is_v6 && port_ok {
+            HostKind::IpLiteral
+        } else {
+            HostKind::Invalid
+        };
+    }
+    let colons = value.iter().filter(|&&b| b == b':').count();
+    let name = match colons {
+        0 => value,
+        1 => {
+            let at = value.iter().position(|&b| b == b':').unwrap_or(value.len());
+            if !valid_port(&value[at + 1..]) {
+                return HostKind::Invalid;
+            }
+            &value[..at]
+        }
+        // A bare IPv6 address is not valid in Host, but it is still an
+        // address and clients do send it.
+        _ => {
+            let is_v6 = std::str::from_utf8(value)
+                .ok()
+                .and_then(|s| s.parse::<Ipv6Addr>().ok())
+                .is_some();
+            return if is_v6 {
+                HostKind::IpLiteral
+            } else {
+                HostKind::Invalid
+            };
+        }
+    };
+    let name = name.strip_suffix(b".").unwrap_or(name);
+    if name.is_empty()
+        || name.len() > MAX_NAME_LEN
+        || !name.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        || name.split(|&b| b == b'.').any(<[u8]>::is_empty)
+    {
+        return HostKind::Invalid;
+    }
+    if ends_in_number(name) {
+        HostKind::IpLiteral
+    } else {
+        HostKind::Name(name)
+    }
+}
+
+fn valid_port(port: &[u8]) -> bool {
+    // An empty port is allowed by RFC 3986 (`example.com:`).
+    port.len() <= 5 && port.iter().all(u8::is_ascii_digit)
+}
+
+/// The WHATWG URL standard's "ends in a number" test: browsers and curl parse
+/// such a host as IPv4, so `2130706433`, `0x7f.1` and `127.1` all reach
+/// 127.0.0.1 and must be treated as IP literals, not names.
+fn ends_in_number(name: &[u8]) -> bool {
+    let last = name.rsplit(|&b| b == b'.').next().unwrap_or(name);
+    if !last.is_empty() && last.iter().all(u8::is_ascii_digit) {
+        return true;
+    }
+    matches!(last, [b'0', b'x' | b'X', hex @ ..] if hex.iter().all(u8::is_ascii_hexdigit))
+}
+
+/// Served names, like nginx `server_name`: exact names, `*.example.com`
+/// (any subdomain) and `.example.com` (the apex and any subdomain).
+#[derive(Debug, Default)]
+pub(crate) struct ServerNames {
+    exact: HashSet<Box<[u8]>>,
+    /// Stored with their leading dot, e.g. `.example.com`.
+    suffixes: HashSet<Box<[u8]>>,
+}
+
+impl ServerNames {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.suffixes.is_empty()
+    }
+
+    pub(crate) fn add(&mut self, pattern: &str) -> Result<(), BuildError> {
+        let bad = |reason: &'static str| BuildError::ServerName {
+            value: pattern.to_owned(),
+            reason,
+        };
+        let lower = pattern.trim().to_ascii_lowercase();
+        let lower = lower.strip_suffix('.').unwrap_or(&lower);
+        let (base, wildcard, apex) = if let Some(rest) = lower.strip_prefix("*.") {
+            (rest, true, false)
+        } else if let Some(rest) = lower.strip_prefix('.') {
+            (rest, true, true)
+        } else {
+            (lower, false, true)
+        };
+        if base.is_empty() {
+            return Err(bad("empty name"));
+        }
+        if base.contains('*') {
+            return Err(bad("`*` is only allowed as a leading `*.` label"));
+        }
+        match classify(base.as_bytes()) {
+            HostKind::Name(name) if name.len() == base.len() => {}
+            HostKind::IpLiteral => {
+                return Err(bad(
+                    "an IP address is not a server name; use drop_ip_literal_host",
+                ));
+            }
+            _ => {
+                return Err(bad(
+                    "not a DNS name (letters, digits, `-`, `_` and non-empty dot-separated labels)",
+                ));
+            }
+        }
+        if apex {
+            self.exact.insert(base.as_bytes().into());
+        }
+        if wildcard {
+            self.suffixes.insert(format!(".{base}").into_bytes().into());
+        }
+        Ok(())
+    }
+
+    /// `name` comes from [`classify`]: no port, no trailing dot, any case.
+    pub(crate) fn matches(&self, name: &[u8]) -> bool {
+        let mut buf = [0u8; MAX_NAME_LEN];
+        let Some(lower) = buf.get_mut(..name.len()) else {
+            return false;
+        };
+        for (dst, src) in lower.iter_mut().zip(name) {
+            *dst = src.to_ascii_lowercase();
+        }
+        let lower = &*lower;
+        if self.exact.contains(lower) {
+            return true;
+        }
+        if self.suffixes.is_empty() {
+            return false;
+        }
+        // Every proper suffix that starts at a dot: for `a.b.example.com`
+        // that is `.b.example.com`, `.example.com` and `.com`.
+        lower
+            .iter()
+            .enumerate()
+            .filter(|&(_, &b)| b == b'.')
+            .any(|(i, _)| self.suffixes.contains(&lower[i..]))
+    }
+}
+
+/// The compiled Host rules.
+#[derive(Debug, Default)]
+pub(crate) struct HostRules {
+    pub(crate) drop_missing: bool,
+    pub(crate) drop_ip_literal: bool,
+    pub(crate) names: ServerNames,
+}
+
+impl HostRules {
+    pub(crate) fn is_active(&self) -> bool {
+        self.drop_missing || self.drop_ip_literal || !self.names.is_empty()
+    }
+
+    /// A served-names list acts like nginx's catch-all `default_server`: a
+    /// request without a usable name can never match it, so it is dropped
+    /// even when the individual switches are off.
+    pub(crate) fn check(&self, uri: &Uri, headers: &HeaderMap) -> Result<(), DropReason> {
+        if !self.is_active() {
+            return Ok(());
+        }
+        let catch_all = !self.names.is_empty();
+        let value = match host_field(uri, headers) {
+            HostField::Missing if self.drop_missing || catch_all => {
+                return Err(DropReason::HostMissing);
+            }
+            HostField::Missing => return Ok(()),
+            HostField::Duplicate => return Err(DropReason::HostInvalid),
+            HostField::Value(v) => v,
+        };
+        match classify(value) {
+            HostKind::Invalid => Err(DropReason::HostInvalid),
+            HostKind::IpLiteral if self.drop_ip_literal || catch_all => {
+                Err(DropReason::HostIpLiteral)
+            }
+            HostKind::IpLiteral => Ok(()),
+            HostKind::Name(name) if catch_all && !self.names.matches(name) => {
+                Err(DropReason::HostUnknown)
+            }
+            HostKind::Name(_) => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn names(patterns: &[&str]) -> ServerNames {
+        let mut n = ServerNames::default();
+        for p in patterns {
+            n.add(p).unwrap();
+        }
+        n
+    }
+
+    #[test]
+    fn classify_names_ports_and_literals() {
+        assert_eq!(classify(b"example.com"), HostKind::Name(b"example.com"));
+        assert_eq!(classify(b"Example.COM:8080"), HostKind::Name(b"Example.COM"));
+        assert_eq!(classify(b"example.com."), HostKind::Name(b"example.com"));
+        assert_eq!(classify(b"example.com.:80"), HostKind::Name(b"example.com"));
+        assert_eq!(classify(b"example.com:"), HostKind::Name(b"example.com"));
+        for lit in [
+            &b"127.0.0.1"[..],
+            b"127.0.0.1:8444",
+            b"[::1]",
+            b"[::1]:80",
+            b"[::ffff:127.0.0.1]",
+            b"::1",
+            b"2130706433",
+            b"0x7f000001",
+            b"127.1",
+            b"0x7f.0.0.1",
+            b"1.2.3.4.",
+        ] {
+            assert_eq!(classify(lit), HostKind::IpLiteral, "{lit:?}");
+        }
+        for bad in [
+            &b"example.com@evil"[..],
+            b"exa mple.com",
+            b"example.com:80x",
+            b"example.com:123456",
+            b"[::1",
+            b"[nope]",
+            b"[::1]x",
+            b"a..b",
+            b".",
+            b":80",
+            b"\xff\xfe",
+            b"1:2:3",
+        ] {
+            assert_eq!(classify(bad), HostKind::Invalid, "{bad:?}");
+        }
+        let long = vec![b'a'; 254];
+        assert_eq!(classify(&long), HostKind::Invalid);
+    }
+
+    #[test]
+    fn served_names_exact_wildcard_and_apex() {
+        let n = names(&["example.com", "*.wild.org", ".both.net", "Trailing.Dot."]);
+        assert!(n.matches(b"example.com"));
+        assert!(n.matches(b"EXAMPLE.com"));
+        assert!(!n.matches(b"www.example.com"));
+        assert!(!n.matches(b"notexample.com"));
+        assert!(n.matches(b"a.wild.org"));
+        assert!(n.matches(b"a.b.wild.org"));
+        assert!(!n.matches(b"wild.org"));
+        assert!(!n.matches(b"evilwild.org"));
+        assert!(n.matches(b"both.net"));
+        assert!(n.matches(b"x.both.net"));
+        assert!(!n.matches(b"xboth.net"));
+        assert!(n.matches(b"trailing.dot"));
+    }
+
+    #[test]
+    fn bad_server_names_are_refused_by_name() {
+        for bad in ["", "*", "*.", "a.*.com", "exa mple.com", "10.0.0.1", "[::1]", "a..b"] {
+            let mut n = ServerNames::default();
+            let err = n.add(bad).unwrap_err();
+            assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
+        }
+    }
+
+    fn headers(hosts: &[&[u8]]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in hosts {
+            h.append(HOST, HeaderValue::from_bytes(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn host_field_prefers_the_uri_authority() {
+        let origin: Uri = "/".parse().unwrap();
+        let absolute: Uri = "http://user@example.com:81/x".parse().unwrap();
+        assert_eq!(host_field(&origin, &headers(&[])), HostField::Missing);
+        assert_eq!(host_field(&origin, &headers(&[b""])), HostField::Missing);
+        assert_eq!(host_field(&origin, &headers(&[b"a", b"b"])), HostField::Duplicate);
+        assert_eq!(
+            host_field(&absolute, &headers(&[b"evil.com"])),
+            HostField::Value(b"example.com")
+        );
+    }
+
+    #[test]
+    fn rules_follow_the_catch_all_model() {
+        let rules = HostRules {
+            names: names(&["example.com"]),
+            ..HostRules::default()
+        };
+        let uri: Uri = "/".parse().unwrap();
+        let check = |h: &[&[u8]]| rules.check(&uri, &headers(h));
+        assert_eq!(check(&[b"example.com"]), Ok(()));
+        assert_eq!(check(&[]), Err(DropReason::HostMissing));
+        assert_eq!(check(&[b"127.0.0.1"]), Err(DropReason::HostIpLiteral));
+        assert_eq!(check(&[b"evil.com"]), Err(DropReason::HostUnknown));
+        assert_eq!(check(&[b"example.com", b"example.com"]), Err(DropReason::HostInvalid));
+
+        let only_missing = HostRules {
+            drop_missing: true,
+            ..HostRules::default()
+        };
+        assert_eq!(only_missing.check(&uri, &headers(&[])), Err(DropReason::HostMissing));
+        assert_eq!(only_missing.check(&uri, &headers(&[b"1.2.3.4"])), Ok(()));
+        assert_eq!(only_missing.check(&uri, &headers(&[b"any.name"])), Ok(()));
+
+        let inactive = HostRules::default();
+        assert_eq!(inactive.check(&uri, &headers(&[b"a", b"b"])), Ok(()));
+    }
+}

@@ -1,0 +1,56 @@
+use std::fmt;
+
+/// Why a request was dropped: the name of the rule that matched.
+///
+/// The names returned by [`DropReason::as_str`] are stable. They appear as the
+/// `rule` field of the 444 event and are meant to be counted and alerted on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// `host_missing`: no Host header (HTTP/1.0 or HTTP/1.1) and no URI
+    /// authority (HTTP/2, absolute-form), or an empty one.
+    HostMissing,
+    /// `host_invalid`: the host could not be read as a name or an address:
+    /// two Host headers, characters outside a DNS name, a bad port.
+    HostInvalid,
+    /// `host_ip_literal`: the host is an IP address, as scanners send when
+    /// they sweep address ranges.
+    HostIpLiteral,
+    /// `host_unknown`: the host is not one of the served names.
+    HostUnknown,
+    /// `ip_deny`: the client IP matched a deny rule before any allow rule.
+    IpDenied,
+    /// `client_ip_unknown`: IP rules or a rate limit are configured but the
+    /// request carries no peer address, so they cannot be applied.
+    ClientIpUnknown,
+    /// `user_agent`: a User-Agent matched a deny pattern and no allow pattern.
+    UserAgentDenied,
+    /// `user_agent_empty`: the User-Agent is missing or empty.
+    UserAgentEmpty,
+    /// `rate_limit`: the client is over its request rate.
+    RateLimited,
+}
+
+impl DropReason {
+    /// The stable rule name, e.g. `"host_unknown"`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::HostMissing => "host_missing",
+            Self::HostInvalid => "host_invalid",
+            Self::HostIpLiteral => "host_ip_literal",
+            Self::HostUnknown => "host_unknown",
+            Self::IpDenied => "ip_deny",
+            Self::ClientIpUnknown => "client_ip_unknown",
+            Self::UserAgentDenied => "user_agent",
+            Self::UserAgentEmpty => "user_agent_empty",
+            Self::RateLimited => "rate_limit",
+        }
+    }
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

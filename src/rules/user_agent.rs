@@ -1,0 +1,169 @@
+//! User-Agent rules: a deny list of patterns, allow exceptions, and the empty
+//! User-Agent, as the seed's `map $http_user_agent $bad_agent`.
+
+use http::{HeaderMap, header::USER_AGENT};
+use regex::bytes::{RegexBuilder, RegexSet, RegexSetBuilder};
+
+use super::DropReason;
+use crate::error::BuildError;
+
+/// Patterns are matched on the raw header bytes, so a User-Agent that is not
+/// UTF-8 is still judged instead of slipping through a failed conversion.
+#[derive(Debug)]
+pub(crate) struct UserAgentRules {
+    deny: Option<RegexSet>,
+    allow: Option<RegexSet>,
+    drop_empty: bool,
+}
+
+impl UserAgentRules {
+    pub(crate) fn new(
+        deny: &[String],
+        allow: &[String],
+        drop_empty: bool,
+    ) -> Result<Self, BuildError> {
+        Ok(Self {
+            deny: compile("deny_user_agent", deny)?,
+            allow: compile("allow_user_agent", allow)?,
+            drop_empty,
+        })
+    }
+
+    pub(crate) fn is_active(&self) -> bool {
+        self.deny.is_some() || self.drop_empty
+    }
+
+    /// With several User-Agent headers, each is judged: one denied value
+    /// drops the request, and the request only counts as empty when every
+    /// value is.
+    pub(crate) fn check(&self, headers: &HeaderMap) -> Result<(), DropReason> {
+        if !self.is_active() {
+            return Ok(());
+        }
+        let mut any_value = false;
+        for value in headers.get_all(USER_AGENT) {
+            let bytes = value.as_bytes().trim_ascii();
+            if bytes.is_empty() {
+                continue;
+            }
+            any_value = true;
+            if self.is_denied(bytes) {
+                return Err(DropReason::UserAgentDenied);
+            }
+        }
+        if self.drop_empty && !any_value {
+            return Err(DropReason::UserAgentEmpty);
+        }
+        Ok(())
+    }
+
+    fn is_denied(&self, ua: &[u8]) -> bool {
+        let Some(deny) = &self.deny else {
+            return false;
+        };
+        deny.is_match(ua) && !self.allow.as_ref().is_some_and(|a| a.is_match(ua))
+    }
+}
+
+/// Compiles each pattern alone first so that an error names the one at fault,
+/// then all of them as one set so a request costs a single pass.
+fn compile(rule: &'static str, patterns: &[String]) -> Result<Option<RegexSet>, BuildError> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    for p in patterns {
+        RegexBuilder::new(p)
+            .case_insensitive(true)
+            .build()
+            .map_err(|source| BuildError::Regex {
+                rule,
+                pattern: p.clone(),
+                source,
+            })?;
+    }
+    RegexSetBuilder::new(patterns)
+        .case_insensitive(true)
+        .build()
+        .map(Some)
+        .map_err(|source| BuildError::Regex {
+            rule,
+            pattern: patterns.join(" | "),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn seed_rules() -> UserAgentRules {
+        UserAgentRules::new(
+            &strings(&["masscan", "zgrab", "python"]),
+            &strings(&["python-requests"]),
+            true,
+        )
+        .unwrap()
+    }
+
+    fn with_ua(values: &[&[u8]]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(USER_AGENT, HeaderValue::from_bytes(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn deny_is_case_insensitive_and_allow_wins() {
+        let r = seed_rules();
+        assert_eq!(r.check(&with_ua(&[b"masscan/1.3"])), Err(DropReason::UserAgentDenied));
+        assert_eq!(r.check(&with_ua(&[b"Mozilla ZGrab/0.x"])), Err(DropReason::UserAgentDenied));
+        assert_eq!(r.check(&with_ua(&[b"Python-urllib/3.11"])), Err(DropReason::UserAgentDenied));
+        assert_eq!(r.check(&with_ua(&[b"python-requests/2.31"])), Ok(()));
+        assert_eq!(r.check(&with_ua(&[b"curl/8.5"])), Ok(()));
+    }
+
+    #[test]
+    fn empty_and_missing() {
+        let r = seed_rules();
+        assert_eq!(r.check(&with_ua(&[])), Err(DropReason::UserAgentEmpty));
+        assert_eq!(r.check(&with_ua(&[b""])), Err(DropReason::UserAgentEmpty));
+        assert_eq!(r.check(&with_ua(&[b"  "])), Err(DropReason::UserAgentEmpty));
+        let lenient = UserAgentRules::new(&strings(&["masscan"]), &[], false).unwrap();
+        assert_eq!(lenient.check(&with_ua(&[])), Ok(()));
+    }
+
+    #[test]
+    fn every_value_and_raw_bytes_are_judged() {
+        let r = seed_rules();
+        assert_eq!(
+            r.check(&with_ua(&[b"curl/8", b"masscan"])),
+            Err(DropReason::UserAgentDenied)
+        );
+        assert_eq!(
+            r.check(&with_ua(&[b"\xffmasscan\xfe"])),
+            Err(DropReason::UserAgentDenied)
+        );
+        assert_eq!(r.check(&with_ua(&[b"", b"curl/8"])), Ok(()));
+    }
+
+    #[test]
+    fn case_sensitivity_can_be_restored_inline() {
+        let r = UserAgentRules::new(&strings(&["(?-i)BadBot"]), &[], false).unwrap();
+        assert_eq!(r.check(&with_ua(&[b"BadBot"])), Err(DropReason::UserAgentDenied));
+        assert_eq!(r.check(&with_ua(&[b"badbot"])), Ok(()));
+    }
+
+    #[test]
+    fn bad_pattern_is_named() {
+        let err = UserAgentRules::new(&strings(&["ok", "(unclosed"]), &[], false).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("\"(unclosed\""), "{msg}");
+        assert!(msg.starts_with("deny_user_agent"), "{msg}");
+    }
+}
