@@ -1,11 +1,11 @@
 use crate::NoResponseLayer;
 use crate::connection::CloseMode;
 use crate::error::BuildError;
+use crate::rules::RuleSet;
 use crate::rules::host::{HostRules, ServerNames};
 use crate::rules::ip::{IpAction, IpRules, IpSet, parse_cidrs};
 use crate::rules::rate_limit::{Limiter, RateLimit};
 use crate::rules::user_agent::UserAgentRules;
-use crate::rules::RuleSet;
 
 /// Configures a [`NoResponseLayer`]. Values are checked by
 /// [`build`](Self::build), which refuses the first bad one by name.
@@ -94,7 +94,8 @@ impl NoResponseLayerBuilder {
         I: IntoIterator,
         I::Item: Into<String>,
     {
-        self.deny_user_agents.extend(patterns.into_iter().map(Into::into));
+        self.deny_user_agents
+            .extend(patterns.into_iter().map(Into::into));
         self
     }
 
@@ -111,7 +112,8 @@ impl NoResponseLayerBuilder {
         I: IntoIterator,
         I::Item: Into<String>,
     {
-        self.allow_user_agents.extend(patterns.into_iter().map(Into::into));
+        self.allow_user_agents
+            .extend(patterns.into_iter().map(Into::into));
         self
     }
 
@@ -153,7 +155,8 @@ impl NoResponseLayerBuilder {
         I: IntoIterator,
         I::Item: Into<String>,
     {
-        self.trusted_proxies.extend(cidrs.into_iter().map(Into::into));
+        self.trusted_proxies
+            .extend(cidrs.into_iter().map(Into::into));
         self
     }
 

@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
-use http::{Request, Response, StatusCode, Version};
+use http::{Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -129,7 +129,10 @@ where
             #[cfg(feature = "axum")]
             if let Some(peer) = peer {
                 let ext = request.extensions_mut();
-                if ext.get::<axum::extract::ConnectInfo<SocketAddr>>().is_none() {
+                if ext
+                    .get::<axum::extract::ConnectInfo<SocketAddr>>()
+                    .is_none()
+                {
                     ext.insert(axum::extract::ConnectInfo(peer));
                 }
             }
@@ -152,9 +155,6 @@ where
             kind: Kind::Dropped {
                 handle,
                 mode: self.shared.close_mode,
-                // HTTP/2 over `axum::serve` loses the whole connection anyway,
-                // and other streams could keep the writer busy forever.
-                wait_for_flush: request.version() < Version::HTTP_2,
                 reason,
             },
         }
@@ -163,7 +163,11 @@ where
 
 impl<S> NoResponse<S> {
     fn warn_no_connection(&self) {
-        if !self.shared.warned_no_connection.swap(true, Ordering::Relaxed) {
+        if !self
+            .shared
+            .warned_no_connection
+            .swap(true, Ordering::Relaxed)
+        {
             tracing::error!(
                 target: "tower_no_response",
                 "NoResponseLayer dropped a request but found no ConnectionInfo in its extensions, \
@@ -192,7 +196,9 @@ fn connection_of<B>(request: &Request<B>) -> (Option<SocketAddr>, Option<&Connec
         return (Some(info.peer_addr()), Some(info.handle()));
     }
     #[cfg(feature = "axum")]
-    if let Some(axum::extract::ConnectInfo(peer)) = ext.get::<axum::extract::ConnectInfo<SocketAddr>>() {
+    if let Some(axum::extract::ConnectInfo(peer)) =
+        ext.get::<axum::extract::ConnectInfo<SocketAddr>>()
+    {
         return (Some(*peer), None);
     }
     (None, None)
@@ -213,7 +219,6 @@ pin_project! {
         Dropped {
             handle: Option<ConnectionHandle>,
             mode: CloseMode,
-            wait_for_flush: bool,
             reason: DropReason,
         },
     }
@@ -223,9 +228,10 @@ impl<F> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             Kind::Inner { .. } => f.write_str("ResponseFuture::Inner"),
-            Kind::Dropped { reason, .. } => {
-                f.debug_tuple("ResponseFuture::Dropped").field(reason).finish()
-            }
+            Kind::Dropped { reason, .. } => f
+                .debug_tuple("ResponseFuture::Dropped")
+                .field(reason)
+                .finish(),
         }
     }
 }
@@ -244,13 +250,11 @@ where
             KindProj::Dropped {
                 handle,
                 mode,
-                wait_for_flush,
                 reason,
             } => {
+                // hyper flushes each HTTP/1 response before it parses the next
+                // pipelined request, so earlier responses are already out.
                 if let Some(handle) = handle {
-                    if *wait_for_flush {
-                        ready!(handle.poll_write_idle(cx));
-                    }
                     handle.abort(*mode);
                 }
                 Poll::Ready(Ok(dropped_response(*reason)))

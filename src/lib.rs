@@ -9,9 +9,8 @@
 //! `tracing` event with `status=444` for each drop (see [`audit`]).
 //!
 //! ```
-//! use axum::{Router, ServiceExt, routing::get};
+//! use axum::{Router, routing::get};
 //! use tokio::io::{AsyncReadExt, AsyncWriteExt};
-//! use tower::Layer;
 //! use tower_no_response::{ConnectionInfo, NoResponseLayer, NoResponseListener};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -21,8 +20,9 @@
 //!     .deny_user_agents(["masscan", "zgrab"])
 //!     .build()?;
 //!
-//! // Wrap the whole router, so that unrouted paths are judged too.
-//! let app = layer.layer(Router::new().route("/", get(|| async { "ok" })));
+//! // Add the layer last, after every route and fallback, so that it wraps the
+//! // whole router and judges requests for paths without a route too.
+//! let app = Router::new().route("/", get(|| async { "ok" })).layer(layer);
 //!
 //! let listener = NoResponseListener::bind("127.0.0.1:0").await?;
 //! let addr = listener.local_addr()?;

@@ -52,7 +52,12 @@ pub(crate) fn emit_drop<B>(
 ) {
     let host = match host_field(request.uri(), request.headers()) {
         HostField::Value(v) => Escaped(Some(v)),
-        HostField::Duplicate => Escaped(request.headers().get(http::header::HOST).map(HeaderValue::as_bytes)),
+        HostField::Duplicate => Escaped(
+            request
+                .headers()
+                .get(http::header::HOST)
+                .map(HeaderValue::as_bytes),
+        ),
         HostField::Missing => Escaped(None),
     };
     let user_agent = Escaped(request.headers().get(USER_AGENT).map(HeaderValue::as_bytes));
@@ -66,7 +71,7 @@ pub(crate) fn emit_drop<B>(
         host = %host,
         uri = %request.uri(),
         user_agent = %user_agent,
-        close,
+        close = %close,
         "dropped request"
     );
 }
@@ -91,7 +96,9 @@ impl fmt::Display for Escaped<'_> {
             return f.write_str("-");
         };
         for chunk in bytes.split_inclusive(|b| !is_plain(*b)) {
-            let (last, plain) = chunk.split_last().expect("split_inclusive yields non-empty chunks");
+            let (last, plain) = chunk
+                .split_last()
+                .expect("split_inclusive yields non-empty chunks");
             if is_plain(*last) {
                 f.write_str(std::str::from_utf8(chunk).map_err(|_| fmt::Error)?)?;
             } else {

@@ -1,7 +1,7 @@
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::Context;
 
 use atomic_waker::AtomicWaker;
 
@@ -60,12 +60,8 @@ pub struct ConnectionHandle {
 
 struct Shared {
     state: AtomicU8,
-    /// True while the HTTP server holds no unflushed bytes: it only flushes
-    /// the stream after its own buffer has been written out.
-    write_idle: AtomicBool,
     reader: AtomicWaker,
     writer: AtomicWaker,
-    idle: AtomicWaker,
 }
 
 impl fmt::Debug for ConnectionHandle {
@@ -81,10 +77,8 @@ impl ConnectionHandle {
         Self {
             shared: Arc::new(Shared {
                 state: AtomicU8::new(OPEN),
-                write_idle: AtomicBool::new(true),
                 reader: AtomicWaker::new(),
                 writer: AtomicWaker::new(),
-                idle: AtomicWaker::new(),
             }),
         }
     }
@@ -120,36 +114,11 @@ impl ConnectionHandle {
         self.shared.state.load(Ordering::Acquire) != OPEN
     }
 
-    /// Ready once every byte the server wrote has been flushed, so aborting
-    /// then cuts no earlier response short. Pipelined HTTP/1 needs this: hyper
-    /// parses the next request while the previous response may still sit in
-    /// its write buffer.
-    pub(crate) fn poll_write_idle(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.shared.write_idle.load(Ordering::Acquire) {
-            return Poll::Ready(());
-        }
-        self.shared.idle.register(cx.waker());
-        if self.shared.write_idle.load(Ordering::Acquire) {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    }
-
     pub(crate) fn register_reader(&self, cx: &Context<'_>) {
         self.shared.reader.register(cx.waker());
     }
 
     pub(crate) fn register_writer(&self, cx: &Context<'_>) {
         self.shared.writer.register(cx.waker());
-    }
-
-    pub(crate) fn mark_writing(&self) {
-        self.shared.write_idle.store(false, Ordering::Release);
-    }
-
-    pub(crate) fn mark_flushed(&self) {
-        self.shared.write_idle.store(true, Ordering::Release);
-        self.shared.idle.wake();
     }
 }

@@ -28,6 +28,14 @@ impl NoResponseListener {
         TcpListener::bind(addr).await.map(Self::from)
     }
 
+    /// The address the listener is bound to.
+    ///
+    /// # Errors
+    /// As [`TcpListener::local_addr`].
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
     /// The wrapped listener.
     #[must_use]
     pub fn get_ref(&self) -> &TcpListener {

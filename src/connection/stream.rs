@@ -95,7 +95,6 @@ impl AsyncWrite for AbortableStream {
         if self.handle.is_aborted() {
             return Poll::Ready(Err(Self::aborted()));
         }
-        self.handle.mark_writing();
         let poll = Pin::new(&mut self.stream).poll_write(cx, buf);
         self.after_write_poll(cx, poll)
     }
@@ -108,7 +107,6 @@ impl AsyncWrite for AbortableStream {
         if self.handle.is_aborted() {
             return Poll::Ready(Err(Self::aborted()));
         }
-        self.handle.mark_writing();
         let poll = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
         self.after_write_poll(cx, poll)
     }
@@ -121,11 +119,7 @@ impl AsyncWrite for AbortableStream {
         if self.handle.is_aborted() {
             return Poll::Ready(Err(Self::aborted()));
         }
-        let poll = Pin::new(&mut self.stream).poll_flush(cx);
-        if let Poll::Ready(Ok(())) = poll {
-            self.handle.mark_flushed();
-        }
-        poll
+        Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

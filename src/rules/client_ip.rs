@@ -99,9 +99,15 @@ mod tests {
     #[test]
     fn untrusted_peer_headers_are_ignored() {
         let t = trusted(&["10.0.0.0/8"]);
-        assert_eq!(resolve(ip("192.0.2.1"), &xff(&["203.0.113.9"]), &t), ip("192.0.2.1"));
+        assert_eq!(
+            resolve(ip("192.0.2.1"), &xff(&["203.0.113.9"]), &t),
+            ip("192.0.2.1")
+        );
         let none = trusted(&[]);
-        assert_eq!(resolve(ip("10.0.0.1"), &xff(&["203.0.113.9"]), &none), ip("10.0.0.1"));
+        assert_eq!(
+            resolve(ip("10.0.0.1"), &xff(&["203.0.113.9"]), &none),
+            ip("10.0.0.1")
+        );
     }
 
     #[test]

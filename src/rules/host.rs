@@ -99,7 +99,9 @@ pub(crate) fn classify(value: &[u8]) -> HostKind<'_> {
     let name = name.strip_suffix(b".").unwrap_or(name);
     if name.is_empty()
         || name.len() > MAX_NAME_LEN
-        || !name.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        || !name
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
         || name.split(|&b| b == b'.').any(<[u8]>::is_empty)
     {
         return HostKind::Invalid;
@@ -268,7 +270,10 @@ mod tests {
     #[test]
     fn classify_names_ports_and_literals() {
         assert_eq!(classify(b"example.com"), HostKind::Name(b"example.com"));
-        assert_eq!(classify(b"Example.COM:8080"), HostKind::Name(b"Example.COM"));
+        assert_eq!(
+            classify(b"Example.COM:8080"),
+            HostKind::Name(b"Example.COM")
+        );
         assert_eq!(classify(b"example.com."), HostKind::Name(b"example.com"));
         assert_eq!(classify(b"example.com.:80"), HostKind::Name(b"example.com"));
         assert_eq!(classify(b"example.com:"), HostKind::Name(b"example.com"));
@@ -326,7 +331,16 @@ mod tests {
 
     #[test]
     fn bad_server_names_are_refused_by_name() {
-        for bad in ["", "*", "*.", "a.*.com", "exa mple.com", "10.0.0.1", "[::1]", "a..b"] {
+        for bad in [
+            "",
+            "*",
+            "*.",
+            "a.*.com",
+            "exa mple.com",
+            "10.0.0.1",
+            "[::1]",
+            "a..b",
+        ] {
             let mut n = ServerNames::default();
             let err = n.add(bad).unwrap_err();
             assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
@@ -347,7 +361,10 @@ mod tests {
         let absolute: Uri = "http://user@example.com:81/x".parse().unwrap();
         assert_eq!(host_field(&origin, &headers(&[])), HostField::Missing);
         assert_eq!(host_field(&origin, &headers(&[b""])), HostField::Missing);
-        assert_eq!(host_field(&origin, &headers(&[b"a", b"b"])), HostField::Duplicate);
+        assert_eq!(
+            host_field(&origin, &headers(&[b"a", b"b"])),
+            HostField::Duplicate
+        );
         assert_eq!(
             host_field(&absolute, &headers(&[b"evil.com"])),
             HostField::Value(b"example.com")
@@ -366,13 +383,19 @@ mod tests {
         assert_eq!(check(&[]), Err(DropReason::HostMissing));
         assert_eq!(check(&[b"127.0.0.1"]), Err(DropReason::HostIpLiteral));
         assert_eq!(check(&[b"evil.com"]), Err(DropReason::HostUnknown));
-        assert_eq!(check(&[b"example.com", b"example.com"]), Err(DropReason::HostInvalid));
+        assert_eq!(
+            check(&[b"example.com", b"example.com"]),
+            Err(DropReason::HostInvalid)
+        );
 
         let only_missing = HostRules {
             drop_missing: true,
             ..HostRules::default()
         };
-        assert_eq!(only_missing.check(&uri, &headers(&[])), Err(DropReason::HostMissing));
+        assert_eq!(
+            only_missing.check(&uri, &headers(&[])),
+            Err(DropReason::HostMissing)
+        );
         assert_eq!(only_missing.check(&uri, &headers(&[b"1.2.3.4"])), Ok(()));
         assert_eq!(only_missing.check(&uri, &headers(&[b"any.name"])), Ok(()));
 

@@ -139,7 +139,10 @@ mod tests {
 
     #[test]
     fn allow_ranges_then_deny_all() {
-        let r = rules(&[("173.245.48.0/20", IpAction::Allow), ("all", IpAction::Deny)]);
+        let r = rules(&[
+            ("173.245.48.0/20", IpAction::Allow),
+            ("all", IpAction::Deny),
+        ]);
         assert_eq!(r.first_match(ip("173.245.48.1")), Some(IpAction::Allow));
         assert_eq!(r.first_match(ip("8.8.8.8")), Some(IpAction::Deny));
         assert_eq!(r.first_match(ip("2001:db8::1")), Some(IpAction::Deny));
@@ -148,14 +151,27 @@ mod tests {
     #[test]
     fn mapped_addresses_match_ipv4_rules_both_ways() {
         let r = rules(&[("198.51.100.0/24", IpAction::Deny)]);
-        assert_eq!(r.first_match(ip("::ffff:198.51.100.9")), Some(IpAction::Deny));
+        assert_eq!(
+            r.first_match(ip("::ffff:198.51.100.9")),
+            Some(IpAction::Deny)
+        );
         let mapped_rule = rules(&[("::ffff:198.51.100.0/120", IpAction::Deny)]);
-        assert_eq!(mapped_rule.first_match(ip("198.51.100.9")), Some(IpAction::Deny));
+        assert_eq!(
+            mapped_rule.first_match(ip("198.51.100.9")),
+            Some(IpAction::Deny)
+        );
     }
 
     #[test]
     fn malformed_values_are_refused_by_name() {
-        for bad in ["300.1.1.1", "10.0.0.0/33", "10.0.0.1/8", "example.com", "", "::1/129"] {
+        for bad in [
+            "300.1.1.1",
+            "10.0.0.0/33",
+            "10.0.0.1/8",
+            "example.com",
+            "",
+            "::1/129",
+        ] {
             let err = parse_cidrs("deny_ip", bad).unwrap_err().to_string();
             assert!(err.contains(&format!("{bad:?}")), "{err}");
             assert!(err.starts_with("deny_ip"), "{err}");

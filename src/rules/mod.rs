@@ -59,12 +59,17 @@ impl RuleSet {
     /// `peer` is the TCP peer; the client IP is derived from it and, when the
     /// peer is a trusted proxy, from `X-Forwarded-For`.
     pub fn decide<B>(&self, request: &Request<B>, peer: Option<SocketAddr>) -> Decision {
-        let client_ip = peer.map(|p| client_ip::resolve(p.ip(), request.headers(), &self.trusted_proxies));
+        let client_ip =
+            peer.map(|p| client_ip::resolve(p.ip(), request.headers(), &self.trusted_proxies));
         let drop = self.first_drop(request, client_ip).err();
         Decision { client_ip, drop }
     }
 
-    fn first_drop<B>(&self, request: &Request<B>, client_ip: Option<IpAddr>) -> Result<(), DropReason> {
+    fn first_drop<B>(
+        &self,
+        request: &Request<B>,
+        client_ip: Option<IpAddr>,
+    ) -> Result<(), DropReason> {
         let headers = request.headers();
         self.host.check(request.uri(), headers)?;
         let needs_ip = !self.ip.is_empty() || self.rate_limit.is_some();

@@ -80,7 +80,12 @@ impl RateLimit {
             .ok_or_else(|| bad(format!("burst {} is too large", self.burst)))?;
         Quota::with_period(period)
             .map(|q| q.allow_burst(bucket))
-            .ok_or_else(|| bad(format!("{} requests per {:?} is too fast", self.requests, self.per)))
+            .ok_or_else(|| {
+                bad(format!(
+                    "{} requests per {:?} is too fast",
+                    self.requests, self.per
+                ))
+            })
     }
 }
 

@@ -121,9 +121,18 @@ mod tests {
     #[test]
     fn deny_is_case_insensitive_and_allow_wins() {
         let r = seed_rules();
-        assert_eq!(r.check(&with_ua(&[b"masscan/1.3"])), Err(DropReason::UserAgentDenied));
-        assert_eq!(r.check(&with_ua(&[b"Mozilla ZGrab/0.x"])), Err(DropReason::UserAgentDenied));
-        assert_eq!(r.check(&with_ua(&[b"Python-urllib/3.11"])), Err(DropReason::UserAgentDenied));
+        assert_eq!(
+            r.check(&with_ua(&[b"masscan/1.3"])),
+            Err(DropReason::UserAgentDenied)
+        );
+        assert_eq!(
+            r.check(&with_ua(&[b"Mozilla ZGrab/0.x"])),
+            Err(DropReason::UserAgentDenied)
+        );
+        assert_eq!(
+            r.check(&with_ua(&[b"Python-urllib/3.11"])),
+            Err(DropReason::UserAgentDenied)
+        );
         assert_eq!(r.check(&with_ua(&[b"python-requests/2.31"])), Ok(()));
         assert_eq!(r.check(&with_ua(&[b"curl/8.5"])), Ok(()));
     }
@@ -155,7 +164,10 @@ mod tests {
     #[test]
     fn case_sensitivity_can_be_restored_inline() {
         let r = UserAgentRules::new(&strings(&["(?-i)BadBot"]), &[], false).unwrap();
-        assert_eq!(r.check(&with_ua(&[b"BadBot"])), Err(DropReason::UserAgentDenied));
+        assert_eq!(
+            r.check(&with_ua(&[b"BadBot"])),
+            Err(DropReason::UserAgentDenied)
+        );
         assert_eq!(r.check(&with_ua(&[b"badbot"])), Ok(()));
     }
 

@@ -1,0 +1,155 @@
+//! The seed's nginx configuration, rule for rule, as an axum app.
+//!
+//! ```text
+//! cargo run --example nginx_444 -- [--listen ADDR] [--close fin|rst] [--trusted-proxy CIDR]...
+//! ```
+//!
+//! Serves `example.com` and `www.example.com`; every path answers `200 ok`.
+//! Try it:
+//!
+//! ```text
+//! curl -H 'Host: example.com' -A curl http://127.0.0.1:8444/      # 200 ok
+//! curl http://127.0.0.1:8444/                                     # (52) Empty reply from server
+//! curl -H 'Host: example.com' -A masscan http://127.0.0.1:8444/   # (52)
+//! ```
+//!
+//! Every drop prints one line with `status=444` and `rule=<name>` on stdout.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use axum::Router;
+use tower_no_response::audit::DROP_EVENT_TARGET;
+use tower_no_response::{
+    CloseMode, ConnectionInfo, NoResponseLayer, NoResponseLayerBuilder, NoResponseListener,
+    RateLimit,
+};
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::prelude::*;
+
+struct Args {
+    listen: SocketAddr,
+    close: CloseMode,
+    trusted_proxies: Vec<String>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        listen: "127.0.0.1:8444".parse().expect("literal"),
+        close: CloseMode::Fin,
+        trusted_proxies: Vec::new(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--listen" => {
+                let v = value()?;
+                args.listen = v.parse().map_err(|e| format!("--listen {v:?}: {e}"))?;
+            }
+            "--close" => {
+                args.close = match value()?.as_str() {
+                    "fin" => CloseMode::Fin,
+                    "rst" | "reset" => CloseMode::Reset,
+                    other => return Err(format!("--close {other:?}: expected fin or rst")),
+                }
+            }
+            "--trusted-proxy" => args.trusted_proxies.push(value()?),
+            "-h" | "--help" => {
+                return Err(
+                    "usage: nginx_444 [--listen ADDR] [--close fin|rst] [--trusted-proxy CIDR]..."
+                        .into(),
+                );
+            }
+            other => return Err(format!("unknown flag {other:?}; try --help")),
+        }
+    }
+    if args.trusted_proxies.is_empty() {
+        args.trusted_proxies = vec!["127.0.0.0/8".into(), "::1/128".into()];
+    }
+    Ok(args)
+}
+
+/// The seed's rules, in the seed's order.
+fn seed_rules(args: &Args) -> NoResponseLayerBuilder {
+    NoResponseLayer::builder()
+        // server { listen 80 default_server; server_name _; return 444; }
+        // server { server_name example.com www.example.com; ... }
+        .server_names(["example.com", "www.example.com"])
+        // deny 198.51.100.0/24;  if ($remote_addr = "203.0.113.7") { return 444; }
+        .deny_ip("198.51.100.0/24")
+        .deny_ip("203.0.113.7")
+        // set_real_ip_from ...; real_ip_header X-Forwarded-For; real_ip_recursive on;
+        .trusted_proxies(args.trusted_proxies.iter().cloned())
+        // map $http_user_agent $bad_agent { ~*masscan 1; ~*zgrab 1; ~*python-requests 0; "" 1; }
+        .deny_user_agents(["masscan", "zgrab"])
+        .allow_user_agent("python-requests")
+        .drop_empty_user_agent(true)
+        // limit_req_zone $binary_remote_addr zone=req_limit:10m rate=10r/s;
+        // limit_req zone=req_limit burst=20 nodelay; limit_req_status 444;
+        .rate_limit(RateLimit::per_second(10).burst(20))
+        .close_mode(args.close)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(msg) => {
+            eprintln!("{msg}");
+            return ExitCode::from(2);
+        }
+    };
+    // The audit trail on stdout, one line per drop; everything else on stderr.
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stdout)
+                .with_ansi(std::io::stdout().is_terminal())
+                .with_filter(Targets::new().with_target(DROP_EVENT_TARGET, LevelFilter::INFO)),
+        )
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_filter(
+                    Targets::new()
+                        .with_default(LevelFilter::WARN)
+                        .with_target(DROP_EVENT_TARGET, LevelFilter::OFF),
+                ),
+        )
+        .init();
+
+    let layer = match seed_rules(&args).build() {
+        Ok(layer) => layer,
+        Err(e) => {
+            eprintln!("bad rule: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Every path answers 200 ok. The layer goes on last, after every route
+    // and the fallback, so probes for paths that do not exist are judged too.
+    let app = Router::new().fallback(|| async { "ok" }).layer(layer);
+
+    let listener = match NoResponseListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cannot listen on {}: {e}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!(
+        "listening on http://{} (close mode: {})",
+        args.listen, args.close
+    );
+    let serve = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<ConnectionInfo>(),
+    );
+    if let Err(e) = serve.await {
+        eprintln!("server error: {e}");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
