@@ -174,8 +174,8 @@ impl<S> NoResponse<S> {
                  so it cannot abort the connection. Serve with `NoResponseListener` and \
                  `into_make_service_with_connect_info::<ConnectionInfo>()`. Until then, dropped \
                  responses fail their body instead: HTTP/1 clients still receive no bytes, but \
-                 close modes are ignored and HTTP/2 clients receive response headers before the \
-                 stream reset."
+                 close modes are ignored and HTTP/2 clients may receive a `:status 444` head \
+                 before their stream is reset."
             );
         }
     }

@@ -60,8 +60,8 @@
 //! Without the listener the layer still never calls the inner service for a
 //! dropped request and never hangs: the dropped response's body fails, so
 //! hyper abandons an HTTP/1 connection without writing. An error is logged
-//! once, naming the fix. HTTP/2 clients then see response headers before a
-//! stream reset, and close modes do not apply.
+//! once, naming the fix. Close modes do not apply then, and an HTTP/2 client
+//! sees its stream reset but may first receive a bare `:status 444` head.
 //!
 //! Over `axum::serve`, a drop on an HTTP/2 connection closes the whole
 //! connection, with every stream on it.

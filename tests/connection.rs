@@ -374,3 +374,60 @@ async fn without_any_peer_address_ip_rules_fail_closed() {
     assert!(outcome.bytes.is_empty(), "leaked {:?}", outcome.text());
     assert_eq!(hits.load(Ordering::SeqCst), 1);
 }
+
+/// Without the listener an HTTP/2 drop resets the stream through the failing
+/// body. hyper may send the response head first (a bare `:status 444`) if
+/// its connection task flushes before the stream task polls the body; either
+/// way no body byte is sent and the connection stays usable.
+#[tokio::test]
+async fn without_the_listener_http2_resets_only_the_stream() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper::body::Bytes;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let app = Router::new()
+        .fallback(|| async { "ok" })
+        .layer(seed_rules().build().unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    });
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = |authority: &str| {
+        hyper::Request::builder()
+            .uri(format!("http://{authority}/"))
+            .header("user-agent", "curl")
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    let dropped = tokio::time::timeout(PATIENCE, sender.send_request(req("evil.com")))
+        .await
+        .expect("hangs");
+    match dropped {
+        Err(e) => {
+            let h2 = std::error::Error::source(&e)
+                .and_then(|s| s.downcast_ref::<h2::Error>())
+                .unwrap_or_else(|| panic!("not an h2 error: {e:?}"));
+            assert!(h2.is_reset(), "expected a stream reset, got {h2:?}");
+        }
+        Ok(response) => {
+            assert_eq!(response.status(), 444);
+            let body = tokio::time::timeout(PATIENCE, response.into_body().collect())
+                .await
+                .expect("body hangs");
+            assert!(body.is_err(), "the body must fail, not complete");
+        }
+    }
+    let ok = sender.send_request(req("example.com")).await.unwrap();
+    assert_eq!(ok.status(), 200);
+}
