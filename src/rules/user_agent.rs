@@ -2,7 +2,7 @@
 //! User-Agent, as the seed's `map $http_user_agent $bad_agent`.
 
 use http::{HeaderMap, header::USER_AGENT};
-use regex::bytes::{RegexBuilder, RegexSet, RegexSetBuilder};
+use regex::bytes::{Regex, RegexBuilder};
 
 use super::DropReason;
 use crate::error::BuildError;
@@ -11,8 +11,8 @@ use crate::error::BuildError;
 /// UTF-8 is still judged instead of slipping through a failed conversion.
 #[derive(Debug)]
 pub(crate) struct UserAgentRules {
-    deny: Option<RegexSet>,
-    allow: Option<RegexSet>,
+    deny: Option<Regex>,
+    allow: Option<Regex>,
     drop_empty: bool,
 }
 
@@ -66,28 +66,32 @@ impl UserAgentRules {
 }
 
 /// Compiles each pattern alone first so that an error names the one at fault,
-/// then all of them as one set so a request costs a single pass.
-fn compile(rule: &'static str, patterns: &[String]) -> Result<Option<RegexSet>, BuildError> {
+/// then all of them as one alternation: a request costs a single pass, and
+/// the regex engine turns literal alternatives into one fast prefilter.
+/// Each pattern keeps its own group, so inline flags such as `(?-i)` stay
+/// local to it.
+fn compile(rule: &'static str, patterns: &[String]) -> Result<Option<Regex>, BuildError> {
     if patterns.is_empty() {
         return Ok(None);
     }
+    let build = |pattern: &str| RegexBuilder::new(pattern).case_insensitive(true).build();
     for p in patterns {
-        RegexBuilder::new(p)
-            .case_insensitive(true)
-            .build()
-            .map_err(|source| BuildError::Regex {
-                rule,
-                pattern: p.clone(),
-                source,
-            })?;
+        build(p).map_err(|source| BuildError::Regex {
+            rule,
+            pattern: p.clone(),
+            source,
+        })?;
     }
-    RegexSetBuilder::new(patterns)
-        .case_insensitive(true)
-        .build()
+    let joined = patterns
+        .iter()
+        .map(|p| format!("(?:{p})"))
+        .collect::<Vec<_>>()
+        .join("|");
+    build(&joined)
         .map(Some)
         .map_err(|source| BuildError::Regex {
             rule,
-            pattern: patterns.join(" | "),
+            pattern: joined,
             source,
         })
 }
@@ -162,13 +166,25 @@ mod tests {
     }
 
     #[test]
-    fn case_sensitivity_can_be_restored_inline() {
-        let r = UserAgentRules::new(&strings(&["(?-i)BadBot"]), &[], false).unwrap();
+    fn case_sensitivity_can_be_restored_inline_for_one_pattern() {
+        let r = UserAgentRules::new(&strings(&["(?-i)BadBot", "evil"]), &[], false).unwrap();
         assert_eq!(
             r.check(&with_ua(&[b"BadBot"])),
             Err(DropReason::UserAgentDenied)
         );
         assert_eq!(r.check(&with_ua(&[b"badbot"])), Ok(()));
+        assert_eq!(
+            r.check(&with_ua(&[b"EVIL"])),
+            Err(DropReason::UserAgentDenied)
+        );
+    }
+
+    #[test]
+    fn a_pattern_cannot_escape_its_group() {
+        // Compiled alone, `a)|(?:b` is unbalanced, so it never reaches the join
+        // where it would close its own group and open another.
+        let err = UserAgentRules::new(&strings(&["a)|(?:b"]), &[], false).unwrap_err();
+        assert!(err.to_string().contains("\"a)|(?:b\""), "{err}");
     }
 
     #[test]
