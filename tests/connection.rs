@@ -431,3 +431,57 @@ async fn without_the_listener_http2_resets_only_the_stream() {
     let ok = sender.send_request(req("example.com")).await.unwrap();
     assert_eq!(ok.status(), 200);
 }
+
+/// hyper sends `100 Continue` only once the body is read; a dropped request's
+/// body never is, so even that interim response stays unsent.
+#[tokio::test]
+async fn expect_continue_gets_no_interim_response() {
+    let app = spawn_app(seed_rules().build().unwrap()).await;
+    let req = request(
+        "POST",
+        "/",
+        Some("example.com"),
+        Some("masscan"),
+        &[("Content-Length", "10"), ("Expect", "100-continue")],
+    );
+    exchange(app.addr, &req).await.assert_dropped(Close::Fin);
+}
+
+/// The stream itself, without hyper: after an abort, plain and vectored
+/// writes fail and nothing reaches the peer.
+#[tokio::test]
+async fn an_aborted_stream_refuses_plain_and_vectored_writes() {
+    use std::io::{ErrorKind, IoSlice};
+    use tower_no_response::AbortableStream;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    let mut stream = AbortableStream::new(server);
+    let handle = stream.handle().clone();
+    assert!(!handle.is_aborted());
+    assert!(handle.abort(CloseMode::Fin));
+    assert_eq!(handle.close_mode(), Some(CloseMode::Fin));
+    let err = stream.write(b"HTTP/1.1 200 OK\r\n").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConnectionAborted);
+    let err = stream
+        .write_vectored(&[IoSlice::new(b"HTTP/1.1 "), IoSlice::new(b"200 OK\r\n")])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConnectionAborted);
+    assert_eq!(
+        stream.flush().await.unwrap_err().kind(),
+        ErrorKind::ConnectionAborted
+    );
+    let mut buf = [0u8; 8];
+    let err = tokio::io::AsyncReadExt::read(&mut stream, &mut buf)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConnectionAborted);
+    drop(stream);
+    read_until_close(&mut client)
+        .await
+        .assert_dropped(Close::Fin);
+}
