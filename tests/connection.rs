@@ -257,7 +257,9 @@ async fn http2_drop_closes_the_whole_connection() {
         .route(
             "/slow",
             route_get(|| async {
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                // Far longer than the test: it must fail with its connection,
+                // not finish before the drop.
+                tokio::time::sleep(Duration::from_secs(30)).await;
                 "slow"
             }),
         )
