@@ -5,7 +5,7 @@
 //! 1. **Host**: `host_missing`, `host_invalid`, `host_ip_literal`, `host_unknown`.
 //! 2. **Client IP**: `client_ip_unknown`, then `ip_deny`.
 //! 3. **User-Agent**: `user_agent`, `user_agent_empty`.
-//! 4. **Rate limit**: `rate_limit`.
+//! 4. **Rate limit**: `rate_limit`, `rate_limit_full`.
 //!
 //! The rate limit runs last so that only requests every other rule accepted
 //! count toward a client's budget, as in nginx's phase order: a scanner that
@@ -28,7 +28,7 @@ pub use reason::DropReason;
 
 use host::HostRules;
 use ip::{IpAction, IpRules, IpSet};
-use rate_limit::Limiter;
+use rate_limit::{Limiter, Verdict};
 use user_agent::UserAgentRules;
 
 /// A compiled, immutable rule set. Build it with
@@ -82,11 +82,10 @@ impl RuleSet {
             return Err(DropReason::IpDenied);
         }
         self.user_agent.check(headers)?;
-        if let Some(limiter) = &self.rate_limit {
-            if !limiter.check(client_ip) {
-                return Err(DropReason::RateLimited);
-            }
+        match self.rate_limit.as_ref().map(|l| l.check(client_ip)) {
+            Some(Verdict::OverLimit) => Err(DropReason::RateLimited),
+            Some(Verdict::TableFull) => Err(DropReason::RateLimitFull),
+            Some(Verdict::Allow) | None => Ok(()),
         }
-        Ok(())
     }
 }

@@ -1,12 +1,21 @@
-//! A per-client rate limit with nginx's `limit_req ... nodelay` model.
+//! A per-client rate limit with nginx's `limit_req ... nodelay` model, whose
+//! memory is bounded: idle clients are evicted on a schedule and the number
+//! of tracked clients has a hard cap.
 
+use std::cell::Cell;
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use governor::clock::{Clock, DefaultClock, Reference};
 use governor::middleware::NoOpMiddleware;
-use governor::state::keyed::DefaultKeyedStateStore;
+use governor::nanos::Nanos;
+use governor::state::StateStore;
+use governor::state::keyed::ShrinkableKeyedStateStore;
 use governor::{Quota, RateLimiter};
 
 use crate::error::BuildError;
@@ -21,6 +30,16 @@ use crate::error::BuildError;
 ///
 /// Clients are keyed by IPv4 address, or by IPv6 prefix (`/64` by default) so
 /// that one host cannot escape the limit by rotating through its own subnet.
+///
+/// # Memory
+///
+/// Each tracked client costs a few dozen bytes. Clients whose state has
+/// fully refilled are forgotten every [`eviction_interval`](Self::eviction_interval)
+/// (when a tokio runtime is running), and at most [`max_keys`](Self::max_keys)
+/// clients are tracked at once. When the table is full, idle clients are
+/// evicted on the spot (at most once a second); if it is still full, a new
+/// client is dropped with rule `rate_limit_full`, as nginx drops requests when
+/// its `limit_req_zone` is exhausted. Clients already tracked are unaffected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
 pub struct RateLimit {
@@ -28,6 +47,8 @@ pub struct RateLimit {
     per: Duration,
     burst: u32,
     ipv6_prefix: u8,
+    max_keys: usize,
+    eviction_interval: Duration,
 }
 
 impl RateLimit {
@@ -47,6 +68,8 @@ impl RateLimit {
             per,
             burst: 0,
             ipv6_prefix: 64,
+            max_keys: 100_000,
+            eviction_interval: Duration::from_secs(10),
         }
     }
 
@@ -62,6 +85,18 @@ impl RateLimit {
         self
     }
 
+    /// The most clients tracked at once, 100,000 by default (a few MiB).
+    pub const fn max_keys(mut self, n: usize) -> Self {
+        self.max_keys = n;
+        self
+    }
+
+    /// How often idle clients are forgotten, every 10 seconds by default.
+    pub const fn eviction_interval(mut self, every: Duration) -> Self {
+        self.eviction_interval = every;
+        self
+    }
+
     fn quota(&self) -> Result<Quota, BuildError> {
         let bad = |reason: String| BuildError::RateLimit { reason };
         if self.requests == 0 {
@@ -69,6 +104,12 @@ impl RateLimit {
         }
         if self.ipv6_prefix > 128 {
             return Err(bad(format!("ipv6_prefix {} is over 128", self.ipv6_prefix)));
+        }
+        if self.max_keys == 0 {
+            return Err(bad("max_keys must be at least 1".into()));
+        }
+        if self.eviction_interval.is_zero() {
+            return Err(bad("eviction_interval must not be zero".into()));
         }
         let period = self.per / self.requests;
         // nginx admits the first request plus `burst` more; governor's burst
@@ -89,16 +130,124 @@ impl RateLimit {
     }
 }
 
+/// What the limiter says about one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Allow,
+    OverLimit,
+    /// A new client, and no room to track it.
+    TableFull,
+}
+
+thread_local! {
+    /// Set by [`KeyTable`] when it refuses to add a key. governor's store
+    /// interface cannot return an error of its own, and the check runs
+    /// synchronously on this thread, so the flag is read right after.
+    static REFUSED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// governor's keyed state, in a table that counts its keys so the cap is
+/// exact and cheap to check.
+struct KeyTable {
+    map: DashMap<IpAddr, AtomicU64>,
+    len: AtomicUsize,
+    cap: usize,
+}
+
+impl StateStore for KeyTable {
+    type Key = IpAddr;
+
+    fn measure_and_replace<T, F, E>(&self, key: &IpAddr, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        if let Some(state) = self.map.get(key) {
+            return measure(&state, f);
+        }
+        // Reserve a slot before inserting, so racing inserts cannot overshoot.
+        if self.len.fetch_add(1, Ordering::AcqRel) >= self.cap {
+            self.len.fetch_sub(1, Ordering::AcqRel);
+            REFUSED.with(|r| r.set(true));
+            return f(None).map(|(t, _)| t);
+        }
+        match self.map.entry(*key) {
+            Entry::Occupied(e) => {
+                // Another thread inserted it first; give the slot back.
+                self.len.fetch_sub(1, Ordering::AcqRel);
+                measure(e.get(), f)
+            }
+            Entry::Vacant(e) => measure(&e.insert(AtomicU64::new(0)), f),
+        }
+    }
+}
+
+/// The compare-and-swap loop of governor's own in-memory state: `0` means a
+/// fresh client.
+fn measure<T, E>(
+    state: &AtomicU64,
+    f: impl Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+) -> Result<T, E> {
+    let load = |v: u64| (v != 0).then(|| Nanos::from(v));
+    let mut prev = state.load(Ordering::Acquire);
+    let mut decision = f(load(prev));
+    while let Ok((result, next)) = decision {
+        match state.compare_exchange_weak(prev, next.into(), Ordering::Release, Ordering::Relaxed) {
+            Ok(_) => return Ok(result),
+            Err(actual) => prev = actual,
+        }
+        decision = f(load(prev));
+    }
+    decision.map(|(result, _)| result)
+}
+
+impl ShrinkableKeyedStateStore<IpAddr> for KeyTable {
+    fn retain_recent(&self, drop_below: Nanos) {
+        let drop_below: u64 = drop_below.into();
+        let mut removed = 0;
+        self.map.retain(|_, state| {
+            let keep = state.load(Ordering::Relaxed) > drop_below;
+            removed += usize::from(!keep);
+            keep
+        });
+        self.len.fetch_sub(removed, Ordering::AcqRel);
+    }
+
+    fn shrink_to_fit(&self) {
+        self.map.shrink_to_fit();
+    }
+
+    fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+type Governor<C> = RateLimiter<IpAddr, KeyTable, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
+struct Shared<C: Clock> {
+    governor: Governor<C>,
+    clock: C,
+    start: C::Instant,
+    v6_mask: u128,
+    eviction_interval: Duration,
+    /// Clock nanoseconds of the last eviction run on the request path.
+    last_inline_eviction: AtomicU64,
+    /// Whether the background eviction task was started (or tried).
+    housekeeper: std::sync::Once,
+}
+
 /// The compiled limiter, generic over the clock so tests can step time.
 pub(crate) struct Limiter<C: Clock = DefaultClock> {
-    limiter: RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, C, NoOpMiddleware<C::Instant>>,
-    v6_mask: u128,
+    shared: Arc<Shared<C>>,
 }
 
 impl<C: Clock> std::fmt::Debug for Limiter<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Limiter")
-            .field("keys", &self.limiter.len())
+            .field("keys", &self.len())
             .finish_non_exhaustive()
     }
 }
@@ -110,26 +259,131 @@ impl Limiter {
 }
 
 impl<C: Clock> Limiter<C> {
+    pub(crate) fn len(&self) -> usize {
+        self.shared.governor.len()
+    }
+}
+
+impl<C: Clock + Clone + Send + Sync + 'static> Limiter<C>
+where
+    C::Instant: Send + Sync,
+{
     pub(crate) fn with_clock(config: &RateLimit, clock: C) -> Result<Self, BuildError> {
         let quota = config.quota()?;
         let v6_mask = match config.ipv6_prefix {
             0 => 0,
             len => u128::MAX << (128 - u32::from(len)),
         };
+        let table = KeyTable {
+            map: DashMap::new(),
+            len: AtomicUsize::new(0),
+            cap: config.max_keys,
+        };
         Ok(Self {
-            limiter: RateLimiter::dashmap_with_clock(quota, clock),
-            v6_mask,
+            shared: Arc::new(Shared {
+                governor: RateLimiter::new(quota, table, clock.clone()),
+                start: clock.now(),
+                clock,
+                v6_mask,
+                eviction_interval: config.eviction_interval,
+                last_inline_eviction: AtomicU64::new(0),
+                housekeeper: std::sync::Once::new(),
+            }),
         })
     }
 
-    /// `ip` must already be canonical. Returns `false` when over the limit.
-    pub(crate) fn check(&self, ip: IpAddr) -> bool {
+    /// `ip` must already be canonical.
+    pub(crate) fn check(&self, ip: IpAddr) -> Verdict {
+        self.shared
+            .housekeeper
+            .call_once(|| spawn_housekeeper(Arc::downgrade(&self.shared)));
         let key = match ip {
             IpAddr::V4(_) => ip,
-            IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & self.v6_mask)),
+            IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & self.shared.v6_mask)),
         };
-        self.limiter.check_key(&key).is_ok()
+        match self.check_key(&key) {
+            Verdict::TableFull if self.evict_inline() => self.check_key(&key),
+            verdict => verdict,
+        }
     }
+
+    fn check_key(&self, key: &IpAddr) -> Verdict {
+        REFUSED.with(|r| r.set(false));
+        let allowed = self.shared.governor.check_key(key).is_ok();
+        if REFUSED.with(Cell::get) {
+            Verdict::TableFull
+        } else if allowed {
+            Verdict::Allow
+        } else {
+            Verdict::OverLimit
+        }
+    }
+
+    /// Evicts idle clients from the request path, at most once a second so a
+    /// flood of new clients cannot make every request scan the table.
+    /// Returns whether it ran.
+    fn evict_inline(&self) -> bool {
+        // Offset by one so that zero can mean "never ran".
+        let now = u64::from(self.shared.clock.now().duration_since(self.shared.start)) + 1;
+        let last = self.shared.last_inline_eviction.load(Ordering::Acquire);
+        if last != 0 && now.saturating_sub(last) < 1_000_000_000 {
+            return false;
+        }
+        if self
+            .shared
+            .last_inline_eviction
+            .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        self.shared.evict();
+        true
+    }
+
+    #[cfg(test)]
+    pub(crate) fn evict_now(&self) {
+        self.shared.evict();
+    }
+}
+
+impl<C: Clock> Shared<C> {
+    fn evict(&self) {
+        let before = self.governor.len();
+        self.governor.retain_recent();
+        // Give memory back after a flood has passed, not on every small sweep.
+        if self.governor.len() < before / 2 {
+            self.governor.shrink_to_fit();
+        }
+    }
+}
+
+/// Runs scheduled eviction on the current tokio runtime, if there is one,
+/// for as long as the limiter lives. Without a runtime, eviction happens only
+/// when the table fills up.
+fn spawn_housekeeper<C>(shared: Weak<Shared<C>>)
+where
+    C: Clock + Send + Sync + 'static,
+    C::Instant: Send + Sync,
+{
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let Some(interval) = shared.upgrade().map(|s| s.eviction_interval) else {
+        return;
+    };
+    runtime.spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            match shared.upgrade() {
+                Some(shared) => shared.evict(),
+                None => return,
+            }
+        }
+    });
 }
 
 #[cfg(test)]
@@ -138,8 +392,15 @@ mod tests {
     use governor::clock::FakeRelativeClock;
 
     fn run(limiter: &Limiter<FakeRelativeClock>, ip: IpAddr, n: usize) -> (usize, usize) {
-        let passed = (0..n).filter(|_| limiter.check(ip)).count();
+        let passed = (0..n)
+            .filter(|_| limiter.check(ip) == Verdict::Allow)
+            .count();
         (passed, n - passed)
+    }
+
+    fn fake(config: RateLimit) -> (Limiter<FakeRelativeClock>, FakeRelativeClock) {
+        let clock = FakeRelativeClock::default();
+        (Limiter::with_clock(&config, clock.clone()).unwrap(), clock)
     }
 
     /// The figures measured on nginx with `rate=10r/s burst=20 nodelay`:
@@ -147,9 +408,7 @@ mod tests {
     /// later, 10 pass and 30 drop.
     #[test]
     fn matches_nginx_limit_req_burst_nodelay() {
-        let clock = FakeRelativeClock::default();
-        let limiter =
-            Limiter::with_clock(&RateLimit::per_second(10).burst(20), clock.clone()).unwrap();
+        let (limiter, clock) = fake(RateLimit::per_second(10).burst(20));
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         assert_eq!(run(&limiter, ip, 40), (21, 19));
         clock.advance(Duration::from_secs(1));
@@ -160,15 +419,82 @@ mod tests {
 
     #[test]
     fn ipv6_hosts_share_their_prefix() {
-        let limiter = Limiter::with_clock(
-            &RateLimit::per_minute(1).burst(1),
-            FakeRelativeClock::default(),
-        )
-        .unwrap();
-        assert!(limiter.check("2001:db8:0:1::1".parse().unwrap()));
-        assert!(limiter.check("2001:db8:0:1::2".parse().unwrap()));
-        assert!(!limiter.check("2001:db8:0:1:ffff::3".parse().unwrap()));
-        assert!(limiter.check("2001:db8:0:2::1".parse().unwrap()));
+        let (limiter, _) = fake(RateLimit::per_minute(1).burst(1));
+        let check = |s: &str| limiter.check(s.parse().unwrap());
+        assert_eq!(check("2001:db8:0:1::1"), Verdict::Allow);
+        assert_eq!(check("2001:db8:0:1::2"), Verdict::Allow);
+        assert_eq!(check("2001:db8:0:1:ffff::3"), Verdict::OverLimit);
+        assert_eq!(check("2001:db8:0:2::1"), Verdict::Allow);
+        let (wide, _) = fake(RateLimit::per_minute(1).ipv6_prefix(48));
+        assert_eq!(
+            wide.check("2001:db8:0:1::1".parse().unwrap()),
+            Verdict::Allow
+        );
+        assert_eq!(
+            wide.check("2001:db8:0:2::1".parse().unwrap()),
+            Verdict::OverLimit
+        );
+    }
+
+    #[test]
+    fn the_table_never_grows_past_its_cap() {
+        let (limiter, clock) = fake(RateLimit::per_second(1).max_keys(100));
+        let ip = |i: u32| IpAddr::from((0xC000_0200u32 + i).to_be_bytes());
+        for i in 0..100 {
+            assert_eq!(limiter.check(ip(i)), Verdict::Allow);
+        }
+        assert_eq!(limiter.len(), 100);
+        // Full, and every tracked client is still within its refill time:
+        // a new client is refused, the tracked ones are unaffected.
+        assert_eq!(limiter.check(ip(1000)), Verdict::TableFull);
+        assert_eq!(limiter.check(ip(1001)), Verdict::TableFull);
+        assert_eq!(limiter.check(ip(5)), Verdict::OverLimit);
+        assert_eq!(limiter.len(), 100);
+        // Once the tracked clients are idle, a full table evicts them inline.
+        clock.advance(Duration::from_secs(5));
+        assert_eq!(limiter.check(ip(1000)), Verdict::Allow);
+        assert_eq!(limiter.len(), 1);
+    }
+
+    #[test]
+    fn inline_eviction_is_throttled() {
+        let (limiter, clock) = fake(RateLimit::per_second(1).burst(5).max_keys(2));
+        let ip = |i: u32| IpAddr::from((0x0A00_0000u32 + i).to_be_bytes());
+        // Both clients spend their whole burst: idle again only after 7 s.
+        for _ in 0..6 {
+            assert_eq!(limiter.check(ip(1)), Verdict::Allow);
+            assert_eq!(limiter.check(ip(2)), Verdict::Allow);
+        }
+        let ms = Duration::from_millis;
+        clock.advance(ms(6_500));
+        assert_eq!(
+            limiter.check(ip(3)),
+            Verdict::TableFull,
+            "nothing idle to evict"
+        );
+        clock.advance(ms(700));
+        assert_eq!(
+            limiter.check(ip(3)),
+            Verdict::TableFull,
+            "idle now, but the last scan was under a second ago"
+        );
+        clock.advance(ms(400));
+        assert_eq!(limiter.check(ip(3)), Verdict::Allow);
+        assert_eq!(limiter.len(), 1);
+    }
+
+    #[test]
+    fn scheduled_eviction_forgets_idle_clients() {
+        let (limiter, clock) = fake(RateLimit::per_second(10).burst(20));
+        for i in 0..50u32 {
+            limiter.check(IpAddr::from(i.to_be_bytes()));
+        }
+        assert_eq!(limiter.len(), 50);
+        limiter.evict_now();
+        assert_eq!(limiter.len(), 50, "still refilling");
+        clock.advance(Duration::from_secs(3));
+        limiter.evict_now();
+        assert_eq!(limiter.len(), 0);
     }
 
     #[test]
@@ -176,6 +502,8 @@ mod tests {
         assert!(Limiter::new(&RateLimit::per_second(0)).is_err());
         assert!(Limiter::new(&RateLimit::per_second(1).burst(u32::MAX)).is_err());
         assert!(Limiter::new(&RateLimit::per_second(1).ipv6_prefix(129)).is_err());
+        assert!(Limiter::new(&RateLimit::per_second(1).max_keys(0)).is_err());
+        assert!(Limiter::new(&RateLimit::per_second(1).eviction_interval(Duration::ZERO)).is_err());
         assert!(Limiter::new(&RateLimit::per_second(1).ipv6_prefix(0)).is_ok());
     }
 }

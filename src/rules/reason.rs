@@ -29,6 +29,11 @@ pub enum DropReason {
     UserAgentEmpty,
     /// `rate_limit`: the client is over its request rate.
     RateLimited,
+    /// `rate_limit_full`: a new client, while the rate limiter already tracks
+    /// as many clients as it may (see [`RateLimit::max_keys`]).
+    ///
+    /// [`RateLimit::max_keys`]: crate::RateLimit::max_keys
+    RateLimitFull,
 }
 
 impl DropReason {
@@ -45,6 +50,7 @@ impl DropReason {
             Self::UserAgentDenied => "user_agent",
             Self::UserAgentEmpty => "user_agent_empty",
             Self::RateLimited => "rate_limit",
+            Self::RateLimitFull => "rate_limit_full",
         }
     }
 }
