@@ -2,6 +2,7 @@ use crate::NoResponseLayer;
 use crate::connection::CloseMode;
 use crate::error::BuildError;
 use crate::rules::RuleSet;
+use crate::rules::client_ip::{CLOUDFLARE_RANGES, RealIp, RealIpHeader};
 use crate::rules::host::{HostRules, ServerNames};
 use crate::rules::ip::{IpAction, IpRules, IpSet, parse_cidrs};
 use crate::rules::rate_limit::{Limiter, RateLimit};
@@ -37,6 +38,8 @@ pub struct NoResponseLayerBuilder {
     drop_empty_user_agent: bool,
     ip_rules: Vec<(String, IpAction)>,
     trusted_proxies: Vec<String>,
+    real_ip_header: RealIpHeader,
+    real_ip_non_recursive: bool,
     rate_limit: Option<RateLimit>,
     close_mode: CloseMode,
 }
@@ -140,10 +143,10 @@ impl NoResponseLayerBuilder {
         self
     }
 
-    /// Trusts `cidr` as a proxy, as nginx `set_real_ip_from` with
-    /// `real_ip_header X-Forwarded-For; real_ip_recursive on;`. When the peer
-    /// is trusted, the client IP is the rightmost `X-Forwarded-For` entry that
-    /// is not trusted. Headers from untrusted peers are ignored.
+    /// Trusts `cidr` as a proxy, as nginx `set_real_ip_from`. When the peer
+    /// is trusted, the client IP is read from the
+    /// [`real_ip_header`](Self::real_ip_header); headers from untrusted peers
+    /// are ignored.
     pub fn trusted_proxy(mut self, cidr: impl Into<String>) -> Self {
         self.trusted_proxies.push(cidr.into());
         self
@@ -157,6 +160,47 @@ impl NoResponseLayerBuilder {
     {
         self.trusted_proxies
             .extend(cidrs.into_iter().map(Into::into));
+        self
+    }
+
+    /// Trusts every range in `list`: addresses or CIDR blocks separated by
+    /// newlines or whitespace, `#` starting a comment. This is the format of
+    /// the range lists CDNs publish, such as Cloudflare's `ips-v4` and
+    /// `ips-v6`, so a current copy can be passed as downloaded.
+    pub fn trusted_proxy_list(mut self, list: &str) -> Self {
+        self.trusted_proxies.extend(
+            list.lines()
+                .map(|line| line.split('#').next().unwrap_or(""))
+                .flat_map(str::split_whitespace)
+                .map(str::to_owned),
+        );
+        self
+    }
+
+    /// Trusts Cloudflare's edge ([`CLOUDFLARE_RANGES`], copied 2026-11-26)
+    /// and reads the client from `CF-Connecting-IP`, as Cloudflare advises
+    /// for nginx. Add `allow_ip` for the same ranges and `deny_ip("all")` to
+    /// refuse anyone who bypasses Cloudflare.
+    ///
+    /// [`CLOUDFLARE_RANGES`]: crate::rules::CLOUDFLARE_RANGES
+    pub fn trust_cloudflare(self) -> Self {
+        self.trusted_proxies(CLOUDFLARE_RANGES.iter().copied())
+            .real_ip_header(RealIpHeader::CfConnectingIp)
+    }
+
+    /// The header trusted proxies put the client in, as nginx
+    /// `real_ip_header`; [`RealIpHeader::XForwardedFor`] by default.
+    pub fn real_ip_header(mut self, header: RealIpHeader) -> Self {
+        self.real_ip_header = header;
+        self
+    }
+
+    /// nginx's `real_ip_recursive`, on by default (nginx's default is off).
+    /// On, the client is the rightmost list entry that is not a trusted
+    /// proxy, which stays right behind a chain of proxies; off, it is simply
+    /// the rightmost entry. Headers that hold one address are not affected.
+    pub fn real_ip_recursive(mut self, recursive: bool) -> Self {
+        self.real_ip_non_recursive = !recursive;
         self
     }
 
@@ -191,9 +235,9 @@ impl NoResponseLayerBuilder {
             };
             ip.push(parse_cidrs(rule, value)?, *action);
         }
-        let mut trusted_proxies = IpSet::default();
+        let mut trusted = IpSet::default();
         for value in &self.trusted_proxies {
-            trusted_proxies.extend(parse_cidrs("trusted_proxy", value)?);
+            trusted.extend(parse_cidrs("trusted_proxy", value)?);
         }
         let rules = RuleSet {
             host: HostRules {
@@ -202,7 +246,11 @@ impl NoResponseLayerBuilder {
                 names,
             },
             ip,
-            trusted_proxies,
+            real_ip: RealIp {
+                trusted,
+                header: self.real_ip_header,
+                recursive: !self.real_ip_non_recursive,
+            },
             user_agent: UserAgentRules::new(
                 &self.deny_user_agents,
                 &self.allow_user_agents,

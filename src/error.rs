@@ -34,6 +34,11 @@ pub enum BuildError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A real-IP header name that is not a valid header name.
+    RealIpHeader {
+        /// The name as given.
+        value: String,
+    },
     /// A rate limit that cannot be enforced.
     RateLimit {
         /// What is wrong with it.
@@ -56,6 +61,9 @@ impl fmt::Display for BuildError {
             } => write!(f, "{rule}: invalid pattern {pattern:?}: {source}"),
             Self::ServerName { value, reason } => {
                 write!(f, "server_name: invalid name {value:?}: {reason}")
+            }
+            Self::RealIpHeader { value } => {
+                write!(f, "real_ip_header: invalid header name {value:?}")
             }
             Self::RateLimit { reason } => write!(f, "rate_limit: {reason}"),
         }

@@ -86,4 +86,4 @@ pub use connection::NoResponseListener;
 pub use connection::{AbortableStream, CloseMode, ConnectionHandle, ConnectionInfo};
 pub use error::BuildError;
 pub use layer::{NoResponse, NoResponseLayer, ResponseFuture};
-pub use rules::{ClientIp, Decision, DropReason, RateLimit, RuleSet};
+pub use rules::{ClientIp, Decision, DropReason, RateLimit, RealIpHeader, RuleSet};

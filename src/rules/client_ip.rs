@@ -1,18 +1,21 @@
-//! The client IP: the socket peer, or the real client behind trusted proxies.
+//! The client IP: the socket peer, or the real client behind trusted proxies,
+//! with the semantics of nginx's realip module.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::str::FromStr;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 use super::ip::IpSet;
+use crate::error::BuildError;
 
 /// The client address the rules judged, set as a request extension on every
 /// request that passes, so handlers and later layers use the same answer.
 ///
-/// It is the socket peer, unless the peer is a trusted proxy; then it is taken
-/// from `X-Forwarded-For` as nginx's `real_ip_recursive on` does. IPv4-mapped
-/// IPv6 addresses are stored in their IPv4 form.
+/// It is the socket peer, unless the peer is a trusted proxy; then it comes
+/// from the [`RealIpHeader`]. IPv4-mapped IPv6 addresses are stored in their
+/// IPv4 form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ClientIp(pub IpAddr);
 
@@ -30,34 +33,196 @@ impl fmt::Display for ClientIp {
     }
 }
 
-const X_FORWARDED_FOR: &str = "x-forwarded-for";
-
-/// Walks `X-Forwarded-For` from the right, across all header lines in order,
-/// and returns the first address that is not a trusted proxy. If every entry
-/// is trusted the leftmost one is the client, as in nginx. An entry that is
-/// not an address stops the walk at the last verified hop: nginx does the
-/// same, and it never lets a garbage entry name the client.
-pub(crate) fn resolve(peer: IpAddr, headers: &HeaderMap, trusted: &IpSet) -> IpAddr {
-    let mut client = peer.to_canonical();
-    if trusted.is_empty() || !trusted.contains(client) {
-        return client;
-    }
-    for line in headers.get_all(X_FORWARDED_FOR).iter().rev() {
-        for entry in line.as_bytes().rsplit(|&b| b == b',') {
-            let Some(ip) = parse_entry(entry) else {
-                return client;
-            };
-            client = ip.to_canonical();
-            if !trusted.contains(client) {
-                return client;
-            }
-        }
-    }
-    client
+/// The header a trusted proxy puts the client address in, as nginx's
+/// `real_ip_header`.
+///
+/// `X-Forwarded-For` and `Forwarded` are lists that every proxy appends to;
+/// the others hold one address, which the proxy sets.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RealIpHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2`. The default.
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client;proto=https, for="[2001:db8::1]:4711"`.
+    /// Only the `for=` parameter is read.
+    Forwarded,
+    /// `X-Real-IP: client`, as nginx's own `proxy_set_header X-Real-IP`.
+    XRealIp,
+    /// `CF-Connecting-IP: client`, set by Cloudflare.
+    CfConnectingIp,
+    /// Any other header holding one address, such as `True-Client-IP`.
+    Custom(HeaderName),
 }
 
-/// Reads one list entry: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1` or
-/// `[2001:db8::1]:80`, with optional surrounding whitespace.
+impl RealIpHeader {
+    /// The header's name.
+    #[must_use]
+    pub fn name(&self) -> HeaderName {
+        match self {
+            Self::XForwardedFor => HeaderName::from_static("x-forwarded-for"),
+            Self::Forwarded => http::header::FORWARDED,
+            Self::XRealIp => HeaderName::from_static("x-real-ip"),
+            Self::CfConnectingIp => HeaderName::from_static("cf-connecting-ip"),
+            Self::Custom(name) => name.clone(),
+        }
+    }
+}
+
+impl FromStr for RealIpHeader {
+    type Err = BuildError;
+
+    /// Parses a header name: the known ones in any case, anything else as
+    /// [`RealIpHeader::Custom`].
+    fn from_str(name: &str) -> Result<Self, BuildError> {
+        let header = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| {
+            BuildError::RealIpHeader {
+                value: name.to_owned(),
+            }
+        })?;
+        Ok(match header.as_str() {
+            "x-forwarded-for" => Self::XForwardedFor,
+            "forwarded" => Self::Forwarded,
+            "x-real-ip" => Self::XRealIp,
+            "cf-connecting-ip" => Self::CfConnectingIp,
+            _ => Self::Custom(header),
+        })
+    }
+}
+
+/// Cloudflare's published edge ranges (<https://www.cloudflare.com/ips/>), as
+/// copied into this crate on 2026-11-26. Pass them to
+/// [`trusted_proxies`](crate::NoResponseLayerBuilder::trusted_proxies) with
+/// [`RealIpHeader::CfConnectingIp`], or use
+/// [`trust_cloudflare`](crate::NoResponseLayerBuilder::trust_cloudflare).
+/// Cloudflare changes the list rarely; when it does, pass the current one with
+/// [`trusted_proxy_list`](crate::NoResponseLayerBuilder::trusted_proxy_list).
+pub const CLOUDFLARE_RANGES: &[&str] = &[
+    "173.245.48.0/20",
+    "103.21.244.0/22",
+    "103.22.200.0/22",
+    "103.31.4.0/22",
+    "141.101.64.0/18",
+    "108.162.192.0/18",
+    "190.93.240.0/20",
+    "188.114.96.0/20",
+    "197.234.240.0/22",
+    "198.41.128.0/17",
+    "162.158.0.0/15",
+    "104.16.0.0/13",
+    "104.24.0.0/14",
+    "172.64.0.0/13",
+    "131.0.72.0/22",
+    "2400:cb00::/32",
+    "2606:4700::/32",
+    "2803:f800::/32",
+    "2405:b500::/32",
+    "2405:8100::/32",
+    "2a06:98c0::/29",
+    "2c0f:f248::/32",
+];
+
+/// The compiled real-IP settings.
+#[derive(Debug, Default)]
+pub(crate) struct RealIp {
+    pub(crate) trusted: IpSet,
+    pub(crate) header: RealIpHeader,
+    pub(crate) recursive: bool,
+}
+
+impl RealIp {
+    /// The client address for a request from `peer`. Headers are only read
+    /// when the peer is trusted, and a value that is not an address never
+    /// names the client.
+    pub(crate) fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let peer = peer.to_canonical();
+        if self.trusted.is_empty() || !self.trusted.contains(peer) {
+            return peer;
+        }
+        let mut walk = Walk::new(self);
+        match &self.header {
+            RealIpHeader::XForwardedFor => {
+                for line in headers.get_all("x-forwarded-for") {
+                    for entry in line.as_bytes().split(|&b| b == b',') {
+                        let entry = entry.trim_ascii();
+                        // nginx skips empty list members; they name no one.
+                        if !entry.is_empty() {
+                            walk.push(parse_entry(entry));
+                        }
+                    }
+                }
+            }
+            RealIpHeader::Forwarded => {
+                for line in headers.get_all(http::header::FORWARDED) {
+                    for_each_forwarded_for(line.as_bytes(), |node| walk.push(node));
+                }
+            }
+            single => {
+                let mut lines = headers.get_all(single.name()).into_iter();
+                return match (lines.next(), lines.next()) {
+                    // Two values for a one-address header: neither is trusted.
+                    (Some(value), None) => parse_entry(value.as_bytes().trim_ascii())
+                        .map_or(peer, |ip| ip.to_canonical()),
+                    _ => peer,
+                };
+            }
+        }
+        walk.finish(peer)
+    }
+}
+
+/// nginx's `real_ip_recursive` walk, done left to right in one pass so that
+/// several header lines and quoted `Forwarded` values need no buffer.
+///
+/// Read from the right, the recursive walk takes the first address that is
+/// not trusted; past an entry that is not an address it stops at the last
+/// address it verified; with every entry trusted it takes the leftmost. The
+/// state below is that answer for the entries seen so far, where `Fallback`
+/// means "whatever was verified to the right of them".
+struct Walk<'a> {
+    trusted: &'a IpSet,
+    recursive: bool,
+    state: State,
+}
+
+#[derive(Clone, Copy)]
+enum State {
+    Empty,
+    Fallback,
+    Client(IpAddr),
+}
+
+impl<'a> Walk<'a> {
+    fn new(config: &'a RealIp) -> Self {
+        Self {
+            trusted: &config.trusted,
+            recursive: config.recursive,
+            state: State::Empty,
+        }
+    }
+
+    fn push(&mut self, entry: Option<IpAddr>) {
+        let entry = entry.map(|ip| ip.to_canonical());
+        self.state = match (entry, self.state) {
+            (None, _) => State::Fallback,
+            // Without recursion only the rightmost entry counts.
+            (Some(ip), _) if !self.recursive => State::Client(ip),
+            (Some(ip), _) if !self.trusted.contains(ip) => State::Client(ip),
+            (Some(_), found @ State::Client(_)) => found,
+            (Some(ip), State::Empty | State::Fallback) => State::Client(ip),
+        };
+    }
+
+    fn finish(self, peer: IpAddr) -> IpAddr {
+        match self.state {
+            State::Client(ip) => ip,
+            State::Empty | State::Fallback => peer,
+        }
+    }
+}
+
+/// Reads one list entry: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1`, `[2001:db8::1]`
+/// or `[2001:db8::1]:80`, with optional surrounding whitespace.
 pub(crate) fn parse_entry(entry: &[u8]) -> Option<IpAddr> {
     let s = std::str::from_utf8(entry).ok()?.trim_matches([' ', '\t']);
     if let Ok(ip) = s.parse::<IpAddr>() {
@@ -66,8 +231,167 @@ pub(crate) fn parse_entry(entry: &[u8]) -> Option<IpAddr> {
     if let Ok(sock) = s.parse::<SocketAddr>() {
         return Some(sock.ip());
     }
-    // `[v6]` without a port.
     s.strip_prefix('[')?.strip_suffix(']')?.parse().ok()
+}
+
+/// The longest `for=` value worth reading: `"[v6]:port"` with a long scope.
+const MAX_NODE: usize = 64;
+
+/// Calls `f` once per RFC 7239 forwarded-element, in order, with the
+/// address in its `for=` parameter, or `None` when the element has no
+/// usable one (`unknown`, an obfuscated `_name`, a repeated `for`, a syntax
+/// error). Empty elements are skipped, as RFC 9110 asks of list headers.
+/// Commas and semicolons inside quoted strings do not split anything.
+pub(crate) fn for_each_forwarded_for(line: &[u8], mut f: impl FnMut(Option<IpAddr>)) {
+    let mut rest = line;
+    while !rest.is_empty() {
+        let (node, any_pair, after) = parse_element(rest);
+        if any_pair {
+            f(node);
+        }
+        rest = after;
+    }
+}
+
+/// Parses one element; returns its `for` address, whether it had any content,
+/// and what follows its terminating comma.
+fn parse_element(input: &[u8]) -> (Option<IpAddr>, bool, &[u8]) {
+    let mut rest = input;
+    let mut node: Option<Option<IpAddr>> = None;
+    let mut broken = false;
+    let mut any = false;
+    loop {
+        rest = rest.trim_ascii_start();
+        match rest.first() {
+            None => break,
+            Some(b',') => {
+                rest = &rest[1..];
+                break;
+            }
+            Some(b';') => {
+                rest = &rest[1..];
+                continue;
+            }
+            Some(_) => {}
+        }
+        any = true;
+        let key_len = rest
+            .iter()
+            .position(|&b| matches!(b, b'=' | b';' | b',' | b' ' | b'\t' | b'"'))
+            .unwrap_or(rest.len());
+        let key = &rest[..key_len];
+        rest = rest[key_len..].trim_ascii_start();
+        let Some(after_eq) = rest.strip_prefix(b"=") else {
+            broken = true;
+            rest = skip_to_next_element(rest);
+            break;
+        };
+        rest = after_eq.trim_ascii_start();
+        let mut buf = [0u8; MAX_NODE];
+        let value = if let Some(quoted) = rest.strip_prefix(b"\"") {
+            match unquote(quoted, &mut buf) {
+                Some((len, after)) => {
+                    rest = after;
+                    Some(&buf[..len])
+                }
+                None => {
+                    rest = skip_to_next_element(quoted);
+                    broken = true;
+                    break;
+                }
+            }
+        } else {
+            let len = rest
+                .iter()
+                .position(|&b| matches!(b, b';' | b',' | b' ' | b'\t' | b'"'))
+                .unwrap_or(rest.len());
+            let token = &rest[..len];
+            rest = &rest[len..];
+            Some(token)
+        };
+        if key.eq_ignore_ascii_case(b"for") {
+            if node.is_some() {
+                broken = true;
+            }
+            node = Some(value.and_then(parse_node));
+        }
+        rest = rest.trim_ascii_start();
+        match rest.first() {
+            None | Some(b';' | b',') => {}
+            Some(_) => {
+                broken = true;
+                rest = skip_to_next_element(rest);
+                break;
+            }
+        }
+    }
+    let node = if broken { None } else { node.flatten() };
+    (node, any, rest)
+}
+
+/// Copies a quoted-string body (after the opening quote) into `buf`,
+/// resolving `\` escapes. Returns its length and the input after the
+/// closing quote; `None` if it does not close or does not fit.
+fn unquote<'a>(input: &'a [u8], buf: &mut [u8; MAX_NODE]) -> Option<(usize, &'a [u8])> {
+    let mut len = 0;
+    let mut i = 0;
+    while i < input.len() {
+        let b = match input[i] {
+            b'"' => return Some((len, &input[i + 1..])),
+            b'\\' => {
+                i += 1;
+                *input.get(i)?
+            }
+            b => b,
+        };
+        *buf.get_mut(len)? = b;
+        len += 1;
+        i += 1;
+    }
+    None
+}
+
+/// Skips to just after the next comma outside a quoted string.
+fn skip_to_next_element(input: &[u8]) -> &[u8] {
+    let mut quoted = false;
+    let mut escaped = false;
+    for (i, &b) in input.iter().enumerate() {
+        match (quoted, escaped, b) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (_, false, b'"') => quoted = !quoted,
+            (false, _, b',') => return &input[i + 1..],
+            _ => {}
+        }
+    }
+    &[]
+}
+
+/// An RFC 7239 node: `192.0.2.1`, `192.0.2.1:80`, `[2001:db8::1]`,
+/// `[2001:db8::1]:80`. `unknown` and obfuscated `_names` are not addresses.
+fn parse_node(node: &[u8]) -> Option<IpAddr> {
+    let s = std::str::from_utf8(node).ok()?;
+    let valid_port = |p: &str| {
+        (p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok())
+            || (p.starts_with('_')
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')))
+    };
+    if let Some(rest) = s.strip_prefix('[') {
+        let (addr, after) = rest.split_once(']')?;
+        if !(after.is_empty() || after.strip_prefix(':').is_some_and(valid_port)) {
+            return None;
+        }
+        return addr.parse::<Ipv6Addr>().ok().map(IpAddr::V6);
+    }
+    let (addr, port) = match s.split_once(':') {
+        Some((addr, port)) => (addr, Some(port)),
+        None => (s, None),
+    };
+    if port.is_some_and(|p| !valid_port(p)) {
+        return None;
+    }
+    addr.parse::<Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
 #[cfg(test)]
@@ -76,18 +400,25 @@ mod tests {
     use crate::rules::ip::parse_cidrs;
     use http::HeaderValue;
 
-    fn trusted(list: &[&str]) -> IpSet {
-        let mut s = IpSet::default();
-        for v in list {
-            s.extend(parse_cidrs("trusted_proxy", v).unwrap());
+    fn real_ip(header: RealIpHeader, recursive: bool, trusted: &[&str]) -> RealIp {
+        let mut set = IpSet::default();
+        for v in trusted {
+            set.extend(parse_cidrs("trusted_proxy", v).unwrap());
         }
-        s
+        RealIp {
+            trusted: set,
+            header,
+            recursive,
+        }
     }
 
-    fn xff(lines: &[&str]) -> HeaderMap {
+    fn headers(name: &str, lines: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for l in lines {
-            h.append(X_FORWARDED_FOR, HeaderValue::from_str(l).unwrap());
+            h.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(l).unwrap(),
+            );
         }
         h
     }
@@ -96,51 +427,199 @@ mod tests {
         s.parse().unwrap()
     }
 
+    const PROXY: &str = "127.0.0.1";
+
+    fn xff(recursive: bool) -> RealIp {
+        real_ip(
+            RealIpHeader::XForwardedFor,
+            recursive,
+            &["10.0.0.0/8", PROXY],
+        )
+    }
+
+    fn via_xff(config: &RealIp, lines: &[&str]) -> IpAddr {
+        config.resolve(ip(PROXY), &headers("x-forwarded-for", lines))
+    }
+
     #[test]
     fn untrusted_peer_headers_are_ignored() {
-        let t = trusted(&["10.0.0.0/8"]);
+        let c = xff(true);
+        let h = headers("x-forwarded-for", &["203.0.113.9"]);
+        assert_eq!(c.resolve(ip("192.0.2.1"), &h), ip("192.0.2.1"));
+        let none = real_ip(RealIpHeader::XForwardedFor, true, &[]);
+        assert_eq!(none.resolve(ip("10.0.0.1"), &h), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn recursive_walks_right_to_left_past_trusted_hops() {
+        let c = xff(true);
         assert_eq!(
-            resolve(ip("192.0.2.1"), &xff(&["203.0.113.9"]), &t),
-            ip("192.0.2.1")
+            via_xff(&c, &["1.1.1.1, 203.0.113.9", "10.0.0.2"]),
+            ip("203.0.113.9")
         );
-        let none = trusted(&[]);
         assert_eq!(
-            resolve(ip("10.0.0.1"), &xff(&["203.0.113.9"]), &none),
-            ip("10.0.0.1")
+            via_xff(&c, &["10.0.0.3, 10.0.0.2"]),
+            ip("10.0.0.3"),
+            "all trusted: leftmost"
+        );
+        assert_eq!(via_xff(&c, &[]), ip(PROXY));
+        assert_eq!(
+            via_xff(&c, &["203.0.113.9:4711, [2001:db8::1]:80"]),
+            ip("2001:db8::1")
         );
     }
 
     #[test]
-    fn walks_right_to_left_past_trusted_hops() {
-        let t = trusted(&["10.0.0.0/8", "127.0.0.1"]);
-        let h = xff(&["1.1.1.1, 203.0.113.9", "10.0.0.2"]);
-        assert_eq!(resolve(ip("127.0.0.1"), &h, &t), ip("203.0.113.9"));
-        // All trusted: the leftmost is the client.
-        let h = xff(&["10.0.0.3, 10.0.0.2"]);
-        assert_eq!(resolve(ip("127.0.0.1"), &h, &t), ip("10.0.0.3"));
-        // No header: the peer.
-        assert_eq!(resolve(ip("127.0.0.1"), &xff(&[]), &t), ip("127.0.0.1"));
+    fn non_recursive_takes_the_rightmost_entry() {
+        let c = xff(false);
+        assert_eq!(via_xff(&c, &["203.0.113.9, 10.0.0.2"]), ip("10.0.0.2"));
+        assert_eq!(
+            via_xff(&c, &["203.0.113.9", "198.51.100.1"]),
+            ip("198.51.100.1")
+        );
+        assert_eq!(via_xff(&c, &["203.0.113.9, bogus"]), ip(PROXY));
     }
 
     #[test]
-    fn garbage_stops_at_the_last_verified_hop() {
-        let t = trusted(&["10.0.0.0/8", "127.0.0.1"]);
-        let h = xff(&["203.0.113.9, bogus, 10.0.0.2"]);
-        assert_eq!(resolve(ip("127.0.0.1"), &h, &t), ip("10.0.0.2"));
-        let h = xff(&["203.0.113.9,"]);
-        assert_eq!(resolve(ip("127.0.0.1"), &h, &t), ip("127.0.0.1"));
+    fn garbage_never_names_the_client() {
+        let c = xff(true);
+        assert_eq!(
+            via_xff(&c, &["203.0.113.9, bogus, 10.0.0.2"]),
+            ip("10.0.0.2")
+        );
+        assert_eq!(via_xff(&c, &["203.0.113.9, 10.0.0.2, bogus"]), ip(PROXY));
+        assert_eq!(via_xff(&c, &["unknown"]), ip(PROXY));
+        // Empty members are skipped, as nginx does.
+        assert_eq!(via_xff(&c, &["203.0.113.9,, ,"]), ip("203.0.113.9"));
+        assert_eq!(via_xff(&c, &[""]), ip(PROXY));
     }
 
     #[test]
-    fn entries_with_ports_and_mapped_forms() {
-        assert_eq!(parse_entry(b" 1.2.3.4:5678 "), Some(ip("1.2.3.4")));
-        assert_eq!(parse_entry(b"[::1]:80"), Some(ip("::1")));
-        assert_eq!(parse_entry(b"[::1]"), Some(ip("::1")));
-        assert_eq!(parse_entry(b"2001:db8::1"), Some(ip("2001:db8::1")));
-        assert_eq!(parse_entry(b"unknown"), None);
-        assert_eq!(parse_entry(b"\xff"), None);
-        let t = trusted(&["127.0.0.1"]);
-        let h = xff(&["::ffff:198.51.100.9"]);
-        assert_eq!(resolve(ip("::ffff:127.0.0.1"), &h, &t), ip("198.51.100.9"));
+    fn mapped_addresses_are_canonical() {
+        let c = xff(true);
+        assert_eq!(
+            c.resolve(
+                ip("::ffff:127.0.0.1"),
+                &headers("x-forwarded-for", &["::ffff:198.51.100.9"])
+            ),
+            ip("198.51.100.9")
+        );
+    }
+
+    #[test]
+    fn single_value_headers() {
+        for (header, name) in [
+            (RealIpHeader::XRealIp, "x-real-ip"),
+            (RealIpHeader::CfConnectingIp, "cf-connecting-ip"),
+            ("True-Client-IP".parse().unwrap(), "true-client-ip"),
+        ] {
+            let c = real_ip(header, true, &[PROXY]);
+            let resolve = |lines: &[&str]| c.resolve(ip(PROXY), &headers(name, lines));
+            assert_eq!(resolve(&["203.0.113.9"]), ip("203.0.113.9"));
+            assert_eq!(resolve(&[" [2001:db8::7]:443 "]), ip("2001:db8::7"));
+            assert_eq!(
+                resolve(&["203.0.113.9", "198.51.100.1"]),
+                ip(PROXY),
+                "two values"
+            );
+            assert_eq!(resolve(&["203.0.113.9, 198.51.100.1"]), ip(PROXY), "a list");
+            assert_eq!(resolve(&[]), ip(PROXY));
+            // Other headers are not read.
+            let h = headers("x-forwarded-for", &["203.0.113.9"]);
+            assert_eq!(c.resolve(ip(PROXY), &h), ip(PROXY));
+        }
+    }
+
+    fn fwd(lines: &[&str]) -> IpAddr {
+        real_ip(RealIpHeader::Forwarded, true, &["10.0.0.0/8", PROXY])
+            .resolve(ip(PROXY), &headers("forwarded", lines))
+    }
+
+    #[test]
+    fn forwarded_for_values() {
+        assert_eq!(
+            fwd(&["for=192.0.2.60;proto=http;by=203.0.113.43"]),
+            ip("192.0.2.60")
+        );
+        assert_eq!(
+            fwd(&["For=\"[2001:db8:cafe::17]:4711\""]),
+            ip("2001:db8:cafe::17")
+        );
+        assert_eq!(fwd(&["for=\"192.0.2.60:8080\""]), ip("192.0.2.60"));
+        assert_eq!(fwd(&["for=\"[2001:db8::1]\""]), ip("2001:db8::1"));
+        assert_eq!(fwd(&["proto=https; for = 192.0.2.61"]), ip("192.0.2.61"));
+        assert_eq!(
+            fwd(&[
+                "for=192.0.2.43, for=198.51.100.17;by=10.0.0.1",
+                "for=10.0.0.2"
+            ]),
+            ip("198.51.100.17")
+        );
+        assert_eq!(fwd(&["for=\"192.0.2.60:_hidden\""]), ip("192.0.2.60"));
+    }
+
+    #[test]
+    fn forwarded_nodes_that_are_not_addresses() {
+        assert_eq!(fwd(&["for=unknown"]), ip(PROXY));
+        assert_eq!(fwd(&["for=_hidden"]), ip(PROXY));
+        assert_eq!(
+            fwd(&["for=192.0.2.43, for=unknown, for=10.0.0.2"]),
+            ip("10.0.0.2")
+        );
+        assert_eq!(fwd(&["proto=https"]), ip(PROXY), "no for=");
+        assert_eq!(
+            fwd(&["for=192.0.2.1;for=192.0.2.2"]),
+            ip(PROXY),
+            "repeated for="
+        );
+        assert_eq!(
+            fwd(&["for=2001:db8::1"]),
+            ip(PROXY),
+            "IPv6 must be bracketed"
+        );
+        assert_eq!(fwd(&["for=\"192.0.2.1"]), ip(PROXY), "unterminated quote");
+        assert_eq!(fwd(&["for"]), ip(PROXY));
+        assert_eq!(fwd(&["for=\"[::1]:99999\""]), ip(PROXY));
+    }
+
+    #[test]
+    fn forwarded_quotes_protect_separators() {
+        // A comma inside quotes must not start an element naming 192.0.2.2.
+        assert_eq!(fwd(&["for=\"192.0.2.1, for=192.0.2.2\""]), ip(PROXY));
+        assert_eq!(
+            fwd(&["for=192.0.2.9;ext=\"a,b;c\\\"d\", for=10.0.0.5"]),
+            ip("192.0.2.9")
+        );
+        // Empty elements are skipped.
+        assert_eq!(fwd(&[", ,for=192.0.2.9,,"]), ip("192.0.2.9"));
+    }
+
+    #[test]
+    fn header_names_parse() {
+        assert_eq!(
+            "X-Forwarded-For".parse::<RealIpHeader>().unwrap(),
+            RealIpHeader::XForwardedFor
+        );
+        assert_eq!(
+            "forwarded".parse::<RealIpHeader>().unwrap(),
+            RealIpHeader::Forwarded
+        );
+        assert_eq!(
+            "X-REAL-IP".parse::<RealIpHeader>().unwrap(),
+            RealIpHeader::XRealIp
+        );
+        assert_eq!(
+            "CF-Connecting-IP".parse::<RealIpHeader>().unwrap(),
+            RealIpHeader::CfConnectingIp
+        );
+        let err = "bad header".parse::<RealIpHeader>().unwrap_err();
+        assert!(err.to_string().contains("\"bad header\""), "{err}");
+    }
+
+    #[test]
+    fn cloudflare_ranges_parse() {
+        for range in CLOUDFLARE_RANGES {
+            parse_cidrs("trusted_proxy", range).unwrap();
+        }
     }
 }

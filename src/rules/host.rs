@@ -115,7 +115,9 @@ pub(crate) fn classify(value: &[u8]) -> HostKind<'_> {
 
 fn valid_port(port: &[u8]) -> bool {
     // An empty port is allowed by RFC 3986 (`example.com:`).
-    port.len() <= 5 && port.iter().all(u8::is_ascii_digit)
+    port.is_empty()
+        || (port.iter().all(u8::is_ascii_digit)
+            && std::str::from_utf8(port).is_ok_and(|p| p.parse::<u16>().is_ok()))
 }
 
 /// The WHATWG URL standard's "ends in a number" test: browsers and curl parse
@@ -297,6 +299,7 @@ mod tests {
             b"exa mple.com",
             b"example.com:80x",
             b"example.com:123456",
+            b"example.com:65536",
             b"[::1",
             b"[nope]",
             b"[::1]x",

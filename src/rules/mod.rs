@@ -22,12 +22,13 @@ use std::net::{IpAddr, SocketAddr};
 
 use http::Request;
 
-pub use client_ip::ClientIp;
+pub use client_ip::{CLOUDFLARE_RANGES, ClientIp, RealIpHeader};
 pub use rate_limit::RateLimit;
 pub use reason::DropReason;
 
+use client_ip::RealIp;
 use host::HostRules;
-use ip::{IpAction, IpRules, IpSet};
+use ip::{IpAction, IpRules};
 use rate_limit::{Limiter, Verdict};
 use user_agent::UserAgentRules;
 
@@ -38,7 +39,7 @@ use user_agent::UserAgentRules;
 pub struct RuleSet {
     pub(crate) host: HostRules,
     pub(crate) ip: IpRules,
-    pub(crate) trusted_proxies: IpSet,
+    pub(crate) real_ip: RealIp,
     pub(crate) user_agent: UserAgentRules,
     pub(crate) rate_limit: Option<Limiter>,
 }
@@ -57,10 +58,9 @@ impl RuleSet {
     /// Judges a request from its head and the socket peer. Allocation-free.
     ///
     /// `peer` is the TCP peer; the client IP is derived from it and, when the
-    /// peer is a trusted proxy, from `X-Forwarded-For`.
+    /// peer is a trusted proxy, from the real-IP header.
     pub fn decide<B>(&self, request: &Request<B>, peer: Option<SocketAddr>) -> Decision {
-        let client_ip =
-            peer.map(|p| client_ip::resolve(p.ip(), request.headers(), &self.trusted_proxies));
+        let client_ip = peer.map(|p| self.real_ip.resolve(p.ip(), request.headers()));
         let drop = self.first_drop(request, client_ip).err();
         Decision { client_ip, drop }
     }
