@@ -50,15 +50,14 @@ pub(crate) fn emit_drop<B>(
     peer_addr: Option<SocketAddr>,
     close: &'static str,
 ) {
-    let host = match host_field(request.uri(), request.headers()) {
+    let host = match host_field(request.version(), request.uri(), request.headers()) {
         HostField::Value(v) => Escaped(Some(v)),
-        HostField::Duplicate => Escaped(
+        HostField::Ambiguous | HostField::Missing => Escaped(
             request
                 .headers()
                 .get(http::header::HOST)
                 .map(HeaderValue::as_bytes),
         ),
-        HostField::Missing => Escaped(None),
     };
     let user_agent = Escaped(request.headers().get(USER_AGENT).map(HeaderValue::as_bytes));
     tracing::info!(

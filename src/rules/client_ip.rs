@@ -231,7 +231,12 @@ pub(crate) fn parse_entry(entry: &[u8]) -> Option<IpAddr> {
     if let Ok(sock) = s.parse::<SocketAddr>() {
         return Some(sock.ip());
     }
-    s.strip_prefix('[')?.strip_suffix(']')?.parse().ok()
+    // Brackets hold IPv6 only: `[192.0.2.1]` is garbage, not an address.
+    s.strip_prefix('[')?
+        .strip_suffix(']')?
+        .parse::<Ipv6Addr>()
+        .ok()
+        .map(IpAddr::V6)
 }
 
 /// The longest `for=` value worth reading: `"[v6]:port"` with a long scope.
@@ -492,6 +497,8 @@ mod tests {
         // Empty members are skipped, as nginx does.
         assert_eq!(via_xff(&c, &["203.0.113.9,, ,"]), ip("203.0.113.9"));
         assert_eq!(via_xff(&c, &[""]), ip(PROXY));
+        assert_eq!(via_xff(&c, &["[198.51.100.7]"]), ip(PROXY));
+        assert_eq!(via_xff(&c, &["[198.51.100.7]:80"]), ip(PROXY));
     }
 
     #[test]

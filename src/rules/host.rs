@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::net::Ipv6Addr;
 
-use http::{HeaderMap, Uri, header::HOST};
+use http::{HeaderMap, HeaderValue, Uri, Version, header::HOST};
 
 use super::DropReason;
 use crate::error::BuildError;
@@ -16,30 +16,46 @@ const MAX_NAME_LEN: usize = 253;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum HostField<'a> {
     Missing,
-    /// More than one Host header: RFC 9112 §3.2 says such a request is bad.
-    Duplicate,
+    /// Two Host headers, or an HTTP/2 Host that contradicts `:authority`:
+    /// there is no single answer, so the request is malformed.
+    Ambiguous,
     Value(&'a [u8]),
 }
 
-/// Picks the host the way RFC 9112 §3.2.2 tells an origin server to: the
-/// authority of an absolute-form target (and HTTP/2's `:authority`, which
-/// hyper puts in the URI) wins over the Host header.
-pub(crate) fn host_field<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> HostField<'a> {
-    if let Some(authority) = uri.authority() {
-        // `Authority::host` drops userinfo, so `user@evil` cannot pose as a name.
-        let host = authority.host();
-        return if host.is_empty() {
-            HostField::Missing
-        } else {
-            HostField::Value(host.as_bytes())
-        };
-    }
-    let mut values = headers.get_all(HOST).iter();
-    match (values.next(), values.next()) {
-        (None, _) => HostField::Missing,
-        (Some(_), Some(_)) => HostField::Duplicate,
-        (Some(v), None) if v.is_empty() => HostField::Missing,
-        (Some(v), None) => HostField::Value(v.as_bytes()),
+/// Picks the host as the HTTP RFCs tell an origin server to:
+///
+/// - more than one Host header makes any request malformed (RFC 9112 §3.2);
+/// - HTTP/1.1 requires a Host header, even with an absolute-form target;
+/// - the authority of an absolute-form target wins over the Host value
+///   (RFC 9112 §3.2.2), and so does HTTP/2's `:authority`, which hyper puts
+///   in the URI;
+/// - an HTTP/2 Host header naming another authority than `:authority` makes
+///   the request malformed (RFC 9113 §8.3.1).
+pub(crate) fn host_field<'a>(
+    version: Version,
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+) -> HostField<'a> {
+    let mut lines = headers.get_all(HOST).iter();
+    let header = match (lines.next(), lines.next()) {
+        (Some(_), Some(_)) => return HostField::Ambiguous,
+        (line, _) => line.map(HeaderValue::as_bytes).filter(|v| !v.is_empty()),
+    };
+    // `Authority::host` drops userinfo, so `user@evil` cannot pose as a name.
+    let authority = uri.authority().filter(|a| !a.host().is_empty());
+    match (authority, header) {
+        (Some(a), Some(h)) if version >= Version::HTTP_2 => {
+            let without_userinfo = a.as_str().rsplit('@').next().unwrap_or_default();
+            if without_userinfo.as_bytes().eq_ignore_ascii_case(h) {
+                HostField::Value(a.host().as_bytes())
+            } else {
+                HostField::Ambiguous
+            }
+        }
+        (Some(_), None) if version == Version::HTTP_11 => HostField::Missing,
+        (Some(a), _) => HostField::Value(a.host().as_bytes()),
+        (None, Some(h)) => HostField::Value(h),
+        (None, None) => HostField::Missing,
     }
 }
 
@@ -229,17 +245,22 @@ impl HostRules {
     /// A served-names list acts like nginx's catch-all `default_server`: a
     /// request without a usable name can never match it, so it is dropped
     /// even when the individual switches are off.
-    pub(crate) fn check(&self, uri: &Uri, headers: &HeaderMap) -> Result<(), DropReason> {
+    pub(crate) fn check(
+        &self,
+        version: Version,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> Result<(), DropReason> {
         if !self.is_active() {
             return Ok(());
         }
         let catch_all = !self.names.is_empty();
-        let value = match host_field(uri, headers) {
+        let value = match host_field(version, uri, headers) {
             HostField::Missing if self.drop_missing || catch_all => {
                 return Err(DropReason::HostMissing);
             }
             HostField::Missing => return Ok(()),
-            HostField::Duplicate => return Err(DropReason::HostInvalid),
+            HostField::Ambiguous => return Err(DropReason::HostInvalid),
             HostField::Value(v) => v,
         };
         match classify(value) {
@@ -359,19 +380,32 @@ mod tests {
     }
 
     #[test]
-    fn host_field_prefers_the_uri_authority() {
+    fn host_field_follows_the_rfcs() {
+        use Version as V;
         let origin: Uri = "/".parse().unwrap();
         let absolute: Uri = "http://user@example.com:81/x".parse().unwrap();
-        assert_eq!(host_field(&origin, &headers(&[])), HostField::Missing);
-        assert_eq!(host_field(&origin, &headers(&[b""])), HostField::Missing);
-        assert_eq!(
-            host_field(&origin, &headers(&[b"a", b"b"])),
-            HostField::Duplicate
-        );
-        assert_eq!(
-            host_field(&absolute, &headers(&[b"evil.com"])),
-            HostField::Value(b"example.com")
-        );
+        let h2: Uri = "https://example.com/x".parse().unwrap();
+        // Owned, so the header map can be a temporary.
+        let field = |v, uri, h: &[&[u8]]| match host_field(v, uri, &headers(h)) {
+            HostField::Value(v) => String::from_utf8(v.to_vec()).unwrap(),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(field(V::HTTP_11, &origin, &[]), "Missing");
+        assert_eq!(field(V::HTTP_10, &origin, &[]), "Missing");
+        assert_eq!(field(V::HTTP_11, &origin, &[b""]), "Missing");
+        assert_eq!(field(V::HTTP_11, &origin, &[b"a", b"b"]), "Ambiguous");
+        assert_eq!(field(V::HTTP_11, &origin, &[b"a", b"a"]), "Ambiguous");
+        // Absolute form: the target wins, but HTTP/1.1 still needs a Host.
+        assert_eq!(field(V::HTTP_11, &absolute, &[b"evil.com"]), "example.com");
+        assert_eq!(field(V::HTTP_11, &absolute, &[]), "Missing");
+        assert_eq!(field(V::HTTP_10, &absolute, &[]), "example.com");
+        assert_eq!(field(V::HTTP_11, &absolute, &[b"a", b"b"]), "Ambiguous");
+        // HTTP/2: `:authority`, and a Host header must agree with it.
+        assert_eq!(field(V::HTTP_2, &h2, &[]), "example.com");
+        assert_eq!(field(V::HTTP_2, &h2, &[b"EXAMPLE.com"]), "example.com");
+        assert_eq!(field(V::HTTP_2, &h2, &[b"evil.com"]), "Ambiguous");
+        assert_eq!(field(V::HTTP_2, &origin, &[b"example.com"]), "example.com");
+        assert_eq!(field(V::HTTP_2, &origin, &[]), "Missing");
     }
 
     #[test]
@@ -381,7 +415,8 @@ mod tests {
             ..HostRules::default()
         };
         let uri: Uri = "/".parse().unwrap();
-        let check = |h: &[&[u8]]| rules.check(&uri, &headers(h));
+        let v = Version::HTTP_11;
+        let check = |h: &[&[u8]]| rules.check(v, &uri, &headers(h));
         assert_eq!(check(&[b"example.com"]), Ok(()));
         assert_eq!(check(&[]), Err(DropReason::HostMissing));
         assert_eq!(check(&[b"127.0.0.1"]), Err(DropReason::HostIpLiteral));
@@ -396,13 +431,16 @@ mod tests {
             ..HostRules::default()
         };
         assert_eq!(
-            only_missing.check(&uri, &headers(&[])),
+            only_missing.check(v, &uri, &headers(&[])),
             Err(DropReason::HostMissing)
         );
-        assert_eq!(only_missing.check(&uri, &headers(&[b"1.2.3.4"])), Ok(()));
-        assert_eq!(only_missing.check(&uri, &headers(&[b"any.name"])), Ok(()));
+        assert_eq!(only_missing.check(v, &uri, &headers(&[b"1.2.3.4"])), Ok(()));
+        assert_eq!(
+            only_missing.check(v, &uri, &headers(&[b"any.name"])),
+            Ok(())
+        );
 
         let inactive = HostRules::default();
-        assert_eq!(inactive.check(&uri, &headers(&[b"a", b"b"])), Ok(()));
+        assert_eq!(inactive.check(v, &uri, &headers(&[b"a", b"b"])), Ok(()));
     }
 }

@@ -71,7 +71,7 @@ impl RuleSet {
         client_ip: Option<IpAddr>,
     ) -> Result<(), DropReason> {
         let headers = request.headers();
-        self.host.check(request.uri(), headers)?;
+        self.host.check(request.version(), request.uri(), headers)?;
         let needs_ip = !self.ip.is_empty() || self.rate_limit.is_some();
         let client_ip = match client_ip {
             Some(ip) if needs_ip => ip,

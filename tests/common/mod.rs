@@ -49,6 +49,19 @@ impl Outcome {
     }
 
     #[track_caller]
+    pub fn assert_ok_http10(&self) {
+        let text = self.text();
+        assert!(
+            text.starts_with("HTTP/1.0 200 OK\r\n"),
+            "expected 200, got {text:?}"
+        );
+        assert!(
+            text.ends_with("\r\n\r\nok"),
+            "expected body ok, got {text:?}"
+        );
+    }
+
+    #[track_caller]
     pub fn assert_ok(&self) {
         let text = self.text();
         assert!(
