@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --example nginx_444 -- [--listen ADDR] [--close fin|rst] [--trusted-proxy CIDR]...
+//!                                   [--real-ip-header NAME] [--no-recursive]
 //! ```
 //!
 //! Serves `example.com` and `www.example.com`; every path answers `200 ok`.
@@ -23,7 +24,7 @@ use axum::Router;
 use tower_no_response::audit::DROP_EVENT_TARGET;
 use tower_no_response::{
     CloseMode, ConnectionInfo, NoResponseLayer, NoResponseLayerBuilder, NoResponseListener,
-    RateLimit,
+    RateLimit, RealIpHeader,
 };
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::prelude::*;
@@ -32,13 +33,20 @@ struct Args {
     listen: SocketAddr,
     close: CloseMode,
     trusted_proxies: Vec<String>,
+    real_ip_header: RealIpHeader,
+    recursive: bool,
 }
+
+const USAGE: &str = "usage: nginx_444 [--listen ADDR] [--close fin|rst] [--trusted-proxy CIDR]... \
+[--real-ip-header X-Forwarded-For|Forwarded|X-Real-IP|CF-Connecting-IP|NAME] [--no-recursive]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         listen: "127.0.0.1:8444".parse().expect("literal"),
         close: CloseMode::Fin,
         trusted_proxies: Vec::new(),
+        real_ip_header: RealIpHeader::XForwardedFor,
+        recursive: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -56,12 +64,11 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--trusted-proxy" => args.trusted_proxies.push(value()?),
-            "-h" | "--help" => {
-                return Err(
-                    "usage: nginx_444 [--listen ADDR] [--close fin|rst] [--trusted-proxy CIDR]..."
-                        .into(),
-                );
+            "--real-ip-header" => {
+                args.real_ip_header = value()?.parse().map_err(|e| format!("{e}"))?;
             }
+            "--no-recursive" => args.recursive = false,
+            "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown flag {other:?}; try --help")),
         }
     }
@@ -82,6 +89,8 @@ fn seed_rules(args: &Args) -> NoResponseLayerBuilder {
         .deny_ip("203.0.113.7")
         // set_real_ip_from ...; real_ip_header X-Forwarded-For; real_ip_recursive on;
         .trusted_proxies(args.trusted_proxies.iter().cloned())
+        .real_ip_header(args.real_ip_header.clone())
+        .real_ip_recursive(args.recursive)
         // map $http_user_agent $bad_agent { ~*masscan 1; ~*zgrab 1; ~*python-requests 0; "" 1; }
         .deny_user_agents(["masscan", "zgrab"])
         .allow_user_agent("python-requests")
@@ -140,8 +149,12 @@ async fn main() -> ExitCode {
         }
     };
     eprintln!(
-        "listening on http://{} (close mode: {})",
-        args.listen, args.close
+        "listening on http://{} (close mode: {}, client IP from {} behind {}{})",
+        args.listen,
+        args.close,
+        args.real_ip_header.name(),
+        args.trusted_proxies.join(" "),
+        if args.recursive { ", recursive" } else { "" },
     );
     let serve = axum::serve(
         listener,
