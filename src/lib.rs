@@ -42,8 +42,10 @@
 //!
 //! # How it fits together
 //!
-//! - [`rules`]: what a request is judged on: Host, client IP (with trusted
-//!   proxies), User-Agent and a rate limit, compiled once into a [`RuleSet`].
+//! - [`rules`]: what a request is judged on: Host, client IP (the real client
+//!   behind trusted proxies, from the [`RealIpHeader`] you choose),
+//!   User-Agent and a rate limit with bounded memory, compiled once into a
+//!   [`RuleSet`].
 //! - [`connection`]: how a drop reaches the socket. A tower service can only
 //!   return a response, so [`NoResponseListener`] hands each request a
 //!   [`ConnectionHandle`]; the layer trips it and the [`AbortableStream`]
