@@ -18,6 +18,8 @@ async fn assert_dropped(raw: &[u8]) {
 async fn ip_literals_in_every_form_are_dropped() {
     let app = spawn_app(seed_rules().build().unwrap()).await;
     for host in [
+        "127.0.0.1",
+        "127.0.0.1:8444",
         "[::1]",
         "[::1]:8444",
         "[::ffff:127.0.0.1]",

@@ -48,24 +48,23 @@ impl Outcome {
         assert_eq!(self.close, close, "wrong close");
     }
 
+    /// Asserts an HTTP/1.1 `200` with body `ok`.
+    #[track_caller]
+    pub fn assert_ok(&self) {
+        self.assert_ok_as("HTTP/1.1");
+    }
+
+    /// Asserts an HTTP/1.0 `200` with body `ok`.
     #[track_caller]
     pub fn assert_ok_http10(&self) {
-        let text = self.text();
-        assert!(
-            text.starts_with("HTTP/1.0 200 OK\r\n"),
-            "expected 200, got {text:?}"
-        );
-        assert!(
-            text.ends_with("\r\n\r\nok"),
-            "expected body ok, got {text:?}"
-        );
+        self.assert_ok_as("HTTP/1.0");
     }
 
     #[track_caller]
-    pub fn assert_ok(&self) {
+    fn assert_ok_as(&self, version: &str) {
         let text = self.text();
         assert!(
-            text.starts_with("HTTP/1.1 200 OK\r\n"),
+            text.starts_with(&format!("{version} 200 OK\r\n")),
             "expected 200, got {text:?}"
         );
         assert!(
