@@ -65,6 +65,14 @@ impl RuleSet {
         Decision { client_ip, drop }
     }
 
+    /// How many clients the rate limiter tracks now, if there is one. Idle
+    /// clients are evicted on a schedule, so this rises and falls with
+    /// traffic, up to [`RateLimit::max_keys`].
+    #[must_use]
+    pub fn rate_limited_clients(&self) -> Option<usize> {
+        self.rate_limit.as_ref().map(Limiter::len)
+    }
+
     fn first_drop<B>(
         &self,
         request: &Request<B>,
