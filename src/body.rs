@@ -12,7 +12,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pin_project! {
     /// The response body of [`NoResponse`](crate::NoResponse): the inner
-    /// service's body, or, for a dropped request, a body whose first poll fails.
+    /// service's body; for a dropped request, a body whose first poll fails;
+    /// for a rule that answers with a status, an empty body.
     ///
     /// A failing body makes hyper abandon the connection without flushing the
     /// response head. With [`ConnectionInfo`](crate::ConnectionInfo) present
@@ -29,6 +30,7 @@ pin_project! {
     enum Kind<B> {
         Inner { #[pin] body: B },
         Dropped { reason: Option<DropReason> },
+        Empty,
     }
 }
 
@@ -37,6 +39,10 @@ impl<B> NoResponseBody<B> {
         Self {
             kind: Kind::Inner { body },
         }
+    }
+
+    pub(crate) fn empty() -> Self {
+        Self { kind: Kind::Empty }
     }
 
     pub(crate) fn dropped(reason: DropReason) -> Self {
@@ -56,6 +62,7 @@ impl<B: fmt::Debug> fmt::Debug for NoResponseBody<B> {
                 .debug_tuple("NoResponseBody::Dropped")
                 .field(reason)
                 .finish(),
+            Kind::Empty => f.write_str("NoResponseBody::Empty"),
         }
     }
 }
@@ -81,6 +88,7 @@ where
                     .take()
                     .map(|reason| Err(Box::new(RequestDropped { reason }) as BoxError)),
             ),
+            KindProj::Empty => Poll::Ready(None),
         }
     }
 
@@ -88,6 +96,7 @@ where
         match &self.kind {
             Kind::Inner { body } => body.is_end_stream(),
             Kind::Dropped { reason } => reason.is_none(),
+            Kind::Empty => true,
         }
     }
 
@@ -95,6 +104,7 @@ where
         match &self.kind {
             Kind::Inner { body } => body.size_hint(),
             Kind::Dropped { .. } => SizeHint::default(),
+            Kind::Empty => SizeHint::with_exact(0),
         }
     }
 }

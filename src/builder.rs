@@ -1,10 +1,16 @@
+use std::sync::Arc;
+
 use crate::NoResponseLayer;
+use crate::audit::stats::Counters;
 use crate::connection::CloseMode;
 use crate::error::BuildError;
 use crate::rules::RuleSet;
 use crate::rules::client_ip::{CLOUDFLARE_RANGES, RealIp, RealIpHeader};
+use crate::rules::custom::{CustomRule, RequestHead};
 use crate::rules::host::{HostRules, ServerNames};
 use crate::rules::ip::{IpAction, IpRules, IpSet, parse_cidrs};
+use crate::rules::path::PathRules;
+use crate::rules::policy::{self, Action, Policies};
 use crate::rules::rate_limit::{Limiter, RateLimit};
 use crate::rules::user_agent::UserAgentRules;
 
@@ -41,6 +47,12 @@ pub struct NoResponseLayerBuilder {
     real_ip_header: RealIpHeader,
     real_ip_non_recursive: bool,
     rate_limit: Option<RateLimit>,
+    deny_paths: Vec<String>,
+    custom_rules: Vec<CustomRule>,
+    /// Names checked at build, so a typo is an error, not a silent no-op.
+    dry_run_rules: Vec<String>,
+    dry_run_all: bool,
+    actions: Vec<(String, Action)>,
     close_mode: CloseMode,
 }
 
@@ -211,6 +223,74 @@ impl NoResponseLayerBuilder {
         self
     }
 
+    /// Drops a request whose path matches `pattern` (rule `path`), such as
+    /// `/\.env`, `^/wp-login\.php` or `/\.git/`. Same syntax and case rules
+    /// as [`deny_user_agent`](Self::deny_user_agent); the pattern matches
+    /// anywhere in the path, which is judged both as sent and with `%XX`
+    /// escapes decoded. The query string is not judged.
+    pub fn deny_path(mut self, pattern: impl Into<String>) -> Self {
+        self.deny_paths.push(pattern.into());
+        self
+    }
+
+    /// Adds each of `patterns`; see [`deny_path`](Self::deny_path).
+    pub fn deny_paths<I>(mut self, patterns: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.deny_paths.extend(patterns.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds a rule named `name` that drops any request for which `predicate`
+    /// returns `true`, like nginx's `if ($var = ...) { return 444; }` on any
+    /// variable. It sees the request head and the judged client IP, and runs
+    /// after the built-in rules, before the rate limit. The name (lowercase
+    /// letters, digits, `_`) appears in events and counters.
+    ///
+    /// ```
+    /// use tower_no_response::NoResponseLayer;
+    ///
+    /// let layer = NoResponseLayer::builder()
+    ///     .custom_rule("trace_method", |head| head.method == http::Method::TRACE)
+    ///     .build()?;
+    /// # Ok::<(), tower_no_response::BuildError>(())
+    /// ```
+    pub fn custom_rule<F>(mut self, name: &'static str, predicate: F) -> Self
+    where
+        F: Fn(&RequestHead<'_>) -> bool + Send + Sync + 'static,
+    {
+        self.custom_rules.push(CustomRule {
+            name,
+            predicate: Arc::new(predicate),
+        });
+        self
+    }
+
+    /// Puts every rule in dry-run: each is evaluated and, when it matches,
+    /// emits its event with `action=would_drop`, but every request goes
+    /// through. For trying a rule set on live traffic before enforcing it.
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run_all = dry_run;
+        self
+    }
+
+    /// Puts one rule, by name, in dry-run; the others stay enforced.
+    pub fn dry_run_rule(mut self, rule: impl Into<String>) -> Self {
+        self.dry_run_rules.push(rule.into());
+        self
+    }
+
+    /// Sets what a rule, by name, does when it matches: [`Action::Drop`]
+    /// (444, the default) or [`Action::Respond`] with a 4xx status, such as
+    /// `429` for `rate_limit` (with `Retry-After`), as nginx's
+    /// `limit_req_status 429`.
+    pub fn rule_action(mut self, rule: impl Into<String>, action: Action) -> Self {
+        self.actions.push((rule.into(), action));
+        self
+    }
+
     /// How dropped connections are closed; [`CloseMode::Fin`] by default.
     pub fn close_mode(mut self, mode: CloseMode) -> Self {
         self.close_mode = mode;
@@ -223,6 +303,11 @@ impl NoResponseLayerBuilder {
     /// The first malformed address, CIDR block, pattern, server name or rate
     /// limit, by name.
     pub fn build(self) -> Result<NoResponseLayer, BuildError> {
+        let (rules, close_mode) = self.compile()?;
+        Ok(NoResponseLayer::new(rules, close_mode))
+    }
+
+    pub(crate) fn compile(self) -> Result<(RuleSet, CloseMode), BuildError> {
         let mut names = ServerNames::default();
         for name in &self.server_names {
             names.add(name)?;
@@ -239,6 +324,25 @@ impl NoResponseLayerBuilder {
         for value in &self.trusted_proxies {
             trusted.extend(parse_cidrs("trusted_proxy", value)?);
         }
+        let mut taken = Vec::new();
+        for rule in &self.custom_rules {
+            CustomRule::validate(rule.name, &taken)?;
+            taken.push(rule.clone());
+        }
+        let mut policies = Policies::new(self.custom_rules.iter().map(|r| r.name));
+        if self.dry_run_all {
+            policies.policies.iter_mut().for_each(|p| p.dry_run = true);
+        }
+        for name in &self.dry_run_rules {
+            let slot = policies.slot_of_name("dry_run_rule", name)?;
+            policies.policies[slot].dry_run = true;
+        }
+        for (name, action) in &self.actions {
+            let slot = policies.slot_of_name("rule_action", name)?;
+            policy::validate(name, *action)?;
+            policies.policies[slot].action = *action;
+        }
+        let counters = Counters::new(&policies.names);
         let rules = RuleSet {
             host: HostRules {
                 drop_missing: self.drop_missing_host,
@@ -256,8 +360,12 @@ impl NoResponseLayerBuilder {
                 &self.allow_user_agents,
                 self.drop_empty_user_agent,
             )?,
+            paths: PathRules::new(&self.deny_paths)?,
+            custom: self.custom_rules,
             rate_limit: self.rate_limit.as_ref().map(Limiter::new).transpose()?,
+            policies,
+            counters,
         };
-        Ok(NoResponseLayer::new(rules, self.close_mode))
+        Ok((rules, self.close_mode))
     }
 }

@@ -39,6 +39,27 @@ pub enum BuildError {
         /// The name as given.
         value: String,
     },
+    /// A custom rule name that cannot be used.
+    RuleName {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A rule name, in a per-rule setting, that no rule has.
+    UnknownRule {
+        /// The builder call that received the name.
+        rule: &'static str,
+        /// The name as given.
+        name: String,
+    },
+    /// An action that cannot be taken.
+    Action {
+        /// The rule it was set for.
+        rule: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A rate limit that cannot be enforced.
     RateLimit {
         /// What is wrong with it.
@@ -66,6 +87,13 @@ impl fmt::Display for BuildError {
                 write!(f, "real_ip_header: invalid header name {value:?}")
             }
             Self::RateLimit { reason } => write!(f, "rate_limit: {reason}"),
+            Self::RuleName { name, reason } => {
+                write!(f, "custom_rule: invalid name {name:?}: {reason}")
+            }
+            Self::UnknownRule { rule, name } => write!(f, "{rule}: no rule is named {name:?}"),
+            Self::Action { rule, reason } => {
+                write!(f, "rule_action: invalid action for {rule:?}: {reason}")
+            }
         }
     }
 }

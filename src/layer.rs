@@ -5,34 +5,44 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
+use arc_swap::ArcSwap;
+use http::{HeaderValue, Request, Response, StatusCode, header};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::audit;
+use crate::audit::stats::{Counted, Stats};
+use crate::audit::{self, Outcome};
 use crate::body::NoResponseBody;
 use crate::builder::NoResponseLayerBuilder;
 use crate::connection::{CloseMode, ConnectionHandle, ConnectionInfo};
-use crate::rules::{ClientIp, DropReason, RuleSet};
+use crate::error::BuildError;
+use crate::rules::{Action, ClientIp, DropReason, RuleSet};
 
 /// A [`Layer`] that drops unwanted requests the way nginx's `return 444` does:
 /// the inner service is never called and the connection closes without a
 /// byte of response.
 ///
 /// Build one with [`NoResponseLayer::builder`]. Clones share one compiled
-/// rule set, and one rate limiter.
+/// rule set, which [`reload`](Self::reload) swaps for all of them at once.
 #[derive(Clone)]
 pub struct NoResponseLayer {
     shared: Arc<Shared>,
 }
 
-pub(crate) struct Shared {
-    rules: RuleSet,
-    close_mode: CloseMode,
+struct Shared {
+    current: ArcSwap<Compiled>,
     /// The missing-listener error is logged once, not once per request.
     warned_no_connection: AtomicBool,
+}
+
+/// Everything a builder configures, swapped as one.
+#[derive(Debug)]
+struct Compiled {
+    rules: Arc<RuleSet>,
+    close_mode: CloseMode,
 }
 
 impl NoResponseLayer {
@@ -44,31 +54,59 @@ impl NoResponseLayer {
     pub(crate) fn new(rules: RuleSet, close_mode: CloseMode) -> Self {
         Self {
             shared: Arc::new(Shared {
-                rules,
-                close_mode,
+                current: ArcSwap::from_pointee(Compiled {
+                    rules: Arc::new(rules),
+                    close_mode,
+                }),
                 warned_no_connection: AtomicBool::new(false),
             }),
         }
     }
 
-    /// The compiled rules, e.g. to test a request against them.
-    #[must_use]
-    pub fn rules(&self) -> &RuleSet {
-        &self.shared.rules
+    /// Replaces the whole configuration (rules, actions, dry-run, close
+    /// mode) for every service made by this layer or its clones, atomically
+    /// and without a restart.
+    ///
+    /// Requests already judged finish under the rules they were judged by.
+    /// The new rules start with fresh counters and a fresh rate limiter.
+    ///
+    /// # Errors
+    /// The new configuration's first bad value; the old one stays in force.
+    pub fn reload(&self, builder: NoResponseLayerBuilder) -> Result<(), BuildError> {
+        let (rules, close_mode) = builder.compile()?;
+        self.shared.current.store(Arc::new(Compiled {
+            rules: Arc::new(rules),
+            close_mode,
+        }));
+        Ok(())
     }
 
-    /// How dropped connections are closed.
+    /// The rules in force now, e.g. to test a request against them.
+    #[must_use]
+    pub fn rules(&self) -> Arc<RuleSet> {
+        Arc::clone(&self.shared.current.load().rules)
+    }
+
+    /// How dropped connections are closed now.
     #[must_use]
     pub fn close_mode(&self) -> CloseMode {
-        self.shared.close_mode
+        self.shared.current.load().close_mode
+    }
+
+    /// A snapshot of the counters of the rules in force: per rule, requests
+    /// dropped, answered and matched in dry-run, and requests allowed.
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        self.shared.current.load().rules.stats()
     }
 }
 
 impl fmt::Debug for NoResponseLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let current = self.shared.current.load();
         f.debug_struct("NoResponseLayer")
-            .field("rules", &self.shared.rules)
-            .field("close_mode", &self.shared.close_mode)
+            .field("rules", &current.rules)
+            .field("close_mode", &current.close_mode)
             .finish()
     }
 }
@@ -95,7 +133,7 @@ impl<S: fmt::Debug> fmt::Debug for NoResponse<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NoResponse")
             .field("inner", &self.inner)
-            .field("close_mode", &self.shared.close_mode)
+            .field("close_mode", &self.shared.current.load().close_mode)
             .finish_non_exhaustive()
     }
 }
@@ -120,9 +158,18 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        // The guard pins this request to the rules in force as it arrived.
+        let current = self.shared.current.load();
+        let rules = &current.rules;
         let (peer, handle) = connection_of(&request);
-        let decision = self.shared.rules.decide(&request, peer);
+        let decision = rules.evaluate(&request, peer, |reason, client_ip| {
+            rules
+                .counters
+                .count(rules.policies.slot(reason), Counted::WouldDrop);
+            audit::emit(&request, reason, client_ip, peer, Outcome::WouldDrop);
+        });
         let Some(reason) = decision.drop else {
+            rules.counters.allowed();
             if let Some(ip) = decision.client_ip {
                 request.extensions_mut().insert(ClientIp(ip));
             }
@@ -142,22 +189,37 @@ where
                 },
             };
         };
-        let handle = handle.cloned();
-        let close = match handle {
-            Some(_) => self.shared.close_mode.as_str(),
-            None => {
-                self.warn_no_connection();
-                audit::CLOSE_BODY_ERROR
+        let slot = rules.policies.slot(reason);
+        let client_ip = decision.client_ip;
+        let kind = match rules.action(reason) {
+            Action::Respond(status) => {
+                rules.counters.count(slot, Counted::Responded);
+                audit::emit(&request, reason, client_ip, peer, Outcome::Respond(status));
+                Kind::Respond {
+                    status,
+                    retry_after: decision.retry_after,
+                    reason,
+                }
+            }
+            Action::Drop => {
+                rules.counters.count(slot, Counted::Dropped);
+                let handle = handle.cloned();
+                let close = match handle {
+                    Some(_) => current.close_mode.as_str(),
+                    None => {
+                        self.warn_no_connection();
+                        audit::CLOSE_BODY_ERROR
+                    }
+                };
+                audit::emit(&request, reason, client_ip, peer, Outcome::Drop(close));
+                Kind::Dropped {
+                    handle,
+                    mode: current.close_mode,
+                    reason,
+                }
             }
         };
-        audit::emit_drop(&request, reason, decision.client_ip, peer, close);
-        ResponseFuture {
-            kind: Kind::Dropped {
-                handle,
-                mode: self.shared.close_mode,
-                reason,
-            },
-        }
+        ResponseFuture { kind }
     }
 }
 
@@ -221,6 +283,11 @@ pin_project! {
             mode: CloseMode,
             reason: DropReason,
         },
+        Respond {
+            status: StatusCode,
+            retry_after: Option<Duration>,
+            reason: DropReason,
+        },
     }
 }
 
@@ -230,6 +297,11 @@ impl<F> fmt::Debug for ResponseFuture<F> {
             Kind::Inner { .. } => f.write_str("ResponseFuture::Inner"),
             Kind::Dropped { reason, .. } => f
                 .debug_tuple("ResponseFuture::Dropped")
+                .field(reason)
+                .finish(),
+            Kind::Respond { status, reason, .. } => f
+                .debug_tuple("ResponseFuture::Respond")
+                .field(status)
                 .field(reason)
                 .finish(),
         }
@@ -259,6 +331,11 @@ where
                 }
                 Poll::Ready(Ok(dropped_response(*reason)))
             }
+            KindProj::Respond {
+                status,
+                retry_after,
+                reason,
+            } => Poll::Ready(Ok(status_response(*status, *retry_after, *reason))),
         }
     }
 }
@@ -268,6 +345,27 @@ where
 fn dropped_response<B>(reason: DropReason) -> Response<NoResponseBody<B>> {
     let mut response = Response::new(NoResponseBody::dropped(reason));
     *response.status_mut() = StatusCode::from_u16(444).expect("444 is in range");
+    response.extensions_mut().insert(reason);
+    response
+}
+
+/// An empty answer with the rule's status. A `429` says when to come back:
+/// the limiter's own wait, rounded up to whole seconds, or one second when
+/// the rule that matched has no wait of its own.
+fn status_response<B>(
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    reason: DropReason,
+) -> Response<NoResponseBody<B>> {
+    let mut response = Response::new(NoResponseBody::empty());
+    *response.status_mut() = status;
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        let wait = retry_after.unwrap_or(Duration::from_secs(1));
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    }
     response.extensions_mut().insert(reason);
     response
 }

@@ -1,4 +1,6 @@
-//! The audit output: one `tracing` event for every dropped request.
+//! The audit output: one `tracing` event for every request a rule stops or,
+//! in dry-run, would have stopped; per-rule counters; and, with the
+//! `access-log` feature, nginx's combined log line.
 //!
 //! nginx never sends a 444 but still logs it, so operators can count what was
 //! dropped and by which rule. This crate does the same with an event:
@@ -10,15 +12,18 @@
 //!
 //! | field | value |
 //! |---|---|
-//! | `status` | `444` |
+//! | `status` | `444` for a drop (and for a dry-run match: what it would have been), else the status answered |
 //! | `rule` | the [`DropReason`] name, e.g. `host_unknown` |
+//! | `action` | `drop`, `respond`, or `would_drop` for a rule in dry-run (the request went through) |
 //! | `client_ip` | the judged client IP, or `-` |
 //! | `peer_addr` | the TCP peer `ip:port`, or `-` |
 //! | `method` | the request method |
-//! | `host` | the Host header (or URI authority), or `-` |
+//! | `host` | the host judged (Host header or URI authority), or `-` |
 //! | `uri` | the request target as received |
+//! | `version` | `HTTP/1.0`, `HTTP/1.1`, `HTTP/2.0` |
+//! | `referer` | the Referer header, or `-` |
 //! | `user_agent` | the first User-Agent, or `-` |
-//! | `close` | `fin`, `reset`, or `body_error` when no connection handle was found |
+//! | `close` | `fin`, `reset`, `body_error` when no connection handle was found, or `none` when the connection stays open |
 //!
 //! Header values are written as nginx writes them in its access log: bytes
 //! outside printable ASCII, `"` and `\` become `\xNN`, so a hostile value can
@@ -28,10 +33,18 @@
 //! `RUST_LOG=tower_no_response::drop=info` with `tracing-subscriber`'s
 //! `EnvFilter`.
 
+#[cfg(feature = "access-log")]
+mod access_log;
+pub(crate) mod stats;
+
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-use http::{HeaderValue, Request, header::USER_AGENT};
+use http::{HeaderValue, Request, StatusCode, header};
+
+#[cfg(feature = "access-log")]
+pub use access_log::AccessLogLayer;
+pub use stats::{RuleStats, Stats};
 
 use crate::rules::DropReason;
 use crate::rules::host::{HostField, host_field};
@@ -43,34 +56,68 @@ pub const DROP_EVENT_TARGET: &str = "tower_no_response::drop";
 /// directly and the dropped response's body failed instead.
 pub(crate) const CLOSE_BODY_ERROR: &str = "body_error";
 
-pub(crate) fn emit_drop<B>(
+/// What was done to a request a rule matched.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Outcome {
+    /// Dropped; the close mode's name.
+    Drop(&'static str),
+    Respond(StatusCode),
+    WouldDrop,
+}
+
+impl Outcome {
+    fn action(self) -> &'static str {
+        match self {
+            Self::Drop(_) => "drop",
+            Self::Respond(_) => "respond",
+            Self::WouldDrop => "would_drop",
+        }
+    }
+
+    fn status(self) -> u16 {
+        match self {
+            Self::Drop(_) | Self::WouldDrop => 444,
+            Self::Respond(status) => status.as_u16(),
+        }
+    }
+
+    fn close(self) -> &'static str {
+        match self {
+            Self::Drop(close) => close,
+            Self::Respond(_) | Self::WouldDrop => "none",
+        }
+    }
+}
+
+pub(crate) fn emit<B>(
     request: &Request<B>,
     reason: DropReason,
     client_ip: Option<IpAddr>,
     peer_addr: Option<SocketAddr>,
-    close: &'static str,
+    outcome: Outcome,
 ) {
-    let host = match host_field(request.version(), request.uri(), request.headers()) {
+    let headers = request.headers();
+    let host = match host_field(request.version(), request.uri(), headers) {
         HostField::Value(v) => Escaped(Some(v)),
-        HostField::Ambiguous | HostField::Missing => Escaped(
-            request
-                .headers()
-                .get(http::header::HOST)
-                .map(HeaderValue::as_bytes),
-        ),
+        HostField::Ambiguous | HostField::Missing => {
+            Escaped(headers.get(header::HOST).map(HeaderValue::as_bytes))
+        }
     };
-    let user_agent = Escaped(request.headers().get(USER_AGENT).map(HeaderValue::as_bytes));
+    let header = |name| Escaped(headers.get(name).map(HeaderValue::as_bytes));
     tracing::info!(
         target: "tower_no_response::drop",
-        status = 444u16,
+        status = outcome.status(),
         rule = %reason,
+        action = outcome.action(),
         client_ip = %OrDash(client_ip),
         peer_addr = %OrDash(peer_addr),
         method = %request.method(),
         host = %host,
         uri = %request.uri(),
-        user_agent = %user_agent,
-        close = %close,
+        version = ?request.version(),
+        referer = %header(header::REFERER),
+        user_agent = %header(header::USER_AGENT),
+        close = outcome.close(),
         "dropped request"
     );
 }

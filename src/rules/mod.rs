@@ -1,30 +1,48 @@
 //! The request-side rules: what a request is judged on, compiled once.
 //!
-//! Rules run in a fixed order, and the first one that matches names the drop:
+//! Rules run in a fixed order, and the first one that matches, and is not in
+//! dry-run, decides the request:
 //!
 //! 1. **Host**: `host_missing`, `host_invalid`, `host_ip_literal`, `host_unknown`.
 //! 2. **Client IP**: `client_ip_unknown`, then `ip_deny`.
 //! 3. **User-Agent**: `user_agent`, `user_agent_empty`.
-//! 4. **Rate limit**: `rate_limit`, `rate_limit_full`.
+//! 4. **Path**: `path`.
+//! 5. **Custom rules**, in the order they were added.
+//! 6. **Rate limit**: `rate_limit`, `rate_limit_full`.
 //!
 //! The rate limit runs last so that only requests every other rule accepted
 //! count toward a client's budget, as in nginx's phase order: a scanner that
 //! is dropped for its Host cannot use up a shared client's allowance.
+//!
+//! A rule in dry-run is evaluated fully; when it matches, an event records
+//! what it would have done and evaluation goes on with the next rule.
 
 pub(crate) mod client_ip;
+pub(crate) mod custom;
 pub(crate) mod host;
 pub(crate) mod ip;
+pub(crate) mod path;
+mod patterns;
+pub(crate) mod policy;
 pub(crate) mod rate_limit;
 mod reason;
 pub(crate) mod user_agent;
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use http::Request;
 
 pub use client_ip::{CLOUDFLARE_RANGES, ClientIp, RealIpHeader};
+pub use custom::RequestHead;
+pub use policy::Action;
 pub use rate_limit::RateLimit;
 pub use reason::DropReason;
+
+use crate::audit::stats::{Counters, Stats};
+use custom::CustomRule;
+use path::PathRules;
+use policy::Policies;
 
 use client_ip::RealIp;
 use host::HostRules;
@@ -41,7 +59,11 @@ pub struct RuleSet {
     pub(crate) ip: IpRules,
     pub(crate) real_ip: RealIp,
     pub(crate) user_agent: UserAgentRules,
+    pub(crate) paths: PathRules,
+    pub(crate) custom: Vec<CustomRule>,
     pub(crate) rate_limit: Option<Limiter>,
+    pub(crate) policies: Policies,
+    pub(crate) counters: Counters,
 }
 
 /// The outcome of judging one request.
@@ -50,8 +72,13 @@ pub struct RuleSet {
 pub struct Decision {
     /// The client the rules judged, when a peer address was known.
     pub client_ip: Option<IpAddr>,
-    /// The rule that dropped the request, or `None` to let it through.
+    /// The enforced rule that stopped the request, or `None` to let it
+    /// through. What it does (drop, or respond) is [`RuleSet::action`].
     pub drop: Option<DropReason>,
+    /// The first rule in dry-run that matched, if any.
+    pub would_drop: Option<DropReason>,
+    /// How long the client should wait, when the rate limit matched.
+    pub retry_after: Option<Duration>,
 }
 
 impl RuleSet {
@@ -60,9 +87,46 @@ impl RuleSet {
     /// `peer` is the TCP peer; the client IP is derived from it and, when the
     /// peer is a trusted proxy, from the real-IP header.
     pub fn decide<B>(&self, request: &Request<B>, peer: Option<SocketAddr>) -> Decision {
+        let mut would_drop = None;
+        self.evaluate(request, peer, |reason, _| {
+            would_drop.get_or_insert(reason);
+        })
+        .with_would_drop(would_drop)
+    }
+
+    /// [`decide`](Self::decide), calling `dry_run` with the client IP for
+    /// every rule in dry-run that matched, in order.
+    pub(crate) fn evaluate<B>(
+        &self,
+        request: &Request<B>,
+        peer: Option<SocketAddr>,
+        mut dry_run: impl FnMut(DropReason, Option<IpAddr>),
+    ) -> Decision {
         let client_ip = peer.map(|p| self.real_ip.resolve(p.ip(), request.headers()));
-        let drop = self.first_drop(request, client_ip).err();
-        Decision { client_ip, drop }
+        let mut retry_after = None;
+        let mut report = |reason| dry_run(reason, client_ip);
+        let drop = self
+            .first_drop(request, client_ip, &mut retry_after, &mut report)
+            .err();
+        Decision {
+            client_ip,
+            drop,
+            would_drop: None,
+            retry_after,
+        }
+    }
+
+    /// What the rule that matched does.
+    #[must_use]
+    pub fn action(&self, reason: DropReason) -> Action {
+        self.policies.get(reason).action
+    }
+
+    /// A snapshot of the counters: per rule, how many requests were
+    /// dropped, answered or matched in dry-run, and how many were allowed.
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        self.counters.snapshot()
     }
 
     /// How many clients the rate limiter tracks now, if there is one. Idle
@@ -73,27 +137,80 @@ impl RuleSet {
         self.rate_limit.as_ref().map(Limiter::len)
     }
 
+    /// A matching rule in dry-run is reported and treated as not matching.
+    fn enforce(
+        &self,
+        outcome: Result<(), DropReason>,
+        dry_run: &mut impl FnMut(DropReason),
+    ) -> Result<(), DropReason> {
+        match outcome {
+            Err(reason) if self.policies.get(reason).dry_run => {
+                dry_run(reason);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
     fn first_drop<B>(
         &self,
         request: &Request<B>,
         client_ip: Option<IpAddr>,
+        retry_after: &mut Option<Duration>,
+        dry_run: &mut impl FnMut(DropReason),
     ) -> Result<(), DropReason> {
         let headers = request.headers();
-        self.host.check(request.version(), request.uri(), headers)?;
+        self.enforce(
+            self.host.check(request.version(), request.uri(), headers),
+            dry_run,
+        )?;
         let needs_ip = !self.ip.is_empty() || self.rate_limit.is_some();
         let client_ip = match client_ip {
-            Some(ip) if needs_ip => ip,
-            None if needs_ip => return Err(DropReason::ClientIpUnknown),
-            _ => return self.user_agent.check(headers),
+            None if needs_ip => {
+                self.enforce(Err(DropReason::ClientIpUnknown), dry_run)?;
+                None
+            }
+            ip => ip,
         };
-        if self.ip.first_match(client_ip) == Some(IpAction::Deny) {
-            return Err(DropReason::IpDenied);
+        if let Some(ip) = client_ip {
+            if self.ip.first_match(ip) == Some(IpAction::Deny) {
+                self.enforce(Err(DropReason::IpDenied), dry_run)?;
+            }
         }
-        self.user_agent.check(headers)?;
-        match self.rate_limit.as_ref().map(|l| l.check(client_ip)) {
-            Some(Verdict::OverLimit) => Err(DropReason::RateLimited),
-            Some(Verdict::TableFull) => Err(DropReason::RateLimitFull),
-            Some(Verdict::Allow) | None => Ok(()),
+        self.enforce(self.user_agent.check(headers), dry_run)?;
+        self.enforce(self.paths.check(request.uri()), dry_run)?;
+        if !self.custom.is_empty() {
+            let head = RequestHead {
+                method: request.method(),
+                uri: request.uri(),
+                version: request.version(),
+                headers,
+                client_ip,
+            };
+            for rule in &self.custom {
+                if (rule.predicate)(&head) {
+                    self.enforce(Err(DropReason::Custom(rule.name)), dry_run)?;
+                }
+            }
         }
+        let (Some(limiter), Some(ip)) = (&self.rate_limit, client_ip) else {
+            return Ok(());
+        };
+        let outcome = match limiter.check(ip) {
+            Verdict::Allow => Ok(()),
+            Verdict::OverLimit(wait) => {
+                *retry_after = Some(wait);
+                Err(DropReason::RateLimited)
+            }
+            Verdict::TableFull => Err(DropReason::RateLimitFull),
+        };
+        self.enforce(outcome, dry_run)
+    }
+}
+
+impl Decision {
+    fn with_would_drop(mut self, would_drop: Option<DropReason>) -> Self {
+        self.would_drop = would_drop;
+        self
     }
 }

@@ -134,7 +134,8 @@ impl RateLimit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
     Allow,
-    OverLimit,
+    /// Over the limit; the client may try again after this long.
+    OverLimit(Duration),
     /// A new client, and no room to track it.
     TableFull,
 }
@@ -309,13 +310,13 @@ where
 
     fn check_key(&self, key: &IpAddr) -> Verdict {
         REFUSED.with(|r| r.set(false));
-        let allowed = self.shared.governor.check_key(key).is_ok();
+        let outcome = self.shared.governor.check_key(key);
         if REFUSED.with(Cell::get) {
-            Verdict::TableFull
-        } else if allowed {
-            Verdict::Allow
-        } else {
-            Verdict::OverLimit
+            return Verdict::TableFull;
+        }
+        match outcome {
+            Ok(()) => Verdict::Allow,
+            Err(not_until) => Verdict::OverLimit(not_until.wait_time_from(self.shared.clock.now())),
         }
     }
 
@@ -418,22 +419,42 @@ mod tests {
     }
 
     #[test]
+    fn the_wait_is_the_limiter_s_own() {
+        let (limiter, clock) = fake(RateLimit::per_second(10).burst(1));
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        assert_eq!(limiter.check(ip), Verdict::Allow);
+        assert_eq!(limiter.check(ip), Verdict::Allow);
+        assert_eq!(
+            limiter.check(ip),
+            Verdict::OverLimit(Duration::from_millis(100))
+        );
+        clock.advance(Duration::from_millis(40));
+        assert_eq!(
+            limiter.check(ip),
+            Verdict::OverLimit(Duration::from_millis(60))
+        );
+    }
+
+    #[test]
     fn ipv6_hosts_share_their_prefix() {
         let (limiter, _) = fake(RateLimit::per_minute(1).burst(1));
         let check = |s: &str| limiter.check(s.parse().unwrap());
         assert_eq!(check("2001:db8:0:1::1"), Verdict::Allow);
         assert_eq!(check("2001:db8:0:1::2"), Verdict::Allow);
-        assert_eq!(check("2001:db8:0:1:ffff::3"), Verdict::OverLimit);
+        assert!(matches!(
+            check("2001:db8:0:1:ffff::3"),
+            Verdict::OverLimit(_)
+        ));
         assert_eq!(check("2001:db8:0:2::1"), Verdict::Allow);
         let (wide, _) = fake(RateLimit::per_minute(1).ipv6_prefix(48));
         assert_eq!(
             wide.check("2001:db8:0:1::1".parse().unwrap()),
             Verdict::Allow
         );
-        assert_eq!(
+        assert!(matches!(
             wide.check("2001:db8:0:2::1".parse().unwrap()),
-            Verdict::OverLimit
-        );
+            Verdict::OverLimit(_)
+        ));
     }
 
     #[test]
@@ -448,7 +469,7 @@ mod tests {
         // a new client is refused, the tracked ones are unaffected.
         assert_eq!(limiter.check(ip(1000)), Verdict::TableFull);
         assert_eq!(limiter.check(ip(1001)), Verdict::TableFull);
-        assert_eq!(limiter.check(ip(5)), Verdict::OverLimit);
+        assert!(matches!(limiter.check(ip(5)), Verdict::OverLimit(_)));
         assert_eq!(limiter.len(), 100);
         // Once the tracked clients are idle, a full table evicts them inline.
         clock.advance(Duration::from_secs(5));

@@ -27,6 +27,8 @@ pub enum DropReason {
     UserAgentDenied,
     /// `user_agent_empty`: the User-Agent is missing or empty.
     UserAgentEmpty,
+    /// `path`: the request path matched a deny pattern.
+    Path,
     /// `rate_limit`: the client is over its request rate.
     RateLimited,
     /// `rate_limit_full`: a new client, while the rate limiter already tracks
@@ -34,6 +36,8 @@ pub enum DropReason {
     ///
     /// [`RateLimit::max_keys`]: crate::RateLimit::max_keys
     RateLimitFull,
+    /// A custom rule, by the name it was given.
+    Custom(&'static str),
 }
 
 impl DropReason {
@@ -51,12 +55,66 @@ impl DropReason {
             Self::UserAgentEmpty => "user_agent_empty",
             Self::RateLimited => "rate_limit",
             Self::RateLimitFull => "rate_limit_full",
+            Self::Path => "path",
+            Self::Custom(name) => name,
         }
+    }
+
+    /// Every built-in rule, in evaluation order.
+    pub const BUILTIN: [DropReason; 11] = [
+        Self::HostMissing,
+        Self::HostInvalid,
+        Self::HostIpLiteral,
+        Self::HostUnknown,
+        Self::ClientIpUnknown,
+        Self::IpDenied,
+        Self::UserAgentDenied,
+        Self::UserAgentEmpty,
+        Self::Path,
+        Self::RateLimited,
+        Self::RateLimitFull,
+    ];
+
+    /// The built-in rule with this name.
+    #[must_use]
+    pub fn builtin(name: &str) -> Option<DropReason> {
+        Self::BUILTIN.into_iter().find(|r| r.as_str() == name)
+    }
+
+    pub(crate) const fn builtin_index(self) -> Option<usize> {
+        Some(match self {
+            Self::HostMissing => 0,
+            Self::HostInvalid => 1,
+            Self::HostIpLiteral => 2,
+            Self::HostUnknown => 3,
+            Self::ClientIpUnknown => 4,
+            Self::IpDenied => 5,
+            Self::UserAgentDenied => 6,
+            Self::UserAgentEmpty => 7,
+            Self::Path => 8,
+            Self::RateLimited => 9,
+            Self::RateLimitFull => 10,
+            Self::Custom(_) => return None,
+        })
     }
 }
 
 impl fmt::Display for DropReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_indices_follow_the_table() {
+        for (i, reason) in DropReason::BUILTIN.into_iter().enumerate() {
+            assert_eq!(reason.builtin_index(), Some(i));
+            assert_eq!(DropReason::builtin(reason.as_str()), Some(reason));
+        }
+        assert_eq!(DropReason::Custom("x").builtin_index(), None);
     }
 }

@@ -2,9 +2,10 @@
 //! User-Agent, as the seed's `map $http_user_agent $bad_agent`.
 
 use http::{HeaderMap, header::USER_AGENT};
-use regex::bytes::{Regex, RegexBuilder};
+use regex::bytes::Regex;
 
 use super::DropReason;
+use super::patterns::compile;
 use crate::error::BuildError;
 
 /// Patterns are matched on the raw header bytes, so a User-Agent that is not
@@ -63,37 +64,6 @@ impl UserAgentRules {
         };
         deny.is_match(ua) && !self.allow.as_ref().is_some_and(|a| a.is_match(ua))
     }
-}
-
-/// Compiles each pattern alone first so that an error names the one at fault,
-/// then all of them as one alternation: a request costs a single pass, and
-/// the regex engine turns literal alternatives into one fast prefilter.
-/// Each pattern keeps its own group, so inline flags such as `(?-i)` stay
-/// local to it.
-fn compile(rule: &'static str, patterns: &[String]) -> Result<Option<Regex>, BuildError> {
-    if patterns.is_empty() {
-        return Ok(None);
-    }
-    let build = |pattern: &str| RegexBuilder::new(pattern).case_insensitive(true).build();
-    for p in patterns {
-        build(p).map_err(|source| BuildError::Regex {
-            rule,
-            pattern: p.clone(),
-            source,
-        })?;
-    }
-    let joined = patterns
-        .iter()
-        .map(|p| format!("(?:{p})"))
-        .collect::<Vec<_>>()
-        .join("|");
-    build(&joined)
-        .map(Some)
-        .map_err(|source| BuildError::Regex {
-            rule,
-            pattern: joined,
-            source,
-        })
 }
 
 #[cfg(test)]

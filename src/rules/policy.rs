@@ -1,0 +1,117 @@
+//! What happens when a rule matches: drop (444), respond with a status, or
+//! nothing but an event, in dry-run.
+
+use std::fmt;
+
+use http::StatusCode;
+
+use super::DropReason;
+use crate::error::BuildError;
+
+/// What a rule does to a request it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Action {
+    /// Close the connection without a byte: nginx's `444`. The default.
+    #[default]
+    Drop,
+    /// Answer with this status (4xx) and an empty body, keeping the
+    /// connection. For legitimate clients who deserve to know: `400` for
+    /// malformed requests, `403`, or `429` for the rate limit, which then
+    /// carries `Retry-After` from the limiter's own wait time.
+    Respond(StatusCode),
+}
+
+impl Action {
+    /// The name used in the event's `action` field and in counters.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Drop => "drop",
+            Self::Respond(_) => "respond",
+        }
+    }
+
+    /// The status logged for this action: `444` for a drop.
+    #[must_use]
+    pub fn status(self) -> u16 {
+        match self {
+            Self::Drop => 444,
+            Self::Respond(status) => status.as_u16(),
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Drop => f.write_str("drop"),
+            Self::Respond(status) => write!(f, "respond {}", status.as_u16()),
+        }
+    }
+}
+
+/// One rule's settings.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RulePolicy {
+    pub(crate) dry_run: bool,
+    pub(crate) action: Action,
+}
+
+/// Policies by rule slot: built-in rules first, in [`DropReason::BUILTIN`]
+/// order, then custom rules in the order they were added.
+#[derive(Debug, Default)]
+pub(crate) struct Policies {
+    pub(crate) names: Vec<&'static str>,
+    pub(crate) policies: Vec<RulePolicy>,
+}
+
+impl Policies {
+    pub(crate) fn new(custom: impl Iterator<Item = &'static str>) -> Self {
+        let names: Vec<&'static str> = DropReason::BUILTIN
+            .iter()
+            .map(|r| r.as_str())
+            .chain(custom)
+            .collect();
+        let policies = vec![RulePolicy::default(); names.len()];
+        Self { names, policies }
+    }
+
+    pub(crate) fn slot_of_name(&self, rule: &'static str, name: &str) -> Result<usize, BuildError> {
+        self.names
+            .iter()
+            .position(|n| *n == name)
+            .ok_or_else(|| BuildError::UnknownRule {
+                rule,
+                name: name.to_owned(),
+            })
+    }
+
+    /// Custom names are few, so a scan is cheaper than any map; it only
+    /// runs when a rule matched.
+    pub(crate) fn slot(&self, reason: DropReason) -> usize {
+        match reason.builtin_index() {
+            Some(i) => i,
+            None => self
+                .names
+                .iter()
+                .position(|n| *n == reason.as_str())
+                .expect("every custom reason comes from a registered rule"),
+        }
+    }
+
+    pub(crate) fn get(&self, reason: DropReason) -> RulePolicy {
+        self.policies[self.slot(reason)]
+    }
+}
+
+/// Checks a configured response status.
+pub(crate) fn validate(rule: &str, action: Action) -> Result<(), BuildError> {
+    match action {
+        Action::Respond(status) if !status.is_client_error() => Err(BuildError::Action {
+            rule: rule.to_owned(),
+            reason: format!("{} is not a 4xx status", status.as_u16()),
+        }),
+        _ => Ok(()),
+    }
+}
