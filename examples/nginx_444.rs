@@ -3,7 +3,12 @@
 //! ```text
 //! cargo run --example nginx_444 -- [--listen ADDR] [--close fin|rst] [--trusted-proxy CIDR]...
 //!                                   [--real-ip-header NAME] [--no-recursive]
+//!                                   [--dry-run] [--rate-action drop|429] [--access-log]
 //! ```
+//!
+//! `--access-log` prints each drop as an nginx combined-format line instead
+//! of the event; it needs the `access-log` feature
+//! (`cargo run --example nginx_444 --features access-log -- --access-log`).
 //!
 //! Serves `example.com` and `www.example.com`; every path answers `200 ok`.
 //! Try it:
@@ -21,9 +26,10 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use axum::Router;
+use http::StatusCode;
 use tower_no_response::audit::DROP_EVENT_TARGET;
 use tower_no_response::{
-    CloseMode, ConnectionInfo, NoResponseLayer, NoResponseLayerBuilder, NoResponseListener,
+    Action, CloseMode, ConnectionInfo, NoResponseLayer, NoResponseLayerBuilder, NoResponseListener,
     RateLimit, RealIpHeader,
 };
 use tracing_subscriber::filter::{LevelFilter, Targets};
@@ -35,10 +41,14 @@ struct Args {
     trusted_proxies: Vec<String>,
     real_ip_header: RealIpHeader,
     recursive: bool,
+    dry_run: bool,
+    rate_action: Action,
+    access_log: bool,
 }
 
 const USAGE: &str = "usage: nginx_444 [--listen ADDR] [--close fin|rst] [--trusted-proxy CIDR]... \
-[--real-ip-header X-Forwarded-For|Forwarded|X-Real-IP|CF-Connecting-IP|NAME] [--no-recursive]";
+[--real-ip-header X-Forwarded-For|Forwarded|X-Real-IP|CF-Connecting-IP|NAME] [--no-recursive] \
+[--dry-run] [--rate-action drop|429] [--access-log]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -47,6 +57,9 @@ fn parse_args() -> Result<Args, String> {
         trusted_proxies: Vec::new(),
         real_ip_header: RealIpHeader::XForwardedFor,
         recursive: true,
+        dry_run: false,
+        rate_action: Action::Drop,
+        access_log: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -68,6 +81,15 @@ fn parse_args() -> Result<Args, String> {
                 args.real_ip_header = value()?.parse().map_err(|e| format!("{e}"))?;
             }
             "--no-recursive" => args.recursive = false,
+            "--dry-run" => args.dry_run = true,
+            "--access-log" => args.access_log = true,
+            "--rate-action" => {
+                args.rate_action = match value()?.as_str() {
+                    "drop" | "444" => Action::Drop,
+                    "429" => Action::Respond(StatusCode::TOO_MANY_REQUESTS),
+                    other => return Err(format!("--rate-action {other:?}: expected drop or 429")),
+                }
+            }
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown flag {other:?}; try --help")),
         }
@@ -98,7 +120,51 @@ fn seed_rules(args: &Args) -> NoResponseLayerBuilder {
         // limit_req_zone $binary_remote_addr zone=req_limit:10m rate=10r/s;
         // limit_req zone=req_limit burst=20 nodelay; limit_req_status 444;
         .rate_limit(RateLimit::per_second(10).burst(20))
+        // limit_req_status 429; (or 444, the default)
+        .rule_action("rate_limit", args.rate_action)
+        .dry_run(args.dry_run)
         .close_mode(args.close)
+}
+
+/// The audit trail on stdout, one line per drop (the 444 event, or with
+/// `--access-log` the combined-format line); everything else on stderr.
+fn init_logging(access_log: bool) -> Result<(), String> {
+    let others = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_filter(
+            Targets::new()
+                .with_default(LevelFilter::WARN)
+                .with_target(DROP_EVENT_TARGET, LevelFilter::OFF),
+        );
+    let drops = Targets::new().with_target(DROP_EVENT_TARGET, LevelFilter::INFO);
+    if access_log {
+        #[cfg(feature = "access-log")]
+        {
+            tracing_subscriber::registry()
+                .with(others)
+                .with(
+                    tower_no_response::audit::AccessLogLayer::new(std::io::stdout)
+                        .with_filter(drops),
+                )
+                .init();
+            return Ok(());
+        }
+        #[cfg(not(feature = "access-log"))]
+        return Err("--access-log needs the access-log feature: \
+             cargo run --example nginx_444 --features access-log -- --access-log"
+            .into());
+    }
+    tracing_subscriber::registry()
+        .with(others)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stdout)
+                .with_ansi(std::io::stdout().is_terminal())
+                .with_filter(drops),
+        )
+        .init();
+    Ok(())
 }
 
 #[tokio::main]
@@ -110,25 +176,10 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // The audit trail on stdout, one line per drop; everything else on stderr.
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stdout)
-                .with_ansi(std::io::stdout().is_terminal())
-                .with_filter(Targets::new().with_target(DROP_EVENT_TARGET, LevelFilter::INFO)),
-        )
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal())
-                .with_filter(
-                    Targets::new()
-                        .with_default(LevelFilter::WARN)
-                        .with_target(DROP_EVENT_TARGET, LevelFilter::OFF),
-                ),
-        )
-        .init();
+    if let Err(msg) = init_logging(args.access_log) {
+        eprintln!("{msg}");
+        return ExitCode::from(2);
+    }
 
     let layer = match seed_rules(&args).build() {
         Ok(layer) => layer,
@@ -149,12 +200,18 @@ async fn main() -> ExitCode {
         }
     };
     eprintln!(
-        "listening on http://{} (close mode: {}, client IP from {} behind {}{})",
+        "listening on http://{} (close mode: {}, client IP from {} behind {}{}, rate limit: {}{})",
         args.listen,
         args.close,
         args.real_ip_header.name(),
         args.trusted_proxies.join(" "),
         if args.recursive { ", recursive" } else { "" },
+        args.rate_action,
+        if args.dry_run {
+            ", DRY RUN: nothing is dropped"
+        } else {
+            ""
+        },
     );
     let serve = axum::serve(
         listener,

@@ -76,11 +76,14 @@
 pub mod audit;
 mod body;
 mod builder;
+#[cfg(feature = "serde")]
+pub mod config;
 pub mod connection;
 mod error;
 mod layer;
 pub mod rules;
 
+pub use audit::{RuleStats, Stats};
 pub use body::{BoxError, NoResponseBody, RequestDropped};
 pub use builder::NoResponseLayerBuilder;
 #[cfg(feature = "axum")]
@@ -88,4 +91,6 @@ pub use connection::NoResponseListener;
 pub use connection::{AbortableStream, CloseMode, ConnectionHandle, ConnectionInfo};
 pub use error::BuildError;
 pub use layer::{NoResponse, NoResponseLayer, ResponseFuture};
-pub use rules::{ClientIp, Decision, DropReason, RateLimit, RealIpHeader, RuleSet};
+pub use rules::{
+    Action, ClientIp, Decision, DropReason, RateLimit, RealIpHeader, RequestHead, RuleSet,
+};

@@ -81,6 +81,51 @@ async fn every_drop_emits_one_event_with_all_fields() {
     assert_eq!(e["uri"], "/wp-login.php?x=1");
     assert_eq!(e["user_agent"], "masscan/1.3");
     assert_eq!(e["close"], "reset");
+    assert_eq!(e["action"], "drop");
+    assert_eq!(e["version"], "HTTP/1.1");
+    assert_eq!(e["referer"], "-");
+}
+
+#[tokio::test]
+async fn dry_run_and_respond_events_say_what_was_done() {
+    let (capture, _guard) = capture();
+    let layer = seed_rules()
+        .dry_run_rule("user_agent")
+        .rule_action(
+            "host_unknown",
+            tower_no_response::Action::Respond(http::StatusCode::FORBIDDEN),
+        )
+        .build()
+        .unwrap();
+    let app = spawn_app(layer).await;
+    exchange(
+        app.addr,
+        &request(
+            "GET",
+            "/",
+            Some("example.com"),
+            Some("zgrab"),
+            &[("Referer", "http://ref.test/")],
+        ),
+    )
+    .await
+    .assert_ok();
+    let events = capture.take();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["action"], "would_drop");
+    assert_eq!(events[0]["rule"], "user_agent");
+    assert_eq!(events[0]["status"], "444");
+    assert_eq!(events[0]["close"], "none");
+    assert_eq!(events[0]["client_ip"], "127.0.0.1");
+    assert_eq!(events[0]["referer"], "http://ref.test/");
+
+    let out = exchange(app.addr, &get(Some("evil.com"), Some("curl"))).await;
+    assert!(out.text().starts_with("HTTP/1.1 403"), "{}", out.text());
+    let events = capture.take();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["action"], "respond");
+    assert_eq!(events[0]["status"], "403");
+    assert_eq!(events[0]["close"], "none");
 }
 
 #[tokio::test]

@@ -108,7 +108,7 @@ pub(crate) fn emit<B>(
         target: "tower_no_response::drop",
         status = outcome.status(),
         rule = %reason,
-        action = outcome.action(),
+        action = %outcome.action(),
         client_ip = %OrDash(client_ip),
         peer_addr = %OrDash(peer_addr),
         method = %request.method(),
@@ -117,7 +117,7 @@ pub(crate) fn emit<B>(
         version = ?request.version(),
         referer = %header(header::REFERER),
         user_agent = %header(header::USER_AGENT),
-        close = outcome.close(),
+        close = %outcome.close(),
         "dropped request"
     );
 }

@@ -1,0 +1,334 @@
+//! Operating the layer safely, on real sockets: dry-run, counters, answering
+//! with a status instead of dropping, path and custom rules, and live reload.
+
+mod common;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::Router;
+use axum::routing::get;
+use common::{Close, counting_router, exchange, get as get_req, request, seed_rules, serve_with};
+use http::{Method, StatusCode};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tower_no_response::{Action, NoResponseLayer, RateLimit};
+
+const UA: Option<&str> = Some("curl/8.5.0");
+
+async fn app(layer: NoResponseLayer) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let addr = serve_with(layer, counting_router(Arc::clone(&hits))).await;
+    (addr, hits)
+}
+
+/// Layer-wide dry-run: every rule is evaluated and counted, no connection
+/// is closed, every request is served.
+#[tokio::test]
+async fn dry_run_lets_everything_through_and_counts_what_would_drop() {
+    let layer = seed_rules().dry_run(true).build().unwrap();
+    let (addr, hits) = app(layer.clone()).await;
+    for req in [
+        get_req(Some("evil.com"), UA),
+        get_req(Some("example.com"), Some("masscan")),
+        get_req(Some("127.0.0.1"), Some("")),
+        get_req(Some("example.com"), UA),
+    ] {
+        let out = exchange(addr, &req).await;
+        out.assert_ok();
+        assert_eq!(out.close, Close::Fin);
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 4);
+    let stats = layer.stats();
+    assert_eq!(stats.allowed, 4, "dry-run matches are still allowed");
+    assert_eq!(stats.rule("host_unknown").unwrap().would_drop, 1);
+    assert_eq!(stats.rule("user_agent").unwrap().would_drop, 1);
+    // Evaluation goes on past a dry-run match: one request, two rules.
+    assert_eq!(stats.rule("host_ip_literal").unwrap().would_drop, 1);
+    assert_eq!(stats.rule("user_agent_empty").unwrap().would_drop, 1);
+    assert!(stats.rules.iter().all(|r| r.dropped == 0));
+}
+
+/// One rule in dry-run while the others stay enforced.
+#[tokio::test]
+async fn per_rule_dry_run() {
+    let layer = seed_rules()
+        .deny_path(r"/\.env")
+        .dry_run_rule("user_agent")
+        .build()
+        .unwrap();
+    let (addr, hits) = app(layer.clone()).await;
+    exchange(addr, &get_req(Some("example.com"), Some("masscan")))
+        .await
+        .assert_ok();
+    exchange(addr, &get_req(Some("evil.com"), UA))
+        .await
+        .assert_dropped(Close::Fin);
+    // The dry-run match is reported, then the enforced path rule drops.
+    exchange(
+        addr,
+        &request("GET", "/.env", Some("example.com"), Some("masscan"), &[]),
+    )
+    .await
+    .assert_dropped(Close::Fin);
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    let stats = layer.stats();
+    assert_eq!(stats.rule("user_agent").unwrap().would_drop, 2);
+    assert_eq!(stats.rule("user_agent").unwrap().dropped, 0);
+    assert_eq!(stats.rule("host_unknown").unwrap().dropped, 1);
+    assert_eq!(stats.rule("path").unwrap().dropped, 1);
+    assert_eq!(stats.allowed, 1);
+}
+
+fn status_and_header<'a>(text: &'a str, name: &str) -> (u16, Option<&'a str>) {
+    let status = text[9..12].parse().unwrap();
+    let header = text.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim())
+    });
+    (status, header)
+}
+
+/// `limit_req_status 429`: the rate limit answers 429 with the limiter's
+/// own wait as Retry-After, and the connection stays usable.
+#[tokio::test]
+async fn rate_limit_can_answer_429_with_retry_after() {
+    let layer = NoResponseLayer::builder()
+        .rate_limit(RateLimit::per_minute(1))
+        .rule_action("rate_limit", Action::Respond(StatusCode::TOO_MANY_REQUESTS))
+        .build()
+        .unwrap();
+    let (addr, hits) = app(layer.clone()).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let keep_alive = b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n";
+    stream.write_all(keep_alive).await.unwrap();
+    let first = common::read_one_response(&mut stream).await;
+    assert!(first.starts_with(b"HTTP/1.1 200 OK"));
+    stream.write_all(keep_alive).await.unwrap();
+    let second = common::read_one_response(&mut stream).await;
+    let text = String::from_utf8(second).unwrap();
+    let (status, retry_after) = status_and_header(&text, "retry-after");
+    assert_eq!(status, 429, "{text}");
+    // One request a minute: the next is allowed in 60 s (59-60 after rounding).
+    let secs: u64 = retry_after.expect("Retry-After").parse().unwrap();
+    assert!((59..=60).contains(&secs), "{secs}");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert_eq!(layer.stats().rule("rate_limit").unwrap().responded, 1);
+}
+
+#[tokio::test]
+async fn other_rules_can_answer_400_or_403() {
+    let layer = seed_rules()
+        .rule_action("host_invalid", Action::Respond(StatusCode::BAD_REQUEST))
+        .rule_action("user_agent", Action::Respond(StatusCode::FORBIDDEN))
+        .build()
+        .unwrap();
+    let (addr, hits) = app(layer).await;
+    let out = exchange(
+        addr,
+        &request("GET", "/", Some("example.com"), UA, &[("Host", "b.test")]),
+    )
+    .await;
+    assert_eq!(
+        status_and_header(&out.text(), "content-length"),
+        (400, Some("0"))
+    );
+    let out = exchange(addr, &get_req(Some("example.com"), Some("zgrab"))).await;
+    assert_eq!(status_and_header(&out.text(), "retry-after"), (403, None));
+    // Rules without an action still drop.
+    exchange(addr, &get_req(Some("evil.com"), UA))
+        .await
+        .assert_dropped(Close::Fin);
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn actions_are_validated_by_name_and_status() {
+    let err = NoResponseLayer::builder()
+        .rule_action("rate_limt", Action::Respond(StatusCode::TOO_MANY_REQUESTS))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("\"rate_limt\""), "{err}");
+    let err = NoResponseLayer::builder()
+        .rule_action("path", Action::Respond(StatusCode::OK))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("not a 4xx"), "{err}");
+    let err = NoResponseLayer::builder()
+        .dry_run_rule("nope")
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().starts_with("dry_run_rule"), "{err}");
+}
+
+#[tokio::test]
+async fn scanner_paths_are_dropped_in_any_case_or_encoding() {
+    let layer = NoResponseLayer::builder()
+        .deny_paths([r"/\.env", r"^/wp-login\.php", r"/\.git/"])
+        .build()
+        .unwrap();
+    let (addr, hits) = app(layer).await;
+    for path in [
+        "/.env",
+        "/app/.ENV",
+        "/%2eenv",
+        "/wp-login.php",
+        "/.git/config",
+    ] {
+        exchange(addr, &request("GET", path, Some("a.test"), UA, &[]))
+            .await
+            .assert_dropped(Close::Fin);
+    }
+    exchange(
+        addr,
+        &request("GET", "/environment", Some("a.test"), UA, &[]),
+    )
+    .await
+    .assert_ok();
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn custom_rules_see_the_head_and_the_client() {
+    let layer = NoResponseLayer::builder()
+        .trusted_proxy("127.0.0.1")
+        .custom_rule("trace_method", |head| head.method == Method::TRACE)
+        .custom_rule("documentation_net", |head| {
+            head.client_ip
+                .is_some_and(|ip| matches!(ip, IpAddr::V4(v4) if v4.octets()[..3] == [192, 0, 2]))
+        })
+        .build()
+        .unwrap();
+    let (addr, hits) = app(layer.clone()).await;
+    exchange(addr, &request("TRACE", "/", Some("a.test"), UA, &[]))
+        .await
+        .assert_dropped(Close::Fin);
+    exchange(
+        addr,
+        &request(
+            "GET",
+            "/",
+            Some("a.test"),
+            UA,
+            &[("X-Forwarded-For", "192.0.2.9")],
+        ),
+    )
+    .await
+    .assert_dropped(Close::Fin);
+    exchange(addr, &get_req(Some("a.test"), UA))
+        .await
+        .assert_ok();
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    let stats = layer.stats();
+    assert_eq!(stats.rule("trace_method").unwrap().dropped, 1);
+    assert_eq!(stats.rule("documentation_net").unwrap().dropped, 1);
+}
+
+#[test]
+fn custom_rule_names_are_checked() {
+    for (name, why) in [
+        ("user_agent", "built-in"),
+        ("Bad Name", "lowercase"),
+        ("", "lowercase"),
+    ] {
+        let err = NoResponseLayer::builder()
+            .custom_rule(name, |_| true)
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains(why), "{name}: {err}");
+    }
+    let err = NoResponseLayer::builder()
+        .custom_rule("twice", |_| true)
+        .custom_rule("twice", |_| false)
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("already"), "{err}");
+}
+
+/// Reload swaps the rules for every clone at once; a bad configuration is
+/// refused and the old rules stay; a request already admitted finishes.
+#[tokio::test]
+async fn reload_swaps_rules_atomically() {
+    let layer = NoResponseLayer::builder().build().unwrap();
+    let admitted = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (a, r) = (Arc::clone(&admitted), Arc::clone(&release));
+    let router = Router::new()
+        .route(
+            "/slow",
+            get(move || {
+                let (a, r) = (Arc::clone(&a), Arc::clone(&r));
+                async move {
+                    a.notify_one();
+                    r.notified().await;
+                    "slow"
+                }
+            }),
+        )
+        .fallback(|| async { "ok" });
+    let addr = serve_with(layer.clone(), router).await;
+    exchange(addr, &get_req(Some("evil.com"), UA))
+        .await
+        .assert_ok();
+
+    let slow_request = request("GET", "/slow", Some("evil.com"), UA, &[]);
+    let slow = tokio::spawn(async move { exchange(addr, &slow_request).await });
+    admitted.notified().await;
+    layer
+        .reload(NoResponseLayer::builder().server_name("example.com"))
+        .unwrap();
+    exchange(addr, &get_req(Some("evil.com"), UA))
+        .await
+        .assert_dropped(Close::Fin);
+    release.notify_one();
+    let slow = slow.await.unwrap();
+    assert!(slow.text().ends_with("\r\n\r\nslow"), "{}", slow.text());
+
+    let err = layer
+        .reload(NoResponseLayer::builder().deny_ip("10.0.0.0/33"))
+        .unwrap_err();
+    assert!(err.to_string().contains("10.0.0.0/33"), "{err}");
+    // The previous rules are still in force.
+    exchange(addr, &get_req(Some("evil.com"), UA))
+        .await
+        .assert_dropped(Close::Fin);
+    exchange(addr, &get_req(Some("example.com"), UA))
+        .await
+        .assert_ok();
+}
+
+/// A rule set from a document, reloaded from another; a bad document is
+/// refused naming its field, and the rules in force stay.
+#[cfg(feature = "serde")]
+#[tokio::test]
+async fn reload_from_documents() {
+    use tower_no_response::config::RuleConfig;
+
+    let layer = RuleConfig::from_toml("server_names = [\"example.com\"]")
+        .unwrap()
+        .build()
+        .unwrap();
+    let (addr, _) = app(layer.clone()).await;
+    exchange(addr, &get_req(Some("evil.com"), UA))
+        .await
+        .assert_dropped(Close::Fin);
+
+    let json = r#"{"server_names": ["example.com", "evil.com"], "deny_paths": ["/\\.env"]}"#;
+    layer
+        .reload_config(RuleConfig::from_json(json).unwrap())
+        .unwrap();
+    exchange(addr, &get_req(Some("evil.com"), UA))
+        .await
+        .assert_ok();
+    exchange(addr, &request("GET", "/.env", Some("evil.com"), UA, &[]))
+        .await
+        .assert_dropped(Close::Fin);
+
+    let bad = RuleConfig::from_toml("ip_rules = [{ deny = \"300.0.0.1\" }]").unwrap();
+    let err = layer.reload_config(bad).unwrap_err();
+    assert!(err.to_string().starts_with("field `ip_rules`"), "{err}");
+    exchange(addr, &get_req(Some("evil.com"), UA))
+        .await
+        .assert_ok();
+}
