@@ -94,3 +94,8 @@ pub use layer::{NoResponse, NoResponseLayer, ResponseFuture};
 pub use rules::{
     Action, ClientIp, Decision, DropReason, RateLimit, RealIpHeader, RequestHead, RuleSet,
 };
+
+/// The README's Rust examples, compiled as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
