@@ -109,14 +109,19 @@ where
     }
 }
 
-/// The error a dropped request's body fails with. Servers see it as the
-/// reason the connection was abandoned.
+/// The error a dropped request's body fails with, and the marker in a
+/// dropped response's extensions: servers see why the connection was
+/// abandoned, and a serve loop can tell a drop from an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestDropped {
     reason: DropReason,
 }
 
 impl RequestDropped {
+    pub(crate) fn new(reason: DropReason) -> Self {
+        Self { reason }
+    }
+
     /// The rule that dropped the request.
     #[must_use]
     pub fn reason(&self) -> DropReason {

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Request, Response, StatusCode, Version, header};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -161,7 +161,7 @@ where
         // The guard pins this request to the rules in force as it arrived.
         let current = self.shared.current.load();
         let rules = &current.rules;
-        let (peer, handle) = connection_of(&request);
+        let (peer, connection) = connection_of(&request);
         let decision = rules.evaluate(&request, peer, |reason, client_ip| {
             rules
                 .counters
@@ -203,12 +203,18 @@ where
             }
             Action::Drop => {
                 rules.counters.count(slot, Counted::Dropped);
-                let handle = handle.cloned();
-                let close = match handle {
-                    Some(_) => current.close_mode.as_str(),
+                let (handle, close) = match connection {
+                    // The serve loop turns the drop into a reset of this
+                    // stream alone; the connection stays up for the others.
+                    Some(info)
+                        if info.http2_stream_drops && request.version() == Version::HTTP_2 =>
+                    {
+                        (None, "stream")
+                    }
+                    Some(info) => (Some(info.handle().clone()), current.close_mode.as_str()),
                     None => {
                         self.warn_no_connection();
-                        audit::CLOSE_BODY_ERROR
+                        (None, audit::CLOSE_BODY_ERROR)
                     }
                 };
                 audit::emit(&request, reason, client_ip, peer, Outcome::Drop(close));
@@ -246,7 +252,7 @@ impl<S> NoResponse<S> {
 /// Finds the connection a request came on: the crate's own
 /// [`ConnectionInfo`], bare or as axum's `ConnectInfo`, or at least axum's
 /// `ConnectInfo<SocketAddr>` for the peer.
-fn connection_of<B>(request: &Request<B>) -> (Option<SocketAddr>, Option<&ConnectionHandle>) {
+fn connection_of<B>(request: &Request<B>) -> (Option<SocketAddr>, Option<&ConnectionInfo>) {
     let ext = request.extensions();
     let info = ext.get::<ConnectionInfo>();
     #[cfg(feature = "axum")]
@@ -255,7 +261,7 @@ fn connection_of<B>(request: &Request<B>) -> (Option<SocketAddr>, Option<&Connec
             .map(|c| &c.0)
     });
     if let Some(info) = info {
-        return (Some(info.peer_addr()), Some(info.handle()));
+        return (Some(info.peer_addr()), Some(info));
     }
     #[cfg(feature = "axum")]
     if let Some(axum::extract::ConnectInfo(peer)) =
@@ -346,6 +352,10 @@ fn dropped_response<B>(reason: DropReason) -> Response<NoResponseBody<B>> {
     let mut response = Response::new(NoResponseBody::dropped(reason));
     *response.status_mut() = StatusCode::from_u16(444).expect("444 is in range");
     response.extensions_mut().insert(reason);
+    // The marker a serve loop looks for to drop at the protocol level.
+    response
+        .extensions_mut()
+        .insert(crate::body::RequestDropped::new(reason));
     response
 }
 

@@ -23,7 +23,7 @@
 //! | `version` | `HTTP/1.0`, `HTTP/1.1`, `HTTP/2.0` |
 //! | `referer` | the Referer header, or `-` |
 //! | `user_agent` | the first User-Agent, or `-` |
-//! | `close` | `fin`, `reset`, `body_error` when no connection handle was found, or `none` when the connection stays open |
+//! | `close` | `fin`, `reset`, `stream` when only the HTTP/2 stream was reset, `body_error` when no connection handle was found, or `none` when the connection stays open |
 //!
 //! Header values are written as nginx writes them in its access log: bytes
 //! outside printable ASCII, `"` and `\` become `\xNN`, so a hostile value can
@@ -118,6 +118,27 @@ pub(crate) fn emit<B>(
         referer = %header(header::REFERER),
         user_agent = %header(header::USER_AGENT),
         close = %outcome.close(),
+        "dropped request"
+    );
+}
+
+/// The event for a connection dropped before any request was read (at
+/// accept, or on a header timeout): the request fields are `-`.
+pub(crate) fn emit_connection(reason: DropReason, peer_addr: SocketAddr, close: &'static str) {
+    tracing::info!(
+        target: "tower_no_response::drop",
+        status = 444u16,
+        rule = %reason,
+        action = "drop",
+        client_ip = %peer_addr.ip().to_canonical(),
+        peer_addr = %peer_addr,
+        method = "-",
+        host = "-",
+        uri = "-",
+        version = "-",
+        referer = "-",
+        user_agent = "-",
+        close = %close,
         "dropped request"
     );
 }

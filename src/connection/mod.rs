@@ -12,6 +12,8 @@
 mod handle;
 #[cfg(feature = "axum")]
 mod listener;
+#[cfg(feature = "server")]
+pub mod serve;
 mod stream;
 
 use std::net::SocketAddr;
@@ -32,13 +34,20 @@ pub use stream::AbortableStream;
 pub struct ConnectionInfo {
     peer_addr: SocketAddr,
     handle: ConnectionHandle,
+    /// Set by the crate's serve loop, which can reset one HTTP/2 stream;
+    /// anywhere else a drop has to close the connection.
+    pub(crate) http2_stream_drops: bool,
 }
 
 impl ConnectionInfo {
     /// Pairs a peer address with the handle of its stream.
     #[must_use]
     pub fn new(peer_addr: SocketAddr, handle: ConnectionHandle) -> Self {
-        Self { peer_addr, handle }
+        Self {
+            peer_addr,
+            handle,
+            http2_stream_drops: false,
+        }
     }
 
     /// The TCP peer. Behind a proxy this is the proxy; see

@@ -38,6 +38,12 @@ pub enum DropReason {
     RateLimitFull,
     /// A custom rule, by the name it was given.
     Custom(&'static str),
+    /// `accept_deny`: refused at accept by the serve loop's accept rules,
+    /// before any byte was read.
+    AcceptDenied,
+    /// `header_timeout`: the client did not send complete request headers
+    /// in time (the serve loop's header timeout).
+    HeaderTimeout,
 }
 
 impl DropReason {
@@ -57,6 +63,8 @@ impl DropReason {
             Self::RateLimitFull => "rate_limit_full",
             Self::Path => "path",
             Self::Custom(name) => name,
+            Self::AcceptDenied => "accept_deny",
+            Self::HeaderTimeout => "header_timeout",
         }
     }
 
@@ -75,10 +83,16 @@ impl DropReason {
         Self::RateLimitFull,
     ];
 
-    /// The built-in rule with this name.
+    /// Reasons the serve loop gives for connections it drops itself.
+    pub const CONNECTION: [DropReason; 2] = [Self::AcceptDenied, Self::HeaderTimeout];
+
+    /// The built-in rule with this name, request or connection side.
     #[must_use]
     pub fn builtin(name: &str) -> Option<DropReason> {
-        Self::BUILTIN.into_iter().find(|r| r.as_str() == name)
+        Self::BUILTIN
+            .into_iter()
+            .chain(Self::CONNECTION)
+            .find(|r| r.as_str() == name)
     }
 
     pub(crate) const fn builtin_index(self) -> Option<usize> {
@@ -94,7 +108,7 @@ impl DropReason {
             Self::Path => 8,
             Self::RateLimited => 9,
             Self::RateLimitFull => 10,
-            Self::Custom(_) => return None,
+            Self::Custom(_) | Self::AcceptDenied | Self::HeaderTimeout => return None,
         })
     }
 }

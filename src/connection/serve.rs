@@ -1,0 +1,435 @@
+//! The crate's own serve loop, for hyper and tower services that want more
+//! than `axum::serve` gives (feature `server`):
+//!
+//! - a dropped HTTP/2 request resets **only its stream**, as nginx does,
+//!   instead of closing the connection with every other stream on it;
+//! - clients can be refused at `accept`, before a byte of HTTP is read;
+//! - a client that does not finish its request headers in time is dropped
+//!   without a `408` (nginx's `client_header_timeout`, Slowloris).
+//!
+//! It serves HTTP/1.1 and h2c (HTTP/2 without TLS, by prior knowledge) on one
+//! port with hyper-util's auto builder, runs connections concurrently, shuts
+//! down gracefully, and handles accept errors as `axum::serve` does.
+//!
+//! ```no_run
+//! use axum::{Router, routing::get};
+//! use tower_no_response::NoResponseLayer;
+//! use tower_no_response::connection::serve::{self, Http2Drop};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let layer = NoResponseLayer::builder().server_name("example.com").build()?;
+//! let app = Router::new().route("/", get(|| async { "ok" })).layer(layer);
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
+//! serve::serve(listener, app)
+//!     .http2_drop(Http2Drop::ResetStream)
+//!     .header_timeout(std::time::Duration::from_secs(10))
+//!     .run_until(async { tokio::signal::ctrl_c().await.ok(); })
+//!     .await?;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use http::{Request, Response};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use pin_project_lite::pin_project;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tower_service::Service;
+
+use super::{AbortableStream, CloseMode, ConnectionInfo};
+use crate::audit;
+use crate::body::{BoxError, RequestDropped};
+use crate::error::BuildError;
+use crate::rules::DropReason;
+use crate::rules::ip::{IpAction, IpRules, parse_cidrs};
+
+/// What a dropped HTTP/2 request does to its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Http2Drop {
+    /// Reset only the request's stream with `RST_STREAM(CANCEL)`; the other
+    /// streams on the connection carry on, as with nginx's `return 444` on
+    /// HTTP/2. The default.
+    #[default]
+    ResetStream,
+    /// Reset only the stream, with `INTERNAL_ERROR`, which looks like any
+    /// server fault.
+    ResetStreamInternalError,
+    /// Close the whole connection, with every stream on it (Caddy's
+    /// `abort`).
+    CloseConnection,
+}
+
+// `REFUSED_STREAM` is deliberately not offered: it tells the client the
+// request was not processed and may be retried, which invites the retry.
+
+/// Refusals checked at `accept`, before any byte is read: the cheapest drop
+/// there is, for clients known to be bad by their address alone.
+///
+/// The peer here is the TCP peer: behind a proxy or CDN it is the proxy, so
+/// use these only for traffic that reaches the server directly, and use the
+/// layer's `deny_ip` (which sees the real client) otherwise.
+#[derive(Debug, Default)]
+pub struct AcceptRules {
+    rules: IpRules,
+}
+
+impl AcceptRules {
+    /// Refuses connections from each of `cidrs` (addresses, CIDR blocks or
+    /// `all`), with rule name `accept_deny`.
+    ///
+    /// # Errors
+    /// The first malformed value, by name.
+    pub fn deny<I>(cidrs: I) -> Result<Self, BuildError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let mut rules = IpRules::default();
+        for cidr in cidrs {
+            rules.push(
+                parse_cidrs("deny_at_accept", cidr.as_ref())?,
+                IpAction::Deny,
+            );
+        }
+        Ok(Self { rules })
+    }
+
+    fn denies(&self, peer: SocketAddr) -> bool {
+        self.rules.first_match(peer.ip().to_canonical()) == Some(IpAction::Deny)
+    }
+}
+
+/// A serve loop; see the [module docs](self). Start it with [`serve`].
+#[must_use = "a server does nothing until it is run"]
+pub struct Serve<S> {
+    listener: TcpListener,
+    service: S,
+    http2_drop: Http2Drop,
+    header_timeout: Option<Duration>,
+    close_mode: CloseMode,
+    accept_rules: AcceptRules,
+}
+
+impl<S> fmt::Debug for Serve<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Serve")
+            .field("listener", &self.listener)
+            .field("http2_drop", &self.http2_drop)
+            .field("header_timeout", &self.header_timeout)
+            .field("close_mode", &self.close_mode)
+            .field("accept_rules", &self.accept_rules)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Serves `service` (typically an axum `Router` with a
+/// [`NoResponseLayer`](crate::NoResponseLayer)) on `listener`.
+pub fn serve<S>(listener: TcpListener, service: S) -> Serve<S> {
+    Serve {
+        listener,
+        service,
+        http2_drop: Http2Drop::default(),
+        header_timeout: None,
+        close_mode: CloseMode::Fin,
+        accept_rules: AcceptRules::default(),
+    }
+}
+
+impl<S> Serve<S> {
+    /// What a dropped HTTP/2 request does; [`Http2Drop::ResetStream`] by
+    /// default.
+    pub fn http2_drop(mut self, drop: Http2Drop) -> Self {
+        self.http2_drop = drop;
+        self
+    }
+
+    /// Drops an HTTP/1 client that has not sent complete request headers
+    /// this long after it started a request (or went idle on a kept-alive
+    /// connection): no `408`, nothing at all, logged as a 444 with rule
+    /// `header_timeout`. Off by default.
+    pub fn header_timeout(mut self, timeout: Duration) -> Self {
+        self.header_timeout = Some(timeout);
+        self
+    }
+
+    /// How connections refused at accept or timed out are closed. The
+    /// layer's own close mode still applies to requests it drops.
+    pub fn close_mode(mut self, mode: CloseMode) -> Self {
+        self.close_mode = mode;
+        self
+    }
+
+    /// Refusals checked at accept.
+    pub fn accept_rules(mut self, rules: AcceptRules) -> Self {
+        self.accept_rules = rules;
+        self
+    }
+
+    /// The address the listener is bound to.
+    ///
+    /// # Errors
+    /// As [`TcpListener::local_addr`].
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+impl<S, B> Serve<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    /// Serves until the process ends.
+    ///
+    /// # Errors
+    /// Never, today; the signature leaves room for fatal listener errors.
+    pub async fn run(self) -> io::Result<()> {
+        self.run_until(std::future::pending()).await
+    }
+
+    /// Serves until `signal` completes, then stops accepting, lets every
+    /// connection finish its requests in flight (idle ones close at once),
+    /// and returns when the last one is done.
+    ///
+    /// # Errors
+    /// Never, today; the signature leaves room for fatal listener errors.
+    pub async fn run_until(self, signal: impl Future<Output = ()> + Send) -> io::Result<()> {
+        let Self {
+            listener,
+            service,
+            http2_drop,
+            header_timeout,
+            close_mode,
+            accept_rules,
+        } = self;
+        let mut builder = Builder::new(TokioExecutor::new());
+        if let Some(timeout) = header_timeout {
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(timeout);
+        }
+        let (stop_tx, stop_rx) = watch::channel(());
+        // Every connection task holds a sender; all dropped means all done.
+        let (done_tx, mut done_rx) = mpsc::channel::<Infallible>(1);
+        let mut signal = pin!(signal);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = accept(&listener) => accepted,
+                () = &mut signal => break,
+            };
+            if accept_rules.denies(peer) {
+                refuse(stream, peer, close_mode, DropReason::AcceptDenied);
+                continue;
+            }
+            let connection = Connection {
+                builder: builder.clone(),
+                service: service.clone(),
+                peer,
+                http2_drop,
+                close_mode,
+                stop: stop_rx.clone(),
+                _done: done_tx.clone(),
+            };
+            tokio::spawn(connection.run(stream));
+        }
+        drop(listener);
+        let _ = stop_tx.send(());
+        drop(done_tx);
+        // Returns `None` once every connection task has dropped its sender.
+        let _ = done_rx.recv().await;
+        Ok(())
+    }
+}
+
+/// Accepts like `axum::serve`: errors that belong to one connection are
+/// skipped; others (such as running out of file descriptors) are logged and
+/// retried after a second, instead of spinning.
+async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionRefused
+                        | io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::ConnectionReset
+                ) => {}
+            Err(e) => {
+                tracing::error!(target: "tower_no_response", "accept error: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Closes a connection before reading from it, and logs it as a 444.
+fn refuse(stream: TcpStream, peer: SocketAddr, mode: CloseMode, reason: DropReason) {
+    let stream = AbortableStream::new(stream);
+    stream.handle().abort(mode);
+    audit::emit_connection(reason, peer, mode.as_str());
+}
+
+struct Connection<S> {
+    builder: Builder<TokioExecutor>,
+    service: S,
+    peer: SocketAddr,
+    http2_drop: Http2Drop,
+    close_mode: CloseMode,
+    stop: watch::Receiver<()>,
+    _done: mpsc::Sender<Infallible>,
+}
+
+impl<S, B> Connection<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    async fn run(mut self, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let io = AbortableStream::new(stream);
+        let handle = io.handle().clone();
+        let mut info = ConnectionInfo::new(self.peer, handle.clone());
+        info.http2_stream_drops = self.http2_drop != Http2Drop::CloseConnection;
+        let reset = match self.http2_drop {
+            Http2Drop::ResetStreamInternalError => h2::Reason::INTERNAL_ERROR,
+            _ => h2::Reason::CANCEL,
+        };
+        let service = TowerToHyperService::new(DropsAsErrors {
+            inner: self.service,
+            info,
+            reset,
+        });
+        let mut conn = pin!(
+            self.builder
+                .serve_connection_with_upgrades(TokioIo::new(io), service)
+        );
+        let mut stopping = false;
+        let result = loop {
+            tokio::select! {
+                result = conn.as_mut() => break result,
+                _ = self.stop.changed(), if !stopping => {
+                    stopping = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        };
+        // The connection still owns the stream here, so the close mode can
+        // still be chosen before it is dropped.
+        if let Err(e) = result {
+            let timed_out = e
+                .downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_timeout);
+            if timed_out && handle.abort(self.close_mode) {
+                audit::emit_connection(
+                    DropReason::HeaderTimeout,
+                    self.peer,
+                    self.close_mode.as_str(),
+                );
+            }
+        }
+    }
+}
+
+/// Inserts the connection's [`ConnectionInfo`] into each request, and turns
+/// a dropped response into a service error: hyper then writes nothing on
+/// HTTP/1, and on HTTP/2 resets the stream with the `h2::Reason` it finds in
+/// the error's source chain.
+#[derive(Clone)]
+struct DropsAsErrors<S> {
+    inner: S,
+    info: ConnectionInfo,
+    reset: h2::Reason,
+}
+
+impl<S, B, ReqBody> Service<Request<ReqBody>> for DropsAsErrors<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response<B>;
+    type Error = BoxError;
+    type Future = DropsAsErrorsFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        request.extensions_mut().insert(self.info.clone());
+        DropsAsErrorsFuture {
+            future: self.inner.call(request),
+            reset: self.reset,
+        }
+    }
+}
+
+pin_project! {
+    struct DropsAsErrorsFuture<F> {
+        #[pin]
+        future: F,
+        reset: h2::Reason,
+    }
+}
+
+impl<F, B, E> Future for DropsAsErrorsFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<B>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.future.poll(cx)).map_err(Into::into)?;
+        match response.extensions().get::<RequestDropped>() {
+            Some(dropped) => Poll::Ready(Err(Box::new(StreamDropped {
+                reason: dropped.reason(),
+                h2: h2::Error::from(*this.reset),
+            }))),
+            None => Poll::Ready(Ok(response)),
+        }
+    }
+}
+
+/// The service error a dropped request becomes at the hyper boundary.
+#[derive(Debug)]
+struct StreamDropped {
+    reason: DropReason,
+    h2: h2::Error,
+}
+
+impl fmt::Display for StreamDropped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "request dropped with status 444 by rule {}", self.reason)
+    }
+}
+
+impl std::error::Error for StreamDropped {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.h2)
+    }
+}

@@ -1,0 +1,276 @@
+//! The crate's own serve loop: HTTP/1 drops send nothing, an HTTP/2 drop
+//! resets only its stream, accept-time refusals, the header timeout against
+//! a one-byte-a-second client, and graceful shutdown.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use common::{Close, PATIENCE, exchange, get as get_req, read_until_close, seed_rules};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, oneshot};
+use tower_no_response::CloseMode;
+use tower_no_response::connection::serve::{self, AcceptRules, Http2Drop, Serve};
+
+const UA: Option<&str> = Some("curl/8.5.0");
+
+/// `/slow` says it has started, then waits until released; every other
+/// path answers `ok`.
+fn app_with(release: Arc<Notify>, started: Arc<Notify>) -> Router {
+    Router::new()
+        .route(
+            "/slow",
+            get(move || {
+                let (release, started) = (Arc::clone(&release), Arc::clone(&started));
+                async move {
+                    started.notify_one();
+                    release.notified().await;
+                    "slow"
+                }
+            }),
+        )
+        .fallback(|| async { "ok" })
+        .layer(seed_rules().build().unwrap())
+}
+
+fn app(release: Arc<Notify>) -> Router {
+    app_with(release, Arc::new(Notify::new()))
+}
+
+async fn start(
+    configure: impl FnOnce(Serve<Router>) -> Serve<Router>,
+) -> (SocketAddr, Arc<Notify>) {
+    let release = Arc::new(Notify::new());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = configure(serve::serve(listener, app(Arc::clone(&release))));
+    tokio::spawn(server.run());
+    (addr, release)
+}
+
+async fn h2(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Empty<Bytes>> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+fn h2_req(authority: &str, path: &str) -> hyper::Request<Empty<Bytes>> {
+    hyper::Request::builder()
+        .uri(format!("http://{authority}{path}"))
+        .header("user-agent", "curl")
+        .body(Empty::new())
+        .unwrap()
+}
+
+fn reset_reason(e: &hyper::Error) -> Option<h2::Reason> {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<h2::Error>())
+        .and_then(h2::Error::reason)
+}
+
+#[tokio::test]
+async fn http1_drops_send_nothing() {
+    let (addr, _) = start(|s| s).await;
+    exchange(addr, &get_req(Some("example.com"), UA))
+        .await
+        .assert_ok();
+    exchange(addr, &get_req(Some("evil.com"), UA))
+        .await
+        .assert_dropped(Close::Fin);
+    exchange(addr, &get_req(Some("example.com"), Some("masscan")))
+        .await
+        .assert_dropped(Close::Fin);
+}
+
+/// nginx's behaviour on HTTP/2: the dropped stream is reset with CANCEL,
+/// the stream in flight beside it completes, and the connection stays up.
+#[tokio::test]
+async fn http2_drop_resets_only_its_stream() {
+    let (addr, release) = start(|s| s).await;
+    let mut sender = h2(addr).await;
+    let slow = tokio::spawn(sender.send_request(h2_req("example.com", "/slow")));
+    let dropped = tokio::time::timeout(PATIENCE, sender.send_request(h2_req("evil.com", "/")))
+        .await
+        .expect("the dropped stream hangs");
+    let err = dropped.expect_err("a dropped request got a response");
+    assert_eq!(reset_reason(&err), Some(h2::Reason::CANCEL), "{err:?}");
+    release.notify_one();
+    let slow = tokio::time::timeout(PATIENCE, slow)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(slow.status(), 200);
+    assert_eq!(slow.into_body().collect().await.unwrap().to_bytes(), "slow");
+    let again = sender
+        .send_request(h2_req("example.com", "/"))
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+}
+
+#[tokio::test]
+async fn http2_reset_reason_can_be_internal_error() {
+    let (addr, _) = start(|s| s.http2_drop(Http2Drop::ResetStreamInternalError)).await;
+    let mut sender = h2(addr).await;
+    let err = sender
+        .send_request(h2_req("evil.com", "/"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        reset_reason(&err),
+        Some(h2::Reason::INTERNAL_ERROR),
+        "{err:?}"
+    );
+}
+
+/// Caddy's `abort`: the whole connection goes, with the stream beside it.
+#[tokio::test]
+async fn http2_whole_connection_mode() {
+    let (addr, _release) = start(|s| s.http2_drop(Http2Drop::CloseConnection)).await;
+    let mut sender = h2(addr).await;
+    let slow = tokio::spawn(sender.send_request(h2_req("example.com", "/slow")));
+    tokio::task::yield_now().await;
+    let dropped = tokio::time::timeout(PATIENCE, sender.send_request(h2_req("evil.com", "/")))
+        .await
+        .expect("hangs");
+    assert!(dropped.is_err());
+    let slow = tokio::time::timeout(PATIENCE, slow).await.unwrap().unwrap();
+    assert!(slow.is_err(), "the stream beside it must go too");
+}
+
+#[tokio::test]
+async fn refused_at_accept_before_any_read() {
+    let rules = AcceptRules::deny(["127.0.0.0/8"]).unwrap();
+    let (addr, _) = start(|s| s.accept_rules(rules).close_mode(CloseMode::Reset)).await;
+    // Nothing is sent: the refusal cannot depend on the request.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    read_until_close(&mut stream)
+        .await
+        .assert_dropped(Close::Reset);
+    let err = AcceptRules::deny(["10.0.0.0/8", "bogus"]).unwrap_err();
+    assert!(err.to_string().contains("\"bogus\""), "{err}");
+}
+
+/// Slowloris: one byte a second never completes the headers. The client is
+/// dropped without a 408, and the drop is logged as `header_timeout`.
+#[tokio::test]
+async fn slow_headers_are_dropped_without_a_response() {
+    let events = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let subscriber = {
+        use tracing_subscriber::layer::SubscriberExt;
+        let events = Arc::clone(&events);
+        tracing_subscriber::registry().with(Recorder(events))
+    };
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (addr, _) = start(|s| s.header_timeout(Duration::from_secs(2))).await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let (mut reader, mut writer) = stream.split();
+    let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
+    let trickle = async move {
+        for byte in b"GET / HTTP/1.1\r\nHost: example.com\r\nUser-Agent: curl\r\n" {
+            tokio::select! {
+                _ = &mut stop_rx => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            if writer.write_all(&[*byte]).await.is_err() {
+                return;
+            }
+        }
+    };
+    let read = async move {
+        let mut bytes = Vec::new();
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(20),
+            tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut bytes),
+        )
+        .await;
+        let _ = stop_tx.send(());
+        (outcome, bytes)
+    };
+    let ((outcome, bytes), ()) = tokio::join!(read, trickle);
+    let closed = outcome.expect("the slow client was never dropped");
+    assert!(
+        bytes.is_empty(),
+        "sent {:?}",
+        String::from_utf8_lossy(&bytes)
+    );
+    // FIN, or a reset if the kernel still held an unread byte: never data.
+    if let Err(e) = closed {
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+    }
+    let events = events.lock().unwrap();
+    assert!(
+        events.iter().any(|e| e.contains("rule=header_timeout")),
+        "{events:?}"
+    );
+}
+
+struct Recorder(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Recorder {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Fields(String);
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!("{}={v:?} ", f.name()));
+            }
+        }
+        let mut fields = Fields(String::new());
+        event.record(&mut fields);
+        self.0.lock().unwrap().push(fields.0);
+    }
+}
+
+/// On the signal, the server stops accepting, lets the request in flight
+/// finish, and returns.
+#[tokio::test]
+async fn graceful_shutdown_finishes_requests_in_flight() {
+    let release = Arc::new(Notify::new());
+    let started = Arc::new(Notify::new());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(
+        serve::serve(
+            listener,
+            app_with(Arc::clone(&release), Arc::clone(&started)),
+        )
+        .run_until(async { stop_rx.await.unwrap() }),
+    );
+    let in_flight = tokio::spawn(exchange(
+        addr,
+        b"GET /slow HTTP/1.1\r\nHost: example.com\r\nUser-Agent: curl\r\nConnection: close\r\n\r\n",
+    ));
+    started.notified().await;
+    stop_tx.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!server.is_finished(), "a request is still in flight");
+    release.notify_one();
+    let out = tokio::time::timeout(PATIENCE, in_flight)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.text().ends_with("\r\n\r\nslow"), "{}", out.text());
+    tokio::time::timeout(PATIENCE, server)
+        .await
+        .expect("the server did not stop")
+        .unwrap()
+        .unwrap();
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "still accepting after shutdown"
+    );
+}
