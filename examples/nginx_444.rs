@@ -4,7 +4,12 @@
 //! cargo run --example nginx_444 -- [--listen ADDR] [--close fin|rst] [--trusted-proxy CIDR]...
 //!                                   [--real-ip-header NAME] [--no-recursive]
 //!                                   [--dry-run] [--rate-action drop|429] [--access-log]
+//!                                   [--server axum|own] [--header-timeout SECS]
 //! ```
+//!
+//! `--server own` serves with the crate's own loop (HTTP/1.1 and h2c): a
+//! dropped HTTP/2 request then resets only its own stream, and
+//! `--header-timeout` drops clients that send their headers too slowly.
 //!
 //! `--access-log` prints each drop as an nginx combined-format line instead
 //! of the event; it needs the `access-log` feature
@@ -44,11 +49,13 @@ struct Args {
     dry_run: bool,
     rate_action: Action,
     access_log: bool,
+    own_server: bool,
+    header_timeout: Option<std::time::Duration>,
 }
 
 const USAGE: &str = "usage: nginx_444 [--listen ADDR] [--close fin|rst] [--trusted-proxy CIDR]... \
 [--real-ip-header X-Forwarded-For|Forwarded|X-Real-IP|CF-Connecting-IP|NAME] [--no-recursive] \
-[--dry-run] [--rate-action drop|429] [--access-log]";
+[--dry-run] [--rate-action drop|429] [--access-log] [--server axum|own] [--header-timeout SECS]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -60,6 +67,8 @@ fn parse_args() -> Result<Args, String> {
         dry_run: false,
         rate_action: Action::Drop,
         access_log: false,
+        own_server: false,
+        header_timeout: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -82,6 +91,23 @@ fn parse_args() -> Result<Args, String> {
             }
             "--no-recursive" => args.recursive = false,
             "--dry-run" => args.dry_run = true,
+            "--server" => {
+                args.own_server = match value()?.as_str() {
+                    "axum" => false,
+                    "own" => true,
+                    other => return Err(format!("--server {other:?}: expected axum or own")),
+                }
+            }
+            "--header-timeout" => {
+                let v = value()?;
+                let timeout = v
+                    .parse()
+                    .ok()
+                    .and_then(|secs| std::time::Duration::try_from_secs_f64(secs).ok())
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| format!("--header-timeout {v:?}: expected seconds above 0"))?;
+                args.header_timeout = Some(timeout);
+            }
             "--access-log" => args.access_log = true,
             "--rate-action" => {
                 args.rate_action = match value()?.as_str() {
@@ -93,6 +119,9 @@ fn parse_args() -> Result<Args, String> {
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown flag {other:?}; try --help")),
         }
+    }
+    if args.header_timeout.is_some() && !args.own_server {
+        return Err("--header-timeout needs --server own".into());
     }
     if args.trusted_proxies.is_empty() {
         args.trusted_proxies = vec!["127.0.0.0/8".into(), "::1/128".into()];
@@ -192,16 +221,11 @@ async fn main() -> ExitCode {
     // and the fallback, so probes for paths that do not exist are judged too.
     let app = Router::new().fallback(|| async { "ok" }).layer(layer);
 
-    let listener = match NoResponseListener::bind(args.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("cannot listen on {}: {e}", args.listen);
-            return ExitCode::FAILURE;
-        }
-    };
     eprintln!(
-        "listening on http://{} (close mode: {}, client IP from {} behind {}{}, rate limit: {}{})",
+        "listening on http://{} ({} server, close mode: {}, client IP from {} behind {}{}, \
+         rate limit: {}{})",
         args.listen,
+        if args.own_server { "own" } else { "axum" },
         args.close,
         args.real_ip_header.name(),
         args.trusted_proxies.join(" "),
@@ -213,13 +237,41 @@ async fn main() -> ExitCode {
             ""
         },
     );
-    let serve = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<ConnectionInfo>(),
-    );
-    if let Err(e) = serve.await {
+    let served = if args.own_server {
+        serve_own(&args, app).await
+    } else {
+        serve_axum(&args, app).await
+    };
+    if let Err(e) = served {
         eprintln!("server error: {e}");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+async fn serve_axum(args: &Args, app: Router) -> std::io::Result<()> {
+    let listener = NoResponseListener::bind(args.listen).await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<ConnectionInfo>(),
+    )
+    .await
+}
+
+#[cfg(feature = "server")]
+async fn serve_own(args: &Args, app: Router) -> std::io::Result<()> {
+    use tower_no_response::connection::serve;
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let mut server = serve::serve(listener, app).close_mode(args.close);
+    if let Some(timeout) = args.header_timeout {
+        server = server.header_timeout(timeout);
+    }
+    server.run().await
+}
+
+#[cfg(not(feature = "server"))]
+async fn serve_own(_: &Args, _: Router) -> std::io::Result<()> {
+    Err(std::io::Error::other(
+        "--server own needs the server feature (on by default)",
+    ))
 }
