@@ -3,6 +3,7 @@ use std::sync::Arc;
 use crate::NoResponseLayer;
 use crate::audit::stats::Counters;
 use crate::connection::CloseMode;
+use crate::connection::ban::BanList;
 use crate::error::BuildError;
 use crate::rules::RuleSet;
 use crate::rules::client_ip::{CLOUDFLARE_RANGES, RealIp, RealIpHeader};
@@ -53,6 +54,7 @@ pub struct NoResponseLayerBuilder {
     dry_run_rules: Vec<String>,
     dry_run_all: bool,
     actions: Vec<(String, Action)>,
+    ban_list: Option<BanList>,
     close_mode: CloseMode,
 }
 
@@ -291,6 +293,14 @@ impl NoResponseLayerBuilder {
         self
     }
 
+    /// Counts every drop of a directly connected client as a strike on
+    /// `list`; the serve loop refuses banned clients at accept (see
+    /// [`connection::ban`](crate::connection::ban)).
+    pub fn ban_list(mut self, list: BanList) -> Self {
+        self.ban_list = Some(list);
+        self
+    }
+
     /// How dropped connections are closed; [`CloseMode::Fin`] by default.
     pub fn close_mode(mut self, mode: CloseMode) -> Self {
         self.close_mode = mode;
@@ -365,6 +375,7 @@ impl NoResponseLayerBuilder {
             rate_limit: self.rate_limit.as_ref().map(Limiter::new).transpose()?,
             policies,
             counters,
+            ban_list: self.ban_list,
         };
         Ok((rules, self.close_mode))
     }

@@ -218,6 +218,13 @@ where
                     }
                 };
                 audit::emit(&request, reason, client_ip, peer, Outcome::Drop(close));
+                if let (Some(bans), Some(ip), Some(peer)) = (&rules.ban_list, client_ip, peer) {
+                    // Only a client that is the peer itself can be refused
+                    // at accept; behind a proxy that would refuse everyone.
+                    if ip == peer.ip().to_canonical() {
+                        bans.strike(ip);
+                    }
+                }
                 Kind::Dropped {
                     handle,
                     mode: current.close_mode,

@@ -274,3 +274,87 @@ async fn graceful_shutdown_finishes_requests_in_flight() {
         "still accepting after shutdown"
     );
 }
+
+/// fail2ban without the log: three drops within the window and the client
+/// is refused at accept, even for a request that would pass; after the ban
+/// it is served again.
+#[tokio::test]
+async fn repeat_offenders_are_banned_at_accept() {
+    use tower_no_response::connection::ban::{BanList, BanPolicy};
+
+    let bans = BanList::new(BanPolicy::new(
+        3,
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+    ));
+    let layer = seed_rules().ban_list(bans.clone()).build().unwrap();
+    let app = Router::new().fallback(|| async { "ok" }).layer(layer);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve::serve(listener, app).ban_list(bans.clone()).run());
+
+    exchange(addr, &get_req(Some("example.com"), UA))
+        .await
+        .assert_ok();
+    for _ in 0..3 {
+        exchange(addr, &get_req(Some("evil.com"), UA))
+            .await
+            .assert_dropped(Close::Fin);
+    }
+    assert!(bans.is_banned("127.0.0.1".parse().unwrap()));
+    // Banned: refused before the request is read, however good it is.
+    exchange(addr, &get_req(Some("example.com"), UA))
+        .await
+        .assert_dropped(Close::Fin);
+    // The bound only guards against a ban that never ends.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = exchange(addr, &get_req(Some("example.com"), UA)).await;
+        if !out.bytes.is_empty() {
+            out.assert_ok();
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ban never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Behind a trusted proxy the peer is the proxy: drops must not ban it, or
+/// every client behind it would be refused.
+#[tokio::test]
+async fn drops_behind_a_proxy_do_not_ban_the_proxy() {
+    use tower_no_response::connection::ban::{BanList, BanPolicy};
+
+    let bans = BanList::new(BanPolicy::new(
+        1,
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+    ));
+    let layer = seed_rules().ban_list(bans.clone()).build().unwrap();
+    let app = Router::new().fallback(|| async { "ok" }).layer(layer);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve::serve(listener, app).ban_list(bans.clone()).run());
+    exchange(
+        addr,
+        &common::request(
+            "GET",
+            "/",
+            Some("evil.com"),
+            UA,
+            &[("X-Forwarded-For", "192.0.2.50")],
+        ),
+    )
+    .await
+    .assert_dropped(Close::Fin);
+    assert!(
+        bans.is_empty(),
+        "a proxied client must not strike the proxy"
+    );
+    exchange(addr, &get_req(Some("example.com"), UA))
+        .await
+        .assert_ok();
+}

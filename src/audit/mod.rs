@@ -124,6 +124,7 @@ pub(crate) fn emit<B>(
 
 /// The event for a connection dropped before any request was read (at
 /// accept, or on a header timeout): the request fields are `-`.
+#[cfg(feature = "server")]
 pub(crate) fn emit_connection(reason: DropReason, peer_addr: SocketAddr, close: &'static str) {
     tracing::info!(
         target: "tower_no_response::drop",

@@ -9,6 +9,7 @@
 //! request, the layer trips the handle before any response exists; the stream
 //! then refuses every write and closes the socket with the [`CloseMode`].
 
+pub mod ban;
 mod handle;
 #[cfg(feature = "axum")]
 mod listener;

@@ -49,6 +49,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tower_service::Service;
 
+use super::ban::BanList;
 use super::{AbortableStream, CloseMode, ConnectionInfo};
 use crate::audit;
 use crate::body::{BoxError, RequestDropped};
@@ -122,6 +123,7 @@ pub struct Serve<S> {
     header_timeout: Option<Duration>,
     close_mode: CloseMode,
     accept_rules: AcceptRules,
+    ban_list: Option<BanList>,
 }
 
 impl<S> fmt::Debug for Serve<S> {
@@ -132,6 +134,7 @@ impl<S> fmt::Debug for Serve<S> {
             .field("header_timeout", &self.header_timeout)
             .field("close_mode", &self.close_mode)
             .field("accept_rules", &self.accept_rules)
+            .field("ban_list", &self.ban_list)
             .finish_non_exhaustive()
     }
 }
@@ -146,6 +149,7 @@ pub fn serve<S>(listener: TcpListener, service: S) -> Serve<S> {
         header_timeout: None,
         close_mode: CloseMode::Fin,
         accept_rules: AcceptRules::default(),
+        ban_list: None,
     }
 }
 
@@ -176,6 +180,13 @@ impl<S> Serve<S> {
     /// Refusals checked at accept.
     pub fn accept_rules(mut self, rules: AcceptRules) -> Self {
         self.accept_rules = rules;
+        self
+    }
+
+    /// Refuses clients on `list` at accept, with rule `banned`. Give the
+    /// same list to the layer so its drops count as strikes.
+    pub fn ban_list(mut self, list: BanList) -> Self {
+        self.ban_list = Some(list);
         self
     }
 
@@ -219,6 +230,7 @@ where
             header_timeout,
             close_mode,
             accept_rules,
+            ban_list,
         } = self;
         let mut builder = Builder::new(TokioExecutor::new());
         if let Some(timeout) = header_timeout {
@@ -238,6 +250,10 @@ where
             };
             if accept_rules.denies(peer) {
                 refuse(stream, peer, close_mode, DropReason::AcceptDenied);
+                continue;
+            }
+            if ban_list.as_ref().is_some_and(|b| b.is_banned(peer.ip())) {
+                refuse(stream, peer, close_mode, DropReason::Banned);
                 continue;
             }
             let connection = Connection {

@@ -64,6 +64,7 @@ pub struct RuleSet {
     pub(crate) rate_limit: Option<Limiter>,
     pub(crate) policies: Policies,
     pub(crate) counters: Counters,
+    pub(crate) ban_list: Option<crate::connection::ban::BanList>,
 }
 
 /// The outcome of judging one request.

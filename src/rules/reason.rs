@@ -44,6 +44,8 @@ pub enum DropReason {
     /// `header_timeout`: the client did not send complete request headers
     /// in time (the serve loop's header timeout).
     HeaderTimeout,
+    /// `banned`: refused at accept because the client is on the ban list.
+    Banned,
 }
 
 impl DropReason {
@@ -65,6 +67,7 @@ impl DropReason {
             Self::Custom(name) => name,
             Self::AcceptDenied => "accept_deny",
             Self::HeaderTimeout => "header_timeout",
+            Self::Banned => "banned",
         }
     }
 
@@ -84,7 +87,7 @@ impl DropReason {
     ];
 
     /// Reasons the serve loop gives for connections it drops itself.
-    pub const CONNECTION: [DropReason; 2] = [Self::AcceptDenied, Self::HeaderTimeout];
+    pub const CONNECTION: [DropReason; 3] = [Self::AcceptDenied, Self::HeaderTimeout, Self::Banned];
 
     /// The built-in rule with this name, request or connection side.
     #[must_use]
@@ -108,7 +111,9 @@ impl DropReason {
             Self::Path => 8,
             Self::RateLimited => 9,
             Self::RateLimitFull => 10,
-            Self::Custom(_) | Self::AcceptDenied | Self::HeaderTimeout => return None,
+            Self::Custom(_) | Self::AcceptDenied | Self::HeaderTimeout | Self::Banned => {
+                return None;
+            }
         })
     }
 }
