@@ -66,7 +66,10 @@
 //! sees its stream reset but may first receive a bare `:status 444` head.
 //!
 //! Over `axum::serve`, a drop on an HTTP/2 connection closes the whole
-//! connection, with every stream on it.
+//! connection, with every stream on it. The crate's own serve loop,
+//! [`connection::serve`] (feature `server`, on by default), resets only the
+//! dropped stream, and can also refuse clients at accept, ban repeat
+//! offenders and drop clients that send their headers too slowly.
 
 #![deny(missing_docs)]
 #![deny(missing_debug_implementations)]
