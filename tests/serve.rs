@@ -14,7 +14,6 @@ use common::{Close, PATIENCE, exchange, get as get_req, read_until_close, seed_r
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, oneshot};
 use tower_no_response::CloseMode;
@@ -162,76 +161,6 @@ async fn refused_at_accept_before_any_read() {
         .assert_dropped(Close::Reset);
     let err = AcceptRules::deny(["10.0.0.0/8", "bogus"]).unwrap_err();
     assert!(err.to_string().contains("\"bogus\""), "{err}");
-}
-
-/// Slowloris: one byte a second never completes the headers. The client is
-/// dropped without a 408, and the drop is logged as `header_timeout`.
-#[tokio::test]
-async fn slow_headers_are_dropped_without_a_response() {
-    let events = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let subscriber = {
-        use tracing_subscriber::layer::SubscriberExt;
-        let events = Arc::clone(&events);
-        tracing_subscriber::registry().with(Recorder(events))
-    };
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let (addr, _) = start(|s| s.header_timeout(Duration::from_secs(2))).await;
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let (mut reader, mut writer) = stream.split();
-    let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
-    let trickle = async move {
-        for byte in b"GET / HTTP/1.1\r\nHost: example.com\r\nUser-Agent: curl\r\n" {
-            tokio::select! {
-                _ = &mut stop_rx => return,
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-            if writer.write_all(&[*byte]).await.is_err() {
-                return;
-            }
-        }
-    };
-    let read = async move {
-        let mut bytes = Vec::new();
-        let outcome = tokio::time::timeout(
-            Duration::from_secs(20),
-            tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut bytes),
-        )
-        .await;
-        let _ = stop_tx.send(());
-        (outcome, bytes)
-    };
-    let ((outcome, bytes), ()) = tokio::join!(read, trickle);
-    let closed = outcome.expect("the slow client was never dropped");
-    assert!(
-        bytes.is_empty(),
-        "sent {:?}",
-        String::from_utf8_lossy(&bytes)
-    );
-    // FIN, or a reset if the kernel still held an unread byte: never data.
-    if let Err(e) = closed {
-        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
-    }
-    let events = events.lock().unwrap();
-    assert!(
-        events.iter().any(|e| e.contains("rule=header_timeout")),
-        "{events:?}"
-    );
-}
-
-struct Recorder(Arc<std::sync::Mutex<Vec<String>>>);
-
-impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Recorder {
-    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
-        struct Fields(String);
-        impl tracing::field::Visit for Fields {
-            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
-                self.0.push_str(&format!("{}={v:?} ", f.name()));
-            }
-        }
-        let mut fields = Fields(String::new());
-        event.record(&mut fields);
-        self.0.lock().unwrap().push(fields.0);
-    }
 }
 
 /// On the signal, the server stops accepting, lets the request in flight
