@@ -124,6 +124,8 @@ pub struct Serve<S> {
     close_mode: CloseMode,
     accept_rules: AcceptRules,
     ban_list: Option<BanList>,
+    #[cfg(feature = "rustls")]
+    tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl<S> fmt::Debug for Serve<S> {
@@ -150,6 +152,8 @@ pub fn serve<S>(listener: TcpListener, service: S) -> Serve<S> {
         close_mode: CloseMode::Fin,
         accept_rules: AcceptRules::default(),
         ban_list: None,
+        #[cfg(feature = "rustls")]
+        tls: None,
     }
 }
 
@@ -187,6 +191,22 @@ impl<S> Serve<S> {
     /// same list to the layer so its drops count as strikes.
     pub fn ban_list(mut self, list: BanList) -> Self {
         self.ban_list = Some(list);
+        self
+    }
+
+    /// Serves TLS with this rustls configuration (feature `rustls`); set its
+    /// ALPN protocols to `h2` and `http/1.1` to offer both.
+    ///
+    /// Each handshake runs in its connection's own task, so a slow or
+    /// stalled client never holds up the accept loop; one that has not
+    /// finished its handshake within the header timeout (10 s when none is
+    /// set) is dropped and logged as `header_timeout`. A dropped HTTP/1
+    /// request, or a connection closed whole, ends with the TCP stream
+    /// closing: no application byte and no TLS alert is written, because the
+    /// stream under TLS refuses every write once aborted.
+    #[cfg(feature = "rustls")]
+    pub fn tls(mut self, config: std::sync::Arc<tokio_rustls::rustls::ServerConfig>) -> Self {
+        self.tls = Some(config);
         self
     }
 
@@ -231,6 +251,8 @@ where
             close_mode,
             accept_rules,
             ban_list,
+            #[cfg(feature = "rustls")]
+            tls,
         } = self;
         let mut builder = Builder::new(TokioExecutor::new());
         if let Some(timeout) = header_timeout {
@@ -262,8 +284,11 @@ where
                 peer,
                 http2_drop,
                 close_mode,
+                header_timeout,
                 stop: stop_rx.clone(),
                 _done: done_tx.clone(),
+                #[cfg(feature = "rustls")]
+                tls: tls.clone(),
             };
             tokio::spawn(connection.run(stream));
         }
@@ -311,8 +336,11 @@ struct Connection<S> {
     peer: SocketAddr,
     http2_drop: Http2Drop,
     close_mode: CloseMode,
+    header_timeout: Option<Duration>,
     stop: watch::Receiver<()>,
     _done: mpsc::Sender<Infallible>,
+    #[cfg(feature = "rustls")]
+    tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl<S, B> Connection<S>
@@ -324,10 +352,40 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    async fn run(mut self, stream: TcpStream) {
+    async fn run(self, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
         let io = AbortableStream::new(stream);
         let handle = io.handle().clone();
+        #[cfg(feature = "rustls")]
+        if let Some(tls) = self.tls.clone() {
+            let limit = self.header_timeout.unwrap_or(Duration::from_secs(10));
+            let mut handshake = pin!(tokio_rustls::TlsAcceptor::from(tls).accept(io));
+            tokio::select! {
+                // A failed handshake is rustls's to answer, with an alert.
+                done = &mut handshake => if let Ok(tls_stream) = done {
+                    self.serve_io(tls_stream, handle).await;
+                },
+                () = tokio::time::sleep(limit) => {
+                    // Trip first: the stream, still inside the handshake,
+                    // then closes with the close mode when it is dropped.
+                    if handle.abort(self.close_mode) {
+                        audit::emit_connection(
+                            DropReason::HeaderTimeout,
+                            self.peer,
+                            self.close_mode.as_str(),
+                        );
+                    }
+                }
+            }
+            return;
+        }
+        self.serve_io(io, handle).await;
+    }
+
+    async fn serve_io<I>(mut self, io: I, handle: super::ConnectionHandle)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let mut info = ConnectionInfo::new(self.peer, handle.clone());
         info.http2_stream_drops = self.http2_drop != Http2Drop::CloseConnection;
         let reset = match self.http2_drop {
