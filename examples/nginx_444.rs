@@ -1,7 +1,7 @@
 //! The seed's nginx configuration, rule for rule, as an axum app.
 //!
 //! ```text
-//! cargo run --example nginx_444 -- [--listen ADDR] [--close fin|rst] [--trusted-proxy CIDR]...
+//! cargo run --example nginx_444 -- [--listen ADDR] [--close fin|rst|silent] [--trusted-proxy CIDR]...
 //!                                   [--real-ip-header NAME] [--no-recursive]
 //!                                   [--dry-run] [--rate-action drop|429] [--access-log]
 //!                                   [--server axum|own] [--header-timeout SECS]
@@ -53,7 +53,7 @@ struct Args {
     header_timeout: Option<std::time::Duration>,
 }
 
-const USAGE: &str = "usage: nginx_444 [--listen ADDR] [--close fin|rst] [--trusted-proxy CIDR]... \
+const USAGE: &str = "usage: nginx_444 [--listen ADDR] [--close fin|rst|silent] [--trusted-proxy CIDR]... \
 [--real-ip-header X-Forwarded-For|Forwarded|X-Real-IP|CF-Connecting-IP|NAME] [--no-recursive] \
 [--dry-run] [--rate-action drop|429] [--access-log] [--server axum|own] [--header-timeout SECS]";
 
@@ -82,7 +82,10 @@ fn parse_args() -> Result<Args, String> {
                 args.close = match value()?.as_str() {
                     "fin" => CloseMode::Fin,
                     "rst" | "reset" => CloseMode::Reset,
-                    other => return Err(format!("--close {other:?}: expected fin or rst")),
+                    "silent" => CloseMode::Silent,
+                    other => {
+                        return Err(format!("--close {other:?}: expected fin, rst or silent"));
+                    }
                 }
             }
             "--trusted-proxy" => args.trusted_proxies.push(value()?),

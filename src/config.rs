@@ -78,7 +78,8 @@ pub struct RuleConfig {
     pub real_ip_recursive: Option<bool>,
     /// [`rate_limit`](NoResponseLayerBuilder::rate_limit).
     pub rate_limit: Option<RateLimitConfig>,
-    /// [`close_mode`](NoResponseLayerBuilder::close_mode): `fin` or `reset`.
+    /// [`close_mode`](NoResponseLayerBuilder::close_mode): `fin`, `reset`
+    /// or `silent`.
     pub close_mode: Option<CloseModeConfig>,
     /// [`dry_run`](NoResponseLayerBuilder::dry_run).
     pub dry_run: bool,
@@ -118,7 +119,7 @@ pub struct RateLimitConfig {
     pub eviction_interval_secs: Option<u64>,
 }
 
-/// `fin` or `reset`.
+/// `fin`, `reset` or `silent`.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CloseModeConfig {
@@ -126,6 +127,8 @@ pub enum CloseModeConfig {
     Fin,
     /// [`CloseMode::Reset`].
     Reset,
+    /// [`CloseMode::Silent`].
+    Silent,
 }
 
 /// `"drop"`, or a status to answer with.
@@ -244,6 +247,7 @@ impl RuleConfig {
             b = b.close_mode(match mode {
                 CloseModeConfig::Fin => CloseMode::Fin,
                 CloseModeConfig::Reset => CloseMode::Reset,
+                CloseModeConfig::Silent => CloseMode::Silent,
             });
         }
         for rule in self.dry_run_rules {

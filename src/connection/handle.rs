@@ -17,6 +17,19 @@ pub enum CloseMode {
     /// `(56) Connection reset by peer`. Frees the server's socket at once,
     /// with no TIME_WAIT.
     Reset,
+    /// Vanish without telling the client at all, like HAProxy's
+    /// `silent-drop`: the client is left waiting on a connection that no
+    /// longer exists, which ties up scanners instead of the server.
+    ///
+    /// With `CAP_NET_ADMIN` on Linux the socket is put in `TCP_REPAIR` mode
+    /// before it closes, so the kernel sends nothing at all. Without it, the
+    /// hop limit is set to 1 and the connection reset: the RST dies at the
+    /// first router, so clients beyond it see nothing, but a client on the
+    /// same host or link still sees the reset. [`silent_close_available`]
+    /// tells which one this process gets.
+    ///
+    /// [`silent_close_available`]: crate::connection::silent_close_available
+    Silent,
 }
 
 impl CloseMode {
@@ -26,6 +39,7 @@ impl CloseMode {
         match self {
             Self::Fin => "fin",
             Self::Reset => "reset",
+            Self::Silent => "silent",
         }
     }
 
@@ -33,6 +47,7 @@ impl CloseMode {
         match self {
             Self::Fin => FIN,
             Self::Reset => RESET,
+            Self::Silent => SILENT,
         }
     }
 }
@@ -46,6 +61,7 @@ impl fmt::Display for CloseMode {
 const OPEN: u8 = 0;
 const FIN: u8 = 1;
 const RESET: u8 = 2;
+const SILENT: u8 = 3;
 
 /// The switch that aborts one connection. Cheap to clone; all clones and the
 /// connection's [`AbortableStream`](super::AbortableStream) share it.
@@ -104,6 +120,7 @@ impl ConnectionHandle {
         match self.shared.state.load(Ordering::Acquire) {
             FIN => Some(CloseMode::Fin),
             RESET => Some(CloseMode::Reset),
+            SILENT => Some(CloseMode::Silent),
             _ => None,
         }
     }

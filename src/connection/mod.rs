@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 pub use handle::{CloseMode, ConnectionHandle};
 #[cfg(feature = "axum")]
 pub use listener::NoResponseListener;
-pub use stream::AbortableStream;
+pub use stream::{AbortableStream, silent_close_available};
 
 /// The peer address and abort handle of the connection a request came on.
 ///

@@ -156,6 +156,16 @@ impl Drop for AbortableStream {
                 // Errors here mean the peer is already gone; the close still happens.
                 let _ = sock.set_linger(Some(std::time::Duration::ZERO));
             }
+            // In repair mode the close itself sends nothing.
+            Some(CloseMode::Silent) if enter_repair_mode(&self.stream) => {}
+            Some(CloseMode::Silent) => {
+                // The reset cannot get past the first router.
+                let _ = match self.stream.peer_addr() {
+                    Ok(SocketAddr::V6(_)) => sock.set_unicast_hops_v6(1),
+                    _ => sock.set_ttl_v4(1),
+                };
+                let _ = sock.set_linger(Some(std::time::Duration::ZERO));
+            }
             Some(CloseMode::Fin) => {
                 let _ = sock.shutdown(Shutdown::Write);
                 let mut scratch = [0u8; 4096];
@@ -169,4 +179,26 @@ impl Drop for AbortableStream {
             }
         }
     }
+}
+
+/// Puts a socket in `TCP_REPAIR` mode, in which closing it sends nothing.
+/// Needs `CAP_NET_ADMIN`; returns whether it worked.
+#[cfg(target_os = "linux")]
+fn enter_repair_mode<F: std::os::fd::AsFd>(socket: &F) -> bool {
+    use nix::sys::socket::{setsockopt, sockopt::TcpRepair};
+    setsockopt(socket, TcpRepair, &1).is_ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn enter_repair_mode<F>(_: &F) -> bool {
+    false
+}
+
+/// Whether [`CloseMode::Silent`] can close without sending anything
+/// (`TCP_REPAIR`, Linux with `CAP_NET_ADMIN`), rather than with a reset that
+/// dies at the first hop. Worth logging at start-up.
+#[must_use]
+pub fn silent_close_available() -> bool {
+    socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .is_ok_and(|probe| enter_repair_mode(&probe))
 }
