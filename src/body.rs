@@ -135,4 +135,16 @@ impl fmt::Display for RequestDropped {
     }
 }
 
-impl std::error::Error for RequestDropped {}
+/// Where hyper resets an HTTP/2 stream because this body failed, it takes
+/// the reason from the error's source chain: `CANCEL`, not the default
+/// `INTERNAL_ERROR`, and never `REFUSED_STREAM`, which invites a retry.
+#[cfg(any(feature = "server", feature = "tonic"))]
+static CANCEL: std::sync::LazyLock<h2::Error> =
+    std::sync::LazyLock::new(|| h2::Error::from(h2::Reason::CANCEL));
+
+impl std::error::Error for RequestDropped {
+    #[cfg(any(feature = "server", feature = "tonic"))]
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*CANCEL)
+    }
+}

@@ -170,8 +170,24 @@ where
         });
         let Some(reason) = decision.drop else {
             rules.counters.allowed();
+            #[cfg(feature = "tonic")]
+            let tcp_info = connection.map(|info| tonic::transport::server::TcpConnectInfo {
+                local_addr: info.local_addr(),
+                remote_addr: Some(info.peer_addr()),
+            });
             if let Some(ip) = decision.client_ip {
                 request.extensions_mut().insert(ClientIp(ip));
+            }
+            // tonic's `Request::remote_addr()` reads this.
+            #[cfg(feature = "tonic")]
+            if let Some(tcp_info) = tcp_info {
+                let ext = request.extensions_mut();
+                if ext
+                    .get::<tonic::transport::server::TcpConnectInfo>()
+                    .is_none()
+                {
+                    ext.insert(tcp_info);
+                }
             }
             #[cfg(feature = "axum")]
             if let Some(peer) = peer {

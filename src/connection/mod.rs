@@ -34,6 +34,7 @@ pub use stream::{AbortableStream, silent_close_available};
 #[derive(Debug, Clone)]
 pub struct ConnectionInfo {
     peer_addr: SocketAddr,
+    local_addr: Option<SocketAddr>,
     handle: ConnectionHandle,
     /// Set by the crate's serve loop, which can reset one HTTP/2 stream;
     /// anywhere else a drop has to close the connection.
@@ -46,6 +47,7 @@ impl ConnectionInfo {
     pub fn new(peer_addr: SocketAddr, handle: ConnectionHandle) -> Self {
         Self {
             peer_addr,
+            local_addr: None,
             handle,
             http2_stream_drops: false,
         }
@@ -58,9 +60,38 @@ impl ConnectionInfo {
         self.peer_addr
     }
 
+    /// The local address of the connection, where known.
+    #[must_use]
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+
     /// The handle that aborts the connection.
     #[must_use]
     pub fn handle(&self) -> &ConnectionHandle {
         &self.handle
+    }
+}
+
+/// tonic's `Server::serve_with_incoming` takes any stream of IO resources
+/// that say who they are connected to. An [`AbortableStream`] says so with a
+/// [`ConnectionInfo`], which the layer finds in every request; the layer
+/// then adds tonic's own `TcpConnectInfo`, so `Request::remote_addr()` keeps
+/// working. gRPC is HTTP/2: a dropped call resets only its own stream, and
+/// the other calls on the channel carry on.
+#[cfg(feature = "tonic")]
+impl tonic::transport::server::Connected for AbortableStream {
+    type ConnectInfo = ConnectionInfo;
+
+    fn connect_info(&self) -> ConnectionInfo {
+        // A peer that is already gone reads as 0.0.0.0:0: an address no
+        // allow-list lets through.
+        let peer = self
+            .peer_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let mut info = ConnectionInfo::new(peer, self.handle().clone());
+        info.local_addr = self.get_ref().local_addr().ok();
+        info.http2_stream_drops = true;
+        info
     }
 }
