@@ -16,27 +16,11 @@
 //! `status=444` line.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
-use futures_core::Stream;
 use tokio::net::TcpListener;
 use tonic::transport::Server;
-use tower_no_response::{AbortableStream, NoResponseLayer};
-
-/// Accepted connections, wrapped so the layer can abort them; tonic reads
-/// each one's `ConnectionInfo` through `Connected`.
-struct Incoming(TcpListener);
-
-impl Stream for Incoming {
-    type Item = std::io::Result<AbortableStream>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.0
-            .poll_accept(cx)
-            .map(|accepted| Some(accepted.map(|(stream, _)| AbortableStream::new(stream))))
-    }
-}
+use tower_no_response::NoResponseLayer;
+use tower_no_response::connection::AbortableIncoming;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -64,7 +48,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Server::builder()
         .layer(layer)
         .add_service(health)
-        .serve_with_incoming(Incoming(listener))
+        .serve_with_incoming(AbortableIncoming::new(listener))
         .await?;
     Ok(())
 }

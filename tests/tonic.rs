@@ -5,12 +5,9 @@
 //! working.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_core::Stream;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpConnectInfo;
 use tonic::transport::{Channel, Server};
@@ -18,22 +15,10 @@ use tonic_health::ServingStatus;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 use tower::ServiceBuilder;
-use tower_no_response::{AbortableStream, NoResponseLayer};
+use tower_no_response::NoResponseLayer;
+use tower_no_response::connection::AbortableIncoming;
 
 const PATIENCE: Duration = Duration::from_secs(10);
-
-/// Accepted connections, each wrapped so the layer can abort it.
-struct Incoming(TcpListener);
-
-impl Stream for Incoming {
-    type Item = std::io::Result<AbortableStream>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.0
-            .poll_accept(cx)
-            .map(|accepted| Some(accepted.map(|(stream, _)| AbortableStream::new(stream))))
-    }
-}
 
 struct Running {
     channel: Channel,
@@ -71,7 +56,7 @@ async fn start() -> Running {
         Server::builder()
             .layer(stack)
             .add_service(health)
-            .serve_with_incoming(Incoming(listener)),
+            .serve_with_incoming(AbortableIncoming::new(listener)),
     );
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()

@@ -73,6 +73,53 @@ impl ConnectionInfo {
     }
 }
 
+/// Accepted connections as a stream of [`AbortableStream`]s, for tonic's
+/// `Server::serve_with_incoming` (feature `tonic`).
+///
+/// ```no_run
+/// # async fn run(health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>) -> Result<(), Box<dyn std::error::Error>> {
+/// use tower_no_response::NoResponseLayer;
+/// use tower_no_response::connection::AbortableIncoming;
+///
+/// let listener = tokio::net::TcpListener::bind("0.0.0.0:50051").await?;
+/// tonic::transport::Server::builder()
+///     .layer(NoResponseLayer::builder().deny_user_agent("masscan").build()?)
+///     .add_service(health)
+///     .serve_with_incoming(AbortableIncoming::new(listener))
+///     .await?;
+/// # Ok(())
+/// # }
+/// ```
+#[cfg(feature = "tonic")]
+#[derive(Debug)]
+pub struct AbortableIncoming {
+    listener: tokio::net::TcpListener,
+}
+
+#[cfg(feature = "tonic")]
+impl AbortableIncoming {
+    /// Accepts from `listener`.
+    #[must_use]
+    pub fn new(listener: tokio::net::TcpListener) -> Self {
+        Self { listener }
+    }
+}
+
+#[cfg(feature = "tonic")]
+impl futures_core::Stream for AbortableIncoming {
+    type Item = std::io::Result<AbortableStream>;
+
+    /// Accept errors are passed on: tonic's server logs them and goes on.
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.listener
+            .poll_accept(cx)
+            .map(|accepted| Some(accepted.map(|(stream, _)| AbortableStream::new(stream))))
+    }
+}
+
 /// tonic's `Server::serve_with_incoming` takes any stream of IO resources
 /// that say who they are connected to. An [`AbortableStream`] says so with a
 /// [`ConnectionInfo`], which the layer finds in every request; the layer
