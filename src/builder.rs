@@ -330,6 +330,7 @@ impl NoResponseLayerBuilder {
             };
             ip.push(parse_cidrs(rule, value)?, *action);
         }
+        ip.seal();
         let mut trusted = IpSet::default();
         for value in &self.trusted_proxies {
             trusted.extend(parse_cidrs("trusted_proxy", value)?);

@@ -186,3 +186,46 @@ fn ip_rules_fail_closed_without_a_peer() {
     let decision = layer.rules().decide(&request(&[]), None);
     assert_eq!(decision.drop, Some(DropReason::ClientIpUnknown));
 }
+
+/// A reference first-match scan over the same rules, for the tables.
+fn scan(rules: &[(ipnet::IpNet, bool)], ip: IpAddr) -> Option<bool> {
+    rules
+        .iter()
+        .find(|(net, _)| net.contains(&ip))
+        .map(|&(_, deny)| deny)
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// The interval tables give the first match of an ordered rule list, for
+    /// any mix of nested, overlapping and disjoint blocks.
+    #[test]
+    fn ip_tables_give_the_first_match(
+        rules in proptest::collection::vec((any::<u32>(), 0u8..=32, any::<bool>()), 1..40),
+        probes in proptest::collection::vec(any::<u32>(), 1..40),
+    ) {
+        let nets: Vec<(ipnet::IpNet, bool)> = rules
+            .iter()
+            .map(|&(addr, len, deny)| {
+                let net = ipnet::Ipv4Net::new(Ipv4Addr::from(addr), len).unwrap().trunc();
+                (ipnet::IpNet::V4(net), deny)
+            })
+            .collect();
+        let mut builder = NoResponseLayer::builder();
+        for (net, deny) in &nets {
+            builder = if *deny { builder.deny_ip(net.to_string()) } else { builder.allow_ip(net.to_string()) };
+        }
+        let layer = builder.build().unwrap();
+        // Probe the rules' own edges too, where off-by-one errors live.
+        let edges = nets.iter().flat_map(|(net, _)| match net {
+            ipnet::IpNet::V4(n) => [u32::from(n.network()), u32::from(n.broadcast())],
+            ipnet::IpNet::V6(_) => unreachable!(),
+        });
+        for probe in probes.into_iter().chain(edges) {
+            let ip = IpAddr::V4(Ipv4Addr::from(probe));
+            let dropped = layer.rules().decide(&request(&[]), Some(SocketAddr::new(ip, 1))).drop.is_some();
+            prop_assert_eq!(dropped, scan(&nets, ip) == Some(true), "{}", ip);
+        }
+    }
+}

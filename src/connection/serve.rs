@@ -106,6 +106,7 @@ impl AcceptRules {
                 IpAction::Deny,
             );
         }
+        rules.seal();
         Ok(Self { rules })
     }
 

@@ -64,14 +64,48 @@ fn canonical_net(net: IpNet) -> IpNet {
 }
 
 /// Ordered allow/deny rules; the first match wins and no match allows.
-#[derive(Debug, Default)]
+///
+/// The rules are flattened once, at build, into sorted tables of disjoint
+/// address intervals, each holding the action of the first rule that covers
+/// it. A lookup is then one binary search, whatever the number of rules or
+/// their order: `O(log n)` instead of a scan of every block.
+#[derive(Default)]
 pub(crate) struct IpRules {
     rules: Vec<(IpNet, IpAction)>,
+    v4: Table<u32>,
+    v6: Table<u128>,
+}
+
+impl std::fmt::Debug for IpRules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IpRules")
+            .field("rules", &self.rules.len())
+            .field("intervals", &(self.v4.starts.len() + self.v6.starts.len()))
+            .finish()
+    }
 }
 
 impl IpRules {
     pub(crate) fn push(&mut self, nets: Vec<IpNet>, action: IpAction) {
         self.rules.extend(nets.into_iter().map(|n| (n, action)));
+    }
+
+    /// Builds the lookup tables; call once, after the last `push`.
+    pub(crate) fn seal(&mut self) {
+        let ranges = |want_v4: bool| {
+            self.rules
+                .iter()
+                .filter(move |(net, _)| matches!(net, IpNet::V4(_)) == want_v4)
+                .map(|&(net, action)| (net, action))
+        };
+        self.v4 = Table::build(ranges(true).map(|(net, action)| match net {
+            IpNet::V4(n) => (u32::from(n.network()), u32::from(n.broadcast()), action),
+            IpNet::V6(_) => unreachable!("filtered to IPv4"),
+        }));
+        self.v6 = Table::build(ranges(false).map(|(net, action)| match net {
+            IpNet::V6(n) => (u128::from(n.network()), u128::from(n.broadcast()), action),
+            IpNet::V4(_) => unreachable!("filtered to IPv6"),
+        }));
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -80,10 +114,97 @@ impl IpRules {
 
     /// `ip` must already be canonical (see [`IpAddr::to_canonical`]).
     pub(crate) fn first_match(&self, ip: IpAddr) -> Option<IpAction> {
-        self.rules
-            .iter()
-            .find(|(net, _)| net.contains(&ip))
-            .map(|&(_, action)| action)
+        debug_assert!(
+            self.rules.is_empty() || !(self.v4.starts.is_empty() && self.v6.starts.is_empty()),
+            "IpRules used before seal()"
+        );
+        match ip {
+            IpAddr::V4(v4) => self.v4.lookup(u32::from(v4)),
+            IpAddr::V6(v6) => self.v6.lookup(u128::from(v6)),
+        }
+    }
+}
+
+/// An address type the tables can hold.
+trait Point: Copy + Ord + Default {
+    fn next(self) -> Option<Self>;
+}
+
+impl Point for u32 {
+    fn next(self) -> Option<Self> {
+        self.checked_add(1)
+    }
+}
+
+impl Point for u128 {
+    fn next(self) -> Option<Self> {
+        self.checked_add(1)
+    }
+}
+
+/// Disjoint intervals covering the whole address space: interval `i` runs
+/// from `starts[i]` to just before `starts[i + 1]` and resolves to
+/// `actions[i]` (`None`: no rule matches).
+#[derive(Debug, Default)]
+struct Table<T> {
+    starts: Vec<T>,
+    actions: Vec<Option<IpAction>>,
+}
+
+impl<T: Point> Table<T> {
+    /// `rules` are `(first, last, action)` in rule order. A sweep over the
+    /// boundaries keeps the set of rules covering the current point; the
+    /// lowest rule index in it is the first match there.
+    fn build(rules: impl Iterator<Item = (T, T, IpAction)>) -> Self {
+        let rules: Vec<(T, T, IpAction)> = rules.collect();
+        if rules.is_empty() {
+            return Self::default();
+        }
+        // (position, rule index, is_start); ends are "last + 1".
+        let mut events: Vec<(T, usize, bool)> = Vec::with_capacity(rules.len() * 2);
+        for (i, &(first, last, _)) in rules.iter().enumerate() {
+            events.push((first, i, true));
+            if let Some(after) = last.next() {
+                events.push((after, i, false));
+            }
+        }
+        events.sort_unstable_by_key(|e| e.0);
+        let mut active = std::collections::BTreeSet::new();
+        let mut table = Self {
+            starts: vec![T::default()],
+            actions: vec![None],
+        };
+        let mut i = 0;
+        while i < events.len() {
+            let at = events[i].0;
+            while i < events.len() && events[i].0 == at {
+                let (_, rule, is_start) = events[i];
+                if is_start {
+                    active.insert(rule);
+                } else {
+                    active.remove(&rule);
+                }
+                i += 1;
+            }
+            let action = active.first().map(|&rule| rules[rule].2);
+            if table.actions.last() == Some(&action) {
+                continue;
+            }
+            if table.starts.last() == Some(&at) {
+                // The interval that began here is empty; replace it.
+                *table.actions.last_mut().expect("never empty") = action;
+            } else {
+                table.starts.push(at);
+                table.actions.push(action);
+            }
+        }
+        table
+    }
+
+    fn lookup(&self, addr: T) -> Option<IpAction> {
+        // The first start is the lowest address, so the index is never 0.
+        let i = self.starts.partition_point(|&start| start <= addr);
+        self.actions.get(i.checked_sub(1)?).copied().flatten()
     }
 }
 
@@ -117,7 +238,55 @@ mod tests {
         for (v, a) in spec {
             r.push(parse_cidrs("test", v).unwrap(), *a);
         }
+        r.seal();
         r
+    }
+
+    /// The table must agree with the plain first-match scan it replaces.
+    fn scan(rules: &IpRules, ip: IpAddr) -> Option<IpAction> {
+        rules
+            .rules
+            .iter()
+            .find(|(net, _)| net.contains(&ip))
+            .map(|&(_, action)| action)
+    }
+
+    #[test]
+    fn tables_agree_with_a_scan_on_nested_and_overlapping_blocks() {
+        let r = rules(&[
+            ("10.1.2.0/24", IpAction::Allow),
+            ("10.0.0.0/8", IpAction::Deny),
+            ("10.1.0.0/16", IpAction::Allow),
+            ("0.0.0.0/0", IpAction::Allow),
+            ("255.255.255.255", IpAction::Deny),
+            ("::/0", IpAction::Deny),
+            ("2001:db8::/32", IpAction::Allow),
+            ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", IpAction::Allow),
+        ]);
+        for probe in [
+            "0.0.0.0",
+            "9.255.255.255",
+            "10.0.0.0",
+            "10.1.1.255",
+            "10.1.2.0",
+            "10.1.2.255",
+            "10.1.3.0",
+            "10.255.255.255",
+            "11.0.0.0",
+            "255.255.255.254",
+            "255.255.255.255",
+            "::",
+            "2001:db8::1",
+            "2001:db9::",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        ] {
+            let ip: IpAddr = probe.parse().unwrap();
+            assert_eq!(r.first_match(ip), scan(&r, ip), "{probe}");
+        }
+        assert_eq!(r.first_match(ip("10.1.2.3")), Some(IpAction::Allow));
+        assert_eq!(r.first_match(ip("10.9.9.9")), Some(IpAction::Deny));
+        assert_eq!(r.first_match(ip("255.255.255.255")), Some(IpAction::Allow));
     }
 
     fn ip(s: &str) -> IpAddr {
