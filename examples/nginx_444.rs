@@ -4,8 +4,11 @@
 //! cargo run --example nginx_444 -- [--listen ADDR] [--close fin|rst|silent] [--trusted-proxy CIDR]...
 //!                                   [--real-ip-header NAME] [--no-recursive]
 //!                                   [--dry-run] [--rate-action drop|429] [--access-log]
-//!                                   [--server axum|own] [--header-timeout SECS]
+//!                                   [--server axum|own] [--header-timeout SECS] [--no-layer]
 //! ```
+//!
+//! `--no-layer` serves the same routes without the layer, for side-by-side
+//! load runs.
 //!
 //! `--server own` serves with the crate's own loop (HTTP/1.1 and h2c): a
 //! dropped HTTP/2 request then resets only its own stream, and
@@ -51,11 +54,12 @@ struct Args {
     access_log: bool,
     own_server: bool,
     header_timeout: Option<std::time::Duration>,
+    no_layer: bool,
 }
 
 const USAGE: &str = "usage: nginx_444 [--listen ADDR] [--close fin|rst|silent] [--trusted-proxy CIDR]... \
 [--real-ip-header X-Forwarded-For|Forwarded|X-Real-IP|CF-Connecting-IP|NAME] [--no-recursive] \
-[--dry-run] [--rate-action drop|429] [--access-log] [--server axum|own] [--header-timeout SECS]";
+[--dry-run] [--rate-action drop|429] [--access-log] [--server axum|own] [--header-timeout SECS] [--no-layer]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -69,6 +73,7 @@ fn parse_args() -> Result<Args, String> {
         access_log: false,
         own_server: false,
         header_timeout: None,
+        no_layer: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -94,6 +99,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--no-recursive" => args.recursive = false,
             "--dry-run" => args.dry_run = true,
+            "--no-layer" => args.no_layer = true,
             "--server" => {
                 args.own_server = match value()?.as_str() {
                     "axum" => false,
@@ -222,13 +228,15 @@ async fn main() -> ExitCode {
     };
     // Every path answers 200 ok. The layer goes on last, after every route
     // and the fallback, so probes for paths that do not exist are judged too.
-    let app = Router::new().fallback(|| async { "ok" }).layer(layer);
+    let app = Router::new().fallback(|| async { "ok" });
+    let app = if args.no_layer { app } else { app.layer(layer) };
 
     eprintln!(
-        "listening on http://{} ({} server, close mode: {}, client IP from {} behind {}{}, \
+        "listening on http://{} ({} server{}, close mode: {}, client IP from {} behind {}{}, \
          rate limit: {}{})",
         args.listen,
         if args.own_server { "own" } else { "axum" },
+        if args.no_layer { ", NO LAYER" } else { "" },
         args.close,
         args.real_ip_header.name(),
         args.trusted_proxies.join(" "),
