@@ -43,10 +43,17 @@ fn request() -> Request<()> {
 /// An address no generated block is likely to hold: 0.0.0.0/8 is not used.
 const CLIENT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(0, 1, 2, 3)), 40_000);
 
-fn cidr_scaling(c: &mut Criterion) {
-    let mut g = c.benchmark_group("cidr_rules");
-    for n in [10, 1_000, 100_000, 1_000_000] {
-        let layer = with_cidrs(n).build().unwrap();
+/// One benchmark per size: the decision for a client no rule matches, with
+/// the rule set `build` makes for that size.
+fn scaling_group(
+    c: &mut Criterion,
+    name: &str,
+    sizes: &[usize],
+    build: impl Fn(usize) -> NoResponseLayerBuilder,
+) {
+    let mut g = c.benchmark_group(name);
+    for &n in sizes {
+        let layer = build(n).build().unwrap();
         let rules = layer.rules();
         let req = request();
         assert_eq!(rules.decide(&req, Some(CLIENT)).drop, None);
@@ -57,20 +64,19 @@ fn cidr_scaling(c: &mut Criterion) {
     g.finish();
 }
 
+fn cidr_scaling(c: &mut Criterion) {
+    scaling_group(
+        c,
+        "cidr_rules",
+        &[10, 1_000, 100_000, 1_000_000],
+        with_cidrs,
+    );
+}
+
 fn user_agent_scaling(c: &mut Criterion) {
-    let mut g = c.benchmark_group("user_agent_patterns");
-    for n in [1, 10, 100, 1_000] {
-        let layer = with_user_agents(NoResponseLayer::builder(), n)
-            .build()
-            .unwrap();
-        let rules = layer.rules();
-        let req = request();
-        assert_eq!(rules.decide(&req, Some(CLIENT)).drop, None);
-        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
-            b.iter(|| rules.decide(black_box(&req), black_box(Some(CLIENT))))
-        });
-    }
-    g.finish();
+    scaling_group(c, "user_agent_patterns", &[1, 10, 100, 1_000], |n| {
+        with_user_agents(NoResponseLayer::builder(), n)
+    });
 }
 
 fn limiter_scaling(c: &mut Criterion) {
