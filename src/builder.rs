@@ -5,6 +5,7 @@ use crate::audit::stats::Counters;
 use crate::connection::CloseMode;
 use crate::connection::ban::BanList;
 use crate::error::BuildError;
+use crate::rules::RateLimiter;
 use crate::rules::RuleSet;
 use crate::rules::client_ip::{CLOUDFLARE_RANGES, RealIp, RealIpHeader};
 use crate::rules::custom::{CustomRule, RequestHead};
@@ -13,6 +14,7 @@ use crate::rules::ip::{IpAction, IpRules, IpSet, parse_cidrs};
 use crate::rules::path::PathRules;
 use crate::rules::policy::{self, Action, Policies};
 use crate::rules::rate_limit::{Limiter, RateLimit};
+use crate::rules::shared_limit::SharedRateLimit;
 use crate::rules::user_agent::UserAgentRules;
 
 /// Configures a [`NoResponseLayer`]. Values are checked by
@@ -48,6 +50,7 @@ pub struct NoResponseLayerBuilder {
     real_ip_header: RealIpHeader,
     real_ip_non_recursive: bool,
     rate_limit: Option<RateLimit>,
+    shared_rate_limit: Option<SharedRateLimit>,
     deny_paths: Vec<String>,
     custom_rules: Vec<CustomRule>,
     /// Names checked at build, so a typo is an error, not a silent no-op.
@@ -225,6 +228,17 @@ impl NoResponseLayerBuilder {
         self
     }
 
+    /// Keeps the [`rate_limit`](Self::rate_limit)'s budget in a store shared
+    /// by every replica (Redis, with feature `redis`), so that a client
+    /// gets one budget however many replicas it spreads over. Requests the
+    /// other rules let through then wait for one round trip to the store.
+    ///
+    /// [`build`](Self::build) refuses a shared limit without a rate limit.
+    pub fn shared_rate_limit(mut self, shared: SharedRateLimit) -> Self {
+        self.shared_rate_limit = Some(shared);
+        self
+    }
+
     /// Drops a request whose path matches `pattern` (rule `path`), such as
     /// `/\.env`, `^/wp-login\.php` or `/\.git/`. Same syntax and case rules
     /// as [`deny_user_agent`](Self::deny_user_agent); the pattern matches
@@ -373,7 +387,20 @@ impl NoResponseLayerBuilder {
             )?,
             paths: PathRules::new(&self.deny_paths)?,
             custom: self.custom_rules,
-            rate_limit: self.rate_limit.as_ref().map(Limiter::new).transpose()?,
+            rate_limit: match (&self.rate_limit, &self.shared_rate_limit) {
+                (None, None) => None,
+                (None, Some(_)) => {
+                    return Err(BuildError::RateLimit {
+                        reason: "shared_rate_limit needs a rate_limit to share".into(),
+                    });
+                }
+                (Some(limit), None) => Some(RateLimiter::Local(Limiter::new(limit)?)),
+                (Some(limit), Some(shared)) => {
+                    // Checked here too, so a bad rate is named before the store.
+                    limit.quota()?;
+                    Some(RateLimiter::Shared(shared.compile(limit)?))
+                }
+            },
             policies,
             counters,
             ban_list: self.ban_list,

@@ -337,7 +337,7 @@ impl From<BuildError> for ConfigError {
             BuildError::Regex { .. } => "deny_user_agents",
             BuildError::ServerName { .. } => "server_names",
             BuildError::RealIpHeader { .. } => "real_ip_header",
-            BuildError::RateLimit { .. } => "rate_limit",
+            BuildError::RateLimit { .. } | BuildError::StoreUrl { .. } => "rate_limit",
             BuildError::UnknownRule {
                 rule: "dry_run_rule",
                 ..

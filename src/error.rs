@@ -65,6 +65,14 @@ pub enum BuildError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A shared store's address that cannot be used, such as a malformed
+    /// Redis URL. Any password in it is masked.
+    StoreUrl {
+        /// The address as given, password masked.
+        url: String,
+        /// Why it was refused.
+        reason: String,
+    },
 }
 
 impl fmt::Display for BuildError {
@@ -87,6 +95,7 @@ impl fmt::Display for BuildError {
                 write!(f, "real_ip_header: invalid header name {value:?}")
             }
             Self::RateLimit { reason } => write!(f, "rate_limit: {reason}"),
+            Self::StoreUrl { url, reason } => write!(f, "store url {url:?}: {reason}"),
             Self::RuleName { name, reason } => {
                 write!(f, "custom_rule: invalid name {name:?}: {reason}")
             }

@@ -1,6 +1,6 @@
 use std::fmt;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +19,8 @@ use crate::body::NoResponseBody;
 use crate::builder::NoResponseLayerBuilder;
 use crate::connection::{CloseMode, ConnectionHandle, ConnectionInfo};
 use crate::error::BuildError;
+use crate::rules::rate_limit::Verdict;
+use crate::rules::shared_limit::StoreCheck;
 use crate::rules::{Action, ClientIp, DropReason, RuleSet};
 
 /// A [`Layer`] that drops unwanted requests the way nginx's `return 444` does:
@@ -147,11 +149,11 @@ impl<S> NoResponse<S> {
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for NoResponse<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
 {
     type Response = Response<NoResponseBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S, ReqBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -161,7 +163,7 @@ where
         // The guard pins this request to the rules in force as it arrived.
         let current = self.shared.current.load();
         let rules = &current.rules;
-        let (peer, connection) = connection_of(&request);
+        let (peer, _) = connection_of(&request);
         let decision = rules.evaluate(&request, peer, |reason, client_ip| {
             rules
                 .counters
@@ -169,9 +171,8 @@ where
             audit::emit(&request, reason, client_ip, peer, Outcome::WouldDrop);
         });
         let Some(reason) = decision.drop else {
-            rules.counters.allowed();
             #[cfg(feature = "tonic")]
-            let tcp_info = connection.map(|info| tonic::transport::server::TcpConnectInfo {
+            let tcp_info = connection_of(&request).1.map(|info| tonic::transport::server::TcpConnectInfo {
                 local_addr: info.local_addr(),
                 remote_addr: Some(info.peer_addr()),
             });
@@ -199,66 +200,105 @@ where
                     ext.insert(axum::extract::ConnectInfo(peer));
                 }
             }
+            if let Some(check) = decision
+                .shared_check()
+                .and_then(|key| rules.ask_shared(key))
+            {
+                // The service that was made ready goes with the request; the
+                // clone stays behind for the next `poll_ready`.
+                let ready = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, ready);
+                return ResponseFuture {
+                    kind: Kind::Checking {
+                        check,
+                        pending: Some(Box::new(Pending {
+                            inner,
+                            request,
+                            layer: Arc::clone(&self.shared),
+                            compiled: Arc::clone(&current),
+                            client_ip: decision.client_ip,
+                        })),
+                    },
+                };
+            }
+            rules.counters.allowed();
             return ResponseFuture {
                 kind: Kind::Inner {
                     future: self.inner.call(request),
                 },
             };
         };
-        let slot = rules.policies.slot(reason);
-        let client_ip = decision.client_ip;
-        let kind = match rules.action(reason) {
-            Action::Respond(status) => {
-                rules.counters.count(slot, Counted::Responded);
-                audit::emit(&request, reason, client_ip, peer, Outcome::Respond(status));
-                Kind::Respond {
-                    status,
-                    retry_after: decision.retry_after,
-                    reason,
-                }
-            }
-            Action::Drop => {
-                rules.counters.count(slot, Counted::Dropped);
-                let (handle, close) = match connection {
-                    // The serve loop turns the drop into a reset of this
-                    // stream alone; the connection stays up for the others.
-                    Some(info)
-                        if info.http2_stream_drops && request.version() == Version::HTTP_2 =>
-                    {
-                        (None, "stream")
-                    }
-                    Some(info) => (Some(info.handle().clone()), current.close_mode.as_str()),
-                    None => {
-                        self.warn_no_connection();
-                        (None, audit::CLOSE_BODY_ERROR)
-                    }
-                };
-                audit::emit(&request, reason, client_ip, peer, Outcome::Drop(close));
-                if let (Some(bans), Some(ip), Some(peer)) = (&rules.ban_list, client_ip, peer) {
-                    // Only a client that is the peer itself can be refused
-                    // at accept; behind a proxy that would refuse everyone.
-                    if ip == peer.ip().to_canonical() {
-                        bans.strike(ip);
-                    }
-                }
-                Kind::Dropped {
-                    handle,
-                    mode: current.close_mode,
-                    reason,
-                }
-            }
-        };
-        ResponseFuture { kind }
+        let rejection = reject(
+            &self.shared,
+            &current,
+            &request,
+            reason,
+            decision.client_ip,
+            decision.retry_after,
+        );
+        ResponseFuture {
+            kind: Kind::Rejected { rejection },
+        }
     }
 }
 
-impl<S> NoResponse<S> {
+/// Counts, logs and enacts a rule's action on a request that will not reach
+/// the inner service.
+fn reject<B>(
+    layer: &Shared,
+    current: &Compiled,
+    request: &Request<B>,
+    reason: DropReason,
+    client_ip: Option<IpAddr>,
+    retry_after: Option<Duration>,
+) -> Rejection {
+    let rules = &current.rules;
+    let (peer, connection) = connection_of(request);
+    let slot = rules.policies.slot(reason);
+    match rules.action(reason) {
+        Action::Respond(status) => {
+            rules.counters.count(slot, Counted::Responded);
+            audit::emit(request, reason, client_ip, peer, Outcome::Respond(status));
+            Rejection::Respond {
+                status,
+                retry_after,
+                reason,
+            }
+        }
+        Action::Drop => {
+            rules.counters.count(slot, Counted::Dropped);
+            let (handle, close) = match connection {
+                // The serve loop turns the drop into a reset of this
+                // stream alone; the connection stays up for the others.
+                Some(info) if info.http2_stream_drops && request.version() == Version::HTTP_2 => {
+                    (None, "stream")
+                }
+                Some(info) => (Some(info.handle().clone()), current.close_mode.as_str()),
+                None => {
+                    layer.warn_no_connection();
+                    (None, audit::CLOSE_BODY_ERROR)
+                }
+            };
+            audit::emit(request, reason, client_ip, peer, Outcome::Drop(close));
+            if let (Some(bans), Some(ip), Some(peer)) = (&rules.ban_list, client_ip, peer) {
+                // Only a client that is the peer itself can be refused
+                // at accept; behind a proxy that would refuse everyone.
+                if ip == peer.ip().to_canonical() {
+                    bans.strike(ip);
+                }
+            }
+            Rejection::Dropped {
+                handle,
+                mode: current.close_mode,
+                reason,
+            }
+        }
+    }
+}
+
+impl Shared {
     fn warn_no_connection(&self) {
-        if !self
-            .shared
-            .warned_no_connection
-            .swap(true, Ordering::Relaxed)
-        {
+        if !self.warned_no_connection.swap(true, Ordering::Relaxed) {
             tracing::error!(
                 target: "tower_no_response",
                 "NoResponseLayer dropped a request but found no ConnectionInfo in its extensions, \
@@ -297,74 +337,145 @@ fn connection_of<B>(request: &Request<B>) -> (Option<SocketAddr>, Option<&Connec
 
 pin_project! {
     /// The response future of [`NoResponse`].
-    pub struct ResponseFuture<F> {
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<B>>,
+    {
         #[pin]
-        kind: Kind<F>,
+        kind: Kind<S, B>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<F> {
-        Inner { #[pin] future: F },
-        Dropped {
-            handle: Option<ConnectionHandle>,
-            mode: CloseMode,
-            reason: DropReason,
+    enum Kind<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        Inner { #[pin] future: S::Future },
+        /// Waiting for the shared rate-limit store.
+        Checking {
+            check: StoreCheck,
+            // Boxed so that only requests that wait pay for their size.
+            pending: Option<Box<Pending<S, B>>>,
         },
-        Respond {
-            status: StatusCode,
-            retry_after: Option<Duration>,
-            reason: DropReason,
-        },
+        Rejected { rejection: Rejection },
     }
 }
 
-impl<F> fmt::Debug for ResponseFuture<F> {
+/// What a request waiting for the shared store needs once it has the answer.
+struct Pending<S, B> {
+    inner: S,
+    request: Request<B>,
+    layer: Arc<Shared>,
+    compiled: Arc<Compiled>,
+    client_ip: Option<IpAddr>,
+}
+
+#[derive(Debug)]
+enum Rejection {
+    Dropped {
+        handle: Option<ConnectionHandle>,
+        mode: CloseMode,
+        reason: DropReason,
+    },
+    Respond {
+        status: StatusCode,
+        retry_after: Option<Duration>,
+        reason: DropReason,
+    },
+}
+
+impl<S: Service<Request<B>>, B> fmt::Debug for ResponseFuture<S, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             Kind::Inner { .. } => f.write_str("ResponseFuture::Inner"),
-            Kind::Dropped { reason, .. } => f
-                .debug_tuple("ResponseFuture::Dropped")
-                .field(reason)
-                .finish(),
-            Kind::Respond { status, reason, .. } => f
-                .debug_tuple("ResponseFuture::Respond")
-                .field(status)
-                .field(reason)
+            Kind::Checking { .. } => f.write_str("ResponseFuture::Checking"),
+            Kind::Rejected { rejection } => f
+                .debug_tuple("ResponseFuture::Rejected")
+                .field(rejection)
                 .finish(),
         }
     }
 }
 
-impl<F, B, E> Future for ResponseFuture<F>
+impl<S, B, ResBody> Future for ResponseFuture<S, B>
 where
-    F: Future<Output = Result<Response<B>, E>>,
+    S: Service<Request<B>, Response = Response<ResBody>>,
 {
-    type Output = Result<Response<NoResponseBody<B>>, E>;
+    type Output = Result<Response<NoResponseBody<ResBody>>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Inner { future } => future
-                .poll(cx)
-                .map_ok(|response| response.map(NoResponseBody::inner)),
-            KindProj::Dropped {
-                handle,
-                mode,
-                reason,
-            } => {
-                // hyper flushes each HTTP/1 response before it parses the next
-                // pipelined request, so earlier responses are already out.
-                if let Some(handle) = handle {
-                    handle.abort(*mode);
+        let mut this = self.project();
+        loop {
+            let next = match this.kind.as_mut().project() {
+                KindProj::Inner { future } => {
+                    return future
+                        .poll(cx)
+                        .map_ok(|response| response.map(NoResponseBody::inner));
                 }
-                Poll::Ready(Ok(dropped_response(*reason)))
+                KindProj::Rejected { rejection } => {
+                    return Poll::Ready(Ok(match rejection {
+                        Rejection::Dropped {
+                            handle,
+                            mode,
+                            reason,
+                        } => {
+                            // hyper flushes each HTTP/1 response before it
+                            // parses the next pipelined request, so earlier
+                            // responses are already out.
+                            if let Some(handle) = handle {
+                                handle.abort(*mode);
+                            }
+                            dropped_response(*reason)
+                        }
+                        Rejection::Respond {
+                            status,
+                            retry_after,
+                            reason,
+                        } => status_response(*status, *retry_after, *reason),
+                    }));
+                }
+                KindProj::Checking { check, pending } => {
+                    let verdict = std::task::ready!(check.as_mut().poll(cx));
+                    let Some(pending) = pending.take() else {
+                        panic!("ResponseFuture polled after completion");
+                    };
+                    pending.resume(verdict)
+                }
+            };
+            this.kind.set(next);
+        }
+    }
+}
+
+impl<S: Service<Request<B>>, B> Pending<S, B> {
+    fn resume(self, verdict: Verdict) -> Kind<S, B> {
+        let Self {
+            mut inner,
+            request,
+            layer,
+            compiled,
+            client_ip,
+        } = self;
+        let rules = &compiled.rules;
+        let outcome = rules.shared_verdict(verdict, |reason| {
+            let (peer, _) = connection_of(&request);
+            rules
+                .counters
+                .count(rules.policies.slot(reason), Counted::WouldDrop);
+            audit::emit(&request, reason, client_ip, peer, Outcome::WouldDrop);
+        });
+        match outcome {
+            Ok(()) => {
+                rules.counters.allowed();
+                Kind::Inner {
+                    future: inner.call(request),
+                }
             }
-            KindProj::Respond {
-                status,
-                retry_after,
-                reason,
-            } => Poll::Ready(Ok(status_response(*status, *retry_after, *reason))),
+            Err((reason, retry_after)) => Kind::Rejected {
+                rejection: reject(&layer, &compiled, &request, reason, client_ip, retry_after),
+            },
         }
     }
 }

@@ -84,6 +84,8 @@ pub mod config;
 pub mod connection;
 mod error;
 mod layer;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod rules;
 
 pub use audit::{RuleStats, Stats};

@@ -65,6 +65,9 @@ pub struct BanList {
 struct Inner {
     policy: BanPolicy,
     entries: DashMap<IpAddr, Entry>,
+    /// Told of every ban this list makes itself, to share it with other
+    /// replicas; not of bans it is given.
+    on_ban: std::sync::OnceLock<Box<dyn Fn(IpAddr, Duration) + Send + Sync>>,
 }
 
 impl fmt::Debug for BanList {
@@ -83,6 +86,7 @@ impl BanList {
             inner: Arc::new(Inner {
                 policy,
                 entries: DashMap::new(),
+                on_ban: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -122,7 +126,54 @@ impl BanList {
                 ban_secs = policy.ban_for.as_secs_f64(),
                 "client banned"
             );
+            drop(entry);
+            if let Some(share) = self.inner.on_ban.get() {
+                share(ip, policy.ban_for);
+            }
         }
+    }
+
+    /// Bans `ip` for `ban_for` on another replica's word. Not shared again,
+    /// and never shortens a ban already in force.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn ban_from_peer(&self, ip: IpAddr, ban_for: Duration) {
+        let ip = ip.to_canonical();
+        let now = Instant::now();
+        let until = now + ban_for;
+        if !self.inner.entries.contains_key(&ip)
+            && self.inner.entries.len() >= self.inner.policy.max_clients
+        {
+            self.sweep(now);
+            if self.inner.entries.len() >= self.inner.policy.max_clients {
+                return;
+            }
+        }
+        let mut entry = self.inner.entries.entry(ip).or_insert(Entry {
+            strikes: 0,
+            window_start: now,
+            banned_until: None,
+        });
+        if entry.banned_until.is_some_and(|u| u >= until) {
+            return;
+        }
+        let fresh = entry.banned_until.is_none_or(|u| u <= now);
+        entry.banned_until = Some(until);
+        if fresh {
+            tracing::warn!(
+                target: "tower_no_response::ban",
+                client_ip = %ip,
+                ban_secs = ban_for.as_secs_f64(),
+                source = "shared",
+                "client banned"
+            );
+        }
+    }
+
+    /// Sets the one hook told of each ban this list makes. Returns `false`
+    /// if a hook was already set.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn share_with(&self, hook: Box<dyn Fn(IpAddr, Duration) + Send + Sync>) -> bool {
+        self.inner.on_ban.set(hook).is_ok()
     }
 
     /// Whether `ip` is banned now. An expired ban is lifted here.

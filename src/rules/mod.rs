@@ -8,7 +8,8 @@
 //! 3. **User-Agent**: `user_agent`, `user_agent_empty`.
 //! 4. **Path**: `path`.
 //! 5. **Custom rules**, in the order they were added.
-//! 6. **Rate limit**: `rate_limit`, `rate_limit_full`.
+//! 6. **Rate limit**: `rate_limit`, `rate_limit_full`, and with a shared
+//!    store, `rate_limit_unavailable`.
 //!
 //! The rate limit runs last so that only requests every other rule accepted
 //! count toward a client's budget, as in nginx's phase order: a scanner that
@@ -26,6 +27,7 @@ mod patterns;
 pub(crate) mod policy;
 pub(crate) mod rate_limit;
 mod reason;
+pub(crate) mod shared_limit;
 pub(crate) mod user_agent;
 
 use std::net::{IpAddr, SocketAddr};
@@ -38,6 +40,9 @@ pub use custom::RequestHead;
 pub use policy::Action;
 pub use rate_limit::RateLimit;
 pub use reason::DropReason;
+pub use shared_limit::{
+    FailurePolicy, RateLimitStore, SharedRateLimit, StoreError, StoreFuture, StoreVerdict,
+};
 
 use crate::audit::stats::{Counters, Stats};
 use custom::CustomRule;
@@ -48,6 +53,7 @@ use client_ip::RealIp;
 use host::HostRules;
 use ip::{IpAction, IpRules};
 use rate_limit::{Limiter, Verdict};
+use shared_limit::{SharedLimiter, Step, StoreCheck};
 use user_agent::UserAgentRules;
 
 /// A compiled, immutable rule set. Build it with
@@ -61,10 +67,19 @@ pub struct RuleSet {
     pub(crate) user_agent: UserAgentRules,
     pub(crate) paths: PathRules,
     pub(crate) custom: Vec<CustomRule>,
-    pub(crate) rate_limit: Option<Limiter>,
+    pub(crate) rate_limit: Option<RateLimiter>,
     pub(crate) policies: Policies,
     pub(crate) counters: Counters,
     pub(crate) ban_list: Option<crate::connection::ban::BanList>,
+}
+
+/// Where the rate limit's budget is kept.
+#[derive(Debug)]
+pub(crate) enum RateLimiter {
+    /// In this process: governor's GCRA, the default.
+    Local(Limiter),
+    /// In a store shared with other replicas.
+    Shared(SharedLimiter),
 }
 
 /// The outcome of judging one request.
@@ -80,6 +95,9 @@ pub struct Decision {
     pub would_drop: Option<DropReason>,
     /// How long the client should wait, when the rate limit matched.
     pub retry_after: Option<Duration>,
+    /// The key to ask the shared rate-limit store about, when every other
+    /// rule let the request through.
+    shared_check: Option<IpAddr>,
 }
 
 impl RuleSet {
@@ -87,6 +105,11 @@ impl RuleSet {
     ///
     /// `peer` is the TCP peer; the client IP is derived from it and, when the
     /// peer is a trusted proxy, from the real-IP header.
+    ///
+    /// With a [shared rate limit](SharedRateLimit) this judges every rule
+    /// but the shared budget, which needs a round trip: the local pre-check
+    /// runs, the store is not asked, and
+    /// [`Decision::awaits_shared_limit`] says so.
     pub fn decide<B>(&self, request: &Request<B>, peer: Option<SocketAddr>) -> Decision {
         let mut would_drop = None;
         self.evaluate(request, peer, |reason, _| {
@@ -106,14 +129,47 @@ impl RuleSet {
         let client_ip = peer.map(|p| self.real_ip.resolve(p.ip(), request.headers()));
         let mut retry_after = None;
         let mut report = |reason| dry_run(reason, client_ip);
-        let drop = self
-            .first_drop(request, client_ip, &mut retry_after, &mut report)
-            .err();
+        let (drop, shared_check) =
+            match self.first_drop(request, client_ip, &mut retry_after, &mut report) {
+                Ok(ask) => (None, ask),
+                Err(reason) => (Some(reason), None),
+            };
         Decision {
             client_ip,
             drop,
             would_drop: None,
             retry_after,
+            shared_check,
+        }
+    }
+
+    /// The round trip to the shared store that a decision awaits.
+    pub(crate) fn ask_shared(&self, key: IpAddr) -> Option<StoreCheck> {
+        match &self.rate_limit {
+            Some(RateLimiter::Shared(shared)) => Some(shared.ask(key)),
+            _ => None,
+        }
+    }
+
+    /// Applies the store's verdict: `Ok` lets the request through (a match
+    /// in dry-run is reported first), `Err` names the rule that stops it and
+    /// the wait to advertise.
+    pub(crate) fn shared_verdict(
+        &self,
+        verdict: Verdict,
+        mut dry_run: impl FnMut(DropReason),
+    ) -> Result<(), (DropReason, Option<Duration>)> {
+        let (outcome, wait) = Self::rate_outcome(verdict);
+        self.enforce(outcome, &mut dry_run)
+            .map_err(|reason| (reason, wait))
+    }
+
+    fn rate_outcome(verdict: Verdict) -> (Result<(), DropReason>, Option<Duration>) {
+        match verdict {
+            Verdict::Allow => (Ok(()), None),
+            Verdict::OverLimit(wait) => (Err(DropReason::RateLimited), Some(wait)),
+            Verdict::TableFull => (Err(DropReason::RateLimitFull), None),
+            Verdict::Unavailable => (Err(DropReason::RateLimitUnavailable), None),
         }
     }
 
@@ -130,12 +186,16 @@ impl RuleSet {
         self.counters.snapshot()
     }
 
-    /// How many clients the rate limiter tracks now, if there is one. Idle
-    /// clients are evicted on a schedule, so this rises and falls with
-    /// traffic, up to [`RateLimit::max_keys`].
+    /// How many clients the in-process rate limiter tracks now, if there is
+    /// one (with a shared store, the local pre-check's). Idle clients are
+    /// evicted on a schedule, so this rises and falls with traffic, up to
+    /// [`RateLimit::max_keys`].
     #[must_use]
     pub fn rate_limited_clients(&self) -> Option<usize> {
-        self.rate_limit.as_ref().map(Limiter::len)
+        match self.rate_limit.as_ref()? {
+            RateLimiter::Local(limiter) => Some(limiter.len()),
+            RateLimiter::Shared(shared) => shared.local_clients(),
+        }
     }
 
     /// A matching rule in dry-run is reported and treated as not matching.
@@ -159,7 +219,7 @@ impl RuleSet {
         client_ip: Option<IpAddr>,
         retry_after: &mut Option<Duration>,
         dry_run: &mut impl FnMut(DropReason),
-    ) -> Result<(), DropReason> {
+    ) -> Result<Option<IpAddr>, DropReason> {
         let headers = request.headers();
         self.enforce(
             self.host.check(request.version(), request.uri(), headers),
@@ -195,21 +255,33 @@ impl RuleSet {
             }
         }
         let (Some(limiter), Some(ip)) = (&self.rate_limit, client_ip) else {
-            return Ok(());
+            return Ok(None);
         };
-        let outcome = match limiter.check(ip) {
-            Verdict::Allow => Ok(()),
-            Verdict::OverLimit(wait) => {
-                *retry_after = Some(wait);
-                Err(DropReason::RateLimited)
-            }
-            Verdict::TableFull => Err(DropReason::RateLimitFull),
+        let verdict = match limiter {
+            RateLimiter::Local(limiter) => limiter.check(ip),
+            RateLimiter::Shared(shared) => match shared.check(ip) {
+                Step::Done(verdict) => verdict,
+                Step::Ask(key) => return Ok(Some(key)),
+            },
         };
-        self.enforce(outcome, dry_run)
+        let (outcome, wait) = Self::rate_outcome(verdict);
+        *retry_after = wait;
+        self.enforce(outcome, dry_run).map(|()| None)
     }
 }
 
 impl Decision {
+    /// Whether the request passed every rule but still awaits the shared
+    /// rate-limit store's answer.
+    #[must_use]
+    pub fn awaits_shared_limit(&self) -> bool {
+        self.shared_check.is_some()
+    }
+
+    pub(crate) fn shared_check(&self) -> Option<IpAddr> {
+        self.shared_check
+    }
+
     fn with_would_drop(mut self, would_drop: Option<DropReason>) -> Self {
         self.would_drop = would_drop;
         self

@@ -97,7 +97,27 @@ impl RateLimit {
         self
     }
 
-    fn quota(&self) -> Result<Quota, BuildError> {
+    /// How long one request's share of the budget takes to refill: the
+    /// period divided by the rate (100 ms for `per_second(10)`).
+    #[must_use]
+    pub fn interval(&self) -> Duration {
+        self.per / self.requests.max(1)
+    }
+
+    /// How many requests a fresh client may send at once: the first one plus
+    /// the [`burst`](Self::burst).
+    #[must_use]
+    pub const fn capacity(&self) -> u32 {
+        self.burst.saturating_add(1)
+    }
+
+    /// The key `ip` (canonical) is counted under: the address itself for
+    /// IPv4, its prefix for IPv6.
+    pub(crate) fn key_of(&self, ip: IpAddr) -> IpAddr {
+        key_of(ip, v6_mask(self.ipv6_prefix))
+    }
+
+    pub(crate) fn quota(&self) -> Result<Quota, BuildError> {
         let bad = |reason: String| BuildError::RateLimit { reason };
         if self.requests == 0 {
             return Err(bad("the rate must be at least one request".into()));
@@ -130,6 +150,20 @@ impl RateLimit {
     }
 }
 
+fn v6_mask(prefix: u8) -> u128 {
+    match prefix {
+        0 => 0,
+        len => u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0),
+    }
+}
+
+fn key_of(ip: IpAddr, v6_mask: u128) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & v6_mask)),
+    }
+}
+
 /// What the limiter says about one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
@@ -138,6 +172,8 @@ pub(crate) enum Verdict {
     OverLimit(Duration),
     /// A new client, and no room to track it.
     TableFull,
+    /// The shared store could not answer and the policy is to fail closed.
+    Unavailable,
 }
 
 thread_local! {
@@ -271,10 +307,7 @@ where
 {
     pub(crate) fn with_clock(config: &RateLimit, clock: C) -> Result<Self, BuildError> {
         let quota = config.quota()?;
-        let v6_mask = match config.ipv6_prefix {
-            0 => 0,
-            len => u128::MAX << (128 - u32::from(len)),
-        };
+        let v6_mask = v6_mask(config.ipv6_prefix);
         let table = KeyTable {
             map: DashMap::new(),
             len: AtomicUsize::new(0),
@@ -298,10 +331,7 @@ where
         self.shared
             .housekeeper
             .call_once(|| spawn_housekeeper(Arc::downgrade(&self.shared)));
-        let key = match ip {
-            IpAddr::V4(_) => ip,
-            IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & self.shared.v6_mask)),
-        };
+        let key = key_of(ip, self.shared.v6_mask);
         match self.check_key(&key) {
             Verdict::TableFull if self.evict_inline() => self.check_key(&key),
             verdict => verdict,

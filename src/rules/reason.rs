@@ -36,6 +36,10 @@ pub enum DropReason {
     ///
     /// [`RateLimit::max_keys`]: crate::RateLimit::max_keys
     RateLimitFull,
+    /// `rate_limit_unavailable`: the shared rate-limit store (Redis) did not
+    /// answer in time and the limit is set to fail closed (see
+    /// [`FailurePolicy::Closed`](crate::rules::FailurePolicy::Closed)).
+    RateLimitUnavailable,
     /// A custom rule, by the name it was given.
     Custom(&'static str),
     /// `accept_deny`: refused at accept by the serve loop's accept rules,
@@ -63,6 +67,7 @@ impl DropReason {
             Self::UserAgentEmpty => "user_agent_empty",
             Self::RateLimited => "rate_limit",
             Self::RateLimitFull => "rate_limit_full",
+            Self::RateLimitUnavailable => "rate_limit_unavailable",
             Self::Path => "path",
             Self::Custom(name) => name,
             Self::AcceptDenied => "accept_deny",
@@ -72,7 +77,7 @@ impl DropReason {
     }
 
     /// Every built-in rule, in evaluation order.
-    pub const BUILTIN: [DropReason; 11] = [
+    pub const BUILTIN: [DropReason; 12] = [
         Self::HostMissing,
         Self::HostInvalid,
         Self::HostIpLiteral,
@@ -84,6 +89,7 @@ impl DropReason {
         Self::Path,
         Self::RateLimited,
         Self::RateLimitFull,
+        Self::RateLimitUnavailable,
     ];
 
     /// Reasons the serve loop gives for connections it drops itself.
@@ -111,6 +117,7 @@ impl DropReason {
             Self::Path => 8,
             Self::RateLimited => 9,
             Self::RateLimitFull => 10,
+            Self::RateLimitUnavailable => 11,
             Self::Custom(_) | Self::AcceptDenied | Self::HeaderTimeout | Self::Banned => {
                 return None;
             }

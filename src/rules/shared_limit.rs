@@ -1,0 +1,356 @@
+//! A rate limit whose budget lives in a store shared by every replica, such
+//! as Redis (feature `redis`), so that a client spreading its requests over N
+//! replicas still gets one budget, not N.
+//!
+//! The store is reached over the network, so the check is asynchronous and
+//! can fail. This module owns what is the same for every store: the per-call
+//! timeout, the failure policy, the circuit that stops waiting on a store
+//! that is down, and the optional in-process pre-check that cuts an obvious
+//! flood without a round trip.
+
+use std::error::Error;
+use std::fmt;
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::rate_limit::{Limiter, RateLimit, Verdict};
+use crate::error::BuildError;
+
+/// A store that keeps rate-limit state for many replicas.
+///
+/// Implementations count one request per call, atomically, with GCRA
+/// semantics matching [`RateLimit`]: a fresh client may send
+/// [`RateLimit::capacity`] requests at once, then one per
+/// [`RateLimit::interval`]. The crate ships one for Redis and Valkey
+/// ([`RedisStore`](crate::redis::RedisStore), feature `redis`).
+pub trait RateLimitStore: fmt::Debug + Send + Sync + 'static {
+    /// Counts one request under `key` against `limit` and says whether it
+    /// is within the budget. `key` is already the client's key: the IPv4
+    /// address, or the IPv6 address cut to the limit's prefix.
+    ///
+    /// The future must not panic; the caller bounds how long it may take.
+    fn check(&self, key: IpAddr, limit: &RateLimit) -> StoreFuture;
+}
+
+/// What [`RateLimitStore::check`] returns.
+pub type StoreFuture = Pin<Box<dyn Future<Output = Result<StoreVerdict, StoreError>> + Send>>;
+
+/// A store's answer for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreVerdict {
+    /// Within the budget; the request was counted.
+    Allow,
+    /// Over the budget; the client may try again after this long.
+    Limited {
+        /// The wait until one more request would be allowed.
+        retry_after: Duration,
+    },
+}
+
+/// Why a store could not answer.
+pub struct StoreError {
+    source: Box<dyn Error + Send + Sync>,
+}
+
+impl StoreError {
+    /// Wraps the store client's own error.
+    pub fn new(source: impl Into<Box<dyn Error + Send + Sync>>) -> Self {
+        Self {
+            source: source.into(),
+        }
+    }
+}
+
+impl fmt::Debug for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("StoreError").field(&self.source).finish()
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rate-limit store failed: {}", self.source)
+    }
+}
+
+impl Error for StoreError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+/// What happens to a request when the store does not answer in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum FailurePolicy {
+    /// Let it through (subject to the local pre-check, if on). The default:
+    /// an outage of the limiter's store should not become an outage of the
+    /// service.
+    #[default]
+    Open,
+    /// Drop it with rule `rate_limit_unavailable`, for services where an
+    /// unlimited client is worse than a refused one.
+    Closed,
+}
+
+impl FailurePolicy {
+    const fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Closed => "closed",
+        }
+    }
+}
+
+/// A rate limit kept in a shared store. Give it to
+/// [`NoResponseLayerBuilder::shared_rate_limit`](crate::NoResponseLayerBuilder::shared_rate_limit)
+/// together with the [`RateLimit`] itself.
+///
+/// ```
+/// # #[cfg(feature = "redis")] {
+/// use std::time::Duration;
+/// use tower_no_response::redis::RedisStore;
+/// use tower_no_response::rules::{FailurePolicy, SharedRateLimit};
+/// use tower_no_response::{NoResponseLayer, RateLimit};
+///
+/// let store = RedisStore::new("redis://127.0.0.1:6379/").unwrap();
+/// let layer = NoResponseLayer::builder()
+///     .rate_limit(RateLimit::per_second(10).burst(20))
+///     .shared_rate_limit(
+///         SharedRateLimit::new(store)
+///             .timeout(Duration::from_millis(50))
+///             .on_failure(FailurePolicy::Open)
+///             .local_precheck(true),
+///     )
+///     .build()
+///     .unwrap();
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct SharedRateLimit {
+    store: Arc<dyn RateLimitStore>,
+    timeout: Duration,
+    on_failure: FailurePolicy,
+    local_precheck: bool,
+    retry_every: Duration,
+}
+
+impl SharedRateLimit {
+    /// A limit kept in `store`, with a 100 ms timeout, failing open, and no
+    /// local pre-check.
+    pub fn new(store: impl RateLimitStore) -> Self {
+        Self {
+            store: Arc::new(store),
+            timeout: Duration::from_millis(100),
+            on_failure: FailurePolicy::Open,
+            local_precheck: false,
+            retry_every: Duration::from_millis(500),
+        }
+    }
+
+    /// The longest a request waits for the store; past it, the failure
+    /// policy decides.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// What to do with requests while the store cannot answer.
+    pub fn on_failure(mut self, policy: FailurePolicy) -> Self {
+        self.on_failure = policy;
+        self
+    }
+
+    /// Checks each client against this replica's own in-process limiter
+    /// (with the same rate) before asking the store. A client over the limit
+    /// on one replica alone is over it in total, so such a flood is dropped
+    /// without a round trip; and when the store is down and the policy is
+    /// to fail open, each replica still enforces the limit on its own.
+    pub fn local_precheck(mut self, on: bool) -> Self {
+        self.local_precheck = on;
+        self
+    }
+
+    /// While the store is down, how often one request tries it again; the
+    /// others get the failure policy at once instead of each waiting out
+    /// the timeout. 500 ms by default.
+    pub fn retry_every(mut self, every: Duration) -> Self {
+        self.retry_every = every;
+        self
+    }
+
+    pub(crate) fn compile(&self, limit: &RateLimit) -> Result<SharedLimiter, BuildError> {
+        let bad = |reason: String| BuildError::RateLimit { reason };
+        if self.timeout.is_zero() {
+            return Err(bad(
+                "the shared rate limit's timeout must not be zero".into()
+            ));
+        }
+        if self.retry_every.is_zero() {
+            return Err(bad(
+                "the shared rate limit's retry_every must not be zero".into()
+            ));
+        }
+        Ok(SharedLimiter {
+            store: Arc::clone(&self.store),
+            limit: *limit,
+            precheck: self
+                .local_precheck
+                .then(|| Limiter::new(limit))
+                .transpose()?,
+            health: Arc::new(Health {
+                store: format!("{:?}", self.store),
+                on_failure: self.on_failure,
+                timeout: self.timeout,
+                retry_every_ms: u64::try_from(self.retry_every.as_millis()).unwrap_or(u64::MAX),
+                up: AtomicBool::new(true),
+                next_try_ms: AtomicU64::new(0),
+                epoch: Instant::now(),
+            }),
+        })
+    }
+}
+
+/// The compiled shared limit.
+#[derive(Debug)]
+pub(crate) struct SharedLimiter {
+    store: Arc<dyn RateLimitStore>,
+    limit: RateLimit,
+    precheck: Option<Limiter>,
+    health: Arc<Health>,
+}
+
+/// The check still to run against the store.
+pub(crate) type StoreCheck = Pin<Box<dyn Future<Output = Verdict> + Send>>;
+
+/// What the synchronous part of the check found.
+pub(crate) enum Step {
+    Done(Verdict),
+    /// Ask the store about this key.
+    Ask(IpAddr),
+}
+
+impl SharedLimiter {
+    /// The part that needs no round trip: the local pre-check, and the
+    /// circuit that answers at once while the store is down.
+    pub(crate) fn check(&self, ip: IpAddr) -> Step {
+        if let Some(local) = &self.precheck {
+            if let over @ Verdict::OverLimit(_) = local.check(ip) {
+                return Step::Done(over);
+            }
+        }
+        if !self.health.may_try() || tokio::runtime::Handle::try_current().is_err() {
+            return Step::Done(self.health.failed_verdict());
+        }
+        Step::Ask(self.limit.key_of(ip))
+    }
+
+    /// The round trip, bounded by the timeout; never fails.
+    pub(crate) fn ask(&self, key: IpAddr) -> StoreCheck {
+        let call = self.store.check(key, &self.limit);
+        let health = Arc::clone(&self.health);
+        Box::pin(async move {
+            let outcome = match tokio::time::timeout(health.timeout, call).await {
+                Ok(Ok(verdict)) => Ok(verdict),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => Err(format!("no answer within {:?}", health.timeout)),
+            };
+            match outcome {
+                Ok(verdict) => {
+                    health.succeeded();
+                    match verdict {
+                        StoreVerdict::Allow => Verdict::Allow,
+                        StoreVerdict::Limited { retry_after } => Verdict::OverLimit(retry_after),
+                    }
+                }
+                Err(error) => {
+                    health.failed(&error);
+                    health.failed_verdict()
+                }
+            }
+        })
+    }
+
+    pub(crate) fn local_clients(&self) -> Option<usize> {
+        self.precheck.as_ref().map(Limiter::len)
+    }
+}
+
+/// Whether the store answers, and when to try it again if not.
+#[derive(Debug)]
+struct Health {
+    store: String,
+    on_failure: FailurePolicy,
+    timeout: Duration,
+    retry_every_ms: u64,
+    up: AtomicBool,
+    /// Milliseconds since `epoch` after which one request may try a store
+    /// that is down.
+    next_try_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl Health {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Always while up; while down, one caller per `retry_every`.
+    fn may_try(&self) -> bool {
+        if self.up.load(Ordering::Acquire) {
+            return true;
+        }
+        let now = self.now_ms();
+        let next = self.next_try_ms.load(Ordering::Acquire);
+        now >= next
+            && self
+                .next_try_ms
+                .compare_exchange(
+                    next,
+                    now.saturating_add(self.retry_every_ms),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+
+    fn failed_verdict(&self) -> Verdict {
+        match self.on_failure {
+            FailurePolicy::Open => Verdict::Allow,
+            FailurePolicy::Closed => Verdict::Unavailable,
+        }
+    }
+
+    fn failed(&self, error: &str) {
+        self.next_try_ms.store(
+            self.now_ms().saturating_add(self.retry_every_ms),
+            Ordering::Release,
+        );
+        if self.up.swap(false, Ordering::AcqRel) {
+            tracing::warn!(
+                target: "tower_no_response::rate_limit",
+                store = %self.store,
+                error,
+                fail = self.on_failure.as_str(),
+                "rate-limit store unavailable; failing {}",
+                self.on_failure.as_str(),
+            );
+        }
+    }
+
+    fn succeeded(&self) {
+        if !self.up.swap(true, Ordering::AcqRel) {
+            tracing::info!(
+                target: "tower_no_response::rate_limit",
+                store = %self.store,
+                "rate-limit store available again"
+            );
+        }
+    }
+}

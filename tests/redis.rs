@@ -1,0 +1,542 @@
+//! The shared rate limit and ban list against a real `redis-server` on
+//! loopback: two replicas share one budget, keys expire on their own, and an
+//! outage (killed, paused, restarted) never hangs a request.
+//!
+//! Tests that kill or pause Redis start their own `redis-server`; the others
+//! use `TNR_REDIS_URL` when set (`.ci/run` starts one) or start their own.
+//! Without `redis-server` they skip with a printed reason, unless
+//! `TNR_REQUIRE_REDIS` is set, as in CI, where they fail.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use common::{Close, PATIENCE, exchange, get, request, spawn_app};
+use tower_no_response::connection::ban::{BanList, BanPolicy};
+use tower_no_response::redis::RedisStore;
+use tower_no_response::rules::{FailurePolicy, RateLimitStore, SharedRateLimit, StoreVerdict};
+use tower_no_response::{Action, DropReason, NoResponseLayer, RateLimit};
+
+const UA: Option<&str> = Some("curl/8.5.0");
+
+/// A `redis-server` child on a free loopback port, killed on drop.
+struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl RedisServer {
+    /// Starts one, or returns `None` (after saying why) when the binary is
+    /// missing and Redis is not required.
+    fn start() -> Option<Self> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut server = Self { child: None, port };
+        match server.spawn() {
+            Ok(()) => Some(server),
+            Err(error) if std::env::var_os("TNR_REQUIRE_REDIS").is_some() => {
+                panic!("TNR_REQUIRE_REDIS is set but redis-server cannot start: {error}")
+            }
+            Err(error) => {
+                eprintln!(
+                    "skipped: redis-server cannot start ({error}); apt-get install redis-server"
+                );
+                None
+            }
+        }
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port"])
+            .arg(self.port.to_string())
+            .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        self.child = Some(child);
+        let deadline = Instant::now() + PATIENCE;
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if Instant::now() > deadline {
+                return Err(format!("not listening on port {} after 10 s", self.port));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn restart(&mut self) {
+        self.kill();
+        self.spawn().expect("redis-server restarts on its port");
+    }
+
+    fn command(&self, args: &[&str]) -> redis::Value {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut conn = client.get_connection().expect("connect to redis");
+        let mut cmd = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        cmd.query(&mut conn).expect("redis command")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The URL of a Redis that outlives the test: CI's, or one started here.
+fn shared_redis() -> Option<(String, Option<RedisServer>)> {
+    if let Ok(url) = std::env::var("TNR_REDIS_URL") {
+        return Some((url, None));
+    }
+    let server = RedisServer::start()?;
+    Some((server.url(), Some(server)))
+}
+
+/// A prefix no other test (or earlier run against the same server) uses.
+fn unique_prefix() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "tnr-test:{}:{nanos}:{}:",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Messages of the rate-limit and ban events, from every test in this
+/// binary; tests tell theirs apart by the store's port.
+fn events() -> &'static Mutex<Vec<String>> {
+    static EVENTS: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    EVENTS.get_or_init(|| {
+        use tracing_subscriber::layer::SubscriberExt;
+        struct Record;
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Record {
+            fn on_event(
+                &self,
+                event: &tracing::Event<'_>,
+                _: tracing_subscriber::layer::Context<'_, S>,
+            ) {
+                struct Fields(String);
+                impl tracing::field::Visit for Fields {
+                    fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                        self.0.push_str(&format!("{}={v:?} ", f.name()));
+                    }
+                }
+                let mut fields = Fields(format!("{} ", event.metadata().target()));
+                event.record(&mut fields);
+                events().lock().unwrap().push(fields.0);
+            }
+        }
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Record))
+            .expect("the only global subscriber");
+        Mutex::new(Vec::new())
+    })
+}
+
+fn events_about(needle: &str) -> Vec<String> {
+    events()
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.contains(needle))
+        .cloned()
+        .collect()
+}
+
+fn layer(
+    url: &str,
+    prefix: &str,
+    limit: RateLimit,
+    shared: impl Fn(SharedRateLimit) -> SharedRateLimit,
+) -> NoResponseLayer {
+    let store = RedisStore::new(url).unwrap().key_prefix(prefix);
+    NoResponseLayer::builder()
+        .rate_limit(limit)
+        .shared_rate_limit(shared(SharedRateLimit::new(store)))
+        .build()
+        .unwrap()
+}
+
+/// Sends one request; true when it was served, false when dropped.
+async fn served(addr: SocketAddr) -> bool {
+    let out = exchange(addr, &get(Some("example.com"), UA)).await;
+    if out.bytes.is_empty() {
+        assert_eq!(out.close, Close::Fin, "a drop closes with FIN");
+        false
+    } else {
+        out.assert_ok();
+        true
+    }
+}
+
+/// The point of the feature: a client spreading over two replicas gets one
+/// budget, not two. With in-process limiters each replica would let 5 of
+/// its 5 requests through.
+#[tokio::test]
+async fn two_replicas_share_one_budget() {
+    events();
+    let Some((url, _server)) = shared_redis() else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let limit = RateLimit::per_minute(10).burst(4);
+    let a = spawn_app(layer(&url, &prefix, limit, |s| s)).await;
+    let b = spawn_app(layer(&url, &prefix, limit, |s| s)).await;
+    let mut passed = 0;
+    for i in 0..10 {
+        let app = if i % 2 == 0 { &a } else { &b };
+        passed += usize::from(served(app.addr).await);
+    }
+    assert_eq!(passed, 5, "capacity 5 across both replicas");
+    assert_eq!(a.hits() + b.hits(), 5);
+    assert!(a.hits() >= 2 && b.hits() >= 2, "both replicas served some");
+}
+
+/// nginx's `rate=10r/s burst=20 nodelay` figures hold with the budget in
+/// Redis: 40 back-to-back requests, 21 pass. Per minute here, so that no
+/// token refills during the run.
+#[tokio::test]
+async fn gcra_in_redis_matches_nginx_burst() {
+    events();
+    let Some((url, _server)) = shared_redis() else {
+        return;
+    };
+    let store = RedisStore::new(&url).unwrap().key_prefix(unique_prefix());
+    let limit = RateLimit::per_minute(10).burst(20);
+    let ip: IpAddr = "192.0.2.1".parse().unwrap();
+    let mut passed = 0;
+    let mut last_wait = Duration::ZERO;
+    for _ in 0..40 {
+        match store.check(ip, &limit).await.expect("redis answers") {
+            StoreVerdict::Allow => passed += 1,
+            StoreVerdict::Limited { retry_after } => last_wait = retry_after,
+            _ => unreachable!(),
+        }
+    }
+    assert_eq!(passed, 21);
+    // The wait is the limiter's own: about one interval (6 s), less the
+    // little time the run took.
+    assert!(
+        last_wait > Duration::from_secs(5) && last_wait <= Duration::from_secs(6),
+        "{last_wait:?}"
+    );
+    let other: IpAddr = "192.0.2.2".parse().unwrap();
+    assert_eq!(
+        store.check(other, &limit).await.unwrap(),
+        StoreVerdict::Allow
+    );
+}
+
+/// A client's key lives only as long as its budget needs to refill.
+#[tokio::test]
+async fn keys_expire_once_the_budget_has_refilled() {
+    events();
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let store = RedisStore::new(&server.url()).unwrap().key_prefix(&prefix);
+    let limit = RateLimit::per_second(10).burst(1);
+    let ip: IpAddr = "192.0.2.3".parse().unwrap();
+    let key = format!("{prefix}rl:192.0.2.3");
+    assert_eq!(store.check(ip, &limit).await.unwrap(), StoreVerdict::Allow);
+    assert_eq!(store.check(ip, &limit).await.unwrap(), StoreVerdict::Allow);
+    assert!(matches!(
+        store.check(ip, &limit).await.unwrap(),
+        StoreVerdict::Limited { .. }
+    ));
+    let ttl = server.command(&["PTTL", &key]);
+    let redis::Value::Int(ttl) = ttl else {
+        panic!("PTTL gave {ttl:?}")
+    };
+    assert!(ttl > 0 && ttl <= 200, "two intervals at most, got {ttl} ms");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(server.command(&["EXISTS", &key]), redis::Value::Int(0));
+    assert_eq!(store.check(ip, &limit).await.unwrap(), StoreVerdict::Allow);
+}
+
+/// Redis killed mid-run, failing open: requests go on being served, none
+/// waits out more than the timeout, and the outage is one event.
+#[tokio::test]
+async fn redis_killed_fail_open_serves_everyone() {
+    events();
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let limit = RateLimit::per_minute(2).burst(0);
+    let app = spawn_app(layer(&server.url(), &unique_prefix(), limit, |s| {
+        s.timeout(Duration::from_millis(200))
+            .on_failure(FailurePolicy::Open)
+    }))
+    .await;
+    assert!(served(app.addr).await);
+    assert!(!served(app.addr).await, "over the budget while Redis is up");
+    server.kill();
+    let started = Instant::now();
+    for _ in 0..10 {
+        assert!(served(app.addr).await, "fail open");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "ten requests took {:?}: something waited on the dead store",
+        started.elapsed()
+    );
+    let port = format!(":{}", server.port);
+    let down = events_about("store unavailable");
+    let down: Vec<_> = down.iter().filter(|e| e.contains(&port)).collect();
+    assert_eq!(down.len(), 1, "one event per transition: {down:?}");
+    assert!(down[0].contains("fail=\"open\""), "{down:?}");
+}
+
+/// Redis killed mid-run, failing closed: every request is dropped with rule
+/// `rate_limit_unavailable`, at once.
+#[tokio::test]
+async fn redis_killed_fail_closed_drops_everyone() {
+    events();
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let layer = layer(
+        &server.url(),
+        &unique_prefix(),
+        RateLimit::per_minute(100).burst(100),
+        |s| {
+            s.timeout(Duration::from_millis(200))
+                .on_failure(FailurePolicy::Closed)
+        },
+    );
+    let app = spawn_app(layer.clone()).await;
+    assert!(served(app.addr).await);
+    server.kill();
+    let started = Instant::now();
+    for _ in 0..10 {
+        assert!(!served(app.addr).await, "fail closed");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(app.hits(), 1);
+    let stats = layer.stats();
+    let rule = stats
+        .rule(DropReason::RateLimitUnavailable.as_str())
+        .unwrap();
+    assert_eq!(rule.dropped, 10);
+}
+
+/// A store that stops answering (CLIENT PAUSE) costs each request at most
+/// the timeout, and while it stays down, only one request a `retry_every`
+/// waits at all.
+#[tokio::test]
+async fn a_paused_store_costs_at_most_the_timeout() {
+    events();
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let limit = RateLimit::per_minute(100).burst(100);
+    let app = spawn_app(layer(&server.url(), &unique_prefix(), limit, |s| {
+        s.timeout(Duration::from_millis(300))
+            .retry_every(Duration::from_secs(60))
+    }))
+    .await;
+    assert!(served(app.addr).await);
+    server.command(&["CLIENT", "PAUSE", "4000", "ALL"]);
+    let started = Instant::now();
+    assert!(served(app.addr).await, "fail open after the timeout");
+    let first = started.elapsed();
+    assert!(
+        first >= Duration::from_millis(300),
+        "it did wait: {first:?}"
+    );
+    assert!(
+        first < Duration::from_secs(3),
+        "but only the timeout: {first:?}"
+    );
+    let started = Instant::now();
+    for _ in 0..5 {
+        assert!(served(app.addr).await);
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "the open circuit answers without waiting: {:?}",
+        started.elapsed()
+    );
+}
+
+/// Redis restarted: the layer reconnects by itself, says so, and enforces
+/// the shared budget again.
+#[tokio::test]
+async fn redis_restarted_is_used_again() {
+    events();
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let limit = RateLimit::per_minute(1).burst(0);
+    let layer = layer(&server.url(), &unique_prefix(), limit, |s| {
+        s.timeout(Duration::from_millis(200))
+            .retry_every(Duration::from_millis(100))
+    });
+    let app = spawn_app(layer.clone()).await;
+    assert!(served(app.addr).await);
+    assert!(!served(app.addr).await);
+    server.kill();
+    assert!(served(app.addr).await, "fail open while down");
+    server.restart();
+    // The budget is gone with the old server's memory: one request passes,
+    // then the limit holds again. Reconnecting takes a few tries.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let before = layer.stats().rule("rate_limit").unwrap().dropped;
+        served(app.addr).await;
+        if layer.stats().rule("rate_limit").unwrap().dropped > before {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted Redis was never used"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let port = format!(":{}", server.port);
+    let back: Vec<_> = events_about("available again")
+        .into_iter()
+        .filter(|e| e.contains(&port))
+        .collect();
+    assert_eq!(back.len(), 1, "{back:?}");
+}
+
+/// With the local pre-check, a client over the limit on this replica alone
+/// is dropped without asking Redis, so the limit holds even while Redis is
+/// down and the policy is to fail open.
+#[tokio::test]
+async fn local_precheck_holds_the_line_during_an_outage() {
+    events();
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let limit = RateLimit::per_minute(3).burst(2);
+    let app = spawn_app(layer(&server.url(), &unique_prefix(), limit, |s| {
+        s.local_precheck(true).timeout(Duration::from_millis(200))
+    }))
+    .await;
+    server.kill();
+    let passed = {
+        let mut n = 0;
+        for _ in 0..8 {
+            n += usize::from(served(app.addr).await);
+        }
+        n
+    };
+    assert_eq!(passed, 3, "the local budget, capacity 3");
+}
+
+/// A 429 instead of a drop carries the wait Redis computed.
+#[tokio::test]
+async fn respond_429_with_redis_retry_after() {
+    events();
+    let Some((url, _server)) = shared_redis() else {
+        return;
+    };
+    let store = RedisStore::new(&url).unwrap().key_prefix(unique_prefix());
+    let layer = NoResponseLayer::builder()
+        .rate_limit(RateLimit::per_minute(1).burst(0))
+        .shared_rate_limit(SharedRateLimit::new(store))
+        .rule_action(
+            "rate_limit",
+            Action::Respond(http::StatusCode::TOO_MANY_REQUESTS),
+        )
+        .build()
+        .unwrap();
+    let app = spawn_app(layer).await;
+    assert!(served(app.addr).await);
+    let out = exchange(app.addr, &request("GET", "/", Some("example.com"), UA, &[])).await;
+    let text = out.text();
+    assert!(text.starts_with("HTTP/1.1 429"), "{text}");
+    let retry = text
+        .lines()
+        .find_map(|l| l.strip_prefix("retry-after: "))
+        .expect("Retry-After")
+        .trim()
+        .parse::<u64>()
+        .unwrap();
+    assert!((59..=60).contains(&retry), "{retry}");
+}
+
+/// A ban made on one replica reaches the others, including one that starts
+/// after it was made, and lifts with its TTL.
+#[tokio::test]
+async fn bans_are_shared_and_expire() {
+    events();
+    let Some((url, _server)) = shared_redis() else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let policy = BanPolicy::new(1, Duration::from_secs(60), Duration::from_secs(3));
+    let store = || RedisStore::new(&url).unwrap().key_prefix(&prefix);
+    let (a, b) = (BanList::new(policy), BanList::new(policy));
+    store().share_bans(&a).unwrap();
+    store().share_bans(&b).unwrap();
+    assert!(store().share_bans(&a).is_err(), "a list is shared once");
+    let wait_for = |list: &BanList, want: bool| {
+        let list = list.clone();
+        async move {
+            let deadline = Instant::now() + PATIENCE;
+            while list.is_banned(LOOPBACK) != want {
+                assert!(Instant::now() < deadline, "ban state never became {want}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    // Replica A drops a request from this client: one strike bans it.
+    let replica_a = spawn_app(
+        NoResponseLayer::builder()
+            .server_name("example.com")
+            .ban_list(a.clone())
+            .build()
+            .unwrap(),
+    )
+    .await;
+    // Both replicas subscribe in the background; a ban made before B has
+    // subscribed still reaches it through the scan of bans in force.
+    let out = exchange(replica_a.addr, &get(Some("scanner.invalid"), UA)).await;
+    out.assert_dropped(Close::Fin);
+    assert!(a.is_banned(LOOPBACK));
+    wait_for(&b, true).await;
+    let late = BanList::new(policy);
+    store().share_bans(&late).unwrap();
+    wait_for(&late, true).await;
+    assert!(
+        !b.is_banned("192.0.2.67".parse().unwrap()),
+        "only that client"
+    );
+    wait_for(&b, false).await;
+    wait_for(&late, false).await;
+}
+
+const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
