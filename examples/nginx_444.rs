@@ -5,6 +5,7 @@
 //!                                   [--real-ip-header NAME] [--no-recursive]
 //!                                   [--dry-run] [--rate-action drop|429] [--access-log]
 //!                                   [--server axum|own] [--header-timeout SECS] [--no-layer]
+//!                                   [--redis URL] [--redis-fail open|closed]
 //! ```
 //!
 //! `--no-layer` serves the same routes without the layer, for side-by-side
@@ -13,6 +14,11 @@
 //! `--server own` serves with the crate's own loop (HTTP/1.1 and h2c): a
 //! dropped HTTP/2 request then resets only its own stream, and
 //! `--header-timeout` drops clients that send their headers too slowly.
+//!
+//! `--redis URL` keeps the rate limit's budget in Redis (feature `redis`):
+//! run two instances on two ports with the same URL and a client gets one
+//! budget across both. `--redis-fail` says what happens while Redis is down
+//! (`open`, the default, serves; `closed` drops as `rate_limit_unavailable`).
 //!
 //! `--access-log` prints each drop as an nginx combined-format line instead
 //! of the event; it needs the `access-log` feature
@@ -55,11 +61,14 @@ struct Args {
     own_server: bool,
     header_timeout: Option<std::time::Duration>,
     no_layer: bool,
+    redis: Option<String>,
+    redis_fail_closed: bool,
 }
 
 const USAGE: &str = "usage: nginx_444 [--listen ADDR] [--close fin|rst|silent] [--trusted-proxy CIDR]... \
 [--real-ip-header X-Forwarded-For|Forwarded|X-Real-IP|CF-Connecting-IP|NAME] [--no-recursive] \
-[--dry-run] [--rate-action drop|429] [--access-log] [--server axum|own] [--header-timeout SECS] [--no-layer]";
+[--dry-run] [--rate-action drop|429] [--access-log] [--server axum|own] [--header-timeout SECS] [--no-layer] \
+[--redis URL] [--redis-fail open|closed]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -74,6 +83,8 @@ fn parse_args() -> Result<Args, String> {
         own_server: false,
         header_timeout: None,
         no_layer: false,
+        redis: None,
+        redis_fail_closed: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -118,6 +129,16 @@ fn parse_args() -> Result<Args, String> {
                 args.header_timeout = Some(timeout);
             }
             "--access-log" => args.access_log = true,
+            "--redis" => args.redis = Some(value()?),
+            "--redis-fail" => {
+                args.redis_fail_closed = match value()?.as_str() {
+                    "open" => false,
+                    "closed" => true,
+                    other => {
+                        return Err(format!("--redis-fail {other:?}: expected open or closed"));
+                    }
+                }
+            }
             "--rate-action" => {
                 args.rate_action = match value()?.as_str() {
                     "drop" | "444" => Action::Drop,
@@ -132,6 +153,9 @@ fn parse_args() -> Result<Args, String> {
     if args.header_timeout.is_some() && !args.own_server {
         return Err("--header-timeout needs --server own".into());
     }
+    if args.redis_fail_closed && args.redis.is_none() {
+        return Err("--redis-fail needs --redis".into());
+    }
     if args.trusted_proxies.is_empty() {
         args.trusted_proxies = vec!["127.0.0.0/8".into(), "::1/128".into()];
     }
@@ -139,8 +163,8 @@ fn parse_args() -> Result<Args, String> {
 }
 
 /// The seed's rules, in the seed's order.
-fn seed_rules(args: &Args) -> NoResponseLayerBuilder {
-    NoResponseLayer::builder()
+fn seed_rules(args: &Args) -> Result<NoResponseLayerBuilder, String> {
+    let rules = NoResponseLayer::builder()
         // server { listen 80 default_server; server_name _; return 444; }
         // server { server_name example.com www.example.com; ... }
         .server_names(["example.com", "www.example.com"])
@@ -161,7 +185,45 @@ fn seed_rules(args: &Args) -> NoResponseLayerBuilder {
         // limit_req_status 429; (or 444, the default)
         .rule_action("rate_limit", args.rate_action)
         .dry_run(args.dry_run)
-        .close_mode(args.close)
+        .close_mode(args.close);
+    match &args.redis {
+        None => Ok(rules),
+        Some(url) => shared_budget(rules, url, args.redis_fail_closed),
+    }
+}
+
+/// The same rate limit, with its budget in Redis for every instance that
+/// points at the same server.
+#[cfg(feature = "redis")]
+fn shared_budget(
+    rules: NoResponseLayerBuilder,
+    url: &str,
+    fail_closed: bool,
+) -> Result<NoResponseLayerBuilder, String> {
+    use tower_no_response::redis::RedisStore;
+    use tower_no_response::rules::{FailurePolicy, SharedRateLimit};
+    let store = RedisStore::new(url).map_err(|e| e.to_string())?;
+    let policy = if fail_closed {
+        FailurePolicy::Closed
+    } else {
+        FailurePolicy::Open
+    };
+    Ok(rules.shared_rate_limit(
+        SharedRateLimit::new(store)
+            .on_failure(policy)
+            .local_precheck(true),
+    ))
+}
+
+#[cfg(not(feature = "redis"))]
+fn shared_budget(
+    _: NoResponseLayerBuilder,
+    _: &str,
+    _: bool,
+) -> Result<NoResponseLayerBuilder, String> {
+    Err("--redis needs the redis feature: \
+         cargo run --example nginx_444 --features redis -- --redis redis://127.0.0.1:6379/"
+        .into())
 }
 
 /// The audit trail on stdout, one line per drop (the 444 event, or with
@@ -219,10 +281,14 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     }
 
-    let layer = match seed_rules(&args).build() {
-        Ok(layer) => layer,
-        Err(e) => {
+    let layer = match seed_rules(&args).map(|rules| rules.build()) {
+        Ok(Ok(layer)) => layer,
+        Ok(Err(e)) => {
             eprintln!("bad rule: {e}");
+            return ExitCode::from(2);
+        }
+        Err(msg) => {
+            eprintln!("{msg}");
             return ExitCode::from(2);
         }
     };
@@ -233,7 +299,7 @@ async fn main() -> ExitCode {
 
     eprintln!(
         "listening on http://{} ({} server{}, close mode: {}, client IP from {} behind {}{}, \
-         rate limit: {}{})",
+         rate limit: {}{}{})",
         args.listen,
         if args.own_server { "own" } else { "axum" },
         if args.no_layer { ", NO LAYER" } else { "" },
@@ -242,6 +308,10 @@ async fn main() -> ExitCode {
         args.trusted_proxies.join(" "),
         if args.recursive { ", recursive" } else { "" },
         args.rate_action,
+        match &args.redis {
+            Some(url) => format!(" shared in {url}"),
+            None => String::new(),
+        },
         if args.dry_run {
             ", DRY RUN: nothing is dropped"
         } else {

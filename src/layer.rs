@@ -172,10 +172,13 @@ where
         });
         let Some(reason) = decision.drop else {
             #[cfg(feature = "tonic")]
-            let tcp_info = connection_of(&request).1.map(|info| tonic::transport::server::TcpConnectInfo {
-                local_addr: info.local_addr(),
-                remote_addr: Some(info.peer_addr()),
-            });
+            let tcp_info =
+                connection_of(&request)
+                    .1
+                    .map(|info| tonic::transport::server::TcpConnectInfo {
+                        local_addr: info.local_addr(),
+                        remote_addr: Some(info.peer_addr()),
+                    });
             if let Some(ip) = decision.client_ip {
                 request.extensions_mut().insert(ClientIp(ip));
             }

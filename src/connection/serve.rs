@@ -285,6 +285,7 @@ where
                 peer,
                 http2_drop,
                 close_mode,
+                #[cfg(feature = "rustls")]
                 header_timeout,
                 stop: stop_rx.clone(),
                 _done: done_tx.clone(),
@@ -337,6 +338,8 @@ struct Connection<S> {
     peer: SocketAddr,
     http2_drop: Http2Drop,
     close_mode: CloseMode,
+    /// Bounds the TLS handshake too; without TLS, hyper enforces it.
+    #[cfg(feature = "rustls")]
     header_timeout: Option<Duration>,
     stop: watch::Receiver<()>,
     _done: mpsc::Sender<Infallible>,
