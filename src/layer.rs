@@ -269,7 +269,6 @@ fn reject<B>(
             }
         }
         Action::Drop => {
-            rules.counters.count(slot, Counted::Dropped);
             let (handle, close) = match connection {
                 // The serve loop turns the drop into a reset of this
                 // stream alone; the connection stays up for the others.
@@ -282,20 +281,60 @@ fn reject<B>(
                     (None, audit::CLOSE_BODY_ERROR)
                 }
             };
-            audit::emit(request, reason, client_ip, peer, Outcome::Drop(close));
-            if let (Some(bans), Some(ip), Some(peer)) = (&rules.ban_list, client_ip, peer) {
-                // Only a client that is the peer itself can be refused
-                // at accept; behind a proxy that would refuse everyone.
-                if ip == peer.ip().to_canonical() {
-                    bans.strike(ip);
-                }
-            }
+            record_drop(rules, request, reason, client_ip, peer, close);
             Rejection::Dropped {
                 handle,
                 mode: current.close_mode,
                 reason,
             }
         }
+    }
+}
+
+/// Counts, logs and strikes one dropped request.
+fn record_drop<B>(
+    rules: &RuleSet,
+    request: &Request<B>,
+    reason: DropReason,
+    client_ip: Option<IpAddr>,
+    peer: Option<SocketAddr>,
+    close: &'static str,
+) {
+    rules
+        .counters
+        .count(rules.policies.slot(reason), Counted::Dropped);
+    audit::emit(request, reason, client_ip, peer, Outcome::Drop(close));
+    if let (Some(bans), Some(ip), Some(peer)) = (&rules.ban_list, client_ip, peer) {
+        // Only a client that is the peer itself can be refused at accept;
+        // behind a proxy that would refuse everyone.
+        if ip == peer.ip().to_canonical() {
+            bans.strike(ip);
+        }
+    }
+}
+
+impl NoResponseLayer {
+    /// Judges a request head read by the serve loop before hyper has the
+    /// connection; returns the close mode when a rule drops it, after
+    /// counting and logging the drop as the layer would.
+    #[cfg(feature = "server")]
+    pub(crate) fn drop_early<B>(
+        &self,
+        request: &Request<B>,
+        peer: SocketAddr,
+    ) -> Option<CloseMode> {
+        let current = self.shared.current.load();
+        let (reason, client_ip) = current.rules.early_drop(request, peer)?;
+        let mode = current.close_mode;
+        record_drop(
+            &current.rules,
+            request,
+            reason,
+            Some(client_ip),
+            Some(peer),
+            mode.as_str(),
+        );
+        Some(mode)
     }
 }
 

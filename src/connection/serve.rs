@@ -51,6 +51,7 @@ use tower_service::Service;
 
 use super::ban::BanList;
 use super::{AbortableStream, CloseMode, ConnectionInfo};
+use crate::NoResponseLayer;
 use crate::audit;
 use crate::body::{BoxError, RequestDropped};
 use crate::error::BuildError;
@@ -125,6 +126,7 @@ pub struct Serve<S> {
     close_mode: CloseMode,
     accept_rules: AcceptRules,
     ban_list: Option<BanList>,
+    judge_early: Option<NoResponseLayer>,
     #[cfg(feature = "rustls")]
     tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
 }
@@ -138,6 +140,7 @@ impl<S> fmt::Debug for Serve<S> {
             .field("close_mode", &self.close_mode)
             .field("accept_rules", &self.accept_rules)
             .field("ban_list", &self.ban_list)
+            .field("judge_early", &self.judge_early.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -153,6 +156,7 @@ pub fn serve<S>(listener: TcpListener, service: S) -> Serve<S> {
         close_mode: CloseMode::Fin,
         accept_rules: AcceptRules::default(),
         ban_list: None,
+        judge_early: None,
         #[cfg(feature = "rustls")]
         tls: None,
     }
@@ -192,6 +196,23 @@ impl<S> Serve<S> {
     /// same list to the layer so its drops count as strikes.
     pub fn ban_list(mut self, list: BanList) -> Self {
         self.ban_list = Some(list);
+        self
+    }
+
+    /// Judges each connection's first request with `layer`'s rules as soon
+    /// as the serve loop accepts it, when its head has already arrived,
+    /// before hyper sets up the connection: a request that a rule drops
+    /// then costs an accept, one read and a close, which is all nginx spends
+    /// on a `return 444`. Give it the layer that wraps the service.
+    ///
+    /// Only enforced drops are made this early, by every rule but the rate
+    /// limit, and counted and logged as the layer would. Everything else (no
+    /// rule matched, a rule in dry-run or one that answers with a status, a
+    /// head not complete yet, HTTP/2, TLS) goes on to hyper and the layer
+    /// with the bytes already read, and the layer judges it in full. Later
+    /// requests on a kept-alive connection are the layer's alone.
+    pub fn judge_early(mut self, layer: &NoResponseLayer) -> Self {
+        self.judge_early = Some(layer.clone());
         self
     }
 
@@ -252,9 +273,12 @@ where
             close_mode,
             accept_rules,
             ban_list,
+            judge_early,
             #[cfg(feature = "rustls")]
             tls,
         } = self;
+        #[cfg(feature = "rustls")]
+        let judge_early = judge_early.filter(|_| tls.is_none());
         let mut builder = Builder::new(TokioExecutor::new());
         if let Some(timeout) = header_timeout {
             builder
@@ -279,20 +303,32 @@ where
                 refuse(stream, peer, close_mode, DropReason::Banned);
                 continue;
             }
+            // Judge the first request now if it has arrived, else in the
+            // connection's task once it does; hyper sees it only if no rule
+            // drops it.
+            let (stream, prefix, judge_later) = match &judge_early {
+                None => (stream, Vec::new(), None),
+                Some(layer) => match judge_now(stream, peer, layer) {
+                    Early::Done => continue,
+                    Early::Undecided(stream, read) if read.is_empty() => {
+                        (stream, read, Some(layer.clone()))
+                    }
+                    Early::Undecided(stream, read) => (stream, read, None),
+                },
+            };
             let connection = Connection {
                 builder: builder.clone(),
                 service: service.clone(),
                 peer,
                 http2_drop,
                 close_mode,
-                #[cfg(feature = "rustls")]
                 header_timeout,
                 stop: stop_rx.clone(),
                 _done: done_tx.clone(),
                 #[cfg(feature = "rustls")]
                 tls: tls.clone(),
             };
-            tokio::spawn(connection.run(stream));
+            tokio::spawn(connection.run(stream, prefix, judge_later));
         }
         drop(listener);
         let _ = stop_tx.send(());
@@ -325,6 +361,97 @@ async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
     }
 }
 
+/// What judging a connection's first request before hyper decided.
+enum Early {
+    /// Dropped by a rule and closed (and logged), or the client is gone.
+    Done,
+    /// Over to hyper and the layer, with the bytes read so far.
+    Undecided(TcpStream, Vec<u8>),
+}
+
+/// As much of a request as is judged before hyper: hyper's first read
+/// takes no more for most requests, and a longer head is simply left to
+/// the layer.
+const EARLY_READ: usize = 4096;
+
+/// Reads what the client has sent so far, without waiting, and judges it
+/// if it is a whole HTTP/1 request head.
+fn judge_now(stream: TcpStream, peer: SocketAddr, layer: &NoResponseLayer) -> Early {
+    let mut buf = [0u8; EARLY_READ];
+    match stream.try_read(&mut buf) {
+        Ok(0) => Early::Done,
+        Ok(n) => judge_read(stream, &buf[..n], peer, layer),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Early::Undecided(stream, Vec::new()),
+        Err(_) => Early::Done,
+    }
+}
+
+/// Judges the first bytes a client sent, and closes the stream if a rule
+/// drops the request.
+fn judge_read(stream: TcpStream, read: &[u8], peer: SocketAddr, layer: &NoResponseLayer) -> Early {
+    match request_head(read).and_then(|head| layer.drop_early(&head, peer)) {
+        // A read that did not fill the buffer emptied the socket, so the
+        // close alone sends the FIN; there is nothing to drain.
+        Some(CloseMode::Fin) if read.len() < EARLY_READ => drop(stream),
+        Some(mode) => {
+            AbortableStream::new(stream).handle().abort(mode);
+        }
+        None => return Early::Undecided(stream, read.to_vec()),
+    }
+    Early::Done
+}
+
+/// Waits for the client's first bytes, within the header timeout, and
+/// judges them before hyper has the connection.
+async fn judge_when_read(
+    stream: TcpStream,
+    layer: &NoResponseLayer,
+    peer: SocketAddr,
+    header_timeout: Option<Duration>,
+    close_mode: CloseMode,
+) -> Early {
+    let readable = stream.readable();
+    let ready = match header_timeout {
+        Some(limit) => match tokio::time::timeout(limit, readable).await {
+            Ok(ready) => ready,
+            Err(_) => {
+                // Not one byte in time: what hyper would drop anyway.
+                let stream = AbortableStream::new(stream);
+                if stream.handle().abort(close_mode) {
+                    audit::emit_connection(DropReason::HeaderTimeout, peer, close_mode.as_str());
+                }
+                return Early::Done;
+            }
+        },
+        None => readable.await,
+    };
+    if ready.is_err() {
+        return Early::Done;
+    }
+    judge_now(stream, peer, layer)
+}
+
+/// The request head at the start of `bytes`, if it is complete and valid.
+fn request_head(bytes: &[u8]) -> Option<Request<()>> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Request::new(&mut headers);
+    if !parsed.parse(bytes).ok()?.is_complete() {
+        return None;
+    }
+    let version = match parsed.version? {
+        0 => http::Version::HTTP_10,
+        _ => http::Version::HTTP_11,
+    };
+    let mut head = Request::builder()
+        .method(parsed.method?)
+        .uri(parsed.path?)
+        .version(version);
+    for header in parsed.headers.iter() {
+        head = head.header(header.name, header.value);
+    }
+    head.body(()).ok()
+}
+
 /// Closes a connection before reading from it, and logs it as a 444.
 fn refuse(stream: TcpStream, peer: SocketAddr, mode: CloseMode, reason: DropReason) {
     let stream = AbortableStream::new(stream);
@@ -338,8 +465,8 @@ struct Connection<S> {
     peer: SocketAddr,
     http2_drop: Http2Drop,
     close_mode: CloseMode,
-    /// Bounds the TLS handshake too; without TLS, hyper enforces it.
-    #[cfg(feature = "rustls")]
+    /// Bounds the wait for the first bytes and the TLS handshake; hyper
+    /// enforces it after that.
     header_timeout: Option<Duration>,
     stop: watch::Receiver<()>,
     _done: mpsc::Sender<Infallible>,
@@ -356,9 +483,32 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    async fn run(self, stream: TcpStream) {
+    async fn run(self, stream: TcpStream, prefix: Vec<u8>, judge_later: Option<NoResponseLayer>) {
+        let (stream, prefix) = match judge_later {
+            None => (stream, prefix),
+            Some(layer) => {
+                let mut stop = self.stop.clone();
+                let judged = judge_when_read(
+                    stream,
+                    &layer,
+                    self.peer,
+                    self.header_timeout,
+                    self.close_mode,
+                );
+                let judged = tokio::select! {
+                    judged = judged => judged,
+                    // Shutting down before the client sent a byte: close it
+                    // now, as hyper closes idle connections.
+                    _ = stop.changed() => Early::Done,
+                };
+                match judged {
+                    Early::Done => return,
+                    Early::Undecided(stream, read) => (stream, read),
+                }
+            }
+        };
         let _ = stream.set_nodelay(true);
-        let io = AbortableStream::new(stream);
+        let io = AbortableStream::with_prefix(stream, prefix);
         let handle = io.handle().clone();
         #[cfg(feature = "rustls")]
         if let Some(tls) = self.tls.clone() {
@@ -367,7 +517,7 @@ where
             tokio::select! {
                 // A failed handshake is rustls's to answer, with an alert.
                 done = &mut handshake => if let Ok(tls_stream) = done {
-                    self.serve_io(tls_stream, handle).await;
+                    Box::pin(self.serve_io(tls_stream, handle)).await;
                 },
                 () = tokio::time::sleep(limit) => {
                     // Trip first: the stream, still inside the handshake,
@@ -383,7 +533,9 @@ where
             }
             return;
         }
-        self.serve_io(io, handle).await;
+        // Boxed: hyper's connection is large, and inline it would make every
+        // spawn copy it, even for connections judged and dropped before it.
+        Box::pin(self.serve_io(io, handle)).await;
     }
 
     async fn serve_io<I>(mut self, io: I, handle: super::ConnectionHandle)

@@ -1,5 +1,5 @@
 use std::io;
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -23,15 +23,27 @@ const DRAIN_LIMIT: usize = 256 * 1024;
 pub struct AbortableStream {
     stream: TcpStream,
     handle: ConnectionHandle,
+    /// Bytes already read from the socket (by a serve loop that judged them
+    /// first), handed out before any new read.
+    replay: Vec<u8>,
+    replayed: usize,
 }
 
 impl AbortableStream {
     /// Wraps a stream with a fresh, untripped handle.
     #[must_use]
     pub fn new(stream: TcpStream) -> Self {
+        Self::with_prefix(stream, Vec::new())
+    }
+
+    /// Wraps a stream whose first bytes were already read: reads return
+    /// `prefix` first, then what the socket has.
+    pub(crate) fn with_prefix(stream: TcpStream, prefix: Vec<u8>) -> Self {
         Self {
             stream,
             handle: ConnectionHandle::new(),
+            replay: prefix,
+            replayed: 0,
         }
     }
 
@@ -72,6 +84,17 @@ impl AsyncRead for AbortableStream {
     ) -> Poll<io::Result<()>> {
         if self.handle.is_aborted() {
             return Poll::Ready(Err(Self::aborted()));
+        }
+        if self.replayed < self.replay.len() {
+            let this = &mut *self;
+            let n = buf.remaining().min(this.replay.len() - this.replayed);
+            buf.put_slice(&this.replay[this.replayed..this.replayed + n]);
+            this.replayed += n;
+            if this.replayed == this.replay.len() {
+                this.replay = Vec::new();
+                this.replayed = 0;
+            }
+            return Poll::Ready(Ok(()));
         }
         let poll = Pin::new(&mut self.stream).poll_read(cx, buf);
         if poll.is_pending() {
@@ -167,7 +190,10 @@ impl Drop for AbortableStream {
                 let _ = sock.set_linger(Some(std::time::Duration::ZERO));
             }
             Some(CloseMode::Fin) => {
-                let _ = sock.shutdown(Shutdown::Write);
+                // The close sends the FIN, as long as no unread byte is left:
+                // the kernel answers a close over unread data with a reset.
+                // No `shutdown` first: it would cost a syscall per drop and
+                // change nothing the client sees.
                 let mut scratch = [0u8; 4096];
                 let mut drained = 0;
                 while drained < DRAIN_LIMIT {

@@ -130,7 +130,7 @@ impl RuleSet {
         let mut retry_after = None;
         let mut report = |reason| dry_run(reason, client_ip);
         let (drop, shared_check) =
-            match self.first_drop(request, client_ip, &mut retry_after, &mut report) {
+            match self.first_drop(request, client_ip, &mut retry_after, &mut report, true) {
                 Ok(ask) => (None, ask),
                 Err(reason) => (Some(reason), None),
             };
@@ -141,6 +141,31 @@ impl RuleSet {
             retry_after,
             shared_check,
         }
+    }
+
+    /// The rule that drops `request` outright, judged on every rule but the
+    /// rate limit, for a serve loop that judges a connection's first request
+    /// before hyper sees it. `None` whenever the layer must judge the request
+    /// itself: nothing drops it, a rule in dry-run matched (its event is the
+    /// layer's to emit), or the rule that matched answers with a status.
+    #[cfg(feature = "server")]
+    pub(crate) fn early_drop<B>(
+        &self,
+        request: &Request<B>,
+        peer: SocketAddr,
+    ) -> Option<(DropReason, IpAddr)> {
+        let client_ip = self.real_ip.resolve(peer.ip(), request.headers());
+        let mut dry_run_matched = false;
+        let reason = self
+            .first_drop(
+                request,
+                Some(client_ip),
+                &mut None,
+                &mut |_| dry_run_matched = true,
+                false,
+            )
+            .err()?;
+        (!dry_run_matched && self.action(reason) == Action::Drop).then_some((reason, client_ip))
     }
 
     /// The round trip to the shared store that a decision awaits.
@@ -219,6 +244,7 @@ impl RuleSet {
         client_ip: Option<IpAddr>,
         retry_after: &mut Option<Duration>,
         dry_run: &mut impl FnMut(DropReason),
+        rate_limit: bool,
     ) -> Result<Option<IpAddr>, DropReason> {
         let headers = request.headers();
         self.enforce(
@@ -254,7 +280,7 @@ impl RuleSet {
                 }
             }
         }
-        let (Some(limiter), Some(ip)) = (&self.rate_limit, client_ip) else {
+        let (Some(limiter), Some(ip), true) = (&self.rate_limit, client_ip, rate_limit) else {
             return Ok(None);
         };
         let verdict = match limiter {
