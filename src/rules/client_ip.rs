@@ -55,15 +55,21 @@ pub enum RealIpHeader {
     Custom(HeaderName),
 }
 
+// Looked up by `HeaderName` rather than `&str`, which `http` would parse
+// and validate again on every request.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const CF_CONNECTING_IP: HeaderName = HeaderName::from_static("cf-connecting-ip");
+
 impl RealIpHeader {
     /// The header's name.
     #[must_use]
     pub fn name(&self) -> HeaderName {
         match self {
-            Self::XForwardedFor => HeaderName::from_static("x-forwarded-for"),
+            Self::XForwardedFor => X_FORWARDED_FOR,
             Self::Forwarded => http::header::FORWARDED,
-            Self::XRealIp => HeaderName::from_static("x-real-ip"),
-            Self::CfConnectingIp => HeaderName::from_static("cf-connecting-ip"),
+            Self::XRealIp => X_REAL_IP,
+            Self::CfConnectingIp => CF_CONNECTING_IP,
             Self::Custom(name) => name.clone(),
         }
     }
@@ -142,7 +148,7 @@ impl RealIp {
         let mut walk = Walk::new(self);
         match &self.header {
             RealIpHeader::XForwardedFor => {
-                for line in headers.get_all("x-forwarded-for") {
+                for line in headers.get_all(&X_FORWARDED_FOR) {
                     for entry in line.as_bytes().split(|&b| b == b',') {
                         let entry = entry.trim_ascii();
                         // nginx skips empty list members; they name no one.
@@ -157,17 +163,25 @@ impl RealIp {
                     for_each_forwarded_for(line.as_bytes(), |node| walk.push(node));
                 }
             }
-            single => {
-                let mut lines = headers.get_all(single.name()).into_iter();
-                return match (lines.next(), lines.next()) {
-                    // Two values for a one-address header: neither is trusted.
-                    (Some(value), None) => parse_entry(value.as_bytes().trim_ascii())
-                        .map_or(peer, |ip| ip.to_canonical()),
-                    _ => peer,
-                };
+            RealIpHeader::XRealIp => return single_address(headers, &X_REAL_IP, peer),
+            RealIpHeader::CfConnectingIp => {
+                return single_address(headers, &CF_CONNECTING_IP, peer);
             }
+            RealIpHeader::Custom(name) => return single_address(headers, name, peer),
         }
         walk.finish(peer)
+    }
+}
+
+/// The address in a header that holds one: two values for it, or one that
+/// is not an address, and the peer stays the client.
+fn single_address(headers: &HeaderMap, name: &HeaderName, peer: IpAddr) -> IpAddr {
+    let mut lines = headers.get_all(name).into_iter();
+    match (lines.next(), lines.next()) {
+        (Some(value), None) => {
+            parse_entry(value.as_bytes().trim_ascii()).map_or(peer, |ip| ip.to_canonical())
+        }
+        _ => peer,
     }
 }
 
