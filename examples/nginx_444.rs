@@ -4,15 +4,17 @@
 //! cargo run --example nginx_444 -- [--listen ADDR] [--close fin|rst|silent] [--trusted-proxy CIDR]...
 //!                                   [--real-ip-header NAME] [--no-recursive]
 //!                                   [--dry-run] [--rate-action drop|429] [--access-log]
-//!                                   [--server axum|own] [--header-timeout SECS] [--no-layer]
+//!                                   [--server axum|own] [--header-timeout SECS] [--no-layer] [--quiet]
 //!                                   [--redis URL] [--redis-fail open|closed]
 //! ```
 //!
-//! `--no-layer` serves the same routes without the layer, for side-by-side
-//! load runs.
+//! `--no-layer` serves the same routes without the layer (and, with the axum
+//! server, without the crate's listener), for side-by-side load runs;
+//! `--quiet` prints no line per drop, like nginx's `access_log off`.
 //!
 //! `--server own` serves with the crate's own loop (HTTP/1.1 and h2c): a
-//! dropped HTTP/2 request then resets only its own stream, and
+//! connection's first request is judged as soon as it is accepted, before
+//! hyper sees it; a dropped HTTP/2 request resets only its own stream; and
 //! `--header-timeout` drops clients that send their headers too slowly.
 //!
 //! `--redis URL` keeps the rate limit's budget in Redis (feature `redis`):
@@ -61,13 +63,14 @@ struct Args {
     own_server: bool,
     header_timeout: Option<std::time::Duration>,
     no_layer: bool,
+    quiet: bool,
     redis: Option<String>,
     redis_fail_closed: bool,
 }
 
 const USAGE: &str = "usage: nginx_444 [--listen ADDR] [--close fin|rst|silent] [--trusted-proxy CIDR]... \
 [--real-ip-header X-Forwarded-For|Forwarded|X-Real-IP|CF-Connecting-IP|NAME] [--no-recursive] \
-[--dry-run] [--rate-action drop|429] [--access-log] [--server axum|own] [--header-timeout SECS] [--no-layer] \
+[--dry-run] [--rate-action drop|429] [--access-log] [--server axum|own] [--header-timeout SECS] [--no-layer] [--quiet] \
 [--redis URL] [--redis-fail open|closed]";
 
 fn parse_args() -> Result<Args, String> {
@@ -83,6 +86,7 @@ fn parse_args() -> Result<Args, String> {
         own_server: false,
         header_timeout: None,
         no_layer: false,
+        quiet: false,
         redis: None,
         redis_fail_closed: false,
     };
@@ -111,6 +115,7 @@ fn parse_args() -> Result<Args, String> {
             "--no-recursive" => args.recursive = false,
             "--dry-run" => args.dry_run = true,
             "--no-layer" => args.no_layer = true,
+            "--quiet" => args.quiet = true,
             "--server" => {
                 args.own_server = match value()?.as_str() {
                     "axum" => false,
@@ -228,7 +233,7 @@ fn shared_budget(
 
 /// The audit trail on stdout, one line per drop (the 444 event, or with
 /// `--access-log` the combined-format line); everything else on stderr.
-fn init_logging(access_log: bool) -> Result<(), String> {
+fn init_logging(access_log: bool, quiet: bool) -> Result<(), String> {
     let others = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
@@ -237,7 +242,14 @@ fn init_logging(access_log: bool) -> Result<(), String> {
                 .with_default(LevelFilter::WARN)
                 .with_target(DROP_EVENT_TARGET, LevelFilter::OFF),
         );
-    let drops = Targets::new().with_target(DROP_EVENT_TARGET, LevelFilter::INFO);
+    let drops = Targets::new().with_target(
+        DROP_EVENT_TARGET,
+        if quiet {
+            LevelFilter::OFF
+        } else {
+            LevelFilter::INFO
+        },
+    );
     if access_log {
         #[cfg(feature = "access-log")]
         {
@@ -276,7 +288,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(msg) = init_logging(args.access_log) {
+    if let Err(msg) = init_logging(args.access_log, args.quiet) {
         eprintln!("{msg}");
         return ExitCode::from(2);
     }
@@ -295,7 +307,11 @@ async fn main() -> ExitCode {
     // Every path answers 200 ok. The layer goes on last, after every route
     // and the fallback, so probes for paths that do not exist are judged too.
     let app = Router::new().fallback(|| async { "ok" });
-    let app = if args.no_layer { app } else { app.layer(layer) };
+    let app = if args.no_layer {
+        app
+    } else {
+        app.layer(layer.clone())
+    };
 
     eprintln!(
         "listening on http://{} ({} server{}, close mode: {}, client IP from {} behind {}{}, \
@@ -318,11 +334,18 @@ async fn main() -> ExitCode {
             ""
         },
     );
-    let served = if args.own_server {
-        serve_own(&args, app).await
-    } else {
-        serve_axum(&args, app).await
-    };
+    // Serve from a worker thread: `#[tokio::main]` polls this function on a
+    // thread of its own, and an accept loop there would hand every new
+    // connection across threads to a worker.
+    let served = tokio::spawn(async move {
+        if args.own_server {
+            serve_own(&args, app, (!args.no_layer).then_some(layer)).await
+        } else {
+            serve_axum(&args, app).await
+        }
+    })
+    .await
+    .unwrap_or_else(|panicked| Err(std::io::Error::other(panicked)));
     if let Err(e) = served {
         eprintln!("server error: {e}");
         return ExitCode::FAILURE;
@@ -331,6 +354,15 @@ async fn main() -> ExitCode {
 }
 
 async fn serve_axum(args: &Args, app: Router) -> std::io::Result<()> {
+    if args.no_layer {
+        // Without the crate at all: axum's own listener, for the baseline.
+        let listener = tokio::net::TcpListener::bind(args.listen).await?;
+        return axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await;
+    }
     let listener = NoResponseListener::bind(args.listen).await?;
     axum::serve(
         listener,
@@ -340,10 +372,18 @@ async fn serve_axum(args: &Args, app: Router) -> std::io::Result<()> {
 }
 
 #[cfg(feature = "server")]
-async fn serve_own(args: &Args, app: Router) -> std::io::Result<()> {
+async fn serve_own(
+    args: &Args,
+    app: Router,
+    layer: Option<NoResponseLayer>,
+) -> std::io::Result<()> {
     use tower_no_response::connection::serve;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let mut server = serve::serve(listener, app).close_mode(args.close);
+    if let Some(layer) = &layer {
+        // A first request that a rule drops never reaches hyper.
+        server = server.judge_early(layer);
+    }
     if let Some(timeout) = args.header_timeout {
         server = server.header_timeout(timeout);
     }
@@ -351,7 +391,7 @@ async fn serve_own(args: &Args, app: Router) -> std::io::Result<()> {
 }
 
 #[cfg(not(feature = "server"))]
-async fn serve_own(_: &Args, _: Router) -> std::io::Result<()> {
+async fn serve_own(_: &Args, _: Router, _: Option<NoResponseLayer>) -> std::io::Result<()> {
     Err(std::io::Error::other(
         "--server own needs the server feature (on by default)",
     ))

@@ -4,6 +4,9 @@
 //! - a dropped HTTP/2 request resets **only its stream**, as nginx does,
 //!   instead of closing the connection with every other stream on it;
 //! - clients can be refused at `accept`, before a byte of HTTP is read;
+//! - with [`Serve::judge_early`], a connection's first request is judged
+//!   before hyper sets the connection up, so a drop costs what it costs
+//!   nginx: an accept, a read and a close;
 //! - a client that does not finish its request headers in time is dropped
 //!   without a `408` (nginx's `client_header_timeout`, Slowloris).
 //!
@@ -146,7 +149,7 @@ impl<S> fmt::Debug for Serve<S> {
 }
 
 /// Serves `service` (typically an axum `Router` with a
-/// [`NoResponseLayer`](crate::NoResponseLayer)) on `listener`.
+/// [`NoResponseLayer`]) on `listener`.
 pub fn serve<S>(listener: TcpListener, service: S) -> Serve<S> {
     Serve {
         listener,

@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# The load bench: the demo app under load from examples/loadgen.rs, side by
+# side with its own baseline and with nginx, in one run.
+#
+#   bash benches/load.sh [RUNS] [SECS]      # default: 5 runs of 4 s per case
+#
+# Servers are pinned to CPU 0 and the load generator to CPU 1 (taskset).
+# Every server of a scenario is started once; runs then alternate between
+# them (A B C A B C ...), so drift on this shared machine hits every case
+# alike. Server CPU is read from /proc/<pid>/stat (user + system time of the
+# whole process; for nginx, of its one worker) before and after each run.
+# The table gives medians over the runs, and the ratios the targets are
+# stated in (issue "Performance"):
+#
+#   (a) keep-alive, allowed: the demo with its full rule set against the same
+#       app without the crate: req/s and server CPU per request.
+#   (b) new connection, request, 444 close (FIN): server CPU per dropped
+#       connection and drops/s, against nginx `return 444` with the same rule.
+#   (c) the same with the crate's RST close mode. nginx has no RST mode for
+#       444 (it closes with a FIN), so its row there is its FIN close again.
+#
+# nginx is used when installed; this script installs nothing. On Debian:
+#   apt-get install nginx-light
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${1:-5}
+SECS=${2:-4}
+[ "$(nproc)" -ge 2 ] || { echo "needs 2 CPUs: the server on one, the load on the other"; exit 1; }
+command -v taskset >/dev/null || { echo "needs taskset (util-linux)"; exit 1; }
+
+cargo build --release --quiet --example nginx_444 --example loadgen
+demo=target/release/examples/nginx_444
+loadgen=target/release/examples/loadgen
+tick=$(getconf CLK_TCK)
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_port() {
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "nothing listens on port $1"; exit 1
+}
+
+# name -> "port pid-to-measure"
+declare -A server_port server_pid
+
+start_demo() { # name args...
+  local name=$1; shift
+  local port; port=$(free_port)
+  taskset -c 0 "$demo" --listen "127.0.0.1:$port" --quiet "$@" >/dev/null 2>"$work/$name.err" &
+  pids+=($!)
+  server_port[$name]=$port
+  server_pid[$name]=$!
+  wait_port "$port"
+}
+
+have_nginx=0
+if command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; then have_nginx=1; fi
+nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
+
+# nginx with the demo's rules (the seed's configuration), one worker,
+# access_log off.
+start_nginx() { # name
+  local name=$1 port; port=$(free_port)
+  mkdir -p "$work/$name"
+  cat >"$work/$name/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $work/$name/nginx.pid;
+error_log $work/$name/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $work/$name;
+  proxy_temp_path $work/$name;
+  fastcgi_temp_path $work/$name;
+  uwsgi_temp_path $work/$name;
+  scgi_temp_path $work/$name;
+  map \$http_user_agent \$bad_agent { default 0; ~*masscan 1; ~*zgrab 1; ~*python-requests 0; "" 1; }
+  limit_req_zone \$binary_remote_addr zone=req_limit:10m rate=10r/s;
+  set_real_ip_from 127.0.0.0/8;
+  real_ip_header X-Forwarded-For;
+  real_ip_recursive on;
+  server { listen 127.0.0.1:$port default_server; server_name _; return 444; }
+  server {
+    listen 127.0.0.1:$port;
+    server_name example.com www.example.com;
+    deny 198.51.100.0/24;
+    limit_req zone=req_limit burst=20 nodelay;
+    limit_req_status 444;
+    location / {
+      if (\$remote_addr = "203.0.113.7") { return 444; }
+      if (\$bad_agent) { return 444; }
+      return 200 "ok";
+    }
+  }
+}
+EOF
+  taskset -c 0 "$nginx_bin" -c "$work/$name/nginx.conf" -p "$work/$name" 2>"$work/$name.err" &
+  pids+=($!)
+  wait_port "$port"
+  local worker=""
+  for _ in $(seq 50); do
+    worker=$(pgrep -P "${pids[-1]}" | head -n1 || true)
+    [ -n "$worker" ] && break
+    sleep 0.05
+  done
+  [ -n "$worker" ] || { echo "no nginx worker"; exit 1; }
+  server_port[$name]=$port
+  server_pid[$name]=$worker
+}
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# One run against one server: appends "rate cpu_us_per_request fin rst bytes errors".
+measure() { # case name mode host conns
+  local case=$1 name=$2 mode=$3 host=$4 conns=$5
+  local pid=${server_pid[$name]} before after line
+  before=$(cpu_ticks "$pid")
+  line=$(taskset -c 1 "$loadgen" --addr "127.0.0.1:${server_port[$name]}" --mode "$mode" \
+    --host "$host" --conns "$conns" --secs "$SECS")
+  after=$(cpu_ticks "$pid")
+  python3 - "$line" "$before" "$after" "$tick" >>"$work/$case.$name.runs" <<'PY'
+import sys
+kv = dict(p.split("=") for p in sys.argv[1].split())
+ticks = int(float(sys.argv[3])) - int(float(sys.argv[2]))
+done = int(kv["done"])
+cpu_us = ticks / int(sys.argv[4]) * 1e6 / max(done, 1)
+print(kv["rate"], f"{cpu_us:.2f}", kv["fin"], kv["rst"], kv["bytes"], kv["errors"])
+PY
+}
+
+scenario() { # case title mode host conns names...
+  local case=$1 title=$2 mode=$3 host=$4 conns=$5; shift 5
+  echo "-- ($case) $title: $RUNS runs of ${SECS}s, alternating $*" >&2
+  for run in $(seq "$RUNS"); do
+    for name in "$@"; do
+      measure "$case" "$name" "$mode" "$host" "$conns"
+      echo "   run $run $name: $(tail -n1 "$work/$case.$name.runs")" >&2
+    done
+  done
+}
+
+start_demo layer
+start_demo no_layer --no-layer
+start_demo layer_own --server own
+start_demo layer_rst --close rst
+start_demo layer_own_rst --server own --close rst
+nginx_names=()
+if [ $have_nginx = 1 ]; then
+  start_nginx nginx
+  nginx_names=(nginx)
+else
+  echo "nginx is not installed: the drop rows have no nginx baseline (apt-get install nginx-light)" >&2
+fi
+
+scenario a "keep-alive, allowed" keepalive example.com 32 layer no_layer
+scenario b "new connection, 444 with FIN" drop unknown.example 64 "${nginx_names[@]}" layer layer_own
+scenario c "new connection, 444 with RST" drop unknown.example 64 "${nginx_names[@]}" layer_rst layer_own_rst
+
+python3 - "$work" "$RUNS" "$SECS" <<'PY'
+import os, statistics, sys, platform, datetime
+work, runs, secs = sys.argv[1], sys.argv[2], sys.argv[3]
+def load(case, name):
+    path = os.path.join(work, f"{case}.{name}.runs")
+    if not os.path.exists(path):
+        return None
+    rows = [l.split() for l in open(path)]
+    col = lambda i: [float(r[i]) for r in rows]
+    return {
+        "rate": statistics.median(col(0)),
+        "cpu": statistics.median(col(1)),
+        "fin": sum(col(2)), "rst": sum(col(3)), "bytes": sum(col(4)), "errors": sum(col(5)),
+    }
+label = {
+    "no_layer": "same app, no crate (axum::serve, TcpListener)",
+    "layer": "demo, full rule set (axum::serve, NoResponseListener)",
+    "nginx": "nginx 1 worker, return 444 (FIN)",
+    "layer_own": "demo, `--server own`",
+    "layer_rst": "demo, `--close rst`",
+    "layer_own_rst": "demo, `--server own --close rst`",
+}
+cpu = open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(" :\t")
+print(f"\n{datetime.date.today()} · {cpu} · {os.cpu_count()} CPUs · Linux {platform.release()} · "
+      f"medians of {runs} runs of {secs} s, alternating\n")
+print("| case | server | rate/s | server CPU µs per request | closes (FIN/RST) | bytes to client |")
+print("|---|---|---:|---:|---|---:|")
+def row(case, name):
+    r = load(case, name)
+    if r is None:
+        return
+    closes = "-" if case == "a" else f"{int(r['fin'])}/{int(r['rst'])}"
+    nbytes = "-" if case == "a" else str(int(r["bytes"]))
+    print(f"| {case} | {label[name]} | {r['rate']:.0f} | {r['cpu']:.2f} | {closes} | {nbytes} |")
+for case, names in (("a", ["no_layer", "layer"]), ("b", ["nginx", "layer", "layer_own"]),
+                    ("c", ["nginx", "layer_rst", "layer_own_rst"])):
+    for n in names:
+        row(case, n)
+print()
+a, b = load("a", "layer"), load("a", "no_layer")
+print(f"(a) throughput with the crate / without: {a['rate'] / b['rate']:.3f} (target >= 0.97); "
+      f"CPU per request: {a['cpu'] / b['cpu']:.3f}")
+for case, names in (("b", ["layer", "layer_own"]), ("c", ["layer_rst", "layer_own_rst"])):
+    n = load(case, "nginx")
+    if not n:
+        continue
+    for name in names:
+            r = load(case, name)
+            print(f"({case}) {label[name]}: CPU per drop / nginx's {r['cpu'] / n['cpu']:.3f} "
+                  f"(target <= 1.10); drops/s / nginx's {r['rate'] / n['rate']:.3f}")
+ours = [("a", "no_layer"), ("a", "layer"), ("b", "layer"), ("b", "layer_own"),
+        ("c", "layer_rst"), ("c", "layer_own_rst")]
+errors = sum(load(c, x)["errors"] for c, x in ours)
+leaked = sum(load(c, x)["bytes"] for c, x in ours if c != "a")
+print(f"client errors: {int(errors)}; bytes received on dropped connections: {int(leaked)}")
+PY
