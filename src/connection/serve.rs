@@ -53,7 +53,7 @@ use tokio::sync::{mpsc, watch};
 use tower_service::Service;
 
 use super::ban::BanList;
-use super::{AbortableStream, CloseMode, ConnectionInfo};
+use super::{AbortableStream, CloseMode, ConnectionHandle, ConnectionInfo};
 use crate::NoResponseLayer;
 use crate::audit;
 use crate::body::{BoxError, RequestDropped};
@@ -420,9 +420,7 @@ async fn judge_when_read(
             Err(_) => {
                 // Not one byte in time: what hyper would drop anyway.
                 let stream = AbortableStream::new(stream);
-                if stream.handle().abort(close_mode) {
-                    audit::emit_connection(DropReason::HeaderTimeout, peer, close_mode.as_str());
-                }
+                drop_connection(stream.handle(), peer, close_mode, DropReason::HeaderTimeout);
                 return Early::Done;
             }
         },
@@ -457,9 +455,20 @@ fn request_head(bytes: &[u8]) -> Option<Request<()>> {
 
 /// Closes a connection before reading from it, and logs it as a 444.
 fn refuse(stream: TcpStream, peer: SocketAddr, mode: CloseMode, reason: DropReason) {
-    let stream = AbortableStream::new(stream);
-    stream.handle().abort(mode);
-    audit::emit_connection(reason, peer, mode.as_str());
+    drop_connection(AbortableStream::new(stream).handle(), peer, mode, reason);
+}
+
+/// Aborts a connection the loop itself drops and logs it, once: a handle
+/// already tripped by the layer has had its event.
+fn drop_connection(
+    handle: &ConnectionHandle,
+    peer: SocketAddr,
+    mode: CloseMode,
+    reason: DropReason,
+) {
+    if handle.abort(mode) {
+        audit::emit_connection(reason, peer, mode.as_str());
+    }
 }
 
 struct Connection<S> {
@@ -525,13 +534,7 @@ where
                 () = tokio::time::sleep(limit) => {
                     // Trip first: the stream, still inside the handshake,
                     // then closes with the close mode when it is dropped.
-                    if handle.abort(self.close_mode) {
-                        audit::emit_connection(
-                            DropReason::HeaderTimeout,
-                            self.peer,
-                            self.close_mode.as_str(),
-                        );
-                    }
+                    drop_connection(&handle, self.peer, self.close_mode, DropReason::HeaderTimeout);
                 }
             }
             return;
@@ -541,7 +544,7 @@ where
         Box::pin(self.serve_io(io, handle)).await;
     }
 
-    async fn serve_io<I>(mut self, io: I, handle: super::ConnectionHandle)
+    async fn serve_io<I>(mut self, io: I, handle: ConnectionHandle)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -576,11 +579,12 @@ where
             let timed_out = e
                 .downcast_ref::<hyper::Error>()
                 .is_some_and(hyper::Error::is_timeout);
-            if timed_out && handle.abort(self.close_mode) {
-                audit::emit_connection(
-                    DropReason::HeaderTimeout,
+            if timed_out {
+                drop_connection(
+                    &handle,
                     self.peer,
-                    self.close_mode.as_str(),
+                    self.close_mode,
+                    DropReason::HeaderTimeout,
                 );
             }
         }
