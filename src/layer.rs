@@ -163,22 +163,18 @@ where
         // The guard pins this request to the rules in force as it arrived.
         let current = self.shared.current.load();
         let rules = &current.rules;
-        let (peer, _) = connection_of(&request);
+        let (peer, connection) = connection_of(&request);
         let decision = rules.evaluate(&request, peer, |reason, client_ip| {
-            rules
-                .counters
-                .count(rules.policies.slot(reason), Counted::WouldDrop);
-            audit::emit(&request, reason, client_ip, peer, Outcome::WouldDrop);
+            record_would_drop(rules, &request, reason, client_ip, peer);
         });
         let Some(reason) = decision.drop else {
             #[cfg(feature = "tonic")]
-            let tcp_info =
-                connection_of(&request)
-                    .1
-                    .map(|info| tonic::transport::server::TcpConnectInfo {
-                        local_addr: info.local_addr(),
-                        remote_addr: Some(info.peer_addr()),
-                    });
+            let tcp_info = connection.map(|info| tonic::transport::server::TcpConnectInfo {
+                local_addr: info.local_addr(),
+                remote_addr: Some(info.peer_addr()),
+            });
+            #[cfg(not(feature = "tonic"))]
+            let _ = connection;
             if let Some(ip) = decision.client_ip {
                 request.extensions_mut().insert(ClientIp(ip));
             }
@@ -289,6 +285,20 @@ fn reject<B>(
             }
         }
     }
+}
+
+/// Counts and logs a match of a rule in dry-run.
+fn record_would_drop<B>(
+    rules: &RuleSet,
+    request: &Request<B>,
+    reason: DropReason,
+    client_ip: Option<IpAddr>,
+    peer: Option<SocketAddr>,
+) {
+    rules
+        .counters
+        .count(rules.policies.slot(reason), Counted::WouldDrop);
+    audit::emit(request, reason, client_ip, peer, Outcome::WouldDrop);
 }
 
 /// Counts, logs and strikes one dropped request.
@@ -502,11 +512,13 @@ impl<S: Service<Request<B>>, B> Pending<S, B> {
         } = self;
         let rules = &compiled.rules;
         let outcome = rules.shared_verdict(verdict, |reason| {
-            let (peer, _) = connection_of(&request);
-            rules
-                .counters
-                .count(rules.policies.slot(reason), Counted::WouldDrop);
-            audit::emit(&request, reason, client_ip, peer, Outcome::WouldDrop);
+            record_would_drop(
+                rules,
+                &request,
+                reason,
+                client_ip,
+                connection_of(&request).0,
+            );
         });
         match outcome {
             Ok(()) => {
