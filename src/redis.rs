@@ -290,15 +290,21 @@ impl RedisStore {
                 .query_async(&mut conn)
                 .await
                 .map_err(|e| e.to_string())?;
-            for key in keys {
-                let ttl: i64 = redis::cmd("PTTL")
-                    .arg(&key)
+            if !keys.is_empty() {
+                // One round trip for the TTLs of the whole page.
+                let mut ttls = redis::pipe();
+                for key in &keys {
+                    ttls.cmd("PTTL").arg(key);
+                }
+                let ttls: Vec<i64> = ttls
                     .query_async(&mut conn)
                     .await
                     .map_err(|e| e.to_string())?;
-                let ip = key[pattern.len() - 1..].parse::<IpAddr>();
-                if let (Ok(ip), Ok(ms)) = (ip, u64::try_from(ttl)) {
-                    bans.ban_from_peer(ip, Duration::from_millis(ms));
+                for (key, ttl) in keys.iter().zip(ttls) {
+                    let ip = key[pattern.len() - 1..].parse::<IpAddr>();
+                    if let (Ok(ip), Ok(ms)) = (ip, u64::try_from(ttl)) {
+                        bans.ban_from_peer(ip, Duration::from_millis(ms));
+                    }
                 }
             }
             if next == 0 {
