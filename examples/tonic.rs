@@ -20,7 +20,6 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tonic::transport::Server;
 use tower_no_response::NoResponseLayer;
-use tower_no_response::connection::AbortableIncoming;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -45,10 +44,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     let listener = TcpListener::bind(listen).await?;
     eprintln!("gRPC health service on {listen}");
+    // One layer gives both halves: the service side and the accept stream.
     Server::builder()
-        .layer(layer)
+        .layer(layer.grpc())
         .add_service(health)
-        .serve_with_incoming(AbortableIncoming::new(listener))
+        .serve_with_incoming(layer.incoming(listener))
         .await?;
     Ok(())
 }

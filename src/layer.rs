@@ -168,26 +168,9 @@ where
             record_would_drop(rules, &request, reason, client_ip, peer);
         });
         let Some(reason) = decision.drop else {
-            #[cfg(feature = "tonic")]
-            let tcp_info = connection.map(|info| tonic::transport::server::TcpConnectInfo {
-                local_addr: info.local_addr(),
-                remote_addr: Some(info.peer_addr()),
-            });
-            #[cfg(not(feature = "tonic"))]
             let _ = connection;
             if let Some(ip) = decision.client_ip {
                 request.extensions_mut().insert(ClientIp(ip));
-            }
-            // tonic's `Request::remote_addr()` reads this.
-            #[cfg(feature = "tonic")]
-            if let Some(tcp_info) = tcp_info {
-                let ext = request.extensions_mut();
-                if ext
-                    .get::<tonic::transport::server::TcpConnectInfo>()
-                    .is_none()
-                {
-                    ext.insert(tcp_info);
-                }
             }
             #[cfg(feature = "axum")]
             if let Some(peer) = peer {
@@ -268,7 +251,7 @@ fn reject<B>(
             let (handle, close) = match connection {
                 // The serve loop turns the drop into a reset of this
                 // stream alone; the connection stays up for the others.
-                Some(info) if info.http2_stream_drops && request.version() == Version::HTTP_2 => {
+                Some(info) if info.stream_resets && request.version() == Version::HTTP_2 => {
                     (None, "stream")
                 }
                 Some(info) => (Some(info.handle().clone()), current.close_mode.as_str()),

@@ -83,6 +83,8 @@ mod builder;
 pub mod config;
 pub mod connection;
 mod error;
+#[cfg(feature = "tonic")]
+pub mod grpc;
 mod layer;
 #[cfg(feature = "redis")]
 pub mod redis;

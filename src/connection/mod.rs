@@ -16,6 +16,8 @@ mod listener;
 #[cfg(feature = "server")]
 pub mod serve;
 mod stream;
+#[cfg(any(feature = "server", feature = "tonic"))]
+pub(crate) mod stream_reset;
 
 use std::net::SocketAddr;
 
@@ -23,6 +25,8 @@ pub use handle::{CloseMode, ConnectionHandle};
 #[cfg(feature = "axum")]
 pub use listener::NoResponseListener;
 pub use stream::{AbortableStream, silent_close_available};
+#[cfg(any(feature = "server", feature = "tonic"))]
+pub use stream_reset::DropAsError;
 
 /// The peer address and abort handle of the connection a request came on.
 ///
@@ -36,9 +40,10 @@ pub struct ConnectionInfo {
     peer_addr: SocketAddr,
     local_addr: Option<SocketAddr>,
     handle: ConnectionHandle,
-    /// Set by the crate's serve loop, which can reset one HTTP/2 stream;
-    /// anywhere else a drop has to close the connection.
-    pub(crate) http2_stream_drops: bool,
+    /// Set where a `DropAsError` stands between the layer and hyper
+    /// (the crate's serve loop, the gRPC layer), which can reset one HTTP/2
+    /// stream without a head; anywhere else a drop closes the connection.
+    pub(crate) stream_resets: bool,
 }
 
 impl ConnectionInfo {
@@ -49,8 +54,22 @@ impl ConnectionInfo {
             peer_addr,
             local_addr: None,
             handle,
-            http2_stream_drops: false,
+            stream_resets: false,
         }
+    }
+
+    /// The same connection, with its local address.
+    #[must_use]
+    pub fn with_local_addr(mut self, local_addr: SocketAddr) -> Self {
+        self.local_addr = Some(local_addr);
+        self
+    }
+
+    #[cfg(any(feature = "server", feature = "tonic"))]
+    pub(crate) fn with_stream_resets(&self) -> Self {
+        let mut info = self.clone();
+        info.stream_resets = true;
+        info
     }
 
     /// The TCP peer. Behind a proxy this is the proxy; see
@@ -70,75 +89,5 @@ impl ConnectionInfo {
     #[must_use]
     pub fn handle(&self) -> &ConnectionHandle {
         &self.handle
-    }
-}
-
-/// Accepted connections as a stream of [`AbortableStream`]s, for tonic's
-/// `Server::serve_with_incoming` (feature `tonic`).
-///
-/// ```no_run
-/// # async fn run(health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>) -> Result<(), Box<dyn std::error::Error>> {
-/// use tower_no_response::NoResponseLayer;
-/// use tower_no_response::connection::AbortableIncoming;
-///
-/// let listener = tokio::net::TcpListener::bind("0.0.0.0:50051").await?;
-/// tonic::transport::Server::builder()
-///     .layer(NoResponseLayer::builder().deny_user_agent("masscan").build()?)
-///     .add_service(health)
-///     .serve_with_incoming(AbortableIncoming::new(listener))
-///     .await?;
-/// # Ok(())
-/// # }
-/// ```
-#[cfg(feature = "tonic")]
-#[derive(Debug)]
-pub struct AbortableIncoming {
-    listener: tokio::net::TcpListener,
-}
-
-#[cfg(feature = "tonic")]
-impl AbortableIncoming {
-    /// Accepts from `listener`.
-    #[must_use]
-    pub fn new(listener: tokio::net::TcpListener) -> Self {
-        Self { listener }
-    }
-}
-
-#[cfg(feature = "tonic")]
-impl futures_core::Stream for AbortableIncoming {
-    type Item = std::io::Result<AbortableStream>;
-
-    /// Accept errors are passed on: tonic's server logs them and goes on.
-    fn poll_next(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        self.listener
-            .poll_accept(cx)
-            .map(|accepted| Some(accepted.map(|(stream, _)| AbortableStream::new(stream))))
-    }
-}
-
-/// tonic's `Server::serve_with_incoming` takes any stream of IO resources
-/// that say who they are connected to. An [`AbortableStream`] says so with a
-/// [`ConnectionInfo`], which the layer finds in every request; the layer
-/// then adds tonic's own `TcpConnectInfo`, so `Request::remote_addr()` keeps
-/// working. gRPC is HTTP/2: a dropped call resets only its own stream, and
-/// the other calls on the channel carry on.
-#[cfg(feature = "tonic")]
-impl tonic::transport::server::Connected for AbortableStream {
-    type ConnectInfo = ConnectionInfo;
-
-    fn connect_info(&self) -> ConnectionInfo {
-        // A peer that is already gone reads as 0.0.0.0:0: an address no
-        // allow-list lets through.
-        let peer = self
-            .peer_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let mut info = ConnectionInfo::new(peer, self.handle().clone());
-        info.local_addr = self.get_ref().local_addr().ok();
-        info.http2_stream_drops = true;
-        info
     }
 }

@@ -37,8 +37,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::{Pin, pin};
-use std::task::{Context, Poll, ready};
+use std::pin::pin;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -47,16 +46,16 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
-use pin_project_lite::pin_project;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tower_service::Service;
 
 use super::ban::BanList;
+use super::stream_reset::StreamResets;
 use super::{AbortableStream, CloseMode, ConnectionHandle, ConnectionInfo};
 use crate::NoResponseLayer;
 use crate::audit;
-use crate::body::{BoxError, RequestDropped};
+use crate::body::BoxError;
 use crate::error::BuildError;
 use crate::rules::DropReason;
 use crate::rules::ip::{IpAction, IpRules, parse_cidrs};
@@ -548,16 +547,15 @@ where
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let mut info = ConnectionInfo::new(self.peer, handle.clone());
-        info.http2_stream_drops = self.http2_drop != Http2Drop::CloseConnection;
+        let info = ConnectionInfo::new(self.peer, handle.clone());
         let reset = match self.http2_drop {
             Http2Drop::ResetStreamInternalError => h2::Reason::INTERNAL_ERROR,
             _ => h2::Reason::CANCEL,
         };
-        let service = TowerToHyperService::new(DropsAsErrors {
-            inner: self.service,
-            info,
-            reset,
+        let service = TowerToHyperService::new(match self.http2_drop {
+            // Without the flag, the layer closes the whole connection.
+            Http2Drop::CloseConnection => StreamResets::new(self.service, reset, Some(info)),
+            _ => StreamResets::new(self.service, reset, Some(info.with_stream_resets())),
         });
         let mut conn = pin!(
             self.builder
@@ -588,85 +586,5 @@ where
                 );
             }
         }
-    }
-}
-
-/// Inserts the connection's [`ConnectionInfo`] into each request, and turns
-/// a dropped response into a service error: hyper then writes nothing on
-/// HTTP/1, and on HTTP/2 resets the stream with the `h2::Reason` it finds in
-/// the error's source chain.
-#[derive(Clone)]
-struct DropsAsErrors<S> {
-    inner: S,
-    info: ConnectionInfo,
-    reset: h2::Reason,
-}
-
-impl<S, B, ReqBody> Service<Request<ReqBody>> for DropsAsErrors<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<B>>,
-    S::Error: Into<BoxError>,
-{
-    type Response = Response<B>;
-    type Error = BoxError;
-    type Future = DropsAsErrorsFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        request.extensions_mut().insert(self.info.clone());
-        DropsAsErrorsFuture {
-            future: self.inner.call(request),
-            reset: self.reset,
-        }
-    }
-}
-
-pin_project! {
-    struct DropsAsErrorsFuture<F> {
-        #[pin]
-        future: F,
-        reset: h2::Reason,
-    }
-}
-
-impl<F, B, E> Future for DropsAsErrorsFuture<F>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-    E: Into<BoxError>,
-{
-    type Output = Result<Response<B>, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let response = ready!(this.future.poll(cx)).map_err(Into::into)?;
-        match response.extensions().get::<RequestDropped>() {
-            Some(dropped) => Poll::Ready(Err(Box::new(StreamDropped {
-                reason: dropped.reason(),
-                h2: h2::Error::from(*this.reset),
-            }))),
-            None => Poll::Ready(Ok(response)),
-        }
-    }
-}
-
-/// The service error a dropped request becomes at the hyper boundary.
-#[derive(Debug)]
-struct StreamDropped {
-    reason: DropReason,
-    h2: h2::Error,
-}
-
-impl fmt::Display for StreamDropped {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "request dropped with status 444 by rule {}", self.reason)
-    }
-}
-
-impl std::error::Error for StreamDropped {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.h2)
     }
 }

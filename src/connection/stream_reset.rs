@@ -1,0 +1,122 @@
+//! Where a drop becomes a stream reset: the service that sits between hyper
+//! (or tonic) and the layer and turns a dropped response into a service
+//! error.
+//!
+//! hyper writes a response head the moment a service returns a response, so
+//! a dropped response, however its body fails, may have its `HEADERS` frame
+//! flushed by another thread before the stream is reset. A service *error*
+//! never reaches the wire as a head: hyper resets the HTTP/2 stream with the
+//! `h2::Reason` it finds in the error's source chain, and closes an HTTP/1
+//! connection without writing.
+//!
+//! tonic turns a service error that *is* an `h2::Error` (or a `Status`)
+//! into a gRPC status response, which has a head, but passes on an error
+//! that merely has one in its source chain. [`RequestDropped`] is such an
+//! error, so the same wrapper serves hyper and tonic.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use super::ConnectionInfo;
+use crate::body::{BoxError, RequestDropped};
+
+/// Marks each request's connection as one whose HTTP/2 drops are turned
+/// into stream resets, and turns every dropped response into a
+/// [`RequestDropped`] error.
+#[derive(Clone, Debug)]
+pub(crate) struct StreamResets<S> {
+    inner: S,
+    reset: h2::Reason,
+    /// The connection, for a serve loop that puts it in each request
+    /// itself; `None` when it is there already (tonic's `Connected`).
+    info: Option<ConnectionInfo>,
+}
+
+impl<S> StreamResets<S> {
+    pub(crate) fn new(inner: S, reset: h2::Reason, info: Option<ConnectionInfo>) -> Self {
+        Self { inner, reset, info }
+    }
+}
+
+impl<S, B, ReqBody> Service<Request<ReqBody>> for StreamResets<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response<B>;
+    type Error = BoxError;
+    type Future = DropAsError<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let extensions = request.extensions_mut();
+        match &self.info {
+            Some(info) => {
+                extensions.insert(info.clone());
+            }
+            None => {
+                mark_stream_resets(extensions);
+            }
+        }
+        DropAsError::new(self.inner.call(request), self.reset)
+    }
+}
+
+pin_project! {
+    /// The future of a service that hands hyper a [`RequestDropped`] error
+    /// in place of a dropped response, so that hyper resets the stream (or
+    /// closes an HTTP/1 connection) without writing a head.
+    pub struct DropAsError<F> {
+        #[pin]
+        future: F,
+        reset: h2::Reason,
+    }
+}
+
+impl<F> DropAsError<F> {
+    pub(crate) fn new(future: F, reset: h2::Reason) -> Self {
+        Self { future, reset }
+    }
+}
+
+impl<F> fmt::Debug for DropAsError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DropAsError")
+            .field("reset", &self.reset)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for DropAsError<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<B>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.future.poll(cx)).map_err(Into::into)?;
+        match response.extensions().get::<RequestDropped>() {
+            Some(dropped) => Poll::Ready(Err(Box::new(dropped.resetting_with(*this.reset)))),
+            None => Poll::Ready(Ok(response)),
+        }
+    }
+}
+
+/// Tells the layer that a [`DropAsError`] stands between it and hyper for
+/// this request, so an HTTP/2 drop may reset the stream alone.
+pub(crate) fn mark_stream_resets(extensions: &mut http::Extensions) {
+    if let Some(info) = extensions.get_mut::<ConnectionInfo>() {
+        info.stream_resets = true;
+    }
+}

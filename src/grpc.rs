@@ -1,0 +1,194 @@
+//! tonic's own `Server` behind the layer (feature `tonic`).
+//!
+//! Both halves come from one [`NoResponseLayer`]:
+//!
+//! - [`NoResponseLayer::grpc`] is the layer to give `Server::builder().layer`.
+//!   A dropped call resets **only its own stream** with `CANCEL`; the other
+//!   calls on the connection carry on. The drop reaches tonic as an error it
+//!   passes through untouched, so tonic never turns it into a gRPC status
+//!   with a head: not one frame of a response is written, on any runtime.
+//! - [`NoResponseLayer::incoming`] is the accept stream for
+//!   `serve_with_incoming`. It sets `TCP_NODELAY`, as tonic's own `serve`
+//!   does (tonic ignores its `tcp_nodelay` setting for an incoming stream),
+//!   and gives each request the [`ConnectionInfo`] whose handle aborts it.
+//!
+//! ```no_run
+//! # async fn run(health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>) -> Result<(), Box<dyn std::error::Error>> {
+//! use tower_no_response::NoResponseLayer;
+//!
+//! let layer = NoResponseLayer::builder().deny_user_agent("masscan").build()?;
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:50051").await?;
+//! tonic::transport::Server::builder()
+//!     .layer(layer.grpc())
+//!     .add_service(health)
+//!     .serve_with_incoming(layer.incoming(listener))
+//!     .await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Given the plain layer instead (`.layer(layer)`), a dropped call still
+//! leaks nothing, but the whole connection is closed, with every call on it:
+//! without the error path, tonic would hand hyper a response, and hyper may
+//! flush its head from another thread before the stream is reset.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tokio::net::TcpListener;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::body::{BoxError, NoResponseBody};
+use crate::connection::stream_reset::mark_stream_resets;
+use crate::connection::{AbortableStream, ConnectionInfo, DropAsError};
+use crate::layer::{NoResponse, NoResponseLayer, ResponseFuture};
+
+impl NoResponseLayer {
+    /// This layer, for `tonic::transport::Server::builder().layer(...)`:
+    /// dropped calls reset only their own stream. See [`grpc`](crate::grpc).
+    #[must_use]
+    pub fn grpc(&self) -> GrpcLayer {
+        GrpcLayer {
+            layer: self.clone(),
+        }
+    }
+
+    /// Accepts from `listener` for tonic's `serve_with_incoming`, with
+    /// `TCP_NODELAY` set on every connection. See [`grpc`](crate::grpc).
+    #[must_use]
+    pub fn incoming(&self, listener: TcpListener) -> NoResponseIncoming {
+        NoResponseIncoming {
+            listener,
+            nodelay: true,
+        }
+    }
+}
+
+/// The layer made by [`NoResponseLayer::grpc`].
+#[derive(Clone, Debug)]
+pub struct GrpcLayer {
+    layer: NoResponseLayer,
+}
+
+impl<S> Layer<S> for GrpcLayer {
+    type Service = NoResponseGrpc<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        NoResponseGrpc {
+            inner: self.layer.layer(inner),
+        }
+    }
+}
+
+/// The service made by [`GrpcLayer`]: [`NoResponse`] whose drops reach
+/// tonic as errors that reset the call's stream.
+#[derive(Clone, Debug)]
+pub struct NoResponseGrpc<S> {
+    inner: NoResponse<S>,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for NoResponseGrpc<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response<NoResponseBody<ResBody>>;
+    type Error = BoxError;
+    type Future = DropAsError<ResponseFuture<S, ReqBody>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let extensions = request.extensions_mut();
+        mark_stream_resets(extensions);
+        // What `tonic::Request::remote_addr()` reads.
+        if extensions.get::<TcpConnectInfo>().is_none() {
+            if let Some(info) = extensions.get::<ConnectionInfo>() {
+                let tcp = TcpConnectInfo {
+                    local_addr: info.local_addr(),
+                    remote_addr: Some(info.peer_addr()),
+                };
+                extensions.insert(tcp);
+            }
+        }
+        DropAsError::new(self.inner.call(request), h2::Reason::CANCEL)
+    }
+}
+
+/// Accepted connections for tonic's `serve_with_incoming`, made by
+/// [`NoResponseLayer::incoming`].
+pub struct NoResponseIncoming {
+    listener: TcpListener,
+    nodelay: bool,
+}
+
+impl NoResponseIncoming {
+    /// Sets `TCP_NODELAY` on each accepted connection; on by default, as
+    /// with tonic's own `serve`.
+    #[must_use]
+    pub fn tcp_nodelay(mut self, on: bool) -> Self {
+        self.nodelay = on;
+        self
+    }
+
+    /// The address the listener is bound to.
+    ///
+    /// # Errors
+    /// As [`TcpListener::local_addr`].
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+impl fmt::Debug for NoResponseIncoming {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NoResponseIncoming")
+            .field("listener", &self.listener)
+            .field("tcp_nodelay", &self.nodelay)
+            .finish()
+    }
+}
+
+impl futures_core::Stream for NoResponseIncoming {
+    type Item = io::Result<AbortableStream>;
+
+    /// Accept errors are passed on: tonic's server logs them and goes on.
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.listener.poll_accept(cx).map(|accepted| {
+            Some(accepted.map(|(stream, _)| {
+                if self.nodelay {
+                    // Fails only for a peer that is already gone.
+                    let _ = stream.set_nodelay(true);
+                }
+                AbortableStream::new(stream)
+            }))
+        })
+    }
+}
+
+/// tonic puts this [`ConnectionInfo`] into every request, where the layer
+/// finds the handle that aborts the connection.
+impl Connected for AbortableStream {
+    type ConnectInfo = ConnectionInfo;
+
+    fn connect_info(&self) -> ConnectionInfo {
+        // A peer that is already gone reads as 0.0.0.0:0: an address no
+        // allow-list lets through.
+        let peer = self
+            .peer_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let info = ConnectionInfo::new(peer, self.handle().clone());
+        match self.get_ref().local_addr() {
+            Ok(local) => info.with_local_addr(local),
+            Err(_) => info,
+        }
+    }
+}
