@@ -21,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tower_no_response::redis::RedisStore;
 use tower_no_response::rules::{RateLimitStore, SharedRateLimit};
-use tower_no_response::{ConnectionInfo, NoResponseLayer, NoResponseListener, RateLimit};
+use tower_no_response::{NoResponseLayer, RateLimit};
 
 const ROUNDS: usize = 6;
 const PER_ROUND: usize = 5_000;
@@ -32,13 +32,14 @@ fn limit() -> RateLimit {
 }
 
 async fn serve(layer: NoResponseLayer) -> SocketAddr {
-    let listener = NoResponseListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let listener = layer.listener(tcp);
     let app = Router::new().fallback(|| async { "ok" }).layer(layer);
     tokio::spawn(async move {
         axum::serve(
             listener,
-            app.into_make_service_with_connect_info::<ConnectionInfo>(),
+            app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .await
         .unwrap();

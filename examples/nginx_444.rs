@@ -45,8 +45,7 @@ use axum::Router;
 use http::StatusCode;
 use tower_no_response::audit::DROP_EVENT_TARGET;
 use tower_no_response::{
-    Action, CloseMode, ConnectionInfo, NoResponseLayer, NoResponseLayerBuilder, NoResponseListener,
-    RateLimit, RealIpHeader,
+    Action, CloseMode, NoResponseLayer, NoResponseLayerBuilder, RateLimit, RealIpHeader,
 };
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::prelude::*;
@@ -339,9 +338,9 @@ async fn main() -> ExitCode {
     // connection across threads to a worker.
     let served = tokio::spawn(async move {
         if args.own_server {
-            serve_own(&args, app, (!args.no_layer).then_some(layer)).await
+            serve_own(&args, app, layer).await
         } else {
-            serve_axum(&args, app).await
+            serve_axum(&args, app, layer).await
         }
     })
     .await
@@ -353,7 +352,7 @@ async fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn serve_axum(args: &Args, app: Router) -> std::io::Result<()> {
+async fn serve_axum(args: &Args, app: Router, layer: NoResponseLayer) -> std::io::Result<()> {
     if args.no_layer {
         // Without the crate at all: axum's own listener, for the baseline.
         let listener = tokio::net::TcpListener::bind(args.listen).await?;
@@ -363,27 +362,21 @@ async fn serve_axum(args: &Args, app: Router) -> std::io::Result<()> {
         )
         .await;
     }
-    let listener = NoResponseListener::bind(args.listen).await?;
+    // The layer's own listener: its drops close the connection they came on.
+    let listener = layer.listener(tokio::net::TcpListener::bind(args.listen).await?);
     axum::serve(
         listener,
-        app.into_make_service_with_connect_info::<ConnectionInfo>(),
+        app.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .await
 }
 
 #[cfg(feature = "server")]
-async fn serve_own(
-    args: &Args,
-    app: Router,
-    layer: Option<NoResponseLayer>,
-) -> std::io::Result<()> {
-    use tower_no_response::connection::serve;
+async fn serve_own(args: &Args, app: Router, layer: NoResponseLayer) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    let mut server = serve::serve(listener, app).close_mode(args.close);
-    if let Some(layer) = &layer {
-        // A first request that a rule drops never reaches hyper.
-        server = server.judge_early(layer);
-    }
+    // Close mode, bans and early judging all come from the layer. A first
+    // request that a rule drops never reaches hyper.
+    let mut server = layer.serve(listener, app).judge_early(!args.no_layer);
     if let Some(timeout) = args.header_timeout {
         server = server.header_timeout(timeout);
     }
@@ -391,7 +384,7 @@ async fn serve_own(
 }
 
 #[cfg(not(feature = "server"))]
-async fn serve_own(_: &Args, _: Router, _: Option<NoResponseLayer>) -> std::io::Result<()> {
+async fn serve_own(_: &Args, _: Router, _: NoResponseLayer) -> std::io::Result<()> {
     Err(std::io::Error::other(
         "--server own needs the server feature (on by default)",
     ))

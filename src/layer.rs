@@ -17,6 +17,7 @@ use crate::audit::stats::{Counted, Stats};
 use crate::audit::{self, Outcome};
 use crate::body::NoResponseBody;
 use crate::builder::NoResponseLayerBuilder;
+use crate::connection::registry::{Found, Registry};
 use crate::connection::{CloseMode, ConnectionHandle, ConnectionInfo};
 use crate::error::BuildError;
 use crate::rules::rate_limit::Verdict;
@@ -36,6 +37,8 @@ pub struct NoResponseLayer {
 
 struct Shared {
     current: ArcSwap<Compiled>,
+    /// The connections this layer's listeners accepted, by peer.
+    connections: Arc<Registry>,
     /// The missing-listener error is logged once, not once per request.
     warned_no_connection: AtomicBool,
 }
@@ -60,9 +63,26 @@ impl NoResponseLayer {
                     rules: Arc::new(rules),
                     close_mode,
                 }),
+                connections: Arc::default(),
                 warned_no_connection: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// Whether the client is on the ban list, for a serve loop's accept.
+    #[cfg(feature = "server")]
+    pub(crate) fn is_banned(&self, ip: IpAddr) -> bool {
+        let current = self.shared.current.load();
+        current
+            .rules
+            .ban_list
+            .as_ref()
+            .is_some_and(|bans| bans.is_banned(ip))
+    }
+
+    #[cfg(feature = "axum")]
+    pub(crate) fn connections(&self) -> &Arc<Registry> {
+        &self.shared.connections
     }
 
     /// Replaces the whole configuration (rules, actions, dry-run, close
@@ -163,24 +183,13 @@ where
         // The guard pins this request to the rules in force as it arrived.
         let current = self.shared.current.load();
         let rules = &current.rules;
-        let (peer, connection) = connection_of(&request);
+        let (peer, _) = connection_of(&request);
         let decision = rules.evaluate(&request, peer, |reason, client_ip| {
             record_would_drop(rules, &request, reason, client_ip, peer);
         });
         let Some(reason) = decision.drop else {
-            let _ = connection;
             if let Some(ip) = decision.client_ip {
                 request.extensions_mut().insert(ClientIp(ip));
-            }
-            #[cfg(feature = "axum")]
-            if let Some(peer) = peer {
-                let ext = request.extensions_mut();
-                if ext
-                    .get::<axum::extract::ConnectInfo<SocketAddr>>()
-                    .is_none()
-                {
-                    ext.insert(axum::extract::ConnectInfo(peer));
-                }
             }
             if let Some(check) = decision
                 .shared_check()
@@ -255,10 +264,15 @@ fn reject<B>(
                     (None, "stream")
                 }
                 Some(info) => (Some(info.handle().clone()), current.close_mode.as_str()),
-                None => {
-                    layer.warn_no_connection();
-                    (None, audit::CLOSE_BODY_ERROR)
-                }
+                // A connection from the layer's listener, known by its peer.
+                None => match peer.map(|p| layer.connections.find(p, current.close_mode)) {
+                    Some(Found::One(handle)) => (Some(handle), current.close_mode.as_str()),
+                    Some(Found::AbortedAll) => (None, current.close_mode.as_str()),
+                    Some(Found::Nothing) | None => {
+                        layer.warn_no_connection();
+                        (None, audit::CLOSE_BODY_ERROR)
+                    }
+                },
             };
             record_drop(rules, request, reason, client_ip, peer, close);
             Rejection::Dropped {
@@ -336,37 +350,29 @@ impl Shared {
         if !self.warned_no_connection.swap(true, Ordering::Relaxed) {
             tracing::error!(
                 target: "tower_no_response",
-                "NoResponseLayer dropped a request but found no ConnectionInfo in its extensions, \
-                 so it cannot abort the connection. Serve with `NoResponseListener` and \
-                 `into_make_service_with_connect_info::<ConnectionInfo>()`. Until then, dropped \
-                 responses fail their body instead: HTTP/1 clients still receive no bytes, but \
-                 close modes are ignored and HTTP/2 clients may receive a `:status 444` head \
-                 before their stream is reset."
+                "NoResponseLayer dropped a request but could not find its connection, so it \
+                 cannot abort it. Serve with the layer's listener, `layer.listener(tcp)`, and \
+                 `into_make_service_with_connect_info::<SocketAddr>()` (or with `layer.serve`, \
+                 or tonic's `layer.incoming`). Until then, dropped responses fail their body \
+                 instead: HTTP/1 clients still receive no bytes, but close modes are ignored \
+                 and HTTP/2 clients may receive a `:status 444` head before their stream is \
+                 reset."
             );
         }
     }
 }
 
-/// Finds the connection a request came on: the crate's own
-/// [`ConnectionInfo`], bare or as axum's `ConnectInfo`, or at least axum's
-/// `ConnectInfo<SocketAddr>` for the peer.
+/// Finds the connection a request came on: the [`ConnectionInfo`] a serve
+/// loop or tonic put there, or at least the peer that axum's connect info
+/// names, whose connection the layer's listener registered.
 fn connection_of<B>(request: &Request<B>) -> (Option<SocketAddr>, Option<&ConnectionInfo>) {
     let ext = request.extensions();
-    let info = ext.get::<ConnectionInfo>();
-    #[cfg(feature = "axum")]
-    let info = info.or_else(|| {
-        ext.get::<axum::extract::ConnectInfo<ConnectionInfo>>()
-            .map(|c| &c.0)
-    });
-    if let Some(info) = info {
+    if let Some(info) = ext.get::<ConnectionInfo>() {
         return (Some(info.peer_addr()), Some(info));
     }
     #[cfg(feature = "axum")]
-    if let Some(axum::extract::ConnectInfo(peer)) =
-        ext.get::<axum::extract::ConnectInfo<SocketAddr>>()
-    {
-        return (Some(*peer), None);
-    }
+    return (crate::extract::peer(ext), None);
+    #[cfg(not(feature = "axum"))]
     (None, None)
 }
 

@@ -9,9 +9,10 @@
 //! `tracing` event with `status=444` for each drop (see [`audit`]).
 //!
 //! ```
+//! use std::net::SocketAddr;
 //! use axum::{Router, routing::get};
 //! use tokio::io::{AsyncReadExt, AsyncWriteExt};
-//! use tower_no_response::{ConnectionInfo, NoResponseLayer, NoResponseListener};
+//! use tower_no_response::NoResponseLayer;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -22,12 +23,16 @@
 //!
 //! // Add the layer last, after every route and fallback, so that it wraps the
 //! // whole router and judges requests for paths without a route too.
-//! let app = Router::new().route("/", get(|| async { "ok" })).layer(layer);
+//! let app = Router::new().route("/", get(|| async { "ok" })).layer(layer.clone());
 //!
-//! let listener = NoResponseListener::bind("127.0.0.1:0").await?;
-//! let addr = listener.local_addr()?;
+//! // The connection side comes from the same layer: its drops close the
+//! // connection they came on, and everything else sees axum's usual
+//! // `ConnectInfo<SocketAddr>`.
+//! let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = tcp.local_addr()?;
+//! let listener = layer.listener(tcp);
 //! tokio::spawn(async move {
-//!     axum::serve(listener, app.into_make_service_with_connect_info::<ConnectionInfo>()).await
+//!     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await
 //! });
 //!
 //! // A scanner that asks for the server by IP receives nothing at all.
@@ -47,29 +52,44 @@
 //!   User-Agent and a rate limit with bounded memory, compiled once into a
 //!   [`RuleSet`].
 //! - [`connection`]: how a drop reaches the socket. A tower service can only
-//!   return a response, so [`NoResponseListener`] hands each request a
-//!   [`ConnectionHandle`]; the layer trips it and the [`AbortableStream`]
-//!   refuses every write and closes with the chosen [`CloseMode`].
+//!   return a response, so the connection side is made from the layer and
+//!   shares its state: [`NoResponseLayer::listener`] for `axum::serve`,
+//!   [`NoResponseLayer::serve`] for the crate's own serve loop, and
+//!   `NoResponseLayer::incoming` with `NoResponseLayer::grpc` for tonic
+//!   (feature `tonic`, see `grpc`). On a drop the layer trips the
+//!   connection's [`ConnectionHandle`] before any response exists, and the
+//!   [`AbortableStream`] refuses every write and closes with the layer's
+//!   [`CloseMode`].
 //! - [`audit`]: the 444 event that records every drop.
 //!
 //! # Serving
 //!
-//! With `axum::serve`, use [`NoResponseListener`] and
-//! `into_make_service_with_connect_info::<ConnectionInfo>()`. Handlers keep
-//! `ConnectInfo<SocketAddr>`: the layer adds it, with [`ClientIp`], to every
-//! request it lets through.
+//! Everything is configured once, on the layer: its close mode, ban list
+//! and rules reach the connection side through it.
 //!
-//! Without the listener the layer still never calls the inner service for a
-//! dropped request and never hangs: the dropped response's body fails, so
-//! hyper abandons an HTTP/1 connection without writing. An error is logged
-//! once, naming the fix. Close modes do not apply then, and an HTTP/2 client
-//! sees its stream reset but may first receive a bare `:status 444` head.
+//! | server | service side | connection side | what an HTTP/2 drop does |
+//! |---|---|---|---|
+//! | `axum::serve` | `.layer(layer.clone())` | `layer.listener(tcp)` | closes the connection |
+//! | the crate's serve loop | `.layer(layer.clone())` | `layer.serve(tcp, app)` | resets its stream |
+//! | tonic's `Server` | `.layer(layer.grpc())` | `layer.incoming(tcp)` | resets its stream |
 //!
-//! Over `axum::serve`, a drop on an HTTP/2 connection closes the whole
-//! connection, with every stream on it. The crate's own serve loop,
-//! [`connection::serve`] (feature `server`, on by default), resets only the
-//! dropped stream, and can also refuse clients at accept, ban repeat
-//! offenders and drop clients that send their headers too slowly.
+//! No path writes a byte of a dropped response: where a stream cannot be
+//! reset without a head, the whole connection is closed instead.
+//!
+//! With `axum::serve`, serve with
+//! `into_make_service_with_connect_info::<SocketAddr>()`: the layer judges
+//! the peer that `ConnectInfo<SocketAddr>` names, as every other middleware
+//! reads it, and handlers take the judged client with the [`ClientIp`]
+//! extractor. In `oneshot` tests, axum's `MockConnectInfo<SocketAddr>` stands
+//! in for the peer, and the IP rules and the rate limit apply as they would
+//! to a real client.
+//!
+//! Without the connection side the layer still never calls the inner
+//! service for a dropped request and never hangs: the dropped response's
+//! body fails, so hyper abandons an HTTP/1 connection without writing. An
+//! error is logged once, naming the fix. Close modes do not apply then, and
+//! an HTTP/2 client sees its stream reset but may first receive a bare
+//! `:status 444` head.
 
 #![deny(missing_docs)]
 #![deny(missing_debug_implementations)]
@@ -83,6 +103,8 @@ mod builder;
 pub mod config;
 pub mod connection;
 mod error;
+#[cfg(feature = "axum")]
+mod extract;
 #[cfg(feature = "tonic")]
 pub mod grpc;
 mod layer;
@@ -97,6 +119,8 @@ pub use builder::NoResponseLayerBuilder;
 pub use connection::NoResponseListener;
 pub use connection::{AbortableStream, CloseMode, ConnectionHandle, ConnectionInfo};
 pub use error::BuildError;
+#[cfg(feature = "axum")]
+pub use extract::ClientIpRejection;
 pub use layer::{NoResponse, NoResponseLayer, ResponseFuture};
 pub use rules::{
     Action, ClientIp, Decision, DropReason, RateLimit, RealIpHeader, RequestHead, RuleSet,

@@ -3,6 +3,8 @@
 //! the crate's listener.
 
 mod common;
+#[path = "common/h2_frames.rs"]
+mod h2_frames;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -194,10 +196,7 @@ async fn paths_without_a_route_are_dropped_too() {
 #[tokio::test]
 async fn handlers_see_the_peer_and_client_ip() {
     let router = Router::new().fallback(
-        |ConnectInfo(peer): ConnectInfo<SocketAddr>,
-         ConnectInfo(info): ConnectInfo<ConnectionInfo>,
-         axum::Extension(client): axum::Extension<ClientIp>| async move {
-            assert_eq!(peer, info.peer_addr());
+        |ConnectInfo(peer): ConnectInfo<SocketAddr>, client: ClientIp| async move {
             format!("{} {}", peer.ip(), client)
         },
     );
@@ -224,12 +223,13 @@ async fn handlers_see_the_peer_and_client_ip() {
     );
 }
 
-/// A handler may abort its own connection, e.g. after inspecting the body,
-/// and never answer: the connection is still torn down at once.
+/// Under the crate's serve loop a handler may abort its own connection,
+/// e.g. after inspecting the body, and never answer: the connection is still
+/// torn down at once.
 #[tokio::test]
 async fn a_handler_can_abort_and_never_return() {
     let router = Router::new().fallback(
-        |ConnectInfo(info): ConnectInfo<ConnectionInfo>| async move {
+        |axum::Extension(info): axum::Extension<ConnectionInfo>| async move {
             assert!(info.handle().abort(CloseMode::Reset));
             assert!(
                 !info.handle().abort(CloseMode::Fin),
@@ -238,7 +238,10 @@ async fn a_handler_can_abort_and_never_return() {
             std::future::pending::<&'static str>().await
         },
     );
-    let addr = serve_with(NoResponseLayer::builder().build().unwrap(), router).await;
+    let layer = NoResponseLayer::builder().build().unwrap();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    tokio::spawn(layer.serve(tcp, router.layer(layer.clone())).run());
     exchange(addr, &get(Some("a.test"), UA))
         .await
         .assert_dropped(Close::Reset);
@@ -486,4 +489,56 @@ async fn an_aborted_stream_refuses_plain_and_vectored_writes() {
     read_until_close(&mut client)
         .await
         .assert_dropped(Close::Fin);
+}
+
+/// `axum::serve` cannot reset one HTTP/2 stream without a head, so the
+/// layer closes the whole connection: on a multi-thread runtime, under
+/// concurrent drops, not one frame of a response reaches a dropped stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axum_serve_h2_drops_close_the_connection_and_leak_nothing() {
+    let app = common::spawn_app(
+        NoResponseLayer::builder()
+            .server_name("example.com")
+            .build()
+            .unwrap(),
+    )
+    .await;
+    let addr = app.addr;
+    let head = |authority| {
+        vec![
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":path", "/"),
+            (":authority", authority),
+        ]
+    };
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for _ in 0..50 {
+                let mut h2 = h2_frames::RawH2::connect(addr).await;
+                let (ok, bytes) = h2.request(&head("example.com"), None);
+                h2.send(&bytes).await;
+                h2.finish(&[ok]).await;
+                let (dropped, bytes) = h2.request(&head("evil.example"), None);
+                h2.send(&bytes).await;
+                h2.finish(&[dropped]).await;
+                seen.push((
+                    h2.streams[&ok].clone(),
+                    h2.streams[&dropped].clone(),
+                    h2.closed,
+                ));
+            }
+            seen
+        }));
+    }
+    for client in clients {
+        for (answered, dropped, closed) in client.await.unwrap() {
+            assert!(answered.headers >= 1 && answered.ended, "{answered:?}");
+            assert!(!dropped.leaked(), "a dropped stream received {dropped:?}");
+            assert!(closed, "the connection stayed open");
+        }
+    }
+    assert_eq!(app.hits(), 400);
 }

@@ -13,7 +13,6 @@ use common::{PATIENCE, seed_rules};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
-use tower_no_response::connection::serve;
 
 /// Slowloris: one byte a second never completes the headers. The client is
 /// dropped without a 408, and the drop is logged as `header_timeout`.
@@ -28,11 +27,13 @@ async fn slow_headers_are_dropped_without_a_response() {
     let _guard = tracing::subscriber::set_default(subscriber);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let layer = seed_rules().build().unwrap();
     let app = Router::new()
         .fallback(|| async { "ok" })
-        .layer(seed_rules().build().unwrap());
+        .layer(layer.clone());
     tokio::spawn(
-        serve::serve(listener, app)
+        layer
+            .serve(listener, app)
             .header_timeout(Duration::from_secs(2))
             .run(),
     );

@@ -14,7 +14,6 @@ use http::StatusCode;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceBuilder;
-use tower_no_response::connection::serve;
 use tower_no_response::{Action, CloseMode, NoResponseLayer, NoResponseLayerBuilder, RateLimit};
 
 const UA: Option<&str> = Some("curl/8.5.0");
@@ -59,7 +58,7 @@ async fn start_with(rules: NoResponseLayerBuilder, header_timeout: Option<Durati
         .service(counting_router(Arc::clone(&hits)).layer(layer.clone()));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let mut server = serve::serve(listener, app).judge_early(&layer);
+    let mut server = layer.serve(listener, app);
     if let Some(timeout) = header_timeout {
         server = server.header_timeout(timeout);
     }
@@ -221,11 +220,9 @@ async fn shutdown_does_not_wait_for_silent_clients() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve::serve(listener, app).judge_early(&layer).run_until(
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let server = tokio::spawn(layer.serve(listener, app).run_until(async move {
+        let _ = stopped.await;
+    }));
     let mut idle = TcpStream::connect(addr).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     stop.send(()).unwrap();

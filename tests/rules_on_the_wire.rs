@@ -214,21 +214,22 @@ async fn allow_listed_ranges_then_deny_all() {
 /// rule must still catch them.
 #[tokio::test]
 async fn ipv4_mapped_peers_match_ipv4_rules() {
-    let Ok(listener) = tower_no_response::NoResponseListener::bind("[::]:0").await else {
+    let Ok(tcp) = tokio::net::TcpListener::bind("[::]:0").await else {
         eprintln!("skipped: cannot bind a dual-stack [::] listener on this machine");
         return;
     };
-    let port = listener.local_addr().unwrap().port();
+    let port = tcp.local_addr().unwrap().port();
     let layer = NoResponseLayer::builder()
         .deny_ip("127.0.0.1")
         .build()
         .unwrap();
+    let listener = layer.listener(tcp);
     let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let app = common::counting_router(hits.clone()).layer(layer);
     tokio::spawn(async move {
         axum::serve(
             listener,
-            app.into_make_service_with_connect_info::<tower_no_response::ConnectionInfo>(),
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
         )
         .await
     });

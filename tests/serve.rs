@@ -3,6 +3,8 @@
 //! a one-byte-a-second client, and graceful shutdown.
 
 mod common;
+#[path = "common/h2_frames.rs"]
+mod h2_frames;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,14 +18,14 @@ use hyper::body::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, oneshot};
-use tower_no_response::CloseMode;
-use tower_no_response::connection::serve::{self, AcceptRules, Http2Drop, Serve};
+use tower_no_response::connection::serve::{AcceptRules, Http2Drop, Serve};
+use tower_no_response::{CloseMode, NoResponseLayer, NoResponseLayerBuilder};
 
 const UA: Option<&str> = Some("curl/8.5.0");
 
 /// `/slow` says it has started, then waits until released; every other
 /// path answers `ok`.
-fn app_with(release: Arc<Notify>, started: Arc<Notify>) -> Router {
+fn app_with(release: Arc<Notify>, started: Arc<Notify>, layer: &NoResponseLayer) -> Router {
     Router::new()
         .route(
             "/slow",
@@ -37,20 +39,25 @@ fn app_with(release: Arc<Notify>, started: Arc<Notify>) -> Router {
             }),
         )
         .fallback(|| async { "ok" })
-        .layer(seed_rules().build().unwrap())
-}
-
-fn app(release: Arc<Notify>) -> Router {
-    app_with(release, Arc::new(Notify::new()))
+        .layer(layer.clone())
 }
 
 async fn start(
     configure: impl FnOnce(Serve<Router>) -> Serve<Router>,
 ) -> (SocketAddr, Arc<Notify>) {
+    start_with(seed_rules(), configure).await
+}
+
+async fn start_with(
+    rules: NoResponseLayerBuilder,
+    configure: impl FnOnce(Serve<Router>) -> Serve<Router>,
+) -> (SocketAddr, Arc<Notify>) {
+    let layer = rules.build().unwrap();
     let release = Arc::new(Notify::new());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = configure(serve::serve(listener, app(Arc::clone(&release))));
+    let app = app_with(Arc::clone(&release), Arc::new(Notify::new()), &layer);
+    let server = configure(layer.serve(listener, app));
     tokio::spawn(server.run());
     (addr, release)
 }
@@ -153,7 +160,10 @@ async fn http2_whole_connection_mode() {
 #[tokio::test]
 async fn refused_at_accept_before_any_read() {
     let rules = AcceptRules::deny(["127.0.0.0/8"]).unwrap();
-    let (addr, _) = start(|s| s.accept_rules(rules).close_mode(CloseMode::Reset)).await;
+    let (addr, _) = start_with(seed_rules().close_mode(CloseMode::Reset), |s| {
+        s.accept_rules(rules)
+    })
+    .await;
     // Nothing is sent: the refusal cannot depend on the request.
     let mut stream = TcpStream::connect(addr).await.unwrap();
     read_until_close(&mut stream)
@@ -172,12 +182,12 @@ async fn graceful_shutdown_finishes_requests_in_flight() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let layer = seed_rules().build().unwrap();
+    let app = app_with(Arc::clone(&release), Arc::clone(&started), &layer);
     let server = tokio::spawn(
-        serve::serve(
-            listener,
-            app_with(Arc::clone(&release), Arc::clone(&started)),
-        )
-        .run_until(async { stop_rx.await.unwrap() }),
+        layer
+            .serve(listener, app)
+            .run_until(async { stop_rx.await.unwrap() }),
     );
     let in_flight = tokio::spawn(exchange(
         addr,
@@ -217,10 +227,12 @@ async fn repeat_offenders_are_banned_at_accept() {
         Duration::from_secs(2),
     ));
     let layer = seed_rules().ban_list(bans.clone()).build().unwrap();
-    let app = Router::new().fallback(|| async { "ok" }).layer(layer);
+    let app = Router::new()
+        .fallback(|| async { "ok" })
+        .layer(layer.clone());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve::serve(listener, app).ban_list(bans.clone()).run());
+    tokio::spawn(layer.serve(listener, app).run());
 
     exchange(addr, &get_req(Some("example.com"), UA))
         .await
@@ -263,10 +275,12 @@ async fn drops_behind_a_proxy_do_not_ban_the_proxy() {
         Duration::from_secs(60),
     ));
     let layer = seed_rules().ban_list(bans.clone()).build().unwrap();
-    let app = Router::new().fallback(|| async { "ok" }).layer(layer);
+    let app = Router::new()
+        .fallback(|| async { "ok" })
+        .layer(layer.clone());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve::serve(listener, app).ban_list(bans.clone()).run());
+    tokio::spawn(layer.serve(listener, app).run());
     exchange(
         addr,
         &common::request(
@@ -286,4 +300,71 @@ async fn drops_behind_a_proxy_do_not_ban_the_proxy() {
     exchange(addr, &get_req(Some("example.com"), UA))
         .await
         .assert_ok();
+}
+
+/// Zero bytes on the serve loop's per-stream path, checked as an attacker
+/// would on a multi-thread runtime: 10,000 dropped requests interleaved with
+/// 10,000 allowed ones on four shared h2c connections, frame by frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_h2_drops_leak_not_one_frame() {
+    const CONNECTIONS: usize = 4;
+    const BATCHES: usize = 50;
+    const PAIRS: usize = 50;
+    let (addr, _release) = start(|s| s).await;
+    let mut clients = Vec::new();
+    for _ in 0..CONNECTIONS {
+        clients.push(tokio::spawn(async move {
+            let mut h2 = h2_frames::RawH2::connect(addr).await;
+            let head = |authority| {
+                vec![
+                    (":method", "GET"),
+                    (":scheme", "http"),
+                    (":path", "/"),
+                    (":authority", authority),
+                    ("user-agent", "curl/8.5.0"),
+                ]
+            };
+            let (allowed_head, dropped_head) = (head("example.com"), head("evil.com"));
+            let (mut allowed, mut dropped) = (Vec::new(), Vec::new());
+            for _ in 0..BATCHES {
+                let (mut batch, mut ids) = (Vec::new(), Vec::new());
+                for _ in 0..PAIRS {
+                    let (id, bytes) = h2.request(&dropped_head, None);
+                    batch.extend(bytes);
+                    dropped.push(id);
+                    ids.push(id);
+                    let (id, bytes) = h2.request(&allowed_head, None);
+                    batch.extend(bytes);
+                    allowed.push(id);
+                    ids.push(id);
+                }
+                h2.send(&batch).await;
+                h2.finish(&ids).await;
+                assert!(!h2.closed, "the connection closed: {:?}", h2.goaway);
+            }
+            (h2, allowed, dropped)
+        }));
+    }
+    let (mut leaked, mut total) = (0, 0);
+    for client in clients {
+        let (h2, allowed, dropped) = client.await.unwrap();
+        for id in &dropped {
+            let frames = &h2.streams[id];
+            total += 1;
+            leaked += usize::from(frames.leaked());
+            assert_eq!(frames.reset, Some(0x8), "stream {id}: {frames:?}");
+        }
+        for id in &allowed {
+            let frames = &h2.streams[id];
+            assert!(
+                frames.headers >= 1 && frames.ended && frames.reset.is_none(),
+                "allowed stream {id}: {frames:?}"
+            );
+        }
+    }
+    assert_eq!(total, CONNECTIONS * BATCHES * PAIRS);
+    assert_eq!(
+        leaked, 0,
+        "{leaked} of {total} dropped requests received frames"
+    );
 }

@@ -18,7 +18,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
 use tokio_rustls::{TlsConnector, client::TlsStream};
-use tower_no_response::connection::serve;
 
 /// A TCP stream that counts the raw bytes it reads once `counting` is set,
 /// and remembers whether the peer ended with a clean EOF.
@@ -93,10 +92,11 @@ async fn start() -> Tls {
 
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let layer = seed_rules().build().unwrap();
     let app = Router::new()
         .fallback(|| async { "ok" })
-        .layer(seed_rules().build().unwrap());
-    tokio::spawn(serve::serve(listener, app).tls(Arc::new(server)).run());
+        .layer(layer.clone());
+    tokio::spawn(layer.serve(listener, app).tls(Arc::new(server)).run());
     Tls {
         addr,
         connector: TlsConnector::from(Arc::new(client)),

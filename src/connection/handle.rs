@@ -131,6 +131,11 @@ impl ConnectionHandle {
         self.shared.state.load(Ordering::Acquire) != OPEN
     }
 
+    /// Whether both handles belong to one connection.
+    pub(crate) fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
     pub(crate) fn register_reader(&self, cx: &Context<'_>) {
         self.shared.reader.register(cx.waker());
     }

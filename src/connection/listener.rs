@@ -1,33 +1,72 @@
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use axum::extract::connect_info::Connected;
-use axum::serve::{IncomingStream, Listener};
-use tokio::net::{TcpListener, ToSocketAddrs};
+use axum::serve::{Listener, ListenerExt, TapIo};
+use tokio::net::TcpListener;
 
-use super::{AbortableStream, ConnectionInfo};
+use super::AbortableStream;
+use super::registry::Registry;
+use crate::NoResponseLayer;
+
+impl NoResponseLayer {
+    /// A listener for `axum::serve` whose connections this layer can abort:
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::net::SocketAddr;
+    /// use axum::{Router, routing::get};
+    /// use tower_no_response::NoResponseLayer;
+    ///
+    /// let layer = NoResponseLayer::builder().server_name("example.com").build()?;
+    /// let app = Router::new().route("/", get(|| async { "ok" })).layer(layer.clone());
+    /// let tcp = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
+    /// axum::serve(
+    ///     layer.listener(tcp),
+    ///     app.into_make_service_with_connect_info::<SocketAddr>(),
+    /// )
+    /// .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// Serve with `into_make_service_with_connect_info::<SocketAddr>()`, as
+    /// for any axum app that reads the peer: the layer judges the client by
+    /// that `ConnectInfo<SocketAddr>`, finds the connection by it, and every
+    /// other middleware reads it as usual.
+    #[must_use]
+    pub fn listener(&self, listener: TcpListener) -> NoResponseListener {
+        let listener = AbortableListener {
+            inner: listener,
+            registry: Arc::clone(self.connections()),
+        };
+        listener.tap_io(accepted as fn(&mut AbortableStream))
+    }
+}
+
+/// The listener made by [`NoResponseLayer::listener`]: an
+/// [`AbortableListener`] in axum's `TapIo`, the wrapper for which axum
+/// itself provides `ConnectInfo<SocketAddr>`.
+pub type NoResponseListener = TapIo<AbortableListener, fn(&mut AbortableStream)>;
+
+/// Nothing to do to an accepted stream: the wrapper is there for axum's
+/// connect info.
+fn accepted(_: &mut AbortableStream) {}
 
 /// A TCP listener for `axum::serve` whose connections a
-/// [`NoResponseLayer`](crate::NoResponseLayer) can abort.
+/// [`NoResponseLayer`] can abort, inside a [`NoResponseListener`].
 ///
 /// Accept errors are handled exactly as axum's own `TcpListener` handles them,
 /// since this listener delegates to it: per-connection errors are skipped, and
 /// others (such as running out of file descriptors) are logged and retried
 /// after a pause.
 #[derive(Debug)]
-pub struct NoResponseListener {
+pub struct AbortableListener {
     inner: TcpListener,
+    registry: Arc<Registry>,
 }
 
-impl NoResponseListener {
-    /// Binds a new listener.
-    ///
-    /// # Errors
-    /// As [`TcpListener::bind`].
-    pub async fn bind(addr: impl ToSocketAddrs) -> io::Result<Self> {
-        TcpListener::bind(addr).await.map(Self::from)
-    }
-
+impl AbortableListener {
     /// The address the listener is bound to.
     ///
     /// # Errors
@@ -43,28 +82,18 @@ impl NoResponseListener {
     }
 }
 
-impl From<TcpListener> for NoResponseListener {
-    fn from(inner: TcpListener) -> Self {
-        Self { inner }
-    }
-}
-
-impl Listener for NoResponseListener {
+impl Listener for AbortableListener {
     type Io = AbortableStream;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let (stream, addr) = Listener::accept(&mut self.inner).await;
-        (AbortableStream::new(stream), addr)
+        let mut stream = AbortableStream::new(stream);
+        stream.register(&self.registry, addr);
+        (stream, addr)
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
         self.inner.local_addr()
-    }
-}
-
-impl Connected<IncomingStream<'_, NoResponseListener>> for ConnectionInfo {
-    fn connect_info(stream: IncomingStream<'_, NoResponseListener>) -> Self {
-        Self::new(*stream.remote_addr(), stream.io().handle().clone())
     }
 }

@@ -1,18 +1,22 @@
 //! The connection side: the handle that aborts a TCP stream, the stream
-//! wrapper that obeys it, and the listener that hands both to `axum::serve`.
+//! wrapper that obeys it, the listener for `axum::serve` and the crate's
+//! own serve loop, all made from the layer.
 //!
 //! A tower service cannot close its connection: it can only return a
 //! response, and `axum::serve` insists the service never fails. So the layer
-//! and the connection share a [`ConnectionHandle`]. The listener wraps each
-//! accepted stream in an [`AbortableStream`] and puts the handle, with the
-//! peer address, into every request as [`ConnectionInfo`]. When a rule drops a
-//! request, the layer trips the handle before any response exists; the stream
-//! then refuses every write and closes the socket with the [`CloseMode`].
+//! and the connection share a [`ConnectionHandle`]. Each accepted stream is
+//! an [`AbortableStream`]. The layer finds its handle either in the request,
+//! as [`ConnectionInfo`] (the serve loop and tonic put it there), or, under
+//! `axum::serve`, by the peer address in axum's `ConnectInfo<SocketAddr>`,
+//! under which the layer's listener recorded it. When a rule drops a request,
+//! the layer trips the handle before any response exists; the stream then
+//! refuses every write and closes the socket with the [`CloseMode`].
 
 pub mod ban;
 mod handle;
 #[cfg(feature = "axum")]
 mod listener;
+pub(crate) mod registry;
 #[cfg(feature = "server")]
 pub mod serve;
 mod stream;
@@ -23,18 +27,17 @@ use std::net::SocketAddr;
 
 pub use handle::{CloseMode, ConnectionHandle};
 #[cfg(feature = "axum")]
-pub use listener::NoResponseListener;
+pub use listener::{AbortableListener, NoResponseListener};
 pub use stream::{AbortableStream, silent_close_available};
 #[cfg(any(feature = "server", feature = "tonic"))]
 pub use stream_reset::DropAsError;
 
 /// The peer address and abort handle of the connection a request came on.
 ///
-/// With `axum::serve`, obtain it through
-/// `into_make_service_with_connect_info::<ConnectionInfo>()`; handlers then
-/// read the peer through `ConnectInfo<ConnectionInfo>`, and, for requests the
-/// layer lets through, through `ConnectInfo<SocketAddr>` as before. Other serve
-/// loops insert it as a plain request extension.
+/// The crate's serve loop and tonic's server (with the layer's incoming
+/// stream) put it in every request as a plain extension; another serve loop
+/// may do the same. Under `axum::serve` it is not needed: the layer finds the
+/// connection by its peer address.
 #[derive(Debug, Clone)]
 pub struct ConnectionInfo {
     peer_addr: SocketAddr,
@@ -65,7 +68,7 @@ impl ConnectionInfo {
         self
     }
 
-    #[cfg(any(feature = "server", feature = "tonic"))]
+    #[cfg(feature = "server")]
     pub(crate) fn with_stream_resets(&self) -> Self {
         let mut info = self.clone();
         info.stream_resets = true;

@@ -4,9 +4,9 @@
 //! - a dropped HTTP/2 request resets **only its stream**, as nginx does,
 //!   instead of closing the connection with every other stream on it;
 //! - clients can be refused at `accept`, before a byte of HTTP is read;
-//! - with [`Serve::judge_early`], a connection's first request is judged
-//!   before hyper sets the connection up, so a drop costs what it costs
-//!   nginx: an accept, a read and a close;
+//! - a connection's first request is judged before hyper sets the
+//!   connection up, so a drop costs what it costs nginx: an accept, a read
+//!   and a close;
 //! - a client that does not finish its request headers in time is dropped
 //!   without a `408` (nginx's `client_header_timeout`, Slowloris).
 //!
@@ -14,16 +14,23 @@
 //! port with hyper-util's auto builder, runs connections concurrently, shuts
 //! down gracefully, and handles accept errors as `axum::serve` does.
 //!
+//! It is made from the layer, [`NoResponseLayer::serve`], which gives it the
+//! close mode, the ban list and the rules for early judging: there is no
+//! second place to set them. Each request carries axum's
+//! `ConnectInfo<SocketAddr>`, for handlers and for middleware outside the
+//! layer alike.
+//!
 //! ```no_run
 //! use axum::{Router, routing::get};
 //! use tower_no_response::NoResponseLayer;
-//! use tower_no_response::connection::serve::{self, Http2Drop};
+//! use tower_no_response::connection::serve::Http2Drop;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let layer = NoResponseLayer::builder().server_name("example.com").build()?;
-//! let app = Router::new().route("/", get(|| async { "ok" })).layer(layer);
+//! let app = Router::new().route("/", get(|| async { "ok" })).layer(layer.clone());
 //! let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
-//! serve::serve(listener, app)
+//! layer
+//!     .serve(listener, app)
 //!     .http2_drop(Http2Drop::ResetStream)
 //!     .header_timeout(std::time::Duration::from_secs(10))
 //!     .run_until(async { tokio::signal::ctrl_c().await.ok(); })
@@ -38,6 +45,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -50,8 +58,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tower_service::Service;
 
-use super::ban::BanList;
-use super::stream_reset::StreamResets;
+use super::DropAsError;
+use super::stream_reset::mark_stream_resets;
 use super::{AbortableStream, CloseMode, ConnectionHandle, ConnectionInfo};
 use crate::NoResponseLayer;
 use crate::audit;
@@ -118,17 +126,17 @@ impl AcceptRules {
     }
 }
 
-/// A serve loop; see the [module docs](self). Start it with [`serve`].
+/// A serve loop; see the [module docs](self). Made by
+/// [`NoResponseLayer::serve`].
 #[must_use = "a server does nothing until it is run"]
 pub struct Serve<S> {
     listener: TcpListener,
     service: S,
+    layer: NoResponseLayer,
     http2_drop: Http2Drop,
     header_timeout: Option<Duration>,
-    close_mode: CloseMode,
     accept_rules: AcceptRules,
-    ban_list: Option<BanList>,
-    judge_early: Option<NoResponseLayer>,
+    judge_early: bool,
     #[cfg(feature = "rustls")]
     tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
 }
@@ -139,28 +147,31 @@ impl<S> fmt::Debug for Serve<S> {
             .field("listener", &self.listener)
             .field("http2_drop", &self.http2_drop)
             .field("header_timeout", &self.header_timeout)
-            .field("close_mode", &self.close_mode)
+            .field("layer", &self.layer)
             .field("accept_rules", &self.accept_rules)
-            .field("ban_list", &self.ban_list)
-            .field("judge_early", &self.judge_early.is_some())
+            .field("judge_early", &self.judge_early)
             .finish_non_exhaustive()
     }
 }
 
-/// Serves `service` (typically an axum `Router` with a
-/// [`NoResponseLayer`]) on `listener`.
-pub fn serve<S>(listener: TcpListener, service: S) -> Serve<S> {
-    Serve {
-        listener,
-        service,
-        http2_drop: Http2Drop::default(),
-        header_timeout: None,
-        close_mode: CloseMode::Fin,
-        accept_rules: AcceptRules::default(),
-        ban_list: None,
-        judge_early: None,
-        #[cfg(feature = "rustls")]
-        tls: None,
+impl NoResponseLayer {
+    /// The crate's serve loop for `app` on `listener`, with this layer's
+    /// close mode, ban list and rules. `app` is the service this layer
+    /// wraps: an axum `Router` with `.layer(layer.clone())` added last, with
+    /// any middleware that should see dropped requests (tracing, metrics)
+    /// outside it.
+    pub fn serve<S>(&self, listener: TcpListener, app: S) -> Serve<S> {
+        Serve {
+            listener,
+            service: app,
+            layer: self.clone(),
+            http2_drop: Http2Drop::default(),
+            header_timeout: None,
+            accept_rules: AcceptRules::default(),
+            judge_early: true,
+            #[cfg(feature = "rustls")]
+            tls: None,
+        }
     }
 }
 
@@ -181,31 +192,17 @@ impl<S> Serve<S> {
         self
     }
 
-    /// How connections refused at accept or timed out are closed. The
-    /// layer's own close mode still applies to requests it drops.
-    pub fn close_mode(mut self, mode: CloseMode) -> Self {
-        self.close_mode = mode;
-        self
-    }
-
     /// Refusals checked at accept.
     pub fn accept_rules(mut self, rules: AcceptRules) -> Self {
         self.accept_rules = rules;
         self
     }
 
-    /// Refuses clients on `list` at accept, with rule `banned`. Give the
-    /// same list to the layer so its drops count as strikes.
-    pub fn ban_list(mut self, list: BanList) -> Self {
-        self.ban_list = Some(list);
-        self
-    }
-
-    /// Judges each connection's first request with `layer`'s rules as soon
-    /// as the serve loop accepts it, when its head has already arrived,
-    /// before hyper sets up the connection: a request that a rule drops
-    /// then costs an accept, one read and a close, which is all nginx spends
-    /// on a `return 444`. Give it the layer that wraps the service.
+    /// Whether each connection's first request is judged with the layer's
+    /// rules as soon as its head has arrived, before hyper sets up the
+    /// connection; on by default. A request that a rule drops then costs an
+    /// accept, one read and a close, which is all nginx spends on a
+    /// `return 444`.
     ///
     /// Only enforced drops are made this early, by every rule but the rate
     /// limit, and counted and logged as the layer would. Everything else (no
@@ -213,8 +210,8 @@ impl<S> Serve<S> {
     /// head not complete yet, HTTP/2, TLS) goes on to hyper and the layer
     /// with the bytes already read, and the layer judges it in full. Later
     /// requests on a kept-alive connection are the layer's alone.
-    pub fn judge_early(mut self, layer: &NoResponseLayer) -> Self {
-        self.judge_early = Some(layer.clone());
+    pub fn judge_early(mut self, on: bool) -> Self {
+        self.judge_early = on;
         self
     }
 
@@ -270,17 +267,17 @@ where
         let Self {
             listener,
             service,
+            layer,
             http2_drop,
             header_timeout,
-            close_mode,
             accept_rules,
-            ban_list,
             judge_early,
             #[cfg(feature = "rustls")]
             tls,
         } = self;
         #[cfg(feature = "rustls")]
-        let judge_early = judge_early.filter(|_| tls.is_none());
+        let judge_early = judge_early && tls.is_none();
+        let judge_early = judge_early.then_some(&layer);
         let mut builder = Builder::new(TokioExecutor::new());
         if let Some(timeout) = header_timeout {
             builder
@@ -297,18 +294,19 @@ where
                 accepted = accept(&listener) => accepted,
                 () = &mut signal => break,
             };
+            let close_mode = layer.close_mode();
             if accept_rules.denies(peer) {
                 refuse(stream, peer, close_mode, DropReason::AcceptDenied);
                 continue;
             }
-            if ban_list.as_ref().is_some_and(|b| b.is_banned(peer.ip())) {
+            if layer.is_banned(peer.ip()) {
                 refuse(stream, peer, close_mode, DropReason::Banned);
                 continue;
             }
             // Judge the first request now if it has arrived, else in the
             // connection's task once it does; hyper sees it only if no rule
             // drops it.
-            let (stream, prefix, judge_later) = match &judge_early {
+            let (stream, prefix, judge_later) = match judge_early {
                 None => (stream, Vec::new(), None),
                 Some(layer) => match judge_now(stream, peer, layer) {
                     Early::Done => continue,
@@ -586,5 +584,53 @@ where
                 );
             }
         }
+    }
+}
+
+/// Marks each request's connection as one whose HTTP/2 drops are turned
+/// into stream resets, and turns every dropped response into a
+/// [`RequestDropped`] error. The serve loop's; tonic's is `NoResponseGrpc`.
+#[derive(Clone, Debug)]
+pub(crate) struct StreamResets<S> {
+    inner: S,
+    reset: h2::Reason,
+    /// The connection, for a serve loop that puts it in each request
+    /// itself; `None` when it is there already (tonic's `Connected`).
+    info: Option<ConnectionInfo>,
+}
+
+impl<S> StreamResets<S> {
+    pub(crate) fn new(inner: S, reset: h2::Reason, info: Option<ConnectionInfo>) -> Self {
+        Self { inner, reset, info }
+    }
+}
+
+impl<S, B, ReqBody> Service<Request<ReqBody>> for StreamResets<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response<B>;
+    type Error = BoxError;
+    type Future = DropAsError<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let extensions = request.extensions_mut();
+        match &self.info {
+            Some(info) => {
+                // Middleware outside the layer reads the peer as axum's.
+                #[cfg(feature = "axum")]
+                crate::extract::insert_peer(extensions, info.peer_addr());
+                extensions.insert(info.clone());
+            }
+            None => {
+                mark_stream_resets(extensions);
+            }
+        }
+        DropAsError::new(self.inner.call(request), self.reset)
     }
 }

@@ -1,11 +1,16 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+#[cfg(feature = "axum")]
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::registry::Registration;
+#[cfg(feature = "axum")]
+use super::registry::Registry;
 use super::{CloseMode, ConnectionHandle};
 
 /// Bytes a FIN close reads and discards before the socket is closed: the
@@ -27,6 +32,9 @@ pub struct AbortableStream {
     /// first), handed out before any new read.
     replay: Vec<u8>,
     replayed: usize,
+    /// Where the layer finds this stream's handle by its peer address;
+    /// held for its `Drop`, which removes the entry.
+    _registration: Option<Registration>,
 }
 
 impl AbortableStream {
@@ -44,7 +52,14 @@ impl AbortableStream {
             handle: ConnectionHandle::new(),
             replay: prefix,
             replayed: 0,
+            _registration: None,
         }
+    }
+
+    /// Records the stream in `registry` under `peer` until it is dropped.
+    #[cfg(feature = "axum")]
+    pub(crate) fn register(&mut self, registry: &Arc<Registry>, peer: SocketAddr) {
+        self._registration = Some(registry.register(peer, &self.handle));
     }
 
     /// The handle that aborts this stream. Put a clone in each request's

@@ -19,57 +19,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use http::{Request, Response};
+use http::Response;
 use pin_project_lite::pin_project;
-use tower_service::Service;
 
 use super::ConnectionInfo;
 use crate::body::{BoxError, RequestDropped};
-
-/// Marks each request's connection as one whose HTTP/2 drops are turned
-/// into stream resets, and turns every dropped response into a
-/// [`RequestDropped`] error.
-#[derive(Clone, Debug)]
-pub(crate) struct StreamResets<S> {
-    inner: S,
-    reset: h2::Reason,
-    /// The connection, for a serve loop that puts it in each request
-    /// itself; `None` when it is there already (tonic's `Connected`).
-    info: Option<ConnectionInfo>,
-}
-
-impl<S> StreamResets<S> {
-    pub(crate) fn new(inner: S, reset: h2::Reason, info: Option<ConnectionInfo>) -> Self {
-        Self { inner, reset, info }
-    }
-}
-
-impl<S, B, ReqBody> Service<Request<ReqBody>> for StreamResets<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<B>>,
-    S::Error: Into<BoxError>,
-{
-    type Response = Response<B>;
-    type Error = BoxError;
-    type Future = DropAsError<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let extensions = request.extensions_mut();
-        match &self.info {
-            Some(info) => {
-                extensions.insert(info.clone());
-            }
-            None => {
-                mark_stream_resets(extensions);
-            }
-        }
-        DropAsError::new(self.inner.call(request), self.reset)
-    }
-}
 
 pin_project! {
     /// The future of a service that hands hyper a [`RequestDropped`] error

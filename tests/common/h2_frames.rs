@@ -1,3 +1,4 @@
+#![allow(dead_code)]
 //! A raw HTTP/2 client that records every frame the server sends, per
 //! stream: the way an attacker would check that a dropped request leaked
 //! nothing. It encodes request headers as HPACK literals (no table, no

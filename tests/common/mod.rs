@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::Router;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tower_no_response::{ConnectionInfo, NoResponseLayer, NoResponseListener};
+use tower_no_response::NoResponseLayer;
 
 /// Generous: these bound a hang, they do not time anything.
 pub const PATIENCE: Duration = Duration::from_secs(10);
@@ -189,15 +189,18 @@ pub fn counting_router(hits: Arc<AtomicUsize>) -> Router {
     })
 }
 
-/// Serves `router` behind `layer` with the crate's listener on loopback.
+/// Serves `router` behind `layer` with the layer's listener on loopback.
 pub async fn serve_with(layer: NoResponseLayer, router: Router) -> SocketAddr {
-    let listener = NoResponseListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("local addr");
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = tcp.local_addr().expect("local addr");
+    let listener = layer.listener(tcp);
     let app = router.layer(layer);
     tokio::spawn(async move {
         axum::serve(
             listener,
-            app.into_make_service_with_connect_info::<ConnectionInfo>(),
+            app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .await
         .expect("serve");

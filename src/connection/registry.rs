@@ -1,0 +1,156 @@
+//! The connections a layer's listener accepted, by peer address: how a drop
+//! finds its connection when the request carries only the standard
+//! `ConnectInfo<SocketAddr>`.
+//!
+//! `axum::serve` gives each request one connect-info value. Making it the
+//! crate's own type would take `ConnectInfo<SocketAddr>` away from every
+//! other middleware (rate limiters, tracing) that reads it. So the listener
+//! records each connection's abort handle here, under its peer address,
+//! and the layer looks the handle up only when it drops a request.
+//!
+//! A peer address names one live connection per listener. Two listeners of
+//! one layer could each hold a connection from the same address and port;
+//! then a drop aborts both, since zero bytes matters more than the
+//! neighbour. The entry leaves with its stream.
+
+// Only the axum listener registers connections; without it the registry
+// stays empty and every lookup finds nothing.
+#![cfg_attr(not(feature = "axum"), allow(dead_code))]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use super::{CloseMode, ConnectionHandle};
+
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    live: DashMap<SocketAddr, Slot>,
+}
+
+#[derive(Debug)]
+enum Slot {
+    One(ConnectionHandle),
+    Many(Vec<ConnectionHandle>),
+}
+
+/// Removes its connection from the registry when dropped, with its stream.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    registry: Arc<Registry>,
+    peer: SocketAddr,
+    handle: ConnectionHandle,
+}
+
+/// What a drop found for its peer.
+#[derive(Debug)]
+pub(crate) enum Found {
+    /// The connection's handle, to abort once the drop is enacted.
+    One(ConnectionHandle),
+    /// More than one connection from the address: all already aborted.
+    AbortedAll,
+    /// No live connection from the address in this registry.
+    Nothing,
+}
+
+impl Registry {
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        handle: &ConnectionHandle,
+    ) -> Registration {
+        let handle = handle.clone();
+        self.live
+            .entry(peer)
+            .and_modify(|slot| match slot {
+                Slot::One(first) => *slot = Slot::Many(vec![first.clone(), handle.clone()]),
+                Slot::Many(all) => all.push(handle.clone()),
+            })
+            .or_insert_with(|| Slot::One(handle.clone()));
+        Registration {
+            registry: Arc::clone(self),
+            peer,
+            handle,
+        }
+    }
+
+    pub(crate) fn find(&self, peer: SocketAddr, mode: CloseMode) -> Found {
+        let Some(slot) = self.live.get(&peer) else {
+            return Found::Nothing;
+        };
+        match &*slot {
+            Slot::One(handle) => Found::One(handle.clone()),
+            Slot::Many(all) => {
+                for handle in all {
+                    handle.abort(mode);
+                }
+                Found::AbortedAll
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.live.len()
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let me = &self.handle;
+        self.registry
+            .live
+            .remove_if_mut(&self.peer, |_, slot| match slot {
+                Slot::One(handle) => handle.same(me),
+                Slot::Many(all) => {
+                    all.retain(|h| !h.same(me));
+                    if let [last] = all.as_slice() {
+                        *slot = Slot::One(last.clone());
+                    }
+                    false
+                }
+            });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_leave_with_their_connection() {
+        let registry = Arc::new(Registry::default());
+        let peer: SocketAddr = "192.0.2.1:40000".parse().unwrap();
+        let a = ConnectionHandle::new();
+        let b = ConnectionHandle::new();
+        let first = registry.register(peer, &a);
+        assert!(matches!(registry.find(peer, CloseMode::Fin), Found::One(h) if h.same(&a)));
+        let second = registry.register(peer, &b);
+        drop(first);
+        // The survivor is found alone again, and was not aborted.
+        assert!(matches!(registry.find(peer, CloseMode::Fin), Found::One(h) if h.same(&b)));
+        assert!(!b.is_aborted());
+        drop(second);
+        assert_eq!(registry.len(), 0);
+        assert!(matches!(
+            registry.find(peer, CloseMode::Fin),
+            Found::Nothing
+        ));
+    }
+
+    #[test]
+    fn an_ambiguous_peer_aborts_every_connection_from_it() {
+        let registry = Arc::new(Registry::default());
+        let peer: SocketAddr = "[2001:db8::1]:40000".parse().unwrap();
+        let (a, b) = (ConnectionHandle::new(), ConnectionHandle::new());
+        let _ra = registry.register(peer, &a);
+        let _rb = registry.register(peer, &b);
+        assert!(matches!(
+            registry.find(peer, CloseMode::Reset),
+            Found::AbortedAll
+        ));
+        assert_eq!(a.close_mode(), Some(CloseMode::Reset));
+        assert_eq!(b.close_mode(), Some(CloseMode::Reset));
+    }
+}

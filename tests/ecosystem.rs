@@ -1,0 +1,180 @@
+//! The layer among other axum middleware: tower_governor keyed by the peer,
+//! outside or inside the layer; axum's `MockConnectInfo` for `oneshot`
+//! tests; and `ClientIp` as an extractor.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::routing::get;
+use common::{Close, exchange, get as get_req};
+use http::{Request, StatusCode};
+use tower::ServiceExt;
+use tower_governor::GovernorLayer;
+use tower_governor::governor::GovernorConfigBuilder;
+use tower_no_response::{ClientIp, DropReason, NoResponseLayer, RateLimit};
+
+const UA: Option<&str> = Some("curl/8.5.0");
+
+/// Two requests a client, then governor answers 429.
+fn governor() -> GovernorLayer<
+    tower_governor::key_extractor::PeerIpKeyExtractor,
+    governor::middleware::NoOpMiddleware<governor::clock::QuantaInstant>,
+    Body,
+> {
+    let config = GovernorConfigBuilder::default()
+        .per_second(60)
+        .burst_size(2)
+        .finish()
+        .unwrap();
+    GovernorLayer::new(Arc::new(config))
+}
+
+async fn serve(app: Router, layer: &NoResponseLayer) -> SocketAddr {
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let listener = layer.listener(tcp);
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    addr
+}
+
+/// Served with `layer.listener` and axum's `ConnectInfo<SocketAddr>`, a
+/// peer-keyed governor works on either side of the layer: it serves, then
+/// limits, and the layer still drops with zero bytes.
+#[tokio::test]
+async fn tower_governor_keys_by_the_peer_outside_or_inside_the_layer() {
+    for outside in [true, false] {
+        let layer = NoResponseLayer::builder()
+            .server_name("example.com")
+            .build()
+            .unwrap();
+        let routes = Router::new().route("/", get(|| async { "ok" }));
+        let app = if outside {
+            routes.layer(layer.clone()).layer(governor())
+        } else {
+            routes.layer(governor()).layer(layer.clone())
+        };
+        let addr = serve(app, &layer).await;
+        for _ in 0..2 {
+            exchange(addr, &get_req(Some("example.com"), UA))
+                .await
+                .assert_ok();
+        }
+        let limited = exchange(addr, &get_req(Some("example.com"), UA)).await;
+        assert!(
+            limited.text().starts_with("HTTP/1.1 429"),
+            "outside={outside}: {}",
+            limited.text()
+        );
+        if !outside {
+            // Inside, governor never sees what the layer drops.
+            exchange(addr, &get_req(Some("evil.example"), UA))
+                .await
+                .assert_dropped(Close::Fin);
+        }
+    }
+}
+
+fn rule_of(response: &http::Response<Body>) -> Option<DropReason> {
+    response.extensions().get::<DropReason>().copied()
+}
+
+fn request() -> Request<Body> {
+    Request::builder()
+        .uri("/")
+        .header("host", "example.com")
+        .body(Body::empty())
+        .unwrap()
+}
+
+/// `oneshot` tests with `MockConnectInfo` drive the IP rules and the rate
+/// limit as a real peer would.
+#[tokio::test]
+async fn mock_connect_info_drives_the_ip_rules_and_the_limiter() {
+    let layer = NoResponseLayer::builder()
+        .deny_ip("192.0.2.0/24")
+        // nginx's burst: one request beyond the first.
+        .rate_limit(RateLimit::per_minute(1).burst(1))
+        .build()
+        .unwrap();
+    let routes = Router::new()
+        .route(
+            "/",
+            get(|ClientIp(ip): ClientIp| async move { ip.to_string() }),
+        )
+        .layer(layer);
+    let from = |peer: &str| {
+        routes
+            .clone()
+            .layer(MockConnectInfo(peer.parse::<SocketAddr>().unwrap()))
+    };
+
+    let allowed = from("198.51.100.7:4000").oneshot(request()).await.unwrap();
+    assert_eq!(allowed.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(allowed.into_body(), 64).await.unwrap();
+    assert_eq!(&body[..], b"198.51.100.7");
+
+    let denied = from("192.0.2.9:4000").oneshot(request()).await.unwrap();
+    assert_eq!(rule_of(&denied), Some(DropReason::IpDenied));
+    assert_eq!(denied.status().as_u16(), 444);
+
+    // The budget is the client's: a second request passes, a third is over.
+    let second = from("198.51.100.7:4001").oneshot(request()).await.unwrap();
+    assert_eq!(second.status(), StatusCode::OK);
+    let third = from("198.51.100.7:4002").oneshot(request()).await.unwrap();
+    assert_eq!(rule_of(&third), Some(DropReason::RateLimited));
+    // Another client has a budget of its own.
+    let other = from("198.51.100.8:4000").oneshot(request()).await.unwrap();
+    assert_eq!(other.status(), StatusCode::OK);
+}
+
+/// The extractor gives handlers the client the rules judged, over real
+/// sockets; without the layer it rejects with a 500 that names the fix.
+#[tokio::test]
+async fn client_ip_is_an_extractor() {
+    let layer = NoResponseLayer::builder()
+        .trusted_proxy("127.0.0.1")
+        .build()
+        .unwrap();
+    let handler = get(|ClientIp(ip): ClientIp| async move { ip.to_string() });
+    let app = Router::new()
+        .route("/", handler.clone())
+        .layer(layer.clone());
+    let addr = serve(app, &layer).await;
+    let out = exchange(
+        addr,
+        &common::request(
+            "GET",
+            "/",
+            Some("a.test"),
+            UA,
+            &[("X-Forwarded-For", "203.0.113.20")],
+        ),
+    )
+    .await;
+    assert!(
+        out.text().ends_with("\r\n\r\n203.0.113.20"),
+        "{}",
+        out.text()
+    );
+
+    let bare = Router::new().route("/", handler);
+    let rejected = bare.oneshot(request()).await.unwrap();
+    assert_eq!(rejected.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let body = axum::body::to_bytes(rejected.into_body(), 1024)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("NoResponseLayer"), "{text}");
+}
