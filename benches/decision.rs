@@ -48,7 +48,6 @@ fn req(host: &str, ua: &str, xff: Option<&str>) -> Request<()> {
 
 fn bench_decide(c: &mut Criterion) {
     let layer = example_rules().rate_limit(unlimited()).build().unwrap();
-    let rules = layer.rules();
     let peer: SocketAddr = "192.0.2.10:50000".parse().unwrap();
     let proxy: SocketAddr = "127.0.0.1:50000".parse().unwrap();
     let mut g = c.benchmark_group("decide");
@@ -95,14 +94,20 @@ fn bench_decide(c: &mut Criterion) {
     for (name, request, peer) in &cases {
         let expect_drop = name.starts_with("drop");
         assert_eq!(
-            rules.decide(request, Some(*peer)).drop.is_some(),
+            layer.judge(request, Some(*peer)).stop().is_some(),
             expect_drop,
             "{name}"
         );
         g.bench_function(*name, |b| {
-            b.iter(|| rules.decide(black_box(request), black_box(Some(*peer))))
+            b.iter(|| layer.judge(black_box(request), black_box(Some(*peer))))
         });
     }
+    // The pure judgement alone, without the rate limiter's state.
+    let rules = layer.rules();
+    let (_, allowed, peer) = &cases[0];
+    g.bench_function("allowed/rules_alone", |b| {
+        b.iter(|| rules.judge(black_box(allowed), black_box(Some(*peer))))
+    });
     g.finish();
 }
 

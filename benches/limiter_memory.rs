@@ -54,10 +54,8 @@ fn flood(limit: RateLimit) -> (isize, isize, u32) {
     let mut drops = 0;
     for i in 0..CLIENTS {
         let ip = IpAddr::V4(Ipv4Addr::from(0x0B00_0000 + i));
-        let decision = layer
-            .rules()
-            .decide(&request, Some(SocketAddr::new(ip, 40_000)));
-        drops += u32::from(decision.drop.is_some());
+        let decision = layer.judge(&request, Some(SocketAddr::new(ip, 40_000)));
+        drops += u32::from(decision.stop().is_some());
     }
     let peak = PEAK.load(Ordering::Relaxed) - base;
     let held = CURRENT.load(Ordering::Relaxed) - base;

@@ -54,11 +54,10 @@ fn scaling_group(
     let mut g = c.benchmark_group(name);
     for &n in sizes {
         let layer = build(n).build().unwrap();
-        let rules = layer.rules();
         let req = request();
-        assert_eq!(rules.decide(&req, Some(CLIENT)).drop, None);
+        assert_eq!(layer.judge(&req, Some(CLIENT)).stop(), None);
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
-            b.iter(|| rules.decide(black_box(&req), black_box(Some(CLIENT))))
+            b.iter(|| layer.judge(black_box(&req), black_box(Some(CLIENT))))
         });
     }
     g.finish();
@@ -90,16 +89,15 @@ fn limiter_scaling(c: &mut Criterion) {
             )
             .build()
             .unwrap();
-        let rules = layer.rules();
         let req = request();
         for i in 0..n {
             let peer = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0x0B00_0000 + i)), 1);
-            let _ = rules.decide(&req, Some(peer));
+            let _ = layer.judge(&req, Some(peer));
         }
-        assert_eq!(rules.rate_limited_clients(), Some(n as usize));
+        assert_eq!(layer.rate_limited_clients(), Some(n as usize));
         let known = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0x0B00_0000)), 1);
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
-            b.iter(|| rules.decide(black_box(&req), black_box(Some(known))))
+            b.iter(|| layer.judge(black_box(&req), black_box(Some(known))))
         });
     }
     g.finish();
@@ -110,11 +108,10 @@ fn combined(c: &mut Criterion) {
     let layer = with_user_agents(with_cidrs(1_000_000), 1_000)
         .build()
         .unwrap();
-    let rules = layer.rules();
     let req = request();
-    assert_eq!(rules.decide(&req, Some(CLIENT)).drop, None);
+    assert_eq!(layer.judge(&req, Some(CLIENT)).stop(), None);
     c.bench_function("decide/1m_cidrs_1k_user_agents", |b| {
-        b.iter(|| rules.decide(black_box(&req), black_box(Some(CLIENT))))
+        b.iter(|| layer.judge(black_box(&req), black_box(Some(CLIENT))))
     });
 }
 

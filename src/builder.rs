@@ -1,21 +1,19 @@
 use std::sync::Arc;
 
 use crate::NoResponseLayer;
-use crate::audit::stats::Counters;
 use crate::connection::CloseMode;
 use crate::connection::ban::BanList;
 use crate::error::BuildError;
-use crate::rules::RateLimiter;
-use crate::rules::RuleSet;
 use crate::rules::client_ip::{CLOUDFLARE_RANGES, RealIp, RealIpHeader};
 use crate::rules::custom::{CustomRule, RequestHead};
 use crate::rules::host::{HostRules, ServerNames};
 use crate::rules::ip::{IpAction, IpRules, IpSet, parse_cidrs};
 use crate::rules::path::PathRules;
 use crate::rules::policy::{self, Action, Policies};
-use crate::rules::rate_limit::{Limiter, RateLimit};
+use crate::rules::rate_limit::RateLimit;
 use crate::rules::shared_limit::SharedRateLimit;
 use crate::rules::user_agent::UserAgentRules;
+use crate::rules::{DropReason, MAX_RULES, RuleSet};
 
 /// Configures a [`NoResponseLayer`]. Values are checked by
 /// [`build`](Self::build), which refuses the first bad one by name.
@@ -327,11 +325,10 @@ impl NoResponseLayerBuilder {
     /// The first malformed address, CIDR block, pattern, server name or rate
     /// limit, by name.
     pub fn build(self) -> Result<NoResponseLayer, BuildError> {
-        let (rules, close_mode) = self.compile()?;
-        Ok(NoResponseLayer::new(rules, close_mode))
+        NoResponseLayer::new(self.compile()?)
     }
 
-    pub(crate) fn compile(self) -> Result<(RuleSet, CloseMode), BuildError> {
+    pub(crate) fn compile(self) -> Result<Config, BuildError> {
         let mut names = ServerNames::default();
         for name in &self.server_names {
             names.add(name)?;
@@ -348,6 +345,14 @@ impl NoResponseLayerBuilder {
         let mut trusted = IpSet::default();
         for value in &self.trusted_proxies {
             trusted.extend(parse_cidrs("trusted_proxy", value)?);
+        }
+        if DropReason::BUILTIN.len() + self.custom_rules.len() > MAX_RULES {
+            return Err(BuildError::RuleName {
+                name: self.custom_rules[MAX_RULES - DropReason::BUILTIN.len()]
+                    .name
+                    .to_owned(),
+                reason: "a rule set holds at most 116 custom rules",
+            });
         }
         let mut taken = Vec::new();
         for rule in &self.custom_rules {
@@ -367,7 +372,15 @@ impl NoResponseLayerBuilder {
             policy::validate(name, *action)?;
             policies.policies[slot].action = *action;
         }
-        let counters = Counters::new(&policies.names);
+        if self.shared_rate_limit.is_some() && self.rate_limit.is_none() {
+            return Err(BuildError::RateLimit {
+                reason: "shared_rate_limit needs a rate_limit to share".into(),
+            });
+        }
+        if let Some(limit) = &self.rate_limit {
+            // Checked here, so a bad rate is named before the store.
+            limit.quota()?;
+        }
         let rules = RuleSet {
             host: HostRules {
                 drop_missing: self.drop_missing_host,
@@ -387,24 +400,23 @@ impl NoResponseLayerBuilder {
             )?,
             paths: PathRules::new(&self.deny_paths)?,
             custom: self.custom_rules,
-            rate_limit: match (&self.rate_limit, &self.shared_rate_limit) {
-                (None, None) => None,
-                (None, Some(_)) => {
-                    return Err(BuildError::RateLimit {
-                        reason: "shared_rate_limit needs a rate_limit to share".into(),
-                    });
-                }
-                (Some(limit), None) => Some(RateLimiter::Local(Limiter::new(limit)?)),
-                (Some(limit), Some(shared)) => {
-                    // Checked here too, so a bad rate is named before the store.
-                    limit.quota()?;
-                    Some(RateLimiter::Shared(shared.compile(limit)?))
-                }
-            },
+            rate_limited: self.rate_limit.is_some(),
             policies,
-            counters,
-            ban_list: self.ban_list,
         };
-        Ok((rules, self.close_mode))
+        Ok(Config {
+            rules,
+            close_mode: self.close_mode,
+            rate_limit: self.rate_limit.map(|limit| (limit, self.shared_rate_limit)),
+            ban_list: self.ban_list,
+        })
     }
+}
+
+/// A checked configuration: the compiled rules, and the settings of the
+/// runtime state the layer keeps beside them.
+pub(crate) struct Config {
+    pub(crate) rules: RuleSet,
+    pub(crate) close_mode: CloseMode,
+    pub(crate) rate_limit: Option<(RateLimit, Option<SharedRateLimit>)>,
+    pub(crate) ban_list: Option<BanList>,
 }

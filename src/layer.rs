@@ -13,23 +13,28 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::audit::stats::{Counted, Stats};
+use crate::audit::stats::{Counted, Counters, Stats};
 use crate::audit::{self, Outcome};
 use crate::body::NoResponseBody;
-use crate::builder::NoResponseLayerBuilder;
+use crate::builder::{Config, NoResponseLayerBuilder};
+use crate::connection::CloseMode;
+use crate::connection::ban::BanList;
 use crate::connection::registry::{Found, Registry};
-use crate::connection::{CloseMode, ConnectionHandle, ConnectionInfo};
+use crate::connection::{ConnectionHandle, ConnectionInfo};
 use crate::error::BuildError;
-use crate::rules::rate_limit::Verdict;
-use crate::rules::shared_limit::StoreCheck;
-use crate::rules::{Action, ClientIp, DropReason, RuleSet};
+use crate::limit::RateLimiter;
+use crate::rules::rate_limit::Budget;
+use crate::rules::shared_limit::{Step, StoreCheck};
+use crate::rules::{Action, ClientIp, DropReason, Judgement, RuleSet, Stop, Verdict};
 
 /// A [`Layer`] that drops unwanted requests the way nginx's `return 444` does:
 /// the inner service is never called and the connection closes without a
 /// byte of response.
 ///
 /// Build one with [`NoResponseLayer::builder`]. Clones share one compiled
-/// rule set, which [`reload`](Self::reload) swaps for all of them at once.
+/// rule set, which [`reload`](Self::reload) swaps for all of them at once,
+/// and the runtime state beside it: the rate limiter's budgets, the
+/// counters, the ban list and the connections its listeners accepted.
 #[derive(Clone)]
 pub struct NoResponseLayer {
     shared: Arc<Shared>,
@@ -43,11 +48,53 @@ struct Shared {
     warned_no_connection: AtomicBool,
 }
 
-/// Everything a builder configures, swapped as one.
+/// The rules in force and the state that goes with them, swapped as one by
+/// a reload that hands on whatever still applies.
 #[derive(Debug)]
 struct Compiled {
     rules: Arc<RuleSet>,
     close_mode: CloseMode,
+    limiter: Option<RateLimiter>,
+    counters: Counters,
+    ban_list: Option<BanList>,
+}
+
+impl Compiled {
+    fn new(config: Config, previous: Option<&Compiled>) -> Result<Self, BuildError> {
+        let limiter = match &config.rate_limit {
+            None => None,
+            Some((limit, shared)) => Some(RateLimiter::for_limit(
+                limit,
+                shared.as_ref(),
+                previous.and_then(|p| p.limiter.as_ref()),
+            )?),
+        };
+        let counters = Counters::new(&config.rules.policies.names, previous.map(|p| &p.counters));
+        let ban_list = config
+            .ban_list
+            .or_else(|| previous.and_then(|p| p.ban_list.clone()));
+        Ok(Self {
+            rules: Arc::new(config.rules),
+            close_mode: config.close_mode,
+            limiter,
+            counters,
+            ban_list,
+        })
+    }
+
+    /// The rules' judgement, with the in-process part of the rate limit
+    /// applied. A judgement still at [`Verdict::RateLimit`] after this
+    /// awaits the shared store.
+    fn judge<B>(&self, request: &Request<B>, peer: Option<SocketAddr>) -> Judgement {
+        let judgement = self.rules.judge(request, peer);
+        match (judgement.verdict, &self.limiter) {
+            (Verdict::RateLimit(ip), Some(limiter)) => match limiter.check(ip) {
+                Step::Done(budget) => self.rules.settle(judgement, budget),
+                Step::Ask => judgement,
+            },
+            _ => judgement,
+        }
+    }
 }
 
 impl NoResponseLayer {
@@ -56,17 +103,14 @@ impl NoResponseLayer {
         NoResponseLayerBuilder::default()
     }
 
-    pub(crate) fn new(rules: RuleSet, close_mode: CloseMode) -> Self {
-        Self {
+    pub(crate) fn new(config: Config) -> Result<Self, BuildError> {
+        Ok(Self {
             shared: Arc::new(Shared {
-                current: ArcSwap::from_pointee(Compiled {
-                    rules: Arc::new(rules),
-                    close_mode,
-                }),
+                current: ArcSwap::from_pointee(Compiled::new(config, None)?),
                 connections: Arc::default(),
                 warned_no_connection: AtomicBool::new(false),
             }),
-        }
+        })
     }
 
     /// Whether the client is on the ban list, for a serve loop's accept.
@@ -74,7 +118,6 @@ impl NoResponseLayer {
     pub(crate) fn is_banned(&self, ip: IpAddr) -> bool {
         let current = self.shared.current.load();
         current
-            .rules
             .ban_list
             .as_ref()
             .is_some_and(|bans| bans.is_banned(ip))
@@ -85,28 +128,48 @@ impl NoResponseLayer {
         &self.shared.connections
     }
 
-    /// Replaces the whole configuration (rules, actions, dry-run, close
-    /// mode) for every service made by this layer or its clones, atomically
-    /// and without a restart.
+    /// Replaces the configuration (rules, actions, dry-run, close mode) for
+    /// every service made by this layer or its clones, atomically and
+    /// without a restart. Requests already judged finish under the rules
+    /// they were judged by.
     ///
-    /// Requests already judged finish under the rules they were judged by.
-    /// The new rules start with fresh counters and a fresh rate limiter.
+    /// What the layer has learned survives where it still applies:
+    ///
+    /// - **Counters** carry over by rule name. A rule the new configuration
+    ///   drops leaves [`stats`](Self::stats) with it; one it adds starts at
+    ///   zero.
+    /// - **Rate budgets** survive when the new rate limit is the same as the
+    ///   old one (rate, burst, IPv6 prefix, key cap, eviction interval) and,
+    ///   for a shared limit, uses the same store and settings, which also
+    ///   keeps the store's health. A changed limit starts every client with
+    ///   a full budget, since budgets earned under one rate mean nothing
+    ///   under another.
+    /// - **Bans** survive: a new configuration without a ban list keeps the
+    ///   current one, and one with a ban list uses that list.
     ///
     /// # Errors
     /// The new configuration's first bad value; the old one stays in force.
     pub fn reload(&self, builder: NoResponseLayerBuilder) -> Result<(), BuildError> {
-        let (rules, close_mode) = builder.compile()?;
-        self.shared.current.store(Arc::new(Compiled {
-            rules: Arc::new(rules),
-            close_mode,
-        }));
+        let config = builder.compile()?;
+        let current = self.shared.current.load();
+        let next = Compiled::new(config, Some(&current))?;
+        self.shared.current.store(Arc::new(next));
         Ok(())
     }
 
-    /// The rules in force now, e.g. to test a request against them.
+    /// The rules in force now.
     #[must_use]
     pub fn rules(&self) -> Arc<RuleSet> {
         Arc::clone(&self.shared.current.load().rules)
+    }
+
+    /// Judges a request as the layer would, with the rules in force and the
+    /// in-process rate limiter (which this consumes a request's worth of
+    /// budget from), but counts and logs nothing: for tests, benches and
+    /// tools. A judgement still at [`Verdict::RateLimit`] awaits the shared
+    /// store, which this does not ask.
+    pub fn judge<B>(&self, request: &Request<B>, peer: Option<SocketAddr>) -> Judgement {
+        self.shared.current.load().judge(request, peer)
     }
 
     /// How dropped connections are closed now.
@@ -115,11 +178,26 @@ impl NoResponseLayer {
         self.shared.current.load().close_mode
     }
 
-    /// A snapshot of the counters of the rules in force: per rule, requests
-    /// dropped, answered and matched in dry-run, and requests allowed.
+    /// A snapshot of the counters: per rule in force, requests dropped,
+    /// answered and matched in dry-run, and requests allowed.
     #[must_use]
     pub fn stats(&self) -> Stats {
-        self.shared.current.load().rules.stats()
+        self.shared.current.load().counters.snapshot()
+    }
+
+    /// How many clients the in-process rate limiter tracks now, if there is
+    /// one (with a shared store, the local pre-check's). Idle clients are
+    /// evicted on a schedule, so this rises and falls with traffic, up to
+    /// [`RateLimit::max_keys`](crate::RateLimit::max_keys).
+    #[must_use]
+    pub fn rate_limited_clients(&self) -> Option<usize> {
+        self.shared.current.load().limiter.as_ref()?.clients()
+    }
+
+    /// The ban list in force, if any.
+    #[must_use]
+    pub fn ban_list(&self) -> Option<BanList> {
+        self.shared.current.load().ban_list.clone()
     }
 }
 
@@ -129,7 +207,9 @@ impl fmt::Debug for NoResponseLayer {
         f.debug_struct("NoResponseLayer")
             .field("rules", &current.rules)
             .field("close_mode", &current.close_mode)
-            .finish()
+            .field("limiter", &current.limiter)
+            .field("ban_list", &current.ban_list)
+            .finish_non_exhaustive()
     }
 }
 
@@ -182,24 +262,26 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         // The guard pins this request to the rules in force as it arrived.
         let current = self.shared.current.load();
-        let rules = &current.rules;
         let (peer, _) = connection_of(&request);
-        let decision = rules.evaluate(&request, peer, |reason, client_ip| {
-            record_would_drop(rules, &request, reason, client_ip, peer);
-        });
-        let Some(reason) = decision.drop else {
-            if let Some(ip) = decision.client_ip {
-                request.extensions_mut().insert(ClientIp(ip));
-            }
-            if let Some(check) = decision
-                .shared_check()
-                .and_then(|key| rules.ask_shared(key))
-            {
+        let judgement = current.judge(&request, peer);
+        record_would_drop(&current, &request, &judgement, peer);
+        match judgement.verdict {
+            Verdict::Stop(stop) => ResponseFuture {
+                kind: Kind::Rejected {
+                    rejection: reject(&self.shared, &current, &request, stop, judgement.client_ip),
+                },
+            },
+            Verdict::RateLimit(ip) => {
+                let check = current
+                    .limiter
+                    .as_ref()
+                    .and_then(|limiter| limiter.ask(ip))
+                    .expect("only a shared limiter leaves a judgement at RateLimit");
                 // The service that was made ready goes with the request; the
                 // clone stays behind for the next `poll_ready`.
                 let ready = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, ready);
-                return ResponseFuture {
+                ResponseFuture {
                     kind: Kind::Checking {
                         check,
                         pending: Some(Box::new(Pending {
@@ -207,28 +289,22 @@ where
                             request,
                             layer: Arc::clone(&self.shared),
                             compiled: Arc::clone(&current),
-                            client_ip: decision.client_ip,
+                            judgement,
                         })),
                     },
-                };
+                }
             }
-            rules.counters.allowed();
-            return ResponseFuture {
-                kind: Kind::Inner {
-                    future: self.inner.call(request),
-                },
-            };
-        };
-        let rejection = reject(
-            &self.shared,
-            &current,
-            &request,
-            reason,
-            decision.client_ip,
-            decision.retry_after,
-        );
-        ResponseFuture {
-            kind: Kind::Rejected { rejection },
+            Verdict::Pass => {
+                if let Some(ip) = judgement.client_ip {
+                    request.extensions_mut().insert(ClientIp(ip));
+                }
+                current.counters.allowed();
+                ResponseFuture {
+                    kind: Kind::Inner {
+                        future: self.inner.call(request),
+                    },
+                }
+            }
         }
     }
 }
@@ -239,79 +315,95 @@ fn reject<B>(
     layer: &Shared,
     current: &Compiled,
     request: &Request<B>,
-    reason: DropReason,
+    stop: Stop,
     client_ip: Option<IpAddr>,
-    retry_after: Option<Duration>,
 ) -> Rejection {
-    let rules = &current.rules;
     let (peer, connection) = connection_of(request);
-    let slot = rules.policies.slot(reason);
-    match rules.action(reason) {
+    let slot = current.rules.policies.slot(stop.rule);
+    match stop.action {
         Action::Respond(status) => {
-            rules.counters.count(slot, Counted::Responded);
-            audit::emit(request, reason, client_ip, peer, Outcome::Respond(status));
+            current.counters.count(slot, Counted::Responded);
+            audit::emit(
+                request,
+                stop.rule,
+                client_ip,
+                peer,
+                Outcome::Respond(status),
+            );
             Rejection::Respond {
                 status,
-                retry_after,
-                reason,
+                retry_after: stop.retry_after,
+                reason: stop.rule,
             }
         }
         Action::Drop => {
+            let mode = current.close_mode;
             let (handle, close) = match connection {
-                // The serve loop turns the drop into a reset of this
-                // stream alone; the connection stays up for the others.
+                // A `DropAsError` outside turns the drop into a reset of
+                // this stream alone; the connection stays up for the others.
                 Some(info) if info.stream_resets && request.version() == Version::HTTP_2 => {
                     (None, "stream")
                 }
-                Some(info) => (Some(info.handle().clone()), current.close_mode.as_str()),
+                Some(info) => (Some(info.handle().clone()), mode.as_str()),
                 // A connection from the layer's listener, known by its peer.
-                None => match peer.map(|p| layer.connections.find(p, current.close_mode)) {
-                    Some(Found::One(handle)) => (Some(handle), current.close_mode.as_str()),
-                    Some(Found::AbortedAll) => (None, current.close_mode.as_str()),
+                None => match peer.map(|p| layer.connections.find(p, mode)) {
+                    Some(Found::One(handle)) => (Some(handle), mode.as_str()),
+                    Some(Found::AbortedAll) => (None, mode.as_str()),
                     Some(Found::Nothing) | None => {
                         layer.warn_no_connection();
                         (None, audit::CLOSE_BODY_ERROR)
                     }
                 },
             };
-            record_drop(rules, request, reason, client_ip, peer, close);
+            record_drop(current, request, stop.rule, client_ip, peer, close);
             Rejection::Dropped {
                 handle,
-                mode: current.close_mode,
-                reason,
+                mode,
+                reason: stop.rule,
             }
         }
     }
 }
 
-/// Counts and logs a match of a rule in dry-run.
+/// Counts and logs every match of a rule in dry-run.
 fn record_would_drop<B>(
-    rules: &RuleSet,
+    current: &Compiled,
     request: &Request<B>,
-    reason: DropReason,
-    client_ip: Option<IpAddr>,
+    judgement: &Judgement,
     peer: Option<SocketAddr>,
 ) {
-    rules
-        .counters
-        .count(rules.policies.slot(reason), Counted::WouldDrop);
-    audit::emit(request, reason, client_ip, peer, Outcome::WouldDrop);
+    if judgement.dry_run.is_empty() {
+        return;
+    }
+    let rules = &current.rules;
+    for reason in rules.would_drop(judgement.dry_run) {
+        current
+            .counters
+            .count(rules.policies.slot(reason), Counted::WouldDrop);
+        audit::emit(
+            request,
+            reason,
+            judgement.client_ip,
+            peer,
+            Outcome::WouldDrop,
+        );
+    }
 }
 
 /// Counts, logs and strikes one dropped request.
 fn record_drop<B>(
-    rules: &RuleSet,
+    current: &Compiled,
     request: &Request<B>,
     reason: DropReason,
     client_ip: Option<IpAddr>,
     peer: Option<SocketAddr>,
     close: &'static str,
 ) {
-    rules
+    current
         .counters
-        .count(rules.policies.slot(reason), Counted::Dropped);
+        .count(current.rules.policies.slot(reason), Counted::Dropped);
     audit::emit(request, reason, client_ip, peer, Outcome::Drop(close));
-    if let (Some(bans), Some(ip), Some(peer)) = (&rules.ban_list, client_ip, peer) {
+    if let (Some(bans), Some(ip), Some(peer)) = (&current.ban_list, client_ip, peer) {
         // Only a client that is the peer itself can be refused at accept;
         // behind a proxy that would refuse everyone.
         if ip == peer.ip().to_canonical() {
@@ -323,7 +415,9 @@ fn record_drop<B>(
 impl NoResponseLayer {
     /// Judges a request head read by the serve loop before hyper has the
     /// connection; returns the close mode when a rule drops it, after
-    /// counting and logging the drop as the layer would.
+    /// counting and logging the drop as the layer would. Leaves to the
+    /// layer whatever is not an enforced drop: a pass, a status answer, a
+    /// match in dry-run (whose event is the layer's), or the rate limit.
     #[cfg(feature = "server")]
     pub(crate) fn drop_early<B>(
         &self,
@@ -331,13 +425,17 @@ impl NoResponseLayer {
         peer: SocketAddr,
     ) -> Option<CloseMode> {
         let current = self.shared.current.load();
-        let (reason, client_ip) = current.rules.early_drop(request, peer)?;
+        let judgement = current.rules.judge(request, Some(peer));
+        let stop = judgement.stop()?;
+        if stop.action != Action::Drop || !judgement.dry_run.is_empty() {
+            return None;
+        }
         let mode = current.close_mode;
         record_drop(
-            &current.rules,
+            &current,
             request,
-            reason,
-            Some(client_ip),
+            stop.rule,
+            judgement.client_ip,
             Some(peer),
             mode.as_str(),
         );
@@ -410,7 +508,7 @@ struct Pending<S, B> {
     request: Request<B>,
     layer: Arc<Shared>,
     compiled: Arc<Compiled>,
-    client_ip: Option<IpAddr>,
+    judgement: Judgement,
 }
 
 #[derive(Debug)]
@@ -491,34 +589,34 @@ where
 }
 
 impl<S: Service<Request<B>>, B> Pending<S, B> {
-    fn resume(self, verdict: Verdict) -> Kind<S, B> {
+    fn resume(self, budget: Budget) -> Kind<S, B> {
         let Self {
             mut inner,
-            request,
+            mut request,
             layer,
             compiled,
-            client_ip,
+            judgement,
         } = self;
-        let rules = &compiled.rules;
-        let outcome = rules.shared_verdict(verdict, |reason| {
-            record_would_drop(
-                rules,
-                &request,
-                reason,
-                client_ip,
-                connection_of(&request).0,
-            );
-        });
-        match outcome {
-            Ok(()) => {
-                rules.counters.allowed();
+        let settled = compiled.rules.settle(judgement, budget);
+        let peer = connection_of(&request).0;
+        let fresh = Judgement {
+            dry_run: settled.dry_run.since(judgement.dry_run),
+            ..settled
+        };
+        record_would_drop(&compiled, &request, &fresh, peer);
+        match settled.verdict {
+            Verdict::Stop(stop) => Kind::Rejected {
+                rejection: reject(&layer, &compiled, &request, stop, settled.client_ip),
+            },
+            Verdict::Pass | Verdict::RateLimit(_) => {
+                if let Some(ip) = settled.client_ip {
+                    request.extensions_mut().insert(ClientIp(ip));
+                }
+                compiled.counters.allowed();
                 Kind::Inner {
                     future: inner.call(request),
                 }
             }
-            Err((reason, retry_after)) => Kind::Rejected {
-                rejection: reject(&layer, &compiled, &request, reason, client_ip, retry_after),
-            },
         }
     }
 }

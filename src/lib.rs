@@ -108,6 +108,7 @@ mod extract;
 #[cfg(feature = "tonic")]
 pub mod grpc;
 mod layer;
+mod limit;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod rules;
@@ -123,7 +124,8 @@ pub use error::BuildError;
 pub use extract::ClientIpRejection;
 pub use layer::{NoResponse, NoResponseLayer, ResponseFuture};
 pub use rules::{
-    Action, ClientIp, Decision, DropReason, RateLimit, RealIpHeader, RequestHead, RuleSet,
+    Action, ClientIp, DropReason, DryRunHits, Judgement, RateLimit, RealIpHeader, RequestHead,
+    RuleSet, Stop, Verdict,
 };
 
 /// The README's Rust examples, compiled as doctests so they cannot rot.

@@ -13,17 +13,16 @@ async fn idle_clients_are_evicted_on_schedule() {
         .rate_limit(RateLimit::per_second(100).eviction_interval(Duration::from_millis(50)))
         .build()
         .unwrap();
-    let rules = layer.rules();
     let req = Request::get("/").body(()).unwrap();
     for i in 0..10u8 {
         let peer = SocketAddr::from(([192, 0, 2, i], 4000));
-        assert_eq!(rules.decide(&req, Some(peer)).drop, None);
+        assert_eq!(layer.judge(&req, Some(peer)).stop(), None);
     }
-    assert_eq!(rules.rate_limited_clients(), Some(10));
+    assert_eq!(layer.rate_limited_clients(), Some(10));
     // Each client is idle 10 ms after its request; the sweep runs every
     // 50 ms. The bound only guards against a sweep that never comes.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while rules.rate_limited_clients() != Some(0) {
+    while layer.rate_limited_clients() != Some(0) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "idle clients were never evicted"
@@ -35,5 +34,5 @@ async fn idle_clients_are_evicted_on_schedule() {
 #[test]
 fn without_a_rule_there_is_no_count() {
     let layer = NoResponseLayer::builder().build().unwrap();
-    assert_eq!(layer.rules().rate_limited_clients(), None);
+    assert_eq!(layer.rate_limited_clients(), None);
 }

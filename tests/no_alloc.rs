@@ -5,7 +5,7 @@ use std::cell::Cell;
 use std::net::SocketAddr;
 
 use http::Request;
-use tower_no_response::{NoResponseLayer, RateLimit};
+use tower_no_response::{NoResponseLayer, RateLimit, Verdict};
 
 struct Counting;
 
@@ -57,13 +57,16 @@ fn deciding_an_allowed_request_allocates_nothing() {
         .body(())
         .unwrap();
     let proxy: SocketAddr = "127.0.0.1:4000".parse().unwrap();
-    let rules = layer.rules();
     // The first request from a client creates its rate-limit entry, and the
     // regex engine fills its per-thread cache on first use.
-    assert_eq!(rules.decide(&request, Some(proxy)).drop, None);
+    assert_eq!(layer.judge(&request, Some(proxy)).verdict, Verdict::Pass);
+    let rules = layer.rules();
     let n = allocations_in(|| {
         for _ in 0..100 {
-            assert_eq!(rules.decide(&request, Some(proxy)).drop, None);
+            // The rules alone, and with the rate limiter as the layer runs it.
+            let judged = rules.judge(&request, Some(proxy));
+            assert!(matches!(judged.verdict, Verdict::RateLimit(_)));
+            assert_eq!(layer.judge(&request, Some(proxy)).verdict, Verdict::Pass);
         }
     });
     assert_eq!(

@@ -332,3 +332,77 @@ async fn reload_from_documents() {
         .await
         .assert_ok();
 }
+
+/// A reload keeps what still applies. With the same rate limit, a client
+/// that used up its budget is still limited, the counters go on, and a ban
+/// stands; a reload that changes the rate starts every budget afresh.
+#[tokio::test]
+async fn reload_keeps_budgets_counters_and_bans() {
+    use std::time::Duration;
+    use tower_no_response::connection::ban::{BanList, BanPolicy};
+
+    let bans = BanList::new(BanPolicy::new(
+        1,
+        Duration::from_secs(60),
+        Duration::from_secs(600),
+    ));
+    // Two requests, then the budget is spent for a minute.
+    let limited = || {
+        NoResponseLayer::builder()
+            .server_name("example.com")
+            .rate_limit(RateLimit::per_minute(1).burst(1))
+    };
+    let layer = limited().ban_list(bans.clone()).build().unwrap();
+    let (addr, _hits) = app(layer.clone()).await;
+    for _ in 0..2 {
+        exchange(addr, &get_req(Some("example.com"), UA))
+            .await
+            .assert_ok();
+    }
+    exchange(addr, &get_req(Some("example.com"), UA))
+        .await
+        .assert_dropped(Close::Fin);
+    // A ban on a client other than this test's, so the test can go on.
+    let banned: IpAddr = "192.0.2.66".parse().unwrap();
+    bans_strike(&layer, banned).await;
+
+    // Same limit, and a config that says nothing of bans: all of it stays.
+    layer.reload(limited().server_name("www.example.com")).unwrap();
+    exchange(addr, &get_req(Some("example.com"), UA))
+        .await
+        .assert_dropped(Close::Fin);
+    let stats = layer.stats();
+    assert_eq!(stats.allowed, 2);
+    assert_eq!(stats.rule("rate_limit").unwrap().dropped, 2);
+    assert!(layer.ban_list().unwrap().is_banned(banned), "the ban was lost");
+
+    // A new rate: budgets earned under the old one mean nothing now.
+    layer
+        .reload(
+            NoResponseLayer::builder()
+                .server_name("example.com")
+                .rate_limit(RateLimit::per_minute(2).burst(1)),
+        )
+        .unwrap();
+    exchange(addr, &get_req(Some("example.com"), UA))
+        .await
+        .assert_ok();
+    assert_eq!(layer.stats().allowed, 3);
+}
+
+/// Strikes `ip` the way a drop would: through a request from it, judged by
+/// the layer's own service.
+async fn bans_strike(layer: &NoResponseLayer, ip: IpAddr) {
+    use tower::ServiceExt;
+    let peer = std::net::SocketAddr::new(ip, 4000);
+    let request = http::Request::builder()
+        .uri("/")
+        .header("host", "evil.example")
+        .extension(axum::extract::ConnectInfo(peer))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let app = counting_router(Arc::default()).layer(layer.clone());
+    let response = app.oneshot(request).await.unwrap();
+    assert_eq!(response.status().as_u16(), 444);
+    assert!(layer.ban_list().unwrap().is_banned(ip));
+}

@@ -77,7 +77,7 @@ proptest! {
             ("x-real-ip", &xff),
             ("cf-connecting-ip", &xff),
         ]);
-        let _ = layer.rules().decide(&req, Some(SocketAddr::new(peer, 1)));
+        let _ = layer.judge(&req, Some(SocketAddr::new(peer, 1)));
     }
 
     /// An IPv4-mapped IPv6 peer is judged exactly like its IPv4 form, by
@@ -98,9 +98,9 @@ proptest! {
         let layer = NoResponseLayer::builder().deny_ip(rule).build().unwrap();
         let req = request(&[]);
         let v4 = Ipv4Addr::from(addr);
-        let plain = layer.rules().decide(&req, Some(SocketAddr::new(IpAddr::V4(v4), 1)));
-        let as_mapped = layer.rules().decide(&req, Some(SocketAddr::new(mapped(v4), 1)));
-        prop_assert_eq!(plain.drop, as_mapped.drop);
+        let plain = layer.judge(&req, Some(SocketAddr::new(IpAddr::V4(v4), 1)));
+        let as_mapped = layer.judge(&req, Some(SocketAddr::new(mapped(v4), 1)));
+        prop_assert_eq!(plain.stop(), as_mapped.stop());
         prop_assert_eq!(plain.client_ip, as_mapped.client_ip);
     }
 
@@ -128,8 +128,8 @@ proptest! {
             }
         };
         let layer = NoResponseLayer::builder().allow_ip(net.clone()).deny_ip("all").build().unwrap();
-        let decision = layer.rules().decide(&request(&[]), Some(SocketAddr::new(client, 1)));
-        prop_assert_eq!(decision.drop, None, "{} dropped by allow {}; deny all", client, net);
+        let decision = layer.judge(&request(&[]), Some(SocketAddr::new(client, 1)));
+        prop_assert_eq!(decision.stop().map(|s| s.rule), None, "{} dropped by allow {}; deny all", client, net);
     }
 
     /// The client is always the peer or an address that one of the list's
@@ -172,7 +172,7 @@ proptest! {
         let value = rendered.join(", ");
         let req = request(&[(name, value.as_bytes())]);
         let peer: IpAddr = "10.1.2.3".parse().unwrap();
-        let client = layer.rules().decide(&req, Some(SocketAddr::new(peer, 1))).client_ip.unwrap();
+        let client = layer.judge(&req, Some(SocketAddr::new(peer, 1))).client_ip.unwrap();
         let named = entries.iter().flatten().any(|ip| ip.to_canonical() == client);
         // Garbage can still happen to spell an address; then it is one.
         let spelled = value.contains(&client.to_string());
@@ -183,8 +183,11 @@ proptest! {
 #[test]
 fn ip_rules_fail_closed_without_a_peer() {
     let layer = NoResponseLayer::builder().allow_ip("all").build().unwrap();
-    let decision = layer.rules().decide(&request(&[]), None);
-    assert_eq!(decision.drop, Some(DropReason::ClientIpUnknown));
+    let decision = layer.judge(&request(&[]), None);
+    assert_eq!(
+        decision.stop().map(|s| s.rule),
+        Some(DropReason::ClientIpUnknown)
+    );
 }
 
 /// A reference first-match scan over the same rules, for the tables.
@@ -224,7 +227,7 @@ proptest! {
         });
         for probe in probes.into_iter().chain(edges) {
             let ip = IpAddr::V4(Ipv4Addr::from(probe));
-            let dropped = layer.rules().decide(&request(&[]), Some(SocketAddr::new(ip, 1))).drop.is_some();
+            let dropped = layer.judge(&request(&[]), Some(SocketAddr::new(ip, 1))).stop().is_some();
             prop_assert_eq!(dropped, scan(&nets, ip) == Some(true), "{}", ip);
         }
     }

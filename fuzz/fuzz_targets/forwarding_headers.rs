@@ -40,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
         }
         let client = layer
             .rules()
-            .decide(&req, Some(SocketAddr::new(peer, 1)))
+            .judge(&req, Some(SocketAddr::new(peer, 1)))
             .client_ip
             .unwrap();
         if client != peer {

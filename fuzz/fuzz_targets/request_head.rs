@@ -45,8 +45,8 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let peer: SocketAddr = "127.0.0.1:4000".parse().unwrap();
-    let decision = LAYER.rules().decide(&req, Some(peer));
+    let judgement = LAYER.rules().judge(&req, Some(peer));
     if req.uri().authority().is_none() && req.headers().get("host").is_none() {
-        assert!(decision.drop.is_some(), "a request without a host was allowed");
+        assert!(judgement.stop().is_some(), "a request without a host was allowed");
     }
 });

@@ -3,6 +3,7 @@
 //!
 //! [`NoResponseLayer::stats`]: crate::NoResponseLayer::stats
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Counts for one rule.
@@ -63,51 +64,86 @@ impl Counted {
 }
 
 /// Counters by rule slot (see `Policies`), and the allowed count.
+///
+/// Each rule's counts sit in a cell of their own, so that a reload can hand
+/// the cells of the rules it keeps to the new rule set: counts survive a
+/// reload, by rule name, and requests still finishing under the old rules
+/// count into the same cells.
 #[derive(Debug)]
 pub(crate) struct Counters {
-    names: Vec<&'static str>,
-    counts: Vec<[AtomicU64; 3]>,
-    allowed: AtomicU64,
+    cells: Vec<Arc<RuleCell>>,
+    allowed: Arc<AllowedCell>,
+}
+
+#[derive(Debug)]
+struct RuleCell {
+    rule: &'static str,
+    counts: [AtomicU64; 3],
     #[cfg(feature = "metrics")]
-    exported: metrics_export::Handles,
+    exported: metrics_export::RuleHandles,
+}
+
+#[derive(Debug, Default)]
+struct AllowedCell {
+    count: AtomicU64,
+    #[cfg(feature = "metrics")]
+    exported: metrics_export::AllowedHandle,
 }
 
 impl Counters {
-    pub(crate) fn new(names: &[&'static str]) -> Self {
-        Self {
-            names: names.to_vec(),
-            counts: names.iter().map(|_| Default::default()).collect(),
-            allowed: AtomicU64::new(0),
-            #[cfg(feature = "metrics")]
-            exported: metrics_export::Handles::new(names.len()),
-        }
+    /// Counters for `names`, in slot order, carrying over the cells of
+    /// `previous` for every name they share.
+    pub(crate) fn new(names: &[&'static str], previous: Option<&Counters>) -> Self {
+        let cells = names
+            .iter()
+            .map(|&rule| {
+                previous
+                    .and_then(|p| p.cells.iter().find(|c| c.rule == rule))
+                    .map_or_else(
+                        || {
+                            Arc::new(RuleCell {
+                                rule,
+                                counts: Default::default(),
+                                #[cfg(feature = "metrics")]
+                                exported: Default::default(),
+                            })
+                        },
+                        Arc::clone,
+                    )
+            })
+            .collect();
+        let allowed = previous.map_or_else(Arc::default, |p| Arc::clone(&p.allowed));
+        Self { cells, allowed }
     }
 
     pub(crate) fn allowed(&self) {
-        self.allowed.fetch_add(1, Ordering::Relaxed);
+        self.allowed.count.fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "metrics")]
-        self.exported.allowed();
+        self.allowed.exported.increment();
     }
 
     pub(crate) fn count(&self, slot: usize, what: Counted) {
-        self.counts[slot][what.index()].fetch_add(1, Ordering::Relaxed);
+        let cell = &self.cells[slot];
+        cell.counts[what.index()].fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "metrics")]
-        self.exported.count(slot, self.names[slot], what);
+        cell.exported.count(cell.rule, what);
     }
 
     pub(crate) fn snapshot(&self) -> Stats {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Stats {
-            allowed: load(&self.allowed),
+            allowed: load(&self.allowed.count),
             rules: self
-                .names
+                .cells
                 .iter()
-                .zip(&self.counts)
-                .map(|(rule, [dropped, responded, would_drop])| RuleStats {
-                    rule,
-                    dropped: load(dropped),
-                    responded: load(responded),
-                    would_drop: load(would_drop),
+                .map(|cell| {
+                    let [dropped, responded, would_drop] = &cell.counts;
+                    RuleStats {
+                        rule: cell.rule,
+                        dropped: load(dropped),
+                        responded: load(responded),
+                        would_drop: load(would_drop),
+                    }
                 })
                 .collect(),
         }
@@ -133,31 +169,27 @@ mod metrics_export {
     pub(super) const REQUESTS: &str = "tower_no_response_requests_total";
     pub(super) const ALLOWED: &str = "tower_no_response_allowed_total";
 
-    #[derive(Debug)]
-    pub(super) struct Handles {
-        allowed: OnceLock<Counter>,
-        per_rule: Vec<[OnceLock<Counter>; 3]>,
-    }
+    /// One rule's handles, one per action.
+    #[derive(Debug, Default)]
+    pub(super) struct RuleHandles([OnceLock<Counter>; 3]);
 
-    impl Handles {
-        pub(super) fn new(rules: usize) -> Self {
-            Self {
-                allowed: OnceLock::new(),
-                per_rule: (0..rules).map(|_| Default::default()).collect(),
-            }
-        }
-
-        pub(super) fn allowed(&self) {
-            self.allowed
-                .get_or_init(|| metrics::counter!(ALLOWED))
-                .increment(1);
-        }
-
-        pub(super) fn count(&self, slot: usize, rule: &'static str, what: Counted) {
-            self.per_rule[slot][what.index()]
+    impl RuleHandles {
+        pub(super) fn count(&self, rule: &'static str, what: Counted) {
+            self.0[what.index()]
                 .get_or_init(
                     || metrics::counter!(REQUESTS, "rule" => rule, "action" => what.label()),
                 )
+                .increment(1);
+        }
+    }
+
+    #[derive(Debug, Default)]
+    pub(super) struct AllowedHandle(OnceLock<Counter>);
+
+    impl AllowedHandle {
+        pub(super) fn increment(&self) {
+            self.0
+                .get_or_init(|| metrics::counter!(ALLOWED))
                 .increment(1);
         }
     }

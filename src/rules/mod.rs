@@ -17,6 +17,12 @@
 //!
 //! A rule in dry-run is evaluated fully; when it matches, an event records
 //! what it would have done and evaluation goes on with the next rule.
+//!
+//! Judging is pure: [`RuleSet::judge`] reads a request head and the peer
+//! and returns a [`Judgement`], with no clock, runtime, logging or state.
+//! The rate limit's budget is runtime state, kept by the layer beside the
+//! rules, so the rules end at "ask the limiter about this client"
+//! ([`Verdict::RateLimit`]) and [`RuleSet::settle`] applies its answer.
 
 pub(crate) mod client_ip;
 pub(crate) mod custom;
@@ -44,7 +50,6 @@ pub use shared_limit::{
     FailurePolicy, RateLimitStore, SharedRateLimit, StoreError, StoreFuture, StoreVerdict,
 };
 
-use crate::audit::stats::{Counters, Stats};
 use custom::CustomRule;
 use path::PathRules;
 use policy::Policies;
@@ -52,8 +57,7 @@ use policy::Policies;
 use client_ip::RealIp;
 use host::HostRules;
 use ip::{IpAction, IpRules};
-use rate_limit::{Limiter, Verdict};
-use shared_limit::{SharedLimiter, Step, StoreCheck};
+use rate_limit::Budget;
 use user_agent::UserAgentRules;
 
 /// A compiled, immutable rule set. Build it with
@@ -67,135 +71,138 @@ pub struct RuleSet {
     pub(crate) user_agent: UserAgentRules,
     pub(crate) paths: PathRules,
     pub(crate) custom: Vec<CustomRule>,
-    pub(crate) rate_limit: Option<RateLimiter>,
+    /// Whether a rate limit follows the other rules.
+    pub(crate) rate_limited: bool,
     pub(crate) policies: Policies,
-    pub(crate) counters: Counters,
-    pub(crate) ban_list: Option<crate::connection::ban::BanList>,
 }
 
-/// Where the rate limit's budget is kept.
-#[derive(Debug)]
-pub(crate) enum RateLimiter {
-    /// In this process: governor's GCRA, the default.
-    Local(Limiter),
-    /// In a store shared with other replicas.
-    Shared(SharedLimiter),
-}
-
-/// The outcome of judging one request.
+/// What the rules make of one request: [`RuleSet::judge`]'s answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
-pub struct Decision {
+pub struct Judgement {
     /// The client the rules judged, when a peer address was known.
     pub client_ip: Option<IpAddr>,
-    /// The enforced rule that stopped the request, or `None` to let it
-    /// through. What it does (drop, or respond) is [`RuleSet::action`].
-    pub drop: Option<DropReason>,
-    /// The first rule in dry-run that matched, if any.
-    pub would_drop: Option<DropReason>,
-    /// How long the client should wait, when the rate limit matched.
-    pub retry_after: Option<Duration>,
-    /// The key to ask the shared rate-limit store about, when every other
-    /// rule let the request through.
-    shared_check: Option<IpAddr>,
+    /// What happens to the request.
+    pub verdict: Verdict,
+    /// The rules in dry-run that matched; see [`RuleSet::would_drop`].
+    pub dry_run: DryRunHits,
 }
 
+/// What happens to a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every enforced rule let it through.
+    Pass,
+    /// An enforced rule stopped it.
+    Stop(Stop),
+    /// Every other rule let it through; the rate limiter decides, for this
+    /// client. [`RuleSet::settle`] applies its answer.
+    RateLimit(IpAddr),
+}
+
+/// The rule that stopped a request, and what it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stop {
+    /// The rule that matched.
+    pub rule: DropReason,
+    /// Drop (444), or respond with a status.
+    pub action: Action,
+    /// How long the client should wait, when the rate limit matched.
+    pub retry_after: Option<Duration>,
+}
+
+/// The set of rules in dry-run that matched one request, by their slot in
+/// the rule set: built-in rules first, then custom rules. A rule set holds
+/// at most 128 rules, so it fits in one word pair and judging allocates
+/// nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DryRunHits(u128);
+
+impl DryRunHits {
+    /// Whether no rule in dry-run matched.
+    #[must_use]
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The hits in `self` that are not in `earlier`.
+    #[must_use]
+    pub const fn since(self, earlier: DryRunHits) -> DryRunHits {
+        DryRunHits(self.0 & !earlier.0)
+    }
+
+    fn with(self, slot: usize) -> Self {
+        Self(self.0 | 1 << slot)
+    }
+
+    fn slots(self) -> impl Iterator<Item = usize> {
+        (0..128).filter(move |slot| self.0 & (1 << slot) != 0)
+    }
+}
+
+/// The most rules a rule set holds: the slots of [`DryRunHits`], of which
+/// the built-in rules take 12, leaving 116 for custom rules.
+pub(crate) const MAX_RULES: usize = 128;
+const _: () = assert!(MAX_RULES - DropReason::BUILTIN.len() == 116);
+
 impl RuleSet {
-    /// Judges a request from its head and the socket peer. Allocation-free.
+    /// Judges a request from its head and the socket peer: allocation-free,
+    /// with no clock, runtime or logging.
     ///
     /// `peer` is the TCP peer; the client IP is derived from it and, when the
     /// peer is a trusted proxy, from the real-IP header.
-    ///
-    /// With a [shared rate limit](SharedRateLimit) this judges every rule
-    /// but the shared budget, which needs a round trip: the local pre-check
-    /// runs, the store is not asked, and
-    /// [`Decision::awaits_shared_limit`] says so.
-    pub fn decide<B>(&self, request: &Request<B>, peer: Option<SocketAddr>) -> Decision {
-        let mut would_drop = None;
-        self.evaluate(request, peer, |reason, _| {
-            would_drop.get_or_insert(reason);
-        })
-        .with_would_drop(would_drop)
-    }
-
-    /// [`decide`](Self::decide), calling `dry_run` with the client IP for
-    /// every rule in dry-run that matched, in order.
-    pub(crate) fn evaluate<B>(
-        &self,
-        request: &Request<B>,
-        peer: Option<SocketAddr>,
-        mut dry_run: impl FnMut(DropReason, Option<IpAddr>),
-    ) -> Decision {
+    pub fn judge<B>(&self, request: &Request<B>, peer: Option<SocketAddr>) -> Judgement {
         let client_ip = peer.map(|p| self.real_ip.resolve(p.ip(), request.headers()));
-        let mut retry_after = None;
-        let mut report = |reason| dry_run(reason, client_ip);
-        let (drop, shared_check) =
-            match self.first_drop(request, client_ip, &mut retry_after, &mut report, true) {
-                Ok(ask) => (None, ask),
-                Err(reason) => (Some(reason), None),
-            };
-        Decision {
+        let mut dry_run = DryRunHits::default();
+        let verdict = match self.first_stop(request, client_ip, &mut dry_run) {
+            Err(stop) => Verdict::Stop(stop),
+            Ok(()) => match client_ip {
+                Some(ip) if self.rate_limited => Verdict::RateLimit(ip),
+                _ => Verdict::Pass,
+            },
+        };
+        Judgement {
             client_ip,
-            drop,
-            would_drop: None,
-            retry_after,
-            shared_check,
+            verdict,
+            dry_run,
         }
     }
 
-    /// The rule that drops `request` outright, judged on every rule but the
-    /// rate limit, for a serve loop that judges a connection's first request
-    /// before hyper sees it. `None` whenever the layer must judge the request
-    /// itself: nothing drops it, a rule in dry-run matched (its event is the
-    /// layer's to emit), or the rule that matched answers with a status.
-    #[cfg(feature = "server")]
-    pub(crate) fn early_drop<B>(
-        &self,
-        request: &Request<B>,
-        peer: SocketAddr,
-    ) -> Option<(DropReason, IpAddr)> {
-        let client_ip = self.real_ip.resolve(peer.ip(), request.headers());
-        let mut dry_run_matched = false;
-        let reason = self
-            .first_drop(
-                request,
-                Some(client_ip),
-                &mut None,
-                &mut |_| dry_run_matched = true,
-                false,
-            )
-            .err()?;
-        (!dry_run_matched && self.action(reason) == Action::Drop).then_some((reason, client_ip))
-    }
-
-    /// The round trip to the shared store that a decision awaits.
-    pub(crate) fn ask_shared(&self, key: IpAddr) -> Option<StoreCheck> {
-        match &self.rate_limit {
-            Some(RateLimiter::Shared(shared)) => Some(shared.ask(key)),
-            _ => None,
+    /// Applies the rate limiter's answer to a judgement that awaits it; any
+    /// other judgement is returned as it is.
+    pub(crate) fn settle(&self, judgement: Judgement, budget: Budget) -> Judgement {
+        if !matches!(judgement.verdict, Verdict::RateLimit(_)) {
+            return judgement;
+        }
+        let mut dry_run = judgement.dry_run;
+        let (rule, retry_after) = match budget {
+            Budget::Allow => {
+                return Judgement {
+                    verdict: Verdict::Pass,
+                    ..judgement
+                };
+            }
+            Budget::OverLimit(wait) => (DropReason::RateLimited, Some(wait)),
+            Budget::TableFull => (DropReason::RateLimitFull, None),
+            Budget::Unavailable => (DropReason::RateLimitUnavailable, None),
+        };
+        let verdict = match self.enforce(rule, &mut dry_run) {
+            Ok(()) => Verdict::Pass,
+            Err(mut stop) => {
+                stop.retry_after = retry_after;
+                Verdict::Stop(stop)
+            }
+        };
+        Judgement {
+            client_ip: judgement.client_ip,
+            verdict,
+            dry_run,
         }
     }
 
-    /// Applies the store's verdict: `Ok` lets the request through (a match
-    /// in dry-run is reported first), `Err` names the rule that stops it and
-    /// the wait to advertise.
-    pub(crate) fn shared_verdict(
-        &self,
-        verdict: Verdict,
-        mut dry_run: impl FnMut(DropReason),
-    ) -> Result<(), (DropReason, Option<Duration>)> {
-        let (outcome, wait) = Self::rate_outcome(verdict);
-        self.enforce(outcome, &mut dry_run)
-            .map_err(|reason| (reason, wait))
-    }
-
-    fn rate_outcome(verdict: Verdict) -> (Result<(), DropReason>, Option<Duration>) {
-        match verdict {
-            Verdict::Allow => (Ok(()), None),
-            Verdict::OverLimit(wait) => (Err(DropReason::RateLimited), Some(wait)),
-            Verdict::TableFull => (Err(DropReason::RateLimitFull), None),
-            Verdict::Unavailable => (Err(DropReason::RateLimitUnavailable), None),
-        }
+    /// The rules in dry-run that matched, in evaluation order.
+    pub fn would_drop(&self, hits: DryRunHits) -> impl Iterator<Item = DropReason> + '_ {
+        hits.slots().map(|slot| self.policies.reason(slot))
     }
 
     /// What the rule that matched does.
@@ -204,68 +211,46 @@ impl RuleSet {
         self.policies.get(reason).action
     }
 
-    /// A snapshot of the counters: per rule, how many requests were
-    /// dropped, answered or matched in dry-run, and how many were allowed.
-    #[must_use]
-    pub fn stats(&self) -> Stats {
-        self.counters.snapshot()
-    }
-
-    /// How many clients the in-process rate limiter tracks now, if there is
-    /// one (with a shared store, the local pre-check's). Idle clients are
-    /// evicted on a schedule, so this rises and falls with traffic, up to
-    /// [`RateLimit::max_keys`].
-    #[must_use]
-    pub fn rate_limited_clients(&self) -> Option<usize> {
-        match self.rate_limit.as_ref()? {
-            RateLimiter::Local(limiter) => Some(limiter.len()),
-            RateLimiter::Shared(shared) => shared.local_clients(),
+    /// A rule that matched: a stop when enforced, a hit when in dry-run.
+    fn enforce(&self, rule: DropReason, dry_run: &mut DryRunHits) -> Result<(), Stop> {
+        let slot = self.policies.slot(rule);
+        let policy = self.policies.policies[slot];
+        if policy.dry_run {
+            *dry_run = dry_run.with(slot);
+            return Ok(());
         }
+        Err(Stop {
+            rule,
+            action: policy.action,
+            retry_after: None,
+        })
     }
 
-    /// A matching rule in dry-run is reported and treated as not matching.
-    fn enforce(
-        &self,
-        outcome: Result<(), DropReason>,
-        dry_run: &mut impl FnMut(DropReason),
-    ) -> Result<(), DropReason> {
-        match outcome {
-            Err(reason) if self.policies.get(reason).dry_run => {
-                dry_run(reason);
-                Ok(())
-            }
-            other => other,
-        }
-    }
-
-    fn first_drop<B>(
+    fn first_stop<B>(
         &self,
         request: &Request<B>,
         client_ip: Option<IpAddr>,
-        retry_after: &mut Option<Duration>,
-        dry_run: &mut impl FnMut(DropReason),
-        rate_limit: bool,
-    ) -> Result<Option<IpAddr>, DropReason> {
+        dry_run: &mut DryRunHits,
+    ) -> Result<(), Stop> {
         let headers = request.headers();
-        self.enforce(
-            self.host.check(request.version(), request.uri(), headers),
-            dry_run,
-        )?;
-        let needs_ip = !self.ip.is_empty() || self.rate_limit.is_some();
-        let client_ip = match client_ip {
-            None if needs_ip => {
-                self.enforce(Err(DropReason::ClientIpUnknown), dry_run)?;
-                None
-            }
-            ip => ip,
-        };
+        if let Err(rule) = self.host.check(request.version(), request.uri(), headers) {
+            self.enforce(rule, dry_run)?;
+        }
+        let needs_ip = !self.ip.is_empty() || self.rate_limited;
+        if client_ip.is_none() && needs_ip {
+            self.enforce(DropReason::ClientIpUnknown, dry_run)?;
+        }
         if let Some(ip) = client_ip {
             if self.ip.first_match(ip) == Some(IpAction::Deny) {
-                self.enforce(Err(DropReason::IpDenied), dry_run)?;
+                self.enforce(DropReason::IpDenied, dry_run)?;
             }
         }
-        self.enforce(self.user_agent.check(headers), dry_run)?;
-        self.enforce(self.paths.check(request.uri()), dry_run)?;
+        if let Err(rule) = self.user_agent.check(headers) {
+            self.enforce(rule, dry_run)?;
+        }
+        if let Err(rule) = self.paths.check(request.uri()) {
+            self.enforce(rule, dry_run)?;
+        }
         if !self.custom.is_empty() {
             let head = RequestHead {
                 method: request.method(),
@@ -276,40 +261,21 @@ impl RuleSet {
             };
             for rule in &self.custom {
                 if (rule.predicate)(&head) {
-                    self.enforce(Err(DropReason::Custom(rule.name)), dry_run)?;
+                    self.enforce(DropReason::Custom(rule.name), dry_run)?;
                 }
             }
         }
-        let (Some(limiter), Some(ip), true) = (&self.rate_limit, client_ip, rate_limit) else {
-            return Ok(None);
-        };
-        let verdict = match limiter {
-            RateLimiter::Local(limiter) => limiter.check(ip),
-            RateLimiter::Shared(shared) => match shared.check(ip) {
-                Step::Done(verdict) => verdict,
-                Step::Ask(key) => return Ok(Some(key)),
-            },
-        };
-        let (outcome, wait) = Self::rate_outcome(verdict);
-        *retry_after = wait;
-        self.enforce(outcome, dry_run).map(|()| None)
+        Ok(())
     }
 }
 
-impl Decision {
-    /// Whether the request passed every rule but still awaits the shared
-    /// rate-limit store's answer.
+impl Judgement {
+    /// The stop, if an enforced rule stopped the request.
     #[must_use]
-    pub fn awaits_shared_limit(&self) -> bool {
-        self.shared_check.is_some()
-    }
-
-    pub(crate) fn shared_check(&self) -> Option<IpAddr> {
-        self.shared_check
-    }
-
-    fn with_would_drop(mut self, would_drop: Option<DropReason>) -> Self {
-        self.would_drop = would_drop;
-        self
+    pub fn stop(&self) -> Option<Stop> {
+        match self.verdict {
+            Verdict::Stop(stop) => Some(stop),
+            _ => None,
+        }
     }
 }

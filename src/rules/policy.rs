@@ -100,6 +100,14 @@ impl Policies {
         }
     }
 
+    /// The rule in `slot`.
+    pub(crate) fn reason(&self, slot: usize) -> DropReason {
+        DropReason::BUILTIN
+            .get(slot)
+            .copied()
+            .unwrap_or_else(|| DropReason::Custom(self.names[slot]))
+    }
+
     pub(crate) fn get(&self, reason: DropReason) -> RulePolicy {
         self.policies[self.slot(reason)]
     }

@@ -164,9 +164,9 @@ fn key_of(ip: IpAddr, v6_mask: u128) -> IpAddr {
     }
 }
 
-/// What the limiter says about one request.
+/// What the limiter says about one request's budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Verdict {
+pub(crate) enum Budget {
     Allow,
     /// Over the limit; the client may try again after this long.
     OverLimit(Duration),
@@ -265,6 +265,8 @@ impl ShrinkableKeyedStateStore<IpAddr> for KeyTable {
 type Governor<C> = RateLimiter<IpAddr, KeyTable, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
 struct Shared<C: Clock> {
+    /// What it was built from: a reload to the same limit keeps it.
+    config: RateLimit,
     governor: Governor<C>,
     clock: C,
     start: C::Instant,
@@ -299,6 +301,11 @@ impl<C: Clock> Limiter<C> {
     pub(crate) fn len(&self) -> usize {
         self.shared.governor.len()
     }
+
+    /// Whether a reload to `limit` may keep this limiter and its budgets.
+    pub(crate) fn serves(&self, limit: &RateLimit) -> bool {
+        self.shared.config == *limit
+    }
 }
 
 impl<C: Clock + Clone + Send + Sync + 'static> Limiter<C>
@@ -315,6 +322,7 @@ where
         };
         Ok(Self {
             shared: Arc::new(Shared {
+                config: *config,
                 governor: RateLimiter::new(quota, table, clock.clone()),
                 start: clock.now(),
                 clock,
@@ -327,26 +335,26 @@ where
     }
 
     /// `ip` must already be canonical.
-    pub(crate) fn check(&self, ip: IpAddr) -> Verdict {
+    pub(crate) fn check(&self, ip: IpAddr) -> Budget {
         self.shared
             .housekeeper
             .call_once(|| spawn_housekeeper(Arc::downgrade(&self.shared)));
         let key = key_of(ip, self.shared.v6_mask);
         match self.check_key(&key) {
-            Verdict::TableFull if self.evict_inline() => self.check_key(&key),
+            Budget::TableFull if self.evict_inline() => self.check_key(&key),
             verdict => verdict,
         }
     }
 
-    fn check_key(&self, key: &IpAddr) -> Verdict {
+    fn check_key(&self, key: &IpAddr) -> Budget {
         REFUSED.with(|r| r.set(false));
         let outcome = self.shared.governor.check_key(key);
         if REFUSED.with(Cell::get) {
-            return Verdict::TableFull;
+            return Budget::TableFull;
         }
         match outcome {
-            Ok(()) => Verdict::Allow,
-            Err(not_until) => Verdict::OverLimit(not_until.wait_time_from(self.shared.clock.now())),
+            Ok(()) => Budget::Allow,
+            Err(not_until) => Budget::OverLimit(not_until.wait_time_from(self.shared.clock.now())),
         }
     }
 
@@ -424,7 +432,7 @@ mod tests {
 
     fn run(limiter: &Limiter<FakeRelativeClock>, ip: IpAddr, n: usize) -> (usize, usize) {
         let passed = (0..n)
-            .filter(|_| limiter.check(ip) == Verdict::Allow)
+            .filter(|_| limiter.check(ip) == Budget::Allow)
             .count();
         (passed, n - passed)
     }
@@ -452,16 +460,16 @@ mod tests {
     fn the_wait_is_the_limiter_s_own() {
         let (limiter, clock) = fake(RateLimit::per_second(10).burst(1));
         let ip: IpAddr = "192.0.2.9".parse().unwrap();
-        assert_eq!(limiter.check(ip), Verdict::Allow);
-        assert_eq!(limiter.check(ip), Verdict::Allow);
+        assert_eq!(limiter.check(ip), Budget::Allow);
+        assert_eq!(limiter.check(ip), Budget::Allow);
         assert_eq!(
             limiter.check(ip),
-            Verdict::OverLimit(Duration::from_millis(100))
+            Budget::OverLimit(Duration::from_millis(100))
         );
         clock.advance(Duration::from_millis(40));
         assert_eq!(
             limiter.check(ip),
-            Verdict::OverLimit(Duration::from_millis(60))
+            Budget::OverLimit(Duration::from_millis(60))
         );
     }
 
@@ -469,21 +477,21 @@ mod tests {
     fn ipv6_hosts_share_their_prefix() {
         let (limiter, _) = fake(RateLimit::per_minute(1).burst(1));
         let check = |s: &str| limiter.check(s.parse().unwrap());
-        assert_eq!(check("2001:db8:0:1::1"), Verdict::Allow);
-        assert_eq!(check("2001:db8:0:1::2"), Verdict::Allow);
+        assert_eq!(check("2001:db8:0:1::1"), Budget::Allow);
+        assert_eq!(check("2001:db8:0:1::2"), Budget::Allow);
         assert!(matches!(
             check("2001:db8:0:1:ffff::3"),
-            Verdict::OverLimit(_)
+            Budget::OverLimit(_)
         ));
-        assert_eq!(check("2001:db8:0:2::1"), Verdict::Allow);
+        assert_eq!(check("2001:db8:0:2::1"), Budget::Allow);
         let (wide, _) = fake(RateLimit::per_minute(1).ipv6_prefix(48));
         assert_eq!(
             wide.check("2001:db8:0:1::1".parse().unwrap()),
-            Verdict::Allow
+            Budget::Allow
         );
         assert!(matches!(
             wide.check("2001:db8:0:2::1".parse().unwrap()),
-            Verdict::OverLimit(_)
+            Budget::OverLimit(_)
         ));
     }
 
@@ -492,18 +500,18 @@ mod tests {
         let (limiter, clock) = fake(RateLimit::per_second(1).max_keys(100));
         let ip = |i: u32| IpAddr::from((0xC000_0200u32 + i).to_be_bytes());
         for i in 0..100 {
-            assert_eq!(limiter.check(ip(i)), Verdict::Allow);
+            assert_eq!(limiter.check(ip(i)), Budget::Allow);
         }
         assert_eq!(limiter.len(), 100);
         // Full, and every tracked client is still within its refill time:
         // a new client is refused, the tracked ones are unaffected.
-        assert_eq!(limiter.check(ip(1000)), Verdict::TableFull);
-        assert_eq!(limiter.check(ip(1001)), Verdict::TableFull);
-        assert!(matches!(limiter.check(ip(5)), Verdict::OverLimit(_)));
+        assert_eq!(limiter.check(ip(1000)), Budget::TableFull);
+        assert_eq!(limiter.check(ip(1001)), Budget::TableFull);
+        assert!(matches!(limiter.check(ip(5)), Budget::OverLimit(_)));
         assert_eq!(limiter.len(), 100);
         // Once the tracked clients are idle, a full table evicts them inline.
         clock.advance(Duration::from_secs(5));
-        assert_eq!(limiter.check(ip(1000)), Verdict::Allow);
+        assert_eq!(limiter.check(ip(1000)), Budget::Allow);
         assert_eq!(limiter.len(), 1);
     }
 
@@ -513,24 +521,24 @@ mod tests {
         let ip = |i: u32| IpAddr::from((0x0A00_0000u32 + i).to_be_bytes());
         // Both clients spend their whole burst: idle again only after 7 s.
         for _ in 0..6 {
-            assert_eq!(limiter.check(ip(1)), Verdict::Allow);
-            assert_eq!(limiter.check(ip(2)), Verdict::Allow);
+            assert_eq!(limiter.check(ip(1)), Budget::Allow);
+            assert_eq!(limiter.check(ip(2)), Budget::Allow);
         }
         let ms = Duration::from_millis;
         clock.advance(ms(6_500));
         assert_eq!(
             limiter.check(ip(3)),
-            Verdict::TableFull,
+            Budget::TableFull,
             "nothing idle to evict"
         );
         clock.advance(ms(700));
         assert_eq!(
             limiter.check(ip(3)),
-            Verdict::TableFull,
+            Budget::TableFull,
             "idle now, but the last scan was under a second ago"
         );
         clock.advance(ms(400));
-        assert_eq!(limiter.check(ip(3)), Verdict::Allow);
+        assert_eq!(limiter.check(ip(3)), Budget::Allow);
         assert_eq!(limiter.len(), 1);
     }
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::rate_limit::{Limiter, RateLimit, Verdict};
+use super::rate_limit::{Budget, Limiter, RateLimit};
 use crate::error::BuildError;
 
 /// A store that keeps rate-limit state for many replicas.
@@ -185,6 +185,14 @@ impl SharedRateLimit {
         self
     }
 
+    fn same_as(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.store, &other.store)
+            && self.timeout == other.timeout
+            && self.on_failure == other.on_failure
+            && self.local_precheck == other.local_precheck
+            && self.retry_every == other.retry_every
+    }
+
     pub(crate) fn compile(&self, limit: &RateLimit) -> Result<SharedLimiter, BuildError> {
         let bad = |reason: String| BuildError::RateLimit { reason };
         if self.timeout.is_zero() {
@@ -198,6 +206,7 @@ impl SharedRateLimit {
             ));
         }
         Ok(SharedLimiter {
+            config: self.clone(),
             store: Arc::clone(&self.store),
             limit: *limit,
             precheck: self
@@ -220,6 +229,9 @@ impl SharedRateLimit {
 /// The compiled shared limit.
 #[derive(Debug)]
 pub(crate) struct SharedLimiter {
+    /// What it was built from: a reload with the same store and settings
+    /// keeps this limiter, and with it the store's health.
+    config: SharedRateLimit,
     store: Arc<dyn RateLimitStore>,
     limit: RateLimit,
     precheck: Option<Limiter>,
@@ -227,13 +239,13 @@ pub(crate) struct SharedLimiter {
 }
 
 /// The check still to run against the store.
-pub(crate) type StoreCheck = Pin<Box<dyn Future<Output = Verdict> + Send>>;
+pub(crate) type StoreCheck = Pin<Box<dyn Future<Output = Budget> + Send>>;
 
 /// What the synchronous part of the check found.
 pub(crate) enum Step {
-    Done(Verdict),
-    /// Ask the store about this key.
-    Ask(IpAddr),
+    Done(Budget),
+    /// Ask the store.
+    Ask,
 }
 
 impl SharedLimiter {
@@ -241,19 +253,19 @@ impl SharedLimiter {
     /// circuit that answers at once while the store is down.
     pub(crate) fn check(&self, ip: IpAddr) -> Step {
         if let Some(local) = &self.precheck {
-            if let over @ Verdict::OverLimit(_) = local.check(ip) {
+            if let over @ Budget::OverLimit(_) = local.check(ip) {
                 return Step::Done(over);
             }
         }
         if !self.health.may_try() || tokio::runtime::Handle::try_current().is_err() {
             return Step::Done(self.health.failed_verdict());
         }
-        Step::Ask(self.limit.key_of(ip))
+        Step::Ask
     }
 
-    /// The round trip, bounded by the timeout; never fails.
-    pub(crate) fn ask(&self, key: IpAddr) -> StoreCheck {
-        let call = self.store.check(key, &self.limit);
+    /// The round trip for `ip`'s key, bounded by the timeout; never fails.
+    pub(crate) fn ask(&self, ip: IpAddr) -> StoreCheck {
+        let call = self.store.check(self.limit.key_of(ip), &self.limit);
         let health = Arc::clone(&self.health);
         Box::pin(async move {
             let outcome = match tokio::time::timeout(health.timeout, call).await {
@@ -265,8 +277,8 @@ impl SharedLimiter {
                 Ok(verdict) => {
                     health.succeeded();
                     match verdict {
-                        StoreVerdict::Allow => Verdict::Allow,
-                        StoreVerdict::Limited { retry_after } => Verdict::OverLimit(retry_after),
+                        StoreVerdict::Allow => Budget::Allow,
+                        StoreVerdict::Limited { retry_after } => Budget::OverLimit(retry_after),
                     }
                 }
                 Err(error) => {
@@ -275,6 +287,11 @@ impl SharedLimiter {
                 }
             }
         })
+    }
+
+    /// Whether a reload to `limit` in `shared` may keep this limiter.
+    pub(crate) fn serves(&self, limit: &RateLimit, shared: &SharedRateLimit) -> bool {
+        self.limit == *limit && self.config.same_as(shared)
     }
 
     pub(crate) fn local_clients(&self) -> Option<usize> {
@@ -320,10 +337,10 @@ impl Health {
                 .is_ok()
     }
 
-    fn failed_verdict(&self) -> Verdict {
+    fn failed_verdict(&self) -> Budget {
         match self.on_failure {
-            FailurePolicy::Open => Verdict::Allow,
-            FailurePolicy::Closed => Verdict::Unavailable,
+            FailurePolicy::Open => Budget::Allow,
+            FailurePolicy::Closed => Budget::Unavailable,
         }
     }
 

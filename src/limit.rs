@@ -1,0 +1,66 @@
+//! The rate limiter the layer keeps beside the rules: runtime state that a
+//! reload keeps while the limit it enforces is unchanged, so that clients'
+//! budgets survive it.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::error::BuildError;
+use crate::rules::RateLimit;
+use crate::rules::rate_limit::Limiter;
+use crate::rules::shared_limit::{SharedLimiter, SharedRateLimit, Step, StoreCheck};
+
+/// Where the rate limit's budget is kept.
+#[derive(Debug, Clone)]
+pub(crate) enum RateLimiter {
+    /// In this process: governor's GCRA, the default.
+    Local(Arc<Limiter>),
+    /// In a store shared with other replicas.
+    Shared(Arc<SharedLimiter>),
+}
+
+impl RateLimiter {
+    /// The limiter for `limit` (kept in `shared`, if given): `previous`
+    /// when it already enforces exactly that, else a new one.
+    pub(crate) fn for_limit(
+        limit: &RateLimit,
+        shared: Option<&SharedRateLimit>,
+        previous: Option<&RateLimiter>,
+    ) -> Result<Self, BuildError> {
+        match (shared, previous) {
+            (None, Some(Self::Local(kept))) if kept.serves(limit) => {
+                Ok(Self::Local(Arc::clone(kept)))
+            }
+            (Some(shared), Some(Self::Shared(kept))) if kept.serves(limit, shared) => {
+                Ok(Self::Shared(Arc::clone(kept)))
+            }
+            (None, _) => Ok(Self::Local(Arc::new(Limiter::new(limit)?))),
+            (Some(shared), _) => Ok(Self::Shared(Arc::new(shared.compile(limit)?))),
+        }
+    }
+
+    /// The part of the check that needs no round trip.
+    pub(crate) fn check(&self, ip: IpAddr) -> Step {
+        match self {
+            Self::Local(limiter) => Step::Done(limiter.check(ip)),
+            Self::Shared(shared) => shared.check(ip),
+        }
+    }
+
+    /// The round trip to the shared store, if there is one.
+    pub(crate) fn ask(&self, ip: IpAddr) -> Option<StoreCheck> {
+        match self {
+            Self::Local(_) => None,
+            Self::Shared(shared) => Some(shared.ask(ip)),
+        }
+    }
+
+    /// How many clients the in-process limiter tracks (with a shared store,
+    /// the local pre-check's, if any).
+    pub(crate) fn clients(&self) -> Option<usize> {
+        match self {
+            Self::Local(limiter) => Some(limiter.len()),
+            Self::Shared(shared) => shared.local_clients(),
+        }
+    }
+}
