@@ -9,7 +9,7 @@ use crate::rules::custom::{CustomRule, RequestHead};
 use crate::rules::host::{HostRules, ServerNames};
 use crate::rules::ip::{IpAction, IpRules, IpSet, parse_cidrs};
 use crate::rules::path::PathRules;
-use crate::rules::policy::{self, Action, Policies};
+use crate::rules::policy::{Action, Policies};
 use crate::rules::rate_limit::RateLimit;
 use crate::rules::shared_limit::SharedRateLimit;
 use crate::rules::user_agent::UserAgentRules;
@@ -361,16 +361,13 @@ impl NoResponseLayerBuilder {
         }
         let mut policies = Policies::new(self.custom_rules.iter().map(|r| r.name));
         if self.dry_run_all {
-            policies.policies.iter_mut().for_each(|p| p.dry_run = true);
+            policies.dry_run_all();
         }
         for name in &self.dry_run_rules {
-            let slot = policies.slot_of_name("dry_run_rule", name)?;
-            policies.policies[slot].dry_run = true;
+            policies.dry_run("dry_run_rule", name)?;
         }
         for (name, action) in &self.actions {
-            let slot = policies.slot_of_name("rule_action", name)?;
-            policy::validate(name, *action)?;
-            policies.policies[slot].action = *action;
+            policies.set_action(name, *action)?;
         }
         if self.shared_rate_limit.is_some() && self.rate_limit.is_none() {
             return Err(BuildError::RateLimit {

@@ -13,8 +13,8 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::audit::stats::{Counted, Counters, Stats};
-use crate::audit::{self, Outcome};
+use crate::audit::stats::{Counters, Stats};
+use crate::audit::{Close, DropEvent, Handling, RequestView};
 use crate::body::NoResponseBody;
 use crate::builder::{Config, NoResponseLayerBuilder};
 use crate::connection::CloseMode;
@@ -319,17 +319,10 @@ fn reject<B>(
     client_ip: Option<IpAddr>,
 ) -> Rejection {
     let (peer, connection) = connection_of(request);
-    let slot = current.rules.policies.slot(stop.rule);
     match stop.action {
         Action::Respond(status) => {
-            current.counters.count(slot, Counted::Responded);
-            audit::emit(
-                request,
-                stop.rule,
-                client_ip,
-                peer,
-                Outcome::Respond(status),
-            );
+            let handling = Handling::Respond(status);
+            record(current, request, stop.rule, handling, client_ip, peer);
             Rejection::Respond {
                 status,
                 retry_after: stop.retry_after,
@@ -342,16 +335,16 @@ fn reject<B>(
                 // A `DropAsError` outside turns the drop into a reset of
                 // this stream alone; the connection stays up for the others.
                 Some(info) if info.stream_resets && request.version() == Version::HTTP_2 => {
-                    (None, "stream")
+                    (None, Close::Stream)
                 }
-                Some(info) => (Some(info.handle().clone()), mode.as_str()),
+                Some(info) => (Some(info.handle().clone()), Close::Mode(mode)),
                 // A connection from the layer's listener, known by its peer.
                 None => match peer.map(|p| layer.connections.find(p, mode)) {
-                    Some(Found::One(handle)) => (Some(handle), mode.as_str()),
-                    Some(Found::AbortedAll) => (None, mode.as_str()),
+                    Some(Found::One(handle)) => (Some(handle), Close::Mode(mode)),
+                    Some(Found::AbortedAll) => (None, Close::Mode(mode)),
                     Some(Found::Nothing) | None => {
                         layer.warn_no_connection();
-                        (None, audit::CLOSE_BODY_ERROR)
+                        (None, Close::BodyError)
                     }
                 },
             };
@@ -375,17 +368,15 @@ fn record_would_drop<B>(
     if judgement.dry_run.is_empty() {
         return;
     }
-    let rules = &current.rules;
-    for reason in rules.would_drop(judgement.dry_run) {
-        current
-            .counters
-            .count(rules.policies.slot(reason), Counted::WouldDrop);
-        audit::emit(
+    for reason in current.rules.would_drop(judgement.dry_run) {
+        let client_ip = judgement.client_ip;
+        record(
+            current,
             request,
             reason,
-            judgement.client_ip,
+            Handling::WouldDrop,
+            client_ip,
             peer,
-            Outcome::WouldDrop,
         );
     }
 }
@@ -397,12 +388,16 @@ fn record_drop<B>(
     reason: DropReason,
     client_ip: Option<IpAddr>,
     peer: Option<SocketAddr>,
-    close: &'static str,
+    close: Close,
 ) {
-    current
-        .counters
-        .count(current.rules.policies.slot(reason), Counted::Dropped);
-    audit::emit(request, reason, client_ip, peer, Outcome::Drop(close));
+    record(
+        current,
+        request,
+        reason,
+        Handling::Drop(close),
+        client_ip,
+        peer,
+    );
     if let (Some(bans), Some(ip), Some(peer)) = (&current.ban_list, client_ip, peer) {
         // Only a client that is the peer itself can be refused at accept;
         // behind a proxy that would refuse everyone.
@@ -410,6 +405,27 @@ fn record_drop<B>(
             bans.strike(ip);
         }
     }
+}
+
+/// Counts a rule's match and emits its event: one record for every output.
+fn record<B>(
+    current: &Compiled,
+    request: &Request<B>,
+    rule: DropReason,
+    handling: Handling,
+    client_ip: Option<IpAddr>,
+    peer_addr: Option<SocketAddr>,
+) {
+    let slot = current.rules.policies.slot(rule);
+    current.counters.count(slot, handling);
+    DropEvent {
+        rule,
+        handling,
+        client_ip,
+        peer_addr,
+        request: Some(RequestView::of(request)),
+    }
+    .emit();
 }
 
 impl NoResponseLayer {
@@ -437,7 +453,7 @@ impl NoResponseLayer {
             stop.rule,
             judgement.client_ip,
             Some(peer),
-            mode.as_str(),
+            Close::Mode(mode),
         );
         Some(mode)
     }

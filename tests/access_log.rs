@@ -96,3 +96,32 @@ async fn drops_are_logged_in_combined_format_and_match_fail2ban() {
     );
     assert!(!re.is_match(&lines[1]));
 }
+
+/// A `"` in the request target cannot close the quoted request field: it is
+/// escaped as nginx escapes it, so the fail2ban filter still matches the
+/// whole line and reads the right host.
+#[tokio::test]
+async fn a_quote_in_the_path_is_escaped() {
+    let lines = Lines::default();
+    let subscriber = tracing_subscriber::registry().with(AccessLogLayer::new(lines.clone()));
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let layer = seed_rules().deny_path(r"/\.env").build().unwrap();
+    let app = spawn_app(layer).await;
+    exchange(
+        app.addr,
+        b"GET /.env\"x HTTP/1.1\r\nHost: example.com\r\nUser-Agent: curl\r\n\r\n",
+    )
+    .await
+    .assert_dropped(Close::Fin);
+    let lines = lines.take();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains(r#""GET /.env\x22x HTTP/1.1" 444 0 "#),
+        "{}",
+        lines[0]
+    );
+    let caps = fail2ban()
+        .captures(&lines[0])
+        .unwrap_or_else(|| panic!("no match: {}", lines[0]));
+    assert_eq!(&caps["host"], "127.0.0.1");
+}

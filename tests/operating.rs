@@ -367,14 +367,19 @@ async fn reload_keeps_budgets_counters_and_bans() {
     bans_strike(&layer, banned).await;
 
     // Same limit, and a config that says nothing of bans: all of it stays.
-    layer.reload(limited().server_name("www.example.com")).unwrap();
+    layer
+        .reload(limited().server_name("www.example.com"))
+        .unwrap();
     exchange(addr, &get_req(Some("example.com"), UA))
         .await
         .assert_dropped(Close::Fin);
     let stats = layer.stats();
     assert_eq!(stats.allowed, 2);
     assert_eq!(stats.rule("rate_limit").unwrap().dropped, 2);
-    assert!(layer.ban_list().unwrap().is_banned(banned), "the ban was lost");
+    assert!(
+        layer.ban_list().unwrap().is_banned(banned),
+        "the ban was lost"
+    );
 
     // A new rate: budgets earned under the old one mean nothing now.
     layer

@@ -6,12 +6,14 @@ use std::fmt::{self, Write as _};
 use std::io::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tracing::field::{Field, Visit};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, Layer};
 
-use super::DROP_EVENT_TARGET;
+use super::{DROP_EVENT_TARGET, DropEvent, EscapedDisplay, Handling};
 
 /// Writes one line in nginx's `combined` format for every request a rule
 /// dropped or answered, built from the 444 event:
@@ -49,6 +51,7 @@ where
 {
     /// Writes lines to what `make_writer` makes, e.g. `std::io::stdout`.
     pub fn new(make_writer: W) -> Self {
+        ACTIVE.store(true, Ordering::Relaxed);
         Self { make_writer }
     }
 }
@@ -62,95 +65,85 @@ where
         if event.metadata().target() != DROP_EVENT_TARGET {
             return;
         }
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-        if fields.action == "would_drop" {
-            return;
-        }
-        let mut line = String::with_capacity(160);
-        let _ = writeln!(line, "{}", CombinedLine::new(&fields, SystemTime::now()));
-        let _ = self.make_writer.make_writer().write_all(line.as_bytes());
+        // The line was made from the drop itself just before its event;
+        // nothing is read back from the event's fields.
+        let written = PENDING.with(|pending| {
+            let pending = pending.borrow();
+            let Some(line) = pending.as_deref() else {
+                return Ok(());
+            };
+            let mut out = String::with_capacity(line.len() + 40);
+            let _ = writeln!(
+                out,
+                "{}",
+                line.replace(TIME, &LocalTime(SystemTime::now()).to_string())
+            );
+            self.make_writer.make_writer().write_all(out.as_bytes())
+        });
+        let _ = written;
     }
 }
 
-#[derive(Debug, Default)]
-struct Fields {
-    status: u64,
-    action: String,
-    client_ip: String,
-    peer_addr: String,
-    method: String,
-    uri: String,
-    version: String,
-    referer: String,
-    user_agent: String,
+/// Where the line's time goes, filled in when it is written.
+const TIME: &str = "\0time\0";
+
+thread_local! {
+    /// The combined line of the drop whose event is being dispatched on
+    /// this thread. tracing hands an event to every layer on the thread that
+    /// emitted it, before the emitting call returns.
+    static PENDING: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
-impl Visit for Fields {
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        if field.name() == "status" {
-            self.status = value;
-        }
-    }
+/// Whether any access log was made, so that drops render lines only then.
+static ACTIVE: AtomicBool = AtomicBool::new(false);
 
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.record_debug(field, &format_args!("{value}"));
-    }
+/// Holds the rendered line for the event about to be emitted; clears it
+/// when dropped, after the event.
+pub(super) struct Rendered(());
 
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let slot = match field.name() {
-            "action" => &mut self.action,
-            "client_ip" => &mut self.client_ip,
-            "peer_addr" => &mut self.peer_addr,
-            "method" => &mut self.method,
-            "uri" => &mut self.uri,
-            "version" => &mut self.version,
-            "referer" => &mut self.referer,
-            "user_agent" => &mut self.user_agent,
-            _ => return,
-        };
-        let _ = write!(slot, "{value:?}");
+impl Drop for Rendered {
+    fn drop(&mut self) {
+        PENDING.with(|pending| pending.borrow_mut().take());
     }
 }
 
-struct CombinedLine<'a> {
-    fields: &'a Fields,
-    time: SystemTime,
+/// Renders `event` as a combined line for the access log, if there is one.
+/// Dry-run matches are not written: the request was served.
+pub(super) fn render(event: &DropEvent<'_>) -> Option<Rendered> {
+    if !ACTIVE.load(Ordering::Relaxed) || event.handling == Handling::WouldDrop {
+        return None;
+    }
+    let line = CombinedLine(event).to_string();
+    PENDING.with(|pending| *pending.borrow_mut() = Some(line));
+    Some(Rendered(()))
 }
 
-impl<'a> CombinedLine<'a> {
-    fn new(fields: &'a Fields, time: SystemTime) -> Self {
-        Self { fields, time }
-    }
+/// nginx's `combined` format, with the time left as a placeholder.
+struct CombinedLine<'e, 'a>(&'e DropEvent<'a>);
 
-    /// nginx's `$remote_addr` after realip: the client, else the peer.
-    fn remote_addr(&self) -> &str {
-        let f = self.fields;
-        if f.client_ip != "-" && !f.client_ip.is_empty() {
-            return &f.client_ip;
-        }
-        match f.peer_addr.rsplit_once(':') {
-            Some((ip, _)) => ip.trim_start_matches('[').trim_end_matches(']'),
-            None => "-",
-        }
-    }
-}
-
-impl fmt::Display for CombinedLine<'_> {
+impl fmt::Display for CombinedLine<'_, '_> {
     fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let f = self.fields;
-        write!(
-            out,
-            "{} - - [{}] \"{} {} {}\" {} 0 \"{}\" \"{}\"",
-            self.remote_addr(),
-            LocalTime(self.time),
-            f.method,
-            f.uri,
-            f.version,
-            f.status,
-            f.referer,
-            f.user_agent,
-        )
+        let event = self.0;
+        // nginx's `$remote_addr` after realip: the client, else the peer.
+        match (event.client_ip, event.peer_addr) {
+            (Some(ip), _) => write!(out, "{ip}")?,
+            (None, Some(peer)) => write!(out, "{}", peer.ip())?,
+            (None, None) => out.write_str("-")?,
+        }
+        write!(out, " - - [{TIME}] \"")?;
+        match &event.request {
+            Some(request) => write!(
+                out,
+                "{} {} {:?}\" {} 0 \"{}\" \"{}\"",
+                request.method,
+                EscapedDisplay(request.uri),
+                request.version,
+                event.handling.status(),
+                request.header(http::header::REFERER),
+                request.header(http::header::USER_AGENT),
+            ),
+            None => write!(out, "-\" {} 0 \"-\" \"-\"", event.handling.status()),
+        }
     }
 }
 
@@ -207,29 +200,35 @@ mod tests {
 
     #[test]
     fn the_line_matches_nginx_combined() {
-        let fields = Fields {
-            status: 444,
-            action: "drop".into(),
-            client_ip: "192.0.2.55".into(),
-            peer_addr: "127.0.0.1:4711".into(),
-            method: "GET".into(),
-            uri: "/".into(),
-            version: "HTTP/1.1".into(),
-            referer: "-".into(),
-            user_agent: "-".into(),
+        use crate::audit::{Close, RequestView};
+        use crate::connection::CloseMode;
+        use crate::rules::DropReason;
+
+        let request = http::Request::get("/.env\"x")
+            .header("user-agent", "curl/8")
+            .body(())
+            .unwrap();
+        let event = DropEvent {
+            rule: DropReason::Path,
+            handling: Handling::Drop(Close::Mode(CloseMode::Fin)),
+            client_ip: Some("192.0.2.55".parse().unwrap()),
+            peer_addr: Some("127.0.0.1:4711".parse().unwrap()),
+            request: Some(RequestView::of(&request)),
         };
-        let t = UNIX_EPOCH + Duration::from_secs(1_777_198_921);
         assert_eq!(
-            CombinedLine::new(&fields, t).to_string(),
-            r#"192.0.2.55 - - [26/Apr/2026:10:22:01 +0000] "GET / HTTP/1.1" 444 0 "-" "-""#
+            CombinedLine(&event)
+                .to_string()
+                .replace(TIME, "26/Apr/2026:10:22:01 +0000"),
+            r#"192.0.2.55 - - [26/Apr/2026:10:22:01 +0000] "GET /.env\x22x HTTP/1.1" 444 0 "-" "curl/8""#
         );
-        let no_client = Fields {
-            client_ip: "-".into(),
-            peer_addr: "[2001:db8::1]:4711".into(),
-            ..fields
+        let from_peer = DropEvent {
+            client_ip: None,
+            peer_addr: Some("[2001:db8::1]:4711".parse().unwrap()),
+            request: None,
+            ..event
         };
         assert!(
-            CombinedLine::new(&no_client, t)
+            CombinedLine(&from_peer)
                 .to_string()
                 .starts_with("2001:db8::1 - - [")
         );

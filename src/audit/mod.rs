@@ -40,33 +40,34 @@ pub(crate) mod stats;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-use http::{HeaderValue, Request, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, Version, header};
 
 #[cfg(feature = "access-log")]
 pub use access_log::AccessLogLayer;
 pub use stats::{RuleStats, Stats};
 
+use crate::connection::CloseMode;
 use crate::rules::DropReason;
 use crate::rules::host::{HostField, host_field};
 
 /// The `tracing` target of the 444 event.
 pub const DROP_EVENT_TARGET: &str = "tower_no_response::drop";
 
-/// What the `close` field says when the connection could not be aborted
-/// directly and the dropped response's body failed instead.
-pub(crate) const CLOSE_BODY_ERROR: &str = "body_error";
-
-/// What was done to a request a rule matched.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Outcome {
-    /// Dropped; the close mode's name.
-    Drop(&'static str),
+/// How a matched request was handled: what the event's `status`, `action`
+/// and `close` fields, the counters, the metrics and the access log all
+/// read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Handling {
+    /// Dropped with status 444, the connection ended as `Close` says.
+    Drop(Close),
+    /// Answered with this status instead.
     Respond(StatusCode),
+    /// Matched by a rule in dry-run, and let through.
     WouldDrop,
 }
 
-impl Outcome {
-    fn action(self) -> &'static str {
+impl Handling {
+    pub(crate) const fn action(self) -> &'static str {
         match self {
             Self::Drop(_) => "drop",
             Self::Respond(_) => "respond",
@@ -74,74 +75,131 @@ impl Outcome {
         }
     }
 
-    fn status(self) -> u16 {
+    pub(crate) fn status(self) -> u16 {
         match self {
             Self::Drop(_) | Self::WouldDrop => 444,
             Self::Respond(status) => status.as_u16(),
         }
     }
 
-    fn close(self) -> &'static str {
+    const fn close(self) -> &'static str {
         match self {
-            Self::Drop(close) => close,
+            Self::Drop(close) => close.as_str(),
             Self::Respond(_) | Self::WouldDrop => "none",
         }
     }
 }
 
-pub(crate) fn emit<B>(
-    request: &Request<B>,
-    reason: DropReason,
-    client_ip: Option<IpAddr>,
-    peer_addr: Option<SocketAddr>,
-    outcome: Outcome,
-) {
-    let headers = request.headers();
-    let host = match host_field(request.version(), request.uri(), headers) {
-        HostField::Value(v) => Escaped(Some(v)),
-        HostField::Ambiguous | HostField::Missing => {
-            Escaped(headers.get(header::HOST).map(HeaderValue::as_bytes))
-        }
-    };
-    let header = |name| Escaped(headers.get(name).map(HeaderValue::as_bytes));
-    tracing::info!(
-        target: "tower_no_response::drop",
-        status = outcome.status(),
-        rule = %reason,
-        action = %outcome.action(),
-        client_ip = %OrDash(client_ip),
-        peer_addr = %OrDash(peer_addr),
-        method = %request.method(),
-        host = %host,
-        uri = %request.uri(),
-        version = ?request.version(),
-        referer = %header(header::REFERER),
-        user_agent = %header(header::USER_AGENT),
-        close = %outcome.close(),
-        "dropped request"
-    );
+/// How a dropped request's connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Close {
+    /// The connection closed with the layer's close mode.
+    Mode(CloseMode),
+    /// Only the request's HTTP/2 stream was reset.
+    Stream,
+    /// No connection was found to abort; the response's body failed.
+    BodyError,
 }
 
-/// The event for a connection dropped before any request was read (at
-/// accept, or on a header timeout): the request fields are `-`.
-#[cfg(feature = "server")]
-pub(crate) fn emit_connection(reason: DropReason, peer_addr: SocketAddr, close: &'static str) {
-    tracing::info!(
-        target: "tower_no_response::drop",
-        status = 444u16,
-        rule = %reason,
-        action = "drop",
-        client_ip = %peer_addr.ip().to_canonical(),
-        peer_addr = %peer_addr,
-        method = "-",
-        host = "-",
-        uri = "-",
-        version = "-",
-        referer = "-",
-        user_agent = "-",
-        close = %close,
-        "dropped request"
-    );
+impl Close {
+    const fn as_str(self) -> &'static str {
+        match self {
+            Self::Mode(mode) => mode.as_str(),
+            Self::Stream => "stream",
+            Self::BodyError => "body_error",
+        }
+    }
+}
+
+/// One request a rule stopped, or in dry-run would have stopped, or a
+/// connection dropped before a request was read: the one record every audit
+/// output is made from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DropEvent<'a> {
+    pub(crate) rule: DropReason,
+    pub(crate) handling: Handling,
+    pub(crate) client_ip: Option<IpAddr>,
+    pub(crate) peer_addr: Option<SocketAddr>,
+    /// The request head; `None` when the connection was dropped before one
+    /// was read (at accept, or on a header timeout).
+    pub(crate) request: Option<RequestView<'a>>,
+}
+
+/// The parts of a request head the audit outputs write.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestView<'a> {
+    pub(crate) method: &'a Method,
+    pub(crate) uri: &'a Uri,
+    pub(crate) version: Version,
+    pub(crate) headers: &'a HeaderMap,
+}
+
+impl<'a> RequestView<'a> {
+    pub(crate) fn of<B>(request: &'a Request<B>) -> Self {
+        Self {
+            method: request.method(),
+            uri: request.uri(),
+            version: request.version(),
+            headers: request.headers(),
+        }
+    }
+
+    /// The host judged: the Host header or the URI authority.
+    fn host(&self) -> Escaped<'a> {
+        match host_field(self.version, self.uri, self.headers) {
+            HostField::Value(v) => Escaped(Some(v)),
+            HostField::Ambiguous | HostField::Missing => {
+                Escaped(self.headers.get(header::HOST).map(HeaderValue::as_bytes))
+            }
+        }
+    }
+
+    fn header(&self, name: header::HeaderName) -> Escaped<'a> {
+        Escaped(self.headers.get(name).map(HeaderValue::as_bytes))
+    }
+}
+
+impl DropEvent<'_> {
+    /// Emits the 444 event, and hands the access log its line.
+    pub(crate) fn emit(&self) {
+        #[cfg(feature = "access-log")]
+        let _line = access_log::render(self);
+        let handling = self.handling;
+        match &self.request {
+            Some(request) => tracing::info!(
+                target: "tower_no_response::drop",
+                status = handling.status(),
+                rule = %self.rule,
+                action = %handling.action(),
+                client_ip = %OrDash(self.client_ip),
+                peer_addr = %OrDash(self.peer_addr),
+                method = %request.method,
+                host = %request.host(),
+                uri = %EscapedDisplay(request.uri),
+                version = ?request.version,
+                referer = %request.header(header::REFERER),
+                user_agent = %request.header(header::USER_AGENT),
+                close = %handling.close(),
+                "dropped request"
+            ),
+            None => tracing::info!(
+                target: "tower_no_response::drop",
+                status = handling.status(),
+                rule = %self.rule,
+                action = %handling.action(),
+                client_ip = %OrDash(self.client_ip),
+                peer_addr = %OrDash(self.peer_addr),
+                method = "-",
+                host = "-",
+                uri = "-",
+                version = "-",
+                referer = "-",
+                user_agent = "-",
+                close = %handling.close(),
+                "dropped request"
+            ),
+        }
+    }
 }
 
 struct OrDash<T>(Option<T>);
@@ -178,6 +236,25 @@ impl fmt::Display for Escaped<'_> {
     }
 }
 
+/// A displayed value escaped as [`Escaped`] escapes bytes, written through
+/// without first being collected.
+pub(crate) struct EscapedDisplay<T>(pub(crate) T);
+
+impl<T: fmt::Display> fmt::Display for EscapedDisplay<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write as _;
+        write!(EscapingWriter(f), "{}", self.0)
+    }
+}
+
+struct EscapingWriter<'a, 'b>(&'a mut fmt::Formatter<'b>);
+
+impl fmt::Write for EscapingWriter<'_, '_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        fmt::Display::fmt(&Escaped(Some(s.as_bytes())), self.0)
+    }
+}
+
 fn is_plain(b: u8) -> bool {
     (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'
 }
@@ -195,5 +272,8 @@ mod tests {
             "a\\x22b\\x5Cc\\xFF\\x09d"
         );
         assert_eq!(Escaped(Some(b"")).to_string(), "");
+        let uri: http::Uri = "/.env%22x".parse().unwrap();
+        assert_eq!(EscapedDisplay(&uri).to_string(), "/.env%22x");
+        assert_eq!(EscapedDisplay("/a\"b").to_string(), "/a\\x22b");
     }
 }

@@ -4,6 +4,8 @@
 //! [`NoResponseLayer::stats`]: crate::NoResponseLayer::stats
 
 use std::sync::Arc;
+
+use super::Handling;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Counts for one rule.
@@ -36,29 +38,13 @@ impl Stats {
     }
 }
 
-/// What happened to a request, for counting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Counted {
-    Dropped,
-    Responded,
-    WouldDrop,
-}
-
-impl Counted {
+impl Handling {
+    /// The slot of each handling in a rule's counts.
     const fn index(self) -> usize {
         match self {
-            Self::Dropped => 0,
-            Self::Responded => 1,
+            Self::Drop(_) => 0,
+            Self::Respond(_) => 1,
             Self::WouldDrop => 2,
-        }
-    }
-
-    #[cfg(feature = "metrics")]
-    const fn label(self) -> &'static str {
-        match self {
-            Self::Dropped => "drop",
-            Self::Responded => "respond",
-            Self::WouldDrop => "would_drop",
         }
     }
 }
@@ -122,7 +108,7 @@ impl Counters {
         self.allowed.exported.increment();
     }
 
-    pub(crate) fn count(&self, slot: usize, what: Counted) {
+    pub(crate) fn count(&self, slot: usize, what: Handling) {
         let cell = &self.cells[slot];
         cell.counts[what.index()].fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "metrics")]
@@ -164,7 +150,7 @@ mod metrics_export {
 
     use metrics::Counter;
 
-    use super::Counted;
+    use super::Handling;
 
     pub(super) const REQUESTS: &str = "tower_no_response_requests_total";
     pub(super) const ALLOWED: &str = "tower_no_response_allowed_total";
@@ -174,10 +160,10 @@ mod metrics_export {
     pub(super) struct RuleHandles([OnceLock<Counter>; 3]);
 
     impl RuleHandles {
-        pub(super) fn count(&self, rule: &'static str, what: Counted) {
+        pub(super) fn count(&self, rule: &'static str, what: Handling) {
             self.0[what.index()]
                 .get_or_init(
-                    || metrics::counter!(REQUESTS, "rule" => rule, "action" => what.label()),
+                    || metrics::counter!(REQUESTS, "rule" => rule, "action" => what.action()),
                 )
                 .increment(1);
         }

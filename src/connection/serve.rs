@@ -62,7 +62,7 @@ use super::DropAsError;
 use super::stream_reset::mark_stream_resets;
 use super::{AbortableStream, CloseMode, ConnectionHandle, ConnectionInfo};
 use crate::NoResponseLayer;
-use crate::audit;
+use crate::audit::{Close, DropEvent, Handling};
 use crate::body::BoxError;
 use crate::error::BuildError;
 use crate::rules::DropReason;
@@ -464,7 +464,14 @@ fn drop_connection(
     reason: DropReason,
 ) {
     if handle.abort(mode) {
-        audit::emit_connection(reason, peer, mode.as_str());
+        DropEvent {
+            rule: reason,
+            handling: Handling::Drop(Close::Mode(mode)),
+            client_ip: Some(peer.ip().to_canonical()),
+            peer_addr: Some(peer),
+            request: None,
+        }
+        .emit();
     }
 }
 

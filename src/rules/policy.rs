@@ -77,7 +77,27 @@ impl Policies {
         Self { names, policies }
     }
 
-    pub(crate) fn slot_of_name(&self, rule: &'static str, name: &str) -> Result<usize, BuildError> {
+    /// Puts every rule in dry-run.
+    pub(crate) fn dry_run_all(&mut self) {
+        self.policies.iter_mut().for_each(|p| p.dry_run = true);
+    }
+
+    /// Puts the rule named `name` in dry-run, as `setting` asked.
+    pub(crate) fn dry_run(&mut self, setting: &'static str, name: &str) -> Result<(), BuildError> {
+        let slot = self.slot_of_name(setting, name)?;
+        self.policies[slot].dry_run = true;
+        Ok(())
+    }
+
+    /// Sets what the rule named `name` does, once the action is checked.
+    pub(crate) fn set_action(&mut self, name: &str, action: Action) -> Result<(), BuildError> {
+        let slot = self.slot_of_name("rule_action", name)?;
+        validate(name, action)?;
+        self.policies[slot].action = action;
+        Ok(())
+    }
+
+    fn slot_of_name(&self, rule: &'static str, name: &str) -> Result<usize, BuildError> {
         self.names
             .iter()
             .position(|n| *n == name)
