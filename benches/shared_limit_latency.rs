@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tower_no_response::limit::{RateLimitStore, SharedRateLimit};
 use tower_no_response::redis::RedisStore;
-use tower_no_response::rules::{RateLimitStore, SharedRateLimit};
 use tower_no_response::{NoResponseLayer, RateLimit};
 
 const ROUNDS: usize = 6;

@@ -204,8 +204,8 @@ fn shared_budget(
     url: &str,
     fail_closed: bool,
 ) -> Result<NoResponseLayerBuilder, String> {
+    use tower_no_response::limit::{FailurePolicy, SharedRateLimit};
     use tower_no_response::redis::RedisStore;
-    use tower_no_response::rules::{FailurePolicy, SharedRateLimit};
     let store = RedisStore::new(url).map_err(|e| e.to_string())?;
     let policy = if fail_closed {
         FailurePolicy::Closed

@@ -42,9 +42,9 @@ use std::time::Duration;
 use http::StatusCode;
 use serde::Deserialize;
 
-use crate::connection::CloseMode;
 use crate::error::BuildError;
-use crate::rules::{Action, RateLimit, RealIpHeader};
+use crate::limit::RateLimit;
+use crate::rules::{Action, CloseMode, RealIpHeader};
 use crate::{NoResponseLayer, NoResponseLayerBuilder};
 
 /// A rule set as a document. See the [module docs](self) for an example.

@@ -1,5 +1,9 @@
 use std::fmt;
 
+/// The boxed error type of [`NoResponseBody`](crate::NoResponseBody) and of
+/// the services that turn a drop into an error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A rule set that [`NoResponseLayerBuilder::build`] refused.
 ///
 /// Every variant names the value that was rejected, so a typo in a

@@ -1,35 +1,11 @@
-//! axum integration (feature `axum`): where the layer reads the peer, where
-//! a serve loop puts it, and [`ClientIp`] as an extractor.
-
-use std::fmt;
-use std::net::SocketAddr;
+//! axum integration (feature `axum`): [`ClientIp`] as an extractor.
 
 use axum::extract::FromRequestParts;
-use axum::extract::connect_info::{ConnectInfo, MockConnectInfo};
 use axum::response::{IntoResponse, Response};
-use http::{Extensions, StatusCode, request::Parts};
+use http::{StatusCode, request::Parts};
+use std::fmt;
 
 use crate::rules::ClientIp;
-
-/// The peer axum's `ConnectInfo<SocketAddr>` names, or, in tests served
-/// with `oneshot`, its `MockConnectInfo<SocketAddr>`.
-pub(crate) fn peer(extensions: &Extensions) -> Option<SocketAddr> {
-    extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(peer)| *peer)
-        .or_else(|| {
-            extensions
-                .get::<MockConnectInfo<SocketAddr>>()
-                .map(|MockConnectInfo(peer)| *peer)
-        })
-}
-
-/// What the crate's serve loop gives each request, as `axum::serve` with
-/// `into_make_service_with_connect_info::<SocketAddr>()` would.
-#[cfg(feature = "server")]
-pub(crate) fn insert_peer(extensions: &mut Extensions, peer: SocketAddr) {
-    extensions.insert(ConnectInfo(peer));
-}
 
 /// The client the layer judged, for handlers behind it:
 ///

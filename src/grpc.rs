@@ -44,10 +44,9 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::body::{BoxError, NoResponseBody};
-use crate::connection::stream_reset::mark_stream_resets;
 use crate::connection::{AbortableStream, ConnectionInfo, DropAsError};
-use crate::layer::{NoResponse, NoResponseLayer, ResponseFuture};
+use crate::error::BoxError;
+use crate::layer::{NoResponse, NoResponseBody, NoResponseLayer, ResponseFuture};
 
 impl NoResponseLayer {
     /// This layer, for `tonic::transport::Server::builder().layer(...)`:
@@ -108,7 +107,10 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let extensions = request.extensions_mut();
-        mark_stream_resets(extensions);
+        // The `DropAsError` below may reset this stream alone.
+        if let Some(info) = extensions.get_mut::<ConnectionInfo>() {
+            info.stream_resets = true;
+        }
         // What `tonic::Request::remote_addr()` reads.
         if extensions.get::<TcpConnectInfo>().is_none() {
             if let Some(info) = extensions.get::<ConnectionInfo>() {

@@ -47,20 +47,32 @@
 //!
 //! # How it fits together
 //!
-//! - [`rules`]: what a request is judged on: Host, client IP (the real client
-//!   behind trusted proxies, from the [`RealIpHeader`] you choose),
-//!   User-Agent and a rate limit with bounded memory, compiled once into a
-//!   [`RuleSet`].
-//! - [`connection`]: how a drop reaches the socket. A tower service can only
-//!   return a response, so the connection side is made from the layer and
-//!   shares its state: [`NoResponseLayer::listener`] for `axum::serve`,
-//!   [`NoResponseLayer::serve`] for the crate's own serve loop, and
-//!   `NoResponseLayer::incoming` with `NoResponseLayer::grpc` for tonic
-//!   (feature `tonic`, see `grpc`). On a drop the layer trips the
-//!   connection's [`ConnectionHandle`] before any response exists, and the
-//!   [`AbortableStream`] refuses every write and closes with the layer's
-//!   [`CloseMode`].
-//! - [`audit`]: the 444 event that records every drop.
+//! Each part uses only the parts above it in this list, so a request can be
+//! followed through the code from top to bottom:
+//!
+//! - the parsers (private): what a request says about its host and its
+//!   client, read from bytes without allocating;
+//! - [`rules`]: the judgement. A [`RuleSet`], compiled once and immutable,
+//!   judges a request head and its peer with [`RuleSet::judge`] and returns
+//!   a [`Judgement`]: pass, stop with a rule and its action, or ask the rate
+//!   limiter, plus the rules in dry-run that matched. It is pure: no clock,
+//!   runtime, logging or state;
+//! - [`limit`], [`ban`] and [`audit`]: the runtime state beside the rules
+//!   (the rate limiter's budgets, in this process or shared through a
+//!   store; the ban list) and the audit output (the 444 event, the per-rule
+//!   counters and metrics, nginx's access-log line);
+//! - the layer, [`NoResponseLayer`]: the tower `Layer`, `Service` and
+//!   `ResponseFuture`, which judges each request, keeps the state, counts
+//!   and logs, and trips the connection's [`ConnectionHandle`] on a drop;
+//! - [`connection`]: how a drop reaches the socket. The connection side is
+//!   made from the layer and shares its state: [`NoResponseLayer::listener`]
+//!   for `axum::serve`, and `NoResponseLayer::incoming` for tonic. The
+//!   [`AbortableStream`] refuses every write once its handle is tripped and
+//!   closes with the layer's [`CloseMode`];
+//! - `server`: the crate's own serve loop (feature `server`),
+//!   [`NoResponseLayer::serve`];
+//! - the integrations, each behind its feature: the [`ClientIp`] extractor
+//!   (`axum`), `grpc` (`tonic`), `redis` (`redis`), `config` (`serde`).
 //!
 //! # Serving
 //!
@@ -97,8 +109,7 @@
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 pub mod audit;
-mod body;
-mod builder;
+pub mod ban;
 #[cfg(feature = "serde")]
 pub mod config;
 pub mod connection;
@@ -108,24 +119,31 @@ mod extract;
 #[cfg(feature = "tonic")]
 pub mod grpc;
 mod layer;
-mod limit;
+pub mod limit;
+mod parse;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod rules;
+#[cfg(feature = "server")]
+pub mod server;
 
 pub use audit::{RuleStats, Stats};
-pub use body::{BoxError, NoResponseBody, RequestDropped};
-pub use builder::NoResponseLayerBuilder;
+pub use ban::{BanList, BanPolicy};
 #[cfg(feature = "axum")]
 pub use connection::NoResponseListener;
-pub use connection::{AbortableStream, CloseMode, ConnectionHandle, ConnectionInfo};
-pub use error::BuildError;
+pub use connection::{
+    AbortableStream, CloseMode, ConnectionHandle, ConnectionInfo, RequestDropped,
+};
+pub use error::{BoxError, BuildError};
 #[cfg(feature = "axum")]
 pub use extract::ClientIpRejection;
-pub use layer::{NoResponse, NoResponseLayer, ResponseFuture};
+pub use layer::{
+    NoResponse, NoResponseBody, NoResponseLayer, NoResponseLayerBuilder, ResponseFuture,
+};
+pub use limit::RateLimit;
 pub use rules::{
-    Action, ClientIp, DropReason, DryRunHits, Judgement, RateLimit, RealIpHeader, RequestHead,
-    RuleSet, Stop, Verdict,
+    Action, ClientIp, DropReason, DryRunHits, Judgement, RealIpHeader, RequestHead, RuleSet, Stop,
+    Verdict,
 };
 
 /// The README's Rust examples, compiled as doctests so they cannot rot.

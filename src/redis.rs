@@ -22,9 +22,9 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use tower_no_response::connection::ban::{BanList, BanPolicy};
+//! use tower_no_response::ban::{BanList, BanPolicy};
 //! use tower_no_response::redis::RedisStore;
-//! use tower_no_response::rules::SharedRateLimit;
+//! use tower_no_response::limit::SharedRateLimit;
 //! use tower_no_response::{NoResponseLayer, RateLimit};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -54,9 +54,9 @@ use std::time::Duration;
 use futures_core::Stream;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::connection::ban::BanList;
+use crate::ban::BanList;
 use crate::error::BuildError;
-use crate::rules::{RateLimit, RateLimitStore, StoreError, StoreFuture, StoreVerdict};
+use crate::limit::{RateLimit, RateLimitStore, StoreError, StoreFuture, StoreVerdict};
 
 /// GCRA in microseconds. KEYS[1]: the client's key. ARGV[1]: the interval,
 /// ARGV[2]: the capacity. Returns `{1, 0}` to allow, `{0, wait}` to refuse.
@@ -82,7 +82,7 @@ return {1, '0'}
 ///
 /// The connection is made on first use and remade after a failure, in the
 /// background; requests never wait longer than the
-/// [`SharedRateLimit::timeout`](crate::rules::SharedRateLimit::timeout).
+/// [`SharedRateLimit::timeout`](crate::limit::SharedRateLimit::timeout).
 #[derive(Clone)]
 pub struct RedisStore {
     inner: Arc<Inner>,

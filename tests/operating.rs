@@ -339,7 +339,7 @@ async fn reload_from_documents() {
 #[tokio::test]
 async fn reload_keeps_budgets_counters_and_bans() {
     use std::time::Duration;
-    use tower_no_response::connection::ban::{BanList, BanPolicy};
+    use tower_no_response::ban::{BanList, BanPolicy};
 
     let bans = BanList::new(BanPolicy::new(
         1,

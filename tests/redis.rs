@@ -16,9 +16,9 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::{Close, PATIENCE, exchange, get, request, spawn_app};
-use tower_no_response::connection::ban::{BanList, BanPolicy};
+use tower_no_response::ban::{BanList, BanPolicy};
+use tower_no_response::limit::{FailurePolicy, RateLimitStore, SharedRateLimit, StoreVerdict};
 use tower_no_response::redis::RedisStore;
-use tower_no_response::rules::{FailurePolicy, RateLimitStore, SharedRateLimit, StoreVerdict};
 use tower_no_response::{Action, DropReason, NoResponseLayer, RateLimit};
 
 const UA: Option<&str> = Some("curl/8.5.0");

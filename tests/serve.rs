@@ -18,7 +18,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, oneshot};
-use tower_no_response::connection::serve::{AcceptRules, Http2Drop, Serve};
+use tower_no_response::server::{AcceptRules, Http2Drop, Serve};
 use tower_no_response::{CloseMode, NoResponseLayer, NoResponseLayerBuilder};
 
 const UA: Option<&str> = Some("curl/8.5.0");
@@ -219,7 +219,7 @@ async fn graceful_shutdown_finishes_requests_in_flight() {
 /// it is served again.
 #[tokio::test]
 async fn repeat_offenders_are_banned_at_accept() {
-    use tower_no_response::connection::ban::{BanList, BanPolicy};
+    use tower_no_response::ban::{BanList, BanPolicy};
 
     let bans = BanList::new(BanPolicy::new(
         3,
@@ -267,7 +267,7 @@ async fn repeat_offenders_are_banned_at_accept() {
 /// every client behind it would be refused.
 #[tokio::test]
 async fn drops_behind_a_proxy_do_not_ban_the_proxy() {
-    use tower_no_response::connection::ban::{BanList, BanPolicy};
+    use tower_no_response::ban::{BanList, BanPolicy};
 
     let bans = BanList::new(BanPolicy::new(
         1,

@@ -201,7 +201,7 @@ mod tests {
     #[test]
     fn the_line_matches_nginx_combined() {
         use crate::audit::{Close, RequestView};
-        use crate::connection::CloseMode;
+        use crate::rules::CloseMode;
         use crate::rules::DropReason;
 
         let request = http::Request::get("/.env\"x")

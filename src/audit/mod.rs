@@ -46,9 +46,9 @@ use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, Version, he
 pub use access_log::AccessLogLayer;
 pub use stats::{RuleStats, Stats};
 
-use crate::connection::CloseMode;
+use crate::parse::host::{HostField, host_field};
+use crate::rules::CloseMode;
 use crate::rules::DropReason;
-use crate::rules::host::{HostField, host_field};
 
 /// The `tracing` target of the 444 event.
 pub const DROP_EVENT_TARGET: &str = "tower_no_response::drop";

@@ -6,8 +6,8 @@ use axum::serve::{Listener, ListenerExt, TapIo};
 use tokio::net::TcpListener;
 
 use super::AbortableStream;
-use super::registry::Registry;
 use crate::NoResponseLayer;
+use crate::layer::registry::Registry;
 
 impl NoResponseLayer {
     /// A listener for `axum::serve` whose connections this layer can abort:
@@ -44,7 +44,7 @@ impl NoResponseLayer {
     }
 }
 
-/// The listener made by [`NoResponseLayer::listener`]: an
+/// The listener made by [`NoResponseLayer::listener`](crate::NoResponseLayer::listener): an
 /// [`AbortableListener`] in axum's `TapIo`, the wrapper for which axum
 /// itself provides `ConnectInfo<SocketAddr>`.
 pub type NoResponseListener = TapIo<AbortableListener, fn(&mut AbortableStream)>;
@@ -54,7 +54,8 @@ pub type NoResponseListener = TapIo<AbortableListener, fn(&mut AbortableStream)>
 fn accepted(_: &mut AbortableStream) {}
 
 /// A TCP listener for `axum::serve` whose connections a
-/// [`NoResponseLayer`] can abort, inside a [`NoResponseListener`].
+/// [`NoResponseLayer`](crate::NoResponseLayer) can abort, inside a
+/// [`NoResponseListener`].
 ///
 /// Accept errors are handled exactly as axum's own `TcpListener` handles them,
 /// since this listener delegates to it: per-connection errors are skipped, and

@@ -8,10 +8,10 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::registry::Registration;
-#[cfg(feature = "axum")]
-use super::registry::Registry;
 use super::{CloseMode, ConnectionHandle};
+use crate::layer::registry::Registration;
+#[cfg(feature = "axum")]
+use crate::layer::registry::Registry;
 
 /// Bytes a FIN close reads and discards before the socket is closed: the
 /// kernel answers a close with unread data by an RST instead of the FIN the

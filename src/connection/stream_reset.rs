@@ -22,8 +22,8 @@ use std::task::{Context, Poll, ready};
 use http::Response;
 use pin_project_lite::pin_project;
 
-use super::ConnectionInfo;
-use crate::body::{BoxError, RequestDropped};
+use crate::error::BoxError;
+use crate::layer::RequestDropped;
 
 pin_project! {
     /// The future of a service that hands hyper a [`RequestDropped`] error
@@ -64,13 +64,5 @@ where
             Some(dropped) => Poll::Ready(Err(Box::new(dropped.resetting_with(*this.reset)))),
             None => Poll::Ready(Ok(response)),
         }
-    }
-}
-
-/// Tells the layer that a [`DropAsError`] stands between it and hyper for
-/// this request, so an HTTP/2 drop may reset the stream alone.
-pub(crate) fn mark_stream_resets(extensions: &mut http::Extensions) {
-    if let Some(info) = extensions.get_mut::<ConnectionInfo>() {
-        info.stream_resets = true;
     }
 }

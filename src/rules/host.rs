@@ -1,164 +1,12 @@
 //! The Host rules: missing, IP-literal and unknown names.
 
 use std::collections::HashSet;
-use std::net::Ipv6Addr;
 
-use http::{HeaderMap, HeaderValue, Uri, Version, header::HOST};
+use http::{HeaderMap, Uri, Version};
 
 use super::DropReason;
 use crate::error::BuildError;
-
-/// RFC 1035 caps a name at 253 characters without the trailing dot; anything
-/// longer cannot be a served name, so it never needs a lookup buffer.
-const MAX_NAME_LEN: usize = 253;
-
-/// What the request says its host is, before any rule looks at it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum HostField<'a> {
-    Missing,
-    /// Two Host headers, or an HTTP/2 Host that contradicts `:authority`:
-    /// there is no single answer, so the request is malformed.
-    Ambiguous,
-    Value(&'a [u8]),
-}
-
-/// Picks the host as the HTTP RFCs tell an origin server to:
-///
-/// - more than one Host header makes any request malformed (RFC 9112 §3.2);
-/// - HTTP/1.1 requires a Host header, even with an absolute-form target;
-/// - the authority of an absolute-form target wins over the Host value
-///   (RFC 9112 §3.2.2), and so does HTTP/2's `:authority`, which hyper puts
-///   in the URI;
-/// - an HTTP/2 Host header naming another authority than `:authority` makes
-///   the request malformed (RFC 9113 §8.3.1).
-pub(crate) fn host_field<'a>(
-    version: Version,
-    uri: &'a Uri,
-    headers: &'a HeaderMap,
-) -> HostField<'a> {
-    let mut lines = headers.get_all(HOST).iter();
-    let header = match (lines.next(), lines.next()) {
-        (Some(_), Some(_)) => return HostField::Ambiguous,
-        (line, _) => line.map(HeaderValue::as_bytes).filter(|v| !v.is_empty()),
-    };
-    // `Authority::host` drops userinfo, so `user@evil` cannot pose as a name.
-    let authority = uri.authority().filter(|a| !a.host().is_empty());
-    match (authority, header) {
-        (Some(a), Some(h)) if version >= Version::HTTP_2 => {
-            let without_userinfo = a.as_str().rsplit('@').next().unwrap_or_default();
-            if without_userinfo.as_bytes().eq_ignore_ascii_case(h) {
-                HostField::Value(a.host().as_bytes())
-            } else {
-                HostField::Ambiguous
-            }
-        }
-        (Some(_), None) if version == Version::HTTP_11 => HostField::Missing,
-        (Some(a), _) => HostField::Value(a.host().as_bytes()),
-        (None, Some(h)) => HostField::Value(h),
-        (None, None) => HostField::Missing,
-    }
-}
-
-/// A host value, classified.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum HostKind<'a> {
-    /// A DNS-style name without port or trailing dot, case preserved.
-    Name(&'a [u8]),
-    IpLiteral,
-    Invalid,
-}
-
-/// Classifies `host[:port]`. Anything that is not clearly a name is either an
-/// IP literal or invalid, never a name, so a parse failure cannot slip past
-/// the served-names check.
-pub(crate) fn classify(value: &[u8]) -> HostKind<'_> {
-    if let Some(rest) = value.strip_prefix(b"[") {
-        let Some(close) = rest.iter().position(|&b| b == b']') else {
-            return HostKind::Invalid;
-        };
-        let (inside, after) = (&rest[..close], &rest[close + 1..]);
-        let is_v6 = std::str::from_utf8(inside)
-            .ok()
-            .and_then(|s| s.parse::<Ipv6Addr>().ok())
-            .is_some();
-        let port_ok = after.is_empty() || after.strip_prefix(b":").is_some_and(valid_port);
-        return if is_v6 && port_ok {
-            HostKind::IpLiteral
-        } else {
-            HostKind::Invalid
-        };
-    }
-    let colons = value.iter().filter(|&&b| b == b':').count();
-    let name = match colons {
-        0 => value,
-        1 => {
-            let at = value.iter().position(|&b| b == b':').unwrap_or(value.len());
-            if !valid_port(&value[at + 1..]) {
-                return HostKind::Invalid;
-            }
-            &value[..at]
-        }
-        // A bare IPv6 address is not valid in Host, but it is still an
-        // address and clients do send it.
-        _ => {
-            let is_v6 = std::str::from_utf8(value)
-                .ok()
-                .and_then(|s| s.parse::<Ipv6Addr>().ok())
-                .is_some();
-            return if is_v6 {
-                HostKind::IpLiteral
-            } else {
-                HostKind::Invalid
-            };
-        }
-    };
-    let name = name.strip_suffix(b".").unwrap_or(name);
-    if name.is_empty() || name.len() > MAX_NAME_LEN || !is_dns_name(name) {
-        return HostKind::Invalid;
-    }
-    if ends_in_number(name) {
-        HostKind::IpLiteral
-    } else {
-        HostKind::Name(name)
-    }
-}
-
-/// Letters, digits, `-` and `_` in labels separated by single dots, with no
-/// empty label; checked in one pass, since every request pays for it.
-fn is_dns_name(name: &[u8]) -> bool {
-    let mut after_dot = true;
-    for &b in name {
-        if b == b'.' {
-            if after_dot {
-                return false;
-            }
-            after_dot = true;
-        } else if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
-            after_dot = false;
-        } else {
-            return false;
-        }
-    }
-    !after_dot
-}
-
-fn valid_port(port: &[u8]) -> bool {
-    // An empty port is allowed by RFC 3986 (`example.com:`).
-    port.is_empty()
-        || (port.iter().all(u8::is_ascii_digit)
-            && std::str::from_utf8(port).is_ok_and(|p| p.parse::<u16>().is_ok()))
-}
-
-/// The WHATWG URL standard's "ends in a number" test: browsers and curl parse
-/// such a host as IPv4, so `2130706433`, `0x7f.1` and `127.1` all reach
-/// 127.0.0.1 and must be treated as IP literals, not names.
-fn ends_in_number(name: &[u8]) -> bool {
-    let last = name.rsplit(|&b| b == b'.').next().unwrap_or(name);
-    if !last.is_empty() && last.iter().all(u8::is_ascii_digit) {
-        return true;
-    }
-    matches!(last, [b'0', b'x' | b'X', hex @ ..] if hex.iter().all(u8::is_ascii_hexdigit))
-}
+use crate::parse::host::{HostField, HostKind, MAX_NAME_LEN, classify, host_field};
 
 /// Served names, like nginx `server_name`: exact names, `*.example.com`
 /// (any subdomain) and `.example.com` (the apex and any subdomain).
@@ -294,6 +142,7 @@ impl HostRules {
 mod tests {
     use super::*;
     use http::HeaderValue;
+    use http::header::HOST;
 
     fn names(patterns: &[&str]) -> ServerNames {
         let mut n = ServerNames::default();

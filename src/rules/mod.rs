@@ -22,7 +22,7 @@
 //! and returns a [`Judgement`], with no clock, runtime, logging or state.
 //! The rate limit's budget is runtime state, kept by the layer beside the
 //! rules, so the rules end at "ask the limiter about this client"
-//! ([`Verdict::RateLimit`]) and [`RuleSet::settle`] applies its answer.
+//! ([`Verdict::RateLimit`]), and the layer applies the limiter's answer.
 
 pub(crate) mod client_ip;
 pub(crate) mod custom;
@@ -31,9 +31,7 @@ pub(crate) mod ip;
 pub(crate) mod path;
 mod patterns;
 pub(crate) mod policy;
-pub(crate) mod rate_limit;
 mod reason;
-pub(crate) mod shared_limit;
 pub(crate) mod user_agent;
 
 use std::net::{IpAddr, SocketAddr};
@@ -43,12 +41,8 @@ use http::Request;
 
 pub use client_ip::{CLOUDFLARE_RANGES, ClientIp, RealIpHeader};
 pub use custom::RequestHead;
-pub use policy::Action;
-pub use rate_limit::RateLimit;
+pub use policy::{Action, CloseMode};
 pub use reason::DropReason;
-pub use shared_limit::{
-    FailurePolicy, RateLimitStore, SharedRateLimit, StoreError, StoreFuture, StoreVerdict,
-};
 
 use custom::CustomRule;
 use path::PathRules;
@@ -57,7 +51,6 @@ use policy::Policies;
 use client_ip::RealIp;
 use host::HostRules;
 use ip::{IpAction, IpRules};
-use rate_limit::Budget;
 use user_agent::UserAgentRules;
 
 /// A compiled, immutable rule set. Build it with
@@ -96,7 +89,7 @@ pub enum Verdict {
     /// An enforced rule stopped it.
     Stop(Stop),
     /// Every other rule let it through; the rate limiter decides, for this
-    /// client. [`RuleSet::settle`] applies its answer.
+    /// client; the layer applies its answer.
     RateLimit(IpAddr),
 }
 
@@ -138,6 +131,19 @@ impl DryRunHits {
     fn slots(self) -> impl Iterator<Item = usize> {
         (0..128).filter(move |slot| self.0 & (1 << slot) != 0)
     }
+}
+
+/// What the rate limiter says about one request's budget: the answer
+/// [`RuleSet::settle`] applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Budget {
+    Allow,
+    /// Over the limit; the client may try again after this long.
+    OverLimit(Duration),
+    /// A new client, and no room to track it.
+    TableFull,
+    /// The shared store could not answer and the policy is to fail closed.
+    Unavailable,
 }
 
 /// The most rules a rule set holds: the slots of [`DryRunHits`], of which

@@ -143,3 +143,48 @@ pub(crate) fn validate(rule: &str, action: Action) -> Result<(), BuildError> {
         _ => Ok(()),
     }
 }
+
+/// How a dropped connection is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum CloseMode {
+    /// Half-close with a FIN, as nginx's `return 444`. curl reports
+    /// `(52) Empty reply from server`.
+    #[default]
+    Fin,
+    /// Reset with an RST (`SO_LINGER` of zero). curl reports
+    /// `(56) Connection reset by peer`. Frees the server's socket at once,
+    /// with no TIME_WAIT.
+    Reset,
+    /// Vanish without telling the client at all, like HAProxy's
+    /// `silent-drop`: the client is left waiting on a connection that no
+    /// longer exists, which ties up scanners instead of the server.
+    ///
+    /// With `CAP_NET_ADMIN` on Linux the socket is put in `TCP_REPAIR` mode
+    /// before it closes, so the kernel sends nothing at all. Without it, the
+    /// hop limit is set to 1 and the connection reset: the RST dies at the
+    /// first router, so clients beyond it see nothing, but a client on the
+    /// same host or link still sees the reset. [`silent_close_available`]
+    /// tells which one this process gets.
+    ///
+    /// [`silent_close_available`]: crate::connection::silent_close_available
+    Silent,
+}
+
+impl CloseMode {
+    /// The name used in the 444 event's `close` field: `fin` or `reset`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Fin => "fin",
+            Self::Reset => "reset",
+            Self::Silent => "silent",
+        }
+    }
+}
+
+impl fmt::Display for CloseMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -38,7 +38,7 @@ pub enum DropReason {
     RateLimitFull,
     /// `rate_limit_unavailable`: the shared rate-limit store (Redis) did not
     /// answer in time and the limit is set to fail closed (see
-    /// [`FailurePolicy::Closed`](crate::rules::FailurePolicy::Closed)).
+    /// [`FailurePolicy::Closed`](crate::limit::FailurePolicy::Closed)).
     RateLimitUnavailable,
     /// A custom rule, by the name it was given.
     Custom(&'static str),

@@ -19,6 +19,7 @@ use governor::state::keyed::ShrinkableKeyedStateStore;
 use governor::{Quota, RateLimiter};
 
 use crate::error::BuildError;
+use crate::rules::Budget;
 
 /// A request rate per client, in nginx's terms.
 ///
@@ -162,18 +163,6 @@ fn key_of(ip: IpAddr, v6_mask: u128) -> IpAddr {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & v6_mask)),
     }
-}
-
-/// What the limiter says about one request's budget.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Budget {
-    Allow,
-    /// Over the limit; the client may try again after this long.
-    OverLimit(Duration),
-    /// A new client, and no room to track it.
-    TableFull,
-    /// The shared store could not answer and the policy is to fail closed.
-    Unavailable,
 }
 
 thread_local! {

@@ -1,70 +1,31 @@
+//! The seam between the layer and the connection side: the switch that
+//! aborts a connection, and what a request carries of its connection.
+
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::Context;
 
 use atomic_waker::AtomicWaker;
 
-/// How a dropped connection is closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[non_exhaustive]
-pub enum CloseMode {
-    /// Half-close with a FIN, as nginx's `return 444`. curl reports
-    /// `(52) Empty reply from server`.
-    #[default]
-    Fin,
-    /// Reset with an RST (`SO_LINGER` of zero). curl reports
-    /// `(56) Connection reset by peer`. Frees the server's socket at once,
-    /// with no TIME_WAIT.
-    Reset,
-    /// Vanish without telling the client at all, like HAProxy's
-    /// `silent-drop`: the client is left waiting on a connection that no
-    /// longer exists, which ties up scanners instead of the server.
-    ///
-    /// With `CAP_NET_ADMIN` on Linux the socket is put in `TCP_REPAIR` mode
-    /// before it closes, so the kernel sends nothing at all. Without it, the
-    /// hop limit is set to 1 and the connection reset: the RST dies at the
-    /// first router, so clients beyond it see nothing, but a client on the
-    /// same host or link still sees the reset. [`silent_close_available`]
-    /// tells which one this process gets.
-    ///
-    /// [`silent_close_available`]: crate::connection::silent_close_available
-    Silent,
-}
-
-impl CloseMode {
-    /// The name used in the 444 event's `close` field: `fin` or `reset`.
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Fin => "fin",
-            Self::Reset => "reset",
-            Self::Silent => "silent",
-        }
-    }
-
-    const fn to_state(self) -> u8 {
-        match self {
-            Self::Fin => FIN,
-            Self::Reset => RESET,
-            Self::Silent => SILENT,
-        }
-    }
-}
-
-impl fmt::Display for CloseMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::rules::CloseMode;
 
 const OPEN: u8 = 0;
 const FIN: u8 = 1;
 const RESET: u8 = 2;
 const SILENT: u8 = 3;
 
+const fn state_of(mode: CloseMode) -> u8 {
+    match mode {
+        CloseMode::Fin => FIN,
+        CloseMode::Reset => RESET,
+        CloseMode::Silent => SILENT,
+    }
+}
+
 /// The switch that aborts one connection. Cheap to clone; all clones and the
-/// connection's [`AbortableStream`](super::AbortableStream) share it.
+/// connection's [`AbortableStream`](crate::AbortableStream) share it.
 ///
 /// Once tripped, the stream refuses every later read and write, wakes the
 /// connection task so it is torn down even if a service future is still
@@ -105,7 +66,7 @@ impl ConnectionHandle {
         let tripped = self
             .shared
             .state
-            .compare_exchange(OPEN, mode.to_state(), Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(OPEN, state_of(mode), Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
         if tripped {
             self.shared.reader.wake();
@@ -142,5 +103,68 @@ impl ConnectionHandle {
 
     pub(crate) fn register_writer(&self, cx: &Context<'_>) {
         self.shared.writer.register(cx.waker());
+    }
+}
+
+/// The peer address and abort handle of the connection a request came on.
+///
+/// The crate's serve loop and tonic's server (with the layer's incoming
+/// stream) put it in every request as a plain extension; another serve loop
+/// may do the same. Under `axum::serve` it is not needed: the layer finds the
+/// connection by its peer address.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    peer_addr: SocketAddr,
+    local_addr: Option<SocketAddr>,
+    handle: ConnectionHandle,
+    /// Set where a `DropAsError` stands between the layer and hyper
+    /// (the crate's serve loop, the gRPC layer), which can reset one HTTP/2
+    /// stream without a head; anywhere else a drop closes the connection.
+    pub(crate) stream_resets: bool,
+}
+
+impl ConnectionInfo {
+    /// Pairs a peer address with the handle of its stream.
+    #[must_use]
+    pub fn new(peer_addr: SocketAddr, handle: ConnectionHandle) -> Self {
+        Self {
+            peer_addr,
+            local_addr: None,
+            handle,
+            stream_resets: false,
+        }
+    }
+
+    /// The same connection, with its local address.
+    #[must_use]
+    pub fn with_local_addr(mut self, local_addr: SocketAddr) -> Self {
+        self.local_addr = Some(local_addr);
+        self
+    }
+
+    #[cfg(feature = "server")]
+    pub(crate) fn with_stream_resets(&self) -> Self {
+        let mut info = self.clone();
+        info.stream_resets = true;
+        info
+    }
+
+    /// The TCP peer. Behind a proxy this is the proxy; see
+    /// [`ClientIp`](crate::ClientIp) for the client.
+    #[must_use]
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    /// The local address of the connection, where known.
+    #[must_use]
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+
+    /// The handle that aborts the connection.
+    #[must_use]
+    pub fn handle(&self) -> &ConnectionHandle {
+        &self.handle
     }
 }

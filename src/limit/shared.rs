@@ -17,8 +17,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::rate_limit::{Budget, Limiter, RateLimit};
+use super::local::{Limiter, RateLimit};
 use crate::error::BuildError;
+use crate::rules::Budget;
 
 /// A store that keeps rate-limit state for many replicas.
 ///
@@ -26,7 +27,7 @@ use crate::error::BuildError;
 /// semantics matching [`RateLimit`]: a fresh client may send
 /// [`RateLimit::capacity`] requests at once, then one per
 /// [`RateLimit::interval`]. The crate ships one for Redis and Valkey
-/// ([`RedisStore`](crate::redis::RedisStore), feature `redis`).
+/// (`redis::RedisStore`, feature `redis`).
 pub trait RateLimitStore: fmt::Debug + Send + Sync + 'static {
     /// Counts one request under `key` against `limit` and says whether it
     /// is within the budget. `key` is already the client's key: the IPv4
@@ -115,7 +116,7 @@ impl FailurePolicy {
 /// # #[cfg(feature = "redis")] {
 /// use std::time::Duration;
 /// use tower_no_response::redis::RedisStore;
-/// use tower_no_response::rules::{FailurePolicy, SharedRateLimit};
+/// use tower_no_response::limit::{FailurePolicy, SharedRateLimit};
 /// use tower_no_response::{NoResponseLayer, RateLimit};
 ///
 /// let store = RedisStore::new("redis://127.0.0.1:6379/").unwrap();

@@ -23,7 +23,7 @@
 //! ```no_run
 //! use axum::{Router, routing::get};
 //! use tower_no_response::NoResponseLayer;
-//! use tower_no_response::connection::serve::Http2Drop;
+//! use tower_no_response::server::Http2Drop;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let layer = NoResponseLayer::builder().server_name("example.com").build()?;
@@ -45,28 +45,31 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tower_service::Service;
 
-use super::DropAsError;
-use super::stream_reset::mark_stream_resets;
-use super::{AbortableStream, CloseMode, ConnectionHandle, ConnectionInfo};
+mod adapter;
+mod conn;
+mod early;
+#[cfg(feature = "rustls")]
+mod tls;
+
 use crate::NoResponseLayer;
 use crate::audit::{Close, DropEvent, Handling};
-use crate::body::BoxError;
-use crate::error::BuildError;
-use crate::rules::DropReason;
+use crate::connection::{AbortableStream, ConnectionHandle};
+use crate::error::{BoxError, BuildError};
 use crate::rules::ip::{IpAction, IpRules, parse_cidrs};
+use crate::rules::{CloseMode, DropReason};
+use conn::Connection;
+use early::{Early, judge_now};
 
 /// What a dropped HTTP/2 request does to its connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -361,103 +364,14 @@ async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
     }
 }
 
-/// What judging a connection's first request before hyper decided.
-enum Early {
-    /// Dropped by a rule and closed (and logged), or the client is gone.
-    Done,
-    /// Over to hyper and the layer, with the bytes read so far.
-    Undecided(TcpStream, Vec<u8>),
-}
-
-/// As much of a request as is judged before hyper: hyper's first read
-/// takes no more for most requests, and a longer head is simply left to
-/// the layer.
-const EARLY_READ: usize = 4096;
-
-/// Reads what the client has sent so far, without waiting, and judges it
-/// if it is a whole HTTP/1 request head.
-fn judge_now(stream: TcpStream, peer: SocketAddr, layer: &NoResponseLayer) -> Early {
-    let mut buf = [0u8; EARLY_READ];
-    match stream.try_read(&mut buf) {
-        Ok(0) => Early::Done,
-        Ok(n) => judge_read(stream, &buf[..n], peer, layer),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Early::Undecided(stream, Vec::new()),
-        Err(_) => Early::Done,
-    }
-}
-
-/// Judges the first bytes a client sent, and closes the stream if a rule
-/// drops the request.
-fn judge_read(stream: TcpStream, read: &[u8], peer: SocketAddr, layer: &NoResponseLayer) -> Early {
-    match request_head(read).and_then(|head| layer.drop_early(&head, peer)) {
-        // A read that did not fill the buffer emptied the socket, so the
-        // close alone sends the FIN; there is nothing to drain.
-        Some(CloseMode::Fin) if read.len() < EARLY_READ => drop(stream),
-        Some(mode) => {
-            AbortableStream::new(stream).handle().abort(mode);
-        }
-        None => return Early::Undecided(stream, read.to_vec()),
-    }
-    Early::Done
-}
-
-/// Waits for the client's first bytes, within the header timeout, and
-/// judges them before hyper has the connection.
-async fn judge_when_read(
-    stream: TcpStream,
-    layer: &NoResponseLayer,
-    peer: SocketAddr,
-    header_timeout: Option<Duration>,
-    close_mode: CloseMode,
-) -> Early {
-    let readable = stream.readable();
-    let ready = match header_timeout {
-        Some(limit) => match tokio::time::timeout(limit, readable).await {
-            Ok(ready) => ready,
-            Err(_) => {
-                // Not one byte in time: what hyper would drop anyway.
-                let stream = AbortableStream::new(stream);
-                drop_connection(stream.handle(), peer, close_mode, DropReason::HeaderTimeout);
-                return Early::Done;
-            }
-        },
-        None => readable.await,
-    };
-    if ready.is_err() {
-        return Early::Done;
-    }
-    judge_now(stream, peer, layer)
-}
-
-/// The request head at the start of `bytes`, if it is complete and valid.
-fn request_head(bytes: &[u8]) -> Option<Request<()>> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut parsed = httparse::Request::new(&mut headers);
-    if !parsed.parse(bytes).ok()?.is_complete() {
-        return None;
-    }
-    let version = match parsed.version? {
-        0 => http::Version::HTTP_10,
-        _ => http::Version::HTTP_11,
-    };
-    let mut head = Request::builder()
-        .method(parsed.method?)
-        .uri(parsed.path?)
-        .version(version);
-    for header in parsed.headers.iter() {
-        head = head.header(header.name, header.value);
-    }
-    head.body(()).ok()
-}
-
 /// Closes a connection before reading from it, and logs it as a 444.
-fn refuse(stream: TcpStream, peer: SocketAddr, mode: CloseMode, reason: DropReason) {
+pub(crate) fn refuse(stream: TcpStream, peer: SocketAddr, mode: CloseMode, reason: DropReason) {
     drop_connection(AbortableStream::new(stream).handle(), peer, mode, reason);
 }
 
 /// Aborts a connection the loop itself drops and logs it, once: a handle
 /// already tripped by the layer has had its event.
-fn drop_connection(
+pub(crate) fn drop_connection(
     handle: &ConnectionHandle,
     peer: SocketAddr,
     mode: CloseMode,
@@ -472,172 +386,5 @@ fn drop_connection(
             request: None,
         }
         .emit();
-    }
-}
-
-struct Connection<S> {
-    builder: Builder<TokioExecutor>,
-    service: S,
-    peer: SocketAddr,
-    http2_drop: Http2Drop,
-    close_mode: CloseMode,
-    /// Bounds the wait for the first bytes and the TLS handshake; hyper
-    /// enforces it after that.
-    header_timeout: Option<Duration>,
-    stop: watch::Receiver<()>,
-    _done: mpsc::Sender<Infallible>,
-    #[cfg(feature = "rustls")]
-    tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
-}
-
-impl<S, B> Connection<S>
-where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    async fn run(self, stream: TcpStream, prefix: Vec<u8>, judge_later: Option<NoResponseLayer>) {
-        let (stream, prefix) = match judge_later {
-            None => (stream, prefix),
-            Some(layer) => {
-                let mut stop = self.stop.clone();
-                let judged = judge_when_read(
-                    stream,
-                    &layer,
-                    self.peer,
-                    self.header_timeout,
-                    self.close_mode,
-                );
-                let judged = tokio::select! {
-                    judged = judged => judged,
-                    // Shutting down before the client sent a byte: close it
-                    // now, as hyper closes idle connections.
-                    _ = stop.changed() => Early::Done,
-                };
-                match judged {
-                    Early::Done => return,
-                    Early::Undecided(stream, read) => (stream, read),
-                }
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let io = AbortableStream::with_prefix(stream, prefix);
-        let handle = io.handle().clone();
-        #[cfg(feature = "rustls")]
-        if let Some(tls) = self.tls.clone() {
-            let limit = self.header_timeout.unwrap_or(Duration::from_secs(10));
-            let mut handshake = pin!(tokio_rustls::TlsAcceptor::from(tls).accept(io));
-            tokio::select! {
-                // A failed handshake is rustls's to answer, with an alert.
-                done = &mut handshake => if let Ok(tls_stream) = done {
-                    Box::pin(self.serve_io(tls_stream, handle)).await;
-                },
-                () = tokio::time::sleep(limit) => {
-                    // Trip first: the stream, still inside the handshake,
-                    // then closes with the close mode when it is dropped.
-                    drop_connection(&handle, self.peer, self.close_mode, DropReason::HeaderTimeout);
-                }
-            }
-            return;
-        }
-        // Boxed: hyper's connection is large, and inline it would make every
-        // spawn copy it, even for connections judged and dropped before it.
-        Box::pin(self.serve_io(io, handle)).await;
-    }
-
-    async fn serve_io<I>(mut self, io: I, handle: ConnectionHandle)
-    where
-        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let info = ConnectionInfo::new(self.peer, handle.clone());
-        let reset = match self.http2_drop {
-            Http2Drop::ResetStreamInternalError => h2::Reason::INTERNAL_ERROR,
-            _ => h2::Reason::CANCEL,
-        };
-        let service = TowerToHyperService::new(match self.http2_drop {
-            // Without the flag, the layer closes the whole connection.
-            Http2Drop::CloseConnection => StreamResets::new(self.service, reset, Some(info)),
-            _ => StreamResets::new(self.service, reset, Some(info.with_stream_resets())),
-        });
-        let mut conn = pin!(
-            self.builder
-                .serve_connection_with_upgrades(TokioIo::new(io), service)
-        );
-        let mut stopping = false;
-        let result = loop {
-            tokio::select! {
-                result = conn.as_mut() => break result,
-                _ = self.stop.changed(), if !stopping => {
-                    stopping = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-            }
-        };
-        // The connection still owns the stream here, so the close mode can
-        // still be chosen before it is dropped.
-        if let Err(e) = result {
-            let timed_out = e
-                .downcast_ref::<hyper::Error>()
-                .is_some_and(hyper::Error::is_timeout);
-            if timed_out {
-                drop_connection(
-                    &handle,
-                    self.peer,
-                    self.close_mode,
-                    DropReason::HeaderTimeout,
-                );
-            }
-        }
-    }
-}
-
-/// Marks each request's connection as one whose HTTP/2 drops are turned
-/// into stream resets, and turns every dropped response into a
-/// [`RequestDropped`] error. The serve loop's; tonic's is `NoResponseGrpc`.
-#[derive(Clone, Debug)]
-pub(crate) struct StreamResets<S> {
-    inner: S,
-    reset: h2::Reason,
-    /// The connection, for a serve loop that puts it in each request
-    /// itself; `None` when it is there already (tonic's `Connected`).
-    info: Option<ConnectionInfo>,
-}
-
-impl<S> StreamResets<S> {
-    pub(crate) fn new(inner: S, reset: h2::Reason, info: Option<ConnectionInfo>) -> Self {
-        Self { inner, reset, info }
-    }
-}
-
-impl<S, B, ReqBody> Service<Request<ReqBody>> for StreamResets<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<B>>,
-    S::Error: Into<BoxError>,
-{
-    type Response = Response<B>;
-    type Error = BoxError;
-    type Future = DropAsError<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let extensions = request.extensions_mut();
-        match &self.info {
-            Some(info) => {
-                // Middleware outside the layer reads the peer as axum's.
-                #[cfg(feature = "axum")]
-                crate::extract::insert_peer(extensions, info.peer_addr());
-                extensions.insert(info.clone());
-            }
-            None => {
-                mark_stream_resets(extensions);
-            }
-        }
-        DropAsError::new(self.inner.call(request), self.reset)
     }
 }

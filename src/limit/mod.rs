@@ -1,14 +1,23 @@
-//! The rate limiter the layer keeps beside the rules: runtime state that a
-//! reload keeps while the limit it enforces is unchanged, so that clients'
-//! budgets survive it.
+//! The rate limit: its settings ([`RateLimit`]), and the limiter the layer
+//! keeps beside the rules, runtime state that a reload keeps while the
+//! limit it enforces is unchanged, so that clients' budgets survive it.
+//! The budget lives in this process (governor's GCRA) or, with a
+//! [`SharedRateLimit`], in a store every replica shares.
+
+pub(crate) mod local;
+mod shared;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
+pub use local::RateLimit;
+pub use shared::{
+    FailurePolicy, RateLimitStore, SharedRateLimit, StoreError, StoreFuture, StoreVerdict,
+};
+
 use crate::error::BuildError;
-use crate::rules::RateLimit;
-use crate::rules::rate_limit::Limiter;
-use crate::rules::shared_limit::{SharedLimiter, SharedRateLimit, Step, StoreCheck};
+use local::Limiter;
+pub(crate) use shared::{SharedLimiter, Step, StoreCheck};
 
 /// Where the rate limit's budget is kept.
 #[derive(Debug, Clone)]

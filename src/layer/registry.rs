@@ -22,7 +22,8 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use super::{CloseMode, ConnectionHandle};
+use super::ConnectionHandle;
+use crate::rules::CloseMode;
 
 #[derive(Debug, Default)]
 pub(crate) struct Registry {

@@ -1,3 +1,19 @@
+//! The layer: the tower `Layer` + `Service` + `ResponseFuture` trio, the
+//! builder that configures it, and the state it keeps beside the rules.
+
+mod body;
+mod builder;
+mod dropped;
+mod handle;
+mod peer;
+pub(crate) mod registry;
+
+pub use body::NoResponseBody;
+use builder::Config;
+pub use builder::NoResponseLayerBuilder;
+pub use dropped::RequestDropped;
+pub use handle::{ConnectionHandle, ConnectionInfo};
+
 use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -15,17 +31,13 @@ use tower_service::Service;
 
 use crate::audit::stats::{Counters, Stats};
 use crate::audit::{Close, DropEvent, Handling, RequestView};
-use crate::body::NoResponseBody;
-use crate::builder::{Config, NoResponseLayerBuilder};
-use crate::connection::CloseMode;
-use crate::connection::ban::BanList;
-use crate::connection::registry::{Found, Registry};
-use crate::connection::{ConnectionHandle, ConnectionInfo};
+use crate::ban::BanList;
 use crate::error::BuildError;
-use crate::limit::RateLimiter;
-use crate::rules::rate_limit::Budget;
-use crate::rules::shared_limit::{Step, StoreCheck};
-use crate::rules::{Action, ClientIp, DropReason, Judgement, RuleSet, Stop, Verdict};
+use crate::limit::{RateLimiter, Step, StoreCheck};
+use crate::rules::{
+    Action, Budget, ClientIp, CloseMode, DropReason, Judgement, RuleSet, Stop, Verdict,
+};
+use registry::{Found, Registry};
 
 /// A [`Layer`] that drops unwanted requests the way nginx's `return 444` does:
 /// the inner service is never called and the connection closes without a
@@ -113,6 +125,12 @@ impl NoResponseLayer {
         })
     }
 
+    /// Where the layer's listeners record their connections.
+    #[cfg(feature = "axum")]
+    pub(crate) fn connections(&self) -> &Arc<Registry> {
+        &self.shared.connections
+    }
+
     /// Whether the client is on the ban list, for a serve loop's accept.
     #[cfg(feature = "server")]
     pub(crate) fn is_banned(&self, ip: IpAddr) -> bool {
@@ -121,11 +139,6 @@ impl NoResponseLayer {
             .ban_list
             .as_ref()
             .is_some_and(|bans| bans.is_banned(ip))
-    }
-
-    #[cfg(feature = "axum")]
-    pub(crate) fn connections(&self) -> &Arc<Registry> {
-        &self.shared.connections
     }
 
     /// Replaces the configuration (rules, actions, dry-run, close mode) for
@@ -481,13 +494,10 @@ impl Shared {
 /// names, whose connection the layer's listener registered.
 fn connection_of<B>(request: &Request<B>) -> (Option<SocketAddr>, Option<&ConnectionInfo>) {
     let ext = request.extensions();
-    if let Some(info) = ext.get::<ConnectionInfo>() {
-        return (Some(info.peer_addr()), Some(info));
+    match ext.get::<ConnectionInfo>() {
+        Some(info) => (Some(info.peer_addr()), Some(info)),
+        None => (peer::connect_info(ext), None),
     }
-    #[cfg(feature = "axum")]
-    return (crate::extract::peer(ext), None);
-    #[cfg(not(feature = "axum"))]
-    (None, None)
 }
 
 pin_project! {
@@ -646,7 +656,7 @@ fn dropped_response<B>(reason: DropReason) -> Response<NoResponseBody<B>> {
     // The marker a serve loop looks for to drop at the protocol level.
     response
         .extensions_mut()
-        .insert(crate::body::RequestDropped::new(reason));
+        .insert(RequestDropped::new(reason));
     response
 }
 

@@ -7,7 +7,7 @@
 //! accept would refuse every client behind it; the real client there is only
 //! known once a request is read, which is too late for an accept-time ban.
 //! Bans are enforced by the crate's serve loop
-//! ([`Serve::ban_list`](super::serve::Serve::ban_list)).
+//! ([`NoResponseLayer::serve`](crate::NoResponseLayer::serve)).
 
 use std::fmt;
 use std::net::IpAddr;

@@ -1,19 +1,17 @@
 use std::sync::Arc;
 
-use crate::NoResponseLayer;
-use crate::connection::CloseMode;
-use crate::connection::ban::BanList;
+use super::NoResponseLayer;
+use crate::ban::BanList;
 use crate::error::BuildError;
+use crate::limit::{RateLimit, SharedRateLimit};
 use crate::rules::client_ip::{CLOUDFLARE_RANGES, RealIp, RealIpHeader};
 use crate::rules::custom::{CustomRule, RequestHead};
 use crate::rules::host::{HostRules, ServerNames};
 use crate::rules::ip::{IpAction, IpRules, IpSet, parse_cidrs};
 use crate::rules::path::PathRules;
 use crate::rules::policy::{Action, Policies};
-use crate::rules::rate_limit::RateLimit;
-use crate::rules::shared_limit::SharedRateLimit;
 use crate::rules::user_agent::UserAgentRules;
-use crate::rules::{DropReason, MAX_RULES, RuleSet};
+use crate::rules::{CloseMode, DropReason, MAX_RULES, RuleSet};
 
 /// Configures a [`NoResponseLayer`]. Values are checked by
 /// [`build`](Self::build), which refuses the first bad one by name.
@@ -307,7 +305,7 @@ impl NoResponseLayerBuilder {
 
     /// Counts every drop of a directly connected client as a strike on
     /// `list`; the serve loop refuses banned clients at accept (see
-    /// [`connection::ban`](crate::connection::ban)).
+    /// [`ban`](crate::ban)).
     pub fn ban_list(mut self, list: BanList) -> Self {
         self.ban_list = Some(list);
         self

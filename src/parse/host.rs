@@ -1,0 +1,141 @@
+//! The host a request names: which of the Host header and the URI
+//! authority counts, and what kind of host it is.
+
+use http::{HeaderMap, HeaderValue, Uri, Version, header::HOST};
+
+use super::addr::{Bracketed, bracketed, ipv6, numeric_port};
+
+/// RFC 1035 caps a name at 253 characters without the trailing dot; anything
+/// longer cannot be a served name, so it never needs a lookup buffer.
+pub(crate) const MAX_NAME_LEN: usize = 253;
+
+/// What the request says its host is, before any rule looks at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HostField<'a> {
+    Missing,
+    /// Two Host headers, or an HTTP/2 Host that contradicts `:authority`:
+    /// there is no single answer, so the request is malformed.
+    Ambiguous,
+    Value(&'a [u8]),
+}
+
+/// Picks the host as the HTTP RFCs tell an origin server to:
+///
+/// - more than one Host header makes any request malformed (RFC 9112 §3.2);
+/// - HTTP/1.1 requires a Host header, even with an absolute-form target;
+/// - the authority of an absolute-form target wins over the Host value
+///   (RFC 9112 §3.2.2), and so does HTTP/2's `:authority`, which hyper puts
+///   in the URI;
+/// - an HTTP/2 Host header naming another authority than `:authority` makes
+///   the request malformed (RFC 9113 §8.3.1).
+pub(crate) fn host_field<'a>(
+    version: Version,
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+) -> HostField<'a> {
+    let mut lines = headers.get_all(HOST).iter();
+    let header = match (lines.next(), lines.next()) {
+        (Some(_), Some(_)) => return HostField::Ambiguous,
+        (line, _) => line.map(HeaderValue::as_bytes).filter(|v| !v.is_empty()),
+    };
+    // `Authority::host` drops userinfo, so `user@evil` cannot pose as a name.
+    let authority = uri.authority().filter(|a| !a.host().is_empty());
+    match (authority, header) {
+        (Some(a), Some(h)) if version >= Version::HTTP_2 => {
+            let without_userinfo = a.as_str().rsplit('@').next().unwrap_or_default();
+            if without_userinfo.as_bytes().eq_ignore_ascii_case(h) {
+                HostField::Value(a.host().as_bytes())
+            } else {
+                HostField::Ambiguous
+            }
+        }
+        (Some(_), None) if version == Version::HTTP_11 => HostField::Missing,
+        (Some(a), _) => HostField::Value(a.host().as_bytes()),
+        (None, Some(h)) => HostField::Value(h),
+        (None, None) => HostField::Missing,
+    }
+}
+
+/// A host value, classified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HostKind<'a> {
+    /// A DNS-style name without port or trailing dot, case preserved.
+    Name(&'a [u8]),
+    IpLiteral,
+    Invalid,
+}
+
+/// Classifies `host[:port]`. Anything that is not clearly a name is either an
+/// IP literal or invalid, never a name, so a parse failure cannot slip past
+/// the served-names check.
+pub(crate) fn classify(value: &[u8]) -> HostKind<'_> {
+    match bracketed(value) {
+        // An empty port is allowed by RFC 3986 (`[::1]:`).
+        Bracketed::V6(_, port) if port.is_none_or(|p| p.is_empty() || numeric_port(p)) => {
+            return HostKind::IpLiteral;
+        }
+        Bracketed::V6(..) | Bracketed::Invalid => return HostKind::Invalid,
+        Bracketed::No => {}
+    }
+    let colons = value.iter().filter(|&&b| b == b':').count();
+    let name = match colons {
+        0 => value,
+        1 => {
+            let at = value.iter().position(|&b| b == b':').unwrap_or(value.len());
+            let port = &value[at + 1..];
+            // An empty port is allowed by RFC 3986 (`example.com:`).
+            if !(port.is_empty() || numeric_port(port)) {
+                return HostKind::Invalid;
+            }
+            &value[..at]
+        }
+        // A bare IPv6 address is not valid in Host, but it is still an
+        // address and clients do send it.
+        _ => {
+            return if ipv6(value).is_some() {
+                HostKind::IpLiteral
+            } else {
+                HostKind::Invalid
+            };
+        }
+    };
+    let name = name.strip_suffix(b".").unwrap_or(name);
+    if name.is_empty() || name.len() > MAX_NAME_LEN || !is_dns_name(name) {
+        return HostKind::Invalid;
+    }
+    if ends_in_number(name) {
+        HostKind::IpLiteral
+    } else {
+        HostKind::Name(name)
+    }
+}
+
+/// Letters, digits, `-` and `_` in labels separated by single dots, with no
+/// empty label; checked in one pass, since every request pays for it.
+fn is_dns_name(name: &[u8]) -> bool {
+    let mut after_dot = true;
+    for &b in name {
+        if b == b'.' {
+            if after_dot {
+                return false;
+            }
+            after_dot = true;
+        } else if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            after_dot = false;
+        } else {
+            return false;
+        }
+    }
+    !after_dot
+}
+
+/// The WHATWG URL standard's "ends in a number" test: browsers and curl parse
+/// such a host as IPv4, so `2130706433`, `0x7f.1` and `127.1` all reach
+/// 127.0.0.1 and must be treated as IP literals, not names.
+fn ends_in_number(name: &[u8]) -> bool {
+    let last = name.rsplit(|&b| b == b'.').next().unwrap_or(name);
+    if !last.is_empty() && last.iter().all(u8::is_ascii_digit) {
+        return true;
+    }
+    matches!(last, [b'0', b'x' | b'X', hex @ ..] if hex.iter().all(u8::is_ascii_hexdigit))
+}

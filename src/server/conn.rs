@@ -1,0 +1,144 @@
+//! One connection's task: the first request judged early if it has not
+//! arrived yet, TLS if configured, then hyper.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::time::Duration;
+
+use http::{Request, Response};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tower_service::Service;
+
+use super::Http2Drop;
+use super::adapter::StreamResets;
+use super::drop_connection;
+use super::early::{Early, judge_when_read};
+use crate::NoResponseLayer;
+use crate::connection::{AbortableStream, ConnectionHandle, ConnectionInfo};
+use crate::error::BoxError;
+use crate::rules::{CloseMode, DropReason};
+
+pub(super) struct Connection<S> {
+    pub(super) builder: Builder<TokioExecutor>,
+    pub(super) service: S,
+    pub(super) peer: SocketAddr,
+    pub(super) http2_drop: Http2Drop,
+    pub(super) close_mode: CloseMode,
+    /// Bounds the wait for the first bytes and the TLS handshake; hyper
+    /// enforces it after that.
+    pub(super) header_timeout: Option<Duration>,
+    pub(super) stop: watch::Receiver<()>,
+    pub(super) _done: mpsc::Sender<Infallible>,
+    #[cfg(feature = "rustls")]
+    pub(super) tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
+}
+
+impl<S, B> Connection<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    pub(super) async fn run(
+        self,
+        stream: TcpStream,
+        prefix: Vec<u8>,
+        judge_later: Option<NoResponseLayer>,
+    ) {
+        let (stream, prefix) = match judge_later {
+            None => (stream, prefix),
+            Some(layer) => {
+                let mut stop = self.stop.clone();
+                let judged = judge_when_read(
+                    stream,
+                    &layer,
+                    self.peer,
+                    self.header_timeout,
+                    self.close_mode,
+                );
+                let judged = tokio::select! {
+                    judged = judged => judged,
+                    // Shutting down before the client sent a byte: close it
+                    // now, as hyper closes idle connections.
+                    _ = stop.changed() => Early::Done,
+                };
+                match judged {
+                    Early::Done => return,
+                    Early::Undecided(stream, read) => (stream, read),
+                }
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let io = AbortableStream::with_prefix(stream, prefix);
+        let handle = io.handle().clone();
+        #[cfg(feature = "rustls")]
+        if let Some(tls) = self.tls.clone() {
+            let limit = self.header_timeout.unwrap_or(Duration::from_secs(10));
+            let (peer, close_mode) = (self.peer, self.close_mode);
+            if let Some(tls_stream) = super::tls::handshake(tls, io, limit, peer, close_mode).await
+            {
+                Box::pin(self.serve_io(tls_stream, handle)).await;
+            }
+            return;
+        }
+        // Boxed: hyper's connection is large, and inline it would make every
+        // spawn copy it, even for connections judged and dropped before it.
+        Box::pin(self.serve_io(io, handle)).await;
+    }
+
+    async fn serve_io<I>(mut self, io: I, handle: ConnectionHandle)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let info = ConnectionInfo::new(self.peer, handle.clone());
+        let reset = match self.http2_drop {
+            Http2Drop::ResetStreamInternalError => h2::Reason::INTERNAL_ERROR,
+            _ => h2::Reason::CANCEL,
+        };
+        let info = match self.http2_drop {
+            // Without the flag, the layer closes the whole connection.
+            Http2Drop::CloseConnection => info,
+            _ => info.with_stream_resets(),
+        };
+        let service = TowerToHyperService::new(StreamResets::new(self.service, reset, info));
+        let mut conn = pin!(
+            self.builder
+                .serve_connection_with_upgrades(TokioIo::new(io), service)
+        );
+        let mut stopping = false;
+        let result = loop {
+            tokio::select! {
+                result = conn.as_mut() => break result,
+                _ = self.stop.changed(), if !stopping => {
+                    stopping = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        };
+        // The connection still owns the stream here, so the close mode can
+        // still be chosen before it is dropped.
+        if let Err(e) = result {
+            let timed_out = e
+                .downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_timeout);
+            if timed_out {
+                drop_connection(
+                    &handle,
+                    self.peer,
+                    self.close_mode,
+                    DropReason::HeaderTimeout,
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! TLS in the serve loop (feature `rustls`).
+
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::server::TlsStream;
+
+use super::drop_connection;
+use crate::connection::AbortableStream;
+use crate::rules::{CloseMode, DropReason};
+
+/// Runs the handshake in the connection's own task, so a slow client never
+/// holds up the accept loop. A client that has not finished it within
+/// `limit` is dropped as `header_timeout`; a failed handshake is rustls's to
+/// answer, with an alert.
+pub(super) async fn handshake(
+    config: Arc<ServerConfig>,
+    io: AbortableStream,
+    limit: Duration,
+    peer: SocketAddr,
+    close_mode: CloseMode,
+) -> Option<TlsStream<AbortableStream>> {
+    let handle = io.handle().clone();
+    let mut handshake = pin!(tokio_rustls::TlsAcceptor::from(config).accept(io));
+    tokio::select! {
+        done = &mut handshake => done.ok(),
+        () = tokio::time::sleep(limit) => {
+            // Trip first: the stream, still inside the handshake, then
+            // closes with the close mode when it is dropped.
+            drop_connection(&handle, peer, close_mode, DropReason::HeaderTimeout);
+            None
+        }
+    }
+}
