@@ -35,6 +35,7 @@
 
 #[cfg(feature = "access-log")]
 mod access_log;
+mod export;
 pub(crate) mod stats;
 
 use std::fmt;

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::Handling;
+use super::{Handling, export};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Counts for one rule.
@@ -40,7 +40,7 @@ impl Stats {
 
 impl Handling {
     /// The slot of each handling in a rule's counts.
-    const fn index(self) -> usize {
+    pub(super) const fn index(self) -> usize {
         match self {
             Self::Drop(_) => 0,
             Self::Respond(_) => 1,
@@ -65,15 +65,13 @@ pub(crate) struct Counters {
 struct RuleCell {
     rule: &'static str,
     counts: [AtomicU64; 3],
-    #[cfg(feature = "metrics")]
-    exported: metrics_export::RuleHandles,
+    exported: export::RuleHandles,
 }
 
 #[derive(Debug, Default)]
 struct AllowedCell {
     count: AtomicU64,
-    #[cfg(feature = "metrics")]
-    exported: metrics_export::AllowedHandle,
+    exported: export::AllowedHandle,
 }
 
 impl Counters {
@@ -90,7 +88,6 @@ impl Counters {
                             Arc::new(RuleCell {
                                 rule,
                                 counts: Default::default(),
-                                #[cfg(feature = "metrics")]
                                 exported: Default::default(),
                             })
                         },
@@ -104,14 +101,12 @@ impl Counters {
 
     pub(crate) fn allowed(&self) {
         self.allowed.count.fetch_add(1, Ordering::Relaxed);
-        #[cfg(feature = "metrics")]
         self.allowed.exported.increment();
     }
 
     pub(crate) fn count(&self, slot: usize, what: Handling) {
         let cell = &self.cells[slot];
         cell.counts[what.index()].fetch_add(1, Ordering::Relaxed);
-        #[cfg(feature = "metrics")]
         cell.exported.count(cell.rule, what);
     }
 
@@ -132,51 +127,6 @@ impl Counters {
                     }
                 })
                 .collect(),
-        }
-    }
-}
-
-/// The `metrics` names, documented in the crate's README:
-///
-/// - `tower_no_response_requests_total{rule, action}`, a counter, where
-///   `action` is `drop`, `respond` or `would_drop`;
-/// - `tower_no_response_allowed_total`, a counter.
-///
-/// Handles are registered on first use, with whatever recorder is installed
-/// then, and reused after, so counting costs no lookup.
-#[cfg(feature = "metrics")]
-mod metrics_export {
-    use std::sync::OnceLock;
-
-    use metrics::Counter;
-
-    use super::Handling;
-
-    pub(super) const REQUESTS: &str = "tower_no_response_requests_total";
-    pub(super) const ALLOWED: &str = "tower_no_response_allowed_total";
-
-    /// One rule's handles, one per action.
-    #[derive(Debug, Default)]
-    pub(super) struct RuleHandles([OnceLock<Counter>; 3]);
-
-    impl RuleHandles {
-        pub(super) fn count(&self, rule: &'static str, what: Handling) {
-            self.0[what.index()]
-                .get_or_init(
-                    || metrics::counter!(REQUESTS, "rule" => rule, "action" => what.action()),
-                )
-                .increment(1);
-        }
-    }
-
-    #[derive(Debug, Default)]
-    pub(super) struct AllowedHandle(OnceLock<Counter>);
-
-    impl AllowedHandle {
-        pub(super) fn increment(&self) {
-            self.0
-                .get_or_init(|| metrics::counter!(ALLOWED))
-                .increment(1);
         }
     }
 }
