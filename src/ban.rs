@@ -10,8 +10,9 @@
 //! ([`NoResponseLayer::serve`](crate::NoResponseLayer::serve)).
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -24,27 +25,61 @@ pub struct BanPolicy {
     window: Duration,
     ban_for: Duration,
     max_clients: usize,
+    ipv6_prefix: u8,
 }
 
 impl BanPolicy {
     /// Ban for `ban_for` after `strikes` drops within `window`.
+    /// `Duration::MAX` bans for good (in practice, a century).
     pub const fn new(strikes: u32, window: Duration, ban_for: Duration) -> Self {
         Self {
             strikes,
             window,
             ban_for,
             max_clients: 100_000,
+            ipv6_prefix: 64,
         }
     }
 
     /// The most clients tracked (striking or banned) at once, 100,000 by
-    /// default. When full, expired entries are swept; if it is still full,
-    /// new strikes are not recorded: bans are a shortcut, and the rules keep
-    /// judging every request that comes in.
+    /// default. When full, expired entries are swept, at most once a second;
+    /// if it is still full, one entry makes room for the new one: a client
+    /// that is only striking before a banned one, and among bans the one
+    /// that ends soonest. Only a few entries are looked at, so a strike
+    /// costs the same however full the table is.
     pub const fn max_clients(mut self, n: usize) -> Self {
         self.max_clients = n;
         self
     }
+
+    /// IPv6 clients are struck and banned by this prefix, /64 by default
+    /// (one customer's network, as the rate limiter keys them): an attacker
+    /// with a /64 cannot fill the table from it, nor dodge a ban by moving
+    /// to the next address.
+    pub const fn ipv6_prefix(mut self, len: u8) -> Self {
+        self.ipv6_prefix = if len > 128 { 128 } else { len };
+        self
+    }
+}
+
+/// A century: what a ban of `Duration::MAX` lasts, since an `Instant` that
+/// far ahead cannot be represented.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// [`FOREVER`] in milliseconds, for stores that keep ban expiries.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) const FOREVER_MS: u64 = FOREVER.as_secs() * 1000;
+
+/// How often a full table is swept of what has expired.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// How many entries a full table looks at to choose one to evict.
+const EVICTION_SAMPLE: usize = 64;
+
+/// `now + ban_for`, saturating at [`FOREVER`].
+fn ban_end(now: Instant, ban_for: Duration) -> Instant {
+    now.checked_add(ban_for.min(FOREVER))
+        .unwrap_or(now + FOREVER)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -64,7 +99,13 @@ pub struct BanList {
 
 struct Inner {
     policy: BanPolicy,
+    v6_mask: u128,
     entries: DashMap<IpAddr, Entry>,
+    /// When the table was last swept, in milliseconds since `epoch`.
+    last_sweep_ms: AtomicU64,
+    /// How many sweeps ran: how a test tells that they are throttled.
+    sweeps: AtomicU64,
+    epoch: Instant,
     /// Told of every ban this list makes itself, to share it with other
     /// replicas; not of bans it is given.
     on_ban: std::sync::OnceLock<Box<dyn Fn(IpAddr, Duration) + Send + Sync>>,
@@ -85,21 +126,72 @@ impl BanList {
         Self {
             inner: Arc::new(Inner {
                 policy,
+                v6_mask: u128::MAX
+                    .checked_shl(128 - u32::from(policy.ipv6_prefix))
+                    .unwrap_or(0),
                 entries: DashMap::new(),
+                last_sweep_ms: AtomicU64::new(0),
+                sweeps: AtomicU64::new(0),
+                epoch: Instant::now(),
                 on_ban: std::sync::OnceLock::new(),
             }),
         }
     }
 
-    /// Records a drop for `ip` (canonical); bans it on the last strike.
-    pub(crate) fn strike(&self, ip: IpAddr) {
-        let policy = self.inner.policy;
-        let now = Instant::now();
-        if !self.inner.entries.contains_key(&ip) && self.inner.entries.len() >= policy.max_clients {
+    /// The entry `ip` is tracked under: its canonical form, and for IPv6
+    /// its prefix.
+    fn key(&self, ip: IpAddr) -> IpAddr {
+        match ip.to_canonical() {
+            IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & self.inner.v6_mask)),
+            v4 => v4,
+        }
+    }
+
+    /// Makes room for one more entry when the table is full: a sweep at
+    /// most once per [`SWEEP_EVERY`], then, if that freed nothing, one
+    /// eviction chosen from a bounded sample.
+    fn make_room(&self, now: Instant) {
+        let inner = &self.inner;
+        if inner.entries.len() < inner.policy.max_clients {
+            return;
+        }
+        let now_ms = u64::try_from(now.duration_since(inner.epoch).as_millis()).unwrap_or(u64::MAX);
+        let last = inner.last_sweep_ms.load(Ordering::Relaxed);
+        let due = now_ms.saturating_sub(last) >= SWEEP_EVERY.as_millis() as u64 || last == 0;
+        if due
+            && inner
+                .last_sweep_ms
+                .compare_exchange(last, now_ms.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
             self.sweep(now);
-            if self.inner.entries.len() >= policy.max_clients {
+            if inner.entries.len() < inner.policy.max_clients {
                 return;
             }
+        }
+        // A client only striking goes before a ban; among bans, the one that
+        // ends soonest.
+        let victim = inner
+            .entries
+            .iter()
+            .take(EVICTION_SAMPLE)
+            .min_by_key(|e| match e.banned_until {
+                Some(until) if until > now => (1, until),
+                _ => (0, e.window_start),
+            })
+            .map(|e| *e.key());
+        if let Some(victim) = victim {
+            inner.entries.remove(&victim);
+        }
+    }
+
+    /// Records a drop for `ip`; bans it on the last strike.
+    pub(crate) fn strike(&self, ip: IpAddr) {
+        let ip = self.key(ip);
+        let policy = self.inner.policy;
+        let now = Instant::now();
+        if !self.inner.entries.contains_key(&ip) {
+            self.make_room(now);
         }
         let mut entry = self.inner.entries.entry(ip).or_insert(Entry {
             strikes: 0,
@@ -118,7 +210,7 @@ impl BanList {
         }
         entry.strikes += 1;
         if entry.strikes >= policy.strikes {
-            entry.banned_until = Some(now + policy.ban_for);
+            entry.banned_until = Some(ban_end(now, policy.ban_for));
             tracing::warn!(
                 target: "tower_no_response::ban",
                 client_ip = %ip,
@@ -137,16 +229,11 @@ impl BanList {
     /// and never shortens a ban already in force.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn ban_from_peer(&self, ip: IpAddr, ban_for: Duration) {
-        let ip = ip.to_canonical();
+        let ip = self.key(ip);
         let now = Instant::now();
-        let until = now + ban_for;
-        if !self.inner.entries.contains_key(&ip)
-            && self.inner.entries.len() >= self.inner.policy.max_clients
-        {
-            self.sweep(now);
-            if self.inner.entries.len() >= self.inner.policy.max_clients {
-                return;
-            }
+        let until = ban_end(now, ban_for);
+        if !self.inner.entries.contains_key(&ip) {
+            self.make_room(now);
         }
         let mut entry = self.inner.entries.entry(ip).or_insert(Entry {
             strikes: 0,
@@ -179,7 +266,7 @@ impl BanList {
     /// Whether `ip` is banned now. An expired ban is lifted here.
     #[must_use]
     pub fn is_banned(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
+        let ip = self.key(ip);
         let now = Instant::now();
         let Some(entry) = self.inner.entries.get(&ip).map(|e| *e) else {
             return false;
@@ -208,6 +295,7 @@ impl BanList {
     }
 
     fn sweep(&self, now: Instant) {
+        self.inner.sweeps.fetch_add(1, Ordering::Relaxed);
         let window = self.inner.policy.window;
         self.inner.entries.retain(|ip, e| {
             let keep = match e.banned_until {
@@ -265,54 +353,74 @@ mod tests {
     }
 
     #[test]
-    fn ban_and_unban_are_events() {
-        use std::sync::{Arc, Mutex};
-        use tracing_subscriber::layer::SubscriberExt;
-
-        struct Messages(Arc<Mutex<Vec<String>>>);
-        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Messages {
-            fn on_event(
-                &self,
-                event: &tracing::Event<'_>,
-                _: tracing_subscriber::layer::Context<'_, S>,
-            ) {
-                struct Message(String);
-                impl tracing::field::Visit for Message {
-                    fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn fmt::Debug) {
-                        self.0.push_str(&format!("{}={v:?} ", f.name()));
-                    }
-                }
-                let mut m = Message(event.metadata().target().to_owned() + " ");
-                event.record(&mut m);
-                self.0.lock().unwrap().push(m.0);
-            }
-        }
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let _guard = tracing::subscriber::set_default(
-            tracing_subscriber::registry().with(Messages(Arc::clone(&seen))),
-        );
-        let bans = BanList::new(BanPolicy::new(1, Duration::from_secs(60), Duration::ZERO));
-        bans.strike(ip("192.0.2.7"));
-        std::thread::sleep(Duration::from_millis(5));
-        assert!(!bans.is_banned(ip("192.0.2.7")));
-        let seen = seen.lock().unwrap();
-        assert_eq!(seen.len(), 2, "{seen:?}");
-        assert!(
-            seen[0].starts_with("tower_no_response::ban message=client banned"),
-            "{seen:?}"
-        );
-        assert!(seen[0].contains("client_ip=192.0.2.7"), "{seen:?}");
-        assert!(seen[1].contains("message=client unbanned"), "{seen:?}");
-    }
-
-    #[test]
-    fn memory_is_capped() {
+    fn memory_is_capped_and_strikes_keep_working_when_full() {
         let bans = BanList::new(
-            BanPolicy::new(5, Duration::from_secs(60), Duration::from_secs(60)).max_clients(10),
+            BanPolicy::new(2, Duration::from_secs(60), Duration::from_secs(60)).max_clients(10),
         );
         for i in 0..100u32 {
             bans.strike(IpAddr::from(i.to_be_bytes()));
         }
         assert_eq!(bans.len(), 10);
+        // A full table of strikers still takes, and bans, a new client.
+        bans.strike(ip("192.0.2.200"));
+        bans.strike(ip("192.0.2.200"));
+        assert!(bans.is_banned(ip("192.0.2.200")));
+        assert_eq!(bans.len(), 10);
+    }
+
+    /// A full table of bans is swept once a second, not on every strike, so
+    /// a strike's cost does not grow with the table.
+    #[test]
+    fn a_full_table_is_not_swept_on_every_strike() {
+        let bans = BanList::new(
+            BanPolicy::new(1, Duration::from_secs(60), Duration::from_secs(600))
+                .max_clients(50_000),
+        );
+        for i in 0..50_000u32 {
+            bans.strike(IpAddr::from((0x0a00_0000 + i).to_be_bytes()));
+        }
+        assert_eq!(bans.len(), 50_000);
+        // Sweeping a full table costs a pass over all of it: once a second,
+        // not once per strike.
+        let started = Instant::now();
+        for i in 0..2_000u32 {
+            bans.strike(IpAddr::from((0x0b00_0000 + i).to_be_bytes()));
+        }
+        let sweeps = bans.inner.sweeps.load(Ordering::Relaxed);
+        let seconds = started.elapsed().as_secs();
+        assert!(sweeps >= 1, "a full table was never swept");
+        assert!(
+            sweeps <= seconds + 2,
+            "{sweeps} sweeps in {seconds} s: one per strike, not one a second"
+        );
+        assert_eq!(bans.len(), 50_000);
+        assert!(bans.is_banned(IpAddr::from(0x0b00_07cfu32.to_be_bytes())));
+    }
+
+    #[test]
+    fn forever_does_not_overflow() {
+        let bans = BanList::new(BanPolicy::new(1, Duration::MAX, Duration::MAX));
+        bans.strike(ip("192.0.2.1"));
+        assert!(bans.is_banned(ip("192.0.2.1")));
+        bans.ban_from_peer(ip("192.0.2.2"), Duration::MAX);
+        assert!(bans.is_banned(ip("192.0.2.2")));
+    }
+
+    #[test]
+    fn ipv6_clients_are_struck_by_prefix() {
+        let bans = BanList::new(BanPolicy::new(
+            2,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        ));
+        bans.strike(ip("2001:db8:1:2::1"));
+        bans.strike(ip("2001:db8:1:2::ffff"));
+        assert!(bans.is_banned(ip("2001:db8:1:2:abcd::9")), "the whole /64");
+        assert!(!bans.is_banned(ip("2001:db8:1:3::1")));
+        // A /64 cannot fill the table.
+        for i in 0..1_000u16 {
+            bans.strike(IpAddr::from([0x2001, 0xdb8, 9, 9, 0, 0, 0, i]));
+        }
+        assert_eq!(bans.len(), 2);
     }
 }

@@ -227,9 +227,11 @@ impl RedisStore {
 
     async fn publish_ban(&self, ip: IpAddr, ban_for: Duration) -> Result<(), String> {
         let mut conn = self.connection()?;
+        // Redis refuses an expiry past what a 64-bit millisecond clock holds;
+        // a century is as good as forever.
         let ms = u64::try_from(ban_for.as_millis())
             .unwrap_or(u64::MAX)
-            .max(1);
+            .clamp(1, crate::ban::FOREVER_MS);
         redis::pipe()
             .cmd("SET")
             .arg(self.key("ban", ip))
@@ -278,7 +280,10 @@ impl RedisStore {
 
     async fn load_bans(&self, bans: &BanList) -> Result<(), String> {
         let mut conn = self.connection()?;
-        let pattern = format!("{}ban:*", self.inner.prefix);
+        // SCAN's MATCH is a glob: a prefix with `*`, `?`, `[` or `\\` in it
+        // must match only itself.
+        let stem = format!("{}ban:", self.inner.prefix);
+        let pattern = format!("{}*", glob_escape(&stem));
         let mut cursor = 0u64;
         loop {
             let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
@@ -301,8 +306,8 @@ impl RedisStore {
                     .await
                     .map_err(|e| e.to_string())?;
                 for (key, ttl) in keys.iter().zip(ttls) {
-                    let ip = key[pattern.len() - 1..].parse::<IpAddr>();
-                    if let (Ok(ip), Ok(ms)) = (ip, u64::try_from(ttl)) {
+                    let ip = key.strip_prefix(stem.as_str()).map(str::parse::<IpAddr>);
+                    if let (Some(Ok(ip)), Ok(ms)) = (ip, u64::try_from(ttl)) {
                         bans.ban_from_peer(ip, Duration::from_millis(ms));
                     }
                 }
@@ -313,6 +318,18 @@ impl RedisStore {
             cursor = next;
         }
     }
+}
+
+/// `text` as a Redis glob that matches only itself.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 impl RateLimitStore for RedisStore {
@@ -376,6 +393,12 @@ fn mask_password(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_prefixes_are_matched_literally() {
+        assert_eq!(glob_escape("app:ban:"), "app:ban:");
+        assert_eq!(glob_escape("a*b?[c]\\:"), "a\\*b\\?\\[c\\]\\\\:");
+    }
 
     #[test]
     fn passwords_never_reach_errors() {

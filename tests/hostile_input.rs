@@ -5,6 +5,7 @@
 mod common;
 
 use common::{Close, exchange, request, seed_rules, spawn_app};
+use tower_no_response::NoResponseLayer;
 
 const UA: Option<&str> = Some("curl/8.5.0");
 
@@ -152,4 +153,30 @@ async fn http2_authority_and_host_must_agree() {
         "a contradicting Host must drop"
     );
     assert_eq!(app.hits(), 2);
+}
+
+/// `GET http://allowed/` with `Host: internal-admin.corp`: judged on the
+/// target it would be served, while the handler reads the Host header.
+/// The disagreement is a rule of its own.
+#[tokio::test]
+async fn an_absolute_target_and_a_host_that_disagree_are_dropped() {
+    let layer = NoResponseLayer::builder()
+        .server_name("allowed.example")
+        .build()
+        .unwrap();
+    let app = spawn_app(layer.clone()).await;
+    exchange(
+        app.addr,
+        b"GET http://allowed.example/ HTTP/1.1\r\nHost: internal-admin.corp\r\nUser-Agent: curl\r\n\r\n",
+    )
+    .await
+    .assert_dropped(Close::Fin);
+    assert_eq!(layer.stats().rule("host_mismatch").unwrap().dropped, 1);
+    exchange(
+        app.addr,
+        b"GET http://allowed.example/ HTTP/1.1\r\nHost: allowed.example\r\nUser-Agent: curl\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .assert_ok();
+    assert_eq!(app.hits(), 1);
 }

@@ -341,8 +341,9 @@ async fn reload_keeps_budgets_counters_and_bans() {
     use std::time::Duration;
     use tower_no_response::ban::{BanList, BanPolicy};
 
+    // Three strikes: this test's own client earns two in all.
     let bans = BanList::new(BanPolicy::new(
-        1,
+        3,
         Duration::from_secs(60),
         Duration::from_secs(600),
     ));
@@ -395,19 +396,30 @@ async fn reload_keeps_budgets_counters_and_bans() {
     assert_eq!(layer.stats().allowed, 3);
 }
 
-/// Strikes `ip` the way a drop would: through a request from it, judged by
+/// Bans `ip` the way drops would: through three requests from it, judged by
 /// the layer's own service.
 async fn bans_strike(layer: &NoResponseLayer, ip: IpAddr) {
     use tower::ServiceExt;
     let peer = std::net::SocketAddr::new(ip, 4000);
-    let request = http::Request::builder()
-        .uri("/")
-        .header("host", "evil.example")
-        .extension(axum::extract::ConnectInfo(peer))
-        .body(axum::body::Body::empty())
-        .unwrap();
+    let request = StrikeRequest(peer);
     let app = counting_router(Arc::default()).layer(layer.clone());
-    let response = app.oneshot(request).await.unwrap();
-    assert_eq!(response.status().as_u16(), 444);
+    for _ in 0..3 {
+        let request = request.clone_for_strike();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status().as_u16(), 444);
+    }
     assert!(layer.ban_list().unwrap().is_banned(ip));
+}
+
+struct StrikeRequest(std::net::SocketAddr);
+
+impl StrikeRequest {
+    fn clone_for_strike(&self) -> http::Request<axum::body::Body> {
+        http::Request::builder()
+            .uri("/")
+            .header("host", "evil.example")
+            .extension(axum::extract::ConnectInfo(self.0))
+            .body(axum::body::Body::empty())
+            .unwrap()
+    }
 }

@@ -540,3 +540,70 @@ async fn bans_are_shared_and_expire() {
 }
 
 const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+/// SCAN's MATCH reads the key prefix as a glob. A prefix with `[`, `*` or
+/// `?` in it matched shorter keys, whose slicing panicked and killed the
+/// task that follows the shared bans. The prefix now matches only itself,
+/// and the follower lives on: a ban announced after the scan still lands.
+#[tokio::test]
+async fn a_key_prefix_with_glob_characters_is_matched_literally() {
+    let Some((url, _server)) = shared_redis() else {
+        return;
+    };
+    let base = unique_prefix();
+    let prefix = format!("{base}[ab]*?:");
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut set = |key: String| {
+        let () = redis::cmd("SET")
+            .arg(key)
+            .arg(1)
+            .arg("PX")
+            .arg(60_000)
+            .query(&mut conn)
+            .unwrap();
+    };
+    // What the prefix matches as a glob: a shorter key, and one whose tail
+    // parses as an address.
+    set(format!("{base}aZ:ban:::1"));
+    set(format!("{base}bZZ:ban:192.0.2.1"));
+    // A ban under the prefix itself.
+    set(format!("{prefix}ban:192.0.2.2"));
+    let list = BanList::new(BanPolicy::new(
+        1,
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+    ));
+    RedisStore::new(&url)
+        .unwrap()
+        .key_prefix(&prefix)
+        .share_bans(&list)
+        .unwrap();
+    let wait_for = |ip: &str| {
+        let (list, ip) = (list.clone(), ip.parse::<IpAddr>().unwrap());
+        async move {
+            let deadline = Instant::now() + PATIENCE;
+            while !list.is_banned(ip) {
+                assert!(Instant::now() < deadline, "{ip} was never banned");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    wait_for("192.0.2.2").await;
+    assert!(!list.is_banned("192.0.2.1".parse().unwrap()));
+    assert!(!list.is_banned("::1".parse().unwrap()));
+    // The follower survived the scan.
+    let () = redis::cmd("PUBLISH")
+        .arg(format!("{prefix}bans"))
+        .arg("192.0.2.3 60000")
+        .query(
+            &mut redis::Client::open(url.as_str())
+                .unwrap()
+                .get_connection()
+                .unwrap(),
+        )
+        .unwrap();
+    wait_for("192.0.2.3").await;
+}

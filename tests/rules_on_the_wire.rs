@@ -59,7 +59,9 @@ async fn unknown_and_invalid_hosts_are_dropped() {
     )
     .await
     .assert_dropped(Close::Fin);
-    // An absolute-form target names the host, whatever Host says (RFC 9112).
+    // An absolute-form target names the host (RFC 9112), and a Host header
+    // naming another is a mismatch either way round: the handler would read
+    // one host while the rules judged the other.
     exchange(
         app.addr,
         &request("GET", "http://evil.com/", Some("example.com"), UA, &[]),
@@ -69,6 +71,13 @@ async fn unknown_and_invalid_hosts_are_dropped() {
     exchange(
         app.addr,
         &request("GET", "http://example.com/", Some("evil.com"), UA, &[]),
+    )
+    .await
+    .assert_dropped(Close::Fin);
+    // When they agree, the request is served.
+    exchange(
+        app.addr,
+        &request("GET", "http://example.com/", Some("Example.com"), UA, &[]),
     )
     .await
     .assert_ok();

@@ -226,7 +226,8 @@ async fn repeat_offenders_are_banned_at_accept() {
         Duration::from_secs(60),
         Duration::from_secs(2),
     ));
-    let layer = seed_rules().ban_list(bans.clone()).build().unwrap();
+    // The client is the peer itself: no proxy is trusted here.
+    let layer = direct_rules().ban_list(bans.clone()).build().unwrap();
     let app = Router::new()
         .fallback(|| async { "ok" })
         .layer(layer.clone());
@@ -367,4 +368,296 @@ async fn ten_thousand_h2_drops_leak_not_one_frame() {
         leaked, 0,
         "{leaked} of {total} dropped requests received frames"
     );
+}
+
+/// The seed's rules for clients that connect directly: no trusted proxy.
+fn direct_rules() -> NoResponseLayerBuilder {
+    NoResponseLayer::builder()
+        .server_names(["example.com", "www.example.com"])
+        .deny_user_agents(["masscan", "zgrab"])
+        .drop_empty_user_agent(true)
+}
+
+/// Serves `layer` with the crate's loop; returns its address.
+async fn serve_layer(layer: NoResponseLayer) -> SocketAddr {
+    let app = Router::new()
+        .fallback(|| async { "ok" })
+        .layer(layer.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(layer.serve(listener, app).run());
+    addr
+}
+
+/// Connects from `from`, one of the loopback range's many addresses.
+async fn connect_from(from: [u8; 4], addr: SocketAddr) -> TcpStream {
+    try_connect_from(from, addr).await.unwrap()
+}
+
+async fn try_connect_from(from: [u8; 4], addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::from((from, 0)))
+        .expect("bind a loopback source address");
+    socket.connect(addr).await
+}
+
+/// A connection refused at accept with a reset: the reset may come before
+/// the client's connect returns, or on its first read.
+async fn assert_refused_with_reset(from: [u8; 4], addr: SocketAddr) {
+    match try_connect_from(from, addr).await {
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+        Ok(mut stream) => read_until_close(&mut stream)
+            .await
+            .assert_dropped(Close::Reset),
+    }
+}
+
+async fn exchange_from(from: [u8; 4], addr: SocketAddr, request: &[u8]) -> common::Outcome {
+    let mut stream = connect_from(from, addr).await;
+    let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, request).await;
+    read_until_close(&mut stream).await
+}
+
+/// Behind a trusted proxy, requests whose real-IP header does not resolve
+/// fall back to the peer, the proxy. Their drops must not strike it: a ban
+/// would refuse every client behind it.
+#[tokio::test]
+async fn a_trusted_proxy_is_never_banned() {
+    use tower_no_response::ban::{BanList, BanPolicy};
+    let bans = BanList::new(BanPolicy::new(
+        3,
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+    ));
+    let layer = seed_rules()
+        .real_ip_header(tower_no_response::RealIpHeader::XRealIp)
+        .ban_list(bans.clone())
+        .build()
+        .unwrap();
+    let addr = serve_layer(layer).await;
+    // Two X-Real-IP headers: no single client, so the peer stands.
+    let unresolved = common::request(
+        "GET",
+        "/",
+        Some("evil.com"),
+        UA,
+        &[("X-Real-IP", "192.0.2.1"), ("X-Real-IP", "192.0.2.2")],
+    );
+    for _ in 0..3 {
+        exchange(addr, &unresolved).await.assert_dropped(Close::Fin);
+    }
+    assert!(bans.is_empty(), "the proxy was struck");
+    exchange(addr, &get_req(Some("example.com"), UA))
+        .await
+        .assert_ok();
+}
+
+/// A full limiter table or an unreachable store is not the client's doing:
+/// such drops never strike.
+#[tokio::test]
+async fn only_the_client_s_own_behaviour_strikes() {
+    use tower_no_response::ban::{BanList, BanPolicy};
+    use tower_no_response::{Action, RateLimit};
+    let bans = BanList::new(BanPolicy::new(
+        3,
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+    ));
+    // One request a minute: the first client's entry stays in the one
+    // slot, so the second finds the table full.
+    let layer = direct_rules()
+        .rate_limit(RateLimit::per_minute(1).max_keys(1))
+        .rule_action("rate_limit", Action::Drop)
+        .ban_list(bans.clone())
+        .build()
+        .unwrap();
+    let addr = serve_layer(layer).await;
+    // 127.0.0.2 takes the one slot; 127.0.0.3 finds the table full.
+    exchange_from([127, 0, 0, 2], addr, &get_req(Some("example.com"), UA))
+        .await
+        .assert_ok();
+    for _ in 0..3 {
+        exchange_from([127, 0, 0, 3], addr, &get_req(Some("example.com"), UA))
+            .await
+            .assert_dropped(Close::Fin);
+    }
+    assert!(
+        !bans.is_banned("127.0.0.3".parse().unwrap()),
+        "an innocent client was banned for a full table"
+    );
+    // Its own misbehaviour does strike.
+    for _ in 0..3 {
+        exchange_from([127, 0, 0, 3], addr, &get_req(Some("evil.com"), UA))
+            .await
+            .assert_dropped(Close::Fin);
+    }
+    assert!(bans.is_banned("127.0.0.3".parse().unwrap()));
+}
+
+/// A ban reaches the banned client's live connections: an HTTP/2
+/// connection serves it nothing more, and neither does a kept-alive
+/// HTTP/1 connection opened before the ban.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bans_reach_live_connections() {
+    use tower_no_response::ban::{BanList, BanPolicy};
+    let bans = BanList::new(BanPolicy::new(
+        3,
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+    ));
+    let layer = direct_rules().ban_list(bans.clone()).build().unwrap();
+    let addr = serve_layer(layer).await;
+
+    // Kept alive from before the ban, on another source address.
+    let mut kept = connect_from([127, 0, 0, 9], addr).await;
+    let keep_alive = b"GET / HTTP/1.1\r\nHost: example.com\r\nUser-Agent: curl\r\n\r\n";
+    tokio::io::AsyncWriteExt::write_all(&mut kept, keep_alive)
+        .await
+        .unwrap();
+    let first = common::read_one_response(&mut kept).await;
+    assert!(first.starts_with(b"HTTP/1.1 200"));
+
+    // HTTP/2 from the same address: three dropped streams earn the ban.
+    let stream = connect_from([127, 0, 0, 9], addr).await;
+    let mut h2 = h2_frames::RawH2::over(stream).await;
+    let head = |authority| {
+        vec![
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":path", "/"),
+            (":authority", authority),
+            ("user-agent", "curl/8.5.0"),
+        ]
+    };
+    for _ in 0..3 {
+        let (id, bytes) = h2.request(&head("evil.com"), None);
+        h2.send(&bytes).await;
+        h2.finish(&[id]).await;
+    }
+    assert!(bans.is_banned("127.0.0.9".parse().unwrap()));
+    let (id, bytes) = h2.request(&head("example.com"), None);
+    h2.send(&bytes).await;
+    h2.finish(&[id]).await;
+    assert!(!h2.streams[&id].leaked(), "{:?}", h2.streams[&id]);
+    assert!(h2.closed, "the banned client's connection stayed open");
+
+    tokio::io::AsyncWriteExt::write_all(&mut kept, keep_alive)
+        .await
+        .unwrap();
+    read_until_close(&mut kept).await.assert_dropped(Close::Fin);
+}
+
+/// An h2c client that sends the preface and its settings and then nothing
+/// is closed once the header timeout passes, with no response, and logged
+/// as `header_timeout`; before, it stayed open for good.
+#[tokio::test]
+async fn http2_without_a_request_is_closed_at_the_header_timeout() {
+    let layer = direct_rules().build().unwrap();
+    let app = Router::new()
+        .fallback(|| async { "ok" })
+        .layer(layer.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        layer
+            .serve(listener, app)
+            .header_timeout(Duration::from_millis(500))
+            .run(),
+    );
+    let started = tokio::time::Instant::now();
+    let mut h2 = h2_frames::RawH2::connect(addr).await;
+    h2.finish(&[]).await;
+    h2.wait_for_close().await;
+    assert!(h2.closed);
+    assert!(h2.streams.values().all(|s| !s.leaked()));
+    // Generous: it only has to close, not close on the dot.
+    assert!(started.elapsed() >= Duration::from_millis(400));
+}
+
+/// The idle timeout closes a kept-alive HTTP/1 connection and an HTTP/2
+/// connection with nothing in flight, as nginx's `keepalive_timeout` does.
+#[tokio::test]
+async fn idle_connections_are_closed() {
+    let layer = direct_rules().build().unwrap();
+    let app = Router::new()
+        .fallback(|| async { "ok" })
+        .layer(layer.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        layer
+            .serve(listener, app)
+            .idle_timeout(Duration::from_millis(300))
+            .run(),
+    );
+    let mut kept = TcpStream::connect(addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut kept,
+        b"GET / HTTP/1.1\r\nHost: example.com\r\nUser-Agent: curl\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let first = common::read_one_response(&mut kept).await;
+    assert!(first.starts_with(b"HTTP/1.1 200"));
+    // Then nothing: the server closes, writing nothing more.
+    let rest = read_until_close(&mut kept).await;
+    assert!(rest.bytes.is_empty(), "{}", rest.text());
+
+    let mut h2 = h2_frames::RawH2::connect(addr).await;
+    let head = vec![
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":path", "/"),
+        (":authority", "example.com"),
+        ("user-agent", "curl/8.5.0"),
+    ];
+    let (id, bytes) = h2.request(&head, None);
+    h2.send(&bytes).await;
+    h2.finish(&[id]).await;
+    assert!(h2.streams[&id].ended);
+    h2.wait_for_close().await;
+    assert!(h2.closed);
+}
+
+/// Connection caps, overall and per client, refuse at accept with the
+/// close mode, and free their slot when a connection ends.
+#[tokio::test]
+async fn connection_caps_refuse_at_accept() {
+    let layer = direct_rules().close_mode(CloseMode::Reset).build().unwrap();
+    let app = Router::new()
+        .fallback(|| async { "ok" })
+        .layer(layer.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        layer
+            .serve(listener, app)
+            .max_connections(3)
+            .max_connections_per_client(2)
+            .run(),
+    );
+    // Two from one client fill its share; a third from it is refused.
+    // The loop accepts in the order clients connect, so no wait is needed.
+    let a1 = connect_from([127, 0, 0, 21], addr).await;
+    let a2 = connect_from([127, 0, 0, 21], addr).await;
+    assert_refused_with_reset([127, 0, 0, 21], addr).await;
+    // Another client gets the last overall slot; a fourth is refused.
+    let b1 = connect_from([127, 0, 0, 22], addr).await;
+    assert_refused_with_reset([127, 0, 0, 23], addr).await;
+    // A closed connection gives its slot back.
+    drop((a1, a2, b1));
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let out = exchange_from([127, 0, 0, 23], addr, &get_req(Some("example.com"), UA)).await;
+        if !out.bytes.is_empty() {
+            out.assert_ok();
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slots never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

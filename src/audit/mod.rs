@@ -149,7 +149,7 @@ impl<'a> RequestView<'a> {
     fn host(&self) -> Escaped<'a> {
         match host_field(self.version, self.uri, self.headers) {
             HostField::Value(v) => Escaped(Some(v)),
-            HostField::Ambiguous | HostField::Missing => {
+            HostField::Ambiguous | HostField::Mismatch | HostField::Missing => {
                 Escaped(self.headers.get(header::HOST).map(HeaderValue::as_bytes))
             }
         }

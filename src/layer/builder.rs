@@ -349,7 +349,7 @@ impl NoResponseLayerBuilder {
                 name: self.custom_rules[MAX_RULES - DropReason::BUILTIN.len()]
                     .name
                     .to_owned(),
-                reason: "a rule set holds at most 116 custom rules",
+                reason: "a rule set holds at most 115 custom rules",
             });
         }
         let mut taken = Vec::new();

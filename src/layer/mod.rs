@@ -94,6 +94,14 @@ impl Compiled {
         })
     }
 
+    /// Whether the peer `ip` is banned. A trusted proxy never is: its
+    /// clients' drops are theirs, not its own.
+    fn is_banned(&self, ip: IpAddr) -> bool {
+        self.ban_list
+            .as_ref()
+            .is_some_and(|bans| bans.is_banned(ip) && !self.rules.is_trusted_proxy(ip))
+    }
+
     /// The rules' judgement, with the in-process part of the rate limit
     /// applied. A judgement still at [`Verdict::RateLimit`] after this
     /// awaits the shared store.
@@ -134,11 +142,7 @@ impl NoResponseLayer {
     /// Whether the client is on the ban list, for a serve loop's accept.
     #[cfg(feature = "server")]
     pub(crate) fn is_banned(&self, ip: IpAddr) -> bool {
-        let current = self.shared.current.load();
-        current
-            .ban_list
-            .as_ref()
-            .is_some_and(|bans| bans.is_banned(ip))
+        self.shared.current.load().is_banned(ip)
     }
 
     /// Replaces the configuration (rules, actions, dry-run, close mode) for
@@ -276,6 +280,21 @@ where
         // The guard pins this request to the rules in force as it arrived.
         let current = self.shared.current.load();
         let (peer, _) = connection_of(&request);
+        // A client banned while its connection is open: nothing more is
+        // served on it, HTTP/1 keep-alive and HTTP/2 alike.
+        if peer.is_some_and(|p| current.is_banned(p.ip())) {
+            let stop = Stop {
+                rule: DropReason::Banned,
+                action: Action::Drop,
+                retry_after: None,
+            };
+            let client_ip = peer.map(|p| p.ip().to_canonical());
+            return ResponseFuture {
+                kind: Kind::Rejected {
+                    rejection: reject(&self.shared, &current, &request, stop, client_ip),
+                },
+            };
+        }
         let judgement = current.judge(&request, peer);
         record_would_drop(&current, &request, &judgement, peer);
         match judgement.verdict {
@@ -347,7 +366,12 @@ fn reject<B>(
             let (handle, close) = match connection {
                 // A `DropAsError` outside turns the drop into a reset of
                 // this stream alone; the connection stays up for the others.
-                Some(info) if info.stream_resets && request.version() == Version::HTTP_2 => {
+                // A ban closes the whole connection, whatever it carries.
+                Some(info)
+                    if info.stream_resets
+                        && request.version() == Version::HTTP_2
+                        && stop.rule != DropReason::Banned =>
+                {
                     (None, Close::Stream)
                 }
                 Some(info) => (Some(info.handle().clone()), Close::Mode(mode)),
@@ -411,12 +435,15 @@ fn record_drop<B>(
         client_ip,
         peer,
     );
-    if let (Some(bans), Some(ip), Some(peer)) = (&current.ban_list, client_ip, peer) {
-        // Only a client that is the peer itself can be refused at accept;
-        // behind a proxy that would refuse everyone.
-        if ip == peer.ip().to_canonical() {
-            bans.strike(ip);
-        }
+    let (Some(bans), Some(ip), Some(peer)) = (&current.ban_list, client_ip, peer) else {
+        return;
+    };
+    // Only a client that is the peer itself can be refused at accept: behind
+    // a proxy that would refuse everyone, so a trusted proxy is never struck,
+    // even for a request whose real-IP header did not resolve. And only the
+    // client's own behaviour strikes.
+    if reason.strikes() && ip == peer.ip().to_canonical() && !current.rules.is_trusted_proxy(ip) {
+        bans.strike(ip);
     }
 }
 
@@ -429,8 +456,9 @@ fn record<B>(
     client_ip: Option<IpAddr>,
     peer_addr: Option<SocketAddr>,
 ) {
-    let slot = current.rules.policies.slot(rule);
-    current.counters.count(slot, handling);
+    if let Some(slot) = current.rules.policies.slot_of(rule) {
+        current.counters.count(slot, handling);
+    }
     DropEvent {
         rule,
         handling,

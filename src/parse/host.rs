@@ -13,9 +13,13 @@ pub(crate) const MAX_NAME_LEN: usize = 253;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum HostField<'a> {
     Missing,
-    /// Two Host headers, or an HTTP/2 Host that contradicts `:authority`:
-    /// there is no single answer, so the request is malformed.
+    /// Two Host headers: there is no single answer, so the request is
+    /// malformed.
     Ambiguous,
+    /// The target's authority (absolute form, or HTTP/2's `:authority`)
+    /// and the Host header name different hosts. A handler reading the
+    /// Host header would not see the host the rules judged.
+    Mismatch,
     Value(&'a [u8]),
 }
 
@@ -23,11 +27,12 @@ pub(crate) enum HostField<'a> {
 ///
 /// - more than one Host header makes any request malformed (RFC 9112 §3.2);
 /// - HTTP/1.1 requires a Host header, even with an absolute-form target;
-/// - the authority of an absolute-form target wins over the Host value
-///   (RFC 9112 §3.2.2), and so does HTTP/2's `:authority`, which hyper puts
-///   in the URI;
-/// - an HTTP/2 Host header naming another authority than `:authority` makes
-///   the request malformed (RFC 9113 §8.3.1).
+/// - the authority of an absolute-form target is the host (RFC 9112
+///   §3.2.2), and so is HTTP/2's `:authority`, which hyper puts in the URI;
+/// - a Host header naming another authority than the target's is a
+///   mismatch: RFC 9113 §8.3.1 makes it malformed on HTTP/2, and on HTTP/1
+///   the application would read the Host header while the rules judged the
+///   target.
 pub(crate) fn host_field<'a>(
     version: Version,
     uri: &'a Uri,
@@ -41,16 +46,16 @@ pub(crate) fn host_field<'a>(
     // `Authority::host` drops userinfo, so `user@evil` cannot pose as a name.
     let authority = uri.authority().filter(|a| !a.host().is_empty());
     match (authority, header) {
-        (Some(a), Some(h)) if version >= Version::HTTP_2 => {
+        (Some(a), Some(h)) => {
             let without_userinfo = a.as_str().rsplit('@').next().unwrap_or_default();
             if without_userinfo.as_bytes().eq_ignore_ascii_case(h) {
                 HostField::Value(a.host().as_bytes())
             } else {
-                HostField::Ambiguous
+                HostField::Mismatch
             }
         }
         (Some(_), None) if version == Version::HTTP_11 => HostField::Missing,
-        (Some(a), _) => HostField::Value(a.host().as_bytes()),
+        (Some(a), None) => HostField::Value(a.host().as_bytes()),
         (None, Some(h)) => HostField::Value(h),
         (None, None) => HostField::Missing,
     }

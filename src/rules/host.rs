@@ -122,6 +122,7 @@ impl HostRules {
             }
             HostField::Missing => return Ok(()),
             HostField::Ambiguous => return Err(DropReason::HostInvalid),
+            HostField::Mismatch => return Err(DropReason::HostMismatch),
             HostField::Value(v) => v,
         };
         match classify(value) {
@@ -257,15 +258,21 @@ mod tests {
         assert_eq!(field(V::HTTP_11, &origin, &[b""]), "Missing");
         assert_eq!(field(V::HTTP_11, &origin, &[b"a", b"b"]), "Ambiguous");
         assert_eq!(field(V::HTTP_11, &origin, &[b"a", b"a"]), "Ambiguous");
-        // Absolute form: the target wins, but HTTP/1.1 still needs a Host.
-        assert_eq!(field(V::HTTP_11, &absolute, &[b"evil.com"]), "example.com");
+        // Absolute form: HTTP/1.1 still needs a Host, and it must agree.
+        assert_eq!(field(V::HTTP_11, &absolute, &[b"evil.com"]), "Mismatch");
+        assert_eq!(
+            field(V::HTTP_11, &absolute, &[b"Example.COM:81"]),
+            "example.com"
+        );
+        // Another port is another authority.
+        assert_eq!(field(V::HTTP_11, &absolute, &[b"example.com"]), "Mismatch");
         assert_eq!(field(V::HTTP_11, &absolute, &[]), "Missing");
         assert_eq!(field(V::HTTP_10, &absolute, &[]), "example.com");
         assert_eq!(field(V::HTTP_11, &absolute, &[b"a", b"b"]), "Ambiguous");
         // HTTP/2: `:authority`, and a Host header must agree with it.
         assert_eq!(field(V::HTTP_2, &h2, &[]), "example.com");
         assert_eq!(field(V::HTTP_2, &h2, &[b"EXAMPLE.com"]), "example.com");
-        assert_eq!(field(V::HTTP_2, &h2, &[b"evil.com"]), "Ambiguous");
+        assert_eq!(field(V::HTTP_2, &h2, &[b"evil.com"]), "Mismatch");
         assert_eq!(field(V::HTTP_2, &origin, &[b"example.com"]), "example.com");
         assert_eq!(field(V::HTTP_2, &origin, &[]), "Missing");
     }

@@ -128,6 +128,18 @@ impl Policies {
             .unwrap_or_else(|| DropReason::Custom(self.names[slot]))
     }
 
+    /// The slot of a rule the rule set has; `None` for the connection-level
+    /// reasons, which have no settings and no counters.
+    pub(crate) fn slot_of(&self, reason: DropReason) -> Option<usize> {
+        match reason {
+            DropReason::AcceptDenied
+            | DropReason::HeaderTimeout
+            | DropReason::Banned
+            | DropReason::ConnectionLimit => None,
+            _ => Some(self.slot(reason)),
+        }
+    }
+
     pub(crate) fn get(&self, reason: DropReason) -> RulePolicy {
         self.policies[self.slot(reason)]
     }

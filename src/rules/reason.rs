@@ -13,6 +13,10 @@ pub enum DropReason {
     /// `host_invalid`: the host could not be read as a name or an address:
     /// two Host headers, characters outside a DNS name, a bad port.
     HostInvalid,
+    /// `host_mismatch`: the request target names a host (absolute form, or
+    /// HTTP/2's `:authority`) and the Host header names another. The rules
+    /// would judge one while the application reads the other.
+    HostMismatch,
     /// `host_ip_literal`: the host is an IP address, as scanners send when
     /// they sweep address ranges.
     HostIpLiteral,
@@ -50,6 +54,9 @@ pub enum DropReason {
     HeaderTimeout,
     /// `banned`: refused at accept because the client is on the ban list.
     Banned,
+    /// `connection_limit`: refused at accept because the serve loop holds
+    /// as many connections as it may, overall or from this client.
+    ConnectionLimit,
 }
 
 impl DropReason {
@@ -59,6 +66,7 @@ impl DropReason {
         match self {
             Self::HostMissing => "host_missing",
             Self::HostInvalid => "host_invalid",
+            Self::HostMismatch => "host_mismatch",
             Self::HostIpLiteral => "host_ip_literal",
             Self::HostUnknown => "host_unknown",
             Self::IpDenied => "ip_deny",
@@ -73,13 +81,15 @@ impl DropReason {
             Self::AcceptDenied => "accept_deny",
             Self::HeaderTimeout => "header_timeout",
             Self::Banned => "banned",
+            Self::ConnectionLimit => "connection_limit",
         }
     }
 
     /// Every built-in rule, in evaluation order.
-    pub const BUILTIN: [DropReason; 12] = [
+    pub const BUILTIN: [DropReason; 13] = [
         Self::HostMissing,
         Self::HostInvalid,
+        Self::HostMismatch,
         Self::HostIpLiteral,
         Self::HostUnknown,
         Self::ClientIpUnknown,
@@ -93,7 +103,12 @@ impl DropReason {
     ];
 
     /// Reasons the serve loop gives for connections it drops itself.
-    pub const CONNECTION: [DropReason; 3] = [Self::AcceptDenied, Self::HeaderTimeout, Self::Banned];
+    pub const CONNECTION: [DropReason; 4] = [
+        Self::AcceptDenied,
+        Self::HeaderTimeout,
+        Self::Banned,
+        Self::ConnectionLimit,
+    ];
 
     /// The built-in rule with this name, request or connection side.
     #[must_use]
@@ -104,21 +119,43 @@ impl DropReason {
             .find(|r| r.as_str() == name)
     }
 
+    /// Whether a drop by this rule is the client's own doing, and so counts
+    /// as a strike toward a ban. A full limiter table, an unreachable store
+    /// or an unknown peer say nothing about the client.
+    #[must_use]
+    pub const fn strikes(self) -> bool {
+        !matches!(
+            self,
+            Self::ClientIpUnknown
+                | Self::RateLimitFull
+                | Self::RateLimitUnavailable
+                | Self::AcceptDenied
+                | Self::HeaderTimeout
+                | Self::Banned
+                | Self::ConnectionLimit
+        )
+    }
+
     pub(crate) const fn builtin_index(self) -> Option<usize> {
         Some(match self {
             Self::HostMissing => 0,
             Self::HostInvalid => 1,
-            Self::HostIpLiteral => 2,
-            Self::HostUnknown => 3,
-            Self::ClientIpUnknown => 4,
-            Self::IpDenied => 5,
-            Self::UserAgentDenied => 6,
-            Self::UserAgentEmpty => 7,
-            Self::Path => 8,
-            Self::RateLimited => 9,
-            Self::RateLimitFull => 10,
-            Self::RateLimitUnavailable => 11,
-            Self::Custom(_) | Self::AcceptDenied | Self::HeaderTimeout | Self::Banned => {
+            Self::HostMismatch => 2,
+            Self::HostIpLiteral => 3,
+            Self::HostUnknown => 4,
+            Self::ClientIpUnknown => 5,
+            Self::IpDenied => 6,
+            Self::UserAgentDenied => 7,
+            Self::UserAgentEmpty => 8,
+            Self::Path => 9,
+            Self::RateLimited => 10,
+            Self::RateLimitFull => 11,
+            Self::RateLimitUnavailable => 12,
+            Self::Custom(_)
+            | Self::AcceptDenied
+            | Self::HeaderTimeout
+            | Self::Banned
+            | Self::ConnectionLimit => {
                 return None;
             }
         })

@@ -2,13 +2,140 @@
 //! connection, and a dropped response becomes the error hyper resets the
 //! stream for.
 
-use std::task::{Context, Poll};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::connection::{ConnectionInfo, DropAsError};
 use crate::error::BoxError;
+
+/// What a connection is doing, for its header and idle timeouts: how many
+/// requests it has seen, how many are in flight (until their response body
+/// is done), and when that last changed.
+#[derive(Debug)]
+pub(super) struct Activity {
+    seen: AtomicU64,
+    in_flight: AtomicUsize,
+    /// Milliseconds since `epoch` of the last change.
+    changed_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl Activity {
+    pub(super) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            seen: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            changed_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        })
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.changed_ms.store(ms, Ordering::Release);
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.seen.fetch_add(1, Ordering::AcqRel);
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.touch();
+        InFlight(Arc::clone(self))
+    }
+
+    /// Whether a request has arrived yet.
+    pub(super) fn any_request(&self) -> bool {
+        self.seen.load(Ordering::Acquire) > 0
+    }
+
+    /// Since when the connection has had nothing in flight, if it has not.
+    pub(super) fn idle_since(&self) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let ms = self.changed_ms.load(Ordering::Acquire);
+        Some(self.epoch + Duration::from_millis(ms))
+    }
+}
+
+/// One request in flight; its end (response sent, failed, or abandoned) is
+/// when this is dropped.
+#[derive(Debug)]
+pub(super) struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.touch();
+    }
+}
+
+pin_project! {
+    /// A response body that holds its request in flight until it is done.
+    pub(super) struct TrackedBody<B> {
+        #[pin]
+        body: B,
+        _in_flight: InFlight,
+    }
+}
+
+impl<B: Body> Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+pin_project! {
+    /// The future of [`StreamResets`]: the request stays in flight with
+    /// its response's body.
+    pub(super) struct Tracked<F> {
+        #[pin]
+        future: F,
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl<F, B> Future for Tracked<F>
+where
+    F: Future<Output = Result<Response<B>, BoxError>>,
+{
+    type Output = Result<Response<TrackedBody<B>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = ready!(this.future.poll(cx))?;
+        let in_flight = this
+            .in_flight
+            .take()
+            .expect("Tracked polled after completion");
+        Poll::Ready(Ok(response.map(|body| TrackedBody {
+            body,
+            _in_flight: in_flight,
+        })))
+    }
+}
 
 /// Marks each request's connection as one whose HTTP/2 drops are turned
 /// into stream resets, and turns every dropped response into a
@@ -19,11 +146,22 @@ pub(super) struct StreamResets<S> {
     reset: h2::Reason,
     /// The connection, put in each request.
     info: ConnectionInfo,
+    activity: Arc<Activity>,
 }
 
 impl<S> StreamResets<S> {
-    pub(super) fn new(inner: S, reset: h2::Reason, info: ConnectionInfo) -> Self {
-        Self { inner, reset, info }
+    pub(super) fn new(
+        inner: S,
+        reset: h2::Reason,
+        info: ConnectionInfo,
+        activity: Arc<Activity>,
+    ) -> Self {
+        Self {
+            inner,
+            reset,
+            info,
+            activity,
+        }
     }
 }
 
@@ -32,9 +170,9 @@ where
     S: Service<Request<ReqBody>, Response = Response<B>>,
     S::Error: Into<BoxError>,
 {
-    type Response = Response<B>;
+    type Response = Response<TrackedBody<B>>;
     type Error = BoxError;
-    type Future = DropAsError<S::Future>;
+    type Future = Tracked<DropAsError<S::Future>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -46,6 +184,9 @@ where
         #[cfg(feature = "axum")]
         extensions.insert(axum::extract::ConnectInfo(self.info.peer_addr()));
         extensions.insert(self.info.clone());
-        DropAsError::new(self.inner.call(request), self.reset)
+        Tracked {
+            in_flight: Some(self.activity.begin()),
+            future: DropAsError::new(self.inner.call(request), self.reset),
+        }
     }
 }

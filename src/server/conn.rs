@@ -4,7 +4,8 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use http_body::Body;
@@ -16,8 +17,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tower_service::Service;
 
+use super::ConnectionSlot;
 use super::Http2Drop;
-use super::adapter::StreamResets;
+use super::adapter::{Activity, StreamResets};
 use super::drop_connection;
 use super::early::{Early, judge_when_read};
 use crate::NoResponseLayer;
@@ -34,6 +36,10 @@ pub(super) struct Connection<S> {
     /// Bounds the wait for the first bytes and the TLS handshake; hyper
     /// enforces it after that.
     pub(super) header_timeout: Option<Duration>,
+    /// Closes a connection with nothing in flight this long.
+    pub(super) idle_timeout: Option<Duration>,
+    /// Held while the connection lives, for the connection caps.
+    pub(super) _slot: Option<ConnectionSlot>,
     pub(super) stop: watch::Receiver<()>,
     pub(super) _done: mpsc::Sender<Infallible>,
     #[cfg(feature = "rustls")]
@@ -110,18 +116,46 @@ where
             Http2Drop::CloseConnection => info,
             _ => info.with_stream_resets(),
         };
-        let service = TowerToHyperService::new(StreamResets::new(self.service, reset, info));
+        let timeouts = Timeouts {
+            header: self.header_timeout,
+            idle: self.idle_timeout,
+        };
+        let activity = Activity::new();
+        let service = TowerToHyperService::new(StreamResets::new(
+            self.service,
+            reset,
+            info,
+            Arc::clone(&activity),
+        ));
+        let started = Instant::now();
         let mut conn = pin!(
             self.builder
                 .serve_connection_with_upgrades(TokioIo::new(io), service)
         );
         let mut stopping = false;
         let result = loop {
+            let check = timeouts.next_check(&activity, started);
             tokio::select! {
                 result = conn.as_mut() => break result,
                 _ = self.stop.changed(), if !stopping => {
                     stopping = true;
                     conn.as_mut().graceful_shutdown();
+                }
+                () = tokio::time::sleep_until(check.unwrap_or(started).into()), if check.is_some() && !stopping => {
+                    match timeouts.expired(&activity, started) {
+                        // No request head in time (HTTP/2, where hyper has
+                        // no header timeout): closed with nothing written.
+                        Some(Expired::Header) => {
+                            drop_connection(&handle, self.peer, self.close_mode, DropReason::HeaderTimeout);
+                            return;
+                        }
+                        // Idle: an orderly close, as a keep-alive timeout.
+                        Some(Expired::Idle) => {
+                            stopping = true;
+                            conn.as_mut().graceful_shutdown();
+                        }
+                        None => {}
+                    }
                 }
             }
         };
@@ -140,5 +174,50 @@ where
                 );
             }
         }
+    }
+}
+
+/// Which of the connection's own timeouts ran out.
+enum Expired {
+    /// No request head within the header timeout.
+    Header,
+    /// Nothing in flight for the idle timeout.
+    Idle,
+}
+
+/// The connection's own timeouts.
+#[derive(Clone, Copy)]
+struct Timeouts {
+    header: Option<Duration>,
+    idle: Option<Duration>,
+}
+
+impl Timeouts {
+    /// When a timeout may next run out, if one can.
+    fn next_check(self, activity: &Activity, started: Instant) -> Option<Instant> {
+        let header = self
+            .header
+            .filter(|_| !activity.any_request())
+            .map(|t| started + t);
+        let idle = self
+            .idle
+            .zip(activity.idle_since())
+            .map(|(t, since)| since.max(started) + t);
+        match (header, idle) {
+            (Some(h), Some(i)) => Some(h.min(i)),
+            (h, i) => h.or(i),
+        }
+    }
+
+    fn expired(self, activity: &Activity, started: Instant) -> Option<Expired> {
+        let now = Instant::now();
+        if self
+            .header
+            .is_some_and(|t| !activity.any_request() && now >= started + t)
+        {
+            return Some(Expired::Header);
+        }
+        let idle = self.idle.zip(activity.idle_since());
+        idle.and_then(|(t, since)| (now >= since.max(started) + t).then_some(Expired::Idle))
     }
 }

@@ -43,10 +43,13 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use dashmap::DashMap;
 use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
@@ -138,6 +141,8 @@ pub struct Serve<S> {
     layer: NoResponseLayer,
     http2_drop: Http2Drop,
     header_timeout: Option<Duration>,
+    idle_timeout: Option<Duration>,
+    limits: ConnectionLimits,
     accept_rules: AcceptRules,
     judge_early: bool,
     #[cfg(feature = "rustls")]
@@ -150,6 +155,8 @@ impl<S> fmt::Debug for Serve<S> {
             .field("listener", &self.listener)
             .field("http2_drop", &self.http2_drop)
             .field("header_timeout", &self.header_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("limits", &self.limits)
             .field("layer", &self.layer)
             .field("accept_rules", &self.accept_rules)
             .field("judge_early", &self.judge_early)
@@ -170,6 +177,8 @@ impl NoResponseLayer {
             layer: self.clone(),
             http2_drop: Http2Drop::default(),
             header_timeout: None,
+            idle_timeout: None,
+            limits: ConnectionLimits::default(),
             accept_rules: AcceptRules::default(),
             judge_early: true,
             #[cfg(feature = "rustls")]
@@ -186,12 +195,41 @@ impl<S> Serve<S> {
         self
     }
 
-    /// Drops an HTTP/1 client that has not sent complete request headers
-    /// this long after it started a request (or went idle on a kept-alive
-    /// connection): no `408`, nothing at all, logged as a 444 with rule
-    /// `header_timeout`. Off by default.
+    /// Drops a client that has not sent a complete request head this long
+    /// after it connected, or (HTTP/1) after it started a request or went
+    /// idle on a kept-alive connection: no `408`, nothing at all, logged as
+    /// a 444 with rule `header_timeout`. On HTTP/2 it bounds the wait for
+    /// the first request, so a connection that sends the preface and
+    /// settings and nothing more is closed. Off by default.
     pub fn header_timeout(mut self, timeout: Duration) -> Self {
         self.header_timeout = Some(timeout);
+        self
+    }
+
+    /// Closes a connection that has had no request in flight this long, as
+    /// nginx's `keepalive_timeout` does: HTTP/1 keep-alive and HTTP/2 alike,
+    /// with an orderly close (a `GOAWAY` on HTTP/2) and no event, since
+    /// nothing was dropped. A response still streaming its body counts as
+    /// in flight. Off by default.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// At most `n` connections at once; past it, new connections are
+    /// refused at accept with the close mode, logged with rule
+    /// `connection_limit`. Unlimited by default.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.limits.total = Some(n);
+        self
+    }
+
+    /// At most `n` connections at once from one client address (IPv6 by
+    /// its /64, one customer's network); past it, refused at accept as for
+    /// [`max_connections`](Self::max_connections). The address is the TCP
+    /// peer: behind a proxy, the proxy. Unlimited by default.
+    pub fn max_connections_per_client(mut self, n: usize) -> Self {
+        self.limits.per_client = Some(n);
         self
     }
 
@@ -273,11 +311,14 @@ where
             layer,
             http2_drop,
             header_timeout,
+            idle_timeout,
+            limits,
             accept_rules,
             judge_early,
             #[cfg(feature = "rustls")]
             tls,
         } = self;
+        let limits = Arc::new(limits);
         #[cfg(feature = "rustls")]
         let judge_early = judge_early && tls.is_none();
         let judge_early = judge_early.then_some(&layer);
@@ -306,6 +347,10 @@ where
                 refuse(stream, peer, close_mode, DropReason::Banned);
                 continue;
             }
+            let Some(slot) = ConnectionLimits::admit(&limits, peer.ip()) else {
+                refuse(stream, peer, close_mode, DropReason::ConnectionLimit);
+                continue;
+            };
             // Judge the first request now if it has arrived, else in the
             // connection's task once it does; hyper sees it only if no rule
             // drops it.
@@ -326,6 +371,8 @@ where
                 http2_drop,
                 close_mode,
                 header_timeout,
+                idle_timeout,
+                _slot: slot,
                 stop: stop_rx.clone(),
                 _done: done_tx.clone(),
                 #[cfg(feature = "rustls")]
@@ -339,6 +386,71 @@ where
         // Returns `None` once every connection task has dropped its sender.
         let _ = done_rx.recv().await;
         Ok(())
+    }
+}
+
+/// The caps on concurrent connections, overall and per client.
+#[derive(Debug, Default)]
+struct ConnectionLimits {
+    total: Option<usize>,
+    per_client: Option<usize>,
+    live: AtomicUsize,
+    by_client: DashMap<IpAddr, usize>,
+}
+
+/// A connection counted against the caps, until it is dropped.
+#[derive(Debug)]
+pub(crate) struct ConnectionSlot {
+    limits: Arc<ConnectionLimits>,
+    client: Option<IpAddr>,
+}
+
+impl ConnectionLimits {
+    /// The slot of a new connection from `ip`, if the caps leave room; none
+    /// is needed (and `Some(None)` given) when there are no caps.
+    fn admit(limits: &Arc<Self>, ip: IpAddr) -> Option<Option<ConnectionSlot>> {
+        if limits.total.is_none() && limits.per_client.is_none() {
+            return Some(None);
+        }
+        if limits.live.fetch_add(1, Ordering::AcqRel) >= limits.total.unwrap_or(usize::MAX) {
+            limits.live.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        let mut slot = ConnectionSlot {
+            limits: Arc::clone(limits),
+            client: None,
+        };
+        if let Some(cap) = limits.per_client {
+            let client = client_key(ip);
+            let mut count = limits.by_client.entry(client).or_insert(0);
+            if *count >= cap {
+                // Dropping the slot gives back the overall count.
+                return None;
+            }
+            *count += 1;
+            slot.client = Some(client);
+        }
+        Some(Some(slot))
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.limits.live.fetch_sub(1, Ordering::AcqRel);
+        if let Some(client) = self.client {
+            self.limits.by_client.remove_if_mut(&client, |_, count| {
+                *count -= 1;
+                *count == 0
+            });
+        }
+    }
+}
+
+/// A client as the per-client cap counts it: IPv6 by its /64.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        v4 => v4,
     }
 }
 

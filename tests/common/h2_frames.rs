@@ -108,7 +108,11 @@ impl RawH2 {
     /// Connects, sends the preface and settings, and opens both flow-control
     /// windows wide so that no response ever waits on the client.
     pub async fn connect(addr: SocketAddr) -> Self {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        Self::over(TcpStream::connect(addr).await.expect("connect")).await
+    }
+
+    /// The same, over a stream already connected.
+    pub async fn over(mut stream: TcpStream) -> Self {
         stream.set_nodelay(true).unwrap();
         let mut hello = PREFACE.to_vec();
         // SETTINGS_INITIAL_WINDOW_SIZE = 2^31 - 1.
@@ -160,6 +164,25 @@ impl RawH2 {
             let n = tokio::time::timeout_at(deadline, self.stream.read(&mut chunk))
                 .await
                 .expect("the server left a stream unfinished: it hangs");
+            match n {
+                Ok(0) | Err(_) => self.closed = true,
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    self.parse().await;
+                }
+            }
+        }
+    }
+
+    /// Reads, answering the server's frames, until it closes the
+    /// connection. Panics if it never does.
+    pub async fn wait_for_close(&mut self) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while !self.closed {
+            let mut chunk = [0u8; 64 * 1024];
+            let n = tokio::time::timeout_at(deadline, self.stream.read(&mut chunk))
+                .await
+                .expect("the server never closed the connection");
             match n {
                 Ok(0) | Err(_) => self.closed = true,
                 Ok(n) => {
