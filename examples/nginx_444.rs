@@ -1,4 +1,4 @@
-//! The seed's nginx configuration, rule for rule, as an axum app.
+//! A typical nginx `return 444` configuration, rule for rule, as an axum app.
 //!
 //! ```text
 //! cargo run --example nginx_444 -- [--listen ADDR] [--close fin|rst|silent] [--trusted-proxy CIDR]...
@@ -6,7 +6,15 @@
 //!                                   [--dry-run] [--rate-action drop|429] [--access-log]
 //!                                   [--server axum|own] [--header-timeout SECS] [--no-layer] [--quiet]
 //!                                   [--redis URL] [--redis-fail open|closed]
+//!                                   [--rate NUMr/s|NUMr/m] [--burst N] [--max-clients N]
+//!                                   [--ban-after N] [--ban-for SECS] [--deny-path REGEX]...
 //! ```
+//!
+//! `--rate` and `--burst` set the rate limit in nginx's `limit_req` terms
+//! (`10r/s` and `20` by default), `--max-clients` caps the clients it tracks.
+//! `--ban-after N` bans a client for `--ban-for SECS` (600 by default) after
+//! N drops within a minute; with `--server own`, banned clients are refused
+//! at accept. `--deny-path` (repeatable) drops requests for matching paths.
 //!
 //! `--no-layer` serves the same routes without the layer (and, with the axum
 //! server, without the crate's listener), for side-by-side load runs;
@@ -14,8 +22,9 @@
 //!
 //! `--server own` serves with the crate's own loop (HTTP/1.1 and h2c): a
 //! connection's first request is judged as soon as it is accepted, before
-//! hyper sees it; a dropped HTTP/2 request resets only its own stream; and
-//! `--header-timeout` drops clients that send their headers too slowly.
+//! hyper sees it; and a dropped HTTP/2 request resets only its own stream.
+//! `--header-timeout SECS` drops clients that send their headers too slowly,
+//! with either server.
 //!
 //! `--redis URL` keeps the rate limit's budget in Redis (feature `redis`):
 //! run two instances on two ports with the same URL and a client gets one
@@ -65,12 +74,19 @@ struct Args {
     quiet: bool,
     redis: Option<String>,
     redis_fail_closed: bool,
+    rate: RateLimit,
+    burst: u32,
+    max_clients: Option<usize>,
+    ban_after: Option<u32>,
+    ban_for: std::time::Duration,
+    deny_paths: Vec<String>,
 }
 
 const USAGE: &str = "usage: nginx_444 [--listen ADDR] [--close fin|rst|silent] [--trusted-proxy CIDR]... \
 [--real-ip-header X-Forwarded-For|Forwarded|X-Real-IP|CF-Connecting-IP|NAME] [--no-recursive] \
 [--dry-run] [--rate-action drop|429] [--access-log] [--server axum|own] [--header-timeout SECS] [--no-layer] [--quiet] \
-[--redis URL] [--redis-fail open|closed]";
+[--redis URL] [--redis-fail open|closed] [--rate NUMr/s|NUMr/m] [--burst N] [--max-clients N] \
+[--ban-after N] [--ban-for SECS] [--deny-path REGEX]...";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -88,6 +104,12 @@ fn parse_args() -> Result<Args, String> {
         quiet: false,
         redis: None,
         redis_fail_closed: false,
+        rate: RateLimit::per_second(10),
+        burst: 20,
+        max_clients: None,
+        ban_after: None,
+        ban_for: std::time::Duration::from_secs(600),
+        deny_paths: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -133,6 +155,15 @@ fn parse_args() -> Result<Args, String> {
                 args.header_timeout = Some(timeout);
             }
             "--access-log" => args.access_log = true,
+            "--rate" => args.rate = parse_rate(&value()?)?,
+            "--burst" => args.burst = parse_number("--burst", &value()?)?,
+            "--max-clients" => args.max_clients = Some(parse_number("--max-clients", &value()?)?),
+            "--ban-after" => args.ban_after = Some(parse_number("--ban-after", &value()?)?),
+            "--ban-for" => {
+                args.ban_for =
+                    std::time::Duration::from_secs(parse_number("--ban-for", &value()?)?);
+            }
+            "--deny-path" => args.deny_paths.push(value()?),
             "--redis" => args.redis = Some(value()?),
             "--redis-fail" => {
                 args.redis_fail_closed = match value()?.as_str() {
@@ -154,9 +185,6 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown flag {other:?}; try --help")),
         }
     }
-    if args.header_timeout.is_some() && !args.own_server {
-        return Err("--header-timeout needs --server own".into());
-    }
     if args.redis_fail_closed && args.redis.is_none() {
         return Err("--redis-fail needs --redis".into());
     }
@@ -166,7 +194,25 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// The seed's rules, in the seed's order.
+/// nginx's `limit_req` rate: `10r/s` or `30r/m`.
+fn parse_rate(value: &str) -> Result<RateLimit, String> {
+    let bad = || format!("--rate {value:?}: expected NUMr/s or NUMr/m, as nginx writes it");
+    let (number, per) = value.split_once("r/").ok_or_else(bad)?;
+    let n: u32 = number.parse().map_err(|_| bad())?;
+    match per {
+        "s" => Ok(RateLimit::per_second(n)),
+        "m" => Ok(RateLimit::per_minute(n)),
+        _ => Err(bad()),
+    }
+}
+
+fn parse_number<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, String> {
+    value
+        .parse()
+        .map_err(|_| format!("{flag} {value:?}: expected a whole number"))
+}
+
+/// The rules of a typical nginx `return 444` setup, in nginx's order.
 fn seed_rules(args: &Args) -> Result<NoResponseLayerBuilder, String> {
     let rules = NoResponseLayer::builder()
         // server { listen 80 default_server; server_name _; return 444; }
@@ -185,11 +231,31 @@ fn seed_rules(args: &Args) -> Result<NoResponseLayerBuilder, String> {
         .drop_empty_user_agent(true)
         // limit_req_zone $binary_remote_addr zone=req_limit:10m rate=10r/s;
         // limit_req zone=req_limit burst=20 nodelay; limit_req_status 444;
-        .rate_limit(RateLimit::per_second(10).burst(20))
+        .rate_limit(match args.max_clients {
+            Some(n) => args.rate.burst(args.burst).max_keys(n),
+            None => args.rate.burst(args.burst),
+        })
+        // location ~ ^/wp-login\.php { return 444; }
+        .deny_paths(args.deny_paths.iter().cloned())
         // limit_req_status 429; (or 444, the default)
         .rule_action("rate_limit", args.rate_action)
         .dry_run(args.dry_run)
         .close_mode(args.close);
+    let rules = match args.header_timeout {
+        // client_header_timeout
+        Some(timeout) => rules.header_timeout(timeout),
+        None => rules,
+    };
+    let rules = match args.ban_after {
+        Some(strikes) => rules.ban_list(tower_no_response::BanList::new(
+            tower_no_response::BanPolicy::new(
+                strikes,
+                std::time::Duration::from_secs(60),
+                args.ban_for,
+            ),
+        )),
+        None => rules,
+    };
     match &args.redis {
         None => Ok(rules),
         Some(url) => shared_budget(rules, url, args.redis_fail_closed),
@@ -376,11 +442,11 @@ async fn serve_own(args: &Args, app: Router, layer: NoResponseLayer) -> std::io:
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     // Close mode, bans and early judging all come from the layer. A first
     // request that a rule drops never reaches hyper.
-    let mut server = layer.serve(listener, app).judge_early(!args.no_layer);
-    if let Some(timeout) = args.header_timeout {
-        server = server.header_timeout(timeout);
-    }
-    server.run().await
+    layer
+        .serve(listener, app)
+        .judge_early(!args.no_layer)
+        .run()
+        .await
 }
 
 #[cfg(not(feature = "server"))]

@@ -542,3 +542,60 @@ async fn axum_serve_h2_drops_close_the_connection_and_leak_nothing() {
     }
     assert_eq!(app.hits(), 400);
 }
+
+/// `axum::serve` has no header timeout of its own: the layer's listener
+/// applies the layer's. A client that sends nothing, or half a request
+/// head, is dropped with no bytes, as the crate's serve loop does; a client
+/// that finishes its head in time is served, on a kept-alive connection
+/// too; HTTP/2 is left alone.
+#[tokio::test]
+async fn the_listener_drops_slow_headers_under_axum_serve() {
+    use std::time::Duration;
+    let layer = NoResponseLayer::builder()
+        .server_name("example.com")
+        .header_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let app = common::spawn_app(layer).await;
+    let started = tokio::time::Instant::now();
+    let mut silent = TcpStream::connect(app.addr).await.unwrap();
+    let mut half = TcpStream::connect(app.addr).await.unwrap();
+    half.write_all(b"GET / HTTP/1.1\r\nHost: exa")
+        .await
+        .unwrap();
+    common::read_until_close(&mut silent)
+        .await
+        .assert_dropped(Close::Fin);
+    common::read_until_close(&mut half)
+        .await
+        .assert_dropped(Close::Fin);
+    // Generous: it only has to wait for the timeout, not close on the dot.
+    assert!(started.elapsed() >= Duration::from_millis(400));
+
+    let mut kept = TcpStream::connect(app.addr).await.unwrap();
+    for _ in 0..2 {
+        kept.write_all(b"GET / HTTP/1.1\r\nHost: example.com\r\nUser-Agent: curl\r\n\r\n")
+            .await
+            .unwrap();
+        let response = common::read_one_response(&mut kept).await;
+        assert!(response.starts_with(b"HTTP/1.1 200"));
+    }
+    assert_eq!(app.hits(), 2);
+
+    // An HTTP/2 connection quiet for longer than the timeout still serves.
+    let mut h2 = h2_frames::RawH2::connect(app.addr).await;
+    let head = vec![
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":path", "/"),
+        (":authority", "example.com"),
+    ];
+    for _ in 0..2 {
+        let (id, bytes) = h2.request(&head, None);
+        h2.send(&bytes).await;
+        h2.finish(&[id]).await;
+        assert!(h2.streams[&id].ended && h2.streams[&id].headers >= 1);
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    }
+    assert!(!h2.closed);
+}

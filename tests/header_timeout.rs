@@ -27,16 +27,14 @@ async fn slow_headers_are_dropped_without_a_response() {
     let _guard = tracing::subscriber::set_default(subscriber);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let layer = seed_rules().build().unwrap();
+    let layer = seed_rules()
+        .header_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
     let app = Router::new()
         .fallback(|| async { "ok" })
         .layer(layer.clone());
-    tokio::spawn(
-        layer
-            .serve(listener, app)
-            .header_timeout(Duration::from_secs(2))
-            .run(),
-    );
+    tokio::spawn(layer.serve(listener, app).run());
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let (mut reader, mut writer) = stream.split();
     let (stop_tx, mut stop_rx) = oneshot::channel::<()>();

@@ -46,6 +46,10 @@ async fn start(rules: NoResponseLayerBuilder) -> App {
 }
 
 async fn start_with(rules: NoResponseLayerBuilder, header_timeout: Option<Duration>) -> App {
+    let rules = match header_timeout {
+        Some(timeout) => rules.header_timeout(timeout),
+        None => rules,
+    };
     let layer = rules.build().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
     let dispatched = Arc::new(AtomicUsize::new(0));
@@ -58,11 +62,7 @@ async fn start_with(rules: NoResponseLayerBuilder, header_timeout: Option<Durati
         .service(counting_router(Arc::clone(&hits)).layer(layer.clone()));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let mut server = layer.serve(listener, app);
-    if let Some(timeout) = header_timeout {
-        server = server.header_timeout(timeout);
-    }
-    tokio::spawn(server.run());
+    tokio::spawn(layer.serve(listener, app).run());
     App {
         addr,
         hits,

@@ -553,18 +553,11 @@ async fn bans_reach_live_connections() {
 /// as `header_timeout`; before, it stayed open for good.
 #[tokio::test]
 async fn http2_without_a_request_is_closed_at_the_header_timeout() {
-    let layer = direct_rules().build().unwrap();
-    let app = Router::new()
-        .fallback(|| async { "ok" })
-        .layer(layer.clone());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        layer
-            .serve(listener, app)
-            .header_timeout(Duration::from_millis(500))
-            .run(),
-    );
+    let layer = direct_rules()
+        .header_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let addr = serve_layer(layer).await;
     let started = tokio::time::Instant::now();
     let mut h2 = h2_frames::RawH2::connect(addr).await;
     h2.finish(&[]).await;

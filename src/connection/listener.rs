@@ -39,6 +39,7 @@ impl NoResponseLayer {
         let listener = AbortableListener {
             inner: listener,
             registry: Arc::clone(self.connections()),
+            layer: self.clone(),
         };
         listener.tap_io(accepted as fn(&mut AbortableStream))
     }
@@ -65,6 +66,8 @@ fn accepted(_: &mut AbortableStream) {}
 pub struct AbortableListener {
     inner: TcpListener,
     registry: Arc<Registry>,
+    /// For the header timeout and close mode in force at each accept.
+    layer: NoResponseLayer,
 }
 
 impl AbortableListener {
@@ -91,6 +94,10 @@ impl Listener for AbortableListener {
         let (stream, addr) = Listener::accept(&mut self.inner).await;
         let mut stream = AbortableStream::new(stream);
         stream.register(&self.registry, addr);
+        // axum::serve has no header timeout of its own: the stream keeps it.
+        if let Some(timeout) = self.layer.header_timeout() {
+            stream = stream.with_head_timeout(timeout, addr, self.layer.close_mode());
+        }
         (stream, addr)
     }
 

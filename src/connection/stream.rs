@@ -1,17 +1,22 @@
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 #[cfg(feature = "axum")]
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 use super::{CloseMode, ConnectionHandle};
+use crate::audit::{Close, DropEvent, Handling};
 use crate::layer::registry::Registration;
 #[cfg(feature = "axum")]
 use crate::layer::registry::Registry;
+use crate::rules::DropReason;
 
 /// Bytes a FIN close reads and discards before the socket is closed: the
 /// kernel answers a close with unread data by an RST instead of the FIN the
@@ -35,6 +40,71 @@ pub struct AbortableStream {
     /// Where the layer finds this stream's handle by its peer address;
     /// held for its `Drop`, which removes the entry.
     _registration: Option<Registration>,
+    /// The wait for a request head, for a server without a header timeout
+    /// of its own.
+    head_timer: Option<Box<HeadTimer>>,
+}
+
+/// Bounds the wait for each HTTP/1 request head: from accept, and again
+/// from each response, the client has `timeout` to finish its head (the
+/// blank line after the headers), or the connection is dropped as
+/// `header_timeout`. A client that stops reading a response for as long is
+/// dropped too, as nginx's `send_timeout` would. HTTP/2, known by its
+/// preface, is left alone.
+#[derive(Debug)]
+struct HeadTimer {
+    timeout: Duration,
+    sleep: Pin<Box<Sleep>>,
+    /// How the bytes read so far end: 1 after `\n`, 2 after `\n\r`.
+    matched: u8,
+    /// Waiting for a head; otherwise for the response to one.
+    waiting: bool,
+    /// How much of the HTTP/2 preface the first bytes matched, while they
+    /// still might be one.
+    preface_seen: Option<u8>,
+    peer: SocketAddr,
+    mode: CloseMode,
+}
+
+impl HeadTimer {
+    /// Follows the bytes read; whether the timer still applies.
+    fn read(&mut self, bytes: &[u8]) -> bool {
+        // The HTTP/2 preface, however the reads split it.
+        const PREFACE: &[u8] = b"PRI * HTTP/2.0";
+        if let Some(seen) = self.preface_seen {
+            let seen = usize::from(seen);
+            let n = bytes.len().min(PREFACE.len() - seen);
+            if bytes[..n] != PREFACE[seen..seen + n] {
+                self.preface_seen = None;
+            } else if seen + n == PREFACE.len() {
+                return false;
+            } else {
+                self.preface_seen = Some((seen + n) as u8);
+            }
+        }
+        // A head ends at a blank line: `\n\n` or `\n\r\n`, which also
+        // covers the usual `\r\n\r\n`.
+        for &b in bytes {
+            self.matched = match (self.matched, b) {
+                (1 | 2, b'\n') => {
+                    self.waiting = false;
+                    0
+                }
+                (1, b'\r') => 2,
+                (_, b'\n') => 1,
+                _ => 0,
+            };
+        }
+        true
+    }
+
+    /// A response is on its way: the next head has `timeout` from now.
+    fn wrote(&mut self) {
+        self.waiting = true;
+        self.sleep
+            .as_mut()
+            .reset(tokio::time::Instant::now() + self.timeout);
+    }
 }
 
 impl AbortableStream {
@@ -53,7 +123,52 @@ impl AbortableStream {
             replay: prefix,
             replayed: 0,
             _registration: None,
+            head_timer: None,
         }
+    }
+
+    /// Drops the connection, as `header_timeout`, when a request head does
+    /// not arrive within `timeout`; see `HeadTimer`.
+    #[cfg(feature = "axum")]
+    pub(crate) fn with_head_timeout(
+        mut self,
+        timeout: Duration,
+        peer: SocketAddr,
+        mode: CloseMode,
+    ) -> Self {
+        self.head_timer = Some(Box::new(HeadTimer {
+            timeout,
+            sleep: Box::pin(tokio::time::sleep(timeout)),
+            matched: 0,
+            waiting: true,
+            preface_seen: Some(0),
+            peer,
+            mode,
+        }));
+        self
+    }
+
+    /// Whether the head timer ran out; if so, the connection is aborted and
+    /// the drop logged, once.
+    fn head_timed_out(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(timer) = self.head_timer.as_mut() else {
+            return false;
+        };
+        if !timer.waiting || timer.sleep.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        let (peer, mode) = (timer.peer, timer.mode);
+        if self.handle.abort(mode) {
+            DropEvent {
+                rule: DropReason::HeaderTimeout,
+                handling: Handling::Drop(Close::Mode(mode)),
+                client_ip: Some(peer.ip().to_canonical()),
+                peer_addr: Some(peer),
+                request: None,
+            }
+            .emit();
+        }
+        true
     }
 
     /// Records the stream in `registry` under `peer` until it is dropped.
@@ -97,7 +212,7 @@ impl AsyncRead for AbortableStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.handle.is_aborted() {
+        if self.handle.is_aborted() || self.head_timed_out(cx) {
             return Poll::Ready(Err(Self::aborted()));
         }
         if self.replayed < self.replay.len() {
@@ -111,7 +226,13 @@ impl AsyncRead for AbortableStream {
             }
             return Poll::Ready(Ok(()));
         }
+        let before = buf.filled().len();
         let poll = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if let (Poll::Ready(Ok(())), Some(timer)) = (&poll, self.head_timer.as_mut()) {
+            if !timer.read(&buf.filled()[before..]) {
+                self.head_timer = None;
+            }
+        }
         if poll.is_pending() {
             // Only a parked reader needs waking; check again so an abort that
             // raced the registration is not missed.
@@ -171,10 +292,15 @@ impl AsyncWrite for AbortableStream {
 
 impl AbortableStream {
     fn after_write_poll(
-        &self,
+        &mut self,
         cx: &Context<'_>,
         poll: Poll<io::Result<usize>>,
     ) -> Poll<io::Result<usize>> {
+        if let (Poll::Ready(Ok(n)), Some(timer)) = (&poll, self.head_timer.as_mut()) {
+            if *n > 0 {
+                timer.wrote();
+            }
+        }
         if poll.is_pending() {
             self.handle.register_writer(cx);
             if self.handle.is_aborted() {

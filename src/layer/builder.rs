@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::NoResponseLayer;
 use crate::ban::BanList;
@@ -55,6 +56,7 @@ pub struct NoResponseLayerBuilder {
     actions: Vec<(String, Action)>,
     ban_list: Option<BanList>,
     close_mode: CloseMode,
+    header_timeout: Option<Duration>,
 }
 
 impl NoResponseLayerBuilder {
@@ -317,6 +319,19 @@ impl NoResponseLayerBuilder {
         self
     }
 
+    /// Drops a client that has not sent a complete request head this long
+    /// after it connected, or after its last response on a kept-alive
+    /// connection: nginx's `client_header_timeout`, against Slowloris. No
+    /// `408`, nothing at all, logged as a 444 with rule `header_timeout`.
+    /// The connection side applies it: the layer's listener under
+    /// `axum::serve` (which has no header timeout of its own) and the crate's
+    /// serve loop, where it also bounds an HTTP/2 connection's wait for its
+    /// first request and a TLS handshake. Off by default.
+    pub fn header_timeout(mut self, timeout: Duration) -> Self {
+        self.header_timeout = Some(timeout);
+        self
+    }
+
     /// Compiles the rules.
     ///
     /// # Errors
@@ -401,6 +416,7 @@ impl NoResponseLayerBuilder {
         Ok(Config {
             rules,
             close_mode: self.close_mode,
+            header_timeout: self.header_timeout,
             rate_limit: self.rate_limit.map(|limit| (limit, self.shared_rate_limit)),
             ban_list: self.ban_list,
         })
@@ -412,6 +428,7 @@ impl NoResponseLayerBuilder {
 pub(crate) struct Config {
     pub(crate) rules: RuleSet,
     pub(crate) close_mode: CloseMode,
+    pub(crate) header_timeout: Option<Duration>,
     pub(crate) rate_limit: Option<(RateLimit, Option<SharedRateLimit>)>,
     pub(crate) ban_list: Option<BanList>,
 }

@@ -66,6 +66,7 @@ struct Shared {
 struct Compiled {
     rules: Arc<RuleSet>,
     close_mode: CloseMode,
+    header_timeout: Option<Duration>,
     limiter: Option<RateLimiter>,
     counters: Counters,
     ban_list: Option<BanList>,
@@ -88,6 +89,7 @@ impl Compiled {
         Ok(Self {
             rules: Arc::new(config.rules),
             close_mode: config.close_mode,
+            header_timeout: config.header_timeout,
             limiter,
             counters,
             ban_list,
@@ -193,6 +195,13 @@ impl NoResponseLayer {
     #[must_use]
     pub fn close_mode(&self) -> CloseMode {
         self.shared.current.load().close_mode
+    }
+
+    /// The header timeout the connection side applies, if any; see
+    /// [`NoResponseLayerBuilder::header_timeout`].
+    #[must_use]
+    pub fn header_timeout(&self) -> Option<Duration> {
+        self.shared.current.load().header_timeout
     }
 
     /// A snapshot of the counters: per rule in force, requests dropped,

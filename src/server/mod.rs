@@ -26,13 +26,15 @@
 //! use tower_no_response::server::Http2Drop;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let layer = NoResponseLayer::builder().server_name("example.com").build()?;
+//! let layer = NoResponseLayer::builder()
+//!     .server_name("example.com")
+//!     .header_timeout(std::time::Duration::from_secs(10))
+//!     .build()?;
 //! let app = Router::new().route("/", get(|| async { "ok" })).layer(layer.clone());
 //! let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
 //! layer
 //!     .serve(listener, app)
 //!     .http2_drop(Http2Drop::ResetStream)
-//!     .header_timeout(std::time::Duration::from_secs(10))
 //!     .run_until(async { tokio::signal::ctrl_c().await.ok(); })
 //!     .await?;
 //! # Ok(())
@@ -140,7 +142,6 @@ pub struct Serve<S> {
     service: S,
     layer: NoResponseLayer,
     http2_drop: Http2Drop,
-    header_timeout: Option<Duration>,
     idle_timeout: Option<Duration>,
     limits: ConnectionLimits,
     accept_rules: AcceptRules,
@@ -154,7 +155,6 @@ impl<S> fmt::Debug for Serve<S> {
         f.debug_struct("Serve")
             .field("listener", &self.listener)
             .field("http2_drop", &self.http2_drop)
-            .field("header_timeout", &self.header_timeout)
             .field("idle_timeout", &self.idle_timeout)
             .field("limits", &self.limits)
             .field("layer", &self.layer)
@@ -176,7 +176,6 @@ impl NoResponseLayer {
             service: app,
             layer: self.clone(),
             http2_drop: Http2Drop::default(),
-            header_timeout: None,
             idle_timeout: None,
             limits: ConnectionLimits::default(),
             accept_rules: AcceptRules::default(),
@@ -192,17 +191,6 @@ impl<S> Serve<S> {
     /// default.
     pub fn http2_drop(mut self, drop: Http2Drop) -> Self {
         self.http2_drop = drop;
-        self
-    }
-
-    /// Drops a client that has not sent a complete request head this long
-    /// after it connected, or (HTTP/1) after it started a request or went
-    /// idle on a kept-alive connection: no `408`, nothing at all, logged as
-    /// a 444 with rule `header_timeout`. On HTTP/2 it bounds the wait for
-    /// the first request, so a connection that sends the preface and
-    /// settings and nothing more is closed. Off by default.
-    pub fn header_timeout(mut self, timeout: Duration) -> Self {
-        self.header_timeout = Some(timeout);
         self
     }
 
@@ -310,7 +298,6 @@ where
             service,
             layer,
             http2_drop,
-            header_timeout,
             idle_timeout,
             limits,
             accept_rules,
@@ -319,6 +306,8 @@ where
             tls,
         } = self;
         let limits = Arc::new(limits);
+        // Read once: hyper's builder is set up here, for every connection.
+        let header_timeout = layer.header_timeout();
         #[cfg(feature = "rustls")]
         let judge_early = judge_early && tls.is_none();
         let judge_early = judge_early.then_some(&layer);
