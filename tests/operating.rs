@@ -175,18 +175,24 @@ async fn scanner_paths_are_dropped_in_any_case_or_encoding() {
         "/%2eenv",
         "/wp-login.php",
         "/.git/config",
+        // Path tricks an anchored pattern would miss without normalising.
+        "//wp-login.php",
+        "/./wp-login.php",
+        "/x/../wp-login.php",
+        "/%2e/wp-login.php",
+        "/%77p%2dlogin.php",
+        "/wp-login.php;jsessionid=1",
     ] {
         exchange(addr, &request("GET", path, Some("a.test"), UA, &[]))
             .await
             .assert_dropped(Close::Fin);
     }
-    exchange(
-        addr,
-        &request("GET", "/environment", Some("a.test"), UA, &[]),
-    )
-    .await
-    .assert_ok();
-    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    for allowed in ["/environment", "/a/wp-login.php", "/x/../a/wp-login.php"] {
+        exchange(addr, &request("GET", allowed, Some("a.test"), UA, &[]))
+            .await
+            .assert_ok();
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]

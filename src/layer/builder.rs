@@ -240,8 +240,11 @@ impl NoResponseLayerBuilder {
     /// Drops a request whose path matches `pattern` (rule `path`), such as
     /// `/\.env`, `^/wp-login\.php` or `/\.git/`. Same syntax and case rules
     /// as [`deny_user_agent`](Self::deny_user_agent); the pattern matches
-    /// anywhere in the path, which is judged both as sent and with `%XX`
-    /// escapes decoded. The query string is not judged.
+    /// anywhere in the path, which is judged as sent, with `%XX` escapes
+    /// decoded, and normalised as RFC 3986 lets a server (dot segments
+    /// removed, slashes merged, unreserved escapes decoded, `;params` cut),
+    /// so an anchored pattern cannot be dodged with `//`, `/./` or `/x/../`.
+    /// The query string is not judged.
     pub fn deny_path(mut self, pattern: impl Into<String>) -> Self {
         self.deny_paths.push(pattern.into());
         self

@@ -24,8 +24,12 @@ impl PathRules {
         })
     }
 
-    /// Matches the path as sent and, when it holds `%` escapes, as decoded,
-    /// so `/%2eenv` cannot hide `/.env`. The query string is not judged.
+    /// Matches the path three ways: as sent; with every `%` escape decoded,
+    /// so `/%2eenv` cannot hide `/.env`; and normalised as RFC 3986 says a
+    /// server may (see [`normalise`]), so `//wp-login.php`,
+    /// `/x/../wp-login.php`, `/%77p-login.php` and `/wp-login.php;x=1`
+    /// cannot hide `/wp-login.php` from an anchored pattern. A path that
+    /// needs neither costs one match. The query string is not judged.
     pub(crate) fn check(&self, uri: &Uri) -> Result<(), DropReason> {
         let Some(deny) = &self.deny else {
             return Ok(());
@@ -34,24 +38,108 @@ impl PathRules {
         if deny.is_match(raw) {
             return Err(DropReason::Path);
         }
-        if !raw.contains(&b'%') {
+        let escaped = raw.contains(&b'%');
+        if !escaped && !needs_normalising(raw) {
             return Ok(());
         }
         let mut stack = [0u8; STACK_PATH];
         let mut heap = Vec::new();
-        let buf: &mut [u8] = if raw.len() <= STACK_PATH {
-            &mut stack[..raw.len()]
+        let buf: &mut [u8] = if raw.len() < STACK_PATH {
+            &mut stack[..=raw.len()]
         } else {
-            heap.resize(raw.len(), 0);
+            heap.resize(raw.len() + 1, 0);
             &mut heap
         };
-        let len = percent_decode(raw, buf);
+        if escaped {
+            let len = percent_decode(raw, buf);
+            if deny.is_match(&buf[..len]) {
+                return Err(DropReason::Path);
+            }
+        }
+        let len = normalise(raw, buf);
         if deny.is_match(&buf[..len]) {
             Err(DropReason::Path)
         } else {
             Ok(())
         }
     }
+}
+
+/// Whether normalising could change `path`: an escape, a `;` parameter, an
+/// empty segment or a dot segment.
+fn needs_normalising(path: &[u8]) -> bool {
+    path.iter().any(|&b| b == b';')
+        || path.windows(2).any(|w| w == b"//" || w == b"/.")
+}
+
+/// Writes `path` into `out` (at least one byte longer than `path`) as a
+/// server that normalises would see it, and returns its length:
+///
+/// - `%XX` escapes of unreserved characters (letters, digits, `-._~`) are
+///   decoded, so `%2e` is a dot and `%77` a `w` (RFC 3986 §6.2.2.2); other
+///   escapes, such as `%2f`, stay as they are;
+/// - `;parameters` are cut from each segment, as servers that read them do;
+/// - empty segments merge, so `//` is `/`;
+/// - `.` and `..` segments are removed (RFC 3986 §5.2.4), never climbing
+///   above the root.
+fn normalise(path: &[u8], out: &mut [u8]) -> usize {
+    let Some(rest) = path.strip_prefix(b"/") else {
+        out[..path.len()].copy_from_slice(path);
+        return path.len();
+    };
+    out[0] = b'/';
+    let mut len = 1;
+    let mut segments = rest.split(|&b| b == b'/').peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        // Decode into place after the current end, then judge the result.
+        let start = len;
+        let mut i = 0;
+        while i < segment.len() && segment[i] != b';' {
+            let byte = match segment[i..] {
+                [b'%', h, l, ..] => unreserved(h, l),
+                _ => None,
+            };
+            match byte {
+                Some(b) => {
+                    out[len] = b;
+                    i += 3;
+                }
+                None => {
+                    out[len] = segment[i];
+                    i += 1;
+                }
+            }
+            len += 1;
+        }
+        match &out[start..len] {
+            b"" | b"." => len = start,
+            b".." => {
+                // Back to just after the previous segment's slash.
+                len = start;
+                if len > 1 {
+                    len -= 1;
+                    while out[len - 1] != b'/' {
+                        len -= 1;
+                    }
+                }
+            }
+            _ => {
+                if !last {
+                    out[len] = b'/';
+                    len += 1;
+                }
+            }
+        }
+    }
+    len
+}
+
+/// The character `%hl` stands for, if it is unreserved.
+fn unreserved(h: u8, l: u8) -> Option<u8> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let byte = hex(h)? << 4 | hex(l)?;
+    (byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')).then_some(byte)
 }
 
 /// Decodes `%XX` escapes into `out` (at least as long as `input`); a `%` not
@@ -82,6 +170,37 @@ fn percent_decode(input: &[u8], out: &mut [u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn normalised(path: &str) -> String {
+        let mut out = vec![0; path.len() + 1];
+        let len = normalise(path.as_bytes(), &mut out);
+        String::from_utf8(out[..len].to_vec()).unwrap()
+    }
+
+    #[test]
+    fn paths_normalise_as_rfc_3986_says() {
+        for (path, want) in [
+            ("/", "/"),
+            ("/wp-login.php", "/wp-login.php"),
+            ("//wp-login.php", "/wp-login.php"),
+            ("/./wp-login.php", "/wp-login.php"),
+            ("/x/../wp-login.php", "/wp-login.php"),
+            ("/x/y/../../wp-login.php", "/wp-login.php"),
+            ("/../../wp-login.php", "/wp-login.php"),
+            ("/%2e/wp-login.php", "/wp-login.php"),
+            ("/%2E%2e/wp-login.php", "/wp-login.php"),
+            ("/%77p%2Dlogin.php", "/wp-login.php"),
+            ("/wp-login.php;jsessionid=1", "/wp-login.php"),
+            ("/a;x/b;y=1/c", "/a/b/c"),
+            ("/a%2fb", "/a%2fb"),
+            ("/a/", "/a/"),
+            ("/a/.", "/a/"),
+            ("/a/b/..", "/a/"),
+            ("/%zz/%2", "/%zz/%2"),
+        ] {
+            assert_eq!(normalised(path), want, "{path}");
+        }
+    }
 
     fn rules() -> PathRules {
         PathRules::new(&[
