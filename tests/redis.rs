@@ -283,7 +283,7 @@ async fn keys_expire_once_the_budget_has_refilled() {
 /// Redis killed mid-run, failing open: requests go on being served, none
 /// waits out more than the timeout, and the outage is one event.
 #[tokio::test]
-async fn redis_killed_fail_open_serves_everyone() {
+async fn redis_killed_fail_open_keeps_a_local_limit() {
     events();
     let Some(mut server) = RedisServer::start() else {
         return;
@@ -298,9 +298,14 @@ async fn redis_killed_fail_open_serves_everyone() {
     assert!(!served(app.addr).await, "over the budget while Redis is up");
     server.kill();
     let started = Instant::now();
+    let mut passed = 0;
     for _ in 0..10 {
-        assert!(served(app.addr).await, "fail open");
+        passed += usize::from(served(app.addr).await);
     }
+    // Failing open, this replica's own limiter judges: the client's first
+    // request here passes, the rest are over the limit. It is not let
+    // through unlimited.
+    assert_eq!(passed, 1, "fail open keeps a per-replica limit");
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "ten requests took {:?}: something waited on the dead store",
@@ -311,6 +316,33 @@ async fn redis_killed_fail_open_serves_everyone() {
     let down: Vec<_> = down.iter().filter(|e| e.contains(&port)).collect();
     assert_eq!(down.len(), 1, "one event per transition: {down:?}");
     assert!(down[0].contains("fail=\"open\""), "{down:?}");
+}
+
+/// One slow answer affects its own request only: the next request asks the
+/// store again, instead of finding the shared limit switched off.
+#[tokio::test]
+async fn one_slow_answer_affects_only_its_own_request() {
+    events();
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let limit = RateLimit::per_minute(100).burst(100);
+    let app = spawn_app(layer(&server.url(), &unique_prefix(), limit, |s| {
+        s.timeout(Duration::from_millis(200))
+            .on_failure(FailurePolicy::Closed)
+            .retry_every(Duration::from_secs(60))
+    }))
+    .await;
+    assert!(served(app.addr).await);
+    let paused = Instant::now();
+    server.command(&["CLIENT", "PAUSE", "400", "ALL"]);
+    assert!(!served(app.addr).await, "no answer in time: failed closed");
+    // Once the pause is over, the store answers the next request.
+    tokio::time::sleep(Duration::from_millis(600).saturating_sub(paused.elapsed())).await;
+    assert!(
+        served(app.addr).await,
+        "one slow answer switched the shared limit off for everyone"
+    );
 }
 
 /// Redis killed mid-run, failing closed: every request is dropped with rule
@@ -360,9 +392,12 @@ async fn a_paused_store_costs_at_most_the_timeout() {
         return;
     };
     let limit = RateLimit::per_minute(100).burst(100);
+    // One failure opens the circuit here, so the next requests need not
+    // each wait the timeout.
     let app = spawn_app(layer(&server.url(), &unique_prefix(), limit, |s| {
         s.timeout(Duration::from_millis(300))
             .retry_every(Duration::from_secs(60))
+            .open_after(1)
     }))
     .await;
     assert!(served(app.addr).await);
@@ -401,28 +436,29 @@ async fn redis_restarted_is_used_again() {
     let layer = layer(&server.url(), &unique_prefix(), limit, |s| {
         s.timeout(Duration::from_millis(200))
             .retry_every(Duration::from_millis(100))
+            .open_after(1)
     });
     let app = spawn_app(layer.clone()).await;
     assert!(served(app.addr).await);
     assert!(!served(app.addr).await);
     server.kill();
+    // Failing open, this replica's own limiter lets the client's first
+    // request through and holds the rest.
     assert!(served(app.addr).await, "fail open while down");
+    assert!(!served(app.addr).await, "the local limit holds while down");
     server.restart();
-    // The budget is gone with the old server's memory: one request passes,
-    // then the limit holds again. Reconnecting takes a few tries.
+    // The budget is gone with the old server's memory, and the local one is
+    // spent: a request served now was answered by the restarted Redis.
+    // Reconnecting takes a few tries.
     let deadline = Instant::now() + PATIENCE;
-    loop {
-        let before = layer.stats().rule("rate_limit").unwrap().dropped;
-        served(app.addr).await;
-        if layer.stats().rule("rate_limit").unwrap().dropped > before {
-            break;
-        }
+    while !served(app.addr).await {
         assert!(
             Instant::now() < deadline,
             "the restarted Redis was never used"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert!(!served(app.addr).await, "the shared limit holds again");
     let port = format!(":{}", server.port);
     let back: Vec<_> = events_about("available again")
         .into_iter()

@@ -14,7 +14,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::local::{Limiter, RateLimit};
@@ -89,9 +89,10 @@ impl Error for StoreError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum FailurePolicy {
-    /// Let it through (subject to the local pre-check, if on). The default:
-    /// an outage of the limiter's store should not become an outage of the
-    /// service.
+    /// Judge it by this replica's own in-process limiter, at the same rate,
+    /// so a per-replica limit still holds. The default: an outage of the
+    /// limiter's store should not become an outage of the service, nor let
+    /// every client through unlimited.
     #[default]
     Open,
     /// Drop it with rule `rate_limit_unavailable`, for services where an
@@ -140,6 +141,7 @@ pub struct SharedRateLimit {
     on_failure: FailurePolicy,
     local_precheck: bool,
     retry_every: Duration,
+    open_after: u32,
 }
 
 impl SharedRateLimit {
@@ -152,6 +154,7 @@ impl SharedRateLimit {
             on_failure: FailurePolicy::Open,
             local_precheck: false,
             retry_every: Duration::from_millis(500),
+            open_after: 5,
         }
     }
 
@@ -171,8 +174,8 @@ impl SharedRateLimit {
     /// Checks each client against this replica's own in-process limiter
     /// (with the same rate) before asking the store. A client over the limit
     /// on one replica alone is over it in total, so such a flood is dropped
-    /// without a round trip; and when the store is down and the policy is
-    /// to fail open, each replica still enforces the limit on its own.
+    /// without a round trip. (Failing open uses the same limiter whether or
+    /// not it is also in front.)
     pub fn local_precheck(mut self, on: bool) -> Self {
         self.local_precheck = on;
         self
@@ -186,12 +189,23 @@ impl SharedRateLimit {
         self
     }
 
+    /// How many failed answers in a row mark the store down, 5 by default.
+    /// Until then a failure (an error, or no answer within the timeout)
+    /// affects only its own request, which gets the failure policy; so one
+    /// slow answer under a flood does not switch the shared limit off for
+    /// everyone. Any answer resets the count.
+    pub fn open_after(mut self, failures: u32) -> Self {
+        self.open_after = failures.max(1);
+        self
+    }
+
     fn same_as(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.store, &other.store)
             && self.timeout == other.timeout
             && self.on_failure == other.on_failure
             && self.local_precheck == other.local_precheck
             && self.retry_every == other.retry_every
+            && self.open_after == other.open_after
     }
 
     pub(crate) fn compile(&self, limit: &RateLimit) -> Result<SharedLimiter, BuildError> {
@@ -210,15 +224,15 @@ impl SharedRateLimit {
             config: self.clone(),
             store: Arc::clone(&self.store),
             limit: *limit,
-            precheck: self
-                .local_precheck
-                .then(|| Limiter::new(limit))
-                .transpose()?,
+            local: Arc::new(Limiter::new(limit)?),
+            precheck: self.local_precheck,
             health: Arc::new(Health {
                 store: format!("{:?}", self.store),
                 on_failure: self.on_failure,
                 timeout: self.timeout,
                 retry_every_ms: u64::try_from(self.retry_every.as_millis()).unwrap_or(u64::MAX),
+                open_after: self.open_after,
+                failures: AtomicU32::new(0),
                 up: AtomicBool::new(true),
                 next_try_ms: AtomicU64::new(0),
                 epoch: Instant::now(),
@@ -235,7 +249,10 @@ pub(crate) struct SharedLimiter {
     config: SharedRateLimit,
     store: Arc<dyn RateLimitStore>,
     limit: RateLimit,
-    precheck: Option<Limiter>,
+    /// This replica's own limiter at the same rate: in front of the store
+    /// with the pre-check, and the judge when failing open.
+    local: Arc<Limiter>,
+    precheck: bool,
     health: Arc<Health>,
 }
 
@@ -253,21 +270,29 @@ impl SharedLimiter {
     /// The part that needs no round trip: the local pre-check, and the
     /// circuit that answers at once while the store is down.
     pub(crate) fn check(&self, ip: IpAddr) -> Step {
-        if let Some(local) = &self.precheck {
-            if let over @ Budget::OverLimit(_) = local.check(ip) {
+        if self.precheck {
+            if let over @ Budget::OverLimit(_) = self.local.check(ip) {
                 return Step::Done(over);
             }
         }
         if !self.health.may_try() || tokio::runtime::Handle::try_current().is_err() {
-            return Step::Done(self.health.failed_verdict());
+            return Step::Done(self.failed_verdict(ip));
         }
         Step::Ask
+    }
+
+    /// What a request gets when the store cannot answer for it: failing
+    /// closed, a drop; failing open, this replica's own limit (which the
+    /// pre-check, when on, has already applied).
+    fn failed_verdict(&self, ip: IpAddr) -> Budget {
+        failed_verdict(&self.health, &self.local, self.precheck, ip)
     }
 
     /// The round trip for `ip`'s key, bounded by the timeout; never fails.
     pub(crate) fn ask(&self, ip: IpAddr) -> StoreCheck {
         let call = self.store.check(self.limit.key_of(ip), &self.limit);
         let health = Arc::clone(&self.health);
+        let (local, precheck) = (Arc::clone(&self.local), self.precheck);
         Box::pin(async move {
             let outcome = match tokio::time::timeout(health.timeout, call).await {
                 Ok(Ok(verdict)) => Ok(verdict),
@@ -284,7 +309,7 @@ impl SharedLimiter {
                 }
                 Err(error) => {
                     health.failed(&error);
-                    health.failed_verdict()
+                    failed_verdict(&health, &local, precheck, ip)
                 }
             }
         })
@@ -296,7 +321,15 @@ impl SharedLimiter {
     }
 
     pub(crate) fn local_clients(&self) -> Option<usize> {
-        self.precheck.as_ref().map(Limiter::len)
+        self.precheck.then(|| self.local.len())
+    }
+}
+
+fn failed_verdict(health: &Health, local: &Limiter, precheck: bool, ip: IpAddr) -> Budget {
+    match health.on_failure {
+        FailurePolicy::Closed => Budget::Unavailable,
+        FailurePolicy::Open if precheck => Budget::Allow,
+        FailurePolicy::Open => local.check(ip),
     }
 }
 
@@ -307,6 +340,9 @@ struct Health {
     on_failure: FailurePolicy,
     timeout: Duration,
     retry_every_ms: u64,
+    /// Failed answers in a row that mark the store down.
+    open_after: u32,
+    failures: AtomicU32,
     up: AtomicBool,
     /// Milliseconds since `epoch` after which one request may try a store
     /// that is down.
@@ -338,14 +374,17 @@ impl Health {
                 .is_ok()
     }
 
-    fn failed_verdict(&self) -> Budget {
-        match self.on_failure {
-            FailurePolicy::Open => Budget::Allow,
-            FailurePolicy::Closed => Budget::Unavailable,
-        }
-    }
-
+    /// Counts a failed answer; the store is marked down only once failures
+    /// run `open_after` in a row, and while down each failed trial waits
+    /// `retry_every` again.
     fn failed(&self, error: &str) {
+        let in_a_row = self
+            .failures
+            .fetch_add(1, Ordering::AcqRel)
+            .saturating_add(1);
+        if in_a_row < self.open_after {
+            return;
+        }
         self.next_try_ms.store(
             self.now_ms().saturating_add(self.retry_every_ms),
             Ordering::Release,
@@ -363,6 +402,7 @@ impl Health {
     }
 
     fn succeeded(&self) {
+        self.failures.store(0, Ordering::Release);
         if !self.up.swap(true, Ordering::AcqRel) {
             tracing::info!(
                 target: "tower_no_response::rate_limit",
