@@ -68,7 +68,7 @@ impl PathRules {
 /// Whether normalising could change `path`: an escape, a `;` parameter, an
 /// empty segment or a dot segment.
 fn needs_normalising(path: &[u8]) -> bool {
-    path.iter().any(|&b| b == b';') || path.windows(2).any(|w| w == b"//" || w == b"/.")
+    path.contains(&b';') || path.windows(2).any(|w| w == b"//" || w == b"/.")
 }
 
 /// Writes `path` into `out` (at least one byte longer than `path`) as a
