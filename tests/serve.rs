@@ -453,8 +453,9 @@ async fn a_trusted_proxy_is_never_banned() {
         .assert_ok();
 }
 
-/// A full limiter table or an unreachable store is not the client's doing:
-/// such drops never strike.
+/// A full limiter table is not the client's doing: a newcomer judged with
+/// its network, and dropped because the network is over the rate, is not
+/// struck.
 #[tokio::test]
 async fn only_the_client_s_own_behaviour_strikes() {
     use tower_no_response::ban::{BanList, BanPolicy};
@@ -473,8 +474,12 @@ async fn only_the_client_s_own_behaviour_strikes() {
         .build()
         .unwrap();
     let addr = serve_layer(layer).await;
-    // 127.0.0.2 takes the one slot; 127.0.0.3 finds the table full.
+    // 127.0.0.2 takes the one slot; 127.0.0.3 finds the table full and is
+    // judged with 127.0.0.0/24, whose one request a minute it spends.
     exchange_from([127, 0, 0, 2], addr, &get_req(Some("example.com"), UA))
+        .await
+        .assert_ok();
+    exchange_from([127, 0, 0, 3], addr, &get_req(Some("example.com"), UA))
         .await
         .assert_ok();
     for _ in 0..3 {

@@ -18,6 +18,7 @@ use governor::state::StateStore;
 use governor::state::keyed::ShrinkableKeyedStateStore;
 use governor::{Quota, RateLimiter};
 
+use super::overflow::Sketch;
 use crate::error::BuildError;
 use crate::rules::Budget;
 
@@ -39,8 +40,11 @@ use crate::rules::Budget;
 /// (when a tokio runtime is running), and at most [`max_keys`](Self::max_keys)
 /// clients are tracked at once. When the table is full, idle clients are
 /// evicted on the spot (at most once a second); if it is still full, a new
-/// client is dropped with rule `rate_limit_full`, as nginx drops requests when
-/// its `limit_req_zone` is exhausted. Clients already tracked are unaffected.
+/// client is judged together with its network (IPv4 /24, IPv6 /48) in a
+/// fixed-memory sketch at the same rate, and dropped with rule
+/// `rate_limit_full` if that network is over it. A spray of addresses thus
+/// neither grows memory nor crowds out newcomers from other networks, and a
+/// sprayed network stays limited. Clients already tracked are unaffected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
 pub struct RateLimit {
@@ -256,6 +260,8 @@ type Governor<C> = RateLimiter<IpAddr, KeyTable, C, NoOpMiddleware<<C as Clock>:
 struct Shared<C: Clock> {
     /// What it was built from: a reload to the same limit keeps it.
     config: RateLimit,
+    /// Judges new clients, by network, while the table is full.
+    overflow: Sketch,
     governor: Governor<C>,
     clock: C,
     start: C::Instant,
@@ -312,6 +318,7 @@ where
         Ok(Self {
             shared: Arc::new(Shared {
                 config: *config,
+                overflow: Sketch::new(config.max_keys, config.interval(), config.capacity()),
                 governor: RateLimiter::new(quota, table, clock.clone()),
                 start: clock.now(),
                 clock,
@@ -329,22 +336,32 @@ where
             .housekeeper
             .call_once(|| spawn_housekeeper(Arc::downgrade(&self.shared)));
         let key = key_of(ip, self.shared.v6_mask);
-        match self.check_key(&key) {
-            Budget::TableFull if self.evict_inline() => self.check_key(&key),
+        let verdict = match self.check_key(&key) {
+            None if self.evict_inline() => self.check_key(&key),
             verdict => verdict,
-        }
+        };
+        verdict.unwrap_or_else(|| {
+            // Full: judged with its network, in fixed memory.
+            let now = self.shared.clock.now().duration_since(self.shared.start);
+            match self.shared.overflow.check(ip, u64::from(now)) {
+                Ok(()) => Budget::Allow,
+                Err(wait) => Budget::NetworkOverLimit(wait),
+            }
+        })
     }
 
-    fn check_key(&self, key: &IpAddr) -> Budget {
+    /// The budget of a tracked client, or `None` when it is new and the
+    /// table has no room for it.
+    fn check_key(&self, key: &IpAddr) -> Option<Budget> {
         REFUSED.with(|r| r.set(false));
         let outcome = self.shared.governor.check_key(key);
         if REFUSED.with(Cell::get) {
-            return Budget::TableFull;
+            return None;
         }
-        match outcome {
+        Some(match outcome {
             Ok(()) => Budget::Allow,
             Err(not_until) => Budget::OverLimit(not_until.wait_time_from(self.shared.clock.now())),
-        }
+        })
     }
 
     /// Evicts idle clients from the request path, at most once a second so a
@@ -493,15 +510,51 @@ mod tests {
         }
         assert_eq!(limiter.len(), 100);
         // Full, and every tracked client is still within its refill time:
-        // a new client is refused, the tracked ones are unaffected.
-        assert_eq!(limiter.check(ip(1000)), Budget::TableFull);
-        assert_eq!(limiter.check(ip(1001)), Budget::TableFull);
+        // a new client is judged with its /24, which shares one budget; the
+        // tracked ones are unaffected, and the table does not grow.
+        assert_eq!(limiter.check(ip(1000)), Budget::Allow);
+        assert!(matches!(
+            limiter.check(ip(1001)),
+            Budget::NetworkOverLimit(_)
+        ));
         assert!(matches!(limiter.check(ip(5)), Budget::OverLimit(_)));
         assert_eq!(limiter.len(), 100);
         // Once the tracked clients are idle, a full table evicts them inline.
         clock.advance(Duration::from_secs(5));
         assert_eq!(limiter.check(ip(1000)), Budget::Allow);
         assert_eq!(limiter.len(), 1);
+    }
+
+    /// A spray of 10,000 /64s from one /48 under a strict limit: memory
+    /// stays at the cap, a newcomer from another network passes, and a
+    /// sprayed address is still limited, in the table or out of it.
+    #[test]
+    fn a_spray_neither_crowds_out_newcomers_nor_escapes_its_limit() {
+        let (limiter, _clock) = fake(RateLimit::per_minute(1).max_keys(1000));
+        let sprayed = |i: u128, host: u128| {
+            IpAddr::V6(Ipv6Addr::from(
+                (0x2001_0db8_0001u128 << 80) | (i << 64) | host,
+            ))
+        };
+        for i in 0..10_000 {
+            let _ = limiter.check(sprayed(i, 1));
+        }
+        assert_eq!(limiter.len(), 1000);
+        assert!(matches!(
+            limiter.check(sprayed(10, 2)),
+            Budget::OverLimit(_)
+        ));
+        assert!(matches!(
+            limiter.check(sprayed(5000, 2)),
+            Budget::NetworkOverLimit(_)
+        ));
+        for newcomer in ["2001:db8:2::1", "192.0.2.1", "198.51.100.7"] {
+            assert_eq!(
+                limiter.check(newcomer.parse().unwrap()),
+                Budget::Allow,
+                "{newcomer}"
+            );
+        }
     }
 
     #[test]
@@ -515,19 +568,18 @@ mod tests {
         }
         let ms = Duration::from_millis;
         clock.advance(ms(6_500));
-        assert_eq!(
-            limiter.check(ip(3)),
-            Budget::TableFull,
-            "nothing idle to evict"
-        );
+        // Nothing idle to evict: the newcomer is judged by its network.
+        assert_eq!(limiter.check(ip(3)), Budget::Allow);
+        assert_eq!(limiter.len(), 2, "nothing idle to evict");
         clock.advance(ms(700));
+        assert_eq!(limiter.check(ip(4)), Budget::Allow);
         assert_eq!(
-            limiter.check(ip(3)),
-            Budget::TableFull,
+            limiter.len(),
+            2,
             "idle now, but the last scan was under a second ago"
         );
         clock.advance(ms(400));
-        assert_eq!(limiter.check(ip(3)), Budget::Allow);
+        assert_eq!(limiter.check(ip(5)), Budget::Allow);
         assert_eq!(limiter.len(), 1);
     }
 

@@ -5,6 +5,7 @@
 //! [`SharedRateLimit`], in a store every replica shares.
 
 pub(crate) mod local;
+mod overflow;
 mod shared;
 
 use std::net::IpAddr;

@@ -141,8 +141,9 @@ pub(crate) enum Budget {
     Allow,
     /// Over the limit; the client may try again after this long.
     OverLimit(Duration),
-    /// A new client, and no room to track it.
-    TableFull,
+    /// A new client while the table is full, whose network is over the
+    /// rate; how long until it is not.
+    NetworkOverLimit(Duration),
     /// The shared store could not answer and the policy is to fail closed.
     Unavailable,
 }
@@ -190,7 +191,7 @@ impl RuleSet {
                 };
             }
             Budget::OverLimit(wait) => (DropReason::RateLimited, Some(wait)),
-            Budget::TableFull => (DropReason::RateLimitFull, None),
+            Budget::NetworkOverLimit(wait) => (DropReason::RateLimitFull, Some(wait)),
             Budget::Unavailable => (DropReason::RateLimitUnavailable, None),
         };
         let verdict = match self.enforce(rule, &mut dry_run) {

@@ -36,7 +36,8 @@ pub enum DropReason {
     /// `rate_limit`: the client is over its request rate.
     RateLimited,
     /// `rate_limit_full`: a new client, while the rate limiter already tracks
-    /// as many clients as it may (see [`RateLimit::max_keys`]).
+    /// as many clients as it may (see [`RateLimit::max_keys`]), whose network
+    /// (IPv4 /24, IPv6 /48), judged as one, is over the rate.
     ///
     /// [`RateLimit::max_keys`]: crate::RateLimit::max_keys
     RateLimitFull,
