@@ -134,7 +134,11 @@ mod tests {
         assert!(sketch.check("192.0.3.1".parse().unwrap(), 0).is_ok());
         assert!(sketch.check(ip, MIN).is_ok());
         assert!(sketch.check(ip, MIN).is_err());
-        assert_eq!(sketch.bytes(), 2048 * ROWS * 8, "twice the keys, a power of two");
+        assert_eq!(
+            sketch.bytes(),
+            2048 * ROWS * 8,
+            "twice the keys, a power of two"
+        );
     }
 
     #[test]

@@ -234,6 +234,85 @@ impl RawH2 {
     }
 }
 
+/// How many requests [`interleave`] sends: connections, batches per
+/// connection, and dropped-and-allowed pairs per batch.
+pub const CONNECTIONS: usize = 4;
+pub const BATCHES: usize = 50;
+pub const PAIRS: usize = 50;
+
+/// 10,000 requests that a rule drops, interleaved with 10,000 it allows, on
+/// [`CONNECTIONS`] shared connections at once, each batch written whole.
+/// Checks every stream: an allowed one answered to its end, a dropped one
+/// reset with `CANCEL`. Returns how many dropped streams received any
+/// `HEADERS` or `DATA` frame.
+pub async fn interleave(
+    addr: SocketAddr,
+    allowed: Vec<(String, String)>,
+    dropped: Vec<(String, String)>,
+    body: Option<Vec<u8>>,
+) -> usize {
+    let mut clients = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let (allowed, dropped, body) = (allowed.clone(), dropped.clone(), body.clone());
+        clients.push(tokio::spawn(async move {
+            let (allowed_head, dropped_head) = (borrowed(&allowed), borrowed(&dropped));
+            let mut h2 = RawH2::connect(addr).await;
+            let (mut allowed_ids, mut dropped_ids) = (Vec::new(), Vec::new());
+            for _ in 0..BATCHES {
+                let (mut batch, mut ids) = (Vec::new(), Vec::new());
+                for _ in 0..PAIRS {
+                    let (id, bytes) = h2.request(&dropped_head, body.as_deref());
+                    batch.extend(bytes);
+                    dropped_ids.push(id);
+                    ids.push(id);
+                    let (id, bytes) = h2.request(&allowed_head, body.as_deref());
+                    batch.extend(bytes);
+                    allowed_ids.push(id);
+                    ids.push(id);
+                }
+                h2.send(&batch).await;
+                h2.finish(&ids).await;
+                assert!(!h2.closed, "the connection closed: {:?}", h2.goaway);
+            }
+            (h2, allowed_ids, dropped_ids)
+        }));
+    }
+    let (mut leaked, mut total) = (0, 0);
+    for client in clients {
+        let (h2, allowed_ids, dropped_ids) = client.await.unwrap();
+        for id in &dropped_ids {
+            let frames = &h2.streams[id];
+            total += 1;
+            leaked += usize::from(frames.leaked());
+            assert_eq!(frames.reset, Some(0x8), "stream {id}: {frames:?}");
+        }
+        for id in &allowed_ids {
+            let frames = &h2.streams[id];
+            assert!(
+                frames.headers >= 1 && frames.ended && frames.reset.is_none(),
+                "allowed stream {id}: {frames:?}"
+            );
+        }
+    }
+    assert_eq!(total, CONNECTIONS * BATCHES * PAIRS);
+    leaked
+}
+
+fn borrowed(headers: &[(String, String)]) -> Vec<(&str, &str)> {
+    headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
+/// A header list owned, for [`interleave`].
+pub fn owned(headers: &[(&str, &str)]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
 /// The head and body of a unary gRPC call to `grpc.health.v1.Health/Check`
 /// for the server's overall health, with extra headers.
 pub fn grpc_health_check<'a>(
