@@ -9,8 +9,8 @@
 # them (A B C A B C ...), so drift on this shared machine hits every case
 # alike. Server CPU is read from /proc/<pid>/stat (user + system time of the
 # whole process; for nginx, of its one worker) before and after each run.
-# The table gives medians over the runs, and the ratios the targets are
-# stated in (issue "Performance"):
+# The table gives medians over the runs, and the ratios the performance
+# targets are stated in:
 #
 #   (a) keep-alive, allowed: the demo with its full rule set against the same
 #       app without the crate: req/s and server CPU per request.
@@ -69,7 +69,7 @@ have_nginx=0
 if command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; then have_nginx=1; fi
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 
-# nginx with the demo's rules (the seed's configuration), one worker,
+# nginx with the demo's rules (the same nginx configuration), one worker,
 # access_log off.
 start_nginx() { # name
   local name=$1 port; port=$(free_port)

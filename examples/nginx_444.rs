@@ -213,7 +213,7 @@ fn parse_number<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, Stri
 }
 
 /// The rules of a typical nginx `return 444` setup, in nginx's order.
-fn seed_rules(args: &Args) -> Result<NoResponseLayerBuilder, String> {
+fn nginx_rules(args: &Args) -> Result<NoResponseLayerBuilder, String> {
     let rules = NoResponseLayer::builder()
         // server { listen 80 default_server; server_name _; return 444; }
         // server { server_name example.com www.example.com; ... }
@@ -358,7 +358,7 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     }
 
-    let layer = match seed_rules(&args).map(|rules| rules.build()) {
+    let layer = match nginx_rules(&args).map(|rules| rules.build()) {
         Ok(Ok(layer)) => layer,
         Ok(Err(e)) => {
             eprintln!("bad rule: {e}");

@@ -118,7 +118,8 @@ impl NoResponseLayerBuilder {
     }
 
     /// Lets a User-Agent matching `pattern` through even when a deny pattern
-    /// also matches it, as the seed's `~*python-requests 0`.
+    /// also matches it, as `~*python-requests 0;` does in nginx's
+    /// `map $http_user_agent $bad_agent`.
     pub fn allow_user_agent(mut self, pattern: impl Into<String>) -> Self {
         self.allow_user_agents.push(pattern.into());
         self
@@ -136,7 +137,8 @@ impl NoResponseLayerBuilder {
     }
 
     /// Drops a request whose User-Agent is missing, empty or blank
-    /// (rule `user_agent_empty`), as the seed's `"" 1`.
+    /// (rule `user_agent_empty`), as `"" 1;` does in nginx's
+    /// `map $http_user_agent $bad_agent`.
     pub fn drop_empty_user_agent(mut self, drop: bool) -> Self {
         self.drop_empty_user_agent = drop;
         self

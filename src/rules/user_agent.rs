@@ -1,5 +1,5 @@
 //! User-Agent rules: a deny list of patterns, allow exceptions, and the empty
-//! User-Agent, as the seed's `map $http_user_agent $bad_agent`.
+//! User-Agent, as nginx's `map $http_user_agent $bad_agent` pattern.
 
 use http::{HeaderMap, header::USER_AGENT};
 use regex::bytes::Regex;
@@ -75,7 +75,7 @@ mod tests {
         v.iter().map(|s| (*s).to_owned()).collect()
     }
 
-    fn seed_rules() -> UserAgentRules {
+    fn map_rules() -> UserAgentRules {
         UserAgentRules::new(
             &strings(&["masscan", "zgrab", "python"]),
             &strings(&["python-requests"]),
@@ -94,7 +94,7 @@ mod tests {
 
     #[test]
     fn deny_is_case_insensitive_and_allow_wins() {
-        let r = seed_rules();
+        let r = map_rules();
         assert_eq!(
             r.check(&with_ua(&[b"masscan/1.3"])),
             Err(DropReason::UserAgentDenied)
@@ -113,7 +113,7 @@ mod tests {
 
     #[test]
     fn empty_and_missing() {
-        let r = seed_rules();
+        let r = map_rules();
         assert_eq!(r.check(&with_ua(&[])), Err(DropReason::UserAgentEmpty));
         assert_eq!(r.check(&with_ua(&[b""])), Err(DropReason::UserAgentEmpty));
         assert_eq!(r.check(&with_ua(&[b"  "])), Err(DropReason::UserAgentEmpty));
@@ -123,7 +123,7 @@ mod tests {
 
     #[test]
     fn every_value_and_raw_bytes_are_judged() {
-        let r = seed_rules();
+        let r = map_rules();
         assert_eq!(
             r.check(&with_ua(&[b"curl/8", b"masscan"])),
             Err(DropReason::UserAgentDenied)
