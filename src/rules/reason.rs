@@ -181,4 +181,18 @@ mod tests {
         }
         assert_eq!(DropReason::Custom("x").builtin_index(), None);
     }
+
+    #[test]
+    fn only_the_client_s_doing_strikes() {
+        let not_the_client = [
+            DropReason::ClientIpUnknown,
+            DropReason::RateLimitFull,
+            DropReason::RateLimitUnavailable,
+        ];
+        for reason in DropReason::BUILTIN {
+            assert_eq!(reason.strikes(), !not_the_client.contains(&reason), "{reason}");
+        }
+        assert!(DropReason::Custom("scanner").strikes());
+        assert!(DropReason::CONNECTION.iter().all(|r| !r.strikes()));
+    }
 }
