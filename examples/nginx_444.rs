@@ -15,6 +15,8 @@
 //! `--ban-after N` bans a client for `--ban-for SECS` (600 by default) after
 //! N drops within a minute; with `--server own`, banned clients are refused
 //! at accept. `--deny-path` (repeatable) drops requests for matching paths.
+//! `GET /login?password=...` (the password is `letmein`) counts each failed
+//! login as a strike, so `--ban-after N` also bans after N failed logins.
 //!
 //! `--no-layer` serves the same routes without the layer (and, with the axum
 //! server, without the crate's listener), for side-by-side load runs;
@@ -194,6 +196,26 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
+/// `GET /login?password=...`: the password is `letmein`. Each failure is a
+/// strike on the ban list, as fail2ban counts failed logins: with
+/// `--ban-after N`, N failures within a minute ban the client.
+async fn login(
+    axum::extract::State(bans): axum::extract::State<Option<tower_no_response::BanList>>,
+    tower_no_response::ClientIp(ip): tower_no_response::ClientIp,
+    axum::extract::Query(params): axum::extract::Query<Vec<(String, String)>>,
+) -> (StatusCode, &'static str) {
+    if params
+        .iter()
+        .any(|(k, v)| k == "password" && v == "letmein")
+    {
+        return (StatusCode::OK, "welcome");
+    }
+    if let Some(bans) = bans {
+        bans.strike(ip);
+    }
+    (StatusCode::UNAUTHORIZED, "denied")
+}
+
 /// nginx's `limit_req` rate: `10r/s` or `30r/m`.
 fn parse_rate(value: &str) -> Result<RateLimit, String> {
     let bad = || format!("--rate {value:?}: expected NUMr/s or NUMr/m, as nginx writes it");
@@ -369,9 +391,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Every path answers 200 ok. The layer goes on last, after every route
-    // and the fallback, so probes for paths that do not exist are judged too.
-    let app = Router::new().fallback(|| async { "ok" });
+    // Every path answers 200 ok, but /login. The layer goes on last, after
+    // every route and the fallback, so probes for paths that do not exist are
+    // judged too.
+    let app = Router::new()
+        .route("/login", axum::routing::get(login))
+        .fallback(|| async { "ok" })
+        .with_state(layer.ban_list());
     let app = if args.no_layer {
         app
     } else {

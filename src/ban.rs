@@ -106,9 +106,27 @@ struct Inner {
     /// How many sweeps ran: how a test tells that they are throttled.
     sweeps: AtomicU64,
     epoch: Instant,
-    /// Told of every ban this list makes itself, to share it with other
-    /// replicas; not of bans it is given.
-    on_ban: std::sync::OnceLock<Box<dyn Fn(IpAddr, Duration) + Send + Sync>>,
+    /// Told of every ban and unban this list makes itself, to share it with
+    /// other replicas; not of those it is given.
+    on_change: std::sync::OnceLock<Box<dyn Fn(BanChange) + Send + Sync>>,
+}
+
+/// A ban or an unban this list made, for the replicas it is shared with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BanChange {
+    Ban(IpAddr, Duration),
+    Unban(IpAddr),
+}
+
+/// A client on the ban list, as [`BanList::bans`] lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Ban {
+    /// The client: an IPv4 address, or an IPv6 prefix (see
+    /// [`BanPolicy::ipv6_prefix`]) written as its first address.
+    pub ip: IpAddr,
+    /// How much longer the ban lasts.
+    pub remaining: Duration,
 }
 
 impl fmt::Debug for BanList {
@@ -133,7 +151,7 @@ impl BanList {
                 last_sweep_ms: AtomicU64::new(0),
                 sweeps: AtomicU64::new(0),
                 epoch: Instant::now(),
-                on_ban: std::sync::OnceLock::new(),
+                on_change: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -185,8 +203,11 @@ impl BanList {
         }
     }
 
-    /// Records a drop for `ip`; bans it on the last strike.
-    pub(crate) fn strike(&self, ip: IpAddr) {
+    /// Counts a strike against `ip`, as each of the layer's drops does; the
+    /// last strike within the window bans it for the policy's time. For the
+    /// application's own signals, such as a failed login. Returns whether
+    /// this strike banned the client.
+    pub fn strike(&self, ip: IpAddr) -> bool {
         let ip = self.key(ip);
         let policy = self.inner.policy;
         let now = Instant::now();
@@ -199,7 +220,7 @@ impl BanList {
             banned_until: None,
         });
         if entry.banned_until.is_some_and(|until| until > now) {
-            return;
+            return false;
         }
         if now.duration_since(entry.window_start) > policy.window || entry.banned_until.is_some() {
             *entry = Entry {
@@ -219,16 +240,83 @@ impl BanList {
                 "client banned"
             );
             drop(entry);
-            if let Some(share) = self.inner.on_ban.get() {
-                share(ip, policy.ban_for);
-            }
+            self.share(BanChange::Ban(ip, policy.ban_for));
+            return true;
         }
+        false
+    }
+
+    /// Bans `ip` for `ban_for` now, whatever its strikes; a ban already in
+    /// force for longer stands. Shared with the other replicas when the list
+    /// is shared.
+    pub fn ban(&self, ip: IpAddr, ban_for: Duration) {
+        if self.ban_quietly(ip, ban_for, "app") {
+            self.share(BanChange::Ban(self.key(ip), ban_for));
+        }
+    }
+
+    /// Lifts any ban on `ip` and forgets its strikes. Returns whether it was
+    /// banned. Shared with the other replicas when the list is shared.
+    pub fn unban(&self, ip: IpAddr) -> bool {
+        let ip = self.key(ip);
+        let banned = self.unban_quietly(ip);
+        self.share(BanChange::Unban(ip));
+        banned
+    }
+
+    /// The clients banned now, for an admin endpoint.
+    #[must_use]
+    pub fn bans(&self) -> Vec<Ban> {
+        let now = Instant::now();
+        let mut bans: Vec<Ban> = self
+            .inner
+            .entries
+            .iter()
+            .filter_map(|e| {
+                let until = e.banned_until.filter(|until| *until > now)?;
+                Some(Ban {
+                    ip: *e.key(),
+                    remaining: until - now,
+                })
+            })
+            .collect();
+        bans.sort_by_key(|b| b.ip);
+        bans
+    }
+
+    fn share(&self, change: BanChange) {
+        if let Some(share) = self.inner.on_change.get() {
+            share(change);
+        }
+    }
+
+    /// Lifts a ban without telling anyone; whether there was one.
+    fn unban_quietly(&self, key: IpAddr) -> bool {
+        let now = Instant::now();
+        let removed = self.inner.entries.remove(&key);
+        let banned = removed.is_some_and(|(_, e)| e.banned_until.is_some_and(|u| u > now));
+        if banned {
+            tracing::info!(target: "tower_no_response::ban", client_ip = %key, "client unbanned");
+        }
+        banned
+    }
+
+    /// Lifts a ban on another replica's word. Not shared again.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn unban_from_peer(&self, ip: IpAddr) {
+        self.unban_quietly(self.key(ip));
     }
 
     /// Bans `ip` for `ban_for` on another replica's word. Not shared again,
     /// and never shortens a ban already in force.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn ban_from_peer(&self, ip: IpAddr, ban_for: Duration) {
+        self.ban_quietly(ip, ban_for, "shared");
+    }
+
+    /// Bans `ip` until `ban_for` from now unless it is banned for longer
+    /// already; returns whether the ban changed.
+    fn ban_quietly(&self, ip: IpAddr, ban_for: Duration, source: &'static str) -> bool {
         let ip = self.key(ip);
         let now = Instant::now();
         let until = ban_end(now, ban_for);
@@ -241,7 +329,7 @@ impl BanList {
             banned_until: None,
         });
         if entry.banned_until.is_some_and(|u| u >= until) {
-            return;
+            return false;
         }
         let fresh = entry.banned_until.is_none_or(|u| u <= now);
         entry.banned_until = Some(until);
@@ -250,17 +338,18 @@ impl BanList {
                 target: "tower_no_response::ban",
                 client_ip = %ip,
                 ban_secs = ban_for.as_secs_f64(),
-                source = "shared",
+                source,
                 "client banned"
             );
         }
+        true
     }
 
-    /// Sets the one hook told of each ban this list makes. Returns `false`
-    /// if a hook was already set.
+    /// Sets the one hook told of each ban and unban this list makes.
+    /// Returns `false` if a hook was already set.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn share_with(&self, hook: Box<dyn Fn(IpAddr, Duration) + Send + Sync>) -> bool {
-        self.inner.on_ban.set(hook).is_ok()
+    pub(crate) fn share_with(&self, hook: Box<dyn Fn(BanChange) + Send + Sync>) -> bool {
+        self.inner.on_change.set(hook).is_ok()
     }
 
     /// Whether `ip` is banned now. An expired ban is lifted here.
@@ -395,6 +484,30 @@ mod tests {
         );
         assert_eq!(bans.len(), 50_000);
         assert!(bans.is_banned(IpAddr::from(0x0b00_07cfu32.to_be_bytes())));
+    }
+
+    #[test]
+    fn the_application_strikes_bans_lists_and_unbans() {
+        let bans = BanList::new(BanPolicy::new(
+            2,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        ));
+        assert!(!bans.strike(ip("192.0.2.1")));
+        assert!(bans.strike(ip("192.0.2.1")), "the second strike bans");
+        bans.ban(ip("2001:db8::7"), Duration::from_secs(30));
+        let listed = bans.bans();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[0].ip, ip("192.0.2.1"));
+        assert_eq!(listed[1].ip, ip("2001:db8::"), "listed by its /64");
+        assert!(listed[1].remaining <= Duration::from_secs(30));
+        // A shorter ban does not shorten a longer one.
+        bans.ban(ip("192.0.2.1"), Duration::from_secs(1));
+        assert!(bans.bans()[0].remaining > Duration::from_secs(30));
+        assert!(bans.unban(ip("192.0.2.1")));
+        assert!(!bans.is_banned(ip("192.0.2.1")));
+        assert!(!bans.unban(ip("192.0.2.1")), "no longer banned");
+        assert_eq!(bans.bans().len(), 1);
     }
 
     #[test]

@@ -128,7 +128,7 @@ pub mod rules;
 pub mod server;
 
 pub use audit::{RuleStats, Stats};
-pub use ban::{BanList, BanPolicy};
+pub use ban::{Ban, BanList, BanPolicy};
 #[cfg(feature = "axum")]
 pub use connection::NoResponseListener;
 pub use connection::{

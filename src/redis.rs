@@ -54,7 +54,7 @@ use std::time::Duration;
 use futures_core::Stream;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::ban::BanList;
+use crate::ban::{BanChange, BanList};
 use crate::error::BuildError;
 use crate::limit::{RateLimit, RateLimitStore, StoreError, StoreFuture, StoreVerdict};
 
@@ -180,12 +180,12 @@ impl RedisStore {
             .map_err(|_| StoreError::new("share_bans needs a tokio runtime"))?;
         // Bounded: a flood of bans must not grow memory; a ban that cannot
         // be queued is still enforced here.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<(IpAddr, Duration)>(1024);
-        let shared = bans.share_with(Box::new(move |ip, ban_for| {
-            if tx.try_send((ip, ban_for)).is_err() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<BanChange>(1024);
+        let shared = bans.share_with(Box::new(move |change| {
+            if tx.try_send(change).is_err() {
                 tracing::warn!(
                     target: "tower_no_response::ban",
-                    client_ip = %ip,
+                    ?change,
                     "ban not shared: the queue to the store is full"
                 );
             }
@@ -195,11 +195,11 @@ impl RedisStore {
         }
         let writer = self.clone();
         runtime.spawn(async move {
-            while let Some((ip, ban_for)) = rx.recv().await {
-                if let Err(error) = writer.publish_ban(ip, ban_for).await {
+            while let Some(change) = rx.recv().await {
+                if let Err(error) = writer.publish(change).await {
                     tracing::warn!(
                         target: "tower_no_response::ban",
-                        client_ip = %ip,
+                        ?change,
                         store = ?writer,
                         %error,
                         "ban not shared"
@@ -223,6 +223,28 @@ impl RedisStore {
             }
         });
         Ok(())
+    }
+
+    /// Writes a ban as a key that expires with it, or deletes an unbanned
+    /// one, and announces the change to every replica.
+    async fn publish(&self, change: BanChange) -> Result<(), String> {
+        match change {
+            BanChange::Ban(ip, ban_for) => self.publish_ban(ip, ban_for).await,
+            BanChange::Unban(ip) => {
+                let mut conn = self.connection()?;
+                redis::pipe()
+                    .cmd("DEL")
+                    .arg(self.key("ban", ip))
+                    .ignore()
+                    .cmd("PUBLISH")
+                    .arg(self.channel())
+                    .arg(format!("{ip} -"))
+                    .ignore()
+                    .exec_async(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        }
     }
 
     async fn publish_ban(&self, ip: IpAddr, ban_for: Duration) -> Result<(), String> {
@@ -267,7 +289,8 @@ impl RedisStore {
         while let Some(message) = poll_fn(|cx| Pin::new(&mut messages).poll_next(cx)).await {
             let payload = message.get_payload_bytes();
             match parse_announcement(payload) {
-                Some((ip, ban_for)) => bans.ban_from_peer(ip, ban_for),
+                Some(BanChange::Ban(ip, ban_for)) => bans.ban_from_peer(ip, ban_for),
+                Some(BanChange::Unban(ip)) => bans.unban_from_peer(ip),
                 None => tracing::warn!(
                     target: "tower_no_response::ban",
                     payload = %String::from_utf8_lossy(payload),
@@ -362,10 +385,15 @@ impl RateLimitStore for RedisStore {
 }
 
 /// `"<ip> <milliseconds>"`, as [`RedisStore::publish_ban`] writes it.
-fn parse_announcement(payload: &[u8]) -> Option<(IpAddr, Duration)> {
+/// `IP MS` announces a ban for `MS` milliseconds; `IP -`, an unban.
+fn parse_announcement(payload: &[u8]) -> Option<BanChange> {
     let text = std::str::from_utf8(payload).ok()?;
     let (ip, ms) = text.split_once(' ')?;
-    Some((ip.parse().ok()?, Duration::from_millis(ms.parse().ok()?)))
+    let ip = ip.parse().ok()?;
+    if ms == "-" {
+        return Some(BanChange::Unban(ip));
+    }
+    Some(BanChange::Ban(ip, Duration::from_millis(ms.parse().ok()?)))
 }
 
 /// `redis://user:secret@host/` as `redis://user:***@host/`, for errors and
@@ -424,7 +452,14 @@ mod tests {
     fn announcements_round_trip_and_junk_is_refused() {
         assert_eq!(
             parse_announcement(b"2001:db8::1 1500"),
-            Some(("2001:db8::1".parse().unwrap(), Duration::from_millis(1500)))
+            Some(BanChange::Ban(
+                "2001:db8::1".parse().unwrap(),
+                Duration::from_millis(1500)
+            ))
+        );
+        assert_eq!(
+            parse_announcement(b"192.0.2.1 -"),
+            Some(BanChange::Unban("192.0.2.1".parse().unwrap()))
         );
         assert_eq!(parse_announcement(b"192.0.2.1"), None);
         assert_eq!(parse_announcement(b"192.0.2.1 -5"), None);

@@ -643,3 +643,41 @@ async fn a_key_prefix_with_glob_characters_is_matched_literally() {
         .unwrap();
     wait_for("192.0.2.3").await;
 }
+
+/// Bans and unbans the application makes through the API reach every
+/// replica, and an unban removes the ban a late replica would catch up on.
+#[tokio::test]
+async fn app_bans_and_unbans_are_shared() {
+    let Some((url, _server)) = shared_redis() else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let policy = BanPolicy::new(3, Duration::from_secs(60), Duration::from_secs(60));
+    let store = || RedisStore::new(&url).unwrap().key_prefix(&prefix);
+    let (a, b) = (BanList::new(policy), BanList::new(policy));
+    store().share_bans(&a).unwrap();
+    store().share_bans(&b).unwrap();
+    let wait_for = |list: &BanList, ip: &str, want: bool| {
+        let (list, ip) = (list.clone(), ip.parse::<IpAddr>().unwrap());
+        async move {
+            let deadline = Instant::now() + PATIENCE;
+            while list.is_banned(ip) != want {
+                assert!(Instant::now() < deadline, "{ip} never became banned={want}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    // A replica that subscribes after an announcement still catches up on
+    // the ban's key, so no wait is needed here.
+    a.ban("192.0.2.70".parse().unwrap(), Duration::from_secs(60));
+    a.ban("192.0.2.71".parse().unwrap(), Duration::from_secs(60));
+    wait_for(&b, "192.0.2.70", true).await;
+    wait_for(&b, "192.0.2.71", true).await;
+    assert!(a.unban("192.0.2.70".parse().unwrap()));
+    wait_for(&b, "192.0.2.70", false).await;
+    // A late replica catches up on the ban in force, not the lifted one.
+    let late = BanList::new(policy);
+    store().share_bans(&late).unwrap();
+    wait_for(&late, "192.0.2.71", true).await;
+    assert!(!late.is_banned("192.0.2.70".parse().unwrap()));
+}

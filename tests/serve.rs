@@ -606,3 +606,108 @@ async fn connection_caps_refuse_at_accept() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The application drives the ban list from its own signals: three failed
+/// logins ban the client, which is then refused at accept; an admin lists
+/// the bans and lifts one, from handlers too.
+#[tokio::test]
+async fn handlers_strike_list_and_unban() {
+    use axum::extract::{Query, State};
+    use tower_no_response::{BanList, ClientIp};
+
+    let bans = bans_after(3);
+    let layer = direct_rules().ban_list(bans.clone()).build().unwrap();
+    let app = Router::new()
+        .route(
+            "/login",
+            get(
+                |State(bans): State<BanList>,
+                 ClientIp(ip): ClientIp,
+                 Query(q): Query<Vec<(String, String)>>| async move {
+                    let password = q
+                        .iter()
+                        .find(|(k, _)| k == "password")
+                        .map(|(_, v)| v.as_str());
+                    if password == Some("letmein") {
+                        return "welcome";
+                    }
+                    bans.strike(ip);
+                    "denied"
+                },
+            ),
+        )
+        .route(
+            "/admin/bans",
+            get(|State(bans): State<BanList>| async move {
+                bans.bans()
+                    .iter()
+                    .map(|b| b.ip.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }),
+        )
+        .route(
+            "/admin/unban",
+            get(
+                |State(bans): State<BanList>, Query(q): Query<Vec<(String, String)>>| async move {
+                    let ip = q[0].1.parse().unwrap();
+                    if bans.unban(ip) {
+                        "unbanned"
+                    } else {
+                        "not banned"
+                    }
+                },
+            ),
+        )
+        .with_state(bans.clone())
+        .layer(layer.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(layer.serve(listener, app).run());
+
+    let client = [127, 0, 0, 41];
+    let admin = [127, 0, 0, 42];
+    let login = |password: &str| {
+        common::request(
+            "GET",
+            &format!("/login?password={password}"),
+            Some("example.com"),
+            UA,
+            &[],
+        )
+    };
+    for _ in 0..3 {
+        let out = exchange_from(client, addr, &login("guess")).await;
+        assert!(out.text().ends_with("denied"), "{}", out.text());
+    }
+    // Banned now: refused before a byte is read, however good the request.
+    exchange_from(client, addr, &login("letmein"))
+        .await
+        .assert_dropped(Close::Fin);
+    let bans_listed = exchange_from(
+        admin,
+        addr,
+        &common::request("GET", "/admin/bans", Some("example.com"), UA, &[]),
+    )
+    .await;
+    assert!(
+        bans_listed.text().ends_with("127.0.0.41"),
+        "{}",
+        bans_listed.text()
+    );
+    let unbanned = exchange_from(
+        admin,
+        addr,
+        &common::request(
+            "GET",
+            "/admin/unban?ip=127.0.0.41",
+            Some("example.com"),
+            UA,
+            &[],
+        ),
+    )
+    .await;
+    assert!(unbanned.text().ends_with("unbanned"), "{}", unbanned.text());
+    let welcome = exchange_from(client, addr, &login("letmein")).await;
+    assert!(welcome.text().ends_with("welcome"), "{}", welcome.text());
+}

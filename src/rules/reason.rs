@@ -190,7 +190,11 @@ mod tests {
             DropReason::RateLimitUnavailable,
         ];
         for reason in DropReason::BUILTIN {
-            assert_eq!(reason.strikes(), !not_the_client.contains(&reason), "{reason}");
+            assert_eq!(
+                reason.strikes(),
+                !not_the_client.contains(&reason),
+                "{reason}"
+            );
         }
         assert!(DropReason::Custom("scanner").strikes());
         assert!(DropReason::CONNECTION.iter().all(|r| !r.strikes()));
