@@ -84,6 +84,7 @@ pub struct Judgement {
 
 /// What happens to a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Verdict {
     /// Every enforced rule let it through.
     Pass,
