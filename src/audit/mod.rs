@@ -32,6 +32,191 @@
 //! To print only these events, filter on the target, e.g.
 //! `RUST_LOG=tower_no_response::drop=info` with `tracing-subscriber`'s
 //! `EnvFilter`.
+//!
+//! # Operating
+//!
+//! nginx's own advice for 444 is operational: drop only clear attackers, give
+//! legitimate clients a proper 400, 403 or 429, test new rules in staging, and
+//! watch the log for unexpected 444s. The layer has a tool for each.
+//!
+//! ## Rolling out a new rule
+//!
+//! 1. **Add it in dry-run.** The rule is evaluated on live traffic, and every
+//!    match emits the 444 event with `action=would_drop`, but the request is
+//!    served. Evaluation goes on past it, so the enforced rules behind it still
+//!    apply.
+//!
+//!    ```rust
+//!    use tower_no_response::{BuildError, NoResponseLayer};
+//!
+//!    fn rules() -> Result<NoResponseLayer, BuildError> {
+//!        NoResponseLayer::builder()
+//!            .server_names(["example.com"])
+//!            .deny_path(r"^/wp-login\.php")
+//!            .dry_run_rule("path") // or .dry_run(true) for every rule
+//!            .build()
+//!    }
+//!    ```
+//!
+//! 2. **Watch the counters.** `layer.stats()` is a lock-free snapshot: per
+//!    rule, how many requests were `dropped`, `responded` to and `would_drop`,
+//!    and how many were `allowed`. With the `metrics` feature the same counts go
+//!    to the [`metrics`](https://docs.rs/metrics) facade, so any exporter serves
+//!    them:
+//!
+//!    | metric | labels | counts |
+//!    |---|---|---|
+//!    | `tower_no_response_requests_total` | `rule`, `action` = `drop` \| `respond` \| `would_drop` | requests a rule stopped, answered, or matched in dry-run |
+//!    | `tower_no_response_allowed_total` | | requests no enforced rule stopped |
+//!
+//!    In Prometheus, `sum by (rule) (rate(tower_no_response_requests_total{action="would_drop"}[5m]))`
+//!    shows what a dry-run rule would drop. Install the recorder before the
+//!    first request; counters register on first use.
+//!
+//! 3. **Enforce it** by removing the dry-run, with a [live reload](#live-reload)
+//!    and no restart. Keep watching `action="drop"` for the rule.
+//!
+//! ## Answering instead of dropping
+//!
+//! Any rule can answer with a 4xx status instead of dropping, for clients
+//! that may be legitimate and need to know what went wrong:
+//!
+//! ```rust
+//! use http::StatusCode;
+//! use tower_no_response::{Action, BuildError, NoResponseLayer, RateLimit};
+//!
+//! fn rules() -> Result<NoResponseLayer, BuildError> {
+//!     NoResponseLayer::builder()
+//!         .rate_limit(RateLimit::per_second(10).burst(20))
+//!         .rule_action("rate_limit", Action::Respond(StatusCode::TOO_MANY_REQUESTS))
+//!         .rule_action("host_invalid", Action::Respond(StatusCode::BAD_REQUEST))
+//!         .build()
+//! }
+//! ```
+//!
+//! A `429` from the rate limit carries `Retry-After` with the limiter's own
+//! wait, rounded up to whole seconds (nginx's `limit_req_status 429`). The body
+//! is empty and the connection stays open. The event records `action=respond`
+//! and the status.
+//!
+//! ## Path and custom rules
+//!
+//! `deny_path` takes patterns like `deny_user_agent`: compiled once into one
+//! regex, case-insensitive unless a pattern starts with `(?-i)`, matching
+//! anywhere. The path is judged as sent and with `%XX` escapes decoded, so
+//! `/%2eenv` does not hide `/.env`; the query string is not judged. The rule is
+//! named `path`.
+//!
+//! `custom_rule(name, predicate)` covers everything else, like nginx's `if` and
+//! `map` on any variable. The predicate sees a `RequestHead` (method, URI,
+//! version, headers, and the judged client IP) and returns `true` to drop. Its
+//! name appears in events and counters, and works with `dry_run_rule` and
+//! `rule_action` like any built-in name.
+//!
+//! ## An access log fail2ban can read
+//!
+//! With the `access-log` feature, `audit::AccessLogLayer` is a
+//! `tracing-subscriber` layer that writes every drop and answer in nginx's
+//! combined format, with status 444 and 0 bytes for drops:
+//!
+//! ```text
+//! 192.0.2.55 - - [26/Apr/2026:10:22:01 +0000] "GET / HTTP/1.1" 444 0 "-" "-"
+//! ```
+//!
+//! ```rust,ignore
+//! tracing_subscriber::registry()
+//!     .with(tower_no_response::audit::AccessLogLayer::new(std::io::stdout))
+//!     .init();
+//! ```
+//!
+//! Dry-run matches are not written: those requests were served. Existing
+//! pipelines that parse nginx logs read these lines unchanged. A fail2ban
+//! filter, `/etc/fail2ban/filter.d/tower-444.conf`:
+//!
+//! ```ini
+//! [Definition]
+//! failregex = ^<HOST> - \S+ \[[^\]]+\] "[^"]*" 444 0 "[^"]*" "[^"]*"$
+//! ```
+//!
+//! `tests/access_log.rs` checks real lines against this expression. The demo
+//! prints them with
+//! `cargo run --example nginx_444 --features access-log -- --access-log`.
+//!
+//! ## Live reload
+//!
+//! `layer.reload(builder)` compiles a new rule set and swaps it in atomically
+//! for every clone of the layer and every service it made, without a restart.
+//! A request is judged once, when it arrives, so requests in flight finish under
+//! the rules they started with. A bad configuration is refused with the usual
+//! error and the old rules stay in force.
+//!
+//! The rules are immutable; what the layer learns at run time sits beside
+//! them, and a reload keeps what still applies:
+//!
+//! | state | after a reload |
+//! |---|---|
+//! | counters | carried over by rule name; a removed rule leaves the stats, a new one starts at 0 |
+//! | clients' rate budgets | kept when the rate limit is unchanged (rate, burst, IPv6 prefix, key cap, eviction interval) and, for a shared limit, the store and its settings are the same; otherwise every client starts with a full budget, since a budget earned under one rate means nothing under another |
+//! | the shared store's health | kept with the budgets, reset with them |
+//! | bans | kept: a configuration without a ban list keeps the current one; one with a ban list uses it |
+//!
+//! With the `serde` feature, a rule set can come from a TOML or JSON document
+//! whose fields are the builder's settings, and `layer.reload_config(...)`
+//! reloads from one:
+//!
+//! ```toml
+//! server_names = ["example.com", "www.example.com"]
+//! deny_user_agents = ["masscan", "zgrab"]
+//! allow_user_agents = ["python-requests"]
+//! drop_empty_user_agent = true
+//! deny_paths = ['/\.env', '^/wp-login\.php']
+//! ip_rules = [{ allow = "192.0.2.0/24" }, { deny = "all" }]
+//! trusted_proxies = ["10.0.0.0/8"]
+//! real_ip_header = "X-Forwarded-For"
+//! dry_run_rules = ["path"]
+//!
+//! [rate_limit]
+//! per_second = 10
+//! burst = 20
+//!
+//! [actions]
+//! rate_limit = 429
+//! ```
+//!
+//! ```rust,ignore
+//! let config = RuleConfig::from_toml(&std::fs::read_to_string("rules.toml")?)?;
+//! layer.reload_config(config)?; // on error, nothing changed
+//! ```
+//!
+//! A document is refused naming the field: `field \`rate_limit.burst\`:
+//! invalid type: string "x", expected u32`, or `field \`ip_rules\`: deny_ip:
+//! invalid address or CIDR "300.0.0.1": invalid IP address syntax`.
+//!
+//! # Close modes
+//!
+//! | mode | on the wire | curl | server side |
+//! |---|---|---|---|
+//! | `CloseMode::Fin` (default) | zero bytes, then FIN | `(52) Empty reply from server` | unread request bytes (up to 256 KiB) are drained after the FIN, so the kernel does not turn the close into an RST |
+//! | `CloseMode::Reset` | zero bytes, then RST (`SO_LINGER` 0) | `(56) Connection reset by peer` | the socket is freed at once, with no TIME_WAIT |
+//! | `CloseMode::Silent` | nothing at all: no FIN, no RST (HAProxy's `silent-drop`) | hangs until its own timeout: `(28)` with `--max-time` | with `CAP_NET_ADMIN` on Linux the socket enters `TCP_REPAIR` before it closes, so the kernel sends nothing; without it, the hop limit is set to 1 before an RST, which dies at the first router (a client on the same host or link still sees it). `connection::silent_close_available()` says which applies; log it at start-up |
+//!
+//! On a kept-alive or pipelined HTTP/1 connection, every response before the
+//! dropped request is delivered whole; the dropped request and anything after it
+//! get nothing.
+//!
+//! # Caveats
+//!
+//! - **HTTP/2 over `axum::serve`.** A dropped HTTP/2 request closes the whole
+//!   connection, with every other stream on it. nginx resets only the stream;
+//!   the crate's own serve loop (`NoResponseLayer::serve`) does too.
+//! - **A CDN or proxy in front.** Behind Cloudflare or a load balancer, every
+//!   peer is the proxy: configure it with `trusted_proxy` so rules judge the
+//!   real client, and allow the proxy's ranges before any `deny_ip("all")`. A
+//!   dropped request makes the CDN answer the visitor with its own error page
+//!   (Cloudflare shows 520 or 502), not a 444.
+//! - **Too-broad rules** cut off real users, and they cannot tell why. Drop only
+//!   what is clearly automated or hostile; give legitimate clients a real 400,
+//!   403 or 429. Watch the 444 events after every change.
 
 #[cfg(feature = "access-log")]
 mod access_log;

@@ -24,6 +24,159 @@
 //! The rate limit's budget is runtime state, kept by the layer beside the
 //! rules, so the rules end at "ask the limiter about this client"
 //! ([`Verdict::RateLimit`]), and the layer applies the limiter's answer.
+//!
+//! # Rules
+//!
+//! Rules run in this order; the first that matches names the drop.
+//!
+//! | order | rule name | drops when |
+//! |---|---|---|
+//! | 1 | `host_missing` | no host: no Host header (HTTP/1.1 needs one even with an absolute-form target), no `:authority` on HTTP/2, or an empty value |
+//! | 1 | `host_invalid` | two Host headers, or a value that is neither a DNS name nor an address |
+//! | 1 | `host_mismatch` | the target names a host (absolute form, or HTTP/2's `:authority`) and the Host header names another |
+//! | 1 | `host_ip_literal` | the host is an IP: `192.0.2.1`, `[2001:db8::1]:443`, and the forms browsers also accept: `3221225985`, `0xc0.0.2.1`, `0300.0.2.1`, `192.1` |
+//! | 1 | `host_unknown` | the host is not a served name |
+//! | 2 | `client_ip_unknown` | IP rules or a rate limit are set but no peer address is known |
+//! | 2 | `ip_deny` | the client IP's first matching IP rule is a deny |
+//! | 3 | `user_agent` | a User-Agent matches a deny pattern and no allow pattern |
+//! | 3 | `user_agent_empty` | the User-Agent is missing or blank (with `drop_empty_user_agent(true)`) |
+//! | 4 | `path` | the path matches a `deny_path` pattern: as sent, with escapes decoded, or normalised (dot segments removed, slashes merged, unreserved escapes decoded, `;params` cut), so `//wp-login.php` or `/x/../wp-login.php` cannot slip past `^/wp-login\.php` |
+//! | 5 | your name | a `custom_rule` predicate returns `true` |
+//! | 6 | `rate_limit` | the client is over its rate |
+//! | 6 | `rate_limit_full` | a new client while the limiter already tracks `max_keys` clients, whose network (/24, /48) is over the rate |
+//! | 6 | `rate_limit_unavailable` | the [shared store](crate::limit::SharedRateLimit) did not answer in time and the limit fails closed |
+//!
+//! Every rule drops by default; any rule can instead answer with a 4xx status
+//! or run in dry-run (see [Operating](crate::audit#operating)).
+//!
+//! Details:
+//!
+//! - **Host.** Names compare without case, port or trailing dot. The authority
+//!   of an absolute-form target, or HTTP/2's `:authority`, wins over the Host
+//!   value (RFC 9112 §3.2.2). Once any name is served, a missing host and an IP
+//!   literal are dropped too, as nginx's catch-all `default_server` would;
+//!   `drop_missing_host` and `drop_ip_literal_host` turn those on alone.
+//! - **Client IP.** The socket peer, unless the peer is a trusted proxy; see
+//!   [Real client IP](#real-client-ip). `::ffff:a.b.c.d` is treated as `a.b.c.d`
+//!   everywhere, in addresses and in rules.
+//! - **User-Agent.** Patterns are regexes matched anywhere in the raw header
+//!   bytes, case-insensitively unless they start with `(?-i)`. Allow patterns
+//!   beat deny patterns. Every User-Agent header is judged.
+//! - **Rate limit.** nginx's `limit_req ... burst=N nodelay` model, keyed by IPv4
+//!   address or IPv6 prefix (`/64` by default, `RateLimit::ipv6_prefix`). Only
+//!   requests that passed every other rule count. `rate=10r/s burst=20` admits 21
+//!   back-to-back requests and drops 19 of 40; one second later 10 more pass,
+//!   exactly the figures measured on nginx.
+//!
+//! # Real client IP
+//!
+//! Behind a load balancer or CDN every peer is the proxy. `trusted_proxy` names
+//! the proxies (nginx `set_real_ip_from`); for requests from them, the client is
+//! read from one header (nginx `real_ip_header`). Requests from any other peer
+//! are judged on the peer address, and their forwarding headers are ignored.
+//!
+//! | `real_ip_header(...)` | header | reads |
+//! |---|---|---|
+//! | `RealIpHeader::XForwardedFor` (default) | `X-Forwarded-For: client, proxy1, proxy2` | a list; every line, in order; entries may carry ports (`192.0.2.1:4711`, `[2001:db8::1]:80`) |
+//! | `RealIpHeader::Forwarded` | RFC 7239 `Forwarded: for=client;proto=https, for="[2001:db8::1]:4711"` | a list of `for=` nodes; quoted values, escapes and commas inside quotes are handled |
+//! | `RealIpHeader::XRealIp` | `X-Real-IP: client` | one address |
+//! | `RealIpHeader::CfConnectingIp` | `CF-Connecting-IP: client` | one address |
+//! | `"True-Client-IP".parse()?` | any other name | one address |
+//!
+//! For list headers, `real_ip_recursive(true)` (the default; nginx's default is
+//! off) walks from the right and takes the first address that is not a trusted
+//! proxy, so a chain of proxies is seen through; with every entry trusted it
+//! takes the leftmost. `real_ip_recursive(false)` takes the rightmost entry,
+//! trusted or not.
+//!
+//! For Cloudflare, `trust_cloudflare()` trusts `rules::CLOUDFLARE_RANGES`
+//! (Cloudflare's published list, copied 2026-11-26) and reads
+//! `CF-Connecting-IP`. The list changes rarely; pass a current copy of
+//! Cloudflare's `ips-v4` and `ips-v6` files, or any provider's list, with
+//! `trusted_proxy_list(&text)`: one range per line, `#` comments allowed. Add
+//! `allow_ip` for the same ranges and `deny_ip("all")` to drop anyone who
+//! reaches the origin around the CDN.
+//!
+//! Every request that passes carries the answer as a `ClientIp` extension.
+//! The example takes `--real-ip-header NAME` and `--no-recursive` to try each
+//! mode with curl.
+//!
+//! # Security model
+//!
+//! **What is trusted.** Only the socket peer address, and only the forwarding
+//! header you chose, and only from peers inside `trusted_proxy` ranges. Nothing
+//! a client sends can make an untrusted peer look trusted, and no header other
+//! than the chosen one is read. The rules themselves are trusted configuration:
+//! every value is checked at `build()`, and a malformed one is refused with an
+//! error naming it.
+//!
+//! **How the client IP is chosen.** See [Real client IP](#real-client-ip). An
+//! entry that is not an address never names the client: the walk stops there
+//! and keeps the last address it verified (the nearest trusted proxy, or the
+//! peer), as nginx does. Empty list members are skipped, as nginx does. A
+//! one-address header sent twice is ignored. IPv4-mapped IPv6 addresses are
+//! turned into IPv4 before any rule sees them, so `::ffff:198.51.100.7` cannot
+//! slip past `deny_ip("198.51.100.0/24")`. If IP rules or a rate limit are set
+//! but no peer address is known at all, requests are dropped
+//! (`client_ip_unknown`), not let through.
+//!
+//! **Edge cases, decided.** Each is tested on a real socket in
+//! `tests/hostile_input.rs`, `tests/rules_on_the_wire.rs` or `tests/real_ip.rs`.
+//!
+//! | input | outcome |
+//! |---|---|
+//! | two Host headers | `host_invalid` (RFC 9112 §3.2 calls it a bad request) |
+//! | empty Host | `host_missing` |
+//! | userinfo in Host (`example.com@evil`) | `host_invalid`; userinfo in an absolute-form target is ignored, the host is judged |
+//! | absolute-form target whose authority differs from Host | `host_mismatch`: the rules would judge the target while the application reads Host; when they agree (case aside) the request is served |
+//! | absolute-form HTTP/1.1 request without Host | `host_missing` (RFC 9112 §3.2); HTTP/1.0 may omit it |
+//! | HTTP/2 `:authority` and a different Host | `host_mismatch` (malformed, RFC 9113 §8.3.1) |
+//! | IPv6 literal, bracketed or bare, with or without port | `host_ip_literal`; with a zone id (`[fe80::1%25eth0]`) it does not parse: `host_invalid` |
+//! | IPv4 as browsers also accept it: decimal, hex, octal, short | `host_ip_literal` (the WHATWG URL "ends in a number" test) |
+//! | Host with bytes outside a DNS name, non-UTF-8, or over 253 characters | `host_invalid` |
+//! | port over 65535 | `host_invalid`; in `X-Forwarded-For` or `Forwarded`, the entry is garbage |
+//! | `[192.0.2.1]` in a forwarding header | garbage: brackets hold IPv6 only |
+//! | `Forwarded: for=unknown`, obfuscated `for=_hidden`, repeated `for=`, no `for=` | garbage (names no one) |
+//! | non-UTF-8 or very long User-Agent | judged on its raw bytes; patterns still match |
+//! | several User-Agent headers | each is judged; one denied value drops the request; empty only if all are |
+//!
+//! Nothing here can make the layer panic: property tests run in the normal test
+//! suite, and two `cargo fuzz` targets (below) exercise the parsers further.
+//!
+//! **Known limits.**
+//!
+//! - A request hyper itself cannot parse (a control byte in a header, headers
+//!   over its size limit) gets hyper's own `400` or `431` before any rule runs.
+//! - HTTP/2 over `axum::serve`: a drop closes the whole connection (the
+//!   crate's own serve loop resets only the stream).
+//! - A client that controls many addresses (a botnet, or IPv6 space beyond the
+//!   `/64` key) gets a budget per key; per-address limits cannot stop that.
+//! - The rate limiter's memory is bounded (see below). When its table is
+//!   full, a new client is judged together with its network (IPv4 /24, IPv6
+//!   /48) in a fixed-memory sketch, so a spray of addresses neither grows
+//!   memory nor crowds out newcomers from other networks, and a sprayed
+//!   network stays limited. A newcomer sharing a /24 or /48 with a sprayer
+//!   shares its budget while the table is full; and a spray across as many
+//!   networks as the sketch has cells (a million distinct IPv4 /24s against
+//!   the default) saturates it, wrongly limiting most newcomers until it
+//!   drains: per-client limits cannot tell such a botnet's first requests from
+//!   a newcomer's. Clients already tracked are unaffected.
+//! - Without the listener, HTTP/2 drops may send a bare `:status 444` head.
+//!
+//! ## Rate-limit memory
+//!
+//! Each tracked client costs about 69 bytes (measured, below). Clients whose
+//! budget has fully refilled are forgotten every `eviction_interval` (10 s by
+//! default) by a task on the tokio runtime, and at most `max_keys` clients
+//! (100,000 by default, a few MiB) are tracked at once. When the table is full,
+//! idle clients are evicted on the spot, at most once a second so a flood cannot
+//! make every request scan it; if it is still full, the new client is judged
+//! with its network (IPv4 /24, IPv6 /48) by an overflow sketch: four rows of
+//! twice `max_keys` cells (8 MiB for the default), each holding the latest
+//! GCRA arrival time of the networks that hash to it. A network's estimate is
+//! the smallest of its four cells, never earlier than its own, so a sprayed
+//! network is never under-limited; one over the rate is dropped as
+//! `rate_limit_full`, which does not count as a strike.
 
 pub(crate) mod client_ip;
 pub(crate) mod custom;
