@@ -142,8 +142,8 @@ pub use layer::{
 };
 pub use limit::RateLimit;
 pub use rules::{
-    Action, ClientIp, DropReason, DryRunHits, Judgement, RealIpHeader, RequestHead, RuleSet, Stop,
-    Verdict,
+    Action, ClientIp, DropReason, DryRunHits, Judgement, LimitKey, RealIpHeader, RequestHead,
+    RuleSet, Stop, Verdict,
 };
 
 /// The README's Rust examples, compiled as doctests so they cannot rot.

@@ -113,6 +113,15 @@ async fn rate_limit_can_answer_429_with_retry_after() {
     // One request a minute: the next is allowed in 60 s (59-60 after rounding).
     let secs: u64 = retry_after.expect("Retry-After").parse().unwrap();
     assert!((59..=60).contains(&secs), "{secs}");
+    // And which limit it was, in the IETF's RateLimit headers.
+    let (_, policy) = status_and_header(&text, "ratelimit-policy");
+    assert_eq!(policy, Some("\"rate_limit\";q=1;w=60"), "{text}");
+    let (_, state) = status_and_header(&text, "ratelimit");
+    assert_eq!(
+        state,
+        Some(format!("\"rate_limit\";r=0;t={secs}").as_str()),
+        "{text}"
+    );
     assert_eq!(hits.load(Ordering::SeqCst), 1);
     assert_eq!(layer.stats().rule("rate_limit").unwrap().responded, 1);
 }

@@ -6,7 +6,7 @@ use crate::ban::BanList;
 use crate::error::BuildError;
 use crate::limit::{RateLimit, SharedRateLimit};
 use crate::rules::client_ip::{CLOUDFLARE_RANGES, RealIp, RealIpHeader};
-use crate::rules::custom::{CustomRule, RequestHead};
+use crate::rules::custom::{CustomRule, KeyedRule, LimitKey, RequestHead};
 use crate::rules::host::{HostRules, ServerNames};
 use crate::rules::ip::{IpAction, IpRules, IpSet, parse_cidrs};
 use crate::rules::path::PathRules;
@@ -50,6 +50,7 @@ pub struct NoResponseLayerBuilder {
     shared_rate_limit: Option<SharedRateLimit>,
     deny_paths: Vec<String>,
     custom_rules: Vec<CustomRule>,
+    keyed_limits: Vec<(KeyedRule, RateLimit)>,
     /// Names checked at build, so a typo is an error, not a silent no-op.
     dry_run_rules: Vec<String>,
     dry_run_all: bool,
@@ -228,6 +229,51 @@ impl NoResponseLayerBuilder {
         self
     }
 
+    /// Adds a rate limit named `name` (a rule, like a custom rule's name)
+    /// keyed by what `key` returns for each request: an API key, a user id
+    /// an authentication layer put in the extensions, a route. A request
+    /// for which `key` returns `None` is not counted. Keyed limits run in
+    /// the order added, after every other rule and before the per-client
+    /// [`rate_limit`](Self::rate_limit); each has memory bounded as that
+    /// one's, by the limit's [`max_keys`](RateLimit::max_keys). Over it, a
+    /// request is dropped, or answered as [`rule_action`](Self::rule_action)
+    /// says for `name`: a `429` carries `Retry-After` and the `RateLimit`
+    /// and `RateLimit-Policy` headers.
+    ///
+    /// ```
+    /// use tower_no_response::{LimitKey, NoResponseLayer, RateLimit};
+    ///
+    /// let layer = NoResponseLayer::builder()
+    ///     // limit_req_zone $http_x_api_key zone=api:10m rate=10r/s;
+    ///     .rate_limit_by("api_key", RateLimit::per_second(10), |head| {
+    ///         head.headers.get("x-api-key").map(|key| LimitKey::bytes(key.as_bytes()))
+    ///     })
+    ///     // A strict one for logins, per client address.
+    ///     .rate_limit_by("login", RateLimit::per_minute(5), |head| {
+    ///         (head.uri.path() == "/login").then_some(LimitKey::ip(head.client_ip?))
+    ///     })
+    ///     .build()?;
+    /// # Ok::<(), tower_no_response::BuildError>(())
+    /// ```
+    ///
+    /// Keyed limits are kept in this process; [`shared_rate_limit`]
+    /// applies to the per-client limit only.
+    ///
+    /// [`shared_rate_limit`]: Self::shared_rate_limit
+    pub fn rate_limit_by<F>(mut self, name: &'static str, limit: RateLimit, key: F) -> Self
+    where
+        F: Fn(&RequestHead<'_>) -> Option<LimitKey> + Send + Sync + 'static,
+    {
+        self.keyed_limits.push((
+            KeyedRule {
+                name,
+                key: Arc::new(key),
+            },
+            limit,
+        ));
+        self
+    }
+
     /// Keeps the [`rate_limit`](Self::rate_limit)'s budget in a store shared
     /// by every replica (Redis, with feature `redis`), so that a client
     /// gets one budget however many replicas it spreads over. Requests the
@@ -364,20 +410,25 @@ impl NoResponseLayerBuilder {
         for value in &self.trusted_proxies {
             trusted.extend(parse_cidrs("trusted_proxy", value)?);
         }
-        if DropReason::BUILTIN.len() + self.custom_rules.len() > MAX_RULES {
+        let named: Vec<&'static str> = self
+            .custom_rules
+            .iter()
+            .map(|r| r.name)
+            .chain(self.keyed_limits.iter().map(|(r, _)| r.name))
+            .collect();
+        if DropReason::BUILTIN.len() + named.len() > MAX_RULES {
             return Err(BuildError::RuleName {
-                name: self.custom_rules[MAX_RULES - DropReason::BUILTIN.len()]
-                    .name
-                    .to_owned(),
-                reason: "a rule set holds at most 115 custom rules",
+                name: named[MAX_RULES - DropReason::BUILTIN.len()].to_owned(),
+                reason: "a rule set holds at most 115 custom rules and keyed limits",
             });
         }
-        let mut taken = Vec::new();
-        for rule in &self.custom_rules {
-            CustomRule::validate(rule.name, &taken)?;
-            taken.push(rule.clone());
+        for (i, name) in named.iter().enumerate() {
+            CustomRule::validate(name, &named[..i])?;
         }
-        let mut policies = Policies::new(self.custom_rules.iter().map(|r| r.name));
+        for (_, limit) in &self.keyed_limits {
+            limit.quota()?;
+        }
+        let mut policies = Policies::new(named.iter().copied());
         if self.dry_run_all {
             policies.dry_run_all();
         }
@@ -416,9 +467,16 @@ impl NoResponseLayerBuilder {
             paths: PathRules::new(&self.deny_paths)?,
             custom: self.custom_rules,
             rate_limited: self.rate_limit.is_some(),
+            keyed: self.keyed_limits.iter().map(|(r, _)| r.clone()).collect(),
             policies,
         };
+        let keyed_limits = self
+            .keyed_limits
+            .into_iter()
+            .map(|(rule, limit)| (rule.name, limit))
+            .collect();
         Ok(Config {
+            keyed_limits,
             rules,
             close_mode: self.close_mode,
             header_timeout: self.header_timeout,
@@ -435,5 +493,7 @@ pub(crate) struct Config {
     pub(crate) close_mode: CloseMode,
     pub(crate) header_timeout: Option<Duration>,
     pub(crate) rate_limit: Option<(RateLimit, Option<SharedRateLimit>)>,
+    /// Each keyed limit's name and rate, in the rules' order.
+    pub(crate) keyed_limits: Vec<(&'static str, RateLimit)>,
     pub(crate) ban_list: Option<BanList>,
 }

@@ -33,9 +33,10 @@ use crate::audit::stats::{Counters, Stats};
 use crate::audit::{Close, DropEvent, Handling, RequestView};
 use crate::ban::BanList;
 use crate::error::BuildError;
-use crate::limit::{RateLimiter, Step, StoreCheck};
+use crate::limit::local::Limiter;
+use crate::limit::{RateLimit, RateLimiter, Step, StoreCheck};
 use crate::rules::{
-    Action, Budget, ClientIp, CloseMode, DropReason, Judgement, RuleSet, Stop, Verdict,
+    Action, Budget, ClientIp, CloseMode, DropReason, Judgement, RequestHead, RuleSet, Stop, Verdict,
 };
 use registry::{Found, Registry};
 
@@ -68,8 +69,20 @@ struct Compiled {
     close_mode: CloseMode,
     header_timeout: Option<Duration>,
     limiter: Option<RateLimiter>,
+    /// The per-client limit's rate, for the `RateLimit` headers of a `429`.
+    rate_limit: Option<RateLimit>,
+    /// The keyed limits, in the rules' order.
+    keyed: Vec<KeyedLimiter>,
     counters: Counters,
     ban_list: Option<BanList>,
+}
+
+/// A keyed limit's state: its budgets, by key.
+#[derive(Debug)]
+struct KeyedLimiter {
+    name: &'static str,
+    limit: RateLimit,
+    limiter: Arc<Limiter>,
 }
 
 impl Compiled {
@@ -82,6 +95,23 @@ impl Compiled {
                 previous.and_then(|p| p.limiter.as_ref()),
             )?),
         };
+        let mut keyed = Vec::with_capacity(config.keyed_limits.len());
+        for (name, limit) in &config.keyed_limits {
+            // Budgets survive a reload that keeps the limit, as the
+            // per-client limit's do.
+            let kept = previous
+                .and_then(|p| p.keyed.iter().find(|k| k.name == *name))
+                .filter(|k| k.limiter.serves(limit));
+            let limiter = match kept {
+                Some(k) => Arc::clone(&k.limiter),
+                None => Arc::new(Limiter::for_keys(limit)?),
+            };
+            keyed.push(KeyedLimiter {
+                name,
+                limit: *limit,
+                limiter,
+            });
+        }
         let counters = Counters::new(&config.rules.policies.names, previous.map(|p| &p.counters));
         let ban_list = config
             .ban_list
@@ -91,6 +121,8 @@ impl Compiled {
             close_mode: config.close_mode,
             header_timeout: config.header_timeout,
             limiter,
+            rate_limit: config.rate_limit.as_ref().map(|(limit, _)| *limit),
+            keyed,
             counters,
             ban_list,
         })
@@ -108,13 +140,47 @@ impl Compiled {
     /// applied. A judgement still at [`Verdict::RateLimit`] after this
     /// awaits the shared store.
     fn judge<B>(&self, request: &Request<B>, peer: Option<SocketAddr>) -> Judgement {
-        let judgement = self.rules.judge(request, peer);
-        match (judgement.verdict, &self.limiter) {
-            (Verdict::RateLimit(ip), Some(limiter)) => match limiter.check(ip) {
+        let mut judgement = self.rules.judge(request, peer);
+        let Verdict::RateLimit(ip) = judgement.verdict else {
+            return judgement;
+        };
+        if !self.keyed.is_empty() {
+            let head = RequestHead::of(request, judgement.client_ip);
+            for (index, keyed) in self.keyed.iter().enumerate() {
+                let Some(key) = self.rules.limit_key(index, &head) else {
+                    continue;
+                };
+                let budget = keyed.limiter.check_key_of(key);
+                judgement = self.rules.settle_keyed(judgement, index, budget);
+                if !matches!(judgement.verdict, Verdict::RateLimit(_)) {
+                    return judgement;
+                }
+            }
+        }
+        match (ip, &self.limiter) {
+            (Some(ip), Some(limiter)) => match limiter.check(ip) {
                 Step::Done(budget) => self.rules.settle(judgement, budget),
                 Step::Ask => judgement,
             },
-            _ => judgement,
+            _ => Judgement {
+                verdict: Verdict::Pass,
+                ..judgement
+            },
+        }
+    }
+
+    /// The rate behind a rate-limit rule, for a `429`'s headers.
+    fn rate_of(&self, rule: DropReason) -> Option<(&'static str, RateLimit)> {
+        match rule {
+            DropReason::RateLimited | DropReason::RateLimitFull => {
+                Some((rule.as_str(), self.rate_limit?))
+            }
+            DropReason::Custom(name) => self
+                .keyed
+                .iter()
+                .find(|k| k.name == name)
+                .map(|k| (k.name, k.limit)),
+            _ => None,
         }
     }
 }
@@ -313,10 +379,9 @@ where
                 },
             },
             Verdict::RateLimit(ip) => {
-                let check = current
-                    .limiter
-                    .as_ref()
-                    .and_then(|limiter| limiter.ask(ip))
+                let check = ip
+                    .zip(current.limiter.as_ref())
+                    .and_then(|(ip, limiter)| limiter.ask(ip))
                     .expect("only a shared limiter leaves a judgement at RateLimit");
                 // The service that was made ready goes with the request; the
                 // clone stays behind for the next `poll_ready`.
@@ -368,6 +433,7 @@ fn reject<B>(
                 status,
                 retry_after: stop.retry_after,
                 reason: stop.rule,
+                rate: current.rate_of(stop.rule),
             }
         }
         Action::Drop => {
@@ -585,6 +651,7 @@ enum Rejection {
         status: StatusCode,
         retry_after: Option<Duration>,
         reason: DropReason,
+        rate: Option<(&'static str, RateLimit)>,
     },
 }
 
@@ -635,7 +702,8 @@ where
                             status,
                             retry_after,
                             reason,
-                        } => status_response(*status, *retry_after, *reason),
+                            rate,
+                        } => status_response(*status, *retry_after, *reason, *rate),
                     }));
                 }
                 KindProj::Checking { check, pending } => {
@@ -700,20 +768,41 @@ fn dropped_response<B>(reason: DropReason) -> Response<NoResponseBody<B>> {
 /// An empty answer with the rule's status. A `429` says when to come back:
 /// the limiter's own wait, rounded up to whole seconds, or one second when
 /// the rule that matched has no wait of its own.
+///
+/// A rate limit's `429` also says which limit it was, in the IETF's
+/// `RateLimit-Policy` and `RateLimit` headers
+/// (draft-ietf-httpapi-ratelimit-headers): `"login";q=5;w=60` (the quota
+/// and its window in seconds) and `"login";r=0;t=12` (none left, and the
+/// seconds until there is).
 fn status_response<B>(
     status: StatusCode,
     retry_after: Option<Duration>,
     reason: DropReason,
+    rate: Option<(&'static str, RateLimit)>,
 ) -> Response<NoResponseBody<B>> {
     let mut response = Response::new(NoResponseBody::empty());
     *response.status_mut() = status;
     if status == StatusCode::TOO_MANY_REQUESTS {
         let wait = retry_after.unwrap_or(Duration::from_secs(1));
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+        let headers = response.headers_mut();
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        if let Some((name, limit)) = rate {
+            let (quota, window) = limit.policy();
+            let policy = format!("\"{name}\";q={quota};w={window}");
+            let state = format!("\"{name}\";r=0;t={secs}");
+            // Rule names are plain identifiers, so both are valid values.
+            if let (Ok(policy), Ok(state)) =
+                (HeaderValue::try_from(policy), HeaderValue::try_from(state))
+            {
+                headers.insert(RATELIMIT_POLICY, policy);
+                headers.insert(RATELIMIT, state);
+            }
+        }
     }
     response.extensions_mut().insert(reason);
     response
 }
+
+const RATELIMIT_POLICY: header::HeaderName = header::HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: header::HeaderName = header::HeaderName::from_static("ratelimit");

@@ -20,7 +20,7 @@ use governor::{Quota, RateLimiter};
 
 use super::overflow::Sketch;
 use crate::error::BuildError;
-use crate::rules::Budget;
+use crate::rules::{Budget, LimitKey};
 
 /// A request rate per client, in nginx's terms.
 ///
@@ -114,6 +114,12 @@ impl RateLimit {
     #[must_use]
     pub const fn capacity(&self) -> u32 {
         self.burst.saturating_add(1)
+    }
+
+    /// The quota and its window in seconds, as a `RateLimit-Policy` header
+    /// writes them: `10r/s` is 10 in 1, `30r/m` 30 in 60.
+    pub(crate) fn policy(&self) -> (u32, u64) {
+        (self.requests, self.per.as_secs())
     }
 
     /// The key `ip` (canonical) is counted under: the address itself for
@@ -290,6 +296,21 @@ impl Limiter {
     pub(crate) fn new(config: &RateLimit) -> Result<Self, BuildError> {
         Self::with_clock(config, DefaultClock::default())
     }
+
+    /// A limiter for a keyed limit's keys: each key its own budget, with no
+    /// IPv6 prefix and no network in the overflow.
+    pub(crate) fn for_keys(config: &RateLimit) -> Result<Self, BuildError> {
+        let mut limiter = Self::with_clock(config, DefaultClock::default())?;
+        let shared = Arc::get_mut(&mut limiter.shared).expect("just built");
+        shared.v6_mask = u128::MAX;
+        shared.overflow = Sketch::new(config.max_keys, config.interval(), config.capacity(), false);
+        Ok(limiter)
+    }
+
+    /// Checks the budget of a keyed limit's `key`.
+    pub(crate) fn check_key_of(&self, key: LimitKey) -> Budget {
+        self.check(IpAddr::V6(Ipv6Addr::from(key.0)))
+    }
 }
 
 impl<C: Clock> Limiter<C> {
@@ -318,7 +339,7 @@ where
         Ok(Self {
             shared: Arc::new(Shared {
                 config: *config,
-                overflow: Sketch::new(config.max_keys, config.interval(), config.capacity()),
+                overflow: Sketch::new(config.max_keys, config.interval(), config.capacity(), true),
                 governor: RateLimiter::new(quota, table, clock.clone()),
                 start: clock.now(),
                 clock,

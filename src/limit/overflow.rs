@@ -46,6 +46,9 @@ pub(crate) struct Sketch {
     /// in nanoseconds: GCRA's `T` and `T * capacity`.
     interval: u64,
     ahead: u64,
+    /// Whether keys are addresses judged with their network, or keys of
+    /// their own (a keyed limit's).
+    by_network: bool,
 }
 
 impl Sketch {
@@ -54,7 +57,12 @@ impl Sketch {
     /// in all for the default 100,000. Fewer cells fill up sooner: with a
     /// spray over as many networks as a row has cells, one newcomer in
     /// six is wrongly limited.
-    pub(crate) fn new(max_keys: usize, interval: Duration, capacity: u32) -> Self {
+    pub(crate) fn new(
+        max_keys: usize,
+        interval: Duration,
+        capacity: u32,
+        by_network: bool,
+    ) -> Self {
         let width = max_keys
             .saturating_mul(2)
             .clamp(1024, 1 << 22)
@@ -66,6 +74,7 @@ impl Sketch {
             hasher: RandomState::new(),
             interval,
             ahead: interval.saturating_mul(u64::from(capacity)),
+            by_network,
         }
     }
 
@@ -79,7 +88,7 @@ impl Sketch {
     /// the limiter started): `Ok` and counted, or the wait until it would
     /// pass.
     pub(crate) fn check(&self, ip: IpAddr, now: u64) -> Result<(), Duration> {
-        let cells = self.cells_of(network(ip));
+        let cells = self.cells_of(if self.by_network { network(ip) } else { ip });
         let estimate = cells
             .iter()
             .map(|&i| self.cells[i].load(Ordering::Acquire))
@@ -123,7 +132,7 @@ mod tests {
     #[test]
     fn a_network_gets_the_rate_and_burst() {
         // One a minute, burst 1: two at once, then one a minute.
-        let sketch = Sketch::new(1000, Duration::from_secs(60), 2);
+        let sketch = Sketch::new(1000, Duration::from_secs(60), 2, true);
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         assert!(sketch.check(ip, 0).is_ok());
         assert!(sketch.check(ip, 0).is_ok());
@@ -143,7 +152,7 @@ mod tests {
 
     #[test]
     fn ipv6_networks_are_slash_48() {
-        let sketch = Sketch::new(1000, Duration::from_secs(60), 1);
+        let sketch = Sketch::new(1000, Duration::from_secs(60), 1, true);
         assert!(sketch.check("2001:db8:1:2::1".parse().unwrap(), 0).is_ok());
         assert!(
             sketch

@@ -6,7 +6,9 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::{HeaderMap, Method, Uri, Version};
+use std::collections::hash_map::RandomState;
+
+use http::{Extensions, HeaderMap, Method, Uri, Version};
 
 use super::DropReason;
 use crate::error::BuildError;
@@ -26,6 +28,84 @@ pub struct RequestHead<'a> {
     /// The client the rules judged (the real client behind trusted proxies),
     /// when a peer address is known.
     pub client_ip: Option<IpAddr>,
+    /// The request's extensions: what layers outside this one put there,
+    /// such as the user an authentication layer found.
+    pub extensions: &'a Extensions,
+}
+
+impl<'a> RequestHead<'a> {
+    pub(crate) fn of<B>(request: &'a http::Request<B>, client_ip: Option<IpAddr>) -> Self {
+        Self {
+            method: request.method(),
+            uri: request.uri(),
+            version: request.version(),
+            headers: request.headers(),
+            client_ip,
+            extensions: request.extensions(),
+        }
+    }
+}
+
+/// What a keyed rate limit counts a request under: a client address, an API
+/// key, a user id, a route. Keys from bytes are hashed to 128 bits with a
+/// key chosen at random per process, so clients cannot aim at each other's
+/// budgets, and a key costs the same whatever its length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LimitKey(pub(crate) u128);
+
+impl LimitKey {
+    /// The budget of a client address (IPv4 as its mapped IPv6 form).
+    #[must_use]
+    pub fn ip(ip: IpAddr) -> Self {
+        Self(match ip.to_canonical() {
+            IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+            IpAddr::V6(v6) => u128::from(v6),
+        })
+    }
+
+    /// The budget of whatever `bytes` name: a header value, a token.
+    #[must_use]
+    pub fn bytes(bytes: &[u8]) -> Self {
+        use std::hash::BuildHasher;
+        static KEYS: std::sync::LazyLock<(RandomState, RandomState)> =
+            std::sync::LazyLock::new(|| (RandomState::new(), RandomState::new()));
+        let (high, low) = &*KEYS;
+        Self(u128::from(high.hash_one(bytes)) << 64 | u128::from(low.hash_one(bytes)))
+    }
+
+    /// The budget of a text, such as a user name.
+    #[must_use]
+    pub fn text(text: &str) -> Self {
+        Self::bytes(text.as_bytes())
+    }
+}
+
+impl From<IpAddr> for LimitKey {
+    fn from(ip: IpAddr) -> Self {
+        Self::ip(ip)
+    }
+}
+
+impl From<u64> for LimitKey {
+    /// A numeric id, such as a user's, as its own budget.
+    fn from(id: u64) -> Self {
+        Self(u128::from(id) | 1 << 127)
+    }
+}
+
+pub(crate) type KeyFn = dyn Fn(&RequestHead<'_>) -> Option<LimitKey> + Send + Sync;
+
+/// A named rate limit's key: which budget a request counts against, if any.
+#[derive(Clone)]
+pub(crate) struct KeyedRule {
+    pub(crate) name: &'static str,
+    pub(crate) key: Arc<KeyFn>,
+}
+
+impl fmt::Debug for KeyedRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("KeyedRule").field(&self.name).finish()
+    }
 }
 
 pub(crate) type Predicate = dyn Fn(&RequestHead<'_>) -> bool + Send + Sync;
@@ -46,7 +126,7 @@ impl fmt::Debug for CustomRule {
 impl CustomRule {
     /// Rule names end up in logs, metrics labels and configuration files,
     /// so they are plain identifiers and never shadow a built-in rule.
-    pub(crate) fn validate(name: &'static str, taken: &[CustomRule]) -> Result<(), BuildError> {
+    pub(crate) fn validate(name: &'static str, taken: &[&'static str]) -> Result<(), BuildError> {
         let bad = |reason: &'static str| BuildError::RuleName {
             name: name.to_owned(),
             reason,
@@ -61,8 +141,8 @@ impl CustomRule {
         if DropReason::builtin(name).is_some() {
             return Err(bad("that is the name of a built-in rule"));
         }
-        if taken.iter().any(|r| r.name == name) {
-            return Err(bad("a custom rule already has that name"));
+        if taken.contains(&name) {
+            return Err(bad("a custom rule or keyed limit already has that name"));
         }
         Ok(())
     }

@@ -194,11 +194,11 @@ use std::time::Duration;
 use http::Request;
 
 pub use client_ip::{CLOUDFLARE_RANGES, ClientIp, RealIpHeader};
-pub use custom::RequestHead;
+pub use custom::{LimitKey, RequestHead};
 pub use policy::{Action, CloseMode};
 pub use reason::DropReason;
 
-use custom::CustomRule;
+use custom::{CustomRule, KeyedRule};
 use path::PathRules;
 use policy::Policies;
 
@@ -218,8 +218,11 @@ pub struct RuleSet {
     pub(crate) user_agent: UserAgentRules,
     pub(crate) paths: PathRules,
     pub(crate) custom: Vec<CustomRule>,
-    /// Whether a rate limit follows the other rules.
+    /// Whether the per-client rate limit follows the other rules.
     pub(crate) rate_limited: bool,
+    /// The keyed rate limits, in the order added; they run before the
+    /// per-client one.
+    pub(crate) keyed: Vec<KeyedRule>,
     pub(crate) policies: Policies,
 }
 
@@ -243,9 +246,10 @@ pub enum Verdict {
     Pass,
     /// An enforced rule stopped it.
     Stop(Stop),
-    /// Every other rule let it through; the rate limiter decides, for this
-    /// client; the layer applies its answer.
-    RateLimit(IpAddr),
+    /// Every other rule let it through; the rate limits decide: the keyed
+    /// ones, then the per-client one for this client. The layer applies
+    /// their answers.
+    RateLimit(Option<IpAddr>),
 }
 
 /// The rule that stopped a request, and what it does.
@@ -318,10 +322,8 @@ impl RuleSet {
         let mut dry_run = DryRunHits::default();
         let verdict = match self.first_stop(request, client_ip, &mut dry_run) {
             Err(stop) => Verdict::Stop(stop),
-            Ok(()) => match client_ip {
-                Some(ip) if self.rate_limited => Verdict::RateLimit(ip),
-                _ => Verdict::Pass,
-            },
+            Ok(()) if self.rate_limited || !self.keyed.is_empty() => Verdict::RateLimit(client_ip),
+            Ok(()) => Verdict::Pass,
         };
         Judgement {
             client_ip,
@@ -330,8 +332,44 @@ impl RuleSet {
         }
     }
 
-    /// Applies the rate limiter's answer to a judgement that awaits it; any
-    /// other judgement is returned as it is.
+    /// The key the `index`th keyed limit counts `head` under, if it applies.
+    pub(crate) fn limit_key(&self, index: usize, head: &RequestHead<'_>) -> Option<LimitKey> {
+        (self.keyed[index].key)(head)
+    }
+
+    /// Applies the `index`th keyed limit's answer to a judgement that
+    /// awaits the rate limits: over it, a stop (or a dry-run hit) named for
+    /// the limit; within it, the judgement goes on to the next limit.
+    pub(crate) fn settle_keyed(
+        &self,
+        judgement: Judgement,
+        index: usize,
+        budget: Budget,
+    ) -> Judgement {
+        let wait = match budget {
+            Budget::Allow => return judgement,
+            Budget::OverLimit(wait) | Budget::NetworkOverLimit(wait) => Some(wait),
+            Budget::Unavailable => None,
+        };
+        let mut dry_run = judgement.dry_run;
+        match self.enforce(DropReason::Custom(self.keyed[index].name), &mut dry_run) {
+            Ok(()) => Judgement {
+                dry_run,
+                ..judgement
+            },
+            Err(mut stop) => {
+                stop.retry_after = wait;
+                Judgement {
+                    verdict: Verdict::Stop(stop),
+                    dry_run,
+                    ..judgement
+                }
+            }
+        }
+    }
+
+    /// Applies the per-client rate limiter's answer to a judgement that
+    /// awaits it; any other judgement is returned as it is.
     pub(crate) fn settle(&self, judgement: Judgement, budget: Budget) -> Judgement {
         if !matches!(judgement.verdict, Verdict::RateLimit(_)) {
             return judgement;
@@ -421,13 +459,7 @@ impl RuleSet {
             self.enforce(rule, dry_run)?;
         }
         if !self.custom.is_empty() {
-            let head = RequestHead {
-                method: request.method(),
-                uri: request.uri(),
-                version: request.version(),
-                headers,
-                client_ip,
-            };
+            let head = RequestHead::of(request, client_ip);
             for rule in &self.custom {
                 if (rule.predicate)(&head) {
                     self.enforce(DropReason::Custom(rule.name), dry_run)?;
