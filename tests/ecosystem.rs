@@ -11,7 +11,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
 use axum::routing::get;
-use common::{Close, exchange, get as get_req};
+use common::{Close, exchange, get as get_req, serve_layered};
 use http::{Request, StatusCode};
 use tower::ServiceExt;
 use tower_governor::GovernorLayer;
@@ -34,21 +34,6 @@ fn governor() -> GovernorLayer<
     GovernorLayer::new(Arc::new(config))
 }
 
-async fn serve(app: Router, layer: &NoResponseLayer) -> SocketAddr {
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = tcp.local_addr().unwrap();
-    let listener = layer.listener(tcp);
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
-    addr
-}
-
 /// Served with `layer.listener` and axum's `ConnectInfo<SocketAddr>`, a
 /// peer-keyed governor works on either side of the layer: it serves, then
 /// limits, and the layer still drops with zero bytes.
@@ -65,7 +50,7 @@ async fn tower_governor_keys_by_the_peer_outside_or_inside_the_layer() {
         } else {
             routes.layer(governor()).layer(layer.clone())
         };
-        let addr = serve(app, &layer).await;
+        let addr = serve_layered(app, &layer).await;
         for _ in 0..2 {
             exchange(addr, &get_req(Some("example.com"), UA))
                 .await
@@ -151,7 +136,7 @@ async fn client_ip_is_an_extractor() {
     let app = Router::new()
         .route("/", handler.clone())
         .layer(layer.clone());
-    let addr = serve(app, &layer).await;
+    let addr = serve_layered(app, &layer).await;
     let out = exchange(
         addr,
         &common::request(

@@ -5,12 +5,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
-use common::{Close, counting_router, exchange, request, serve_with};
+use common::{Close, counting_router, exchange, request, serve_layered, serve_with};
 use http::StatusCode;
 use tower_no_response::{Action, LimitKey, NoResponseLayer, RateLimit};
 
@@ -79,16 +78,7 @@ async fn a_limit_keyed_by_an_extension_from_an_auth_layer() {
                     request
                 },
             ));
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = tcp.local_addr().unwrap();
-    let listener = layer.listener(tcp);
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-    });
+    let addr = serve_layered(app, &layer).await;
     let as_user = |id: &str| request("GET", "/", Some("example.com"), UA, &[("X-User", id)]);
     exchange(addr, &as_user("7")).await.assert_ok();
     exchange(addr, &as_user("7"))

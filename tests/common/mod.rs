@@ -191,12 +191,17 @@ pub fn counting_router(hits: Arc<AtomicUsize>) -> Router {
 
 /// Serves `router` behind `layer` with the layer's listener on loopback.
 pub async fn serve_with(layer: NoResponseLayer, router: Router) -> SocketAddr {
+    serve_layered(router.layer(layer.clone()), &layer).await
+}
+
+/// Serves `app`, which holds `layer` already (with middleware around it,
+/// say), with the layer's listener and axum's `ConnectInfo<SocketAddr>`.
+pub async fn serve_layered(app: Router, layer: &NoResponseLayer) -> SocketAddr {
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = tcp.local_addr().expect("local addr");
     let listener = layer.listener(tcp);
-    let app = router.layer(layer);
     tokio::spawn(async move {
         axum::serve(
             listener,
