@@ -1,0 +1,103 @@
+//! A harness for instruction counts under callgrind: it runs one operation
+//! a given number of times, in-process, with no network and no timing, so
+//! `benches/callgrind.sh` can subtract two runs and report instructions per
+//! operation, stable across machines.
+//!
+//! ```text
+//! cargo run --release --example callgrind -- decision|with|without N
+//! ```
+//!
+//! - `decision`: the layer's judgement of an allowed request, with the
+//!   demo's rule set and the rate limiter;
+//! - `with`: an allowed request through an axum app behind the layer;
+//! - `without`: the same app without it.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use http::Request;
+use tower::{Service, ServiceExt};
+use tower_no_response::{NoResponseLayer, RateLimit};
+
+fn layer() -> NoResponseLayer {
+    NoResponseLayer::builder()
+        .server_names(["example.com", "www.example.com"])
+        .deny_ip("198.51.100.0/24")
+        .deny_ip("203.0.113.7")
+        .trusted_proxies(["127.0.0.0/8", "::1/128"])
+        .deny_user_agents(["masscan", "zgrab"])
+        .allow_user_agent("python-requests")
+        .drop_empty_user_agent(true)
+        // Never reached, so every request stays allowed, yet the limiter
+        // does its work on each.
+        .rate_limit(RateLimit::per_second(1_000_000_000).burst(1_000_000_000))
+        .build()
+        .expect("the demo's rules build")
+}
+
+const PEER: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 40000);
+
+fn request() -> Request<Body> {
+    Request::get("/index.html")
+        .header("host", "www.example.com")
+        .header(
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0",
+        )
+        .header("accept", "*/*")
+        .header("x-forwarded-for", "192.0.2.1")
+        .extension(ConnectInfo(PEER))
+        .body(Body::empty())
+        .expect("a valid request")
+}
+
+async fn serve_n(mut app: Router, n: u64) {
+    for _ in 0..n {
+        let response = ServiceExt::<Request<Body>>::ready(&mut app)
+            .await
+            .map_err(|never: Infallible| never)
+            .expect("infallible")
+            .call(request())
+            .await
+            .expect("infallible");
+        assert_eq!(response.status(), 200);
+    }
+}
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let (Some(mode), Some(n)) = (args.next(), args.next().and_then(|n| n.parse::<u64>().ok()))
+    else {
+        eprintln!("usage: callgrind decision|with|without N");
+        return ExitCode::from(2);
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let app = || Router::new().fallback(|| async { "ok" });
+    match mode.as_str() {
+        "decision" => {
+            let layer = layer();
+            let request = request();
+            runtime.block_on(async {
+                for _ in 0..n {
+                    let judgement = layer.judge(&request, Some(PEER));
+                    assert!(judgement.stop().is_none());
+                }
+            });
+        }
+        "with" => runtime.block_on(serve_n(app().layer(layer()), n)),
+        "without" => runtime.block_on(serve_n(app(), n)),
+        other => {
+            eprintln!("unknown mode {other:?}");
+            return ExitCode::from(2);
+        }
+    }
+    ExitCode::SUCCESS
+}
