@@ -351,21 +351,8 @@ impl RuleSet {
             Budget::OverLimit(wait) | Budget::NetworkOverLimit(wait) => Some(wait),
             Budget::Unavailable => None,
         };
-        let mut dry_run = judgement.dry_run;
-        match self.enforce(DropReason::Custom(self.keyed[index].name), &mut dry_run) {
-            Ok(()) => Judgement {
-                dry_run,
-                ..judgement
-            },
-            Err(mut stop) => {
-                stop.retry_after = wait;
-                Judgement {
-                    verdict: Verdict::Stop(stop),
-                    dry_run,
-                    ..judgement
-                }
-            }
-        }
+        let rule = DropReason::Custom(self.keyed[index].name);
+        self.over_limit(judgement, rule, wait, judgement.verdict)
     }
 
     /// Applies the per-client rate limiter's answer to a judgement that
@@ -374,8 +361,7 @@ impl RuleSet {
         if !matches!(judgement.verdict, Verdict::RateLimit(_)) {
             return judgement;
         }
-        let mut dry_run = judgement.dry_run;
-        let (rule, retry_after) = match budget {
+        let (rule, wait) = match budget {
             Budget::Allow => {
                 return Judgement {
                     verdict: Verdict::Pass,
@@ -386,17 +372,31 @@ impl RuleSet {
             Budget::NetworkOverLimit(wait) => (DropReason::RateLimitFull, Some(wait)),
             Budget::Unavailable => (DropReason::RateLimitUnavailable, None),
         };
+        self.over_limit(judgement, rule, wait, Verdict::Pass)
+    }
+
+    /// A rate limit's `rule` matched: a stop carrying `wait` when it is
+    /// enforced; when it is in dry-run, a hit, and the judgement goes on as
+    /// `otherwise`.
+    fn over_limit(
+        &self,
+        judgement: Judgement,
+        rule: DropReason,
+        wait: Option<Duration>,
+        otherwise: Verdict,
+    ) -> Judgement {
+        let mut dry_run = judgement.dry_run;
         let verdict = match self.enforce(rule, &mut dry_run) {
-            Ok(()) => Verdict::Pass,
+            Ok(()) => otherwise,
             Err(mut stop) => {
-                stop.retry_after = retry_after;
+                stop.retry_after = wait;
                 Verdict::Stop(stop)
             }
         };
         Judgement {
-            client_ip: judgement.client_ip,
             verdict,
             dry_run,
+            ..judgement
         }
     }
 
