@@ -351,40 +351,34 @@ impl DropEvent<'_> {
         #[cfg(feature = "access-log")]
         let _line = access_log::render(self);
         let handling = self.handling;
-        match &self.request {
-            Some(request) => tracing::info!(
-                target: "tower_no_response::drop",
-                status = handling.status(),
-                rule = %self.rule,
-                action = %handling.action(),
-                client_ip = %OrDash(self.client_ip),
-                peer_addr = %OrDash(self.peer_addr),
-                method = %request.method,
-                host = %request.host(),
-                uri = %EscapedDisplay(request.uri),
-                version = ?request.version,
-                referer = %request.header(header::REFERER),
-                user_agent = %request.header(header::USER_AGENT),
-                close = %handling.close(),
-                "dropped request"
-            ),
-            None => tracing::info!(
-                target: "tower_no_response::drop",
-                status = handling.status(),
-                rule = %self.rule,
-                action = %handling.action(),
-                client_ip = %OrDash(self.client_ip),
-                peer_addr = %OrDash(self.peer_addr),
-                method = "-",
-                host = "-",
-                uri = "-",
-                version = "-",
-                referer = "-",
-                user_agent = "-",
-                close = %handling.close(),
-                "dropped request"
-            ),
-        }
+        // A connection dropped before a request was read has `-` for every
+        // request field.
+        let request = self.request.as_ref();
+        tracing::info!(
+            target: "tower_no_response::drop",
+            status = handling.status(),
+            rule = %self.rule,
+            action = %handling.action(),
+            client_ip = %OrDash(self.client_ip),
+            peer_addr = %OrDash(self.peer_addr),
+            method = %OrDash(request.map(|r| r.method)),
+            host = %OrDash(request.map(RequestView::host)),
+            uri = %OrDash(request.map(|r| EscapedDisplay(r.uri))),
+            version = %OrDash(request.map(|r| VersionName(r.version))),
+            referer = %OrDash(request.map(|r| r.header(header::REFERER))),
+            user_agent = %OrDash(request.map(|r| r.header(header::USER_AGENT))),
+            close = %handling.close(),
+            "dropped request"
+        );
+    }
+}
+
+/// `HTTP/1.1`, as `Version`'s `Debug` writes it.
+struct VersionName(Version);
+
+impl fmt::Display for VersionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
     }
 }
 

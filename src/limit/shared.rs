@@ -276,16 +276,9 @@ impl SharedLimiter {
             }
         }
         if !self.health.may_try() || tokio::runtime::Handle::try_current().is_err() {
-            return Step::Done(self.failed_verdict(ip));
+            return Step::Done(failed_verdict(&self.health, &self.local, self.precheck, ip));
         }
         Step::Ask
-    }
-
-    /// What a request gets when the store cannot answer for it: failing
-    /// closed, a drop; failing open, this replica's own limit (which the
-    /// pre-check, when on, has already applied).
-    fn failed_verdict(&self, ip: IpAddr) -> Budget {
-        failed_verdict(&self.health, &self.local, self.precheck, ip)
     }
 
     /// The round trip for `ip`'s key, bounded by the timeout; never fails.
@@ -325,6 +318,9 @@ impl SharedLimiter {
     }
 }
 
+/// What a request gets when the store cannot answer for it: failing
+/// closed, a drop; failing open, this replica's own limit (which the
+/// pre-check, when on, has already applied).
 fn failed_verdict(health: &Health, local: &Limiter, precheck: bool, ip: IpAddr) -> Budget {
     match health.on_failure {
         FailurePolicy::Closed => Budget::Unavailable,
