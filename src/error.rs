@@ -77,6 +77,15 @@ pub enum BuildError {
         /// Why it was refused.
         reason: String,
     },
+    /// A TLS file for a shared store (a CA or a client certificate or key)
+    /// that cannot be read or holds nothing usable, or TLS files given for
+    /// an address without TLS.
+    StoreTls {
+        /// The file's path, or which PEM text was given.
+        file: String,
+        /// Why it was refused.
+        reason: String,
+    },
 }
 
 impl fmt::Display for BuildError {
@@ -100,6 +109,7 @@ impl fmt::Display for BuildError {
             }
             Self::RateLimit { reason } => write!(f, "rate_limit: {reason}"),
             Self::StoreUrl { url, reason } => write!(f, "store url {url:?}: {reason}"),
+            Self::StoreTls { file, reason } => write!(f, "store TLS file {file:?}: {reason}"),
             Self::RuleName { name, reason } => {
                 write!(f, "custom_rule: invalid name {name:?}: {reason}")
             }

@@ -8,102 +8,20 @@
 //! `TNR_REQUIRE_REDIS` is set, as in CI, where they fail.
 
 mod common;
+#[path = "common/redis_servers.rs"]
+mod redis_servers;
 
-use std::net::{IpAddr, SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use common::{Close, PATIENCE, exchange, get, request, spawn_app};
+use redis_servers::{RedisServer, events, events_about, unique_prefix};
 use tower_no_response::ban::{BanList, BanPolicy};
 use tower_no_response::limit::{FailurePolicy, RateLimitStore, SharedRateLimit, StoreVerdict};
 use tower_no_response::redis::RedisStore;
 use tower_no_response::{Action, DropReason, NoResponseLayer, RateLimit};
 
 const UA: Option<&str> = Some("curl/8.5.0");
-
-/// A `redis-server` child on a free loopback port, killed on drop.
-struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl RedisServer {
-    /// Starts one, or returns `None` (after saying why) when the binary is
-    /// missing and Redis is not required.
-    fn start() -> Option<Self> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let mut server = Self { child: None, port };
-        match server.spawn() {
-            Ok(()) => Some(server),
-            Err(error) if std::env::var_os("TNR_REQUIRE_REDIS").is_some() => {
-                panic!("TNR_REQUIRE_REDIS is set but redis-server cannot start: {error}")
-            }
-            Err(error) => {
-                eprintln!(
-                    "skipped: redis-server cannot start ({error}); apt-get install redis-server"
-                );
-                None
-            }
-        }
-    }
-
-    fn spawn(&mut self) -> Result<(), String> {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port"])
-            .arg(self.port.to_string())
-            .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        self.child = Some(child);
-        let deadline = Instant::now() + PATIENCE;
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if Instant::now() > deadline {
-                return Err(format!("not listening on port {} after 10 s", self.port));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(())
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn restart(&mut self) {
-        self.kill();
-        self.spawn().expect("redis-server restarts on its port");
-    }
-
-    fn command(&self, args: &[&str]) -> redis::Value {
-        let client = redis::Client::open(self.url()).unwrap();
-        let mut conn = client.get_connection().expect("connect to redis");
-        let mut cmd = redis::cmd(args[0]);
-        for arg in &args[1..] {
-            cmd.arg(*arg);
-        }
-        cmd.query(&mut conn).expect("redis command")
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// The URL of a Redis that outlives the test: CI's, or one started here.
 fn shared_redis() -> Option<(String, Option<RedisServer>)> {
@@ -112,60 +30,6 @@ fn shared_redis() -> Option<(String, Option<RedisServer>)> {
     }
     let server = RedisServer::start()?;
     Some((server.url(), Some(server)))
-}
-
-/// A prefix no other test (or earlier run against the same server) uses.
-fn unique_prefix() -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "tnr-test:{}:{nanos}:{}:",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Messages of the rate-limit and ban events, from every test in this
-/// binary; tests tell theirs apart by the store's port.
-fn events() -> &'static Mutex<Vec<String>> {
-    static EVENTS: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
-    EVENTS.get_or_init(|| {
-        use tracing_subscriber::layer::SubscriberExt;
-        struct Record;
-        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Record {
-            fn on_event(
-                &self,
-                event: &tracing::Event<'_>,
-                _: tracing_subscriber::layer::Context<'_, S>,
-            ) {
-                struct Fields(String);
-                impl tracing::field::Visit for Fields {
-                    fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
-                        self.0.push_str(&format!("{}={v:?} ", f.name()));
-                    }
-                }
-                let mut fields = Fields(format!("{} ", event.metadata().target()));
-                event.record(&mut fields);
-                events().lock().unwrap().push(fields.0);
-            }
-        }
-        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Record))
-            .expect("the only global subscriber");
-        Mutex::new(Vec::new())
-    })
-}
-
-fn events_about(needle: &str) -> Vec<String> {
-    events()
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|e| e.contains(needle))
-        .cloned()
-        .collect()
 }
 
 fn layer(

@@ -1,0 +1,409 @@
+//! Real `redis-server` processes on loopback, started and killed by the
+//! tests: a plain server, a TLS-only server with a CA made here, and a
+//! Redis Cluster made with `redis-cli --cluster create`.
+//!
+//! Without `redis-server` the tests that need one skip with a printed
+//! reason, unless `TNR_REQUIRE_REDIS` is set, as in CI, where they fail.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Generous: these bound a hang, they do not time anything.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// `None` after saying why, or a panic when Redis is required.
+fn skip<T>(what: &str, error: &str) -> Option<T> {
+    if std::env::var_os("TNR_REQUIRE_REDIS").is_some() {
+        panic!("TNR_REQUIRE_REDIS is set but {what} cannot start: {error}");
+    }
+    eprintln!("skipped: {what} cannot start ({error}); apt-get install redis-server redis-tools");
+    None
+}
+
+/// A free loopback port. With `bus`, port + 10000 is free too, for a
+/// cluster node's bus.
+fn free_port(bus: bool) -> u16 {
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        if !bus {
+            return port;
+        }
+        if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A directory of its own under the system's temp dir, removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new() -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "tnr-redis-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        Self(dir)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).expect("write a scratch file");
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A `redis-server` child on a loopback port, killed on drop.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    args: Vec<String>,
+}
+
+impl RedisServer {
+    /// A plain server, or `None` (after saying why) when the binary is
+    /// missing and Redis is not required.
+    pub fn start() -> Option<Self> {
+        let port = free_port(false);
+        match Self::start_with(port, &["--port", &port.to_string()]) {
+            Ok(server) => Some(server),
+            Err(e) => skip("redis-server", &e),
+        }
+    }
+
+    /// A server with these arguments beyond the common ones, listening on
+    /// `port` once started.
+    pub fn start_with(port: u16, args: &[&str]) -> Result<Self, String> {
+        let mut args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        args.extend(
+            ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+                .iter()
+                .map(|a| (*a).to_owned()),
+        );
+        args.extend(["--loglevel", "warning"].iter().map(|a| (*a).to_owned()));
+        let mut server = Self {
+            child: None,
+            port,
+            args,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        let child = Command::new("redis-server")
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        self.child = Some(child);
+        let deadline = Instant::now() + PATIENCE;
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                return Err(format!("redis-server exited: {status}"));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("not listening on port {} after 20 s", self.port));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Killed and started again on the same port, with the same arguments.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn().expect("redis-server restarts on its port");
+    }
+
+    /// A command over plain TCP; server errors (such as a cluster's
+    /// `MOVED`) come back as `Err`.
+    pub fn try_command(&self, args: &[&str]) -> redis::RedisResult<redis::Value> {
+        let client = redis::Client::open(self.url())?;
+        let mut conn = client.get_connection()?;
+        let mut cmd = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        cmd.query(&mut conn)
+    }
+
+    pub fn command(&self, args: &[&str]) -> redis::Value {
+        self.try_command(args).expect("redis command")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A TLS-only `redis-server` (no plain port) whose certificate is signed by
+/// a CA made here, and a client certificate signed by the same CA.
+pub struct TlsRedis {
+    pub server: RedisServer,
+    pub ca: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+    /// A CA that signed nothing here: verifying against it must fail.
+    pub stranger_ca: PathBuf,
+    _dir: Scratch,
+}
+
+impl TlsRedis {
+    /// With `mutual`, the server refuses clients without a certificate
+    /// signed by the CA.
+    pub fn start(mutual: bool) -> Option<Self> {
+        let dir = Scratch::new();
+        let (ca, issuer) = certificate_authority("tnr test CA");
+        let (stranger, _) = certificate_authority("a stranger's CA");
+        let (server_cert, server_key) = leaf(&["localhost", "127.0.0.1"], &issuer);
+        let (client_cert, client_key) = leaf(&["replica.invalid"], &issuer);
+        let ca_path = dir.write("ca.pem", &ca);
+        let server_cert_path = dir.write("server.pem", &server_cert);
+        let server_key_path = dir.write("server.key", &server_key);
+        let port = free_port(false);
+        let server = match RedisServer::start_with(
+            port,
+            &[
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--tls-cert-file",
+                path(&server_cert_path),
+                "--tls-key-file",
+                path(&server_key_path),
+                "--tls-ca-cert-file",
+                path(&ca_path),
+                "--tls-auth-clients",
+                if mutual { "yes" } else { "no" },
+            ],
+        ) {
+            Ok(server) => server,
+            Err(e) => return skip("redis-server with TLS", &e),
+        };
+        Some(Self {
+            server,
+            client_cert: dir.write("client.pem", &client_cert),
+            client_key: dir.write("client.key", &client_key),
+            stranger_ca: dir.write("stranger.pem", &stranger),
+            ca: ca_path,
+            _dir: dir,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("rediss://127.0.0.1:{}/", self.server.port)
+    }
+}
+
+fn path(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 temp path")
+}
+
+/// A self-signed CA: its PEM, and the issuer that signs leaves.
+fn certificate_authority(name: &str) -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), rcgen::Issuer::new(params, key))
+}
+
+/// A certificate for `names` signed by `issuer`: its PEM and its key's PEM.
+fn leaf(names: &[&str], issuer: &rcgen::Issuer<'static, rcgen::KeyPair>) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let mut params = rcgen::CertificateParams::new(names).unwrap();
+    params.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let cert = params.signed_by(&key, issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// A Redis Cluster of three primaries and no replicas, made with
+/// `redis-cli --cluster create`.
+pub struct Cluster {
+    pub nodes: Vec<RedisServer>,
+    _dir: Scratch,
+}
+
+impl Cluster {
+    pub fn start() -> Option<Self> {
+        let dir = Scratch::new();
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            let port = free_port(true);
+            let conf = dir.0.join(format!("nodes-{port}.conf"));
+            let node = RedisServer::start_with(
+                port,
+                &[
+                    "--port",
+                    &port.to_string(),
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    path(&conf),
+                    "--cluster-node-timeout",
+                    "1000",
+                    "--dir",
+                    path(&dir.0),
+                ],
+            );
+            match node {
+                Ok(node) => nodes.push(node),
+                Err(e) => return skip("a redis-server cluster node", &e),
+            }
+        }
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for node in &nodes {
+            create.arg(format!("127.0.0.1:{}", node.port));
+        }
+        let created = create
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        match created {
+            Ok(status) if status.success() => {}
+            Ok(status) => return skip("redis-cli --cluster create", &status.to_string()),
+            Err(e) => return skip("redis-cli --cluster create", &e.to_string()),
+        }
+        let cluster = Self { nodes, _dir: dir };
+        cluster.wait_until_ok();
+        Some(cluster)
+    }
+
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// Every node reports `cluster_state:ok`.
+    pub fn wait_until_ok(&self) {
+        let deadline = Instant::now() + PATIENCE;
+        for node in &self.nodes {
+            loop {
+                let ok = node.try_command(&["CLUSTER", "INFO"]).is_ok_and(|info| {
+                    redis::from_redis_value::<String>(info)
+                        .is_ok_and(|t| t.contains("cluster_state:ok"))
+                });
+                if ok {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the cluster never became ok");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// The node that owns `key`'s slot: the others answer `MOVED`.
+    pub fn owner_of(&self, key: &str) -> usize {
+        self.nodes
+            .iter()
+            .position(|node| node.try_command(&["EXISTS", key]).is_ok())
+            .expect("one node owns every slot")
+    }
+
+    /// How many keys each node holds.
+    pub fn keys_per_node(&self) -> Vec<i64> {
+        self.nodes
+            .iter()
+            .map(|node| redis::from_redis_value(node.command(&["DBSIZE"])).unwrap())
+            .collect()
+    }
+}
+
+/// A prefix no other test (or earlier run against the same server) uses.
+pub fn unique_prefix() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "tnr-test:{}:{nanos}:{}:",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Messages of the rate-limit and ban events, from every test in this
+/// binary; tests tell theirs apart by the store's port.
+pub fn events() -> &'static Mutex<Vec<String>> {
+    static EVENTS: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    EVENTS.get_or_init(|| {
+        use tracing_subscriber::layer::SubscriberExt;
+        struct Record;
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Record {
+            fn on_event(
+                &self,
+                event: &tracing::Event<'_>,
+                _: tracing_subscriber::layer::Context<'_, S>,
+            ) {
+                struct Fields(String);
+                impl tracing::field::Visit for Fields {
+                    fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                        self.0.push_str(&format!("{}={v:?} ", f.name()));
+                    }
+                }
+                let mut fields = Fields(format!("{} ", event.metadata().target()));
+                event.record(&mut fields);
+                events().lock().unwrap().push(fields.0);
+            }
+        }
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Record))
+            .expect("the only global subscriber");
+        Mutex::new(Vec::new())
+    })
+}
+
+pub fn events_about(needle: &str) -> Vec<String> {
+    events()
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.contains(needle))
+        .cloned()
+        .collect()
+}

@@ -1,0 +1,387 @@
+//! The shared store as managed Redis is run: TLS-only servers with a private
+//! CA and client certificates, and a three-node Redis Cluster. Every server
+//! is a real `redis-server` started here; a node is killed and restarted
+//! under load.
+
+mod common;
+#[path = "common/redis_servers.rs"]
+mod redis_servers;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use common::{Close, PATIENCE, exchange, get, spawn_app};
+use redis_servers::{Cluster, events, events_about, unique_prefix};
+use tower_no_response::ban::{BanList, BanPolicy};
+use tower_no_response::limit::{FailurePolicy, RateLimitStore, SharedRateLimit, StoreVerdict};
+use tower_no_response::redis::RedisStore;
+use tower_no_response::{NoResponseLayer, RateLimit};
+
+const UA: Option<&str> = Some("curl/8.5.0");
+const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+fn layer(
+    store: RedisStore,
+    limit: RateLimit,
+    shared: impl Fn(SharedRateLimit) -> SharedRateLimit,
+) -> NoResponseLayer {
+    NoResponseLayer::builder()
+        .rate_limit(limit)
+        .shared_rate_limit(shared(SharedRateLimit::new(store)))
+        .build()
+        .unwrap()
+}
+
+/// Sends one request; true when it was served, false when dropped.
+async fn served(addr: SocketAddr) -> bool {
+    let out = exchange(addr, &get(Some("example.com"), UA)).await;
+    if out.bytes.is_empty() {
+        assert_eq!(out.close, Close::Fin, "a drop closes with FIN");
+        false
+    } else {
+        out.assert_ok();
+        true
+    }
+}
+
+/// Ten requests alternating between two replicas: how many were served.
+async fn alternate(a: SocketAddr, b: SocketAddr) -> usize {
+    let mut passed = 0;
+    for i in 0..10 {
+        passed += usize::from(served(if i % 2 == 0 { a } else { b }).await);
+    }
+    passed
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {PATIENCE:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(feature = "redis-tls")]
+mod tls {
+    use super::*;
+    use redis_servers::TlsRedis;
+
+    /// A TLS-only server, verified against the CA file: two replicas share
+    /// one budget through it, exactly as over plain TCP.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_replicas_share_one_budget_over_tls() {
+        let Some(redis) = TlsRedis::start(false) else {
+            return;
+        };
+        let store = || {
+            RedisStore::builder()
+                .url(redis.url())
+                .ca_file(&redis.ca)
+                .build()
+                .unwrap()
+                .key_prefix("tls:")
+        };
+        let limit = RateLimit::per_minute(10).burst(4);
+        let a = spawn_app(layer(store(), limit, |s| {
+            s.on_failure(FailurePolicy::Closed)
+        }))
+        .await;
+        let b = spawn_app(layer(store(), limit, |s| {
+            s.on_failure(FailurePolicy::Closed)
+        }))
+        .await;
+        assert_eq!(alternate(a.addr, b.addr).await, 5, "capacity 5 across both");
+        assert!(a.hits() >= 2 && b.hits() >= 2, "both replicas served some");
+        // The budget is really in the TLS server.
+        let key = format!("tls:rl:{CLIENT}");
+        assert!(tls_command(&redis, &["EXISTS", &key]).await == redis::Value::Int(1));
+    }
+
+    /// The certificate is checked: against the system roots (the default)
+    /// or another CA, the handshake fails, and the failure policy applies.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unverified_server_is_never_trusted() {
+        let Some(redis) = TlsRedis::start(false) else {
+            return;
+        };
+        let limit = RateLimit::per_minute(10);
+        for store in [
+            RedisStore::new(&redis.url()).unwrap(),
+            RedisStore::builder()
+                .url(redis.url())
+                .ca_file(&redis.stranger_ca)
+                .build()
+                .unwrap(),
+        ] {
+            let error = store.check(CLIENT, &limit).await.unwrap_err().to_string();
+            assert!(
+                error.to_lowercase().contains("certificate"),
+                "not a certificate error: {error}"
+            );
+        }
+        let good = RedisStore::builder()
+            .url(redis.url())
+            .ca_file(&redis.ca)
+            .build()
+            .unwrap();
+        assert_eq!(
+            good.check(CLIENT, &limit).await.unwrap(),
+            StoreVerdict::Allow
+        );
+    }
+
+    /// A server that requires client certificates accepts the replica that
+    /// presents one signed by its CA, and no other.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mutual_tls() {
+        let Some(redis) = TlsRedis::start(true) else {
+            return;
+        };
+        let limit = RateLimit::per_minute(10);
+        let anonymous = RedisStore::builder()
+            .url(redis.url())
+            .ca_file(&redis.ca)
+            .build()
+            .unwrap();
+        assert!(anonymous.check(CLIENT, &limit).await.is_err());
+        let replica = RedisStore::builder()
+            .url(redis.url())
+            .ca_file(&redis.ca)
+            .client_cert_files(&redis.client_cert, &redis.client_key)
+            .build()
+            .unwrap();
+        assert_eq!(
+            replica.check(CLIENT, &limit).await.unwrap(),
+            StoreVerdict::Allow
+        );
+        // The same, from PEM text, and the bans travel over it too.
+        let pem = |p: &std::path::Path| std::fs::read(p).unwrap();
+        let store = || {
+            RedisStore::builder()
+                .url(redis.url())
+                .ca_pem(pem(&redis.ca))
+                .client_cert_pem(pem(&redis.client_cert), pem(&redis.client_key))
+                .build()
+                .unwrap()
+                .key_prefix("mtls:")
+        };
+        let policy = BanPolicy::new(1, Duration::from_secs(60), Duration::from_secs(60));
+        let (a, b) = (BanList::new(policy), BanList::new(policy));
+        store().share_bans(&a).unwrap();
+        store().share_bans(&b).unwrap();
+        // The subscriptions start in the background; ban until one lands.
+        let banned: IpAddr = "192.0.2.9".parse().unwrap();
+        a.ban(banned, Duration::from_secs(60));
+        wait_until("the ban reaches the other replica over mTLS", || {
+            b.is_banned(banned)
+        })
+        .await;
+    }
+
+    async fn tls_command(redis: &TlsRedis, args: &[&str]) -> redis::Value {
+        let certs = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(std::fs::read(&redis.ca).unwrap()),
+        };
+        let client = redis::Client::build_with_tls(redis.url(), certs).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let mut cmd = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        cmd.query_async(&mut conn).await.unwrap()
+    }
+}
+
+/// Two replicas share one budget through a cluster; the client's key lives
+/// on the one node that owns its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_one_budget_through_a_cluster() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let store = || {
+        RedisStore::builder()
+            .cluster(cluster.urls())
+            .build()
+            .unwrap()
+            .key_prefix(&prefix)
+    };
+    let limit = RateLimit::per_minute(10).burst(4);
+    let a = spawn_app(layer(store(), limit, |s| {
+        s.on_failure(FailurePolicy::Closed)
+    }))
+    .await;
+    let b = spawn_app(layer(store(), limit, |s| {
+        s.on_failure(FailurePolicy::Closed)
+    }))
+    .await;
+    assert_eq!(alternate(a.addr, b.addr).await, 5, "capacity 5 across both");
+    assert!(a.hits() >= 2 && b.hits() >= 2, "both replicas served some");
+    // Many clients spread over every primary, each with its own budget.
+    let direct = store();
+    let limit = RateLimit::per_minute(10).burst(1);
+    for i in 0..60u8 {
+        let ip = IpAddr::from([198, 51, 100, i]);
+        assert_eq!(direct.check(ip, &limit).await.unwrap(), StoreVerdict::Allow);
+        assert_eq!(direct.check(ip, &limit).await.unwrap(), StoreVerdict::Allow);
+        assert!(matches!(
+            direct.check(ip, &limit).await.unwrap(),
+            StoreVerdict::Limited { .. }
+        ));
+    }
+    let keys = cluster.keys_per_node();
+    assert!(
+        keys.iter().all(|&n| n > 0),
+        "every primary holds budgets: {keys:?}"
+    );
+}
+
+/// Bans made on one replica reach the others through any node: the
+/// announcement is heard on a subscription to a node other than the one
+/// that stored the ban, and a replica that starts late finds every stored
+/// ban by scanning every primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bans_cross_the_cluster_and_the_scan_covers_every_primary() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let store = |seeds: Vec<String>| {
+        RedisStore::builder()
+            .cluster(seeds)
+            .build()
+            .unwrap()
+            .key_prefix(&prefix)
+    };
+    let policy = BanPolicy::new(1, Duration::from_secs(60), Duration::from_secs(600));
+    // A subscribes through node 0 only, B through node 2 only: every ban
+    // stored on node 1 is announced on a node neither listens to.
+    let (a, b) = (BanList::new(policy), BanList::new(policy));
+    let urls = cluster.urls();
+    store(vec![urls[0].clone()]).share_bans(&a).unwrap();
+    store(vec![urls[2].clone()]).share_bans(&b).unwrap();
+    let ips: Vec<IpAddr> = (1..=30u8).map(|i| IpAddr::from([203, 0, 113, i])).collect();
+    for &ip in &ips {
+        a.ban(ip, Duration::from_secs(600));
+    }
+    wait_until("every ban reaches B", || {
+        ips.iter().all(|&ip| b.is_banned(ip))
+    })
+    .await;
+    let owners: std::collections::BTreeSet<usize> = ips
+        .iter()
+        .map(|ip| cluster.owner_of(&format!("{prefix}ban:{ip}")))
+        .collect();
+    assert_eq!(owners.len(), 3, "the bans are stored on every primary");
+    // A replica started now catches up by scanning every primary.
+    let late = BanList::new(policy);
+    store(vec![urls[1].clone()]).share_bans(&late).unwrap();
+    wait_until("the late replica finds every stored ban", || {
+        ips.iter().all(|&ip| late.is_banned(ip))
+    })
+    .await;
+    // Unbans travel the same way.
+    assert!(a.unban(ips[0]));
+    wait_until("the unban reaches B and the late replica", || {
+        !b.is_banned(ips[0]) && !late.is_banned(ips[0])
+    })
+    .await;
+}
+
+/// The node that owns the client's slot dies under load. Each request gets
+/// the failure policy (closed: dropped) within the timeout, never a hang;
+/// when the node is back, the shared limit is used again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_under_load_fails_by_policy_then_recovers() {
+    events();
+    let Some(mut cluster) = Cluster::start() else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let store = RedisStore::builder()
+        .cluster(cluster.urls())
+        .build()
+        .unwrap()
+        .key_prefix(&prefix);
+    let limit = RateLimit::per_minute(600).burst(1000);
+    let app = spawn_app(layer(store, limit, |s| {
+        s.timeout(Duration::from_millis(300))
+            .retry_every(Duration::from_millis(100))
+            .on_failure(FailurePolicy::Closed)
+    }))
+    .await;
+    let owner = cluster.owner_of(&format!("{prefix}rl:{CLIENT}"));
+    assert!(served(app.addr).await, "served while the cluster is whole");
+
+    // Load from four clients for the whole outage.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let stop = stop.clone();
+        let addr = app.addr;
+        load.push(tokio::spawn(async move {
+            let (mut ok, mut dropped, mut slowest) = (0u32, 0u32, Duration::ZERO);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let started = Instant::now();
+                if served(addr).await {
+                    ok += 1;
+                } else {
+                    dropped += 1;
+                }
+                slowest = slowest.max(started.elapsed());
+            }
+            (ok, dropped, slowest)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.nodes[owner].kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let down_at = Instant::now();
+    // While it is down, requests are dropped by the policy.
+    let mut dropped_while_down = 0;
+    for _ in 0..5 {
+        dropped_while_down += usize::from(!served(app.addr).await);
+    }
+    assert_eq!(dropped_while_down, 5, "fail closed while the owner is down");
+    assert!(
+        down_at.elapsed() < Duration::from_secs(5),
+        "drops waited on the dead node"
+    );
+    cluster.nodes[owner].restart();
+    cluster.wait_until_ok();
+    let deadline = Instant::now() + PATIENCE * 2;
+    while !served(app.addr).await {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted node was never used"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut totals = (0, 0);
+    for task in load {
+        let (ok, dropped, slowest) = task.await.unwrap();
+        totals.0 += ok;
+        totals.1 += dropped;
+        assert!(
+            slowest < Duration::from_secs(5),
+            "a request hung for {slowest:?}"
+        );
+    }
+    assert!(
+        totals.0 > 0 && totals.1 > 0,
+        "load saw both sides: {totals:?}"
+    );
+    assert!(
+        events_about("store unavailable")
+            .iter()
+            .any(|e| e.contains("fail=\"closed\"")),
+        "the outage was reported"
+    );
+    assert!(
+        !events_about("available again").is_empty(),
+        "the recovery was reported"
+    );
+}
