@@ -5,7 +5,8 @@
 //!                                   [--real-ip-header NAME] [--no-recursive]
 //!                                   [--dry-run] [--rate-action drop|429] [--access-log]
 //!                                   [--server axum|own] [--header-timeout SECS] [--no-layer] [--quiet]
-//!                                   [--redis URL] [--redis-fail open|closed]
+//!                                   [--redis URL | --redis-cluster URL,URL,...] [--redis-fail open|closed]
+//!                                   [--redis-ca FILE] [--redis-cert FILE --redis-key FILE]
 //!                                   [--rate NUMr/s|NUMr/m] [--burst N] [--max-clients N]
 //!                                   [--ban-after N] [--ban-for SECS] [--deny-path REGEX]...
 //! ```
@@ -32,6 +33,11 @@
 //! run two instances on two ports with the same URL and a client gets one
 //! budget across both. `--redis-fail` says what happens while Redis is down
 //! (`open`, the default, serves; `closed` drops as `rate_limit_unavailable`).
+//! With `--ban-after`, bans are shared through the same Redis.
+//! `--redis-cluster` takes a Redis Cluster's seed nodes instead. A
+//! `rediss://` URL (feature `redis-tls`) is verified against the system
+//! roots, or against `--redis-ca FILE`; `--redis-cert` and `--redis-key`
+//! present a client certificate.
 //!
 //! `--access-log` prints each drop as an nginx combined-format line instead
 //! of the event; it needs the `access-log` feature
@@ -75,6 +81,10 @@ struct Args {
     no_layer: bool,
     quiet: bool,
     redis: Option<String>,
+    redis_cluster: Option<Vec<String>>,
+    redis_ca: Option<String>,
+    redis_cert: Option<String>,
+    redis_key: Option<String>,
     redis_fail_closed: bool,
     rate: RateLimit,
     burst: u32,
@@ -87,7 +97,8 @@ struct Args {
 const USAGE: &str = "usage: nginx_444 [--listen ADDR] [--close fin|rst|silent] [--trusted-proxy CIDR]... \
 [--real-ip-header X-Forwarded-For|Forwarded|X-Real-IP|CF-Connecting-IP|NAME] [--no-recursive] \
 [--dry-run] [--rate-action drop|429] [--access-log] [--server axum|own] [--header-timeout SECS] [--no-layer] [--quiet] \
-[--redis URL] [--redis-fail open|closed] [--rate NUMr/s|NUMr/m] [--burst N] [--max-clients N] \
+[--redis URL | --redis-cluster URL,URL,...] [--redis-fail open|closed] \
+[--redis-ca FILE] [--redis-cert FILE --redis-key FILE] [--rate NUMr/s|NUMr/m] [--burst N] [--max-clients N] \
 [--ban-after N] [--ban-for SECS] [--deny-path REGEX]...";
 
 fn parse_args() -> Result<Args, String> {
@@ -105,6 +116,10 @@ fn parse_args() -> Result<Args, String> {
         no_layer: false,
         quiet: false,
         redis: None,
+        redis_cluster: None,
+        redis_ca: None,
+        redis_cert: None,
+        redis_key: None,
         redis_fail_closed: false,
         rate: RateLimit::per_second(10),
         burst: 20,
@@ -167,6 +182,12 @@ fn parse_args() -> Result<Args, String> {
             }
             "--deny-path" => args.deny_paths.push(value()?),
             "--redis" => args.redis = Some(value()?),
+            "--redis-cluster" => {
+                args.redis_cluster = Some(value()?.split(',').map(str::to_owned).collect());
+            }
+            "--redis-ca" => args.redis_ca = Some(value()?),
+            "--redis-cert" => args.redis_cert = Some(value()?),
+            "--redis-key" => args.redis_key = Some(value()?),
             "--redis-fail" => {
                 args.redis_fail_closed = match value()?.as_str() {
                     "open" => false,
@@ -187,8 +208,22 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown flag {other:?}; try --help")),
         }
     }
-    if args.redis_fail_closed && args.redis.is_none() {
-        return Err("--redis-fail needs --redis".into());
+    let redis = args.redis.is_some() || args.redis_cluster.is_some();
+    if args.redis.is_some() && args.redis_cluster.is_some() {
+        return Err("--redis and --redis-cluster: give one".into());
+    }
+    for (flag, given) in [
+        ("--redis-fail", args.redis_fail_closed),
+        ("--redis-ca", args.redis_ca.is_some()),
+        ("--redis-cert", args.redis_cert.is_some()),
+        ("--redis-key", args.redis_key.is_some()),
+    ] {
+        if given && !redis {
+            return Err(format!("{flag} needs --redis or --redis-cluster"));
+        }
+    }
+    if args.redis_cert.is_some() != args.redis_key.is_some() {
+        return Err("--redis-cert and --redis-key go together".into());
     }
     if args.trusted_proxies.is_empty() {
         args.trusted_proxies = vec!["127.0.0.0/8".into(), "::1/128".into()];
@@ -278,41 +313,75 @@ fn nginx_rules(args: &Args) -> Result<NoResponseLayerBuilder, String> {
         )),
         None => rules,
     };
-    match &args.redis {
-        None => Ok(rules),
-        Some(url) => shared_budget(rules, url, args.redis_fail_closed),
+    if args.redis.is_none() && args.redis_cluster.is_none() {
+        return Ok(rules);
     }
+    shared_budget(rules, args)
 }
 
 /// The same rate limit, with its budget in Redis for every instance that
-/// points at the same server.
+/// points at the same server or cluster.
 #[cfg(feature = "redis")]
 fn shared_budget(
     rules: NoResponseLayerBuilder,
-    url: &str,
-    fail_closed: bool,
+    args: &Args,
 ) -> Result<NoResponseLayerBuilder, String> {
     use tower_no_response::limit::{FailurePolicy, SharedRateLimit};
-    use tower_no_response::redis::RedisStore;
-    let store = RedisStore::new(url).map_err(|e| e.to_string())?;
-    let policy = if fail_closed {
+    let policy = if args.redis_fail_closed {
         FailurePolicy::Closed
     } else {
         FailurePolicy::Open
     };
     Ok(rules.shared_rate_limit(
-        SharedRateLimit::new(store)
+        SharedRateLimit::new(redis_store(args)?)
             .on_failure(policy)
             .local_precheck(true),
     ))
 }
 
+/// The store `--redis` or `--redis-cluster` names, with the TLS files.
+#[cfg(feature = "redis")]
+fn redis_store(args: &Args) -> Result<tower_no_response::redis::RedisStore, String> {
+    let builder = tower_no_response::redis::RedisStore::builder();
+    let builder = match (&args.redis, &args.redis_cluster) {
+        (_, Some(seeds)) => builder.cluster(seeds.iter().cloned()),
+        (Some(url), None) => builder.url(url.clone()),
+        (None, None) => return Err("no Redis given".into()),
+    };
+    #[cfg(feature = "redis-tls")]
+    let builder = {
+        let mut builder = builder;
+        if let Some(ca) = &args.redis_ca {
+            builder = builder.ca_file(ca);
+        }
+        if let (Some(cert), Some(key)) = (&args.redis_cert, &args.redis_key) {
+            builder = builder.client_cert_files(cert, key);
+        }
+        builder
+    };
+    #[cfg(not(feature = "redis-tls"))]
+    if args.redis_ca.is_some() || args.redis_cert.is_some() {
+        return Err("--redis-ca and --redis-cert need the redis-tls feature: \
+                    cargo run --example nginx_444 --features redis-tls -- ..."
+            .into());
+    }
+    builder.build().map_err(|e| e.to_string())
+}
+
+/// Bans made here reach every instance sharing the store, and theirs reach
+/// this one.
+#[cfg(feature = "redis")]
+fn share_bans(args: &Args, bans: &tower_no_response::BanList) -> Result<(), String> {
+    if args.redis.is_none() && args.redis_cluster.is_none() {
+        return Ok(());
+    }
+    redis_store(args)?
+        .share_bans(bans)
+        .map_err(|e| e.to_string())
+}
+
 #[cfg(not(feature = "redis"))]
-fn shared_budget(
-    _: NoResponseLayerBuilder,
-    _: &str,
-    _: bool,
-) -> Result<NoResponseLayerBuilder, String> {
+fn shared_budget(_: NoResponseLayerBuilder, _: &Args) -> Result<NoResponseLayerBuilder, String> {
     Err("--redis needs the redis feature: \
          cargo run --example nginx_444 --features redis -- --redis redis://127.0.0.1:6379/"
         .into())
@@ -391,6 +460,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    #[cfg(feature = "redis")]
+    if let Some(bans) = layer.ban_list() {
+        if let Err(msg) = share_bans(&args, &bans) {
+            eprintln!("{msg}");
+            return ExitCode::from(2);
+        }
+    }
     // Every path answers 200 ok, but /login. The layer goes on last, after
     // every route and the fallback, so probes for paths that do not exist are
     // judged too.
@@ -415,9 +491,10 @@ async fn main() -> ExitCode {
         args.trusted_proxies.join(" "),
         if args.recursive { ", recursive" } else { "" },
         args.rate_action,
-        match &args.redis {
-            Some(url) => format!(" shared in {url}"),
-            None => String::new(),
+        match (&args.redis, &args.redis_cluster) {
+            (Some(url), _) => format!(" shared in {url}"),
+            (None, Some(seeds)) => format!(" shared in the cluster at {}", seeds.join(",")),
+            (None, None) => String::new(),
         },
         if args.dry_run {
             ", DRY RUN: nothing is dropped"
