@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example loadgen -- --addr 127.0.0.1:8444 --mode keepalive|drop
-//!     [--conns N] [--secs S] [--host NAME] [--clients N]
+//!     [--conns N] [--secs S] [--host NAME] [--clients N] [--hot N] [--addr ...]...
 //! ```
 //!
 //! - `keepalive`: `--conns` connections, each sending requests one after the
@@ -19,6 +19,16 @@
 //! no client goes over its rate. New connections come from source addresses
 //! cycling over 127.0.0.0/24, so the run does not exhaust one address's
 //! ports.
+//!
+//! `--hot N` sends every other request as one of N clients (10.255.0.0/16)
+//! that go far over any sensible rate, the rest as the `--clients` that stay
+//! within it. A request the server drops closes its keep-alive connection;
+//! keep-alive mode counts those as `dropped` and reconnects.
+//!
+//! `--addr` may be given several times, for a fleet of servers: each new
+//! connection goes to the next one. Keep-alive mode prints the median and
+//! 99th percentile of the time from a request's first byte written to its
+//! response's last byte read (`p50_us`, `p99_us`).
 //!
 //! Prints one line of `key=value` pairs.
 
@@ -39,29 +49,31 @@ enum Mode {
 }
 
 struct Args {
-    addr: SocketAddr,
+    addrs: Vec<SocketAddr>,
     mode: Mode,
     conns: usize,
     secs: f64,
     host: String,
     clients: u32,
+    hot: u32,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
-        addr: "127.0.0.1:8444".parse().expect("literal"),
+        addrs: Vec::new(),
         mode: Mode::KeepAlive,
         conns: 32,
         secs: 5.0,
         host: "example.com".into(),
         clients: 65_536,
+        hot: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let bad = |e: &dyn std::fmt::Display| format!("{flag} {value:?}: {e}");
         match flag.as_str() {
-            "--addr" => args.addr = value.parse().map_err(|e| bad(&e))?,
+            "--addr" => args.addrs.push(value.parse().map_err(|e| bad(&e))?),
             "--mode" => {
                 args.mode = match value.as_str() {
                     "keepalive" => Mode::KeepAlive,
@@ -73,11 +85,15 @@ fn parse_args() -> Result<Args, String> {
             "--secs" => args.secs = value.parse().map_err(|e| bad(&e))?,
             "--host" => args.host = value,
             "--clients" => args.clients = value.parse().map_err(|e| bad(&e))?,
+            "--hot" => args.hot = value.parse().map_err(|e| bad(&e))?,
             _ => return Err(format!("unknown flag {flag:?}")),
         }
     }
     if args.conns == 0 || args.clients == 0 || args.secs.is_nan() || args.secs <= 0.0 {
         return Err("--conns, --clients and --secs must be above 0".into());
+    }
+    if args.addrs.is_empty() {
+        args.addrs.push("127.0.0.1:8444".parse().expect("literal"));
     }
     Ok(args)
 }
@@ -92,6 +108,9 @@ struct Counts {
     errors: Cell<u64>,
     next_client: Cell<u32>,
     next_source: Cell<u8>,
+    next_addr: Cell<usize>,
+    dropped: Cell<u64>,
+    micros: std::cell::RefCell<Vec<u32>>,
 }
 
 impl Counts {
@@ -101,8 +120,16 @@ impl Counts {
 
     fn request(&self, args: &Args, buf: &mut Vec<u8>) {
         let n = self.next_client.get();
-        self.next_client.set((n + 1) % args.clients);
-        let [_, a, b, c] = n.to_be_bytes();
+        self.next_client.set(n.wrapping_add(1));
+        let [_, a, b, c] = match (args.hot, n % 2) {
+            (0, _) => (n % args.clients).to_be_bytes(),
+            (hot, 0) => {
+                let [_, _, b, c] = (n / 2 % hot).to_be_bytes();
+                [0, 255, b, c]
+            }
+            // Below 10.255.0.0, where the hot clients are.
+            (_, _) => (n / 2 % args.clients.min(0xfe_ffff)).to_be_bytes(),
+        };
         buf.clear();
         buf.extend_from_slice(
             format!(
@@ -113,6 +140,12 @@ impl Counts {
         );
     }
 
+    fn target(&self, args: &Args) -> SocketAddr {
+        let n = self.next_addr.get();
+        self.next_addr.set((n + 1) % args.addrs.len());
+        args.addrs[n]
+    }
+
     fn source(&self) -> SocketAddr {
         let n = self.next_source.get();
         self.next_source.set(if n >= 250 { 1 } else { n + 1 });
@@ -120,7 +153,8 @@ impl Counts {
     }
 }
 
-async fn connect(counts: &Counts, to: SocketAddr) -> io::Result<TcpStream> {
+async fn connect(counts: &Counts, args: &Args) -> io::Result<TcpStream> {
+    let to = counts.target(args);
     let socket = TcpSocket::new_v4()?;
     socket.bind(counts.source())?;
     let stream = socket.connect(to).await?;
@@ -128,9 +162,16 @@ async fn connect(counts: &Counts, to: SocketAddr) -> io::Result<TcpStream> {
     Ok(stream)
 }
 
-/// Reads one response framed by `Content-Length`; false if the server
-/// closed or sent something else.
-async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+/// How a keep-alive request ended.
+enum Answer {
+    Ok,
+    /// Closed with nothing read: the server dropped it.
+    Dropped,
+    Broken,
+}
+
+/// Reads one response framed by `Content-Length`.
+async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Answer {
     buf.clear();
     let mut chunk = [0u8; 4096];
     loop {
@@ -142,12 +183,17 @@ async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
                 .and_then(|v| v.trim().parse::<usize>().ok());
             if let Some(len) = len {
                 if buf.len() >= end + 4 + len {
-                    return head.starts_with("http/1.1 200");
+                    return if head.starts_with("http/1.1 200") {
+                        Answer::Ok
+                    } else {
+                        Answer::Broken
+                    };
                 }
             }
         }
         match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return false,
+            Ok(0) | Err(_) if buf.is_empty() => return Answer::Dropped,
+            Ok(0) | Err(_) => return Answer::Broken,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
@@ -160,20 +206,33 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 async fn keepalive_worker(args: Rc<Args>, counts: Rc<Counts>, deadline: Instant) {
     let (mut request, mut response) = (Vec::new(), Vec::new());
     while Instant::now() < deadline {
-        let Ok(mut stream) = connect(&counts, args.addr).await else {
+        let Ok(mut stream) = connect(&counts, &args).await else {
             Counts::add(&counts.errors, 1);
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
         while Instant::now() < deadline {
             counts.request(&args, &mut request);
-            if stream.write_all(&request).await.is_err()
-                || !read_response(&mut stream, &mut response).await
-            {
+            let sent = Instant::now();
+            if stream.write_all(&request).await.is_err() {
                 Counts::add(&counts.errors, 1);
                 break;
             }
-            Counts::add(&counts.done, 1);
+            match read_response(&mut stream, &mut response).await {
+                Answer::Ok => {
+                    let micros = u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX);
+                    counts.micros.borrow_mut().push(micros);
+                    Counts::add(&counts.done, 1);
+                }
+                Answer::Dropped => {
+                    Counts::add(&counts.dropped, 1);
+                    break;
+                }
+                Answer::Broken => {
+                    Counts::add(&counts.errors, 1);
+                    break;
+                }
+            }
         }
     }
 }
@@ -182,7 +241,7 @@ async fn drop_worker(args: Rc<Args>, counts: Rc<Counts>, deadline: Instant) {
     let mut request = Vec::new();
     let mut chunk = [0u8; 4096];
     while Instant::now() < deadline {
-        let Ok(mut stream) = connect(&counts, args.addr).await else {
+        let Ok(mut stream) = connect(&counts, &args).await else {
             Counts::add(&counts.errors, 1);
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
@@ -245,14 +304,21 @@ fn main() -> ExitCode {
     });
     let secs = started.elapsed().as_secs_f64();
     let done = counts.done.get();
+    let mut micros = counts.micros.take();
+    micros.sort_unstable();
+    let percentile = |p: usize| micros.get(micros.len() * p / 100).copied().unwrap_or(0);
     println!(
-        "mode={} secs={secs:.2} done={done} rate={:.0} fin={} rst={} bytes={} errors={}",
+        "mode={} secs={secs:.2} done={done} rate={:.0} dropped={} p50_us={} p99_us={} \
+         fin={} rst={} bytes={} errors={}",
         if args.mode == Mode::Drop {
             "drop"
         } else {
             "keepalive"
         },
         done as f64 / secs,
+        counts.dropped.get(),
+        percentile(50),
+        percentile(99),
         counts.fin.get(),
         counts.rst.get(),
         counts.bytes.get(),

@@ -7,6 +7,7 @@
 //!                                   [--server axum|own] [--header-timeout SECS] [--no-layer] [--quiet]
 //!                                   [--redis URL | --redis-cluster URL,URL,...] [--redis-fail open|closed]
 //!                                   [--redis-ca FILE] [--redis-cert FILE --redis-key FILE]
+//!                                   [--redis-precheck on|off]
 //!                                   [--rate NUMr/s|NUMr/m] [--burst N] [--max-clients N]
 //!                                   [--ban-after N] [--ban-for SECS] [--deny-path REGEX]...
 //! ```
@@ -37,7 +38,9 @@
 //! `--redis-cluster` takes a Redis Cluster's seed nodes instead. A
 //! `rediss://` URL (feature `redis-tls`) is verified against the system
 //! roots, or against `--redis-ca FILE`; `--redis-cert` and `--redis-key`
-//! present a client certificate.
+//! present a client certificate. `--redis-precheck off` asks Redis about
+//! every request, even from a client already over the limit here (`on`, the
+//! default, drops those without a round trip).
 //!
 //! `--access-log` prints each drop as an nginx combined-format line instead
 //! of the event; it needs the `access-log` feature
@@ -86,6 +89,7 @@ struct Args {
     redis_cert: Option<String>,
     redis_key: Option<String>,
     redis_fail_closed: bool,
+    redis_precheck: bool,
     rate: RateLimit,
     burst: u32,
     max_clients: Option<usize>,
@@ -98,7 +102,7 @@ const USAGE: &str = "usage: nginx_444 [--listen ADDR] [--close fin|rst|silent] [
 [--real-ip-header X-Forwarded-For|Forwarded|X-Real-IP|CF-Connecting-IP|NAME] [--no-recursive] \
 [--dry-run] [--rate-action drop|429] [--access-log] [--server axum|own] [--header-timeout SECS] [--no-layer] [--quiet] \
 [--redis URL | --redis-cluster URL,URL,...] [--redis-fail open|closed] \
-[--redis-ca FILE] [--redis-cert FILE --redis-key FILE] [--rate NUMr/s|NUMr/m] [--burst N] [--max-clients N] \
+[--redis-ca FILE] [--redis-cert FILE --redis-key FILE] [--redis-precheck on|off] [--rate NUMr/s|NUMr/m] [--burst N] [--max-clients N] \
 [--ban-after N] [--ban-for SECS] [--deny-path REGEX]...";
 
 fn parse_args() -> Result<Args, String> {
@@ -121,6 +125,7 @@ fn parse_args() -> Result<Args, String> {
         redis_cert: None,
         redis_key: None,
         redis_fail_closed: false,
+        redis_precheck: true,
         rate: RateLimit::per_second(10),
         burst: 20,
         max_clients: None,
@@ -186,6 +191,13 @@ fn parse_args() -> Result<Args, String> {
                 args.redis_cluster = Some(value()?.split(',').map(str::to_owned).collect());
             }
             "--redis-ca" => args.redis_ca = Some(value()?),
+            "--redis-precheck" => {
+                args.redis_precheck = match value()?.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    other => return Err(format!("--redis-precheck {other:?}: expected on or off")),
+                }
+            }
             "--redis-cert" => args.redis_cert = Some(value()?),
             "--redis-key" => args.redis_key = Some(value()?),
             "--redis-fail" => {
@@ -335,7 +347,7 @@ fn shared_budget(
     Ok(rules.shared_rate_limit(
         SharedRateLimit::new(redis_store(args)?)
             .on_failure(policy)
-            .local_precheck(true),
+            .local_precheck(args.redis_precheck),
     ))
 }
 

@@ -337,7 +337,9 @@ impl From<BuildError> for ConfigError {
             BuildError::Regex { .. } => "deny_user_agents",
             BuildError::ServerName { .. } => "server_names",
             BuildError::RealIpHeader { .. } => "real_ip_header",
-            BuildError::RateLimit { .. } | BuildError::StoreUrl { .. } => "rate_limit",
+            BuildError::RateLimit { .. }
+            | BuildError::StoreUrl { .. }
+            | BuildError::StoreTls { .. } => "rate_limit",
             BuildError::UnknownRule {
                 rule: "dry_run_rule",
                 ..

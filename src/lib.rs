@@ -72,7 +72,8 @@
 //! - `server`: the crate's own serve loop (feature `server`),
 //!   [`NoResponseLayer::serve`];
 //! - the integrations, each behind its feature: the [`ClientIp`] extractor
-//!   (`axum`), `grpc` (`tonic`), `redis` (`redis`), `config` (`serde`).
+//!   (`axum`), `grpc` (`tonic`), `redis` (`redis`; `rediss://` with `redis-tls`),
+//!   `config` (`serde`).
 //!
 //! # Serving
 //!

@@ -76,7 +76,7 @@ mod tls {
         let store = || {
             RedisStore::builder()
                 .url(redis.url())
-                .ca_file(&redis.ca)
+                .ca_file(&redis.files.ca)
                 .build()
                 .unwrap()
                 .key_prefix("tls:")
@@ -94,7 +94,10 @@ mod tls {
         assert!(a.hits() >= 2 && b.hits() >= 2, "both replicas served some");
         // The budget is really in the TLS server.
         let key = format!("tls:rl:{CLIENT}");
-        assert!(tls_command(&redis, &["EXISTS", &key]).await == redis::Value::Int(1));
+        assert_eq!(
+            redis.server.command(&["EXISTS", &key]),
+            redis::Value::Int(1)
+        );
     }
 
     /// The certificate is checked: against the system roots (the default)
@@ -109,7 +112,7 @@ mod tls {
             RedisStore::new(&redis.url()).unwrap(),
             RedisStore::builder()
                 .url(redis.url())
-                .ca_file(&redis.stranger_ca)
+                .ca_file(&redis.files.stranger_ca)
                 .build()
                 .unwrap(),
         ] {
@@ -121,7 +124,7 @@ mod tls {
         }
         let good = RedisStore::builder()
             .url(redis.url())
-            .ca_file(&redis.ca)
+            .ca_file(&redis.files.ca)
             .build()
             .unwrap();
         assert_eq!(
@@ -140,14 +143,14 @@ mod tls {
         let limit = RateLimit::per_minute(10);
         let anonymous = RedisStore::builder()
             .url(redis.url())
-            .ca_file(&redis.ca)
+            .ca_file(&redis.files.ca)
             .build()
             .unwrap();
         assert!(anonymous.check(CLIENT, &limit).await.is_err());
         let replica = RedisStore::builder()
             .url(redis.url())
-            .ca_file(&redis.ca)
-            .client_cert_files(&redis.client_cert, &redis.client_key)
+            .ca_file(&redis.files.ca)
+            .client_cert_files(&redis.files.client_cert, &redis.files.client_key)
             .build()
             .unwrap();
         assert_eq!(
@@ -159,8 +162,8 @@ mod tls {
         let store = || {
             RedisStore::builder()
                 .url(redis.url())
-                .ca_pem(pem(&redis.ca))
-                .client_cert_pem(pem(&redis.client_cert), pem(&redis.client_key))
+                .ca_pem(pem(&redis.files.ca))
+                .client_cert_pem(pem(&redis.files.client_cert), pem(&redis.files.client_key))
                 .build()
                 .unwrap()
                 .key_prefix("mtls:")
@@ -178,18 +181,46 @@ mod tls {
         .await;
     }
 
-    async fn tls_command(redis: &TlsRedis, args: &[&str]) -> redis::Value {
-        let certs = redis::TlsCertificates {
-            client_tls: None,
-            root_cert: Some(std::fs::read(&redis.ca).unwrap()),
+    /// A TLS-only cluster, its bus included, as managed services run them:
+    /// one budget across two replicas, and bans from one reach the other.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tls_cluster_shares_budgets_and_bans() {
+        let Some(cluster) = Cluster::start_tls() else {
+            return;
         };
-        let client = redis::Client::build_with_tls(redis.url(), certs).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        let mut cmd = redis::cmd(args[0]);
-        for arg in &args[1..] {
-            cmd.arg(*arg);
+        let ca = &cluster.tls.as_ref().expect("a TLS cluster").ca;
+        let prefix = unique_prefix();
+        let store = || {
+            RedisStore::builder()
+                .cluster(cluster.urls())
+                .ca_file(ca)
+                .build()
+                .unwrap()
+                .key_prefix(&prefix)
+        };
+        assert!(cluster.urls().iter().all(|u| u.starts_with("rediss://")));
+        let limit = RateLimit::per_minute(10).burst(4);
+        let a = spawn_app(layer(store(), limit, |s| {
+            s.on_failure(FailurePolicy::Closed)
+        }))
+        .await;
+        let b = spawn_app(layer(store(), limit, |s| {
+            s.on_failure(FailurePolicy::Closed)
+        }))
+        .await;
+        assert_eq!(alternate(a.addr, b.addr).await, 5, "capacity 5 across both");
+        let policy = BanPolicy::new(1, Duration::from_secs(60), Duration::from_secs(600));
+        let (one, other) = (BanList::new(policy), BanList::new(policy));
+        store().share_bans(&one).unwrap();
+        store().share_bans(&other).unwrap();
+        let ips: Vec<IpAddr> = (1..=12u8).map(|i| IpAddr::from([203, 0, 113, i])).collect();
+        for &ip in &ips {
+            one.ban(ip, Duration::from_secs(600));
         }
-        cmd.query_async(&mut conn).await.unwrap()
+        wait_until("every ban crosses the TLS cluster", || {
+            ips.iter().all(|&ip| other.is_banned(ip))
+        })
+        .await;
     }
 }
 

@@ -1,65 +1,21 @@
 //! Redis (or Valkey) as the store shared by every replica: one rate-limit
-//! budget per client, and one ban list (feature `redis`).
+//! budget per client, and one ban list (feature `redis`; `rediss://` needs
+//! feature `redis-tls`).
 //!
-//! # Rate limit
-//!
-//! [`RedisStore`] implements [`RateLimitStore`] with GCRA in one Lua script
-//! per check, run atomically by the server on the server's clock, so replicas
-//! whose clocks disagree still share one budget. The state of a client is one
-//! key, `{prefix}rl:{ip}`, holding its theoretical arrival time; it expires on
-//! its own once the client's budget has refilled, so idle clients cost
-//! nothing.
-//!
-//! # Bans
-//!
-//! [`RedisStore::share_bans`] makes a [`BanList`] cluster-wide: each ban this
-//! replica makes is written as `{prefix}ban:{ip}` with the ban's TTL and
-//! announced on the channel `{prefix}bans`. Every replica that shares its list
-//! applies the bans it hears of, and reads the ones still in force whenever
-//! it (re)subscribes, so a replica that starts late or lost its connection
-//! catches up. Bans are still enforced at accept from the local list, with
-//! no round trip.
+//! With several replicas behind a load balancer, in-process limits multiply:
+//! a client spreading its requests over N replicas gets N budgets, and a ban
+//! on one replica means nothing to the others. [`RedisStore`] keeps both in
+//! the Redis every replica already reaches: one server, a managed service
+//! over TLS, or a Redis Cluster.
 //!
 //! ```no_run
 //! use std::time::Duration;
 //! use tower_no_response::ban::{BanList, BanPolicy};
-//! use tower_no_response::redis::RedisStore;
-//! use tower_no_response::limit::SharedRateLimit;
-//! use tower_no_response::{NoResponseLayer, RateLimit};
-//!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let store = RedisStore::new("redis://127.0.0.1:6379/")?.key_prefix("shop:444:");
-//! let bans = BanList::new(BanPolicy::new(
-//!     20,
-//!     Duration::from_secs(60),
-//!     Duration::from_secs(600),
-//! ));
-//! store.share_bans(&bans)?;
-//! let layer = NoResponseLayer::builder()
-//!     .server_names(["shop.example"])
-//!     .rate_limit(RateLimit::per_second(10).burst(20))
-//!     .shared_rate_limit(SharedRateLimit::new(store.clone()).local_precheck(true))
-//!     .ban_list(bans.clone())
-//!     .build()?;
-//! # Ok(()) }
-//! ```
-//!
-//! # Many replicas, one policy (Redis)
-//!
-//! With several replicas behind a load balancer, in-process limits multiply: a
-//! client spreading its requests over N replicas gets N budgets, and a ban on one
-//! replica means nothing to the others. Feature `redis` keeps both in Redis (or
-//! Valkey), which every replica already reaches:
-//!
-//! ```rust,no_run
-//! # #[cfg(feature = "redis")]
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use std::time::Duration;
-//! use tower_no_response::ban::{BanList, BanPolicy};
-//! use tower_no_response::redis::RedisStore;
 //! use tower_no_response::limit::{FailurePolicy, SharedRateLimit};
+//! use tower_no_response::redis::RedisStore;
 //! use tower_no_response::{NoResponseLayer, RateLimit};
 //!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = RedisStore::new("redis://10.0.0.5:6379/")?.key_prefix("shop:444:");
 //! let bans = BanList::new(BanPolicy::new(20, Duration::from_secs(60), Duration::from_secs(600)));
 //! store.share_bans(&bans)?; // inside the tokio runtime
@@ -77,13 +33,72 @@
 //! # Ok(()) }
 //! ```
 //!
-//! - **One budget.** Each check is one Lua script, run atomically by Redis: GCRA
-//!   with the same `rate` and `burst` meaning as the in-process limiter, so
-//!   nginx's `rate=10r/s burst=20 nodelay` figures (21 of 40 back-to-back
+//! # Managed Redis: TLS and clusters
+//!
+//! Managed services (ElastiCache with in-transit encryption, Memorystore,
+//! Azure Cache for Redis, Upstash, and their Valkey counterparts) are usually
+//! reachable only over TLS, and often run as a cluster. With feature
+//! `redis-tls`, a `rediss://` URL connects over rustls (ring; no OpenSSL):
+//!
+//! - the server's certificate is verified against the system's roots by
+//!   default, which covers services with publicly trusted certificates;
+//! - [`RedisStoreBuilder::ca_file`] verifies it against a private CA instead
+//!   (a self-hosted server, or a service that hands out its own CA);
+//! - [`RedisStoreBuilder::client_cert_files`] presents a client certificate,
+//!   for servers that require mutual TLS (`tls-auth-clients yes`);
+//! - a password or an ACL user goes in the URL:
+//!   `rediss://user:password@host:6380/`; it is masked in every error and
+//!   log line.
+//!
+//! [`RedisStoreBuilder::cluster`] takes a Redis Cluster's seed nodes (one is
+//! enough; give several so that one down at start does not matter) and finds
+//! the rest. Each check is one script on one key, so it runs on the primary
+//! that owns the client's slot; a ban is one script on its key, and its
+//! announcement reaches subscribers on every node; the catch-up scan of
+//! stored bans visits every primary. While a primary is down and no replica
+//! has taken over, checks for the clients in its slots get the failure
+//! policy (with Redis's default `cluster-require-full-coverage yes`, the
+//! whole cluster refuses commands then, so every check does); when it is
+//! back, the connection finds it again.
+//!
+//! ```no_run
+//! # #[cfg(feature = "redis-tls")]
+//! # fn run() -> Result<(), tower_no_response::BuildError> {
+//! use tower_no_response::redis::RedisStore;
+//!
+//! let store = RedisStore::builder()
+//!     .cluster([
+//!         "rediss://default:secret@node-1.cache.example:6379/",
+//!         "rediss://default:secret@node-2.cache.example:6379/",
+//!     ])
+//!     .ca_file("/etc/ssl/cache-ca.pem") // leave out for publicly trusted certificates
+//!     .client_cert_files("/etc/ssl/replica.pem", "/etc/ssl/replica.key") // mutual TLS only
+//!     .build()?
+//!     .key_prefix("shop:444:");
+//! # Ok(()) }
+//! ```
+//!
+//! A service that puts a proxy in front of its cluster (one endpoint that
+//! routes by itself) is one server: use [`RedisStoreBuilder::url`]. Valkey
+//! speaks the same protocol, scripts and cluster bus, and works unchanged:
+//! point the URL at it.
+//!
+//! TLS files are read, and their PEM checked, when the store is built; a
+//! missing file, a file without a certificate or key, or TLS files given for
+//! a `redis://` URL are refused with [`BuildError::StoreTls`] naming the
+//! file. If the program has not installed a process-wide rustls crypto
+//! provider, building a TLS store installs ring's.
+//!
+//! # How it works
+//!
+//! - **One budget.** Each check is one Lua script, run atomically by Redis:
+//!   GCRA with the same `rate` and `burst` meaning as the in-process limiter,
+//!   so nginx's `rate=10r/s burst=20 nodelay` figures (21 of 40 back-to-back
 //!   requests pass) hold across any number of replicas. Time comes from the
-//!   Redis server's clock, so replicas whose clocks disagree still agree on the
-//!   budget. A client's state is one key, `{prefix}rl:{ip}`, that expires on its
-//!   own once the budget has refilled.
+//!   Redis server's clock, so replicas whose clocks disagree still agree on
+//!   the budget. A client's state is one key, `{prefix}rl:{ip}`, holding its
+//!   theoretical arrival time; it expires on its own once the budget has
+//!   refilled, so idle clients cost nothing.
 //! - **Outages.** Every check waits at most `timeout` (100 ms by default). A
 //!   request whose check fails or is slow gets the failure policy:
 //!   `FailurePolicy::Open` (the default) judges it by this replica's own
@@ -92,29 +107,31 @@
 //!   only its own request; `open_after` failures in a row (5 by default) mark
 //!   Redis down. While it stays down only one request every `retry_every`
 //!   (500 ms) tries it; the others get the policy at once, so an outage costs
-//!   no latency. The connection is remade
-//!   in the background. Each transition is one event on target
-//!   `tower_no_response::rate_limit`: `rate-limit store unavailable; failing
-//!   open` (warn) and `rate-limit store available again` (info).
-//! - **Local pre-check.** With `local_precheck(true)` each replica first checks
-//!   its own in-process limiter with the same rate. A client over the limit on
-//!   one replica alone is over it in total, so an obvious flood is dropped
-//!   without a round trip.
-//! - **Shared bans.** `share_bans` writes each ban this replica makes as
-//!   `{prefix}ban:{ip}` with the ban's TTL and announces it on the channel
-//!   `{prefix}bans`; every replica sharing its list applies the bans it hears
-//!   of, and reads the ones still in force whenever it (re)subscribes, so a
-//!   replica started later catches up. Bans are still enforced at accept from
-//!   the local list, without a round trip.
+//!   no latency. The connection is remade in the background. Each transition
+//!   is one event on target `tower_no_response::rate_limit`: `rate-limit
+//!   store unavailable; failing open` (warn) and `rate-limit store available
+//!   again` (info).
+//! - **Local pre-check.** With `local_precheck(true)` each replica first
+//!   checks its own in-process limiter with the same rate. A client over the
+//!   limit on one replica alone is over it in total, so an obvious flood is
+//!   dropped without a round trip.
+//! - **Shared bans.** [`RedisStore::share_bans`] writes each ban this replica
+//!   makes as `{prefix}ban:{ip}` with the ban's TTL and announces it on the
+//!   channel `{prefix}bans`; every replica sharing its list applies the bans
+//!   it hears of, and reads the ones still in force whenever it
+//!   (re)subscribes, so a replica started later, or one that lost its
+//!   connection, catches up. Bans are still enforced at accept from the
+//!   local list, without a round trip.
 //! - **Key prefix.** Replicas that share a budget use the same prefix;
 //!   services that must not share one use different prefixes.
-//! - **Cost.** One loopback round trip per allowed request: about 48 µs at the
-//!   median and 73 µs at p99 on the project's machine (see
-//!   the performance report, `benches/README.md`). Requests that an earlier rule drops never
-//!   reach Redis.
+//! - **Cost.** One round trip per allowed request: on loopback about 48 µs
+//!   at the median and 73 µs at p99 on the project's machine, and one Redis
+//!   core serves the checks of tens of thousands of requests per second (see
+//!   the performance report, `benches/README.md`, and `benches/fleet.sh`).
+//!   Requests that an earlier rule drops never reach Redis.
 //!
-//! Try it with the demo: two instances on two ports, one Redis, one budget per
-//! client IP.
+//! Try it with the demo: two instances on two ports, one Redis, one budget
+//! per client IP.
 //!
 //! ```sh
 //! redis-server --port 6379 --save '' &
@@ -125,7 +142,9 @@
 //! # about 21 x 200 (the burst, shared); the rest are dropped: curl prints 000
 //! ```
 //!
-//! `--redis-fail closed` drops requests while Redis is unreachable.
+//! `--redis-fail closed` drops requests while Redis is unreachable;
+//! `--redis rediss://HOST:PORT/ --redis-ca FILE` (feature `redis-tls`) and
+//! `--redis-cluster URL,URL,...` reach a managed or clustered Redis.
 
 use std::fmt;
 use std::net::IpAddr;

@@ -75,6 +75,8 @@ pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
     args: Vec<String>,
+    /// For a TLS-only server: the CA its certificate is signed by.
+    tls_ca: Option<PathBuf>,
 }
 
 impl RedisServer {
@@ -102,6 +104,7 @@ impl RedisServer {
             child: None,
             port,
             args,
+            tls_ca: None,
         };
         server.spawn()?;
         Ok(server)
@@ -129,7 +132,12 @@ impl RedisServer {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.tls_ca.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
     }
 
     pub fn kill(&mut self) {
@@ -148,7 +156,19 @@ impl RedisServer {
     /// A command over plain TCP; server errors (such as a cluster's
     /// `MOVED`) come back as `Err`.
     pub fn try_command(&self, args: &[&str]) -> redis::RedisResult<redis::Value> {
-        let client = redis::Client::open(self.url())?;
+        let client = match &self.tls_ca {
+            None => redis::Client::open(self.url())?,
+            #[cfg(feature = "redis-tls")]
+            Some(ca) => {
+                let certs = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(std::fs::read(ca).expect("the CA file")),
+                };
+                redis::Client::build_with_tls(self.url(), certs)?
+            }
+            #[cfg(not(feature = "redis-tls"))]
+            Some(_) => unreachable!("TLS servers are started with feature redis-tls only"),
+        };
         let mut conn = client.get_connection()?;
         let mut cmd = redis::cmd(args[0]);
         for arg in &args[1..] {
@@ -168,15 +188,60 @@ impl Drop for RedisServer {
     }
 }
 
-/// A TLS-only `redis-server` (no plain port) whose certificate is signed by
-/// a CA made here, and a client certificate signed by the same CA.
-pub struct TlsRedis {
-    pub server: RedisServer,
+/// A CA made here, a server certificate for 127.0.0.1 and a client
+/// certificate signed by it, and a stranger's CA that signed neither.
+pub struct TlsFiles {
     pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
-    /// A CA that signed nothing here: verifying against it must fail.
     pub stranger_ca: PathBuf,
+}
+
+impl TlsFiles {
+    pub fn make(dir: &Scratch) -> Self {
+        let (ca, issuer) = certificate_authority("tnr test CA");
+        let (stranger, _) = certificate_authority("a stranger's CA");
+        let (server_cert, server_key) = leaf(&["localhost", "127.0.0.1"], &issuer);
+        let (client_cert, client_key) = leaf(&["replica.invalid"], &issuer);
+        Self {
+            ca: dir.write("ca.pem", &ca),
+            server_cert: dir.write("server.pem", &server_cert),
+            server_key: dir.write("server.key", &server_key),
+            client_cert: dir.write("client.pem", &client_cert),
+            client_key: dir.write("client.key", &client_key),
+            stranger_ca: dir.write("stranger.pem", &stranger),
+        }
+    }
+
+    /// `redis-server` arguments for TLS only on `port`, no plain port.
+    fn server_args(&self, port: u16, mutual: bool) -> Vec<String> {
+        [
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            path(&self.server_cert),
+            "--tls-key-file",
+            path(&self.server_key),
+            "--tls-ca-cert-file",
+            path(&self.ca),
+            "--tls-auth-clients",
+            if mutual { "yes" } else { "no" },
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect()
+    }
+}
+
+/// A TLS-only `redis-server` (no plain port) whose certificate is signed by
+/// a CA made here.
+pub struct TlsRedis {
+    pub server: RedisServer,
+    pub files: TlsFiles,
     _dir: Scratch,
 }
 
@@ -185,46 +250,24 @@ impl TlsRedis {
     /// signed by the CA.
     pub fn start(mutual: bool) -> Option<Self> {
         let dir = Scratch::new();
-        let (ca, issuer) = certificate_authority("tnr test CA");
-        let (stranger, _) = certificate_authority("a stranger's CA");
-        let (server_cert, server_key) = leaf(&["localhost", "127.0.0.1"], &issuer);
-        let (client_cert, client_key) = leaf(&["replica.invalid"], &issuer);
-        let ca_path = dir.write("ca.pem", &ca);
-        let server_cert_path = dir.write("server.pem", &server_cert);
-        let server_key_path = dir.write("server.key", &server_key);
+        let files = TlsFiles::make(&dir);
         let port = free_port(false);
-        let server = match RedisServer::start_with(
-            port,
-            &[
-                "--port",
-                "0",
-                "--tls-port",
-                &port.to_string(),
-                "--tls-cert-file",
-                path(&server_cert_path),
-                "--tls-key-file",
-                path(&server_key_path),
-                "--tls-ca-cert-file",
-                path(&ca_path),
-                "--tls-auth-clients",
-                if mutual { "yes" } else { "no" },
-            ],
-        ) {
+        let args = files.server_args(port, mutual);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut server = match RedisServer::start_with(port, &args) {
             Ok(server) => server,
             Err(e) => return skip("redis-server with TLS", &e),
         };
+        server.tls_ca = Some(files.ca.clone());
         Some(Self {
             server,
-            client_cert: dir.write("client.pem", &client_cert),
-            client_key: dir.write("client.key", &client_key),
-            stranger_ca: dir.write("stranger.pem", &stranger),
-            ca: ca_path,
+            files,
             _dir: dir,
         })
     }
 
     pub fn url(&self) -> String {
-        format!("rediss://127.0.0.1:{}/", self.server.port)
+        self.server.url()
     }
 }
 
@@ -265,37 +308,65 @@ fn leaf(names: &[&str], issuer: &rcgen::Issuer<'static, rcgen::KeyPair>) -> (Str
 /// `redis-cli --cluster create`.
 pub struct Cluster {
     pub nodes: Vec<RedisServer>,
+    /// For a TLS-only cluster.
+    pub tls: Option<TlsFiles>,
     _dir: Scratch,
 }
 
 impl Cluster {
     pub fn start() -> Option<Self> {
+        Self::start_with(false)
+    }
+
+    /// Every node TLS-only, the cluster bus included.
+    pub fn start_tls() -> Option<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Option<Self> {
         let dir = Scratch::new();
+        let files = tls.then(|| TlsFiles::make(&dir));
         let mut nodes = Vec::new();
         for _ in 0..3 {
             let port = free_port(true);
             let conf = dir.0.join(format!("nodes-{port}.conf"));
+            let mut args = match &files {
+                Some(files) => files.server_args(port, false),
+                None => vec!["--port".to_owned(), port.to_string()],
+            };
+            if files.is_some() {
+                args.extend(["--tls-cluster".to_owned(), "yes".to_owned()]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let node = RedisServer::start_with(
                 port,
                 &[
-                    "--port",
-                    &port.to_string(),
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    path(&conf),
-                    "--cluster-node-timeout",
-                    "1000",
-                    "--dir",
-                    path(&dir.0),
-                ],
+                    &args[..],
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        path(&conf),
+                        "--cluster-node-timeout",
+                        "1000",
+                        "--dir",
+                        path(&dir.0),
+                    ],
+                ]
+                .concat(),
             );
             match node {
-                Ok(node) => nodes.push(node),
+                Ok(mut node) => {
+                    node.tls_ca = files.as_ref().map(|f| f.ca.clone());
+                    nodes.push(node);
+                }
                 Err(e) => return skip("a redis-server cluster node", &e),
             }
         }
         let mut create = Command::new("redis-cli");
+        if let Some(files) = &files {
+            create.arg("--tls").arg("--cacert").arg(&files.ca);
+        }
         create.arg("--cluster").arg("create");
         for node in &nodes {
             create.arg(format!("127.0.0.1:{}", node.port));
@@ -310,7 +381,11 @@ impl Cluster {
             Ok(status) => return skip("redis-cli --cluster create", &status.to_string()),
             Err(e) => return skip("redis-cli --cluster create", &e.to_string()),
         }
-        let cluster = Self { nodes, _dir: dir };
+        let cluster = Self {
+            nodes,
+            tls: files,
+            _dir: dir,
+        };
         cluster.wait_until_ok();
         Some(cluster)
     }
