@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Instructions per operation, counted by callgrind: stable across machines
-# and runs, unlike time. For each operation the harness runs N and 2N times;
-# the difference, over N, leaves out start-up.
+# and runs, unlike time. Only the harness's measured loops are counted, after
+# an uncounted warm-up; each operation runs N and 2N times and the
+# difference, over N, leaves out anything a loop pays once.
 #
 #   bash benches/callgrind.sh [N]        # default N = 20000
 #
@@ -18,7 +19,8 @@ bin=${CARGO_TARGET_DIR:-target}/release/examples/callgrind
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 count() { # mode n
-  valgrind --tool=callgrind --callgrind-out-file="$out/cg" "$bin" "$1" "$2" 2>&1 \
+  valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*measure_*' \
+    --callgrind-out-file="$out/cg" "$bin" "$1" "$2" 2>&1 \
     | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
 }
 per_op() { # mode

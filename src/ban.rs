@@ -100,7 +100,9 @@ pub struct BanList {
 struct Inner {
     policy: BanPolicy,
     v6_mask: u128,
-    entries: DashMap<IpAddr, Entry>,
+    /// Read on every request and every accept; hashed like the rate
+    /// limiter's table, with foldhash seeded at random.
+    entries: DashMap<IpAddr, Entry, foldhash::quality::RandomState>,
     /// When the table was last swept, in milliseconds since `epoch`.
     last_sweep_ms: AtomicU64,
     /// How many sweeps ran: how a test tells that they are throttled.
@@ -147,7 +149,7 @@ impl BanList {
                 v6_mask: u128::MAX
                     .checked_shl(128 - u32::from(policy.ipv6_prefix))
                     .unwrap_or(0),
-                entries: DashMap::new(),
+                entries: DashMap::with_hasher(foldhash::quality::RandomState::default()),
                 last_sweep_ms: AtomicU64::new(0),
                 sweeps: AtomicU64::new(0),
                 epoch: Instant::now(),

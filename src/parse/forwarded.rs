@@ -3,12 +3,17 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use super::addr::{Bracketed, bracketed, numeric_port};
+use super::addr::{Bracketed, bracketed, ipv4, numeric_port};
 
 /// Reads one list entry: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1`, `[2001:db8::1]`
 /// or `[2001:db8::1]:80`, with optional surrounding whitespace.
 pub(crate) fn parse_entry(entry: &[u8]) -> Option<IpAddr> {
-    let s = std::str::from_utf8(entry).ok()?.trim_matches([' ', '\t']);
+    let entry = trim_blanks(entry);
+    // The common case, a bare IPv4 address, without the general parsers.
+    if let Some(v4) = ipv4(entry) {
+        return Some(IpAddr::V4(v4));
+    }
+    let s = std::str::from_utf8(entry).ok()?;
     if let Ok(ip) = s.parse::<IpAddr>() {
         return Some(ip);
     }
@@ -20,6 +25,17 @@ pub(crate) fn parse_entry(entry: &[u8]) -> Option<IpAddr> {
         Bracketed::V6(v6, None) => Some(IpAddr::V6(v6)),
         _ => None,
     }
+}
+
+/// `bytes` without leading or trailing spaces and tabs.
+fn trim_blanks(mut bytes: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = bytes {
+        bytes = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = bytes {
+        bytes = rest;
+    }
+    bytes
 }
 
 /// The longest `for=` value worth reading: `"[v6]:port"` with a long scope.

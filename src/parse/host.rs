@@ -41,8 +41,19 @@ pub(crate) fn host_field<'a>(
     let mut lines = headers.get_all(HOST).iter();
     let header = match (lines.next(), lines.next()) {
         (Some(_), Some(_)) => return HostField::Ambiguous,
-        (line, _) => line.map(HeaderValue::as_bytes).filter(|v| !v.is_empty()),
+        (line, _) => line,
     };
+    host_field_of(version, uri, header)
+}
+
+/// [`host_field`] with the `Host` line already found: `None` when there
+/// is none. A repeated `Host` is for the caller to refuse as ambiguous.
+pub(crate) fn host_field_of<'a>(
+    version: Version,
+    uri: &'a Uri,
+    header: Option<&'a HeaderValue>,
+) -> HostField<'a> {
+    let header = header.map(HeaderValue::as_bytes).filter(|v| !v.is_empty());
     // `Authority::host` drops userinfo, so `user@evil` cannot pose as a name.
     let authority = uri.authority().filter(|a| !a.host().is_empty());
     match (authority, header) {
@@ -74,6 +85,15 @@ pub(crate) enum HostKind<'a> {
 /// IP literal or invalid, never a name, so a parse failure cannot slip past
 /// the served-names check.
 pub(crate) fn classify(value: &[u8]) -> HostKind<'_> {
+    match plain_name(value) {
+        Some(name) => HostKind::Name(name),
+        None => classify_fully(value),
+    }
+}
+
+/// [`classify`] for every form: brackets, bare IPv6, ports, trailing dots,
+/// numeric names.
+fn classify_fully(value: &[u8]) -> HostKind<'_> {
     match bracketed(value) {
         // An empty port is allowed by RFC 3986 (`[::1]:`).
         Bracketed::V6(_, port) if port.is_none_or(|p| p.is_empty() || numeric_port(p)) => {
@@ -115,6 +135,60 @@ pub(crate) fn classify(value: &[u8]) -> HostKind<'_> {
     }
 }
 
+/// The common case in one pass: a DNS name whose last label starts with a
+/// letter, without a trailing dot, maybe with `:port`. `None` leaves the
+/// value to [`classify`]'s full reading, which gives the same answer for
+/// anything this accepts.
+fn plain_name(value: &[u8]) -> Option<&[u8]> {
+    let mut after_dot = true;
+    let mut last_label = 0;
+    let mut end = value.len();
+    for (i, &b) in value.iter().enumerate() {
+        match BYTE_CLASS[usize::from(b)] {
+            NAME_BYTE => after_dot = false,
+            DOT if !after_dot => {
+                after_dot = true;
+                last_label = i + 1;
+            }
+            COLON => {
+                end = i;
+                break;
+            }
+            _ => return None,
+        }
+    }
+    let port = value.get(end + 1..).unwrap_or_default();
+    let name = &value[..end];
+    let port_ok = end == value.len() || port.is_empty() || numeric_port(port);
+    let last_is_word = name.get(last_label).is_some_and(u8::is_ascii_alphabetic);
+    (port_ok && !after_dot && last_is_word && name.len() <= MAX_NAME_LEN).then_some(name)
+}
+
+const OTHER: u8 = 0;
+const NAME_BYTE: u8 = 1;
+const DOT: u8 = 2;
+const COLON: u8 = 3;
+
+/// What each byte is to [`plain_name`]: one table lookup a byte.
+static BYTE_CLASS: [u8; 256] = {
+    let mut table = [OTHER; 256];
+    let mut b = 0;
+    while b < 256 {
+        let byte = b as u8;
+        table[b] = if byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' {
+            NAME_BYTE
+        } else if byte == b'.' {
+            DOT
+        } else if byte == b':' {
+            COLON
+        } else {
+            OTHER
+        };
+        b += 1;
+    }
+    table
+};
+
 /// Letters, digits, `-` and `_` in labels separated by single dots, with no
 /// empty label; checked in one pass, since every request pays for it.
 fn is_dns_name(name: &[u8]) -> bool {
@@ -143,4 +217,39 @@ fn ends_in_number(name: &[u8]) -> bool {
         return true;
     }
     matches!(last, [b'0', b'x' | b'X', hex @ ..] if hex.iter().all(u8::is_ascii_hexdigit))
+}
+
+#[cfg(test)]
+mod plain_name_tests {
+    use super::*;
+
+    /// The one-pass reading never disagrees with the full one: checked on
+    /// every string of up to 6 characters over the bytes that matter.
+    #[test]
+    fn the_fast_path_agrees_with_the_full_reading() {
+        let alphabet = b"aZ0-_.:[]9";
+        let mut level: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut accepted = 0;
+        for _ in 0..6 {
+            let mut next = Vec::new();
+            for case in &level {
+                for &b in alphabet {
+                    let mut longer = case.clone();
+                    longer.push(b);
+                    if let Some(name) = plain_name(&longer) {
+                        accepted += 1;
+                        assert_eq!(
+                            classify_fully(&longer),
+                            HostKind::Name(name),
+                            "{:?}",
+                            String::from_utf8_lossy(&longer)
+                        );
+                    }
+                    next.push(longer);
+                }
+            }
+            level = next;
+        }
+        assert!(accepted > 1000, "the fast path took {accepted}");
+    }
 }

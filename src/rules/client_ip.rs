@@ -5,11 +5,14 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
-use http::{HeaderMap, HeaderName};
+#[cfg(test)]
+use http::HeaderMap;
+use http::HeaderName;
 
 use super::ip::IpSet;
 use crate::error::BuildError;
 use crate::parse::forwarded::{for_each_forwarded_for, parse_entry};
+use crate::parse::headers::HeaderScan;
 
 /// The client address the rules judged, set as a request extension on every
 /// request that passes, so handlers and later layers use the same answer.
@@ -137,11 +140,40 @@ pub(crate) struct RealIp {
     pub(crate) recursive: bool,
 }
 
+/// The names as statics, so that a scan can borrow them for as long as the
+/// request.
+static X_FORWARDED_FOR_NAME: HeaderName = X_FORWARDED_FOR;
+static FORWARDED_NAME: HeaderName = http::header::FORWARDED;
+static X_REAL_IP_NAME: HeaderName = X_REAL_IP;
+static CF_CONNECTING_IP_NAME: HeaderName = CF_CONNECTING_IP;
+
 impl RealIp {
-    /// The client address for a request from `peer`. Headers are only read
-    /// when the peer is trusted, and a value that is not an address never
-    /// names the client.
+    /// The header to collect while scanning a request: none when no proxy
+    /// is trusted, since then no header is read.
+    pub(crate) fn header_name(&self) -> Option<&HeaderName> {
+        if self.trusted.is_empty() {
+            return None;
+        }
+        Some(match &self.header {
+            RealIpHeader::XForwardedFor => &X_FORWARDED_FOR_NAME,
+            RealIpHeader::Forwarded => &FORWARDED_NAME,
+            RealIpHeader::XRealIp => &X_REAL_IP_NAME,
+            RealIpHeader::CfConnectingIp => &CF_CONNECTING_IP_NAME,
+            RealIpHeader::Custom(name) => name,
+        })
+    }
+
+    /// [`RealIp::resolve_scanned`] over a header map.
+    #[cfg(test)]
     pub(crate) fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        self.resolve_scanned(peer, &HeaderScan::new(headers, self.header_name()))
+    }
+
+    /// The client address for a request from `peer`, whose headers `scan`
+    /// collected with [`RealIp::header_name`]. Headers are only read when
+    /// the peer is trusted, and a value that is not an address never names
+    /// the client.
+    pub(crate) fn resolve_scanned(&self, peer: IpAddr, scan: &HeaderScan<'_>) -> IpAddr {
         let peer = peer.to_canonical();
         if self.trusted.is_empty() || !self.trusted.contains(peer) {
             return peer;
@@ -149,7 +181,7 @@ impl RealIp {
         let mut walk = Walk::new(self);
         match &self.header {
             RealIpHeader::XForwardedFor => {
-                for line in headers.get_all(&X_FORWARDED_FOR) {
+                for line in scan.real_ips() {
                     for entry in line.as_bytes().split(|&b| b == b',') {
                         let entry = entry.trim_ascii();
                         // nginx skips empty list members; they name no one.
@@ -160,29 +192,19 @@ impl RealIp {
                 }
             }
             RealIpHeader::Forwarded => {
-                for line in headers.get_all(http::header::FORWARDED) {
+                for line in scan.real_ips() {
                     for_each_forwarded_for(line.as_bytes(), |node| walk.push(node));
                 }
             }
-            RealIpHeader::XRealIp => return single_address(headers, &X_REAL_IP, peer),
-            RealIpHeader::CfConnectingIp => {
-                return single_address(headers, &CF_CONNECTING_IP, peer);
+            // A header that holds one address: two values for it, or one
+            // that is not an address, and the peer stays the client.
+            RealIpHeader::XRealIp | RealIpHeader::CfConnectingIp | RealIpHeader::Custom(_) => {
+                return scan.real_ip.only().map_or(peer, |value| {
+                    parse_entry(value.as_bytes().trim_ascii()).map_or(peer, |ip| ip.to_canonical())
+                });
             }
-            RealIpHeader::Custom(name) => return single_address(headers, name, peer),
         }
         walk.finish(peer)
-    }
-}
-
-/// The address in a header that holds one: two values for it, or one that
-/// is not an address, and the peer stays the client.
-fn single_address(headers: &HeaderMap, name: &HeaderName, peer: IpAddr) -> IpAddr {
-    let mut lines = headers.get_all(name).into_iter();
-    match (lines.next(), lines.next()) {
-        (Some(value), None) => {
-            parse_entry(value.as_bytes().trim_ascii()).map_or(peer, |ip| ip.to_canonical())
-        }
-        _ => peer,
     }
 }
 

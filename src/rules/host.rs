@@ -2,19 +2,65 @@
 
 use std::collections::HashSet;
 
-use http::{HeaderMap, Uri, Version};
+#[cfg(test)]
+use http::HeaderMap;
+use http::{Uri, Version};
 
 use super::DropReason;
 use crate::error::BuildError;
-use crate::parse::host::{HostField, HostKind, MAX_NAME_LEN, classify, host_field};
+use crate::parse::headers::HeaderScan;
+use crate::parse::host::{HostField, HostKind, MAX_NAME_LEN, classify, host_field_of};
+use crate::parse::lowercase_into;
 
 /// Served names, like nginx `server_name`: exact names, `*.example.com`
 /// (any subdomain) and `.example.com` (the apex and any subdomain).
 #[derive(Debug, Default)]
 pub(crate) struct ServerNames {
-    exact: HashSet<Box<[u8]>>,
+    exact: NameSet,
     /// Stored with their leading dot, e.g. `.example.com`.
-    suffixes: HashSet<Box<[u8]>>,
+    suffixes: NameSet,
+}
+
+/// Lowercase names. Most services serve a few: those are compared in a list,
+/// length first, which costs less than hashing the name; beyond a few, a
+/// hash set with a per-process key.
+#[derive(Debug, Default)]
+struct NameSet {
+    few: Vec<Box<[u8]>>,
+    many: HashSet<Box<[u8]>, foldhash::quality::RandomState>,
+}
+
+impl NameSet {
+    const FEW: usize = 8;
+
+    fn is_empty(&self) -> bool {
+        self.few.is_empty() && self.many.is_empty()
+    }
+
+    fn insert(&mut self, name: Box<[u8]>) {
+        if self.contains(&name) {
+            return;
+        }
+        if self.many.is_empty() && self.few.len() < Self::FEW {
+            self.few.push(name);
+        } else {
+            self.many.extend(self.few.drain(..));
+            self.many.insert(name);
+        }
+    }
+
+    /// The names, when there are few enough to compare one by one.
+    fn few(&self) -> Option<&[Box<[u8]>]> {
+        self.many.is_empty().then_some(&self.few[..])
+    }
+
+    fn contains(&self, name: &[u8]) -> bool {
+        if self.many.is_empty() {
+            self.few.iter().any(|n| **n == *name)
+        } else {
+            self.many.contains(name)
+        }
+    }
 }
 
 impl ServerNames {
@@ -70,15 +116,15 @@ impl ServerNames {
         let Some(lower) = buf.get_mut(..name.len()) else {
             return false;
         };
-        for (dst, src) in lower.iter_mut().zip(name) {
-            *dst = src.to_ascii_lowercase();
-        }
+        lowercase_into(name, lower);
         let lower = &*lower;
         if self.exact.contains(lower) {
             return true;
         }
-        if self.suffixes.is_empty() {
-            return false;
+        if let Some(suffixes) = self.suffixes.few() {
+            return suffixes
+                .iter()
+                .any(|s| lower.len() > s.len() && lower.ends_with(s));
         }
         // Every proper suffix that starts at a dot: for `a.b.example.com`
         // that is `.b.example.com`, `.example.com` and `.com`.
@@ -106,17 +152,34 @@ impl HostRules {
     /// A served-names list acts like nginx's catch-all `default_server`: a
     /// request without a usable name can never match it, so it is dropped
     /// even when the individual switches are off.
+    #[cfg(test)]
     pub(crate) fn check(
         &self,
         version: Version,
         uri: &Uri,
         headers: &HeaderMap,
     ) -> Result<(), DropReason> {
+        let scan = HeaderScan::new(headers, None);
+        self.check_scanned(version, uri, &scan)
+    }
+
+    /// [`HostRules::check`] with the `Host` lines from a scan.
+    pub(crate) fn check_scanned(
+        &self,
+        version: Version,
+        uri: &Uri,
+        scan: &HeaderScan<'_>,
+    ) -> Result<(), DropReason> {
         if !self.is_active() {
             return Ok(());
         }
         let catch_all = !self.names.is_empty();
-        let value = match host_field(version, uri, headers) {
+        let field = if scan.host.is_repeated() {
+            HostField::Ambiguous
+        } else {
+            host_field_of(version, uri, scan.host.only())
+        };
+        let value = match field {
             HostField::Missing if self.drop_missing || catch_all => {
                 return Err(DropReason::HostMissing);
             }
@@ -142,6 +205,7 @@ impl HostRules {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::parse::host::host_field;
     use http::HeaderValue;
     use http::header::HOST;
 

@@ -211,21 +211,45 @@ impl<T: Point> Table<T> {
 /// An unordered set of blocks, used for trusted proxies.
 #[derive(Debug, Default)]
 pub(crate) struct IpSet {
-    nets: Vec<IpNet>,
+    /// Each network as (address, mask), masked already: a test is one AND
+    /// and one compare, where `IpNet::contains` works the mask out again on
+    /// every call.
+    v4: Vec<(u32, u32)>,
+    v6: Vec<(u128, u128)>,
 }
 
 impl IpSet {
     pub(crate) fn extend(&mut self, nets: Vec<IpNet>) {
-        self.nets.extend(nets);
+        for net in nets {
+            match net {
+                IpNet::V4(n) => {
+                    let mask = n.netmask().to_bits();
+                    self.v4.push((n.network().to_bits() & mask, mask));
+                }
+                IpNet::V6(n) => {
+                    let mask = n.netmask().to_bits();
+                    self.v6.push((n.network().to_bits() & mask, mask));
+                }
+            }
+        }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.nets.is_empty()
+        self.v4.is_empty() && self.v6.is_empty()
     }
 
     /// `ip` must already be canonical.
     pub(crate) fn contains(&self, ip: IpAddr) -> bool {
-        self.nets.iter().any(|n| n.contains(&ip))
+        match ip {
+            IpAddr::V4(v4) => {
+                let bits = v4.to_bits();
+                self.v4.iter().any(|&(net, mask)| bits & mask == net)
+            }
+            IpAddr::V6(v6) => {
+                let bits = v6.to_bits();
+                self.v6.iter().any(|&(net, mask)| bits & mask == net)
+            }
+        }
     }
 }
 

@@ -193,6 +193,8 @@ use std::time::Duration;
 
 use http::Request;
 
+use crate::parse::headers::HeaderScan;
+
 pub use client_ip::{CLOUDFLARE_RANGES, ClientIp, RealIpHeader};
 pub use custom::{LimitKey, RequestHead};
 pub use policy::{Action, CloseMode};
@@ -318,9 +320,10 @@ impl RuleSet {
     /// `peer` is the TCP peer; the client IP is derived from it and, when the
     /// peer is a trusted proxy, from the real-IP header.
     pub fn judge<B>(&self, request: &Request<B>, peer: Option<SocketAddr>) -> Judgement {
-        let client_ip = peer.map(|p| self.real_ip.resolve(p.ip(), request.headers()));
+        let scan = HeaderScan::new(request.headers(), self.real_ip.header_name());
+        let client_ip = peer.map(|p| self.real_ip.resolve_scanned(p.ip(), &scan));
         let mut dry_run = DryRunHits::default();
-        let verdict = match self.first_stop(request, client_ip, &mut dry_run) {
+        let verdict = match self.first_stop(request, &scan, client_ip, &mut dry_run) {
             Err(stop) => Verdict::Stop(stop),
             Ok(()) if self.rate_limited || !self.keyed.is_empty() => Verdict::RateLimit(client_ip),
             Ok(()) => Verdict::Pass,
@@ -436,11 +439,14 @@ impl RuleSet {
     fn first_stop<B>(
         &self,
         request: &Request<B>,
+        scan: &HeaderScan<'_>,
         client_ip: Option<IpAddr>,
         dry_run: &mut DryRunHits,
     ) -> Result<(), Stop> {
-        let headers = request.headers();
-        if let Err(rule) = self.host.check(request.version(), request.uri(), headers) {
+        if let Err(rule) = self
+            .host
+            .check_scanned(request.version(), request.uri(), scan)
+        {
             self.enforce(rule, dry_run)?;
         }
         let needs_ip = !self.ip.is_empty() || self.rate_limited;
@@ -452,7 +458,7 @@ impl RuleSet {
                 self.enforce(DropReason::IpDenied, dry_run)?;
             }
         }
-        if let Err(rule) = self.user_agent.check(headers) {
+        if let Err(rule) = self.user_agent.check_scanned(scan) {
             self.enforce(rule, dry_run)?;
         }
         if let Err(rule) = self.paths.check(request.uri()) {

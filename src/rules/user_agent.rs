@@ -1,19 +1,17 @@
 //! User-Agent rules: a deny list of patterns, allow exceptions, and the empty
 //! User-Agent, as nginx's `map $http_user_agent $bad_agent` pattern.
 
-use http::{HeaderMap, header::USER_AGENT};
-use regex::bytes::Regex;
-
 use super::DropReason;
-use super::patterns::compile;
+use super::patterns::{Matcher, compile_matcher};
 use crate::error::BuildError;
+use crate::parse::headers::HeaderScan;
 
 /// Patterns are matched on the raw header bytes, so a User-Agent that is not
 /// UTF-8 is still judged instead of slipping through a failed conversion.
 #[derive(Debug)]
 pub(crate) struct UserAgentRules {
-    deny: Option<Regex>,
-    allow: Option<Regex>,
+    deny: Option<Matcher>,
+    allow: Option<Matcher>,
     drop_empty: bool,
 }
 
@@ -24,8 +22,8 @@ impl UserAgentRules {
         drop_empty: bool,
     ) -> Result<Self, BuildError> {
         Ok(Self {
-            deny: compile("deny_user_agent", deny)?,
-            allow: compile("allow_user_agent", allow)?,
+            deny: compile_matcher("deny_user_agent", deny)?,
+            allow: compile_matcher("allow_user_agent", allow)?,
             drop_empty,
         })
     }
@@ -37,12 +35,18 @@ impl UserAgentRules {
     /// With several User-Agent headers, each is judged: one denied value
     /// drops the request, and the request only counts as empty when every
     /// value is.
-    pub(crate) fn check(&self, headers: &HeaderMap) -> Result<(), DropReason> {
+    #[cfg(test)]
+    pub(crate) fn check(&self, headers: &http::HeaderMap) -> Result<(), DropReason> {
+        self.check_scanned(&HeaderScan::new(headers, None))
+    }
+
+    /// [`UserAgentRules::check`] with the `User-Agent` lines from a scan.
+    pub(crate) fn check_scanned(&self, scan: &HeaderScan<'_>) -> Result<(), DropReason> {
         if !self.is_active() {
             return Ok(());
         }
         let mut any_value = false;
-        for value in headers.get_all(USER_AGENT) {
+        for value in scan.user_agents() {
             let bytes = value.as_bytes().trim_ascii();
             if bytes.is_empty() {
                 continue;
@@ -69,7 +73,8 @@ impl UserAgentRules {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
+    use http::header::USER_AGENT;
+    use http::{HeaderMap, HeaderValue};
 
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| (*s).to_owned()).collect()
