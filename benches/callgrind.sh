@@ -30,11 +30,14 @@ per_op() { # mode
   echo $(((two - one) / N))
 }
 with=$(per_op with)
+around=$(per_op around)
 without=$(per_op without)
 decision=$(per_op decision)
 echo "| operation | instructions |"
 echo "|---|---:|"
 echo "| allowed request, app without the crate | $without |"
-echo "| allowed request, app with the layer | $with |"
-echo "| what the layer adds per allowed request | $((with - without)) |"
+echo "| allowed request, layer added with Router::layer (axum boxes each route) | $with |"
+echo "| what Router::layer and the layer add per allowed request | $((with - without)) |"
+echo "| allowed request, layer wrapped around the Router | $around |"
+echo "| what the layer adds per allowed request | $((around - without)) |"
 echo "| the layer's decision alone (rules and rate limiter) | $decision |"

@@ -4,12 +4,15 @@
 //! operation, stable across machines.
 //!
 //! ```text
-//! cargo run --release --example callgrind -- decision|with|without N
+//! cargo run --release --example callgrind -- decision|with|around|without N
 //! ```
 //!
 //! - `decision`: the layer's judgement of an allowed request, with the
 //!   demo's rule set and the rate limiter;
-//! - `with`: an allowed request through an axum app behind the layer;
+//! - `with`: an allowed request through an axum app with the layer added by
+//!   `Router::layer`, which axum applies to each route (boxing it);
+//! - `around`: the same, with the layer wrapped around the whole `Router`
+//!   as a tower layer;
 //! - `without`: the same app without it.
 
 use std::convert::Infallible;
@@ -62,7 +65,10 @@ fn request() -> Request<Body> {
 /// calibration, which runs for a fixed time and so for a varying number of
 /// instructions).
 #[inline(never)]
-fn measure_requests(runtime: &tokio::runtime::Runtime, app: &mut Router, n: u64) {
+fn measure_requests<S, B>(runtime: &tokio::runtime::Runtime, app: &mut S, n: u64)
+where
+    S: Service<Request<Body>, Response = http::Response<B>, Error = Infallible>,
+{
     runtime.block_on(serve_n(app, n));
 }
 
@@ -74,7 +80,10 @@ fn measure_decisions(layer: &NoResponseLayer, request: &Request<Body>, n: u64) {
     }
 }
 
-async fn serve_n(app: &mut Router, n: u64) {
+async fn serve_n<S, B>(app: &mut S, n: u64)
+where
+    S: Service<Request<Body>, Response = http::Response<B>, Error = Infallible>,
+{
     for _ in 0..n {
         let response = ServiceExt::<Request<Body>>::ready(&mut *app)
             .await
@@ -110,12 +119,18 @@ fn main() -> ExitCode {
             let _warm_up = layer.judge(&request, Some(PEER));
             measure_decisions(&layer, &request, n);
         }
-        "with" | "without" => {
-            let mut app = if mode == "with" {
-                app().layer(layer())
-            } else {
-                app()
-            };
+        "with" => {
+            let mut app = app().layer(layer());
+            runtime.block_on(serve_n(&mut app, WARM_UP));
+            measure_requests(&runtime, &mut app, n);
+        }
+        "around" => {
+            let mut app = tower::Layer::layer(&layer(), app());
+            runtime.block_on(serve_n(&mut app, WARM_UP));
+            measure_requests(&runtime, &mut app, n);
+        }
+        "without" => {
+            let mut app = app();
             runtime.block_on(serve_n(&mut app, WARM_UP));
             measure_requests(&runtime, &mut app, n);
         }

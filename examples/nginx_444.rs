@@ -5,6 +5,7 @@
 //!                                   [--real-ip-header NAME] [--no-recursive]
 //!                                   [--dry-run] [--rate-action drop|429] [--access-log]
 //!                                   [--server axum|own] [--header-timeout SECS] [--no-layer] [--quiet]
+//!                                   [--kernel-filter]
 //!                                   [--redis URL | --redis-cluster URL,URL,...] [--redis-fail open|closed]
 //!                                   [--redis-ca FILE] [--redis-cert FILE --redis-key FILE]
 //!                                   [--redis-precheck on|off]
@@ -23,6 +24,10 @@
 //! `--no-layer` serves the same routes without the layer (and, with the axum
 //! server, without the crate's listener), for side-by-side load runs;
 //! `--quiet` prints no line per drop, like nginx's `access_log off`.
+//!
+//! `--kernel-filter` (Linux) refuses denied and banned clients in the kernel:
+//! their SYNs go unanswered and their connection attempts time out, with
+//! nothing logged; see `connection::kernel_filter`.
 //!
 //! `--server own` serves with the crate's own loop (HTTP/1.1 and h2c): a
 //! connection's first request is judged as soon as it is accepted, before
@@ -83,6 +88,7 @@ struct Args {
     header_timeout: Option<std::time::Duration>,
     no_layer: bool,
     quiet: bool,
+    kernel_filter: bool,
     redis: Option<String>,
     redis_cluster: Option<Vec<String>>,
     redis_ca: Option<String>,
@@ -100,7 +106,7 @@ struct Args {
 
 const USAGE: &str = "usage: nginx_444 [--listen ADDR] [--close fin|rst|silent] [--trusted-proxy CIDR]... \
 [--real-ip-header X-Forwarded-For|Forwarded|X-Real-IP|CF-Connecting-IP|NAME] [--no-recursive] \
-[--dry-run] [--rate-action drop|429] [--access-log] [--server axum|own] [--header-timeout SECS] [--no-layer] [--quiet] \
+[--dry-run] [--rate-action drop|429] [--access-log] [--server axum|own] [--header-timeout SECS] [--no-layer] [--quiet] [--kernel-filter] \
 [--redis URL | --redis-cluster URL,URL,...] [--redis-fail open|closed] \
 [--redis-ca FILE] [--redis-cert FILE --redis-key FILE] [--redis-precheck on|off] [--rate NUMr/s|NUMr/m] [--burst N] [--max-clients N] \
 [--ban-after N] [--ban-for SECS] [--deny-path REGEX]...";
@@ -119,6 +125,7 @@ fn parse_args() -> Result<Args, String> {
         header_timeout: None,
         no_layer: false,
         quiet: false,
+        kernel_filter: false,
         redis: None,
         redis_cluster: None,
         redis_ca: None,
@@ -159,6 +166,7 @@ fn parse_args() -> Result<Args, String> {
             "--dry-run" => args.dry_run = true,
             "--no-layer" => args.no_layer = true,
             "--quiet" => args.quiet = true,
+            "--kernel-filter" => args.kernel_filter = true,
             "--server" => {
                 args.own_server = match value()?.as_str() {
                     "axum" => false,
@@ -544,7 +552,9 @@ async fn serve_axum(args: &Args, app: Router, layer: NoResponseLayer) -> std::io
         .await;
     }
     // The layer's own listener: its drops close the connection they came on.
-    let listener = layer.listener(tokio::net::TcpListener::bind(args.listen).await?);
+    let tcp = tokio::net::TcpListener::bind(args.listen).await?;
+    let _filter = kernel_filter(args, &layer, &tcp)?;
+    let listener = layer.listener(tcp);
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -552,9 +562,35 @@ async fn serve_axum(args: &Args, app: Router, layer: NoResponseLayer) -> std::io
     .await
 }
 
+/// With `--kernel-filter`, banned and denied clients are refused by the
+/// kernel before their handshake; kept for as long as the server runs.
+#[cfg(target_os = "linux")]
+fn kernel_filter(
+    args: &Args,
+    layer: &NoResponseLayer,
+    listener: &tokio::net::TcpListener,
+) -> std::io::Result<Option<tower_no_response::connection::KernelFilter>> {
+    args.kernel_filter
+        .then(|| layer.kernel_filter(listener))
+        .transpose()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn kernel_filter(
+    args: &Args,
+    _: &NoResponseLayer,
+    _: &tokio::net::TcpListener,
+) -> std::io::Result<Option<()>> {
+    if args.kernel_filter {
+        return Err(std::io::Error::other("--kernel-filter needs Linux"));
+    }
+    Ok(None)
+}
+
 #[cfg(feature = "server")]
 async fn serve_own(args: &Args, app: Router, layer: NoResponseLayer) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let _filter = kernel_filter(args, &layer, &listener)?;
     // Close mode, bans and early judging all come from the layer. A first
     // request that a rule drops never reaches hyper.
     layer

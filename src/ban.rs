@@ -107,6 +107,9 @@ struct Inner {
     last_sweep_ms: AtomicU64,
     /// How many sweeps ran: how a test tells that they are throttled.
     sweeps: AtomicU64,
+    /// Bumped whenever a ban starts, lengthens or is lifted (not when one
+    /// runs out), so a copy of the list elsewhere knows to refresh.
+    generation: AtomicU64,
     epoch: Instant,
     /// Told of every ban and unban this list makes itself, to share it with
     /// other replicas; not of those it is given.
@@ -152,6 +155,7 @@ impl BanList {
                 entries: DashMap::with_hasher(foldhash::quality::RandomState::default()),
                 last_sweep_ms: AtomicU64::new(0),
                 sweeps: AtomicU64::new(0),
+                generation: AtomicU64::new(0),
                 epoch: Instant::now(),
                 on_change: std::sync::OnceLock::new(),
             }),
@@ -242,6 +246,7 @@ impl BanList {
                 "client banned"
             );
             drop(entry);
+            self.inner.generation.fetch_add(1, Ordering::Relaxed);
             self.share(BanChange::Ban(ip, policy.ban_for));
             return true;
         }
@@ -286,6 +291,18 @@ impl BanList {
         bans
     }
 
+    /// Changes whenever a ban starts, lengthens or is lifted.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::Relaxed)
+    }
+
+    /// The prefix length IPv6 clients are banned by.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn ipv6_prefix(&self) -> u8 {
+        self.inner.policy.ipv6_prefix
+    }
+
     fn share(&self, change: BanChange) {
         if let Some(share) = self.inner.on_change.get() {
             share(change);
@@ -298,6 +315,7 @@ impl BanList {
         let removed = self.inner.entries.remove(&key);
         let banned = removed.is_some_and(|(_, e)| e.banned_until.is_some_and(|u| u > now));
         if banned {
+            self.inner.generation.fetch_add(1, Ordering::Relaxed);
             tracing::info!(target: "tower_no_response::ban", client_ip = %key, "client unbanned");
         }
         banned
@@ -335,6 +353,7 @@ impl BanList {
         }
         let fresh = entry.banned_until.is_none_or(|u| u <= now);
         entry.banned_until = Some(until);
+        self.inner.generation.fetch_add(1, Ordering::Relaxed);
         if fresh {
             tracing::warn!(
                 target: "tower_no_response::ban",

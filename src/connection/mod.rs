@@ -13,6 +13,8 @@
 //! the layer trips the handle before any response exists; the stream then
 //! refuses every write and closes the socket with the [`CloseMode`].
 
+#[cfg(target_os = "linux")]
+pub mod kernel_filter;
 #[cfg(feature = "axum")]
 mod listener;
 mod stream;
@@ -21,6 +23,8 @@ pub(crate) mod stream_reset;
 
 pub use crate::layer::{ConnectionHandle, ConnectionInfo, RequestDropped};
 pub use crate::rules::CloseMode;
+#[cfg(target_os = "linux")]
+pub use kernel_filter::KernelFilter;
 #[cfg(feature = "axum")]
 pub use listener::{AbortableListener, NoResponseListener};
 pub use stream::{AbortableStream, silent_close_available};

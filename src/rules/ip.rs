@@ -108,6 +108,11 @@ impl IpRules {
         }));
     }
 
+    /// The rules in order of precedence.
+    pub(crate) fn rules(&self) -> &[(IpNet, IpAction)] {
+        &self.rules
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
@@ -236,6 +241,20 @@ impl IpSet {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.v4.is_empty() && self.v6.is_empty()
+    }
+
+    /// Whether any address of `net` is in the set.
+    pub(crate) fn overlaps(&self, net: IpNet) -> bool {
+        match net {
+            IpNet::V4(n) => {
+                let (bits, mask) = (n.network().to_bits(), n.netmask().to_bits());
+                self.v4.iter().any(|&(m, k)| (m ^ bits) & (k & mask) == 0)
+            }
+            IpNet::V6(n) => {
+                let (bits, mask) = (n.network().to_bits(), n.netmask().to_bits());
+                self.v6.iter().any(|&(m, k)| (m ^ bits) & (k & mask) == 0)
+            }
+        }
     }
 
     /// `ip` must already be canonical.

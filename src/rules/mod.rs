@@ -408,6 +408,34 @@ impl RuleSet {
         hits.slots().map(|slot| self.policies.reason(slot))
     }
 
+    /// The denied networks whose every address the IP rules drop, whatever
+    /// else the request says: denies no earlier allow overlaps, holding no
+    /// trusted proxy (whose clients may be anyone), while the rule is
+    /// enforced with a drop. What may be refused before a byte is read.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn denied_networks(&self) -> Vec<ipnet::IpNet> {
+        let policy = self.policies.policies[self.policies.slot(DropReason::IpDenied)];
+        if policy.dry_run || policy.action != Action::Drop {
+            return Vec::new();
+        }
+        let overlap = |a: &ipnet::IpNet, b: &ipnet::IpNet| {
+            a.contains(&b.network()) || b.contains(&a.network())
+        };
+        let rules = self.ip.rules();
+        rules
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, action))| *action == IpAction::Deny)
+            .filter(|&(i, (net, _))| {
+                !rules[..i]
+                    .iter()
+                    .any(|(earlier, action)| *action == IpAction::Allow && overlap(earlier, net))
+                    && !self.real_ip.trusted.overlaps(*net)
+            })
+            .map(|(_, (net, _))| *net)
+            .collect()
+    }
+
     /// Whether `ip` is one of the trusted proxies: an address whose drops
     /// are its clients', never its own.
     #[must_use]

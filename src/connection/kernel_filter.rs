@@ -1,0 +1,537 @@
+//! Refusing banned and denied clients in the kernel, before the handshake
+//! (Linux; opt-in).
+//!
+//! [`NoResponseLayer::kernel_filter`] attaches a classic BPF program to a
+//! listening socket. The kernel runs it on every packet that reaches the
+//! socket, and drops the SYNs of the clients it names: they get no SYN-ACK,
+//! so there is no accept, no task and no system call of this process for
+//! them. Their connection attempts time out, exactly as behind a firewall
+//! that drops; nothing is logged for them, since nothing of theirs reaches
+//! the process. Everyone else is served as before.
+//!
+//! The program names:
+//! - the clients on the layer's ban list (an IPv4 address, or an IPv6
+//!   prefix of [`BanPolicy::ipv6_prefix`](crate::ban::BanPolicy::ipv6_prefix)
+//!   bits), most recent bans first;
+//! - the networks the IP rules deny outright: a deny that no earlier allow
+//!   overlaps and that holds no trusted proxy, while the rule is enforced
+//!   with a drop (not in dry-run, not answering with a status).
+//!
+//! It is kept in sync: every quarter second the ban list, the rules (after a
+//! [`reload`](NoResponseLayer::reload)) and the expiry of the bans in it are
+//! checked, and a changed program replaces the old one in one system call.
+//!
+//! # Capacity
+//!
+//! A classic BPF program holds at most 4,096 instructions. IPv4 addresses and
+//! ranges are searched as a balanced tree, so the kernel holds up to
+//! [`MAX_V4_RANGES`] of them at about a dozen comparisons a packet; IPv6
+//! prefixes of up to 64 bits are compared one after another, up to
+//! [`MAX_V6_PREFIXES`]. Denied networks go in first, then bans from the
+//! longest remaining. What does not fit, and longer IPv6 prefixes, is still
+//! refused by the layer as before, in user space; each refresh logs how many
+//! entries the kernel holds and how many it left out.
+//!
+//! # What it cannot see
+//!
+//! The kernel sees the TCP peer. Behind a proxy or load balancer every
+//! client arrives from the proxy's address, which is never banned: the
+//! filter then refuses only clients that connect directly. Connections
+//! already accepted inherit the program they were accepted with; the layer
+//! closes a banned client's open connections itself.
+
+use std::io;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use socket2::{SockFilter, Socket};
+
+use crate::NoResponseLayer;
+use crate::ban::BanList;
+use crate::rules::RuleSet;
+
+/// The most IPv4 addresses and ranges the kernel holds.
+pub const MAX_V4_RANGES: usize = 700;
+/// The most IPv6 prefixes the kernel holds.
+pub const MAX_V6_PREFIXES: usize = 64;
+
+/// How often the program is checked against the ban list and the rules.
+const REFRESH: Duration = Duration::from_millis(250);
+
+impl NoResponseLayer {
+    /// Refuses the layer's banned and denied clients in the kernel, on
+    /// `listener`, before their handshake completes; see the
+    /// [module docs](crate::connection::kernel_filter). Keeps the program in
+    /// sync from a task on the current tokio runtime until the returned
+    /// handle is dropped, which detaches it.
+    ///
+    /// ```no_run
+    /// # async fn run(layer: tower_no_response::NoResponseLayer) -> std::io::Result<()> {
+    /// let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
+    /// let _filter = layer.kernel_filter(&listener)?; // keep it for as long as you serve
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// When called outside a tokio runtime, or when the kernel refuses the
+    /// program (a kernel without socket filters).
+    pub fn kernel_filter(&self, listener: &impl AsFd) -> io::Result<KernelFilter> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| io::Error::other("kernel_filter needs a tokio runtime"))?;
+        // A duplicate of the descriptor: the program is set on the socket
+        // they share, and the task never holds a number the server may
+        // close and reuse.
+        let socket = Socket::from(listener.as_fd().try_clone_to_owned()?);
+        let mut sync = Refresh::new(self.clone(), socket);
+        let loaded = sync.refresh(Instant::now())?;
+        let status = Arc::new(std::sync::Mutex::new(loaded));
+        let shared = Arc::clone(&status);
+        let task = runtime.spawn(async move {
+            let mut ticks = tokio::time::interval(REFRESH);
+            loop {
+                ticks.tick().await;
+                if sync.stale(Instant::now()) {
+                    match sync.refresh(Instant::now()) {
+                        Ok(loaded) => *shared.lock().unwrap_or_else(|e| e.into_inner()) = loaded,
+                        Err(error) => tracing::warn!(
+                            target: "tower_no_response::kernel_filter",
+                            %error,
+                            "the kernel filter was not refreshed"
+                        ),
+                    }
+                }
+            }
+        });
+        Ok(KernelFilter { task, status })
+    }
+}
+
+/// The handle [`NoResponseLayer::kernel_filter`] returns. Dropping it stops
+/// the refreshes and detaches the program.
+#[derive(Debug)]
+pub struct KernelFilter {
+    task: tokio::task::JoinHandle<()>,
+    status: Arc<std::sync::Mutex<Loaded>>,
+}
+
+impl KernelFilter {
+    /// What the program in the kernel holds now.
+    #[must_use]
+    pub fn loaded(&self) -> Loaded {
+        *self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for KernelFilter {
+    fn drop(&mut self) {
+        // The task owns the socket; aborting it drops the duplicate, and the
+        // detach below goes through the task's last act instead.
+        self.task.abort();
+    }
+}
+
+/// What a program holds: entries in the kernel, and those left to user space.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Loaded {
+    /// IPv4 addresses and ranges, after merging neighbours.
+    pub v4_ranges: usize,
+    /// IPv6 prefixes.
+    pub v6_prefixes: usize,
+    /// Entries that did not fit, or IPv6 prefixes longer than 64 bits: the
+    /// layer still refuses them, in user space.
+    pub left_out: usize,
+    /// The program's length in instructions.
+    pub instructions: usize,
+}
+
+/// The refresh task's state.
+struct Refresh {
+    layer: NoResponseLayer,
+    socket: Socket,
+    rules: Option<Arc<RuleSet>>,
+    generation: Option<u64>,
+    /// When the first ban in the program runs out.
+    expires: Option<Instant>,
+}
+
+impl Refresh {
+    fn new(layer: NoResponseLayer, socket: Socket) -> Self {
+        Self {
+            layer,
+            socket,
+            rules: None,
+            generation: None,
+            expires: None,
+        }
+    }
+
+    fn stale(&self, now: Instant) -> bool {
+        let rules = self.layer.rules();
+        let generation = self.layer.ban_list().map(|b| b.generation());
+        !self.rules.as_ref().is_some_and(|r| Arc::ptr_eq(r, &rules))
+            || generation != self.generation
+            || self.expires.is_some_and(|e| e <= now)
+    }
+
+    fn refresh(&mut self, now: Instant) -> io::Result<Loaded> {
+        let rules = self.layer.rules();
+        let bans = self.layer.ban_list();
+        self.generation = bans.as_ref().map(BanList::generation);
+        let (blocklist, expires) = Blocklist::gather(&rules, bans.as_ref(), now);
+        self.rules = Some(rules);
+        self.expires = expires;
+        let program = blocklist.program();
+        self.socket.attach_filter(&program)?;
+        let loaded = Loaded {
+            v4_ranges: blocklist.v4.len(),
+            v6_prefixes: blocklist.v6.len(),
+            left_out: blocklist.left_out,
+            instructions: program.len(),
+        };
+        tracing::info!(
+            target: "tower_no_response::kernel_filter",
+            v4_ranges = loaded.v4_ranges,
+            v6_prefixes = loaded.v6_prefixes,
+            left_out = loaded.left_out,
+            "kernel filter loaded"
+        );
+        Ok(loaded)
+    }
+}
+
+impl Drop for Refresh {
+    fn drop(&mut self) {
+        // Without its refreshes the program would go stale.
+        let _ = self.socket.detach_filter();
+    }
+}
+
+/// The addresses a program refuses.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Blocklist {
+    /// Inclusive ranges, sorted, neither overlapping nor touching.
+    v4: Vec<(u32, u32)>,
+    /// (prefix, mask) over an address's first 64 bits.
+    v6: Vec<(u64, u64)>,
+    left_out: usize,
+}
+
+impl Blocklist {
+    /// The denied networks first, then the bans from the longest remaining,
+    /// as many as fit; and when the first ban in it runs out.
+    fn gather(rules: &RuleSet, bans: Option<&BanList>, now: Instant) -> (Self, Option<Instant>) {
+        let mut entries: Vec<IpNet> = rules.denied_networks();
+        let mut expires = None;
+        if let Some(bans) = bans {
+            let mut banned = bans.bans();
+            banned.retain(|b| !rules.is_trusted_proxy(b.ip));
+            banned.sort_by_key(|b| std::cmp::Reverse(b.remaining));
+            let v6_prefix = bans.ipv6_prefix();
+            for ban in banned {
+                let prefix = if ban.ip.is_ipv4() { 32 } else { v6_prefix };
+                let net = IpNet::new(ban.ip, prefix).unwrap_or_else(|_| IpNet::from(ban.ip));
+                entries.push(net);
+                let ends = now + ban.remaining;
+                expires = Some(expires.map_or(ends, |e: Instant| e.min(ends)));
+            }
+        }
+        (Self::fit(entries), expires)
+    }
+
+    /// Takes `entries` in order while they fit.
+    pub(crate) fn fit(entries: Vec<IpNet>) -> Self {
+        let mut list = Self::default();
+        for net in entries {
+            match net {
+                IpNet::V4(n) if list.v4.len() < MAX_V4_RANGES => {
+                    list.v4
+                        .push((n.network().to_bits(), n.broadcast().to_bits()));
+                }
+                IpNet::V6(n) if n.prefix_len() <= 64 && list.v6.len() < MAX_V6_PREFIXES => {
+                    let mask = u64::MAX
+                        .checked_shl(64 - u32::from(n.prefix_len()))
+                        .unwrap_or(0);
+                    let prefix = (n.network().to_bits() >> 64) as u64 & mask;
+                    if !list.v6.contains(&(prefix, mask)) {
+                        list.v6.push((prefix, mask));
+                    }
+                }
+                _ => list.left_out += 1,
+            }
+        }
+        list.v4.sort_unstable();
+        let mut merged: Vec<(u32, u32)> = Vec::with_capacity(list.v4.len());
+        for (start, end) in list.v4.drain(..) {
+            match merged.last_mut() {
+                Some(last) if start <= last.1.saturating_add(1) => last.1 = last.1.max(end),
+                _ => merged.push((start, end)),
+            }
+        }
+        list.v4 = merged;
+        list
+    }
+
+    /// The classic BPF program; see [`Insn`] for what it is made of.
+    pub(crate) fn program(&self) -> Vec<SockFilter> {
+        self.instructions().iter().map(|i| i.filter()).collect()
+    }
+
+    pub(crate) fn instructions(&self) -> Vec<Insn> {
+        let mut out = vec![
+            // The IP version, from the first byte of the network header.
+            Insn::LoadByte(NET),
+            Insn::RightShift(4),
+            Insn::JumpIfEqual(4, 1, 0),
+        ];
+        let v4 = {
+            let mut tree = vec![Insn::LoadWord(NET + 12)];
+            v4_tree(&self.v4, &mut tree);
+            tree
+        };
+        out.push(Insn::Jump(
+            u32::try_from(v4.len()).expect("a short program"),
+        ));
+        out.extend(v4);
+        // Not IPv4: IPv6, or anything else, which is let through.
+        out.push(Insn::JumpIfEqual(6, 1, 0));
+        out.push(Insn::Return(ACCEPT));
+        for &(prefix, mask) in &self.v6 {
+            let (hi, lo) = ((prefix >> 32) as u32, prefix as u32);
+            let (mask_hi, mask_lo) = ((mask >> 32) as u32, mask as u32);
+            out.extend([
+                Insn::LoadWord(NET + 8),
+                Insn::And(mask_hi),
+                Insn::JumpIfEqual(hi, 0, 4),
+                Insn::LoadWord(NET + 12),
+                Insn::And(mask_lo),
+                Insn::JumpIfEqual(lo, 0, 1),
+                Insn::Return(DROP),
+            ]);
+        }
+        out.push(Insn::Return(ACCEPT));
+        out
+    }
+}
+
+/// A balanced search over sorted, disjoint ranges, with the address in A.
+/// Each node: below its range, the left subtree; above, the right; inside,
+/// drop. Every jump is short or an unconditional jump, whose reach is not
+/// limited to 255 instructions.
+fn v4_tree(ranges: &[(u32, u32)], out: &mut Vec<Insn>) {
+    if ranges.is_empty() {
+        out.push(Insn::Return(ACCEPT));
+        return;
+    }
+    let mid = ranges.len() / 2;
+    let (start, end) = ranges[mid];
+    out.push(Insn::JumpIfAtLeast(start, 0, 3));
+    out.push(Insn::JumpIfAbove(end, 1, 0));
+    out.push(Insn::Return(DROP));
+    let jump = out.len();
+    out.push(Insn::Jump(0));
+    v4_tree(&ranges[..mid], out);
+    let left = out.len() - jump - 1;
+    out[jump] = Insn::Jump(u32::try_from(left).expect("a short program"));
+    v4_tree(&ranges[mid + 1..], out);
+}
+
+/// Offsets from here reach the network (IP) header: Linux's `SKF_NET_OFF`.
+const NET: u32 = (-0x10_0000_i32) as u32;
+/// A socket filter returns how many bytes of the packet to keep.
+const ACCEPT: u32 = u32::MAX;
+const DROP: u32 = 0;
+
+/// The few classic BPF instructions the program uses. Conditional jumps
+/// carry their offsets for true and for false, counted from the next
+/// instruction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Insn {
+    LoadWord(u32),
+    LoadByte(u32),
+    RightShift(u32),
+    And(u32),
+    Jump(u32),
+    JumpIfEqual(u32, u8, u8),
+    JumpIfAbove(u32, u8, u8),
+    JumpIfAtLeast(u32, u8, u8),
+    Return(u32),
+}
+
+impl Insn {
+    fn filter(self) -> SockFilter {
+        // Opcodes from Linux's `filter.h`: class | size | mode | operation.
+        const LD_W_ABS: u16 = 0x20;
+        const LD_B_ABS: u16 = 0x30;
+        const ALU_RSH_K: u16 = 0x74;
+        const ALU_AND_K: u16 = 0x54;
+        const JMP_JA: u16 = 0x05;
+        const JMP_JEQ_K: u16 = 0x15;
+        const JMP_JGT_K: u16 = 0x25;
+        const JMP_JGE_K: u16 = 0x35;
+        const RET_K: u16 = 0x06;
+        match self {
+            Self::LoadWord(k) => SockFilter::new(LD_W_ABS, 0, 0, k),
+            Self::LoadByte(k) => SockFilter::new(LD_B_ABS, 0, 0, k),
+            Self::RightShift(k) => SockFilter::new(ALU_RSH_K, 0, 0, k),
+            Self::And(k) => SockFilter::new(ALU_AND_K, 0, 0, k),
+            Self::Jump(k) => SockFilter::new(JMP_JA, 0, 0, k),
+            Self::JumpIfEqual(k, t, f) => SockFilter::new(JMP_JEQ_K, t, f, k),
+            Self::JumpIfAbove(k, t, f) => SockFilter::new(JMP_JGT_K, t, f, k),
+            Self::JumpIfAtLeast(k, t, f) => SockFilter::new(JMP_JGE_K, t, f, k),
+            Self::Return(k) => SockFilter::new(RET_K, 0, 0, k),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    /// Runs a program on a packet's network header, as the kernel would:
+    /// true when the packet is kept.
+    fn run(program: &[Insn], header: &[u8]) -> bool {
+        let (mut a, mut pc, mut steps) = (0u32, 0usize, 0);
+        let load = |at: u32, len: usize| -> u32 {
+            let at = at.wrapping_sub(NET) as usize;
+            header[at..at + len]
+                .iter()
+                .fold(0, |n, &b| (n << 8) | u32::from(b))
+        };
+        loop {
+            steps += 1;
+            assert!(steps < 1000, "a program that runs too long");
+            let insn = program[pc];
+            pc += 1;
+            let branch = |cond: bool, t: u8, f: u8| usize::from(if cond { t } else { f });
+            match insn {
+                Insn::LoadWord(k) => a = load(k, 4),
+                Insn::LoadByte(k) => a = load(k, 1),
+                Insn::RightShift(k) => a >>= k,
+                Insn::And(k) => a &= k,
+                Insn::Jump(k) => pc += k as usize,
+                Insn::JumpIfEqual(k, t, f) => pc += branch(a == k, t, f),
+                Insn::JumpIfAbove(k, t, f) => pc += branch(a > k, t, f),
+                Insn::JumpIfAtLeast(k, t, f) => pc += branch(a >= k, t, f),
+                Insn::Return(k) => return k != DROP,
+            }
+        }
+    }
+
+    fn v4_header(ip: Ipv4Addr) -> Vec<u8> {
+        let mut h = vec![0x45; 20];
+        h[12..16].copy_from_slice(&ip.octets());
+        h
+    }
+
+    fn v6_header(ip: Ipv6Addr) -> Vec<u8> {
+        let mut h = vec![0x60; 40];
+        h[8..24].copy_from_slice(&ip.octets());
+        h
+    }
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|n| n.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn the_program_refuses_exactly_the_listed_addresses() {
+        let listed = nets(&[
+            "198.51.100.0/24",
+            "203.0.113.7/32",
+            "203.0.113.8/32",
+            "10.0.0.0/8",
+            "2001:db8:1:2::/64",
+            "2001:db8:ff00::/40",
+        ]);
+        let list = Blocklist::fit(listed.clone());
+        assert_eq!(list.v4.len(), 3, "203.0.113.7 and .8 merge: {:?}", list.v4);
+        let program = list.instructions();
+        let refused = |ip: IpAddr| listed.iter().any(|n| n.contains(&ip));
+        let mut probes: Vec<IpAddr> = [
+            "198.51.99.255",
+            "198.51.100.0",
+            "198.51.100.255",
+            "198.51.101.0",
+            "203.0.113.6",
+            "203.0.113.7",
+            "203.0.113.8",
+            "203.0.113.9",
+            "9.255.255.255",
+            "10.0.0.0",
+            "10.255.255.255",
+            "11.0.0.0",
+            "0.0.0.0",
+            "255.255.255.255",
+            "127.0.0.1",
+            "2001:db8:1:2::1",
+            "2001:db8:1:2:ffff::",
+            "2001:db8:1:3::1",
+            "2001:db8:ff12::1",
+            "2001:db8:fe00::1",
+            "::1",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        probes.extend((0..=255u8).map(|i| IpAddr::from([198, 51, 100, i])));
+        for ip in probes {
+            let header = match ip {
+                IpAddr::V4(v4) => v4_header(v4),
+                IpAddr::V6(v6) => v6_header(v6),
+            };
+            assert_eq!(run(&program, &header), !refused(ip), "{ip}");
+        }
+    }
+
+    /// A full tree of single addresses: every listed one refused, their
+    /// neighbours kept, every jump within reach, the whole program within
+    /// the kernel's 4,096 instructions.
+    #[test]
+    fn a_full_program_fits_and_searches_correctly() {
+        let addresses: Vec<u32> = (0..MAX_V4_RANGES as u32 + 50)
+            .map(|i| 0x0a00_0000 + i * 7)
+            .collect();
+        let mut listed: Vec<IpNet> = addresses
+            .iter()
+            .map(|&a| IpNet::from(IpAddr::V4(Ipv4Addr::from_bits(a))))
+            .collect();
+        listed.extend((0..MAX_V6_PREFIXES as u16 + 3).map(|i| {
+            IpNet::new(
+                IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, i, 0, 0, 0, 0, 0)),
+                48,
+            )
+            .unwrap()
+        }));
+        let list = Blocklist::fit(listed);
+        assert_eq!(list.v4.len(), MAX_V4_RANGES);
+        assert_eq!(list.v6.len(), MAX_V6_PREFIXES);
+        assert_eq!(list.left_out, 53);
+        let program = list.instructions();
+        assert!(program.len() <= 4096, "{} instructions", program.len());
+        for &a in &addresses[..MAX_V4_RANGES] {
+            assert!(!run(&program, &v4_header(Ipv4Addr::from_bits(a))), "{a:x}");
+            assert!(
+                run(&program, &v4_header(Ipv4Addr::from_bits(a + 1))),
+                "{:x}",
+                a + 1
+            );
+        }
+        let in_kernel = Ipv6Addr::new(0x2001, 0xdb8, 5, 9, 0, 0, 0, 1);
+        assert!(!run(&program, &v6_header(in_kernel)));
+        let left_to_user_space =
+            Ipv6Addr::new(0x2001, 0xdb8, MAX_V6_PREFIXES as u16, 0, 0, 0, 0, 1);
+        assert!(run(&program, &v6_header(left_to_user_space)));
+    }
+
+    #[test]
+    fn an_empty_list_keeps_everything() {
+        let program = Blocklist::default().instructions();
+        assert!(run(&program, &v4_header(Ipv4Addr::LOCALHOST)));
+        assert!(run(&program, &v6_header(Ipv6Addr::LOCALHOST)));
+        assert!(run(&program, &[0x10; 40]), "not IP: kept");
+    }
+}
