@@ -18,6 +18,19 @@
 #       connection and drops/s, against nginx `return 444` with the same rule.
 #   (c) the same with the crate's RST close mode. nginx has no RST mode for
 #       444 (it closes with a FIN), so its row there is its FIN close again.
+#   (d) the same as (b) with a log line per drop: nginx's access_log to a
+#       file, the demo's 444 event on stdout (to /dev/null).
+#   (e) clients refused at accept, connecting from 127.0.1.0/24, which every
+#       server denies: nginx reads the request and returns 444 (geo); the
+#       crate's own loop bans them after one drop and then refuses them at
+#       accept, in user space; with the kernel filter their SYNs go
+#       unanswered (the load generator gives up after 20 ms). CPU is the
+#       server process's per connection attempt. On loopback the kernel's
+#       receive work runs on the sender's CPU, so no row includes it.
+#
+# Row (a) also has the peer users pick for rate limiting alone: the same app
+# with tower_governor keyed by the leftmost X-Forwarded-For
+# (examples/governor_peer.rs), at the demo's rate.
 #
 # nginx is used when installed; this script installs nothing. On Debian:
 #   apt-get install nginx-light
@@ -29,9 +42,10 @@ SECS=${2:-4}
 [ "$(nproc)" -ge 2 ] || { echo "needs 2 CPUs: the server on one, the load on the other"; exit 1; }
 command -v taskset >/dev/null || { echo "needs taskset (util-linux)"; exit 1; }
 
-cargo build --release --quiet --example nginx_444 --example loadgen
+cargo build --release --quiet --example nginx_444 --example loadgen --example governor_peer
 demo=target/release/examples/nginx_444
 loadgen=target/release/examples/loadgen
+governor=target/release/examples/governor_peer
 tick=$(getconf CLK_TCK)
 work=$(mktemp -d)
 pids=()
@@ -55,10 +69,13 @@ wait_port() {
 # name -> "port pid-to-measure"
 declare -A server_port server_pid
 
-start_demo() { # name args...
+start_demo() { # name args... (a name ending in _logged prints its 444 lines)
   local name=$1; shift
   local port; port=$(free_port)
-  taskset -c 0 "$demo" --listen "127.0.0.1:$port" --quiet "$@" >/dev/null 2>"$work/$name.err" &
+  local quiet=--quiet
+  case $name in *_logged) quiet= ;; esac
+  # shellcheck disable=SC2086
+  taskset -c 0 "$demo" --listen "127.0.0.1:$port" $quiet "$@" >/dev/null 2>"$work/$name.err" &
   pids+=($!)
   server_port[$name]=$port
   server_pid[$name]=$!
@@ -69,10 +86,23 @@ have_nginx=0
 if command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; then have_nginx=1; fi
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 
+start_governor() { # name
+  local name=$1 port; port=$(free_port)
+  taskset -c 0 "$governor" --listen "127.0.0.1:$port" >/dev/null 2>"$work/$name.err" &
+  pids+=($!)
+  server_port[$name]=$port
+  server_pid[$name]=$!
+  wait_port "$port"
+}
+
 # nginx with the demo's rules (the same nginx configuration), one worker,
-# access_log off.
+# access_log off unless the name ends in _logged; a name ending in _refuse
+# also returns 444 to every client from 127.0.1.0/24, before anything else.
 start_nginx() { # name
   local name=$1 port; port=$(free_port)
+  local access_log="access_log off;" refuse=""
+  case $name in *_logged) access_log="access_log $work/$name/access.log;" ;; esac
+  case $name in *_refuse) refuse='if ($refused) { return 444; }' ;; esac
   mkdir -p "$work/$name"
   cat >"$work/$name/nginx.conf" <<EOF
 worker_processes 1;
@@ -81,8 +111,9 @@ pid $work/$name/nginx.pid;
 error_log $work/$name/error.log warn;
 events { worker_connections 4096; }
 http {
-  access_log off;
+  $access_log
   keepalive_requests 1000000;
+  geo \$realip_remote_addr \$refused { default 0; 127.0.1.0/24 1; }
   client_body_temp_path $work/$name;
   proxy_temp_path $work/$name;
   fastcgi_temp_path $work/$name;
@@ -93,11 +124,12 @@ http {
   set_real_ip_from 127.0.0.0/8;
   real_ip_header X-Forwarded-For;
   real_ip_recursive on;
-  server { listen 127.0.0.1:$port default_server; server_name _; return 444; }
+  server { listen 127.0.0.1:$port default_server; server_name _; $refuse return 444; }
   server {
     listen 127.0.0.1:$port;
     server_name example.com www.example.com;
     deny 198.51.100.0/24;
+    $refuse
     limit_req zone=req_limit burst=20 nodelay;
     limit_req_status 444;
     location / {
@@ -124,13 +156,14 @@ EOF
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-# One run against one server: appends "rate cpu_us_per_request fin rst bytes errors".
-measure() { # case name mode host conns
-  local case=$1 name=$2 mode=$3 host=$4 conns=$5
+# One run against one server: appends
+# "rate cpu_us_per_request fin rst bytes errors timeouts".
+measure() { # case name mode host conns [loadgen args...]
+  local case=$1 name=$2 mode=$3 host=$4 conns=$5; shift 5
   local pid=${server_pid[$name]} before after line
   before=$(cpu_ticks "$pid")
   line=$(taskset -c 1 "$loadgen" --addr "127.0.0.1:${server_port[$name]}" --mode "$mode" \
-    --host "$host" --conns "$conns" --secs "$SECS")
+    --host "$host" --conns "$conns" --secs "$SECS" "$@")
   after=$(cpu_ticks "$pid")
   python3 - "$line" "$before" "$after" "$tick" >>"$work/$case.$name.runs" <<'PY'
 import sys
@@ -138,16 +171,19 @@ kv = dict(p.split("=") for p in sys.argv[1].split())
 ticks = int(float(sys.argv[3])) - int(float(sys.argv[2]))
 done = int(kv["done"])
 cpu_us = ticks / int(sys.argv[4]) * 1e6 / max(done, 1)
-print(kv["rate"], f"{cpu_us:.2f}", kv["fin"], kv["rst"], kv["bytes"], kv["errors"])
+print(kv["rate"], f"{cpu_us:.2f}", kv["fin"], kv["rst"], kv["bytes"], kv["errors"], kv["timeouts"])
 PY
 }
 
+# Extra load generator arguments for a case, such as (e)'s sources.
+declare -A case_args
 scenario() { # case title mode host conns names...
   local case=$1 title=$2 mode=$3 host=$4 conns=$5; shift 5
   echo "-- ($case) $title: $RUNS runs of ${SECS}s, alternating $*" >&2
   for run in $(seq "$RUNS"); do
     for name in "$@"; do
-      measure "$case" "$name" "$mode" "$host" "$conns"
+      # shellcheck disable=SC2086
+      measure "$case" "$name" "$mode" "$host" "$conns" ${case_args[$case]:-}
       echo "   run $run $name: $(tail -n1 "$work/$case.$name.runs")" >&2
     done
   done
@@ -155,20 +191,32 @@ scenario() { # case title mode host conns names...
 
 start_demo layer
 start_demo no_layer --no-layer
+start_governor governor
 start_demo layer_own --server own
 start_demo layer_rst --close rst
 start_demo layer_own_rst --server own --close rst
-nginx_names=()
+start_demo layer_logged
+start_demo layer_own_logged --server own
+# Loopback is no trusted proxy here: the denied sources are the clients.
+refuse_args=(--deny-ip 127.0.1.0/24 --trusted-proxy 192.0.2.1/32)
+start_demo layer_own_refuse --server own --ban-after 1 "${refuse_args[@]}"
+start_demo layer_kernel_refuse --server own --kernel-filter "${refuse_args[@]}"
+nginx_names=() nginx_logged=() nginx_refuse=()
 if [ $have_nginx = 1 ]; then
   start_nginx nginx
-  nginx_names=(nginx)
+  start_nginx nginx_logged
+  start_nginx nginx_refuse
+  nginx_names=(nginx) nginx_logged=(nginx_logged) nginx_refuse=(nginx_refuse)
 else
   echo "nginx is not installed: the drop rows have no nginx baseline (apt-get install nginx-light)" >&2
 fi
 
-scenario a "keep-alive, allowed" keepalive example.com 32 layer no_layer
+case_args[e]="--source-net 1 --connect-timeout 20"
+scenario a "keep-alive, allowed" keepalive example.com 32 layer no_layer governor
 scenario b "new connection, 444 with FIN" drop unknown.example 64 "${nginx_names[@]}" layer layer_own
 scenario c "new connection, 444 with RST" drop unknown.example 64 "${nginx_names[@]}" layer_rst layer_own_rst
+scenario d "new connection, 444 with FIN, logged" drop unknown.example 64 "${nginx_logged[@]}" layer_logged layer_own_logged
+scenario e "refused clients, per connection attempt" drop example.com 64 "${nginx_refuse[@]}" layer_own_refuse layer_kernel_refuse
 
 python3 - "$work" "$RUNS" "$SECS" <<'PY'
 import os, statistics, sys, platform, datetime
@@ -183,6 +231,7 @@ def load(case, name):
         "rate": statistics.median(col(0)),
         "cpu": statistics.median(col(1)),
         "fin": sum(col(2)), "rst": sum(col(3)), "bytes": sum(col(4)), "errors": sum(col(5)),
+        "timeouts": sum(col(6)),
     }
 label = {
     "no_layer": "same app, no crate (axum::serve, TcpListener)",
@@ -191,38 +240,55 @@ label = {
     "layer_own": "demo, `--server own`",
     "layer_rst": "demo, `--close rst`",
     "layer_own_rst": "demo, `--server own --close rst`",
+    "governor": "same app, tower_governor alone (leftmost X-Forwarded-For)",
+    "nginx_logged": "nginx 1 worker, return 444, access_log on",
+    "layer_logged": "demo, 444 event per drop",
+    "layer_own_logged": "demo, `--server own`, 444 event per drop",
+    "nginx_refuse": "nginx 1 worker, geo + return 444",
+    "layer_own_refuse": "demo, `--server own`, banned: refused at accept",
+    "layer_kernel_refuse": "demo, `--kernel-filter`: SYN unanswered",
 }
 cpu = open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(" :\t")
 print(f"\n{datetime.date.today()} · {cpu} · {os.cpu_count()} CPUs · Linux {platform.release()} · "
       f"medians of {runs} runs of {secs} s, alternating\n")
-print("| case | server | rate/s | server CPU µs per request | closes (FIN/RST) | bytes to client |")
+print("| case | server | rate/s | server CPU µs per request | closes (FIN/RST/no SYN-ACK) | bytes to client |")
 print("|---|---|---:|---:|---|---:|")
 def row(case, name):
     r = load(case, name)
     if r is None:
         return
-    closes = "-" if case == "a" else f"{int(r['fin'])}/{int(r['rst'])}"
+    closes = "-" if case == "a" else f"{int(r['fin'])}/{int(r['rst'])}/{int(r['timeouts'])}"
     nbytes = "-" if case == "a" else str(int(r["bytes"]))
     print(f"| {case} | {label[name]} | {r['rate']:.0f} | {r['cpu']:.2f} | {closes} | {nbytes} |")
-for case, names in (("a", ["no_layer", "layer"]), ("b", ["nginx", "layer", "layer_own"]),
-                    ("c", ["nginx", "layer_rst", "layer_own_rst"])):
+cases = (("a", ["no_layer", "layer", "governor"]), ("b", ["nginx", "layer", "layer_own"]),
+         ("c", ["nginx", "layer_rst", "layer_own_rst"]),
+         ("d", ["nginx_logged", "layer_logged", "layer_own_logged"]),
+         ("e", ["nginx_refuse", "layer_own_refuse", "layer_kernel_refuse"]))
+for case, names in cases:
     for n in names:
         row(case, n)
 print()
-a, b = load("a", "layer"), load("a", "no_layer")
+a, b, g = load("a", "layer"), load("a", "no_layer"), load("a", "governor")
 print(f"(a) throughput with the crate / without: {a['rate'] / b['rate']:.3f} (target >= 0.97); "
       f"CPU per request: {a['cpu'] / b['cpu']:.3f}")
-for case, names in (("b", ["layer", "layer_own"]), ("c", ["layer_rst", "layer_own_rst"])):
-    n = load(case, "nginx")
+print(f"(a) throughput with the crate / tower_governor alone: {a['rate'] / g['rate']:.3f} "
+      f"(target > 1); CPU per request: {a['cpu'] / g['cpu']:.3f}")
+targets = {"b": 1.10, "c": 1.10, "d": 1.10, "e": 0.3}
+axum_targets = {"b": 1.25, "c": 1.25, "d": 1.25}
+for case, base, names in (("b", "nginx", ["layer", "layer_own"]),
+                          ("c", "nginx", ["layer_rst", "layer_own_rst"]),
+                          ("d", "nginx_logged", ["layer_logged", "layer_own_logged"]),
+                          ("e", "nginx_refuse", ["layer_own_refuse", "layer_kernel_refuse"])):
+    n = load(case, base)
     if not n:
         continue
     for name in names:
-            r = load(case, name)
-            print(f"({case}) {label[name]}: CPU per drop / nginx's {r['cpu'] / n['cpu']:.3f} "
-                  f"(target <= 1.10); drops/s / nginx's {r['rate'] / n['rate']:.3f}")
-ours = [("a", "no_layer"), ("a", "layer"), ("b", "layer"), ("b", "layer_own"),
-        ("c", "layer_rst"), ("c", "layer_own_rst")]
-errors = sum(load(c, x)["errors"] for c, x in ours)
-leaked = sum(load(c, x)["bytes"] for c, x in ours if c != "a")
+        r = load(case, name)
+        target = targets[case] if "own" in name or case == "e" else axum_targets[case]
+        print(f"({case}) {label[name]}: CPU per connection / nginx's {r['cpu'] / n['cpu']:.3f} "
+              f"(target <= {target}); rate / nginx's {r['rate'] / n['rate']:.3f}")
+ours = [(c, x) for c, names in cases for x in names if not x.startswith("nginx")]
+errors = sum(load(c, x)["errors"] for c, x in ours if load(c, x))
+leaked = sum(load(c, x)["bytes"] for c, x in ours if c != "a" and load(c, x))
 print(f"client errors: {int(errors)}; bytes received on dropped connections: {int(leaked)}")
 PY

@@ -20,6 +20,14 @@
 //! cycling over 127.0.0.0/24, so the run does not exhaust one address's
 //! ports.
 //!
+//! `--source-net N` connects from 127.0.N.1 to 127.0.N.250 instead of
+//! 127.0.0.x, so that a server can deny those sources and still be probed
+//! from 127.0.0.1.
+//!
+//! `--connect-timeout MS`, in drop mode, gives up on a connection attempt
+//! that gets no SYN-ACK within MS milliseconds and counts it as a `timeout`:
+//! a client the server's kernel refuses.
+//!
 //! `--hot N` sends every other request as one of N clients (10.255.0.0/16)
 //! that go far over any sensible rate, the rest as the `--clients` that stay
 //! within it. A request the server drops closes its keep-alive connection;
@@ -56,6 +64,8 @@ struct Args {
     host: String,
     clients: u32,
     hot: u32,
+    connect_timeout: Option<Duration>,
+    source_net: u8,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -67,6 +77,8 @@ fn parse_args() -> Result<Args, String> {
         host: "example.com".into(),
         clients: 65_536,
         hot: 0,
+        connect_timeout: None,
+        source_net: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -86,6 +98,11 @@ fn parse_args() -> Result<Args, String> {
             "--host" => args.host = value,
             "--clients" => args.clients = value.parse().map_err(|e| bad(&e))?,
             "--hot" => args.hot = value.parse().map_err(|e| bad(&e))?,
+            "--source-net" => args.source_net = value.parse().map_err(|e| bad(&e))?,
+            "--connect-timeout" => {
+                let ms: u64 = value.parse().map_err(|e| bad(&e))?;
+                args.connect_timeout = Some(Duration::from_millis(ms));
+            }
             _ => return Err(format!("unknown flag {flag:?}")),
         }
     }
@@ -110,6 +127,7 @@ struct Counts {
     next_source: Cell<u8>,
     next_addr: Cell<usize>,
     dropped: Cell<u64>,
+    timeouts: Cell<u64>,
     micros: std::cell::RefCell<Vec<u32>>,
 }
 
@@ -146,17 +164,20 @@ impl Counts {
         args.addrs[n]
     }
 
-    fn source(&self) -> SocketAddr {
+    fn source(&self, args: &Args) -> SocketAddr {
         let n = self.next_source.get();
         self.next_source.set(if n >= 250 { 1 } else { n + 1 });
-        SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, n.max(1))), 0)
+        SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(127, 0, args.source_net, n.max(1))),
+            0,
+        )
     }
 }
 
 async fn connect(counts: &Counts, args: &Args) -> io::Result<TcpStream> {
     let to = counts.target(args);
     let socket = TcpSocket::new_v4()?;
-    socket.bind(counts.source())?;
+    socket.bind(counts.source(args))?;
     let stream = socket.connect(to).await?;
     stream.set_nodelay(true)?;
     Ok(stream)
@@ -241,7 +262,19 @@ async fn drop_worker(args: Rc<Args>, counts: Rc<Counts>, deadline: Instant) {
     let mut request = Vec::new();
     let mut chunk = [0u8; 4096];
     while Instant::now() < deadline {
-        let Ok(mut stream) = connect(&counts, &args).await else {
+        let connected = match args.connect_timeout {
+            None => connect(&counts, &args).await,
+            Some(limit) => match tokio::time::timeout(limit, connect(&counts, &args)).await {
+                Ok(connected) => connected,
+                // No SYN-ACK: refused in the kernel. One attempt, done.
+                Err(_) => {
+                    Counts::add(&counts.timeouts, 1);
+                    Counts::add(&counts.done, 1);
+                    continue;
+                }
+            },
+        };
+        let Ok(mut stream) = connected else {
             Counts::add(&counts.errors, 1);
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
@@ -309,7 +342,7 @@ fn main() -> ExitCode {
     let percentile = |p: usize| micros.get(micros.len() * p / 100).copied().unwrap_or(0);
     println!(
         "mode={} secs={secs:.2} done={done} rate={:.0} dropped={} p50_us={} p99_us={} \
-         fin={} rst={} bytes={} errors={}",
+         fin={} rst={} timeouts={} bytes={} errors={}",
         if args.mode == Mode::Drop {
             "drop"
         } else {
@@ -321,6 +354,7 @@ fn main() -> ExitCode {
         percentile(99),
         counts.fin.get(),
         counts.rst.get(),
+        counts.timeouts.get(),
         counts.bytes.get(),
         counts.errors.get(),
     );

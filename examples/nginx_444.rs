@@ -11,13 +11,15 @@
 //!                                   [--redis-precheck on|off]
 //!                                   [--rate NUMr/s|NUMr/m] [--burst N] [--max-clients N]
 //!                                   [--ban-after N] [--ban-for SECS] [--deny-path REGEX]...
+//!                                   [--deny-ip CIDR]...
 //! ```
 //!
 //! `--rate` and `--burst` set the rate limit in nginx's `limit_req` terms
 //! (`10r/s` and `20` by default), `--max-clients` caps the clients it tracks.
 //! `--ban-after N` bans a client for `--ban-for SECS` (600 by default) after
 //! N drops within a minute; with `--server own`, banned clients are refused
-//! at accept. `--deny-path` (repeatable) drops requests for matching paths.
+//! at accept. `--deny-path` (repeatable) drops requests for matching paths;
+//! `--deny-ip` (repeatable) adds addresses or CIDR blocks to the deny list.
 //! `GET /login?password=...` (the password is `letmein`) counts each failed
 //! login as a strike, so `--ban-after N` also bans after N failed logins.
 //!
@@ -102,6 +104,7 @@ struct Args {
     ban_after: Option<u32>,
     ban_for: std::time::Duration,
     deny_paths: Vec<String>,
+    deny_ips: Vec<String>,
 }
 
 const USAGE: &str = "usage: nginx_444 [--listen ADDR] [--close fin|rst|silent] [--trusted-proxy CIDR]... \
@@ -109,7 +112,7 @@ const USAGE: &str = "usage: nginx_444 [--listen ADDR] [--close fin|rst|silent] [
 [--dry-run] [--rate-action drop|429] [--access-log] [--server axum|own] [--header-timeout SECS] [--no-layer] [--quiet] [--kernel-filter] \
 [--redis URL | --redis-cluster URL,URL,...] [--redis-fail open|closed] \
 [--redis-ca FILE] [--redis-cert FILE --redis-key FILE] [--redis-precheck on|off] [--rate NUMr/s|NUMr/m] [--burst N] [--max-clients N] \
-[--ban-after N] [--ban-for SECS] [--deny-path REGEX]...";
+[--ban-after N] [--ban-for SECS] [--deny-path REGEX]... [--deny-ip CIDR]...";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -139,6 +142,7 @@ fn parse_args() -> Result<Args, String> {
         ban_after: None,
         ban_for: std::time::Duration::from_secs(600),
         deny_paths: Vec::new(),
+        deny_ips: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -194,6 +198,7 @@ fn parse_args() -> Result<Args, String> {
                     std::time::Duration::from_secs(parse_number("--ban-for", &value()?)?);
             }
             "--deny-path" => args.deny_paths.push(value()?),
+            "--deny-ip" => args.deny_ips.push(value()?),
             "--redis" => args.redis = Some(value()?),
             "--redis-cluster" => {
                 args.redis_cluster = Some(value()?.split(',').map(str::to_owned).collect());
@@ -318,6 +323,11 @@ fn nginx_rules(args: &Args) -> Result<NoResponseLayerBuilder, String> {
         .rule_action("rate_limit", args.rate_action)
         .dry_run(args.dry_run)
         .close_mode(args.close);
+    // deny ...; for each --deny-ip
+    let rules = args
+        .deny_ips
+        .iter()
+        .fold(rules, |rules, cidr| rules.deny_ip(cidr.clone()));
     let rules = match args.header_timeout {
         // client_header_timeout
         Some(timeout) => rules.header_timeout(timeout),
