@@ -193,10 +193,11 @@ start_demo layer
 start_demo no_layer --no-layer
 start_governor governor
 start_demo layer_own --server own
+start_demo layer_own_defer --server own --defer-accept 5
 start_demo layer_rst --close rst
 start_demo layer_own_rst --server own --close rst
 start_demo layer_logged
-start_demo layer_own_logged --server own
+start_demo layer_own_logged --server own --defer-accept 5
 # Loopback is no trusted proxy here: the denied sources are the clients.
 refuse_args=(--deny-ip 127.0.1.0/24 --trusted-proxy 192.0.2.1/32)
 start_demo layer_own_refuse --server own --ban-after 1 "${refuse_args[@]}"
@@ -213,7 +214,7 @@ fi
 
 case_args[e]="--source-net 1 --connect-timeout 20"
 scenario a "keep-alive, allowed" keepalive example.com 32 layer no_layer governor
-scenario b "new connection, 444 with FIN" drop unknown.example 64 "${nginx_names[@]}" layer layer_own
+scenario b "new connection, 444 with FIN" drop unknown.example 64 "${nginx_names[@]}" layer layer_own layer_own_defer
 scenario c "new connection, 444 with RST" drop unknown.example 64 "${nginx_names[@]}" layer_rst layer_own_rst
 scenario d "new connection, 444 with FIN, logged" drop unknown.example 64 "${nginx_logged[@]}" layer_logged layer_own_logged
 scenario e "refused clients, per connection attempt" drop example.com 64 "${nginx_refuse[@]}" layer_own_refuse layer_kernel_refuse
@@ -243,7 +244,8 @@ label = {
     "governor": "same app, tower_governor alone (leftmost X-Forwarded-For)",
     "nginx_logged": "nginx 1 worker, return 444, access_log on",
     "layer_logged": "demo, 444 event per drop",
-    "layer_own_logged": "demo, `--server own`, 444 event per drop",
+    "layer_own_logged": "demo, `--server own --defer-accept 5`, 444 event per drop",
+    "layer_own_defer": "demo, `--server own --defer-accept 5`",
     "nginx_refuse": "nginx 1 worker, geo + return 444",
     "layer_own_refuse": "demo, `--server own`, banned: refused at accept",
     "layer_kernel_refuse": "demo, `--kernel-filter`: SYN unanswered",
@@ -260,7 +262,8 @@ def row(case, name):
     closes = "-" if case == "a" else f"{int(r['fin'])}/{int(r['rst'])}/{int(r['timeouts'])}"
     nbytes = "-" if case == "a" else str(int(r["bytes"]))
     print(f"| {case} | {label[name]} | {r['rate']:.0f} | {r['cpu']:.2f} | {closes} | {nbytes} |")
-cases = (("a", ["no_layer", "layer", "governor"]), ("b", ["nginx", "layer", "layer_own"]),
+cases = (("a", ["no_layer", "layer", "governor"]),
+         ("b", ["nginx", "layer", "layer_own", "layer_own_defer"]),
          ("c", ["nginx", "layer_rst", "layer_own_rst"]),
          ("d", ["nginx_logged", "layer_logged", "layer_own_logged"]),
          ("e", ["nginx_refuse", "layer_own_refuse", "layer_kernel_refuse"]))
@@ -275,7 +278,7 @@ print(f"(a) throughput with the crate / tower_governor alone: {a['rate'] / g['ra
       f"(target > 1); CPU per request: {a['cpu'] / g['cpu']:.3f}")
 targets = {"b": 1.10, "c": 1.10, "d": 1.10, "e": 0.3}
 axum_targets = {"b": 1.25, "c": 1.25, "d": 1.25}
-for case, base, names in (("b", "nginx", ["layer", "layer_own"]),
+for case, base, names in (("b", "nginx", ["layer", "layer_own", "layer_own_defer"]),
                           ("c", "nginx", ["layer_rst", "layer_own_rst"]),
                           ("d", "nginx_logged", ["layer_logged", "layer_own_logged"]),
                           ("e", "nginx_refuse", ["layer_own_refuse", "layer_kernel_refuse"])):

@@ -5,7 +5,7 @@
 //!                                   [--real-ip-header NAME] [--no-recursive]
 //!                                   [--dry-run] [--rate-action drop|429] [--access-log]
 //!                                   [--server axum|own] [--header-timeout SECS] [--no-layer] [--quiet]
-//!                                   [--kernel-filter]
+//!                                   [--kernel-filter] [--defer-accept SECS]
 //!                                   [--redis URL | --redis-cluster URL,URL,...] [--redis-fail open|closed]
 //!                                   [--redis-ca FILE] [--redis-cert FILE --redis-key FILE]
 //!                                   [--redis-precheck on|off]
@@ -29,7 +29,9 @@
 //!
 //! `--kernel-filter` (Linux) refuses denied and banned clients in the kernel:
 //! their SYNs go unanswered and their connection attempts time out, with
-//! nothing logged; see `connection::kernel_filter`.
+//! nothing logged; see `connection::kernel_filter`. `--defer-accept SECS`
+//! (Linux, `--server own`) has the kernel hand over a connection only once
+//! its request has arrived, so that a dropped one costs no wake-up.
 //!
 //! `--server own` serves with the crate's own loop (HTTP/1.1 and h2c): a
 //! connection's first request is judged as soon as it is accepted, before
@@ -91,6 +93,7 @@ struct Args {
     no_layer: bool,
     quiet: bool,
     kernel_filter: bool,
+    defer_accept: Option<std::time::Duration>,
     redis: Option<String>,
     redis_cluster: Option<Vec<String>>,
     redis_ca: Option<String>,
@@ -109,7 +112,7 @@ struct Args {
 
 const USAGE: &str = "usage: nginx_444 [--listen ADDR] [--close fin|rst|silent] [--trusted-proxy CIDR]... \
 [--real-ip-header X-Forwarded-For|Forwarded|X-Real-IP|CF-Connecting-IP|NAME] [--no-recursive] \
-[--dry-run] [--rate-action drop|429] [--access-log] [--server axum|own] [--header-timeout SECS] [--no-layer] [--quiet] [--kernel-filter] \
+[--dry-run] [--rate-action drop|429] [--access-log] [--server axum|own] [--header-timeout SECS] [--no-layer] [--quiet] [--kernel-filter] [--defer-accept SECS] \
 [--redis URL | --redis-cluster URL,URL,...] [--redis-fail open|closed] \
 [--redis-ca FILE] [--redis-cert FILE --redis-key FILE] [--redis-precheck on|off] [--rate NUMr/s|NUMr/m] [--burst N] [--max-clients N] \
 [--ban-after N] [--ban-for SECS] [--deny-path REGEX]... [--deny-ip CIDR]...";
@@ -129,6 +132,7 @@ fn parse_args() -> Result<Args, String> {
         no_layer: false,
         quiet: false,
         kernel_filter: false,
+        defer_accept: None,
         redis: None,
         redis_cluster: None,
         redis_ca: None,
@@ -171,6 +175,12 @@ fn parse_args() -> Result<Args, String> {
             "--no-layer" => args.no_layer = true,
             "--quiet" => args.quiet = true,
             "--kernel-filter" => args.kernel_filter = true,
+            "--defer-accept" => {
+                args.defer_accept = Some(std::time::Duration::from_secs(parse_number(
+                    "--defer-accept",
+                    &value()?,
+                )?));
+            }
             "--server" => {
                 args.own_server = match value()?.as_str() {
                     "axum" => false,
@@ -603,11 +613,11 @@ async fn serve_own(args: &Args, app: Router, layer: NoResponseLayer) -> std::io:
     let _filter = kernel_filter(args, &layer, &listener)?;
     // Close mode, bans and early judging all come from the layer. A first
     // request that a rule drops never reaches hyper.
-    layer
-        .serve(listener, app)
-        .judge_early(!args.no_layer)
-        .run()
-        .await
+    let serve = layer.serve(listener, app).judge_early(!args.no_layer);
+    match args.defer_accept {
+        Some(wait) => serve.defer_accept(wait).run().await,
+        None => serve.run().await,
+    }
 }
 
 #[cfg(not(feature = "server"))]

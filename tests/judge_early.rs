@@ -286,3 +286,37 @@ async fn hostile_first_bytes_never_break_the_loop() {
         .await
         .assert_ok();
 }
+
+/// With `TCP_DEFER_ACCEPT` the kernel hands over a connection once its
+/// request is there: a drop costs no wait, and a client slow to send is
+/// still served once it does.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_accept_drops_at_once_and_still_serves_slow_senders() {
+    let layer = rules().build().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let app = counting_router(Arc::clone(&hits)).layer(layer.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        layer
+            .serve(listener, app)
+            .defer_accept(Duration::from_secs(5))
+            .run(),
+    );
+    for _ in 0..50 {
+        exchange(addr, &get(Some("evil.example"), UA))
+            .await
+            .assert_dropped(Close::Fin);
+    }
+    assert_eq!(layer.stats().rule("host_unknown").unwrap().dropped, 50);
+    late_exchange(addr, &get(Some("example.com"), UA))
+        .await
+        .assert_ok();
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    let started = Instant::now();
+    late_exchange(addr, &get(Some("example.com"), Some("masscan")))
+        .await
+        .assert_dropped(Close::Fin);
+    assert!(started.elapsed() < PATIENCE);
+}

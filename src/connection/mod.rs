@@ -14,6 +14,8 @@
 //! refuses every write and closes the socket with the [`CloseMode`].
 
 #[cfg(target_os = "linux")]
+mod defer_accept;
+#[cfg(target_os = "linux")]
 pub mod kernel_filter;
 #[cfg(feature = "axum")]
 mod listener;
@@ -23,6 +25,8 @@ pub(crate) mod stream_reset;
 
 pub use crate::layer::{ConnectionHandle, ConnectionInfo, RequestDropped};
 pub use crate::rules::CloseMode;
+#[cfg(target_os = "linux")]
+pub use defer_accept::set_defer_accept;
 #[cfg(target_os = "linux")]
 pub use kernel_filter::KernelFilter;
 #[cfg(feature = "axum")]

@@ -320,6 +320,7 @@ pub struct Serve<S> {
     limits: ConnectionLimits,
     accept_rules: AcceptRules,
     judge_early: bool,
+    defer_accept: Option<Duration>,
     #[cfg(feature = "rustls")]
     tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
 }
@@ -334,6 +335,7 @@ impl<S> fmt::Debug for Serve<S> {
             .field("layer", &self.layer)
             .field("accept_rules", &self.accept_rules)
             .field("judge_early", &self.judge_early)
+            .field("defer_accept", &self.defer_accept)
             .finish_non_exhaustive()
     }
 }
@@ -354,6 +356,7 @@ impl NoResponseLayer {
             limits: ConnectionLimits::default(),
             accept_rules: AcceptRules::default(),
             judge_early: true,
+            defer_accept: None,
             #[cfg(feature = "rustls")]
             tls: None,
         }
@@ -398,6 +401,19 @@ impl<S> Serve<S> {
     /// Refusals checked at accept.
     pub fn accept_rules(mut self, rules: AcceptRules) -> Self {
         self.accept_rules = rules;
+        self
+    }
+
+    /// Holds each new connection in the kernel for up to `wait` until its
+    /// first bytes arrive (`TCP_DEFER_ACCEPT`, Linux; see
+    /// [`set_defer_accept`](crate::connection::set_defer_accept)). With
+    /// early judging, a client whose request a rule drops then costs one
+    /// accept, one read and a close, with no wake-up in between and no
+    /// task. A client that sends nothing is accepted once `wait` is over.
+    /// Off by default; on other systems, [`run`](Self::run) fails when it
+    /// is set.
+    pub fn defer_accept(mut self, wait: Duration) -> Self {
+        self.defer_accept = Some(wait);
         self
     }
 
@@ -455,7 +471,7 @@ where
     /// Serves until the process ends.
     ///
     /// # Errors
-    /// Never, today; the signature leaves room for fatal listener errors.
+    /// As [`run_until`](Self::run_until).
     pub async fn run(self) -> io::Result<()> {
         self.run_until(std::future::pending()).await
     }
@@ -465,7 +481,8 @@ where
     /// and returns when the last one is done.
     ///
     /// # Errors
-    /// Never, today; the signature leaves room for fatal listener errors.
+    /// When [`defer_accept`](Self::defer_accept) cannot be set on the
+    /// listener; nothing else, today.
     pub async fn run_until(self, signal: impl Future<Output = ()> + Send) -> io::Result<()> {
         let Self {
             listener,
@@ -476,9 +493,18 @@ where
             limits,
             accept_rules,
             judge_early,
+            defer_accept,
             #[cfg(feature = "rustls")]
             tls,
         } = self;
+        if let Some(wait) = defer_accept {
+            #[cfg(target_os = "linux")]
+            crate::connection::set_defer_accept(&listener, wait)?;
+            #[cfg(not(target_os = "linux"))]
+            return Err(io::Error::other(format!(
+                "defer_accept({wait:?}): TCP_DEFER_ACCEPT is Linux's"
+            )));
+        }
         let limits = Arc::new(limits);
         // Read once: hyper's builder is set up here, for every connection.
         let header_timeout = layer.header_timeout();
