@@ -20,6 +20,8 @@
 #       444 (it closes with a FIN), so its row there is its FIN close again.
 #   (d) the same as (b) with a log line per drop: nginx's access_log to a
 #       file, the demo's 444 event on stdout (to /dev/null).
+#   Rows (b) to (d) show the demo with `--defer-accept 5` (TCP_DEFER_ACCEPT:
+#   a connection is accepted once its request is there); (b) also without.
 #   (e) clients refused at accept, connecting from 127.0.1.0/24, which every
 #       server denies: nginx reads the request and returns 444 (geo); the
 #       crate's own loop bans them after one drop and then refuses them at
@@ -194,9 +196,10 @@ start_demo no_layer --no-layer
 start_governor governor
 start_demo layer_own --server own
 start_demo layer_own_defer --server own --defer-accept 5
-start_demo layer_rst --close rst
-start_demo layer_own_rst --server own --close rst
-start_demo layer_logged
+start_demo layer_defer --defer-accept 5
+start_demo layer_rst --close rst --defer-accept 5
+start_demo layer_own_rst --server own --close rst --defer-accept 5
+start_demo layer_logged --defer-accept 5
 start_demo layer_own_logged --server own --defer-accept 5
 # Loopback is no trusted proxy here: the denied sources are the clients.
 refuse_args=(--deny-ip 127.0.1.0/24 --trusted-proxy 192.0.2.1/32)
@@ -214,7 +217,7 @@ fi
 
 case_args[e]="--source-net 1 --connect-timeout 20"
 scenario a "keep-alive, allowed" keepalive example.com 32 layer no_layer governor
-scenario b "new connection, 444 with FIN" drop unknown.example 64 "${nginx_names[@]}" layer layer_own layer_own_defer
+scenario b "new connection, 444 with FIN" drop unknown.example 64 "${nginx_names[@]}" layer layer_defer layer_own layer_own_defer
 scenario c "new connection, 444 with RST" drop unknown.example 64 "${nginx_names[@]}" layer_rst layer_own_rst
 scenario d "new connection, 444 with FIN, logged" drop unknown.example 64 "${nginx_logged[@]}" layer_logged layer_own_logged
 scenario e "refused clients, per connection attempt" drop example.com 64 "${nginx_refuse[@]}" layer_own_refuse layer_kernel_refuse
@@ -239,11 +242,12 @@ label = {
     "layer": "demo, full rule set (axum::serve, NoResponseListener)",
     "nginx": "nginx 1 worker, return 444 (FIN)",
     "layer_own": "demo, `--server own`",
-    "layer_rst": "demo, `--close rst`",
-    "layer_own_rst": "demo, `--server own --close rst`",
+    "layer_rst": "demo, `--close rst --defer-accept 5`",
+    "layer_own_rst": "demo, `--server own --close rst --defer-accept 5`",
+    "layer_defer": "demo, `--defer-accept 5` (axum::serve)",
     "governor": "same app, tower_governor alone (leftmost X-Forwarded-For)",
     "nginx_logged": "nginx 1 worker, return 444, access_log on",
-    "layer_logged": "demo, 444 event per drop",
+    "layer_logged": "demo, `--defer-accept 5`, 444 event per drop",
     "layer_own_logged": "demo, `--server own --defer-accept 5`, 444 event per drop",
     "layer_own_defer": "demo, `--server own --defer-accept 5`",
     "nginx_refuse": "nginx 1 worker, geo + return 444",
@@ -263,7 +267,7 @@ def row(case, name):
     nbytes = "-" if case == "a" else str(int(r["bytes"]))
     print(f"| {case} | {label[name]} | {r['rate']:.0f} | {r['cpu']:.2f} | {closes} | {nbytes} |")
 cases = (("a", ["no_layer", "layer", "governor"]),
-         ("b", ["nginx", "layer", "layer_own", "layer_own_defer"]),
+         ("b", ["nginx", "layer", "layer_defer", "layer_own", "layer_own_defer"]),
          ("c", ["nginx", "layer_rst", "layer_own_rst"]),
          ("d", ["nginx_logged", "layer_logged", "layer_own_logged"]),
          ("e", ["nginx_refuse", "layer_own_refuse", "layer_kernel_refuse"]))
@@ -278,7 +282,7 @@ print(f"(a) throughput with the crate / tower_governor alone: {a['rate'] / g['ra
       f"(target > 1); CPU per request: {a['cpu'] / g['cpu']:.3f}")
 targets = {"b": 1.10, "c": 1.10, "d": 1.10, "e": 0.3}
 axum_targets = {"b": 1.25, "c": 1.25, "d": 1.25}
-for case, base, names in (("b", "nginx", ["layer", "layer_own", "layer_own_defer"]),
+for case, base, names in (("b", "nginx", ["layer", "layer_defer", "layer_own", "layer_own_defer"]),
                           ("c", "nginx", ["layer_rst", "layer_own_rst"]),
                           ("d", "nginx_logged", ["layer_logged", "layer_own_logged"]),
                           ("e", "nginx_refuse", ["layer_own_refuse", "layer_kernel_refuse"])):

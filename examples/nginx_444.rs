@@ -30,8 +30,8 @@
 //! `--kernel-filter` (Linux) refuses denied and banned clients in the kernel:
 //! their SYNs go unanswered and their connection attempts time out, with
 //! nothing logged; see `connection::kernel_filter`. `--defer-accept SECS`
-//! (Linux, `--server own`) has the kernel hand over a connection only once
-//! its request has arrived, so that a dropped one costs no wake-up.
+//! (Linux) has the kernel hand over a connection only once its request has
+//! arrived, so that a dropped one costs no wake-up.
 //!
 //! `--server own` serves with the crate's own loop (HTTP/1.1 and h2c): a
 //! connection's first request is judged as soon as it is accepted, before
@@ -574,6 +574,9 @@ async fn serve_axum(args: &Args, app: Router, layer: NoResponseLayer) -> std::io
     // The layer's own listener: its drops close the connection they came on.
     let tcp = tokio::net::TcpListener::bind(args.listen).await?;
     let _filter = kernel_filter(args, &layer, &tcp)?;
+    if let Some(wait) = args.defer_accept {
+        defer_accept(&tcp, wait)?;
+    }
     let listener = layer.listener(tcp);
     axum::serve(
         listener,
@@ -593,6 +596,16 @@ fn kernel_filter(
     args.kernel_filter
         .then(|| layer.kernel_filter(listener))
         .transpose()
+}
+
+#[cfg(target_os = "linux")]
+fn defer_accept(tcp: &tokio::net::TcpListener, wait: std::time::Duration) -> std::io::Result<()> {
+    tower_no_response::connection::set_defer_accept(tcp, wait)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn defer_accept(_: &tokio::net::TcpListener, _: std::time::Duration) -> std::io::Result<()> {
+    Err(std::io::Error::other("--defer-accept needs Linux"))
 }
 
 #[cfg(not(target_os = "linux"))]

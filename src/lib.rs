@@ -68,7 +68,11 @@
 //!   made from the layer and shares its state: [`NoResponseLayer::listener`]
 //!   for `axum::serve`, and `NoResponseLayer::incoming` for tonic. The
 //!   [`AbortableStream`] refuses every write once its handle is tripped and
-//!   closes with the layer's [`CloseMode`];
+//!   closes with the layer's [`CloseMode`]. On Linux,
+//!   [`NoResponseLayer::kernel_filter`] refuses banned and denied clients in
+//!   the kernel, before their handshake, and
+//!   [`connection::set_defer_accept`] holds connections until their request
+//!   arrives;
 //! - `server`: the crate's own serve loop (feature `server`),
 //!   [`NoResponseLayer::serve`];
 //! - the integrations, each behind its feature: the [`ClientIp`] extractor

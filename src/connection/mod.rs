@@ -12,6 +12,11 @@
 //! under which the layer's listener recorded it. When a rule drops a request,
 //! the layer trips the handle before any response exists; the stream then
 //! refuses every write and closes the socket with the [`CloseMode`].
+//!
+//! Below the handle, on Linux, the listening socket itself can work for the
+//! layer: [`kernel_filter`] refuses banned and denied clients before their
+//! handshake, and [`set_defer_accept`] holds each connection in the kernel
+//! until its request has arrived.
 
 #[cfg(target_os = "linux")]
 mod defer_accept;
