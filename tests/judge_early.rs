@@ -320,3 +320,65 @@ async fn deferred_accept_drops_at_once_and_still_serves_slow_senders() {
         .assert_dropped(Close::Fin);
     assert!(started.elapsed() < PATIENCE);
 }
+
+/// The layer's listener for `axum::serve` judges a first request that is
+/// already there at accept: a drop never reaches axum or hyper. With
+/// `TCP_DEFER_ACCEPT` every request is there at accept.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_axum_listener_judges_at_accept_too() {
+    let layer = rules()
+        .header_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let dispatched = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&dispatched);
+    let app = axum::Router::new()
+        // Slower than the header timeout: a head read at accept must count
+        // as read, or the timer would drop the request mid-answer.
+        .route(
+            "/slow",
+            axum::routing::get(|| async {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                "slow"
+            }),
+        )
+        .fallback(|| async { "ok" })
+        .layer(layer.clone())
+        .layer(tower::ServiceBuilder::new().map_request(
+            move |request: http::Request<axum::body::Body>| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                request
+            },
+        ));
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    tower_no_response::connection::set_defer_accept(&tcp, Duration::from_secs(5)).unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let listener = layer.listener(tcp);
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    for _ in 0..20 {
+        exchange(addr, &get(Some("evil.example"), UA))
+            .await
+            .assert_dropped(Close::Fin);
+    }
+    assert_eq!(dispatched.load(Ordering::SeqCst), 0, "axum never had them");
+    assert_eq!(layer.stats().rule("host_unknown").unwrap().dropped, 20);
+    exchange(addr, &get(Some("example.com"), UA))
+        .await
+        .assert_ok();
+    let slow = common::request("GET", "/slow", Some("example.com"), UA, &[]);
+    let out = exchange(addr, &slow).await;
+    let text = out.text();
+    assert!(
+        text.starts_with("HTTP/1.1 200") && text.ends_with("slow"),
+        "{text}"
+    );
+    assert_eq!(dispatched.load(Ordering::SeqCst), 2);
+}

@@ -6,6 +6,7 @@ use axum::serve::{Listener, ListenerExt, TapIo};
 use tokio::net::TcpListener;
 
 use super::AbortableStream;
+use super::early::{Early, judge_now};
 use crate::NoResponseLayer;
 use crate::layer::registry::Registry;
 
@@ -34,6 +35,14 @@ impl NoResponseLayer {
     /// for any axum app that reads the peer: the layer judges the client by
     /// that `ConnectInfo<SocketAddr>`, finds the connection by it, and every
     /// other middleware reads it as usual.
+    ///
+    /// A connection's first request that has already arrived when it is
+    /// accepted is judged then, as the crate's serve loop does: if a rule
+    /// drops it, the connection is closed (and the drop counted and logged)
+    /// before axum sees it, so middleware outside the layer does not see
+    /// it either. Everything else reaches axum and the layer with the bytes
+    /// already read. [`set_defer_accept`](crate::connection::set_defer_accept)
+    /// on `listener` makes every first request arrive before its accept.
     #[must_use]
     pub fn listener(&self, listener: TcpListener) -> NoResponseListener {
         let listener = AbortableListener {
@@ -91,8 +100,18 @@ impl Listener for AbortableListener {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (stream, addr) = Listener::accept(&mut self.inner).await;
-        let mut stream = AbortableStream::new(stream);
+        let (stream, addr, prefix) = loop {
+            let (stream, addr) = Listener::accept(&mut self.inner).await;
+            // A first request already here is judged now: a drop then never
+            // becomes a task, a hyper connection or a registry entry. (With
+            // `TCP_DEFER_ACCEPT` on the listener, the request is always
+            // here.) Anything else goes to axum with the bytes read.
+            match judge_now(stream, addr, &self.layer) {
+                Early::Done => {}
+                Early::Undecided(stream, read) => break (stream, addr, read),
+            }
+        };
+        let mut stream = AbortableStream::with_prefix(stream, prefix);
         stream.register(&self.registry, addr);
         // axum::serve has no header timeout of its own: the stream keeps it.
         if let Some(timeout) = self.layer.header_timeout() {

@@ -20,6 +20,8 @@
 
 #[cfg(target_os = "linux")]
 mod defer_accept;
+#[cfg(any(feature = "server", feature = "axum"))]
+pub(crate) mod early;
 #[cfg(target_os = "linux")]
 pub mod kernel_filter;
 #[cfg(feature = "axum")]

@@ -136,7 +136,7 @@ impl AbortableStream {
         peer: SocketAddr,
         mode: CloseMode,
     ) -> Self {
-        self.head_timer = Some(Box::new(HeadTimer {
+        let mut timer = Box::new(HeadTimer {
             timeout,
             sleep: Box::pin(tokio::time::sleep(timeout)),
             matched: 0,
@@ -144,7 +144,9 @@ impl AbortableStream {
             preface_seen: Some(0),
             peer,
             mode,
-        }));
+        });
+        // Bytes read before the stream was made count as read.
+        self.head_timer = timer.read(&self.replay).then_some(timer);
         self
     }
 

@@ -550,7 +550,7 @@ impl NoResponseLayer {
     /// counting and logging the drop as the layer would. Leaves to the
     /// layer whatever is not an enforced drop: a pass, a status answer, a
     /// match in dry-run (whose event is the layer's), or the rate limit.
-    #[cfg(feature = "server")]
+    #[cfg(any(feature = "server", feature = "axum"))]
     pub(crate) fn drop_early<B>(
         &self,
         request: &Request<B>,

@@ -243,12 +243,12 @@ mod tls;
 
 use crate::NoResponseLayer;
 use crate::audit::{Close, DropEvent, Handling};
+use crate::connection::early::{Early, judge_now};
 use crate::connection::{AbortableStream, ConnectionHandle};
 use crate::error::{BoxError, BuildError};
 use crate::rules::ip::{IpAction, IpRules, parse_cidrs};
 use crate::rules::{CloseMode, DropReason};
 use conn::Connection;
-use early::{Early, judge_now};
 
 /// What a dropped HTTP/2 request does to its connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

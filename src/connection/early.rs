@@ -1,0 +1,75 @@
+//! Judging a connection's first request as it is accepted, before any
+//! server sets the connection up: a drop then costs an accept, one read and
+//! a close. The crate's serve loop and the layer's listener for
+//! `axum::serve` both do it.
+
+use std::io;
+use std::net::SocketAddr;
+
+use http::Request;
+use tokio::net::TcpStream;
+
+use crate::NoResponseLayer;
+use crate::connection::AbortableStream;
+use crate::rules::CloseMode;
+
+/// What judging a connection's first request before hyper decided.
+pub(crate) enum Early {
+    /// Dropped by a rule and closed (and logged), or the client is gone.
+    Done,
+    /// Over to hyper and the layer, with the bytes read so far.
+    Undecided(TcpStream, Vec<u8>),
+}
+
+/// As much of a request as is judged before hyper: hyper's first read
+/// takes no more for most requests, and a longer head is simply left to
+/// the layer.
+const EARLY_READ: usize = 4096;
+
+/// Reads what the client has sent so far, without waiting, and judges it
+/// if it is a whole HTTP/1 request head.
+pub(crate) fn judge_now(stream: TcpStream, peer: SocketAddr, layer: &NoResponseLayer) -> Early {
+    let mut buf = [0u8; EARLY_READ];
+    match stream.try_read(&mut buf) {
+        Ok(0) => Early::Done,
+        Ok(n) => judge_read(stream, &buf[..n], peer, layer),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Early::Undecided(stream, Vec::new()),
+        Err(_) => Early::Done,
+    }
+}
+
+/// Judges the first bytes a client sent, and closes the stream if a rule
+/// drops the request.
+fn judge_read(stream: TcpStream, read: &[u8], peer: SocketAddr, layer: &NoResponseLayer) -> Early {
+    match request_head(read).and_then(|head| layer.drop_early(&head, peer)) {
+        // A read that did not fill the buffer emptied the socket, so the
+        // close alone sends the FIN; there is nothing to drain.
+        Some(CloseMode::Fin) if read.len() < EARLY_READ => drop(stream),
+        Some(mode) => {
+            AbortableStream::new(stream).handle().abort(mode);
+        }
+        None => return Early::Undecided(stream, read.to_vec()),
+    }
+    Early::Done
+}
+
+/// The request head at the start of `bytes`, if it is complete and valid.
+fn request_head(bytes: &[u8]) -> Option<Request<()>> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Request::new(&mut headers);
+    if !parsed.parse(bytes).ok()?.is_complete() {
+        return None;
+    }
+    let version = match parsed.version? {
+        0 => http::Version::HTTP_10,
+        _ => http::Version::HTTP_11,
+    };
+    let mut head = Request::builder()
+        .method(parsed.method?)
+        .uri(parsed.path?)
+        .version(version);
+    for header in parsed.headers.iter() {
+        head = head.header(header.name, header.value);
+    }
+    head.body(()).ok()
+}
