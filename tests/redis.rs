@@ -11,11 +11,11 @@ mod common;
 #[path = "common/redis_servers.rs"]
 mod redis_servers;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use common::{Close, PATIENCE, exchange, get, request, spawn_app};
-use redis_servers::{RedisServer, events, events_about, unique_prefix};
+use redis_servers::{RedisServer, events, events_about, served, shared_layer, unique_prefix};
 use tower_no_response::ban::{BanList, BanPolicy};
 use tower_no_response::limit::{FailurePolicy, RateLimitStore, SharedRateLimit, StoreVerdict};
 use tower_no_response::redis::RedisStore;
@@ -38,24 +38,11 @@ fn layer(
     limit: RateLimit,
     shared: impl Fn(SharedRateLimit) -> SharedRateLimit,
 ) -> NoResponseLayer {
-    let store = RedisStore::new(url).unwrap().key_prefix(prefix);
-    NoResponseLayer::builder()
-        .rate_limit(limit)
-        .shared_rate_limit(shared(SharedRateLimit::new(store)))
-        .build()
-        .unwrap()
-}
-
-/// Sends one request; true when it was served, false when dropped.
-async fn served(addr: SocketAddr) -> bool {
-    let out = exchange(addr, &get(Some("example.com"), UA)).await;
-    if out.bytes.is_empty() {
-        assert_eq!(out.close, Close::Fin, "a drop closes with FIN");
-        false
-    } else {
-        out.assert_ok();
-        true
-    }
+    shared_layer(
+        RedisStore::new(url).unwrap().key_prefix(prefix),
+        limit,
+        shared,
+    )
 }
 
 /// The point of the feature: a client spreading over two replicas gets one

@@ -10,39 +10,14 @@ mod redis_servers;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::{Close, PATIENCE, exchange, get, spawn_app};
-use redis_servers::{Cluster, events, events_about, unique_prefix};
+use common::{PATIENCE, spawn_app};
+use redis_servers::{Cluster, events, events_about, served, shared_layer as layer, unique_prefix};
+use tower_no_response::RateLimit;
 use tower_no_response::ban::{BanList, BanPolicy};
 use tower_no_response::limit::{FailurePolicy, RateLimitStore, SharedRateLimit, StoreVerdict};
 use tower_no_response::redis::RedisStore;
-use tower_no_response::{NoResponseLayer, RateLimit};
 
-const UA: Option<&str> = Some("curl/8.5.0");
 const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-
-fn layer(
-    store: RedisStore,
-    limit: RateLimit,
-    shared: impl Fn(SharedRateLimit) -> SharedRateLimit,
-) -> NoResponseLayer {
-    NoResponseLayer::builder()
-        .rate_limit(limit)
-        .shared_rate_limit(shared(SharedRateLimit::new(store)))
-        .build()
-        .unwrap()
-}
-
-/// Sends one request; true when it was served, false when dropped.
-async fn served(addr: SocketAddr) -> bool {
-    let out = exchange(addr, &get(Some("example.com"), UA)).await;
-    if out.bytes.is_empty() {
-        assert_eq!(out.close, Close::Fin, "a drop closes with FIN");
-        false
-    } else {
-        out.assert_ok();
-        true
-    }
-}
 
 /// Ten requests alternating between two replicas: how many were served.
 async fn alternate(a: SocketAddr, b: SocketAddr) -> usize {
@@ -51,6 +26,18 @@ async fn alternate(a: SocketAddr, b: SocketAddr) -> usize {
         passed += usize::from(served(if i % 2 == 0 { a } else { b }).await);
     }
     passed
+}
+
+/// Two replicas, each with its own store made by `store`, failing closed:
+/// ten requests alternating between them get one budget of five, and both
+/// serve some.
+async fn two_replicas_share_one_budget(store: impl Fn() -> RedisStore) {
+    let limit = RateLimit::per_minute(10).burst(4);
+    let closed = |s: SharedRateLimit| s.on_failure(FailurePolicy::Closed);
+    let a = spawn_app(layer(store(), limit, closed)).await;
+    let b = spawn_app(layer(store(), limit, closed)).await;
+    assert_eq!(alternate(a.addr, b.addr).await, 5, "capacity 5 across both");
+    assert!(a.hits() >= 2 && b.hits() >= 2, "both replicas served some");
 }
 
 async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -81,17 +68,7 @@ mod tls {
                 .unwrap()
                 .key_prefix("tls:")
         };
-        let limit = RateLimit::per_minute(10).burst(4);
-        let a = spawn_app(layer(store(), limit, |s| {
-            s.on_failure(FailurePolicy::Closed)
-        }))
-        .await;
-        let b = spawn_app(layer(store(), limit, |s| {
-            s.on_failure(FailurePolicy::Closed)
-        }))
-        .await;
-        assert_eq!(alternate(a.addr, b.addr).await, 5, "capacity 5 across both");
-        assert!(a.hits() >= 2 && b.hits() >= 2, "both replicas served some");
+        two_replicas_share_one_budget(&store).await;
         // The budget is really in the TLS server.
         let key = format!("tls:rl:{CLIENT}");
         assert_eq!(
@@ -199,16 +176,7 @@ mod tls {
                 .key_prefix(&prefix)
         };
         assert!(cluster.urls().iter().all(|u| u.starts_with("rediss://")));
-        let limit = RateLimit::per_minute(10).burst(4);
-        let a = spawn_app(layer(store(), limit, |s| {
-            s.on_failure(FailurePolicy::Closed)
-        }))
-        .await;
-        let b = spawn_app(layer(store(), limit, |s| {
-            s.on_failure(FailurePolicy::Closed)
-        }))
-        .await;
-        assert_eq!(alternate(a.addr, b.addr).await, 5, "capacity 5 across both");
+        two_replicas_share_one_budget(&store).await;
         let policy = BanPolicy::new(1, Duration::from_secs(60), Duration::from_secs(600));
         let (one, other) = (BanList::new(policy), BanList::new(policy));
         store().share_bans(&one).unwrap();
@@ -239,17 +207,7 @@ async fn two_replicas_share_one_budget_through_a_cluster() {
             .unwrap()
             .key_prefix(&prefix)
     };
-    let limit = RateLimit::per_minute(10).burst(4);
-    let a = spawn_app(layer(store(), limit, |s| {
-        s.on_failure(FailurePolicy::Closed)
-    }))
-    .await;
-    let b = spawn_app(layer(store(), limit, |s| {
-        s.on_failure(FailurePolicy::Closed)
-    }))
-    .await;
-    assert_eq!(alternate(a.addr, b.addr).await, 5, "capacity 5 across both");
-    assert!(a.hits() >= 2 && b.hits() >= 2, "both replicas served some");
+    two_replicas_share_one_budget(&store).await;
     // Many clients spread over every primary, each with its own budget.
     let direct = store();
     let limit = RateLimit::per_minute(10).burst(1);

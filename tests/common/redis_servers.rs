@@ -6,7 +6,7 @@
 //! reason, unless `TNR_REQUIRE_REDIS` is set, as in CI, where they fail.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -481,4 +481,35 @@ pub fn events_about(needle: &str) -> Vec<String> {
         .filter(|e| e.contains(needle))
         .cloned()
         .collect()
+}
+
+/// A layer with `limit` whose budget is in `store`, its shared limit set up
+/// by `shared`.
+pub fn shared_layer(
+    store: tower_no_response::redis::RedisStore,
+    limit: tower_no_response::RateLimit,
+    shared: impl Fn(
+        tower_no_response::limit::SharedRateLimit,
+    ) -> tower_no_response::limit::SharedRateLimit,
+) -> tower_no_response::NoResponseLayer {
+    tower_no_response::NoResponseLayer::builder()
+        .rate_limit(limit)
+        .shared_rate_limit(shared(tower_no_response::limit::SharedRateLimit::new(
+            store,
+        )))
+        .build()
+        .unwrap()
+}
+
+/// Sends one request; true when it was served, false when dropped.
+pub async fn served(addr: SocketAddr) -> bool {
+    use crate::common::{Close, exchange, get};
+    let out = exchange(addr, &get(Some("example.com"), Some("curl/8.5.0"))).await;
+    if out.bytes.is_empty() {
+        assert_eq!(out.close, Close::Fin, "a drop closes with FIN");
+        false
+    } else {
+        out.assert_ok();
+        true
+    }
 }
