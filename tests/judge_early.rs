@@ -382,3 +382,33 @@ async fn the_axum_listener_judges_at_accept_too() {
     );
     assert_eq!(dispatched.load(Ordering::SeqCst), 2);
 }
+
+/// With the layer on one nested router only, the listener that does not
+/// judge at accept leaves the other routes alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layer_on_part_of_the_app_judges_only_that_part() {
+    let layer = rules().build().unwrap();
+    let app = axum::Router::new()
+        .nest(
+            "/admin",
+            axum::Router::new()
+                .fallback(|| async { "ok" })
+                .layer(layer.clone()),
+        )
+        .fallback(|| async { "ok" });
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let listener = layer.listener_without_early_judging(tcp);
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    let public = common::request("GET", "/", Some("example.com"), Some("masscan"), &[]);
+    exchange(addr, &public).await.assert_ok();
+    let admin = common::request("GET", "/admin/x", Some("example.com"), Some("masscan"), &[]);
+    exchange(addr, &admin).await.assert_dropped(Close::Fin);
+}

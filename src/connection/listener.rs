@@ -43,12 +43,28 @@ impl NoResponseLayer {
     /// it either. Everything else reaches axum and the layer with the bytes
     /// already read. [`set_defer_accept`](crate::connection::set_defer_accept)
     /// on `listener` makes every first request arrive before its accept.
+    /// That judges every path by the layer's rules: when the layer guards
+    /// only part of the app (one nested router, say), serve with
+    /// [`listener_without_early_judging`](Self::listener_without_early_judging).
     #[must_use]
     pub fn listener(&self, listener: TcpListener) -> NoResponseListener {
+        self.abortable_listener(listener, true)
+    }
+
+    /// [`listener`](Self::listener) without judging at accept: every
+    /// request reaches axum, and only the routes the layer wraps are judged,
+    /// by the layer.
+    #[must_use]
+    pub fn listener_without_early_judging(&self, listener: TcpListener) -> NoResponseListener {
+        self.abortable_listener(listener, false)
+    }
+
+    fn abortable_listener(&self, listener: TcpListener, judge_early: bool) -> NoResponseListener {
         let listener = AbortableListener {
             inner: listener,
             registry: Arc::clone(self.connections()),
             layer: self.clone(),
+            judge_early,
         };
         listener.tap_io(accepted as fn(&mut AbortableStream))
     }
@@ -75,8 +91,10 @@ fn accepted(_: &mut AbortableStream) {}
 pub struct AbortableListener {
     inner: TcpListener,
     registry: Arc<Registry>,
-    /// For the header timeout and close mode in force at each accept.
+    /// For the header timeout and close mode in force at each accept, and
+    /// the rules a first request is judged by.
     layer: NoResponseLayer,
+    judge_early: bool,
 }
 
 impl AbortableListener {
@@ -106,6 +124,9 @@ impl Listener for AbortableListener {
             // becomes a task, a hyper connection or a registry entry. (With
             // `TCP_DEFER_ACCEPT` on the listener, the request is always
             // here.) Anything else goes to axum with the bytes read.
+            if !self.judge_early {
+                break (stream, addr, Vec::new());
+            }
             match judge_now(stream, addr, &self.layer) {
                 Early::Done => {}
                 Early::Undecided(stream, read) => break (stream, addr, read),
