@@ -186,9 +186,9 @@ thread_local! {
 /// exact and cheap to check.
 struct KeyTable {
     /// Hashed with foldhash, seeded at random per table: an attacker who
-    /// picks addresses cannot aim them at one shard without the seed, and a
-    /// fixed-size key hashes in a few instructions where SipHash takes
-    /// hundreds on every request.
+    /// picks addresses cannot aim them at one shard without the hash key,
+    /// and a fixed-size key hashes in a few instructions where SipHash
+    /// takes hundreds on every request.
     map: DashMap<IpAddr, AtomicU64, foldhash::quality::RandomState>,
     len: AtomicUsize,
     cap: usize,
