@@ -354,15 +354,7 @@ async fn the_axum_listener_judges_at_accept_too() {
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     tower_no_response::connection::set_defer_accept(&tcp, Duration::from_secs(5)).unwrap();
     let addr = tcp.local_addr().unwrap();
-    let listener = layer.listener(tcp);
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
+    common::serve_on(layer.listener(tcp), app);
     for _ in 0..20 {
         exchange(addr, &get(Some("evil.example"), UA))
             .await
@@ -398,15 +390,7 @@ async fn a_layer_on_part_of_the_app_judges_only_that_part() {
         .fallback(|| async { "ok" });
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = tcp.local_addr().unwrap();
-    let listener = layer.listener_without_early_judging(tcp);
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
+    common::serve_on(layer.listener_without_early_judging(tcp), app);
     let public = common::request("GET", "/", Some("example.com"), Some("masscan"), &[]);
     exchange(addr, &public).await.assert_ok();
     let admin = common::request("GET", "/admin/x", Some("example.com"), Some("masscan"), &[]);

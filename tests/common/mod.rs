@@ -201,7 +201,13 @@ pub async fn serve_layered(app: Router, layer: &NoResponseLayer) -> SocketAddr {
         .await
         .expect("bind");
     let addr = tcp.local_addr().expect("local addr");
-    let listener = layer.listener(tcp);
+    serve_on(layer.listener(tcp), app);
+    addr
+}
+
+/// Serves `app` with `listener` (one of the layer's) and axum's
+/// `ConnectInfo<SocketAddr>`, in the background.
+pub fn serve_on(listener: tower_no_response::connection::NoResponseListener, app: Router) {
     tokio::spawn(async move {
         axum::serve(
             listener,
@@ -210,7 +216,6 @@ pub async fn serve_layered(app: Router, layer: &NoResponseLayer) -> SocketAddr {
         .await
         .expect("serve");
     });
-    addr
 }
 
 pub async fn spawn_app(layer: NoResponseLayer) -> App {
