@@ -1,15 +1,15 @@
 //! Compiling a list of deny (or allow) patterns into one matcher.
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use memchr::memmem::Finder;
 use regex::bytes::{Regex, RegexBuilder};
 
 use crate::error::BuildError;
 use crate::parse::lowercase_into;
 
 /// A compiled pattern list. Lists of plain ASCII words (`masscan`, `zgrab`,
-/// `python-requests`), the usual deny lists, need no regex engine: one
-/// case-insensitive multi-substring search answers for all of them and
-/// costs a fraction of a regex search on every request.
+/// `python-requests`), the usual deny lists, need no regex engine: a
+/// lowercase copy of the value searched for each word costs a fraction of a
+/// regex search on every request.
 #[derive(Debug)]
 pub(crate) enum Matcher {
     Literals(Words),
@@ -26,40 +26,32 @@ impl Matcher {
 }
 
 /// Plain words, lowercased. A haystack that fits the stack buffer is
-/// lowercased into it and searched case-sensitively, which lets the search
-/// use its SIMD prefilter; a longer one is searched case-insensitively.
+/// lowercased into it and searched for each word with SIMD substring
+/// search; a longer one goes to the regex of the same words.
 #[derive(Debug)]
 pub(crate) struct Words {
-    lowercase: Vec<memchr::memmem::Finder<'static>>,
-    any_case: AhoCorasick,
+    lowercase: Vec<Finder<'static>>,
+    regex: Regex,
 }
 
 impl Words {
     /// Longer than any User-Agent a browser sends.
     const BUFFER: usize = 256;
 
-    fn new(patterns: &[String]) -> Option<Self> {
-        let lower: Vec<String> = patterns.iter().map(|p| p.to_ascii_lowercase()).collect();
-        let build = |any_case| {
-            AhoCorasickBuilder::new()
-                .ascii_case_insensitive(any_case)
-                .match_kind(MatchKind::LeftmostFirst)
-                .build(&lower)
-                .ok()
-        };
-        Some(Self {
-            lowercase: lower
+    fn new(patterns: &[String], regex: Regex) -> Self {
+        Self {
+            lowercase: patterns
                 .iter()
-                .map(|w| memchr::memmem::Finder::new(w.as_bytes()).into_owned())
+                .map(|w| Finder::new(w.to_ascii_lowercase().as_bytes()).into_owned())
                 .collect(),
-            any_case: build(true)?,
-        })
+            regex,
+        }
     }
 
     fn is_match(&self, haystack: &[u8]) -> bool {
         let mut buffer = [0u8; Self::BUFFER];
         let Some(lower) = buffer.get_mut(..haystack.len()) else {
-            return self.any_case.is_match(haystack);
+            return self.regex.is_match(haystack);
         };
         lowercase_into(haystack, lower);
         let lower = &*lower;
@@ -76,8 +68,8 @@ fn is_plain_word(pattern: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_/;:=,@%!'\"<> ".contains(&b))
 }
 
-/// [`compile`], as a [`Matcher`]: plain ASCII words become one
-/// case-insensitive substring search, anything else one regex.
+/// [`compile`], as a [`Matcher`]: plain ASCII words become substring
+/// searches, anything else one regex.
 pub(crate) fn compile_matcher(
     rule: &'static str,
     patterns: &[String],
@@ -85,14 +77,11 @@ pub(crate) fn compile_matcher(
     let Some(regex) = compile(rule, patterns)? else {
         return Ok(None);
     };
-    if !patterns.iter().all(|p| is_plain_word(p)) {
-        return Ok(Some(Matcher::Regex(regex)));
-    }
-    // Built only from words the regex also accepted, so it cannot fail on
-    // them; should it, the regex still does the job.
-    Ok(Some(
-        Words::new(patterns).map_or(Matcher::Regex(regex), Matcher::Literals),
-    ))
+    Ok(Some(if patterns.iter().all(|p| is_plain_word(p)) {
+        Matcher::Literals(Words::new(patterns, regex))
+    } else {
+        Matcher::Regex(regex)
+    }))
 }
 
 /// Compiles each pattern alone first so that an error names the one at fault,
@@ -155,7 +144,7 @@ mod tests {
         ] {
             assert_eq!(words.is_match(agent.as_bytes()), want, "{agent}");
         }
-        // Past the stack buffer, the case-insensitive search answers.
+        // Past the stack buffer, the regex of the same words answers.
         let long = format!("{}MASSCAN", "x".repeat(Words::BUFFER));
         assert!(words.is_match(long.as_bytes()));
         assert!(!words.is_match("y".repeat(2 * Words::BUFFER).as_bytes()));
