@@ -126,8 +126,8 @@ impl KernelFilter {
 
 impl Drop for KernelFilter {
     fn drop(&mut self) {
-        // The task owns the socket; aborting it drops the duplicate, and the
-        // detach below goes through the task's last act instead.
+        // The task owns the refresher, whose own drop detaches the program
+        // and closes the duplicate descriptor.
         self.task.abort();
     }
 }

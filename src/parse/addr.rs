@@ -115,22 +115,7 @@ mod ipv4_tests {
     /// that matter, and on a spread of longer ones.
     #[test]
     fn reads_exactly_what_std_reads() {
-        let alphabet = b"0129.a: ";
-        let mut cases: Vec<Vec<u8>> = vec![Vec::new()];
-        for _ in 0..7 {
-            let longer: Vec<Vec<u8>> = cases
-                .iter()
-                .filter(|c| c.len() == cases.last().map_or(0, Vec::len))
-                .flat_map(|c| {
-                    alphabet.iter().map(move |&b| {
-                        let mut c = c.clone();
-                        c.push(b);
-                        c
-                    })
-                })
-                .collect();
-            cases.extend(longer);
-        }
+        let mut cases = crate::parse::every_string(b"0129.a: ", 7);
         for text in [
             "192.0.2.1",
             "255.255.255.255",

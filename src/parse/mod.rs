@@ -34,8 +34,35 @@ pub(crate) fn lowercase_into(from: &[u8], to: &mut [u8]) {
     }
 }
 
+/// Every string of up to `max_len` bytes drawn from `alphabet`, shortest
+/// first: the inputs a fast parser is checked against its reference on.
+#[cfg(test)]
+pub(crate) fn every_string(alphabet: &[u8], max_len: usize) -> Vec<Vec<u8>> {
+    let mut all = vec![Vec::new()];
+    let mut level = 0..1;
+    for _ in 0..max_len {
+        let start = all.len();
+        for i in level {
+            for &b in alphabet {
+                let mut longer = all[i].clone();
+                longer.push(b);
+                all.push(longer);
+            }
+        }
+        level = start..all.len();
+    }
+    all
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_string_counts_right() {
+        let all = super::every_string(b"ab", 3);
+        assert_eq!(all.len(), 1 + 2 + 4 + 8);
+        assert!(all.contains(&b"bab".to_vec()));
+    }
+
     #[test]
     fn lowercase_into_agrees_with_std_on_every_byte_and_length() {
         let every_byte: Vec<u8> = (0..=255).collect();
