@@ -6,10 +6,12 @@
 #
 #   bash benches/callgrind.sh [N]        # default N = 20000
 #
-# Prints instructions per allowed request through an axum app with the
-# layer and without it, their difference (what the crate adds), and per
-# decision (the layer's judgement alone, with the rate limiter). Needs
-# valgrind (apt-get install valgrind); it installs nothing.
+# Prints instructions per allowed request through an axum app without the
+# crate, with the layer (wrapped around the Router, with and without the
+# ClientIp extension, and added with Router::layer), with tower_governor
+# alone in both placements, and per decision (the layer's judgement alone,
+# with the rate limiter). Needs valgrind (apt-get install valgrind); it
+# installs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-20000}
@@ -29,15 +31,18 @@ per_op() { # mode
   two=$(count "$1" $((2 * N)))
   echo $(((two - one) / N))
 }
-with=$(per_op with)
-around=$(per_op around)
 without=$(per_op without)
-decision=$(per_op decision)
-echo "| operation | instructions |"
-echo "|---|---:|"
-echo "| allowed request, app without the crate | $without |"
-echo "| allowed request, layer added with Router::layer (axum boxes each route) | $with |"
-echo "| what Router::layer and the layer add per allowed request | $((with - without)) |"
-echo "| allowed request, layer wrapped around the Router | $around |"
-echo "| what the layer adds per allowed request | $((around - without)) |"
-echo "| the layer's decision alone (rules and rate limiter) | $decision |"
+row() { # mode label
+  local n; n=$(per_op "$1")
+  echo "| $2 | $n | $((n - without)) |"
+}
+echo "| allowed request through the same axum app | instructions | added to the app |"
+echo "|---|---:|---:|"
+echo "| without the crate | $without | 0 |"
+row around "the layer wrapped around the Router"
+row around_bare "the same, client_ip_extension(false)"
+row with "the layer added with Router::layer (axum boxes each route)"
+row governor_around "tower_governor alone, wrapped around the Router"
+row governor "tower_governor alone, added with Router::layer"
+echo
+echo "the layer's decision alone (rules and rate limiter): $(per_op decision) instructions"

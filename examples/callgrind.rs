@@ -4,7 +4,7 @@
 //! operation, stable across machines.
 //!
 //! ```text
-//! cargo run --release --example callgrind -- decision|with|around|without N
+//! cargo run --release --example callgrind -- MODE N
 //! ```
 //!
 //! - `decision`: the layer's judgement of an allowed request, with the
@@ -13,7 +13,13 @@
 //!   `Router::layer`, which axum applies to each route (boxing it);
 //! - `around`: the same, with the layer wrapped around the whole `Router`
 //!   as a tower layer;
-//! - `without`: the same app without it.
+//! - `around_bare`: the same, without the `ClientIp` extension
+//!   (`client_ip_extension(false)`);
+//! - `governor`: the same app with `tower_governor` alone (added with
+//!   `Router::layer`, keyed by the leftmost `X-Forwarded-For`), the peer
+//!   users pick for rate limiting;
+//! - `governor_around`: tower_governor wrapped around the whole `Router`;
+//! - `without`: the same app without either.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -24,9 +30,16 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use http::Request;
 use tower::{Service, ServiceExt};
-use tower_no_response::{NoResponseLayer, RateLimit};
+use tower_governor::GovernorLayer;
+use tower_governor::governor::GovernorConfigBuilder;
+use tower_governor::key_extractor::SmartIpKeyExtractor;
+use tower_no_response::{NoResponseLayer, NoResponseLayerBuilder, RateLimit};
 
 fn layer() -> NoResponseLayer {
+    rules().build().expect("the demo's rules build")
+}
+
+fn rules() -> NoResponseLayerBuilder {
     NoResponseLayer::builder()
         .server_names(["example.com", "www.example.com"])
         .deny_ip("198.51.100.0/24")
@@ -38,8 +51,18 @@ fn layer() -> NoResponseLayer {
         // Never reached, so every request stays allowed, yet the limiter
         // does its work on each.
         .rate_limit(RateLimit::per_second(1_000_000_000).burst(1_000_000_000))
-        .build()
-        .expect("the demo's rules build")
+}
+
+/// tower_governor keyed by the leftmost `X-Forwarded-For`, with a limit
+/// never reached.
+fn governor() -> GovernorLayer<SmartIpKeyExtractor, governor::middleware::NoOpMiddleware, Body> {
+    let config = GovernorConfigBuilder::default()
+        .per_nanosecond(1)
+        .burst_size(1_000_000_000)
+        .key_extractor(SmartIpKeyExtractor)
+        .finish()
+        .expect("a valid governor configuration");
+    GovernorLayer::new(std::sync::Arc::new(config))
 }
 
 const PEER: SocketAddr =
@@ -103,7 +126,7 @@ fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let (Some(mode), Some(n)) = (args.next(), args.next().and_then(|n| n.parse::<u64>().ok()))
     else {
-        eprintln!("usage: callgrind decision|with|without N");
+        eprintln!("usage: callgrind decision|with|around|around_bare|governor|governor_around|without N");
         return ExitCode::from(2);
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -126,6 +149,25 @@ fn main() -> ExitCode {
         }
         "around" => {
             let mut app = tower::Layer::layer(&layer(), app());
+            runtime.block_on(serve_n(&mut app, WARM_UP));
+            measure_requests(&runtime, &mut app, n);
+        }
+        "around_bare" => {
+            let layer = rules()
+                .client_ip_extension(false)
+                .build()
+                .expect("the demo's rules build");
+            let mut app = tower::Layer::layer(&layer, app());
+            runtime.block_on(serve_n(&mut app, WARM_UP));
+            measure_requests(&runtime, &mut app, n);
+        }
+        "governor" => {
+            let mut app = app().layer(governor());
+            runtime.block_on(serve_n(&mut app, WARM_UP));
+            measure_requests(&runtime, &mut app, n);
+        }
+        "governor_around" => {
+            let mut app = tower::Layer::layer(&governor(), app());
             runtime.block_on(serve_n(&mut app, WARM_UP));
             measure_requests(&runtime, &mut app, n);
         }

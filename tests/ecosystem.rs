@@ -124,6 +124,47 @@ async fn mock_connect_info_drives_the_ip_rules_and_the_limiter() {
     assert_eq!(other.status(), StatusCode::OK);
 }
 
+/// With the extension turned off, handlers find no `ClientIp`, while the
+/// rules still judge the client behind the proxy: a denied one is dropped.
+#[tokio::test]
+async fn the_client_ip_extension_can_be_left_out() {
+    let layer = NoResponseLayer::builder()
+        .trusted_proxy("127.0.0.1")
+        .deny_ip("203.0.113.66")
+        .client_ip_extension(false)
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/",
+            get(|request: axum::extract::Request| async move {
+                format!(
+                    "has ClientIp: {}",
+                    request.extensions().get::<ClientIp>().is_some()
+                )
+            }),
+        )
+        .layer(layer.clone());
+    let addr = serve_layered(app, &layer).await;
+    let from = |client: &'static str| {
+        common::request(
+            "GET",
+            "/",
+            Some("a.test"),
+            UA,
+            &[("X-Forwarded-For", client)],
+        )
+    };
+    let out = exchange(addr, &from("203.0.113.20")).await;
+    assert!(
+        out.text().ends_with("has ClientIp: false"),
+        "{}",
+        out.text()
+    );
+    let denied = exchange(addr, &from("203.0.113.66")).await;
+    denied.assert_dropped(Close::Fin);
+}
+
 /// The extractor gives handlers the client the rules judged, over real
 /// sockets; without the layer it rejects with a 500 that names the fix.
 #[tokio::test]

@@ -58,6 +58,8 @@ pub struct NoResponseLayerBuilder {
     ban_list: Option<BanList>,
     close_mode: CloseMode,
     header_timeout: Option<Duration>,
+    /// Off by default, so that `Default` leaves the extension on.
+    no_client_ip_extension: bool,
 }
 
 impl NoResponseLayerBuilder {
@@ -383,6 +385,17 @@ impl NoResponseLayerBuilder {
         self
     }
 
+    /// Whether a request that passes carries the client the layer judged
+    /// as a [`ClientIp`](crate::ClientIp) request extension, for handlers
+    /// and inner layers to read; on by default. An application that never
+    /// reads it can turn it off: the insert is an allocation and a map
+    /// insert on every allowed request, a fifth of what the layer adds to
+    /// one.
+    pub fn client_ip_extension(mut self, insert: bool) -> Self {
+        self.no_client_ip_extension = !insert;
+        self
+    }
+
     /// Compiles the rules.
     ///
     /// # Errors
@@ -480,6 +493,7 @@ impl NoResponseLayerBuilder {
             rules,
             close_mode: self.close_mode,
             header_timeout: self.header_timeout,
+            client_ip_extension: !self.no_client_ip_extension,
             rate_limit: self.rate_limit.map(|limit| (limit, self.shared_rate_limit)),
             ban_list: self.ban_list,
         })
@@ -492,6 +506,7 @@ pub(crate) struct Config {
     pub(crate) rules: RuleSet,
     pub(crate) close_mode: CloseMode,
     pub(crate) header_timeout: Option<Duration>,
+    pub(crate) client_ip_extension: bool,
     pub(crate) rate_limit: Option<(RateLimit, Option<SharedRateLimit>)>,
     /// Each keyed limit's name and rate, in the rules' order.
     pub(crate) keyed_limits: Vec<(&'static str, RateLimit)>,

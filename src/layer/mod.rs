@@ -68,6 +68,8 @@ struct Compiled {
     rules: Arc<RuleSet>,
     close_mode: CloseMode,
     header_timeout: Option<Duration>,
+    /// Whether an allowed request gets its [`ClientIp`] extension.
+    client_ip_extension: bool,
     limiter: Option<RateLimiter>,
     /// The per-client limit's rate, for the `RateLimit` headers of a `429`.
     rate_limit: Option<RateLimit>,
@@ -120,6 +122,7 @@ impl Compiled {
             rules: Arc::new(config.rules),
             close_mode: config.close_mode,
             header_timeout: config.header_timeout,
+            client_ip_extension: config.client_ip_extension,
             limiter,
             rate_limit: config.rate_limit.as_ref().map(|(limit, _)| *limit),
             keyed,
@@ -401,7 +404,7 @@ where
                 }
             }
             Verdict::Pass => {
-                if let Some(ip) = judgement.client_ip {
+                if let Some(ip) = judgement.client_ip.filter(|_| current.client_ip_extension) {
                     request.extensions_mut().insert(ClientIp(ip));
                 }
                 current.counters.allowed();
@@ -740,7 +743,7 @@ impl<S: Service<Request<B>>, B> Pending<S, B> {
                 rejection: reject(&layer, &compiled, &request, stop, settled.client_ip),
             },
             Verdict::Pass | Verdict::RateLimit(_) => {
-                if let Some(ip) = settled.client_ip {
+                if let Some(ip) = settled.client_ip.filter(|_| compiled.client_ip_extension) {
                     request.extensions_mut().insert(ClientIp(ip));
                 }
                 compiled.counters.allowed();

@@ -18,23 +18,31 @@ pub(crate) fn numeric_port(port: &[u8]) -> bool {
 /// general parser cost more than the address, read on every request behind
 /// a proxy.
 pub(crate) fn ipv4(bytes: &[u8]) -> Option<Ipv4Addr> {
-    let mut octets = [0u8; 4];
-    let mut parts = bytes.split(|&b| b == b'.');
-    for octet in &mut octets {
-        let part = parts.next()?;
-        if part.is_empty() || part.len() > 3 || (part.len() > 1 && part[0] == b'0') {
-            return None;
-        }
-        let mut value = 0u16;
-        for &digit in part {
-            if !digit.is_ascii_digit() {
-                return None;
+    // One pass, no splitting: the address so far, the octet being read
+    // and how many digits it has.
+    let mut address = 0u32;
+    let mut octet = 0u32;
+    let mut digits = 0u32;
+    let mut dots = 0u32;
+    for &b in bytes {
+        match b {
+            b'0'..=b'9' => {
+                // A leading zero (`01`) is refused, as std refuses it.
+                if digits == 3 || (digits == 1 && octet == 0) {
+                    return None;
+                }
+                octet = octet * 10 + u32::from(b - b'0');
+                digits += 1;
             }
-            value = value * 10 + u16::from(digit - b'0');
+            b'.' if digits > 0 && octet <= 255 && dots < 3 => {
+                address = address << 8 | octet;
+                (octet, digits) = (0, 0);
+                dots += 1;
+            }
+            _ => return None,
         }
-        *octet = u8::try_from(value).ok()?;
     }
-    parts.next().is_none().then_some(Ipv4Addr::from(octets))
+    (dots == 3 && digits > 0 && octet <= 255).then(|| Ipv4Addr::from_bits(address << 8 | octet))
 }
 
 /// An IPv6 address, from bytes.

@@ -8,9 +8,9 @@ use http::{Uri, Version};
 
 use super::DropReason;
 use crate::error::BuildError;
+use crate::parse::ascii::{eq_lowercase, lowercase, word_at};
 use crate::parse::headers::HeaderScan;
 use crate::parse::host::{HostField, HostKind, MAX_NAME_LEN, classify, host_field_of};
-use crate::parse::lowercase_into;
 
 /// Served names, like nginx `server_name`: exact names, `*.example.com`
 /// (any subdomain) and `.example.com` (the apex and any subdomain).
@@ -112,11 +112,21 @@ impl ServerNames {
 
     /// `name` comes from [`classify`]: no port, no trailing dot, any case.
     pub(crate) fn matches(&self, name: &[u8]) -> bool {
+        if let (Some(exact), Some(suffixes)) = (self.exact.few(), self.suffixes.few()) {
+            // Compared in place, eight bytes at a time, with no copy.
+            return exact.iter().any(|n| eq_lowercase(n, name))
+                || suffixes.iter().any(|s| {
+                    name.len() > s.len() && eq_lowercase(s, &name[name.len() - s.len()..])
+                });
+        }
         let mut buf = [0u8; MAX_NAME_LEN];
         let Some(lower) = buf.get_mut(..name.len()) else {
             return false;
         };
-        lowercase_into(name, lower);
+        for (to, from) in lower.chunks_mut(8).zip(name.chunks(8)) {
+            let word = lowercase(word_at(from, 0)).to_le_bytes();
+            to.copy_from_slice(&word[..to.len()]);
+        }
         let lower = &*lower;
         if self.exact.contains(lower) {
             return true;

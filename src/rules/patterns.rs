@@ -4,7 +4,7 @@ use memchr::memmem::Finder;
 use regex::bytes::{Regex, RegexBuilder};
 
 use crate::error::BuildError;
-use crate::parse::lowercase_into;
+use crate::parse::ascii::lowercase_into;
 
 /// A compiled pattern list. Lists of plain ASCII words (`masscan`, `zgrab`,
 /// `python-requests`), the usual deny lists, need no regex engine: a
