@@ -16,8 +16,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-20000}
 command -v valgrind >/dev/null || { echo "needs valgrind"; exit 1; }
-cargo build --release --quiet --example callgrind
-bin=${CARGO_TARGET_DIR:-target}/release/examples/callgrind
+# The `instructions` profile (Cargo.toml): release with one codegen unit and
+# LTO, so the counts do not move with how the compiler splits the code.
+cargo build --profile instructions --quiet --example callgrind
+bin=${CARGO_TARGET_DIR:-target}/instructions/examples/callgrind
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 count() { # mode n

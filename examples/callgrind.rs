@@ -126,7 +126,9 @@ fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let (Some(mode), Some(n)) = (args.next(), args.next().and_then(|n| n.parse::<u64>().ok()))
     else {
-        eprintln!("usage: callgrind decision|with|around|around_bare|governor|governor_around|without N");
+        eprintln!(
+            "usage: callgrind decision|with|around|around_bare|governor|governor_around|without N"
+        );
         return ExitCode::from(2);
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

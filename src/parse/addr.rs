@@ -35,14 +35,14 @@ pub(crate) fn ipv4(bytes: &[u8]) -> Option<Ipv4Addr> {
                 digits += 1;
             }
             b'.' if digits > 0 && octet <= 255 && dots < 3 => {
-                address = address << 8 | octet;
+                address = (address << 8) | octet;
                 (octet, digits) = (0, 0);
                 dots += 1;
             }
             _ => return None,
         }
     }
-    (dots == 3 && digits > 0 && octet <= 255).then(|| Ipv4Addr::from_bits(address << 8 | octet))
+    (dots == 3 && digits > 0 && octet <= 255).then(|| Ipv4Addr::from_bits((address << 8) | octet))
 }
 
 /// An IPv6 address, from bytes.

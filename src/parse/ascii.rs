@@ -25,7 +25,7 @@ pub(crate) fn word_at(bytes: &[u8], at: usize) -> u64 {
     bytes[at..]
         .iter()
         .rev()
-        .fold(0, |word, &b| word << 8 | u64::from(b))
+        .fold(0, |word, &b| (word << 8) | u64::from(b))
 }
 
 /// `word` with each ASCII capital turned to its small letter.
@@ -55,10 +55,23 @@ pub(crate) fn lowercase_into(from: &[u8], to: &mut [u8]) {
 /// Whether `value` in ASCII lowercase is `lower`, which is lowercase
 /// already.
 pub(crate) fn eq_lowercase(lower: &[u8], value: &[u8]) -> bool {
-    lower.len() == value.len()
-        && (0..value.len())
-            .step_by(8)
-            .all(|at| lowercase(word_at(value, at)) == word_at(lower, at))
+    let len = value.len();
+    if lower.len() != len {
+        return false;
+    }
+    let Some(last) = len.checked_sub(8) else {
+        return value
+            .iter()
+            .zip(lower)
+            .all(|(v, l)| v.to_ascii_lowercase() == *l);
+    };
+    let load = |bytes: &[u8], at: usize| word_at(bytes, at);
+    // Whole words, then the last eight bytes, which may overlap the word
+    // before: no partial word to pad.
+    (0..last)
+        .step_by(8)
+        .all(|at| lowercase(load(value, at)) == load(lower, at))
+        && lowercase(load(value, last)) == load(lower, last)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 #[cfg(test)]
 use http::HeaderMap;
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 
 use super::ip::IpSet;
 use crate::error::BuildError;
@@ -178,9 +178,24 @@ impl RealIp {
         if self.trusted.is_empty() || !self.trusted.contains(peer) {
             return peer;
         }
+        // A value that holds one address, or is not one: the peer stays the
+        // client.
+        let single = |value: &HeaderValue| {
+            parse_entry(value.as_bytes().trim_ascii()).map_or(peer, |ip| ip.to_canonical())
+        };
         let mut walk = Walk::new(self);
         match &self.header {
             RealIpHeader::XForwardedFor => {
+                // One line of one entry, the common case behind one proxy:
+                // whatever the trust and recursion, the walk answers with
+                // that entry, so it is read directly.
+                if let Some(value) = scan
+                    .real_ip
+                    .only()
+                    .filter(|v| !v.as_bytes().contains(&b','))
+                {
+                    return single(value);
+                }
                 for line in scan.real_ips() {
                     for entry in line.as_bytes().split(|&b| b == b',') {
                         let entry = entry.trim_ascii();
@@ -199,9 +214,7 @@ impl RealIp {
             // A header that holds one address: two values for it, or one
             // that is not an address, and the peer stays the client.
             RealIpHeader::XRealIp | RealIpHeader::CfConnectingIp | RealIpHeader::Custom(_) => {
-                return scan.real_ip.only().map_or(peer, |value| {
-                    parse_entry(value.as_bytes().trim_ascii()).map_or(peer, |ip| ip.to_canonical())
-                });
+                return scan.real_ip.only().map_or(peer, single);
             }
         }
         walk.finish(peer)
@@ -262,7 +275,6 @@ impl<'a> Walk<'a> {
 mod tests {
     use super::*;
     use crate::rules::ip::parse_cidrs;
-    use http::HeaderValue;
 
     fn real_ip(header: RealIpHeader, recursive: bool, trusted: &[&str]) -> RealIp {
         let mut set = IpSet::default();
@@ -303,6 +315,42 @@ mod tests {
 
     fn via_xff(config: &RealIp, lines: &[&str]) -> IpAddr {
         config.resolve(ip(PROXY), &headers("x-forwarded-for", lines))
+    }
+
+    /// A single entry is read directly; the same entry with an empty
+    /// member after it (which the walk skips) goes through the walk, and
+    /// both must name the same client.
+    #[test]
+    fn one_entry_reads_as_the_walk_would() {
+        for config in [xff(true), xff(false)] {
+            for value in [
+                "203.0.113.9",
+                " 203.0.113.9 ",
+                "10.0.0.7",
+                "127.0.0.1",
+                "203.0.113.9:4711",
+                "2001:db8::1",
+                "[2001:db8::1]:443",
+                "::ffff:203.0.113.9",
+                "unknown",
+                "_hidden",
+                "999.1.1.1",
+                "",
+                "  ",
+            ] {
+                assert_eq!(
+                    via_xff(&config, &[value]),
+                    via_xff(&config, &[&format!("{value},")]),
+                    "{value:?}"
+                );
+            }
+        }
+        assert_eq!(via_xff(&xff(true), &["203.0.113.9"]), ip("203.0.113.9"));
+        assert_eq!(via_xff(&xff(true), &["unknown"]), ip(PROXY));
+        assert_eq!(
+            via_xff(&xff(true), &["::ffff:203.0.113.9"]),
+            ip("203.0.113.9")
+        );
     }
 
     #[test]

@@ -110,6 +110,14 @@ impl ServerNames {
         Ok(())
     }
 
+    /// Whether `value` is one of a few exact names, case aside. Served
+    /// names are checked at build, so such a value is a name too.
+    pub(crate) fn is_exact(&self, value: &[u8]) -> bool {
+        self.exact
+            .few()
+            .is_some_and(|names| names.iter().any(|n| eq_lowercase(n, value)))
+    }
+
     /// `name` comes from [`classify`]: no port, no trailing dot, any case.
     pub(crate) fn matches(&self, name: &[u8]) -> bool {
         if let (Some(exact), Some(suffixes)) = (self.exact.few(), self.suffixes.few()) {
@@ -198,6 +206,11 @@ impl HostRules {
             HostField::Mismatch => return Err(DropReason::HostMismatch),
             HostField::Value(v) => v,
         };
+        if self.names.is_exact(value) {
+            // The usual request names a served name as it is: that is a
+            // name, and served, without reading it a second time.
+            return Ok(());
+        }
         match classify(value) {
             HostKind::Invalid => Err(DropReason::HostInvalid),
             HostKind::IpLiteral if self.drop_ip_literal || catch_all => {
@@ -364,6 +377,19 @@ mod tests {
         assert_eq!(check(&[]), Err(DropReason::HostMissing));
         assert_eq!(check(&[b"127.0.0.1"]), Err(DropReason::HostIpLiteral));
         assert_eq!(check(&[b"evil.com"]), Err(DropReason::HostUnknown));
+        // The exact-name shortcut and the full reading agree on case, ports,
+        // a trailing dot and near misses.
+        for (host, want) in [
+            (&b"EXAMPLE.Com"[..], Ok(())),
+            (b"example.com.", Ok(())),
+            (b"example.com:8080", Ok(())),
+            (b"example.com:x", Err(DropReason::HostInvalid)),
+            (b"example.co", Err(DropReason::HostUnknown)),
+            (b"example.comm", Err(DropReason::HostUnknown)),
+            (b"exampl\xc5.com", Err(DropReason::HostInvalid)),
+        ] {
+            assert_eq!(check(&[host]), want, "{:?}", String::from_utf8_lossy(host));
+        }
         assert_eq!(
             check(&[b"example.com", b"example.com"]),
             Err(DropReason::HostInvalid)

@@ -4,14 +4,15 @@ use memchr::memmem::Finder;
 use regex::bytes::{Regex, RegexBuilder};
 
 use crate::error::BuildError;
-use crate::parse::ascii::lowercase_into;
+use crate::parse::ascii::{lowercase_into, word_at};
 
 /// A compiled pattern list. Lists of plain ASCII words (`masscan`, `zgrab`,
-/// `python-requests`), the usual deny lists, need no regex engine: a
-/// lowercase copy of the value searched for each word costs a fraction of a
-/// regex search on every request.
+/// `python-requests`), the usual deny lists, need no regex engine: a search
+/// for the words themselves costs a fraction of a regex search on every
+/// request.
 #[derive(Debug)]
 pub(crate) enum Matcher {
+    Few(FewWords),
     Literals(Words),
     Regex(Regex),
 }
@@ -19,9 +20,168 @@ pub(crate) enum Matcher {
 impl Matcher {
     pub(crate) fn is_match(&self, haystack: &[u8]) -> bool {
         match self {
+            Self::Few(words) => words.is_match(haystack),
             Self::Literals(words) => words.is_match(haystack),
             Self::Regex(regex) => regex.is_match(haystack),
         }
+    }
+}
+
+/// What browsers send, to rank bytes by how often a User-Agent holds them.
+const TYPICAL_AGENTS: &str = "\
+    Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) \
+    Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0 \
+    Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) \
+    Version/18.1 Safari/605.1.15 \
+    Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0 \
+    Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 \
+    (KHTML, like Gecko) Version/18.1 Mobile/15E148 Safari/604.1 \
+    Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) \
+    Chrome/131.0.0.0 Mobile Safari/537.36";
+
+/// A few plain words, each found by its rarest byte. The value is read
+/// eight bytes at a time with the case bit set in each byte (so a letter
+/// of either case compares equal), and each word's rarest byte in what
+/// browsers send is looked for in all eight at once; only where one turns
+/// up is the word compared. A browser's User-Agent seldom holds the rare
+/// bytes of scanner names, so a benign value costs one pass of a few
+/// instructions per eight bytes, with no copy and no length limit.
+#[derive(Debug)]
+pub(crate) struct FewWords {
+    /// Each word's rarest byte, case-folded, in every byte of a `u64`.
+    probes: Probes,
+    /// Each word in lowercase, with the offset of its rarest byte.
+    words: Vec<(Box<[u8]>, usize)>,
+}
+
+/// One to four distinct probes, so the scan is unrolled for its count.
+#[derive(Debug)]
+enum Probes {
+    One([u64; 1]),
+    Two([u64; 2]),
+    Three([u64; 3]),
+    Four([u64; 4]),
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+
+/// Sets the bit that tells an ASCII letter's cases apart in every byte.
+/// Other bytes may collide too (`@` with `` ` ``): the scan only finds
+/// candidates, which a real comparison then confirms.
+fn fold(word: u64) -> u64 {
+    word | (ONES * 0x20)
+}
+
+/// The high bit of every zero byte of `word`. A byte just above a zero byte
+/// may be flagged too (the borrow runs into it), but a zero byte is never
+/// missed: the scan's candidates include every match.
+fn zero_bytes(word: u64) -> u64 {
+    word.wrapping_sub(ONES) & !word & (ONES * 0x80)
+}
+
+impl FewWords {
+    const MAX: usize = 4;
+
+    fn new(patterns: &[String]) -> Option<Self> {
+        if patterns.len() > Self::MAX {
+            return None;
+        }
+        let mut seen = [0usize; 256];
+        for b in TYPICAL_AGENTS.bytes() {
+            seen[usize::from(b | 0x20)] += 1;
+        }
+        let words: Vec<(Box<[u8]>, usize)> = patterns
+            .iter()
+            .map(|p| {
+                let word: Box<[u8]> = p.to_ascii_lowercase().into_bytes().into();
+                let rarest = (0..word.len())
+                    .min_by_key(|&i| seen[usize::from(word[i] | 0x20)])
+                    .unwrap_or(0);
+                (word, rarest)
+            })
+            .collect();
+        let mut probes: Vec<u64> = Vec::new();
+        for (word, at) in &words {
+            let probe = fold(ONES * u64::from(word[*at]));
+            if !probes.contains(&probe) {
+                probes.push(probe);
+            }
+        }
+        let probes = match probes[..] {
+            [a] => Probes::One([a]),
+            [a, b] => Probes::Two([a, b]),
+            [a, b, c] => Probes::Three([a, b, c]),
+            [a, b, c, d] => Probes::Four([a, b, c, d]),
+            _ => return None,
+        };
+        Some(Self { probes, words })
+    }
+
+    fn is_match(&self, haystack: &[u8]) -> bool {
+        match &self.probes {
+            Probes::One(p) => self.scan(p, haystack),
+            Probes::Two(p) => self.scan(p, haystack),
+            Probes::Three(p) => self.scan(p, haystack),
+            Probes::Four(p) => self.scan(p, haystack),
+        }
+    }
+
+    fn scan<const N: usize>(&self, probes: &[u64; N], haystack: &[u8]) -> bool {
+        let flags_of = |eight: u64| {
+            let eight = fold(eight);
+            probes
+                .iter()
+                .fold(0, |flags, probe| flags | zero_bytes(eight ^ probe))
+        };
+        let mut chunks = haystack.chunks_exact(8);
+        let mut at = 0;
+        for chunk in &mut chunks {
+            let flags = flags_of(u64::from_le_bytes(chunk.try_into().expect("eight bytes")));
+            if flags != 0 && self.any_at(haystack, at, flags) {
+                return true;
+            }
+            at += 8;
+        }
+        let rest = chunks.remainder();
+        !rest.is_empty() && {
+            let flags = flags_of(word_at(rest, 0));
+            flags != 0 && self.any_at(haystack, at, flags)
+        }
+    }
+
+    /// Whether a word is where one of `flags` (of the eight bytes from `at`)
+    /// may have found its rare byte.
+    #[cold]
+    fn any_at(&self, haystack: &[u8], at: usize, mut flags: u64) -> bool {
+        while flags != 0 {
+            let found = at + flags.trailing_zeros() as usize / 8;
+            if self.is_around(haystack, found) {
+                return true;
+            }
+            flags &= flags - 1;
+        }
+        false
+    }
+
+    /// Whether a word whose rare byte may be at `found` is there: only the
+    /// words whose rare byte it is are compared, a byte at a time, since a
+    /// candidate usually differs in its first byte or two.
+    fn is_around(&self, haystack: &[u8], found: usize) -> bool {
+        let Some(&byte) = haystack.get(found) else {
+            return false;
+        };
+        self.words.iter().any(|(word, rare)| {
+            word[*rare] | 0x20 == byte | 0x20
+                && found
+                    .checked_sub(*rare)
+                    .and_then(|start| haystack.get(start..start + word.len()))
+                    .is_some_and(|candidate| {
+                        candidate
+                            .iter()
+                            .zip(word.iter())
+                            .all(|(c, w)| c.to_ascii_lowercase() == *w)
+                    })
+        })
     }
 }
 
@@ -68,8 +228,9 @@ fn is_plain_word(pattern: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_/;:=,@%!'\"<> ".contains(&b))
 }
 
-/// [`compile`], as a [`Matcher`]: plain ASCII words become substring
-/// searches, anything else one regex.
+/// [`compile`], as a [`Matcher`]: plain ASCII words become a search for
+/// the words (by their rarest byte when there are few), anything else one
+/// regex.
 pub(crate) fn compile_matcher(
     rule: &'static str,
     patterns: &[String],
@@ -77,10 +238,12 @@ pub(crate) fn compile_matcher(
     let Some(regex) = compile(rule, patterns)? else {
         return Ok(None);
     };
-    Ok(Some(if patterns.iter().all(|p| is_plain_word(p)) {
-        Matcher::Literals(Words::new(patterns, regex))
-    } else {
-        Matcher::Regex(regex)
+    if !patterns.iter().all(|p| is_plain_word(p)) {
+        return Ok(Some(Matcher::Regex(regex)));
+    }
+    Ok(Some(match FewWords::new(patterns) {
+        Some(few) => Matcher::Few(few),
+        None => Matcher::Literals(Words::new(patterns, regex)),
     }))
 }
 
@@ -130,10 +293,24 @@ mod tests {
             .unwrap()
     }
 
+    /// What a list of plain words means: some word occurs in the value,
+    /// ASCII case aside.
+    fn naive(words: &[&str], value: &[u8]) -> bool {
+        let value = value.to_ascii_lowercase();
+        words.iter().any(|w| {
+            let w = w.to_ascii_lowercase();
+            value.windows(w.len()).any(|window| window == w.as_bytes())
+        })
+    }
+
     #[test]
     fn plain_words_skip_the_regex_engine_and_match_the_same() {
-        let words = matcher(&["masscan", "zgrab", "python-requests", "Go-http-client/1"]);
-        assert!(matches!(words, Matcher::Literals(_)));
+        let few = ["masscan", "zgrab", "python-requests", "Go-http-client/1"];
+        let many = [&few[..], &["nikto", "sqlmap"]].concat();
+        let few_words = matcher(&few);
+        assert!(matches!(few_words, Matcher::Few(_)));
+        let many_words = matcher(&many);
+        assert!(matches!(many_words, Matcher::Literals(_)));
         for (agent, want) in [
             ("MassCan/1.3", true),
             ("x zgrab/0.x", true),
@@ -141,13 +318,20 @@ mod tests {
             ("go-http-client/1.1", true),
             ("curl/8.5.0", false),
             ("", false),
+            ("Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0", false),
         ] {
-            assert_eq!(words.is_match(agent.as_bytes()), want, "{agent}");
+            assert_eq!(few_words.is_match(agent.as_bytes()), want, "{agent}");
+            assert_eq!(many_words.is_match(agent.as_bytes()), want, "{agent}");
         }
-        // Past the stack buffer, the regex of the same words answers.
-        let long = format!("{}MASSCAN", "x".repeat(Words::BUFFER));
-        assert!(words.is_match(long.as_bytes()));
-        assert!(!words.is_match("y".repeat(2 * Words::BUFFER).as_bytes()));
+        assert!(many_words.is_match(b"Nikto/2.5"));
+        // Long values: the scan has no limit, and past its stack buffer the
+        // substring search hands over to the regex of the same words.
+        let long = format!("{}MASSCAN", "x".repeat(4 * Words::BUFFER));
+        assert!(few_words.is_match(long.as_bytes()));
+        assert!(many_words.is_match(long.as_bytes()));
+        let benign = "y".repeat(4 * Words::BUFFER);
+        assert!(!few_words.is_match(benign.as_bytes()));
+        assert!(!many_words.is_match(benign.as_bytes()));
         for regexy in [
             &["^curl"][..],
             &["a.b"],
@@ -161,5 +345,33 @@ mod tests {
             );
         }
         assert!(!matcher(&["(?-i)Exact"]).is_match(b"exact"));
+    }
+
+    /// The rare-byte scan agrees with the plain search on every short
+    /// value over bytes that share a case-folded form (`@` and `` ` ``,
+    /// `b` and `B`), at every offset across its eight-byte steps, with
+    /// words whose rare byte is first, last, in the middle, or shared.
+    #[test]
+    fn the_rare_byte_scan_agrees_with_a_plain_search_everywhere() {
+        for words in [
+            &["ab", "b@", "a", "ba@b"][..],
+            &["ab@"],
+            &["@"],
+            &["aab", "bba"],
+        ] {
+            let Matcher::Few(scan) = matcher(words) else {
+                panic!("{words:?} are a few plain words");
+            };
+            let mut found = 0;
+            for value in crate::parse::every_string(b"aAbB@`", 6) {
+                for pad in [0, 3, 6, 7, 9] {
+                    let padded = [&b"xxxxxxxxx"[..pad], &value].concat();
+                    let want = naive(words, &padded);
+                    found += usize::from(want);
+                    assert_eq!(scan.is_match(&padded), want, "{words:?} in {padded:?}");
+                }
+            }
+            assert!(found > 1_000, "{words:?}: {found}");
+        }
     }
 }
