@@ -12,7 +12,8 @@
 //! - `with`: an allowed request through an axum app with the layer added by
 //!   `Router::layer`, which axum applies to each route (boxing it);
 //! - `around`: the same, with the layer wrapped around the whole `Router`
-//!   as a tower layer;
+//!   as a tower layer, its responses turned into axum's (`into_response`)
+//!   as `axum::serve` requires;
 //! - `around_bare`: the same, without the `ClientIp` extension
 //!   (`client_ip_extension(false)`);
 //! - `governor`: the same app with `tower_governor` alone (added with
@@ -63,6 +64,23 @@ fn governor() -> GovernorLayer<SmartIpKeyExtractor, governor::middleware::NoOpMi
         .finish()
         .expect("a valid governor configuration");
     GovernorLayer::new(std::sync::Arc::new(config))
+}
+
+/// `layer` wrapped around the whole `app`, answering with axum's own
+/// response type, as `axum::serve` takes it.
+fn wrapped<L>(
+    layer: L,
+    app: Router,
+) -> impl Service<Request<Body>, Response = axum::response::Response, Error = Infallible>
+where
+    L: tower::Layer<Router>,
+    L::Service: Service<Request<Body>, Error = Infallible>,
+    <L::Service as Service<Request<Body>>>::Response: axum::response::IntoResponse,
+{
+    tower::ServiceBuilder::new()
+        .map_response(axum::response::IntoResponse::into_response)
+        .layer(layer)
+        .service(app)
 }
 
 const PEER: SocketAddr =
@@ -150,7 +168,7 @@ fn main() -> ExitCode {
             measure_requests(&runtime, &mut app, n);
         }
         "around" => {
-            let mut app = tower::Layer::layer(&layer(), app());
+            let mut app = wrapped(layer(), app());
             runtime.block_on(serve_n(&mut app, WARM_UP));
             measure_requests(&runtime, &mut app, n);
         }
@@ -159,7 +177,7 @@ fn main() -> ExitCode {
                 .client_ip_extension(false)
                 .build()
                 .expect("the demo's rules build");
-            let mut app = tower::Layer::layer(&layer, app());
+            let mut app = wrapped(layer, app());
             runtime.block_on(serve_n(&mut app, WARM_UP));
             measure_requests(&runtime, &mut app, n);
         }
@@ -169,7 +187,7 @@ fn main() -> ExitCode {
             measure_requests(&runtime, &mut app, n);
         }
         "governor_around" => {
-            let mut app = tower::Layer::layer(&governor(), app());
+            let mut app = wrapped(governor(), app());
             runtime.block_on(serve_n(&mut app, WARM_UP));
             measure_requests(&runtime, &mut app, n);
         }

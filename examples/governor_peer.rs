@@ -8,8 +8,9 @@
 //! cargo run --release --example governor_peer -- [--listen ADDR]
 //! ```
 //!
-//! Served exactly as the demo serves without the crate: `axum::serve` from a
-//! worker thread, with `ConnectInfo<SocketAddr>` for governor's fallback key.
+//! Served exactly as the demo serves: `axum::serve` from a worker thread,
+//! with `ConnectInfo<SocketAddr>` for governor's fallback key, and the
+//! middleware wrapped around the whole `Router`.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -40,15 +41,21 @@ async fn main() -> ExitCode {
         .key_extractor(SmartIpKeyExtractor)
         .finish()
         .expect("a valid governor configuration");
-    let app = Router::new()
-        .fallback(|| async { "ok" })
-        .layer(GovernorLayer::new(Arc::new(config)));
+    // Wrapped around the whole Router, as the demo wraps its layer, so the
+    // two differ by their middleware alone (`Router::layer` would add axum's
+    // per-route boxing to both).
+    let app = tower::ServiceBuilder::new()
+        .map_response(axum::response::IntoResponse::into_response)
+        .layer(GovernorLayer::new(Arc::new(config)))
+        .service(Router::new().fallback(|| async { "ok" }));
     eprintln!("listening on http://{listen} (axum + tower_governor)");
     let served = tokio::spawn(async move {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         axum::serve(
             listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
+            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+                SocketAddr,
+            >(app),
         )
         .await
     })

@@ -507,18 +507,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    // Every path answers 200 ok, but /login. The layer goes on last, after
-    // every route and the fallback, so probes for paths that do not exist are
-    // judged too.
+    // Every path answers 200 ok, but /login. The layer wraps the whole
+    // Router (see `serve_axum` and `serve_own`), so probes for paths that do
+    // not exist are judged too.
     let app = Router::new()
         .route("/login", axum::routing::get(login))
         .fallback(|| async { "ok" })
         .with_state(layer.ban_list());
-    let app = if args.no_layer {
-        app
-    } else {
-        app.layer(layer.clone())
-    };
 
     eprintln!(
         "listening on http://{} ({} server{}, close mode: {}, client IP from {} behind {}{}, \
@@ -578,9 +573,19 @@ async fn serve_axum(args: &Args, app: Router, layer: NoResponseLayer) -> std::io
         defer_accept(&tcp, wait)?;
     }
     let listener = layer.listener(tcp);
+    // Wrapped around the whole Router rather than added with
+    // `Router::layer`, which axum applies to each route, cloning and boxing
+    // the route's service on every request. `axum::serve` takes axum's own
+    // response type, hence the `into_response` outside.
+    let app = tower::ServiceBuilder::new()
+        .map_response(axum::response::IntoResponse::into_response)
+        .layer(layer.clone())
+        .service(app);
     axum::serve(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+            SocketAddr,
+        >(app),
     )
     .await
 }
@@ -626,7 +631,14 @@ async fn serve_own(args: &Args, app: Router, layer: NoResponseLayer) -> std::io:
     let _filter = kernel_filter(args, &layer, &listener)?;
     // Close mode, bans and early judging all come from the layer. A first
     // request that a rule drops never reaches hyper.
-    let serve = layer.serve(listener, app).judge_early(!args.no_layer);
+    if args.no_layer {
+        let serve = layer.serve(listener, app).judge_early(false);
+        return match args.defer_accept {
+            Some(wait) => serve.defer_accept(wait).run().await,
+            None => serve.run().await,
+        };
+    }
+    let serve = layer.serve(listener, tower::Layer::layer(&layer, app));
     match args.defer_accept {
         Some(wait) => serve.defer_accept(wait).run().await,
         None => serve.run().await,

@@ -11,6 +11,7 @@ use http::{HeaderName, HeaderValue};
 
 use super::ip::IpSet;
 use crate::error::BuildError;
+use crate::parse::addr::ipv4;
 use crate::parse::forwarded::{for_each_forwarded_for, parse_entry};
 use crate::parse::headers::HeaderScan;
 
@@ -189,12 +190,14 @@ impl RealIp {
                 // One line of one entry, the common case behind one proxy:
                 // whatever the trust and recursion, the walk answers with
                 // that entry, so it is read directly.
-                if let Some(value) = scan
-                    .real_ip
-                    .only()
-                    .filter(|v| !v.as_bytes().contains(&b','))
-                {
-                    return single(value);
+                if let Some(value) = scan.real_ip.only() {
+                    // A bare IPv4 address holds no comma: no need to look.
+                    if let Some(v4) = ipv4(value.as_bytes().trim_ascii()) {
+                        return IpAddr::V4(v4);
+                    }
+                    if !value.as_bytes().contains(&b',') {
+                        return single(value);
+                    }
                 }
                 for line in scan.real_ips() {
                     for entry in line.as_bytes().split(|&b| b == b',') {
