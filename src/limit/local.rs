@@ -35,9 +35,11 @@ use crate::rules::{Budget, LimitKey};
 ///
 /// # Memory
 ///
-/// Each tracked client costs a few dozen bytes. Clients whose state has
-/// fully refilled are forgotten every [`eviction_interval`](Self::eviction_interval)
-/// (when a tokio runtime is running), and at most [`max_keys`](Self::max_keys)
+/// Each tracked client costs a few dozen bytes. A sweep every
+/// [`eviction_interval`](Self::eviction_interval) (when a tokio runtime is
+/// running) forgets the clients whose budget has been full again for a
+/// whole interval, so a client that keeps coming back is not forgotten and
+/// added again at every sweep; at most [`max_keys`](Self::max_keys)
 /// clients are tracked at once. When the table is full, idle clients are
 /// evicted on the spot (at most once a second); if it is still full, a new
 /// client is judged together with its network (IPv4 /24, IPv6 /48) in a
@@ -265,7 +267,22 @@ impl ShrinkableKeyedStateStore<IpAddr> for KeyTable {
     }
 }
 
-type Governor<C> = RateLimiter<IpAddr, KeyTable, C, NoOpMiddleware<<C as Clock>::Instant>>;
+/// The table as governor holds it, shared with the limiter's own sweeps,
+/// which need a cutoff governor's API does not take.
+struct SharedTable(Arc<KeyTable>);
+
+impl StateStore for SharedTable {
+    type Key = IpAddr;
+
+    fn measure_and_replace<T, F, E>(&self, key: &IpAddr, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        self.0.measure_and_replace(key, f)
+    }
+}
+
+type Governor<C> = RateLimiter<IpAddr, SharedTable, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
 struct Shared<C: Clock> {
     /// What it was built from: a reload to the same limit keeps it.
@@ -273,6 +290,7 @@ struct Shared<C: Clock> {
     /// Judges new clients, by network, while the table is full.
     overflow: Sketch,
     governor: Governor<C>,
+    table: Arc<KeyTable>,
     clock: C,
     start: C::Instant,
     v6_mask: u128,
@@ -319,7 +337,7 @@ impl Limiter {
 
 impl<C: Clock> Limiter<C> {
     pub(crate) fn len(&self) -> usize {
-        self.shared.governor.len()
+        self.shared.table.len()
     }
 
     /// Whether a reload to `limit` may keep this limiter and its budgets.
@@ -335,16 +353,17 @@ where
     pub(crate) fn with_clock(config: &RateLimit, clock: C) -> Result<Self, BuildError> {
         let quota = config.quota()?;
         let v6_mask = v6_mask(config.ipv6_prefix);
-        let table = KeyTable {
+        let table = Arc::new(KeyTable {
             map: DashMap::with_hasher(foldhash::quality::RandomState::default()),
             len: AtomicUsize::new(0),
             cap: config.max_keys,
-        };
+        });
         Ok(Self {
             shared: Arc::new(Shared {
                 config: *config,
                 overflow: Sketch::new(config.max_keys, config.interval(), config.capacity(), true),
-                governor: RateLimiter::new(quota, table, clock.clone()),
+                governor: RateLimiter::new(quota, SharedTable(Arc::clone(&table)), clock.clone()),
+                table,
                 start: clock.now(),
                 clock,
                 v6_mask,
@@ -407,23 +426,42 @@ where
         {
             return false;
         }
-        self.shared.evict();
+        self.shared.evict(Duration::ZERO);
         true
     }
 
     #[cfg(test)]
     pub(crate) fn evict_now(&self) {
-        self.shared.evict();
+        self.shared.evict(Duration::ZERO);
+    }
+
+    #[cfg(test)]
+    pub(crate) fn evict_on_schedule(&self) {
+        self.shared.evict(self.shared.eviction_interval);
     }
 }
 
 impl<C: Clock> Shared<C> {
-    fn evict(&self) {
-        let before = self.governor.len();
-        self.governor.retain_recent();
+    /// Forgets the clients whose budget has been full again for at least
+    /// `idle_for`. A client with a full budget is no different from a new
+    /// one, but the scheduled sweep keeps those seen within its interval:
+    /// a client that comes back every few seconds would otherwise be
+    /// forgotten and added again at every sweep, and the table shrunk and
+    /// grown with it. A full table, which must make room, sweeps with no
+    /// grace.
+    fn evict(&self, idle_for: Duration) {
+        let before = self.table.len();
+        let now = u64::from(self.clock.now().duration_since(self.start));
+        // A state is the client's theoretical arrival time; it is a fresh
+        // client's once that lies one emission interval in the past, as
+        // governor's own sweep reckons it.
+        let idle_for = self.config.interval().saturating_add(idle_for);
+        let idle_for = u64::try_from(idle_for.as_nanos()).unwrap_or(u64::MAX);
+        self.table
+            .retain_recent(Nanos::from(now.saturating_sub(idle_for)));
         // Give memory back after a flood has passed, not on every small sweep.
-        if self.governor.len() < before / 2 {
-            self.governor.shrink_to_fit();
+        if self.table.len() < before / 2 {
+            self.table.shrink_to_fit();
         }
     }
 }
@@ -449,7 +487,7 @@ where
         loop {
             ticks.tick().await;
             match shared.upgrade() {
-                Some(shared) => shared.evict(),
+                Some(shared) => shared.evict(shared.eviction_interval),
                 None => return,
             }
         }
@@ -619,6 +657,24 @@ mod tests {
         assert_eq!(limiter.len(), 50, "still refilling");
         clock.advance(Duration::from_secs(3));
         limiter.evict_now();
+        assert_eq!(limiter.len(), 0);
+    }
+
+    /// The scheduled sweep keeps a client whose budget is full but who was
+    /// seen within the interval, and forgets it an interval later.
+    #[test]
+    fn the_scheduled_sweep_keeps_clients_seen_within_its_interval() {
+        let (limiter, clock) =
+            fake(RateLimit::per_second(10).eviction_interval(Duration::from_secs(10)));
+        let client = IpAddr::from([192, 0, 2, 1]);
+        assert_eq!(limiter.check(client), Budget::Allow);
+        // Full again after 100 ms, seen 5 s ago: kept.
+        clock.advance(Duration::from_secs(5));
+        limiter.evict_on_schedule();
+        assert_eq!(limiter.len(), 1);
+        // Full for over a whole interval: forgotten.
+        clock.advance(Duration::from_secs(6));
+        limiter.evict_on_schedule();
         assert_eq!(limiter.len(), 0);
     }
 
