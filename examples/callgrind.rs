@@ -12,8 +12,8 @@
 //! - `with`: an allowed request through an axum app with the layer added by
 //!   `Router::layer`, which axum applies to each route (boxing it);
 //! - `around`: the same, with the layer wrapped around the whole `Router`
-//!   as a tower layer, its responses turned into axum's (`into_response`)
-//!   as `axum::serve` requires;
+//!   as a tower layer, its responses turned into axum's as `axum::serve`
+//!   requires (`Body::from`, which unwraps an allowed body);
 //! - `around_bare`: the same, without the `ClientIp` extension
 //!   (`client_ip_extension(false)`);
 //! - `governor`: the same app with `tower_governor` alone (added with
@@ -34,7 +34,7 @@ use tower::{Service, ServiceExt};
 use tower_governor::GovernorLayer;
 use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::key_extractor::SmartIpKeyExtractor;
-use tower_no_response::{NoResponseLayer, NoResponseLayerBuilder, RateLimit};
+use tower_no_response::{NoResponseBody, NoResponseLayer, NoResponseLayerBuilder, RateLimit};
 
 fn layer() -> NoResponseLayer {
     rules().build().expect("the demo's rules build")
@@ -66,20 +66,27 @@ fn governor() -> GovernorLayer<SmartIpKeyExtractor, governor::middleware::NoOpMi
     GovernorLayer::new(std::sync::Arc::new(config))
 }
 
-/// `layer` wrapped around the whole `app`, answering with axum's own
-/// response type, as `axum::serve` takes it.
-fn wrapped<L>(
-    layer: L,
+/// The layer wrapped around the whole `app`, answering with axum's own
+/// response type, as `axum::serve` takes it: an allowed body is unwrapped,
+/// not boxed again (`Body::from`).
+fn wrapped(
+    layer: NoResponseLayer,
     app: Router,
-) -> impl Service<Request<Body>, Response = axum::response::Response, Error = Infallible>
-where
-    L: tower::Layer<Router>,
-    L::Service: Service<Request<Body>, Error = Infallible>,
-    <L::Service as Service<Request<Body>>>::Response: axum::response::IntoResponse,
-{
+) -> impl Service<Request<Body>, Response = axum::response::Response, Error = Infallible> {
+    tower::ServiceBuilder::new()
+        .map_response(|r: http::Response<NoResponseBody<Body>>| r.map(Body::from))
+        .layer(layer)
+        .service(app)
+}
+
+/// tower_governor wrapped around the whole `app`; its body is axum's
+/// already.
+fn governor_wrapped(
+    app: Router,
+) -> impl Service<Request<Body>, Response = axum::response::Response, Error = Infallible> {
     tower::ServiceBuilder::new()
         .map_response(axum::response::IntoResponse::into_response)
-        .layer(layer)
+        .layer(governor())
         .service(app)
 }
 
@@ -187,7 +194,7 @@ fn main() -> ExitCode {
             measure_requests(&runtime, &mut app, n);
         }
         "governor_around" => {
-            let mut app = wrapped(governor(), app());
+            let mut app = governor_wrapped(app());
             runtime.block_on(serve_n(&mut app, WARM_UP));
             measure_requests(&runtime, &mut app, n);
         }

@@ -71,10 +71,12 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use axum::Router;
+use axum::body::Body;
 use http::StatusCode;
 use tower_no_response::audit::DROP_EVENT_TARGET;
 use tower_no_response::{
-    Action, CloseMode, NoResponseLayer, NoResponseLayerBuilder, RateLimit, RealIpHeader,
+    Action, CloseMode, NoResponseBody, NoResponseLayer, NoResponseLayerBuilder, RateLimit,
+    RealIpHeader,
 };
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::prelude::*;
@@ -576,9 +578,9 @@ async fn serve_axum(args: &Args, app: Router, layer: NoResponseLayer) -> std::io
     // Wrapped around the whole Router rather than added with
     // `Router::layer`, which axum applies to each route, cloning and boxing
     // the route's service on every request. `axum::serve` takes axum's own
-    // response type, hence the `into_response` outside.
+    // response type: `Body::from` unwraps an allowed response's body.
     let app = tower::ServiceBuilder::new()
-        .map_response(axum::response::IntoResponse::into_response)
+        .map_response(|r: http::Response<NoResponseBody<Body>>| r.map(Body::from))
         .layer(layer.clone())
         .service(app);
     axum::serve(

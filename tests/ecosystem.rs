@@ -124,6 +124,63 @@ async fn mock_connect_info_drives_the_ip_rules_and_the_limiter() {
     assert_eq!(other.status(), StatusCode::OK);
 }
 
+/// Wrapped around the whole Router and served by `axum::serve`, with the
+/// allowed body unwrapped into axum's (`Body::from`): allowed requests are
+/// answered, and a dropped one gets not a byte, on a new connection and
+/// after a kept-alive response alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrapped_around_the_router_under_axum_serve() {
+    use http::Response;
+    use tokio::io::AsyncWriteExt;
+    use tower_no_response::NoResponseBody;
+
+    let layer = NoResponseLayer::builder()
+        .server_name("a.test")
+        .deny_user_agent("masscan")
+        .build()
+        .unwrap();
+    let app = tower::ServiceBuilder::new()
+        .map_response(|r: Response<NoResponseBody<Body>>| r.map(Body::from))
+        .layer(layer.clone())
+        .service(Router::new().route("/", get(|| async { "ok" })));
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let listener = layer.listener(tcp);
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+                SocketAddr,
+            >(app),
+        )
+        .await
+        .unwrap();
+    });
+
+    let allowed = exchange(addr, &get_req(Some("a.test"), UA)).await;
+    assert!(allowed.text().ends_with("\r\n\r\nok"), "{}", allowed.text());
+    exchange(addr, &get_req(Some("evil.test"), UA))
+        .await
+        .assert_dropped(Close::Fin);
+
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let keep_alive = b"GET / HTTP/1.1\r\nHost: a.test\r\nUser-Agent: curl/8\r\n\r\n";
+    stream.write_all(keep_alive).await.unwrap();
+    let first = common::read_one_response(&mut stream).await;
+    assert!(
+        first.ends_with(b"ok"),
+        "{}",
+        String::from_utf8_lossy(&first)
+    );
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nUser-Agent: masscan\r\n\r\n")
+        .await
+        .unwrap();
+    common::read_until_close(&mut stream)
+        .await
+        .assert_dropped(Close::Fin);
+}
+
 /// With the extension turned off, handlers find no `ClientIp`, while the
 /// rules still judge the client behind the proxy: a denied one is dropped.
 #[tokio::test]
