@@ -18,31 +18,28 @@ pub(crate) fn numeric_port(port: &[u8]) -> bool {
 /// general parser cost more than the address, read on every request behind
 /// a proxy.
 pub(crate) fn ipv4(bytes: &[u8]) -> Option<Ipv4Addr> {
-    // One pass, no splitting: the address so far, the octet being read
-    // and how many digits it has.
-    let mut address = 0u32;
-    let mut octet = 0u32;
-    let mut digits = 0u32;
-    let mut dots = 0u32;
-    for &b in bytes {
-        match b {
-            b'0'..=b'9' => {
-                // A leading zero (`01`) is refused, as std refuses it.
-                if digits == 3 || (digits == 1 && octet == 0) {
-                    return None;
-                }
-                octet = octet * 10 + u32::from(b - b'0');
-                digits += 1;
+    let digit = |b: u8| u16::from(b - b'0');
+    let mut octets = [0u8; 4];
+    let mut rest = bytes;
+    for (i, octet) in octets.iter_mut().enumerate() {
+        // An octet is read whole by its shape: a leading zero (`01`) is
+        // not one, as std refuses it.
+        let (value, tail) = match rest {
+            [a @ b'1'..=b'9', b @ b'0'..=b'9', c @ b'0'..=b'9', tail @ ..] => {
+                (digit(*a) * 100 + digit(*b) * 10 + digit(*c), tail)
             }
-            b'.' if digits > 0 && octet <= 255 && dots < 3 => {
-                address = (address << 8) | octet;
-                (octet, digits) = (0, 0);
-                dots += 1;
-            }
+            [a @ b'1'..=b'9', b @ b'0'..=b'9', tail @ ..] => (digit(*a) * 10 + digit(*b), tail),
+            [a @ b'0'..=b'9', tail @ ..] => (digit(*a), tail),
             _ => return None,
-        }
+        };
+        *octet = u8::try_from(value).ok()?;
+        rest = match (i, tail) {
+            (3, []) => tail,
+            (0..=2, [b'.', after @ ..]) => after,
+            _ => return None,
+        };
     }
-    (dots == 3 && digits > 0 && octet <= 255).then(|| Ipv4Addr::from_bits((address << 8) | octet))
+    Some(Ipv4Addr::from(octets))
 }
 
 /// An IPv6 address, from bytes.
