@@ -47,4 +47,5 @@ row with "the layer added with Router::layer (axum boxes each route)"
 row governor_around "tower_governor alone, wrapped around the Router"
 row governor "tower_governor alone, added with Router::layer"
 echo
-echo "the layer's decision alone (rules and rate limiter): $(per_op decision) instructions"
+echo "the layer's decision alone (rules and rate limiter): $(per_op decision) instructions;" \
+  "for a browser's request (16 headers): $(per_op decision_browser)"

@@ -9,6 +9,8 @@
 //!
 //! - `decision`: the layer's judgement of an allowed request, with the
 //!   demo's rule set and the rate limiter;
+//! - `decision_browser`: the same for what a browser sends (sixteen
+//!   headers, a 111-byte User-Agent);
 //! - `with`: an allowed request through an axum app with the layer added by
 //!   `Router::layer`, which axum applies to each route (boxing it);
 //! - `around`: the same, with the layer wrapped around the whole `Router`
@@ -107,6 +109,43 @@ fn request() -> Request<Body> {
         .expect("a valid request")
 }
 
+/// What a browser sends behind one proxy: sixteen headers and a long
+/// User-Agent, where the harness's `request` has four.
+fn browser_request() -> Request<Body> {
+    let headers = [
+        ("host", "www.example.com"),
+        ("connection", "keep-alive"),
+        ("sec-ch-ua", "\"Chromium\";v=\"131\", \"Not_A Brand\";v=\"24\""),
+        ("sec-ch-ua-mobile", "?0"),
+        ("sec-ch-ua-platform", "\"Windows\""),
+        ("upgrade-insecure-requests", "1"),
+        (
+            "user-agent",
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
+             (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+        ),
+        (
+            "accept",
+            "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,\
+             image/webp,*/*;q=0.8",
+        ),
+        ("sec-fetch-site", "none"),
+        ("sec-fetch-mode", "navigate"),
+        ("sec-fetch-user", "?1"),
+        ("sec-fetch-dest", "document"),
+        ("accept-encoding", "gzip, deflate, br, zstd"),
+        ("accept-language", "en-US,en;q=0.9"),
+        ("cookie", "session=0123456789abcdef; theme=dark"),
+        ("x-forwarded-for", "192.0.2.1"),
+    ];
+    headers
+        .iter()
+        .fold(Request::get("/index.html"), |r, (k, v)| r.header(*k, *v))
+        .extension(ConnectInfo(PEER))
+        .body(Body::empty())
+        .expect("a valid request")
+}
+
 /// The measured loop: `benches/callgrind.sh` counts instructions only
 /// inside the functions named `measure_*`, after a warm-up outside them has
 /// paid for lazy start-up work (such as the rate limiter's clock
@@ -152,7 +191,7 @@ fn main() -> ExitCode {
     let (Some(mode), Some(n)) = (args.next(), args.next().and_then(|n| n.parse::<u64>().ok()))
     else {
         eprintln!(
-            "usage: callgrind decision|with|around|around_bare|governor|governor_around|without N"
+            "usage: callgrind decision|decision_browser|with|around|around_bare|governor|governor_around|without N"
         );
         return ExitCode::from(2);
     };
@@ -162,9 +201,13 @@ fn main() -> ExitCode {
         .expect("a runtime");
     let app = || Router::new().fallback(|| async { "ok" });
     match mode.as_str() {
-        "decision" => {
+        "decision" | "decision_browser" => {
             let layer = layer();
-            let request = request();
+            let request = if mode == "decision" {
+                request()
+            } else {
+                browser_request()
+            };
             let _entered = runtime.enter();
             let _warm_up = layer.judge(&request, Some(PEER));
             measure_decisions(&layer, &request, n);
