@@ -115,7 +115,10 @@ fn browser_request() -> Request<Body> {
     let headers = [
         ("host", "www.example.com"),
         ("connection", "keep-alive"),
-        ("sec-ch-ua", "\"Chromium\";v=\"131\", \"Not_A Brand\";v=\"24\""),
+        (
+            "sec-ch-ua",
+            "\"Chromium\";v=\"131\", \"Not_A Brand\";v=\"24\"",
+        ),
         ("sec-ch-ua-mobile", "?0"),
         ("sec-ch-ua-platform", "\"Windows\""),
         ("upgrade-insecure-requests", "1"),
