@@ -9,8 +9,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use dashmap::DashMap;
-use dashmap::mapref::entry::Entry;
 use governor::clock::{Clock, DefaultClock, Reference};
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
@@ -19,6 +17,7 @@ use governor::state::keyed::ShrinkableKeyedStateStore;
 use governor::{Quota, RateLimiter};
 
 use super::overflow::Sketch;
+use super::table::SlotTable;
 use crate::error::BuildError;
 use crate::rules::{Budget, LimitKey};
 
@@ -174,7 +173,7 @@ fn v6_mask(prefix: u8) -> u128 {
 /// or IPv6 prefix, as two words. `IpAddr` is 17 bytes with a tag; this is 16
 /// with no padding, so a table slot with its state takes 24 bytes, not 32,
 /// and more of a large table stays in cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 struct ClientKey(u64, u64);
 
 impl ClientKey {
@@ -204,11 +203,7 @@ thread_local! {
 /// governor's keyed state, in a table that counts its keys so the cap is
 /// exact and cheap to check.
 struct KeyTable {
-    /// Hashed with foldhash, seeded at random per table: an attacker who
-    /// picks addresses cannot aim them at one shard without the hash key,
-    /// and a fixed-size key hashes in a few instructions where SipHash
-    /// takes hundreds on every request.
-    map: DashMap<ClientKey, AtomicU64, foldhash::quality::RandomState>,
+    slots: SlotTable<ClientKey>,
     len: AtomicUsize,
     cap: usize,
 }
@@ -220,23 +215,22 @@ impl StateStore for KeyTable {
     where
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
-        if let Some(state) = self.map.get(key) {
-            return measure(&state, f);
+        if let Some(result) = self.slots.with_state(key, |state| measure(state, &f)) {
+            return result;
         }
-        // Reserve a slot before inserting, so racing inserts cannot overshoot.
+        // Reserve a place before adding, so racing adds cannot overshoot.
         if self.len.fetch_add(1, Ordering::AcqRel) >= self.cap {
             self.len.fetch_sub(1, Ordering::AcqRel);
             REFUSED.with(|r| r.set(true));
             return f(None).map(|(t, _)| t);
         }
-        match self.map.entry(*key) {
-            Entry::Occupied(e) => {
-                // Another thread inserted it first; give the slot back.
+        self.slots.with_state_or_add(key, |state, added| {
+            if !added {
+                // Another thread added it first; give the place back.
                 self.len.fetch_sub(1, Ordering::AcqRel);
-                measure(e.get(), f)
             }
-            Entry::Vacant(e) => measure(&e.insert(AtomicU64::new(0)), f),
-        }
+            measure(state, &f)
+        })
     }
 }
 
@@ -262,17 +256,12 @@ fn measure<T, E>(
 impl ShrinkableKeyedStateStore<ClientKey> for KeyTable {
     fn retain_recent(&self, drop_below: Nanos) {
         let drop_below: u64 = drop_below.into();
-        let mut removed = 0;
-        self.map.retain(|_, state| {
-            let keep = state.load(Ordering::Relaxed) > drop_below;
-            removed += usize::from(!keep);
-            keep
-        });
+        let removed = self.slots.retain(|state| state > drop_below);
         self.len.fetch_sub(removed, Ordering::AcqRel);
     }
 
     fn shrink_to_fit(&self) {
-        self.map.shrink_to_fit();
+        self.slots.shrink_to_fit();
     }
 
     fn len(&self) -> usize {
@@ -371,7 +360,7 @@ where
         let quota = config.quota()?;
         let v6_mask = v6_mask(config.ipv6_prefix);
         let table = Arc::new(KeyTable {
-            map: DashMap::with_hasher(foldhash::quality::RandomState::default()),
+            slots: SlotTable::new(),
             len: AtomicUsize::new(0),
             cap: config.max_keys,
         });

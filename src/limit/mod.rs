@@ -7,6 +7,7 @@
 pub(crate) mod local;
 mod overflow;
 mod shared;
+mod table;
 
 use std::net::IpAddr;
 use std::sync::Arc;
