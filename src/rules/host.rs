@@ -8,7 +8,7 @@ use http::{Uri, Version};
 
 use super::DropReason;
 use crate::error::BuildError;
-use crate::parse::ascii::{eq_lowercase, lowercase, word_at};
+use crate::parse::ascii::{eq_lowercase, lowercase_into};
 use crate::parse::headers::HeaderScan;
 use crate::parse::host::{HostField, HostKind, MAX_NAME_LEN, classify, host_field_of};
 
@@ -131,10 +131,7 @@ impl ServerNames {
         let Some(lower) = buf.get_mut(..name.len()) else {
             return false;
         };
-        for (to, from) in lower.chunks_mut(8).zip(name.chunks(8)) {
-            let word = lowercase(word_at(from, 0)).to_le_bytes();
-            to.copy_from_slice(&word[..to.len()]);
-        }
+        lowercase_into(name, lower);
         let lower = &*lower;
         if self.exact.contains(lower) {
             return true;

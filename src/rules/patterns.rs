@@ -46,9 +46,11 @@ const TYPICAL_AGENTS: &str = "\
 /// eight bytes at a time with the case bit set in each byte (so a letter
 /// of either case compares equal), and each word's rarest byte in what
 /// browsers send is looked for in all eight at once; only where one turns
-/// up is the word compared. A browser's User-Agent seldom holds the rare
-/// bytes of scanner names, so a benign value costs one pass of a few
-/// instructions per eight bytes, with no copy and no length limit.
+/// up is the word compared. On a short value, such as the User-Agent of a
+/// script or a scanner, that is one pass of a few instructions per eight
+/// bytes with no copy, where the substring search pays a setup per word;
+/// on a browser's long one the search's 32-byte steps win, so
+/// [`Matcher::Few`] scans only values up to [`FewWords::LONGEST`] bytes.
 #[derive(Debug)]
 pub(crate) struct FewWords {
     /// Each word's rarest byte, case-folded, in every byte of a `u64`.
