@@ -98,12 +98,21 @@ impl<K: Copy + Default + Eq + Hash> SlotTable<K> {
         f(&shard.slots[index].state, added)
     }
 
-    /// Keeps the clients whose state `keep` accepts; returns how many were
-    /// removed.
+    /// Keeps the clients whose state `keep` accepts (it may be asked more
+    /// than once about one); returns how many were removed.
     pub(super) fn retain(&self, mut keep: impl FnMut(u64) -> bool) -> usize {
         let mut removed = 0;
         for shard in &self.shards {
             let mut shard = shard.0.write().unwrap_or_else(PoisonError::into_inner);
+            // A shard whose every client stays is left as it is, rather
+            // than rebuilt on every sweep.
+            let stays = |slot: &Slot<K>| {
+                let state = slot.state.load(Ordering::Relaxed);
+                state == EMPTY || keep(state)
+            };
+            if shard.slots.iter().all(stays) {
+                continue;
+            }
             let before = shard.len;
             let size = shard.slots.len();
             shard.rebuild(size, &self.hasher, &mut keep);
