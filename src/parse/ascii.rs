@@ -1,7 +1,8 @@
 //! ASCII eight bytes at a time, in plain `u64` arithmetic: every allowed
-//! request lowercases its Host name and User-Agent, and a byte loop costs
-//! several instructions a byte where these cost about one.
-//! Portable and safe, so no SIMD intrinsics and no `unsafe`.
+//! request compares its Host with the served names and searches its
+//! User-Agent, and a byte loop costs several instructions a byte where
+//! these cost about one. Portable and safe, so no SIMD intrinsics and no
+//! `unsafe`.
 
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGH: u64 = ONES * 0x80;
@@ -50,6 +51,25 @@ pub(crate) fn lowercase_into(from: &[u8], to: &mut [u8]) {
     for (f, t) in from_words.remainder().iter().zip(to_words.into_remainder()) {
         *t = f.to_ascii_lowercase();
     }
+}
+
+/// `word` with the bit that tells an ASCII letter's cases apart set in
+/// every byte. Other bytes may collide too (`@` with `` ` ``), so it only
+/// serves to find candidates, which a real comparison then confirms.
+pub(crate) fn fold(word: u64) -> u64 {
+    word | splat(0x20)
+}
+
+/// The high bit of every zero byte of `word`. A byte just above a zero byte
+/// may be flagged too (the borrow runs into it), but a zero byte is never
+/// missed, so the result names candidates, not matches.
+pub(crate) fn zero_bytes(word: u64) -> u64 {
+    word.wrapping_sub(ONES) & !word & HIGH
+}
+
+/// `byte` in each of the eight bytes of a word.
+pub(crate) const fn splat(byte: u8) -> u64 {
+    ONES * byte as u64
 }
 
 /// Whether `value` in ASCII lowercase is `lower`, which is lowercase
@@ -114,6 +134,21 @@ mod tests {
         assert_eq!(word_at(b"abcdefghij", 10), 0);
         assert_eq!(word_at(b"abcdefghij", 11), 0);
         assert_eq!(word_at(b"abcdefg", 1), u64::from_le_bytes(*b"bcdefg\0\0"));
+    }
+
+    #[test]
+    fn zero_bytes_never_misses_a_zero() {
+        for case in crate::parse::every_string(&[0, 1, 0x80, 0xff], 8) {
+            let flagged = zero_bytes(word_at(&case, 0));
+            for (i, &b) in case.iter().enumerate() {
+                if b == 0 {
+                    assert_ne!(flagged & (0x80 << (8 * i)), 0, "{case:?}");
+                }
+            }
+            if case.len() == 8 && !case.contains(&0) {
+                assert_eq!(flagged, 0, "{case:?}");
+            }
+        }
     }
 
     #[test]

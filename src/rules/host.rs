@@ -120,9 +120,9 @@ impl ServerNames {
 
     /// `name` comes from [`classify`]: no port, no trailing dot, any case.
     pub(crate) fn matches(&self, name: &[u8]) -> bool {
-        if let (Some(exact), Some(suffixes)) = (self.exact.few(), self.suffixes.few()) {
+        if let (Some(_), Some(suffixes)) = (self.exact.few(), self.suffixes.few()) {
             // Compared in place, eight bytes at a time, with no copy.
-            return exact.iter().any(|n| eq_lowercase(n, name))
+            return self.is_exact(name)
                 || suffixes.iter().any(|s| {
                     name.len() > s.len() && eq_lowercase(s, &name[name.len() - s.len()..])
                 });

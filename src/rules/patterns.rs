@@ -4,7 +4,7 @@ use memchr::memmem::Finder;
 use regex::bytes::{Regex, RegexBuilder};
 
 use crate::error::BuildError;
-use crate::parse::ascii::{lowercase_into, word_at};
+use crate::parse::ascii::{fold, lowercase_into, splat, word_at, zero_bytes};
 
 /// A compiled pattern list. Lists of plain ASCII words (`masscan`, `zgrab`,
 /// `python-requests`), the usual deny lists, need no regex engine: a search
@@ -68,22 +68,6 @@ enum Probes {
     Four([u64; 4]),
 }
 
-const ONES: u64 = 0x0101_0101_0101_0101;
-
-/// Sets the bit that tells an ASCII letter's cases apart in every byte.
-/// Other bytes may collide too (`@` with `` ` ``): the scan only finds
-/// candidates, which a real comparison then confirms.
-fn fold(word: u64) -> u64 {
-    word | (ONES * 0x20)
-}
-
-/// The high bit of every zero byte of `word`. A byte just above a zero byte
-/// may be flagged too (the borrow runs into it), but a zero byte is never
-/// missed: the scan's candidates include every match.
-fn zero_bytes(word: u64) -> u64 {
-    word.wrapping_sub(ONES) & !word & (ONES * 0x80)
-}
-
 impl FewWords {
     const MAX: usize = 4;
     /// Up to this length the scan costs less than the substring search
@@ -111,7 +95,7 @@ impl FewWords {
             .collect();
         let mut probes: Vec<u64> = Vec::new();
         for (word, at) in &words {
-            let probe = fold(ONES * u64::from(word[*at]));
+            let probe = fold(splat(word[*at]));
             if !probes.contains(&probe) {
                 probes.push(probe);
             }
