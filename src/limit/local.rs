@@ -13,7 +13,6 @@ use governor::clock::{Clock, DefaultClock, Reference};
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
 use governor::state::StateStore;
-use governor::state::keyed::ShrinkableKeyedStateStore;
 use governor::{Quota, RateLimiter};
 
 use super::overflow::Sketch;
@@ -170,9 +169,8 @@ fn v6_mask(prefix: u8) -> u128 {
 }
 
 /// A client's key in the table: its address (IPv4 in the IPv4-mapped form)
-/// or IPv6 prefix, as two words. `IpAddr` is 17 bytes with a tag; this is 16
-/// with no padding, so a table slot with its state takes 24 bytes, not 32,
-/// and more of a large table stays in cache.
+/// or IPv6 prefix, as two words, hashed and compared as two integers where
+/// `IpAddr` is a tagged enum of byte arrays.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 struct ClientKey(u64, u64);
 
@@ -253,7 +251,8 @@ fn measure<T, E>(
     decision.map(|(result, _)| result)
 }
 
-impl ShrinkableKeyedStateStore<ClientKey> for KeyTable {
+impl KeyTable {
+    /// Forgets the clients whose state is below `drop_below`.
     fn retain_recent(&self, drop_below: Nanos) {
         let drop_below: u64 = drop_below.into();
         let removed = self.slots.retain(|state| state > drop_below);
@@ -266,10 +265,6 @@ impl ShrinkableKeyedStateStore<ClientKey> for KeyTable {
 
     fn len(&self) -> usize {
         self.len.load(Ordering::Acquire)
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -691,7 +686,7 @@ mod tests {
         assert_ne!(key("192.0.2.1"), key("192.0.2.2"));
         assert_ne!(key("192.0.2.1"), key("::192.0.2.1"));
         assert_eq!(key("2001:db8::1"), ClientKey(0x2001_0db8_0000_0000, 1));
-        assert_eq!(std::mem::size_of::<(ClientKey, AtomicU64)>(), 24);
+        assert_eq!(std::mem::size_of::<ClientKey>(), 16);
     }
 
     #[test]
