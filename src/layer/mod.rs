@@ -172,6 +172,15 @@ impl Compiled {
         }
     }
 
+    /// Lets a request through: it carries its [`ClientIp`] when the
+    /// extension is on, and is counted as allowed.
+    fn admit<B>(&self, request: &mut Request<B>, client_ip: Option<IpAddr>) {
+        if let Some(ip) = client_ip.filter(|_| self.client_ip_extension) {
+            request.extensions_mut().insert(ClientIp(ip));
+        }
+        self.counters.allowed();
+    }
+
     /// The rate behind a rate-limit rule, for a `429`'s headers.
     fn rate_of(&self, rule: DropReason) -> Option<(&'static str, RateLimit)> {
         match rule {
@@ -404,10 +413,7 @@ where
                 }
             }
             Verdict::Pass => {
-                if let Some(ip) = judgement.client_ip.filter(|_| current.client_ip_extension) {
-                    request.extensions_mut().insert(ClientIp(ip));
-                }
-                current.counters.allowed();
+                current.admit(&mut request, judgement.client_ip);
                 ResponseFuture {
                     kind: Kind::Inner {
                         future: self.inner.call(request),
@@ -743,10 +749,7 @@ impl<S: Service<Request<B>>, B> Pending<S, B> {
                 rejection: reject(&layer, &compiled, &request, stop, settled.client_ip),
             },
             Verdict::Pass | Verdict::RateLimit(_) => {
-                if let Some(ip) = settled.client_ip.filter(|_| compiled.client_ip_extension) {
-                    request.extensions_mut().insert(ClientIp(ip));
-                }
-                compiled.counters.allowed();
+                compiled.admit(&mut request, settled.client_ip);
                 Kind::Inner {
                     future: inner.call(request),
                 }

@@ -8,12 +8,8 @@ use super::addr::{Bracketed, bracketed, ipv4, numeric_port};
 /// Reads one list entry: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1`, `[2001:db8::1]`
 /// or `[2001:db8::1]:80`, with optional surrounding whitespace.
 pub(crate) fn parse_entry(entry: &[u8]) -> Option<IpAddr> {
-    // The common case, a bare IPv4 address already trimmed, without the
-    // general parsers.
-    if let Some(v4) = ipv4(entry) {
-        return Some(IpAddr::V4(v4));
-    }
     let entry = trim_blanks(entry);
+    // The common case, a bare IPv4 address, without the general parsers.
     if let Some(v4) = ipv4(entry) {
         return Some(IpAddr::V4(v4));
     }
