@@ -127,7 +127,8 @@ async fn mock_connect_info_drives_the_ip_rules_and_the_limiter() {
 /// Wrapped around the whole Router and served by `axum::serve`, with the
 /// allowed body unwrapped into axum's (`Body::from`): allowed requests are
 /// answered, and a dropped one gets not a byte, on a new connection and
-/// after a kept-alive response alike.
+/// after a kept-alive response alike. A reload reaches a connection already
+/// open, whose service was made before it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrapped_around_the_router_under_axum_serve() {
     use http::Response;
@@ -176,6 +177,26 @@ async fn wrapped_around_the_router_under_axum_serve() {
         .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nUser-Agent: masscan\r\n\r\n")
         .await
         .unwrap();
+    common::read_until_close(&mut stream)
+        .await
+        .assert_dropped(Close::Fin);
+
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(keep_alive).await.unwrap();
+    let first = common::read_one_response(&mut stream).await;
+    assert!(
+        first.ends_with(b"ok"),
+        "{}",
+        String::from_utf8_lossy(&first)
+    );
+    layer
+        .reload(
+            NoResponseLayer::builder()
+                .server_name("a.test")
+                .deny_user_agent("curl"),
+        )
+        .unwrap();
+    stream.write_all(keep_alive).await.unwrap();
     common::read_until_close(&mut stream)
         .await
         .assert_dropped(Close::Fin);

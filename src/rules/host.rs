@@ -113,9 +113,12 @@ impl ServerNames {
     /// Whether `value` is one of a few exact names, case aside. Served
     /// names are checked at build, so such a value is a name too.
     pub(crate) fn is_exact(&self, value: &[u8]) -> bool {
-        self.exact
-            .few()
-            .is_some_and(|names| names.iter().any(|n| eq_lowercase(n, value)))
+        self.exact.few().is_some_and(|names| {
+            // Lengths first, inline: most names differ in length.
+            names
+                .iter()
+                .any(|n| n.len() == value.len() && eq_lowercase(n, value))
+        })
     }
 
     /// `name` comes from [`classify`]: no port, no trailing dot, any case.
