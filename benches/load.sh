@@ -14,7 +14,9 @@
 # targets are stated in:
 #
 #   (a) keep-alive, allowed: the demo with its full rule set against the same
-#       app without the crate: req/s and server CPU per request.
+#       app without the crate: req/s and server CPU per request; also the
+#       throughput ratio run by run (each run against its neighbour), whose
+#       spread shows how much one run's ratio can be trusted.
 #   (b) new connection, request, 444 close (FIN): server CPU per dropped
 #       connection and drops/s, against nginx `return 444` with the same rule.
 #   (c) the same with the crate's RST close mode. nginx has no RST mode for
@@ -262,12 +264,21 @@ for case, names in cases:
     for n in names:
         row(case, n)
 print()
+def paired(case, name, base):
+    # Run i of one server beside run i of the other, seconds apart: a ratio
+    # per pair cancels the machine's slow drift, and its spread shows how
+    # far one run's ratio can be trusted.
+    rates = lambda n: [float(l.split()[0]) for l in open(os.path.join(work, f"{case}.{n}.runs"))]
+    ratios = sorted(x / y for x, y in zip(rates(name), rates(base)))
+    return f"median {statistics.median(ratios):.3f}, from {ratios[0]:.3f} to {ratios[-1]:.3f}"
 a, b, g = load("a", "layer"), load("a", "no_layer"), load("a", "governor")
 if a and b and g:
     print(f"(a) throughput with the crate / without: {a['rate'] / b['rate']:.3f} (target >= 0.97); "
           f"CPU per request: {a['cpu'] / b['cpu']:.3f}")
     print(f"(a) throughput with the crate / tower_governor alone: {a['rate'] / g['rate']:.3f} "
           f"(target > 1); CPU per request: {a['cpu'] / g['cpu']:.3f}")
+    print(f"(a) the same, run by run: without the crate {paired('a', 'layer', 'no_layer')}; "
+          f"tower_governor alone {paired('a', 'layer', 'governor')}")
 targets = {"b": 1.10, "c": 1.10, "d": 1.10, "e": 0.3}
 axum_targets = {"b": 1.25, "c": 1.25, "d": 1.25}
 for case, base, names in (("b", "nginx", ["layer", "layer_defer", "layer_own", "layer_own_defer"]),
