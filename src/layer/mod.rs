@@ -229,7 +229,10 @@ impl NoResponseLayer {
     /// Replaces the configuration (rules, actions, dry-run, close mode) for
     /// every service made by this layer or its clones, atomically and
     /// without a restart. Requests already judged finish under the rules
-    /// they were judged by.
+    /// they were judged by. Each service keeps the rule set it last judged
+    /// by until its next request, so an idle connection holds the old rules
+    /// (and a rate limiter the reload replaced) in memory until it sends
+    /// another request or closes.
     ///
     /// What the layer has learned survives where it still applies:
     ///
