@@ -401,16 +401,16 @@ where
             let client_ip = peer.map(|p| p.ip().to_canonical());
             return ResponseFuture {
                 kind: Kind::Rejected {
-                    rejection: reject(&self.shared, &current, &request, stop, client_ip),
+                    rejection: reject(&self.shared, current, &request, stop, client_ip),
                 },
             };
         }
         let judgement = current.judge(&request, peer);
-        record_would_drop(&current, &request, &judgement, peer);
+        record_would_drop(current, &request, &judgement, peer);
         match judgement.verdict {
             Verdict::Stop(stop) => ResponseFuture {
                 kind: Kind::Rejected {
-                    rejection: reject(&self.shared, &current, &request, stop, judgement.client_ip),
+                    rejection: reject(&self.shared, current, &request, stop, judgement.client_ip),
                 },
             },
             Verdict::RateLimit(ip) => {
@@ -429,7 +429,7 @@ where
                             inner,
                             request,
                             layer: Arc::clone(&self.shared),
-                            compiled: Arc::clone(&current),
+                            compiled: Arc::clone(current),
                             judgement,
                         })),
                     },
