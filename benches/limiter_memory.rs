@@ -96,7 +96,8 @@ fn crowd_out(address: fn(u32) -> IpAddr) -> (u32, u32, isize) {
         .header("host", "example.com")
         .body(())
         .unwrap();
-    // From before the layer: its sketch is allocated when it is built.
+    // From before the layer, which allocates its sketch once its table is
+    // full.
     let base = CURRENT.load(Ordering::Relaxed);
     PEAK.store(base, Ordering::Relaxed);
     let layer = NoResponseLayer::builder()
@@ -134,15 +135,15 @@ fn main() -> ExitCode {
     let limit = RateLimit::per_second(10).burst(20);
 
     let (uncapped_peak, uncapped_held, _) = flood(limit.max_keys(CLIENTS as usize));
-    // Less the uncapped table's own overflow sketch, sized for its cap.
-    let uncapped_sketch = 4 * (2 * CLIENTS as usize).next_power_of_two() as isize * 8;
-    let per_key = (uncapped_held - uncapped_sketch) as f64 / f64::from(CLIENTS);
+    // This table never fills, so it never allocates its overflow sketch:
+    // all it holds is its clients.
+    let per_key = uncapped_held as f64 / f64::from(CLIENTS);
 
     let default_cap = 100_000usize;
     let (capped_peak, capped_held, capped_drops) = flood(limit);
     // The table's capacity grows in powers of two, so allow one doubling;
-    // the overflow sketch is fixed: 4 rows of 2 x cap (rounded up to a power
-    // of two) cells of 8 bytes.
+    // the overflow sketch, allocated once the table is full, is fixed: 4
+    // rows of 2 x cap (rounded up to a power of two) cells of 8 bytes.
     let sketch = 4 * (2 * default_cap).next_power_of_two() as isize * 8;
     let allowed = (2.0 * default_cap as f64 * per_key) as isize + sketch;
 

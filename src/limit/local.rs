@@ -41,7 +41,8 @@ use crate::rules::{Budget, LimitKey};
 /// clients are tracked at once. When the table is full, idle clients are
 /// evicted on the spot (at most once a second); if it is still full, a new
 /// client is judged together with its network (IPv4 /24, IPv6 /48) in a
-/// fixed-memory sketch at the same rate, and dropped with rule
+/// fixed-memory sketch at the same rate (allocated the first time the
+/// table is full: 8 MiB for the default cap), and dropped with rule
 /// `rate_limit_full` if that network is over it. A spray of addresses thus
 /// neither grows memory nor crowds out newcomers from other networks, and a
 /// sprayed network stays limited. Clients already tracked are unaffected.

@@ -27,6 +27,7 @@
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -37,7 +38,11 @@ pub(crate) const ROWS: usize = 4;
 /// the limiter started.
 #[derive(Debug)]
 pub(crate) struct Sketch {
-    cells: Box<[AtomicU64]>,
+    /// Allocated the first time a client is judged here: only a full table
+    /// sends clients to the sketch, and most tables never fill, so most
+    /// limiters never pay for its megabytes. A limiter a reload replaced
+    /// may be held a while by idle connections; this keeps it small.
+    cells: OnceLock<Box<[AtomicU64]>>,
     /// Cells per row, a power of two.
     width: usize,
     /// Keyed per process, so an attacker cannot aim at an innocent's cells.
@@ -54,9 +59,9 @@ pub(crate) struct Sketch {
 impl Sketch {
     /// A sketch sized for a table of `max_keys` clients: twice as many cells
     /// per row, between 1,024 and 4,194,304 (8 KiB to 32 MiB a row); 8 MiB
-    /// in all for the default 100,000. Fewer cells fill up sooner: with a
-    /// spray over as many networks as a row has cells, one newcomer in
-    /// six is wrongly limited.
+    /// in all for the default 100,000, allocated when first used. Fewer
+    /// cells fill up sooner: with a spray over as many networks as a row
+    /// has cells, one newcomer in six is wrongly limited.
     pub(crate) fn new(
         max_keys: usize,
         interval: Duration,
@@ -69,7 +74,7 @@ impl Sketch {
             .next_power_of_two();
         let interval = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
         Self {
-            cells: (0..width * ROWS).map(|_| AtomicU64::new(0)).collect(),
+            cells: OnceLock::new(),
             width,
             hasher: RandomState::new(),
             interval,
@@ -81,7 +86,12 @@ impl Sketch {
     /// The bytes the sketch holds.
     #[cfg(test)]
     pub(crate) fn bytes(&self) -> usize {
-        self.cells.len() * std::mem::size_of::<AtomicU64>()
+        self.cells.get().map_or(0, |cells| cells.len()) * std::mem::size_of::<AtomicU64>()
+    }
+
+    fn cells(&self) -> &[AtomicU64] {
+        self.cells
+            .get_or_init(|| (0..self.width * ROWS).map(|_| AtomicU64::new(0)).collect())
     }
 
     /// Judges one request from `ip`'s network at `now` (nanoseconds since
@@ -89,9 +99,10 @@ impl Sketch {
     /// pass.
     pub(crate) fn check(&self, ip: IpAddr, now: u64) -> Result<(), Duration> {
         let cells = self.cells_of(if self.by_network { network(ip) } else { ip });
+        let table = self.cells();
         let estimate = cells
             .iter()
-            .map(|&i| self.cells[i].load(Ordering::Acquire))
+            .map(|&i| table[i].load(Ordering::Acquire))
             .min()
             .unwrap_or(0);
         let next = estimate.max(now).saturating_add(self.interval);
@@ -100,7 +111,7 @@ impl Sketch {
             return Err(Duration::from_nanos(ahead - self.ahead));
         }
         for i in cells {
-            self.cells[i].fetch_max(next, Ordering::AcqRel);
+            table[i].fetch_max(next, Ordering::AcqRel);
         }
         Ok(())
     }
@@ -133,6 +144,7 @@ mod tests {
     fn a_network_gets_the_rate_and_burst() {
         // One a minute, burst 1: two at once, then one a minute.
         let sketch = Sketch::new(1000, Duration::from_secs(60), 2, true);
+        assert_eq!(sketch.bytes(), 0, "nothing until first used");
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         assert!(sketch.check(ip, 0).is_ok());
         assert!(sketch.check(ip, 0).is_ok());

@@ -165,18 +165,20 @@
 //!
 //! ## Rate-limit memory
 //!
-//! Each tracked client costs about 69 bytes (measured, below). Clients whose
-//! budget has fully refilled are forgotten every `eviction_interval` (10 s by
-//! default) by a task on the tokio runtime, and at most `max_keys` clients
-//! (100,000 by default, a few MiB) are tracked at once. When the table is full,
-//! idle clients are evicted on the spot, at most once a second so a flood cannot
-//! make every request scan it; if it is still full, the new client is judged
-//! with its network (IPv4 /24, IPv6 /48) by an overflow sketch: four rows of
-//! twice `max_keys` cells (8 MiB for the default), each holding the latest
-//! GCRA arrival time of the networks that hash to it. A network's estimate is
-//! the smallest of its four cells, never earlier than its own, so a sprayed
-//! network is never under-limited; one over the rate is dropped as
-//! `rate_limit_full`, which does not count as a strike.
+//! Each tracked client costs about 67 bytes (`benches/limiter_memory.rs`
+//! measures it). Every `eviction_interval` (10 s by default) a task on the
+//! tokio runtime forgets the clients whose budget has been full again for a
+//! whole interval, and at most `max_keys` clients (100,000 by default, a
+//! few MiB) are tracked at once. When the table is full, idle clients are
+//! evicted on the spot, at most once a second so a flood cannot make every
+//! request scan it; if it is still full, the new client is judged with its
+//! network (IPv4 /24, IPv6 /48) by an overflow sketch: four rows of twice
+//! `max_keys` cells (8 MiB for the default, allocated the first time the
+//! table is full), each holding the latest GCRA arrival time of the
+//! networks that hash to it. A network's estimate is the smallest of its
+//! four cells, never earlier than its own, so a sprayed network is never
+//! under-limited; one over the rate is dropped as `rate_limit_full`, which
+//! does not count as a strike.
 
 pub(crate) mod client_ip;
 pub(crate) mod custom;
