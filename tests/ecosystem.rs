@@ -164,15 +164,20 @@ async fn wrapped_around_the_router_under_axum_serve() {
         .await
         .assert_dropped(Close::Fin);
 
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let keep_alive = b"GET / HTTP/1.1\r\nHost: a.test\r\nUser-Agent: curl/8\r\n\r\n";
-    stream.write_all(keep_alive).await.unwrap();
-    let first = common::read_one_response(&mut stream).await;
-    assert!(
-        first.ends_with(b"ok"),
-        "{}",
-        String::from_utf8_lossy(&first)
-    );
+    // A connection with one allowed response behind it, kept open.
+    let kept_alive = || async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(keep_alive).await.unwrap();
+        let first = common::read_one_response(&mut stream).await;
+        assert!(
+            first.ends_with(b"ok"),
+            "{}",
+            String::from_utf8_lossy(&first)
+        );
+        stream
+    };
+    let mut stream = kept_alive().await;
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nUser-Agent: masscan\r\n\r\n")
         .await
@@ -181,14 +186,7 @@ async fn wrapped_around_the_router_under_axum_serve() {
         .await
         .assert_dropped(Close::Fin);
 
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(keep_alive).await.unwrap();
-    let first = common::read_one_response(&mut stream).await;
-    assert!(
-        first.ends_with(b"ok"),
-        "{}",
-        String::from_utf8_lossy(&first)
-    );
+    let mut stream = kept_alive().await;
     layer
         .reload(
             NoResponseLayer::builder()
