@@ -64,6 +64,7 @@ impl NoResponseLayer {
     pub fn incoming(&self, listener: TcpListener) -> NoResponseIncoming {
         NoResponseIncoming {
             listener,
+            layer: self.clone(),
             nodelay: true,
         }
     }
@@ -129,6 +130,8 @@ where
 /// [`NoResponseLayer::incoming`].
 pub struct NoResponseIncoming {
     listener: TcpListener,
+    /// Screens each peer before tonic sees it: `only_from`, bans.
+    layer: NoResponseLayer,
     nodelay: bool,
 }
 
@@ -164,15 +167,21 @@ impl futures_core::Stream for NoResponseIncoming {
 
     /// Accept errors are passed on: tonic's server logs them and goes on.
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.listener.poll_accept(cx).map(|accepted| {
-            Some(accepted.map(|(stream, _)| {
-                if self.nodelay {
-                    // Fails only for a peer that is already gone.
-                    let _ = stream.set_nodelay(true);
-                }
-                AbortableStream::new(stream)
-            }))
-        })
+        loop {
+            let (stream, peer) = match std::task::ready!(self.listener.poll_accept(cx)) {
+                Ok(accepted) => accepted,
+                Err(e) => return Poll::Ready(Some(Err(e))),
+            };
+            // A refused peer is closed here, unseen by tonic.
+            let Some(stream) = self.layer.screen_at_accept(stream, peer) else {
+                continue;
+            };
+            if self.nodelay {
+                // Fails only for a peer that is already gone.
+                let _ = stream.set_nodelay(true);
+            }
+            return Poll::Ready(Some(Ok(AbortableStream::new(stream))));
+        }
     }
 }
 

@@ -181,3 +181,84 @@ async fn hundreds_of_bans_load_and_each_is_refused() {
         );
     }
 }
+
+/// A connection from an IPv6 `source`, or `None` when no SYN-ACK came
+/// within a second.
+async fn connect_from_v6(source: IpAddr, to: SocketAddr) -> Option<TcpStream> {
+    let socket = TcpSocket::new_v6().unwrap();
+    socket.bind(SocketAddr::new(source, 0)).unwrap();
+    tokio::time::timeout(Duration::from_secs(1), socket.connect(to))
+        .await
+        .ok()
+        .map(|connected| connected.expect("a connect that is answered succeeds"))
+}
+
+/// A ban of an IPv6 /64 that holds a trusted proxy refuses the rest of it
+/// in the kernel, never the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_banned_64_never_refuses_the_trusted_proxy_inside_it() {
+    let bans = BanList::new(BanPolicy::new(
+        3,
+        Duration::from_secs(60),
+        Duration::from_secs(60),
+    ));
+    let layer = NoResponseLayer::builder()
+        .trusted_proxy("::1")
+        .ban_list(bans.clone())
+        .build()
+        .unwrap();
+    let tcp = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let filter = layer.kernel_filter(&tcp).unwrap();
+    tokio::spawn(async move {
+        loop {
+            let _ = tcp.accept().await;
+        }
+    });
+    let proxy: IpAddr = "::1".parse().unwrap();
+    bans.ban("::5".parse().unwrap(), Duration::from_secs(60));
+    wait_for(&filter, "the ban reaches the kernel", |f| {
+        f.loaded().v6_prefixes == 1
+    })
+    .await;
+    assert_eq!(filter.loaded().kept, 1, "{:?}", filter.loaded());
+    for _ in 0..3 {
+        assert!(
+            connect_from_v6(proxy, addr).await.is_some(),
+            "the trusted proxy got no handshake"
+        );
+    }
+}
+
+/// `only_from` in the kernel: peers outside it get no handshake; the
+/// allowed edge and the trusted proxy are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_from_refuses_every_other_peer_before_the_handshake() {
+    let layer = NoResponseLayer::builder()
+        .server_name("example.com")
+        .trusted_proxy("127.0.0.1")
+        .only_from(["127.0.0.2"])
+        .build()
+        .unwrap();
+    let tcp = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let addr = SocketAddr::new(from(1), tcp.local_addr().unwrap().port());
+    let filter = layer.kernel_filter(&tcp).unwrap();
+    let loaded = filter.loaded();
+    assert!(loaded.only_from && loaded.kept == 1, "{loaded:?}");
+    let app = counting_router(Default::default()).layer(layer.clone());
+    tokio::spawn(async move {
+        axum::serve(
+            layer.listener(tcp),
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    assert!(served_from(from(1), addr).await, "the trusted proxy");
+    assert!(served_from(from(2), addr).await, "the only_from peer");
+    assert!(
+        connect_from(from(3), addr).await.is_none(),
+        "around the edge: no handshake"
+    );
+    drop(filter);
+}

@@ -264,10 +264,10 @@ async fn repeat_offenders_are_banned_at_accept() {
     }
 }
 
-/// Behind a trusted proxy the peer is the proxy: drops must not ban it, or
-/// every client behind it would be refused.
+/// Behind a trusted proxy the peer is the proxy: drops ban the client
+/// behind it, never the proxy, or every client behind it would be refused.
 #[tokio::test]
-async fn drops_behind_a_proxy_do_not_ban_the_proxy() {
+async fn drops_behind_a_proxy_ban_the_client_not_the_proxy() {
     use tower_no_response::ban::{BanList, BanPolicy};
 
     let bans = BanList::new(BanPolicy::new(
@@ -294,13 +294,27 @@ async fn drops_behind_a_proxy_do_not_ban_the_proxy() {
     )
     .await
     .assert_dropped(Close::Fin);
-    assert!(
-        bans.is_empty(),
-        "a proxied client must not strike the proxy"
-    );
+    let banned: Vec<_> = bans.bans().iter().map(|b| b.ip).collect();
+    assert_eq!(banned, ["192.0.2.50".parse::<std::net::IpAddr>().unwrap()]);
+    // The proxy itself, and another client behind it, are still served.
     exchange(addr, &get_req(Some("example.com"), UA))
         .await
         .assert_ok();
+    let through = |client| {
+        common::request(
+            "GET",
+            "/",
+            Some("example.com"),
+            UA,
+            &[("X-Forwarded-For", client)],
+        )
+    };
+    exchange(addr, &through("192.0.2.51")).await.assert_ok();
+    // The banned client is refused through the proxy, on a request that
+    // would otherwise pass.
+    exchange(addr, &through("192.0.2.50"))
+        .await
+        .assert_dropped(Close::Fin);
 }
 
 /// Zero bytes on the serve loop's per-stream path, checked as an attacker

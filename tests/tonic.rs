@@ -239,3 +239,54 @@ async fn the_incoming_stream_sets_tcp_nodelay() {
         assert_eq!(accepted.get_ref().nodelay().unwrap(), expected);
     }
 }
+
+/// `only_from` at tonic's accept: a peer around the edge is closed before
+/// tonic reads a byte (nothing written, not even a SETTINGS frame), while a
+/// call through the edge succeeds.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_from_refuses_other_peers_before_tonic_reads() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let layer = NoResponseLayer::builder()
+        .only_from(["127.0.0.1"])
+        .build()
+        .unwrap();
+    let listener = TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = Server::builder().layer(layer.grpc()).add_service(health);
+    tokio::spawn(server.serve_with_incoming(layer.incoming(listener)));
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    HealthClient::new(channel)
+        .check(check(false))
+        .await
+        .expect("a call from the allowed peer");
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.3:0".parse().unwrap()).unwrap();
+    let mut stream = socket
+        .connect(SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .unwrap();
+    let _ = stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut got))
+        .await
+        .expect("the refused connection hangs");
+    assert!(read.is_ok() || got.is_empty(), "{read:?}");
+    assert!(
+        got.is_empty(),
+        "{} bytes reached the refused peer",
+        got.len()
+    );
+    assert_eq!(
+        layer.stats().rule("peer_not_allowed").map(|r| r.dropped),
+        Some(1)
+    );
+}

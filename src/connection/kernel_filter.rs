@@ -10,12 +10,21 @@
 //! the process. Everyone else is served as before.
 //!
 //! The program names:
-//! - the clients on the layer's ban list (an IPv4 address, or an IPv6
-//!   prefix of [`BanPolicy::ipv6_prefix`](crate::ban::BanPolicy::ipv6_prefix)
-//!   bits), most recent bans first;
-//! - the networks the IP rules deny outright: a deny that no earlier allow
-//!   overlaps and that holds no trusted proxy, while the rule is enforced
-//!   with a drop (not in dry-run, not answering with a status).
+//! - with [`only_from`](crate::NoResponseLayerBuilder::only_from) enforced,
+//!   every peer outside its ranges and the trusted proxies, and nothing
+//!   else (the peers let in are edges, never refused here);
+//! - otherwise, the clients on the layer's ban list (an IPv4 address, or an
+//!   IPv6 prefix of
+//!   [`BanPolicy::ipv6_prefix`](crate::ban::BanPolicy::ipv6_prefix) bits),
+//!   most recent bans first, and the networks the IP rules deny, while the
+//!   rule is enforced with a drop (not in dry-run, not answering with a
+//!   status).
+//!
+//! It never refuses a trusted proxy, an `only_from` peer, or an address
+//! that an allow before a deny lets through: those are checked first and
+//! kept, so a ban of an IPv6 /64 or a denied block that contains a proxy
+//! refuses everyone in it but the proxy. An IPv6 address kept is kept with
+//! its whole /64, which may leave a few more to user space, never fewer.
 //!
 //! It is kept in sync: every quarter second the ban list, the rules (after a
 //! [`reload`](NoResponseLayer::reload)) and the expiry of the bans in it are
@@ -27,7 +36,10 @@
 //! ranges are searched as a balanced tree, so the kernel holds up to
 //! [`MAX_V4_RANGES`] of them at about a dozen comparisons a packet; IPv6
 //! prefixes of up to 64 bits are compared one after another, up to
-//! [`MAX_V6_PREFIXES`]. Denied networks go in first, then bans from the
+//! [`MAX_V6_PREFIXES`]. Up to 64 kept IPv4 ranges and 16 kept IPv6
+//! prefixes come on top; a refusal that overlaps a kept network beyond
+//! those is left to user space, and an `only_from` list beyond them is
+//! enforced at accept alone. Denied networks go in first, then bans from the
 //! longest remaining. What does not fit, and longer IPv6 prefixes, is still
 //! refused by the layer as before, in user space; each refresh logs how many
 //! entries the kernel holds and how many it left out.
@@ -36,7 +48,8 @@
 //!
 //! The kernel sees the TCP peer. Behind a proxy or load balancer every
 //! client arrives from the proxy's address, which is never banned: the
-//! filter then refuses only clients that connect directly. Connections
+//! filter then refuses only clients that connect directly, and the layer
+//! refuses a banned client behind a proxy on each of its requests. Connections
 //! already accepted inherit the program they were accepted with; the layer
 //! closes a banned client's open connections itself.
 
@@ -53,7 +66,7 @@ use crate::ban::BanList;
 use crate::rules::RuleSet;
 
 /// The most IPv4 addresses and ranges the kernel holds.
-pub const MAX_V4_RANGES: usize = 700;
+pub const MAX_V4_RANGES: usize = 600;
 /// The most IPv6 prefixes the kernel holds.
 pub const MAX_V6_PREFIXES: usize = 64;
 
@@ -145,6 +158,11 @@ pub struct Loaded {
     pub left_out: usize,
     /// The program's length in instructions.
     pub instructions: usize,
+    /// IPv4 ranges and IPv6 prefixes never refused: trusted proxies,
+    /// `only_from` peers, and the allows before a deny.
+    pub kept: usize,
+    /// Whether every peer outside the kept ones is refused (`only_from`).
+    pub only_from: bool,
 }
 
 /// The refresh task's state.
@@ -190,12 +208,16 @@ impl Refresh {
             v6_prefixes: blocklist.v6.len(),
             left_out: blocklist.left_out,
             instructions: program.len(),
+            kept: blocklist.keep_v4.len() + blocklist.keep_v6.len(),
+            only_from: blocklist.keep_only,
         };
         tracing::info!(
             target: "tower_no_response::kernel_filter",
             v4_ranges = loaded.v4_ranges,
             v6_prefixes = loaded.v6_prefixes,
             left_out = loaded.left_out,
+            kept = loaded.kept,
+            only_from = loaded.only_from,
             "kernel filter loaded"
         );
         Ok(loaded)
@@ -209,25 +231,41 @@ impl Drop for Refresh {
     }
 }
 
-/// The addresses a program refuses.
+/// The addresses a program refuses, and those it must never refuse.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Blocklist {
     /// Inclusive ranges, sorted, neither overlapping nor touching.
     v4: Vec<(u32, u32)>,
     /// (prefix, mask) over an address's first 64 bits.
     v6: Vec<(u64, u64)>,
+    /// Kept whatever else matches, checked first: edges, and the allows
+    /// before a deny. IPv6 ones are kept by at most their first 64 bits,
+    /// which may keep more, never less.
+    keep_v4: Vec<(u32, u32)>,
+    keep_v6: Vec<(u64, u64)>,
+    /// Refuse everything that is not kept (`only_from`).
+    keep_only: bool,
     left_out: usize,
 }
 
+/// The most IPv4 ranges and IPv6 prefixes kept out of every refusal.
+const MAX_KEEP_V4: usize = 64;
+const MAX_KEEP_V6: usize = 16;
+
 impl Blocklist {
     /// The denied networks first, then the bans from the longest remaining,
-    /// as many as fit; and when the first ban in it runs out.
+    /// as many as fit, with the rules' edges and allows kept out of them;
+    /// and when the first ban in it runs out.
     fn gather(rules: &RuleSet, bans: Option<&BanList>, now: Instant) -> (Self, Option<Instant>) {
-        let mut entries: Vec<IpNet> = rules.denied_networks();
+        let sets = rules.kernel_sets();
+        if sets.keep_only {
+            return (Self::keep_only(sets.keep), None);
+        }
+        let mut entries = sets.deny;
         let mut expires = None;
         if let Some(bans) = bans {
             let mut banned = bans.bans();
-            banned.retain(|b| !rules.is_trusted_proxy(b.ip));
+            banned.retain(|b| !rules.is_edge(b.ip));
             banned.sort_by_key(|b| std::cmp::Reverse(b.remaining));
             let v6_prefix = bans.ipv6_prefix();
             for ban in banned {
@@ -238,40 +276,64 @@ impl Blocklist {
                 expires = Some(expires.map_or(ends, |e: Instant| e.min(ends)));
             }
         }
-        (Self::fit(entries), expires)
+        (Self::fit(entries).keeping(&sets.keep), expires)
     }
 
     /// Takes `entries` in order while they fit.
     pub(crate) fn fit(entries: Vec<IpNet>) -> Self {
         let mut list = Self::default();
+        let mut v4 = Vec::new();
         for net in entries {
             match net {
-                IpNet::V4(n) if list.v4.len() < MAX_V4_RANGES => {
-                    list.v4
-                        .push((n.network().to_bits(), n.broadcast().to_bits()));
+                IpNet::V4(n) if v4.len() < MAX_V4_RANGES => {
+                    v4.push((n.network().to_bits(), n.broadcast().to_bits()));
                 }
                 IpNet::V6(n) if n.prefix_len() <= 64 && list.v6.len() < MAX_V6_PREFIXES => {
-                    let mask = u64::MAX
-                        .checked_shl(64 - u32::from(n.prefix_len()))
-                        .unwrap_or(0);
-                    let prefix = (n.network().to_bits() >> 64) as u64 & mask;
-                    if !list.v6.contains(&(prefix, mask)) {
-                        list.v6.push((prefix, mask));
+                    let prefix = v6_prefix(n, n.prefix_len());
+                    if !list.v6.contains(&prefix) {
+                        list.v6.push(prefix);
                     }
                 }
                 _ => list.left_out += 1,
             }
         }
-        list.v4.sort_unstable();
-        let mut merged: Vec<(u32, u32)> = Vec::with_capacity(list.v4.len());
-        for (start, end) in list.v4.drain(..) {
-            match merged.last_mut() {
-                Some(last) if start <= last.1.saturating_add(1) => last.1 = last.1.max(end),
-                _ => merged.push((start, end)),
-            }
-        }
-        list.v4 = merged;
+        list.v4 = merge(v4);
         list
+    }
+
+    /// Keeps `keep` out of every refusal. What does not fit in the
+    /// program is kept by leaving out every refusal that overlaps it.
+    pub(crate) fn keeping(mut self, keep: &[IpNet]) -> Self {
+        let (v4, v6) = split_keep(keep);
+        let (fits_v4, over_v4) = v4.split_at(v4.len().min(MAX_KEEP_V4));
+        let (fits_v6, over_v6) = v6.split_at(v6.len().min(MAX_KEEP_V6));
+        let before = self.v4.len() + self.v6.len();
+        self.v4
+            .retain(|&(start, end)| !over_v4.iter().any(|&(s, e)| s <= end && start <= e));
+        self.v6
+            .retain(|&(p, m)| !over_v6.iter().any(|&(q, n)| (p ^ q) & (m & n) == 0));
+        self.left_out += before - self.v4.len() - self.v6.len();
+        self.keep_v4 = fits_v4.to_vec();
+        self.keep_v6 = fits_v6.to_vec();
+        self
+    }
+
+    /// Refuses every peer outside `keep`; when `keep` does not fit, refuses
+    /// nothing, and the accept side refuses them instead.
+    pub(crate) fn keep_only(keep: Vec<IpNet>) -> Self {
+        let (v4, v6) = split_keep(&keep);
+        if v4.len() > MAX_KEEP_V4 || v6.len() > MAX_KEEP_V6 {
+            return Self {
+                left_out: keep.len(),
+                ..Self::default()
+            };
+        }
+        Self {
+            keep_v4: v4,
+            keep_v6: v6,
+            keep_only: true,
+            ..Self::default()
+        }
     }
 
     /// The classic BPF program; see [`Insn`] for what it is made of.
@@ -286,9 +348,23 @@ impl Blocklist {
             Insn::RightShift(4),
             Insn::JumpIfEqual(4, 1, 0),
         ];
+        let otherwise = if self.keep_only { DROP } else { ACCEPT };
         let v4 = {
             let mut tree = vec![Insn::LoadWord(NET + 12)];
-            v4_tree(&self.v4, &mut tree);
+            // Kept: accepted at once. Past the kept ranges, the refused.
+            let leaves = v4_tree(&self.keep_v4, ACCEPT, &mut tree);
+            let refused_at = tree.len();
+            if self.keep_only {
+                tree.push(Insn::Return(DROP));
+            } else {
+                for leaf in v4_tree(&self.v4, DROP, &mut tree) {
+                    tree[leaf] = Insn::Return(ACCEPT);
+                }
+            }
+            for leaf in leaves {
+                tree[leaf] =
+                    Insn::Jump(u32::try_from(refused_at - leaf - 1).expect("a short program"));
+            }
             tree
         };
         out.push(Insn::Jump(
@@ -298,7 +374,9 @@ impl Blocklist {
         // Not IPv4: IPv6, or anything else, which is let through.
         out.push(Insn::JumpIfEqual(6, 1, 0));
         out.push(Insn::Return(ACCEPT));
-        for &(prefix, mask) in &self.v6 {
+        let kept = self.keep_v6.iter().map(|&p| (p, ACCEPT));
+        let refused = self.v6.iter().map(|&p| (p, DROP));
+        for ((prefix, mask), verdict) in kept.chain(refused) {
             let (hi, lo) = ((prefix >> 32) as u32, prefix as u32);
             let (mask_hi, mask_lo) = ((mask >> 32) as u32, mask as u32);
             out.extend([
@@ -308,34 +386,77 @@ impl Blocklist {
                 Insn::LoadWord(NET + 12),
                 Insn::And(mask_lo),
                 Insn::JumpIfEqual(lo, 0, 1),
-                Insn::Return(DROP),
+                Insn::Return(verdict),
             ]);
         }
-        out.push(Insn::Return(ACCEPT));
+        out.push(Insn::Return(otherwise));
         out
     }
 }
 
+/// An IPv6 network's first 64 bits, as (prefix, mask), for at most `len`
+/// of them.
+fn v6_prefix(n: ipnet::Ipv6Net, len: u8) -> (u64, u64) {
+    let mask = u64::MAX
+        .checked_shl(64 - u32::from(len.min(64)))
+        .unwrap_or(0);
+    ((n.network().to_bits() >> 64) as u64 & mask, mask)
+}
+
+/// Sorted ranges with overlapping and touching ones merged.
+fn merge(mut ranges: Vec<(u32, u32)>) -> Vec<(u32, u32)> {
+    ranges.sort_unstable();
+    let mut merged: Vec<(u32, u32)> = Vec::with_capacity(ranges.len());
+    for (start, end) in ranges {
+        match merged.last_mut() {
+            Some(last) if start <= last.1.saturating_add(1) => last.1 = last.1.max(end),
+            _ => merged.push((start, end)),
+        }
+    }
+    merged
+}
+
+/// Networks to keep, as merged IPv4 ranges and IPv6 prefixes of at most
+/// 64 bits (a longer one kept by its /64).
+fn split_keep(keep: &[IpNet]) -> (Vec<(u32, u32)>, Vec<(u64, u64)>) {
+    let mut v4 = Vec::new();
+    let mut v6: Vec<(u64, u64)> = Vec::new();
+    for net in keep {
+        match net {
+            IpNet::V4(n) => v4.push((n.network().to_bits(), n.broadcast().to_bits())),
+            IpNet::V6(n) => {
+                let prefix = v6_prefix(*n, n.prefix_len());
+                if !v6.contains(&prefix) {
+                    v6.push(prefix);
+                }
+            }
+        }
+    }
+    (merge(v4), v6)
+}
+
 /// A balanced search over sorted, disjoint ranges, with the address in A.
 /// Each node: below its range, the left subtree; above, the right; inside,
-/// drop. Every jump is short or an unconditional jump, whose reach is not
-/// limited to 255 instructions.
-fn v4_tree(ranges: &[(u32, u32)], out: &mut Vec<Insn>) {
+/// return `inside`. Every jump is short or an unconditional jump, whose
+/// reach is not limited to 255 instructions. Returns where the searches
+/// that found nothing end, for the caller to fill in.
+fn v4_tree(ranges: &[(u32, u32)], inside: u32, out: &mut Vec<Insn>) -> Vec<usize> {
     if ranges.is_empty() {
         out.push(Insn::Return(ACCEPT));
-        return;
+        return vec![out.len() - 1];
     }
     let mid = ranges.len() / 2;
     let (start, end) = ranges[mid];
     out.push(Insn::JumpIfAtLeast(start, 0, 3));
     out.push(Insn::JumpIfAbove(end, 1, 0));
-    out.push(Insn::Return(DROP));
+    out.push(Insn::Return(inside));
     let jump = out.len();
     out.push(Insn::Jump(0));
-    v4_tree(&ranges[..mid], out);
+    let mut leaves = v4_tree(&ranges[..mid], inside, out);
     let left = out.len() - jump - 1;
     out[jump] = Insn::Jump(u32::try_from(left).expect("a short program"));
-    v4_tree(&ranges[mid + 1..], out);
+    leaves.extend(v4_tree(&ranges[mid + 1..], inside, out));
+    leaves
 }
 
 /// Offsets from here reach the network (IP) header: Linux's `SKF_NET_OFF`.

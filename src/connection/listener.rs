@@ -120,6 +120,9 @@ impl Listener for AbortableListener {
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let (stream, addr, prefix) = loop {
             let (stream, addr) = Listener::accept(&mut self.inner).await;
+            let Some(stream) = self.layer.screen_at_accept(stream, addr) else {
+                continue;
+            };
             // A first request already here is judged now: a drop then never
             // becomes a task, a hyper connection or a registry entry. (With
             // `TCP_DEFER_ACCEPT` on the listener, the request is always

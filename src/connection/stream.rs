@@ -39,7 +39,7 @@ pub struct AbortableStream {
     replayed: usize,
     /// Where the layer finds this stream's handle by its peer address;
     /// held for its `Drop`, which removes the entry.
-    _registration: Option<Registration>,
+    registration: Option<Registration>,
     /// The wait for a request head, for a server without a header timeout
     /// of its own.
     head_timer: Option<Box<HeadTimer>>,
@@ -122,7 +122,7 @@ impl AbortableStream {
             handle: ConnectionHandle::new(),
             replay: prefix,
             replayed: 0,
-            _registration: None,
+            registration: None,
             head_timer: None,
         }
     }
@@ -176,7 +176,7 @@ impl AbortableStream {
     /// Records the stream in `registry` under `peer` until it is dropped.
     #[cfg(feature = "axum")]
     pub(crate) fn register(&mut self, registry: &Arc<Registry>, peer: SocketAddr) {
-        self._registration = Some(registry.register(peer, &self.handle));
+        self.registration = Some(registry.register(peer, &self.handle));
     }
 
     /// The handle that aborts this stream. Put a clone in each request's
@@ -216,6 +216,9 @@ impl AsyncRead for AbortableStream {
     ) -> Poll<io::Result<()>> {
         if self.handle.is_aborted() || self.head_timed_out(cx) {
             return Poll::Ready(Err(Self::aborted()));
+        }
+        if let Some(registration) = self.registration.as_mut() {
+            registration.bind_to_task();
         }
         if self.replayed < self.replay.len() {
             let this = &mut *self;

@@ -44,6 +44,7 @@ pub struct NoResponseLayerBuilder {
     drop_empty_user_agent: bool,
     ip_rules: Vec<(String, IpAction)>,
     trusted_proxies: Vec<String>,
+    only_from: Vec<String>,
     real_ip_header: RealIpHeader,
     real_ip_non_recursive: bool,
     rate_limit: Option<RateLimit>,
@@ -199,13 +200,46 @@ impl NoResponseLayerBuilder {
 
     /// Trusts Cloudflare's edge ([`CLOUDFLARE_RANGES`], copied 2026-11-26)
     /// and reads the client from `CF-Connecting-IP`, as Cloudflare advises
-    /// for nginx. Add `allow_ip` for the same ranges and `deny_ip("all")` to
-    /// refuse anyone who bypasses Cloudflare.
+    /// for nginx. Clients that connect directly are still served; to refuse
+    /// them, use [`trust_cloudflare_only`](Self::trust_cloudflare_only).
     ///
     /// [`CLOUDFLARE_RANGES`]: crate::rules::CLOUDFLARE_RANGES
     pub fn trust_cloudflare(self) -> Self {
         self.trusted_proxies(CLOUDFLARE_RANGES.iter().copied())
             .real_ip_header(RealIpHeader::CfConnectingIp)
+    }
+
+    /// [`trust_cloudflare`](Self::trust_cloudflare), and serves no one
+    /// else: a connection whose TCP peer is not Cloudflare's edge is refused
+    /// (rule `peer_not_allowed`), while visitors arriving through the edge
+    /// are judged by their real address as usual. nginx's answer for a
+    /// Cloudflare origin, `allow` for each of Cloudflare's ranges then
+    /// `deny all`, judged on the peer where it belongs.
+    pub fn trust_cloudflare_only(self) -> Self {
+        self.trust_cloudflare()
+            .only_from(CLOUDFLARE_RANGES.iter().copied())
+    }
+
+    /// Serves only connections whose TCP peer is inside `cidrs` (addresses,
+    /// CIDR blocks) or is a trusted proxy: the CDN's or load balancer's
+    /// ranges, so that no one reaches the origin around them. Any other
+    /// peer is refused with rule `peer_not_allowed`: at accept, before a
+    /// byte is read, by the crate's serve loop, the layer's listener and
+    /// tonic's incoming stream; before its handshake by the
+    /// [kernel filter](crate::connection::kernel_filter); and by the layer
+    /// itself on a server with no accept hook.
+    ///
+    /// This judges the **peer**, where `allow_ip` and `deny_ip` judge the
+    /// client behind trusted proxies: `allow_ip(edge).deny_ip("all")` would
+    /// drop every visitor that comes through the edge. Peers in these
+    /// ranges are never struck, banned or capped as clients. Calls add up.
+    pub fn only_from<I>(mut self, cidrs: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.only_from.extend(cidrs.into_iter().map(Into::into));
+        self
     }
 
     /// The header trusted proxies put the client in, as nginx
@@ -424,6 +458,10 @@ impl NoResponseLayerBuilder {
         for value in &self.trusted_proxies {
             trusted.extend(parse_cidrs("trusted_proxy", value)?);
         }
+        let mut only_from = IpSet::default();
+        for value in &self.only_from {
+            only_from.extend(parse_cidrs("only_from", value)?);
+        }
         let named: Vec<&'static str> = self
             .custom_rules
             .iter()
@@ -433,7 +471,7 @@ impl NoResponseLayerBuilder {
         if DropReason::BUILTIN.len() + named.len() > MAX_RULES {
             return Err(BuildError::RuleName {
                 name: named[MAX_RULES - DropReason::BUILTIN.len()].to_owned(),
-                reason: "a rule set holds at most 115 custom rules and keyed limits",
+                reason: "a rule set holds at most 114 custom rules and keyed limits",
             });
         }
         for (i, name) in named.iter().enumerate() {
@@ -462,6 +500,7 @@ impl NoResponseLayerBuilder {
             limit.quota()?;
         }
         let rules = RuleSet {
+            only_from,
             host: HostRules {
                 drop_missing: self.drop_missing_host,
                 drop_ip_literal: self.drop_ip_literal_host,

@@ -37,7 +37,8 @@ use crate::error::BuildError;
 use crate::limit::local::Limiter;
 use crate::limit::{RateLimit, RateLimiter, Step, StoreCheck};
 use crate::rules::{
-    Action, Budget, ClientIp, CloseMode, DropReason, Judgement, RequestHead, RuleSet, Stop, Verdict,
+    Action, Budget, ClientIp, CloseMode, DropReason, DryRunHits, Judgement, LimitKey, RequestHead,
+    RuleSet, Stop, Verdict,
 };
 use registry::{Found, Registry};
 
@@ -132,36 +133,61 @@ impl Compiled {
         })
     }
 
-    /// Whether the peer `ip` is banned. A trusted proxy never is: its
-    /// clients' drops are theirs, not its own.
+    /// Whether `ip` is banned. An edge (a trusted proxy, an `only_from`
+    /// peer) never is: its clients' drops are theirs, not its own.
     fn is_banned(&self, ip: IpAddr) -> bool {
         self.ban_list
             .as_ref()
-            .is_some_and(|bans| bans.is_banned(ip) && !self.rules.is_trusted_proxy(ip))
+            .is_some_and(|bans| bans.is_banned(ip) && !self.rules.is_edge(ip))
     }
 
-    /// The rules' judgement, with the in-process part of the rate limit
-    /// applied. A judgement still at [`Verdict::RateLimit`] after this
-    /// awaits the shared store.
-    fn judge<B>(&self, request: &Request<B>, peer: Option<SocketAddr>) -> Judgement {
-        let mut judgement = self.rules.judge(request, peer);
+    /// The rules' judgement, with bans applied: a banned client, judged
+    /// through any trusted proxy, is dropped as `banned` whatever else
+    /// its request says, before it can spend a rate budget.
+    fn judge_rules<B>(&self, request: &Request<B>, peer: Option<SocketAddr>) -> Judgement {
+        let judgement = self.rules.judge(request, peer);
+        match judgement.client_ip {
+            Some(ip) if self.is_banned(ip) => Judgement {
+                verdict: Verdict::Stop(Stop {
+                    rule: DropReason::Banned,
+                    action: Action::Drop,
+                    retry_after: None,
+                }),
+                dry_run: DryRunHits::default(),
+                ..judgement
+            },
+            _ => judgement,
+        }
+    }
+
+    /// The rules' judgement, with bans and the in-process part of the rate
+    /// limits applied, and whether a drop it makes is the client's own
+    /// doing (a strike). A judgement still at [`Verdict::RateLimit`] after
+    /// this awaits the shared store.
+    fn judge<B>(&self, request: &Request<B>, peer: Option<SocketAddr>) -> (Judgement, bool) {
+        let mut judgement = self.judge_rules(request, peer);
         let Verdict::RateLimit(ip) = judgement.verdict else {
-            return judgement;
+            return (judgement, true);
         };
         if !self.keyed.is_empty() {
-            let head = RequestHead::of(request, judgement.client_ip);
+            let head = RequestHead::of(request, peer, judgement.client_ip);
             for (index, keyed) in self.keyed.iter().enumerate() {
                 let Some(key) = self.rules.limit_key(index, &head) else {
                     continue;
                 };
-                let budget = keyed.limiter.check_key_of(key);
+                let budget = keyed.limiter.check_key_of(key, judgement.client_ip);
                 judgement = self.rules.settle_keyed(judgement, index, budget);
                 if !matches!(judgement.verdict, Verdict::RateLimit(_)) {
-                    return judgement;
+                    // A keyed limit strikes only when what it limits is the
+                    // client itself: over an API key's or a route's budget,
+                    // the sender may be one of many innocents sharing it.
+                    let own = matches!(budget, Budget::OverLimit(_))
+                        && judgement.client_ip.map(LimitKey::ip) == Some(key);
+                    return (judgement, own);
                 }
             }
         }
-        match (ip, &self.limiter) {
+        let judgement = match (ip, &self.limiter) {
             (Some(ip), Some(limiter)) => match limiter.check(ip) {
                 Step::Done(budget) => self.rules.settle(judgement, budget),
                 Step::Ask => judgement,
@@ -170,7 +196,8 @@ impl Compiled {
                 verdict: Verdict::Pass,
                 ..judgement
             },
-        }
+        };
+        (judgement, true)
     }
 
     /// Lets a request through: it carries its [`ClientIp`] when the
@@ -220,10 +247,27 @@ impl NoResponseLayer {
         &self.shared.connections
     }
 
-    /// Whether the client is on the ban list, for a serve loop's accept.
-    #[cfg(feature = "server")]
-    pub(crate) fn is_banned(&self, ip: IpAddr) -> bool {
-        self.shared.current.load().is_banned(ip)
+    /// Why a connection from `peer` is refused before a byte is read, if
+    /// it is, with the close mode, counted as the rule's drop: a peer
+    /// outside `only_from`, or a banned client that connects directly (an
+    /// edge is never banned).
+    pub(crate) fn refusal_at_accept(&self, peer: IpAddr) -> Option<(DropReason, CloseMode)> {
+        let current = self.shared.current.load();
+        let ip = peer.to_canonical();
+        let reason = if current.rules.refuses_peer(ip) {
+            DropReason::PeerNotAllowed
+        } else if current.is_banned(ip) {
+            DropReason::Banned
+        } else {
+            return None;
+        };
+        let mode = current.close_mode;
+        if let Some(slot) = current.rules.policies.slot_of(reason) {
+            current
+                .counters
+                .count(slot, Handling::Drop(Close::Mode(mode)));
+        }
+        Some((reason, mode))
     }
 
     /// Replaces the configuration (rules, actions, dry-run, close mode) for
@@ -270,7 +314,7 @@ impl NoResponseLayer {
     /// tools. A judgement still at [`Verdict::RateLimit`] awaits the shared
     /// store, which this does not ask.
     pub fn judge<B>(&self, request: &Request<B>, peer: Option<SocketAddr>) -> Judgement {
-        self.shared.current.load().judge(request, peer)
+        self.shared.current.load().judge(request, peer).0
     }
 
     /// How dropped connections are closed now.
@@ -389,28 +433,20 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         // This pins the request to the rules in force as it arrived.
         let current = self.current.load();
-        let (peer, _) = connection_of(&request);
-        // A client banned while its connection is open: nothing more is
-        // served on it, HTTP/1 keep-alive and HTTP/2 alike.
-        if peer.is_some_and(|p| current.is_banned(p.ip())) {
-            let stop = Stop {
-                rule: DropReason::Banned,
-                action: Action::Drop,
-                retry_after: None,
-            };
-            let client_ip = peer.map(|p| p.ip().to_canonical());
-            return ResponseFuture {
-                kind: Kind::Rejected {
-                    rejection: reject(&self.shared, current, &request, stop, client_ip),
-                },
-            };
-        }
-        let judgement = current.judge(&request, peer);
+        let peer = self.shared.connection_of(&request).0;
+        let (judgement, strikes) = current.judge(&request, peer);
         record_would_drop(current, &request, &judgement, peer);
         match judgement.verdict {
             Verdict::Stop(stop) => ResponseFuture {
                 kind: Kind::Rejected {
-                    rejection: reject(&self.shared, current, &request, stop, judgement.client_ip),
+                    rejection: reject(
+                        &self.shared,
+                        current,
+                        &request,
+                        stop,
+                        judgement.client_ip,
+                        strikes,
+                    ),
                 },
             },
             Verdict::RateLimit(ip) => {
@@ -455,8 +491,9 @@ fn reject<B>(
     request: &Request<B>,
     stop: Stop,
     client_ip: Option<IpAddr>,
+    strikes: bool,
 ) -> Rejection {
-    let (peer, connection) = connection_of(request);
+    let (peer, connection) = layer.connection_of(request);
     match stop.action {
         Action::Respond(status) => {
             let handling = Handling::Respond(status);
@@ -473,26 +510,28 @@ fn reject<B>(
             let (handle, close) = match connection {
                 // A `DropAsError` outside turns the drop into a reset of
                 // this stream alone; the connection stays up for the others.
-                // A ban closes the whole connection, whatever it carries.
+                // A ban of the peer itself closes the whole connection; a
+                // client banned behind a proxy loses only its own stream.
                 Some(info)
                     if info.stream_resets
                         && request.version() == Version::HTTP_2
-                        && stop.rule != DropReason::Banned =>
+                        && !(stop.rule == DropReason::Banned
+                            && client_ip == Some(info.peer_addr().ip().to_canonical())) =>
                 {
                     (None, Close::Stream)
                 }
                 Some(info) => (Some(info.handle().clone()), Close::Mode(mode)),
                 // A connection from the layer's listener, known by its peer.
-                None => match peer.map(|p| layer.connections.find(p, mode)) {
-                    Some(Found::One(handle)) => (Some(handle), Close::Mode(mode)),
-                    Some(Found::AbortedAll) => (None, Close::Mode(mode)),
-                    Some(Found::Nothing) | None => {
+                None => match layer.connections.find(peer, mode) {
+                    Found::One(handle) => (Some(handle), Close::Mode(mode)),
+                    Found::AbortedAll => (None, Close::Mode(mode)),
+                    Found::Nothing => {
                         layer.warn_no_connection();
                         (None, Close::BodyError)
                     }
                 },
             };
-            record_drop(current, request, stop.rule, client_ip, peer, close);
+            record_drop(current, request, stop.rule, client_ip, peer, close, strikes);
             Rejection::Dropped {
                 handle,
                 mode,
@@ -533,6 +572,7 @@ fn record_drop<B>(
     client_ip: Option<IpAddr>,
     peer: Option<SocketAddr>,
     close: Close,
+    strikes: bool,
 ) {
     record(
         current,
@@ -542,14 +582,15 @@ fn record_drop<B>(
         client_ip,
         peer,
     );
-    let (Some(bans), Some(ip), Some(peer)) = (&current.ban_list, client_ip, peer) else {
+    let (Some(bans), Some(ip)) = (&current.ban_list, client_ip) else {
         return;
     };
-    // Only a client that is the peer itself can be refused at accept: behind
-    // a proxy that would refuse everyone, so a trusted proxy is never struck,
-    // even for a request whose real-IP header did not resolve. And only the
-    // client's own behaviour strikes.
-    if reason.strikes() && ip == peer.ip().to_canonical() && !current.rules.is_trusted_proxy(ip) {
+    // The judged client is struck, through any trusted proxy; the layer
+    // refuses it on every request, and accept refuses it when it connects
+    // directly. An edge is never struck, even for a request whose real-IP
+    // header did not resolve: banning it would refuse everyone behind it.
+    // And only the client's own behaviour strikes.
+    if strikes && reason.strikes() && !current.rules.is_edge(ip) {
         bans.strike(ip);
     }
 }
@@ -589,7 +630,7 @@ impl NoResponseLayer {
         peer: SocketAddr,
     ) -> Option<CloseMode> {
         let current = self.shared.current.load();
-        let judgement = current.rules.judge(request, Some(peer));
+        let judgement = current.judge_rules(request, Some(peer));
         let stop = judgement.stop()?;
         if stop.action != Action::Drop || !judgement.dry_run.is_empty() {
             return None;
@@ -602,6 +643,7 @@ impl NoResponseLayer {
             judgement.client_ip,
             Some(peer),
             Close::Mode(mode),
+            true,
         );
         Some(mode)
     }
@@ -624,14 +666,24 @@ impl Shared {
     }
 }
 
-/// Finds the connection a request came on: the [`ConnectionInfo`] a serve
-/// loop or tonic put there, or at least the peer that axum's connect info
-/// names, whose connection the layer's listener registered.
-fn connection_of<B>(request: &Request<B>) -> (Option<SocketAddr>, Option<&ConnectionInfo>) {
-    let ext = request.extensions();
-    match ext.get::<ConnectionInfo>() {
-        Some(info) => (Some(info.peer_addr()), Some(info)),
-        None => (peer::connect_info(ext), None),
+impl Shared {
+    /// Finds the connection a request came on: the [`ConnectionInfo`] a
+    /// serve loop or tonic put there, or at least the peer that axum's
+    /// connect info names, whose connection the layer's listener
+    /// registered; without connect info, the peer that listener recorded
+    /// for the connection being served.
+    fn connection_of<'r, B>(
+        &self,
+        request: &'r Request<B>,
+    ) -> (Option<SocketAddr>, Option<&'r ConnectionInfo>) {
+        let ext = request.extensions();
+        match ext.get::<ConnectionInfo>() {
+            Some(info) => (Some(info.peer_addr()), Some(info)),
+            None => (
+                peer::connect_info(ext).or_else(|| self.connections.peer_of_current()),
+                None,
+            ),
+        }
     }
 }
 
@@ -761,7 +813,7 @@ impl<S: Service<Request<B>>, B> Pending<S, B> {
             judgement,
         } = self;
         let settled = compiled.rules.settle(judgement, budget);
-        let peer = connection_of(&request).0;
+        let peer = layer.connection_of(&request).0;
         let fresh = Judgement {
             dry_run: settled.dry_run.since(judgement.dry_run),
             ..settled
@@ -769,7 +821,7 @@ impl<S: Service<Request<B>>, B> Pending<S, B> {
         record_would_drop(&compiled, &request, &fresh, peer);
         match settled.verdict {
             Verdict::Stop(stop) => Kind::Rejected {
-                rejection: reject(&layer, &compiled, &request, stop, settled.client_ip),
+                rejection: reject(&layer, &compiled, &request, stop, settled.client_ip, true),
             },
             Verdict::Pass | Verdict::RateLimit(_) => {
                 compiled.admit(&mut request, settled.client_ip);

@@ -8,10 +8,17 @@
 //! records each connection's abort handle here, under its peer address,
 //! and the layer looks the handle up only when it drops a request.
 //!
-//! A peer address names one live connection per listener. Two listeners of
-//! one layer could each hold a connection from the same address and port;
-//! then a drop aborts both, since zero bytes matters more than the
-//! neighbour. The entry leaves with its stream.
+//! A peer address names one live connection per local address, but two
+//! connections to different local addresses (a listener on `0.0.0.0` of a
+//! multi-homed host, or two listeners of one layer) can share a peer
+//! address and port. So each connection is also recorded under the tokio
+//! task that serves it, once the stream is first read there: a request
+//! whose service is called in that task (every HTTP/1 request, and HTTP/2
+//! requests when the layer wraps the whole app) finds its own connection
+//! without doubt, and its peer even when the app was served without
+//! connect info. Only a request called elsewhere that shares its peer
+//! address with another connection still aborts both, since zero bytes
+//! matters more than the neighbour. The entries leave with their stream.
 
 // Only the axum listener registers connections; without it the registry
 // stays empty and every lookup finds nothing.
@@ -21,6 +28,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use dashmap::DashMap;
+use tokio::task::Id;
 
 use super::ConnectionHandle;
 use crate::rules::CloseMode;
@@ -28,6 +36,8 @@ use crate::rules::CloseMode;
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     live: DashMap<SocketAddr, Slot>,
+    /// Each connection's peer and handle, by the task that serves it.
+    by_task: DashMap<Id, (SocketAddr, ConnectionHandle)>,
 }
 
 #[derive(Debug)]
@@ -42,6 +52,10 @@ pub(crate) struct Registration {
     registry: Arc<Registry>,
     peer: SocketAddr,
     handle: ConnectionHandle,
+    /// The task the connection is served in, once known.
+    task: Option<Id>,
+    /// Whether the task was looked for: once, at the first read.
+    bound: bool,
 }
 
 /// What a drop found for its peer.
@@ -73,11 +87,22 @@ impl Registry {
             registry: Arc::clone(self),
             peer,
             handle,
+            task: None,
+            bound: false,
         }
     }
 
-    pub(crate) fn find(&self, peer: SocketAddr, mode: CloseMode) -> Found {
-        let Some(slot) = self.live.get(&peer) else {
+    /// The connection a request from `peer` came on: the one served by the
+    /// current task when there is one (and it is from `peer`, if known),
+    /// else the one from `peer`.
+    pub(crate) fn find(&self, peer: Option<SocketAddr>, mode: CloseMode) -> Found {
+        if let Some(entry) = tokio::task::try_id().and_then(|id| self.by_task.get(&id)) {
+            let (from, handle) = &*entry;
+            if peer.is_none_or(|p| p == *from) {
+                return Found::One(handle.clone());
+            }
+        }
+        let Some(slot) = peer.and_then(|p| self.live.get(&p)) else {
             return Found::Nothing;
         };
         match &*slot {
@@ -91,14 +116,44 @@ impl Registry {
         }
     }
 
+    /// The peer of the connection the current task serves, if this
+    /// registry holds it.
+    pub(crate) fn peer_of_current(&self) -> Option<SocketAddr> {
+        let id = tokio::task::try_id()?;
+        self.by_task.get(&id).map(|entry| entry.0)
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.live.len()
     }
 }
 
+impl Registration {
+    /// Records the connection under the task it is read in, the first time
+    /// it is read: the task that serves it, since a listener only accepts.
+    pub(crate) fn bind_to_task(&mut self) {
+        if self.bound {
+            return;
+        }
+        self.bound = true;
+        if let Some(id) = tokio::task::try_id() {
+            self.registry
+                .by_task
+                .insert(id, (self.peer, self.handle.clone()));
+            self.task = Some(id);
+        }
+    }
+}
+
 impl Drop for Registration {
     fn drop(&mut self) {
+        if let Some(id) = self.task {
+            let me = &self.handle;
+            self.registry
+                .by_task
+                .remove_if(&id, |_, (_, handle)| handle.same(me));
+        }
         let me = &self.handle;
         self.registry
             .live
@@ -126,16 +181,16 @@ mod tests {
         let a = ConnectionHandle::new();
         let b = ConnectionHandle::new();
         let first = registry.register(peer, &a);
-        assert!(matches!(registry.find(peer, CloseMode::Fin), Found::One(h) if h.same(&a)));
+        assert!(matches!(registry.find(Some(peer), CloseMode::Fin), Found::One(h) if h.same(&a)));
         let second = registry.register(peer, &b);
         drop(first);
         // The survivor is found alone again, and was not aborted.
-        assert!(matches!(registry.find(peer, CloseMode::Fin), Found::One(h) if h.same(&b)));
+        assert!(matches!(registry.find(Some(peer), CloseMode::Fin), Found::One(h) if h.same(&b)));
         assert!(!b.is_aborted());
         drop(second);
         assert_eq!(registry.len(), 0);
         assert!(matches!(
-            registry.find(peer, CloseMode::Fin),
+            registry.find(Some(peer), CloseMode::Fin),
             Found::Nothing
         ));
     }
@@ -148,7 +203,7 @@ mod tests {
         let _ra = registry.register(peer, &a);
         let _rb = registry.register(peer, &b);
         assert!(matches!(
-            registry.find(peer, CloseMode::Reset),
+            registry.find(Some(peer), CloseMode::Reset),
             Found::AbortedAll
         ));
         assert_eq!(a.close_mode(), Some(CloseMode::Reset));

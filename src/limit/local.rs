@@ -322,18 +322,21 @@ impl Limiter {
     }
 
     /// A limiter for a keyed limit's keys: each key its own budget, with no
-    /// IPv6 prefix and no network in the overflow.
+    /// IPv6 prefix.
     pub(crate) fn for_keys(config: &RateLimit) -> Result<Self, BuildError> {
         let mut limiter = Self::with_clock(config, DefaultClock::default())?;
         let shared = Arc::get_mut(&mut limiter.shared).expect("just built");
         shared.v6_mask = u128::MAX;
-        shared.overflow = Sketch::new(config.max_keys, config.interval(), config.capacity(), false);
         Ok(limiter)
     }
 
-    /// Checks the budget of a keyed limit's `key`.
-    pub(crate) fn check_key_of(&self, key: LimitKey) -> Budget {
-        self.check(IpAddr::V6(Ipv6Addr::from(key.0)))
+    /// Checks the budget of a keyed limit's `key`, sent by `client`. While
+    /// the table is full, a new key is judged with its client's network,
+    /// as a new client is by the per-client limit: one address spraying
+    /// fresh keys limits itself, not the newcomers of other networks.
+    pub(crate) fn check_key_of(&self, key: LimitKey, client: Option<IpAddr>) -> Budget {
+        let key = IpAddr::V6(Ipv6Addr::from(key.0));
+        self.check_with(key, client.unwrap_or(key))
     }
 }
 
@@ -378,6 +381,12 @@ where
 
     /// `ip` must already be canonical.
     pub(crate) fn check(&self, ip: IpAddr) -> Budget {
+        self.check_with(ip, ip)
+    }
+
+    /// The budget of `ip`'s key; a new key while the table is full is
+    /// judged with `newcomer`'s network.
+    fn check_with(&self, ip: IpAddr, newcomer: IpAddr) -> Budget {
         self.shared
             .housekeeper
             .call_once(|| spawn_housekeeper(Arc::downgrade(&self.shared)));
@@ -389,7 +398,7 @@ where
         verdict.unwrap_or_else(|| {
             // Full: judged with its network, in fixed memory.
             let now = self.shared.clock.now().duration_since(self.shared.start);
-            match self.shared.overflow.check(ip, u64::from(now)) {
+            match self.shared.overflow.check(newcomer, u64::from(now)) {
                 Ok(()) => Budget::Allow,
                 Err(wait) => Budget::NetworkOverLimit(wait),
             }

@@ -3,7 +3,7 @@
 //! variable).
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use std::collections::hash_map::RandomState;
@@ -28,14 +28,22 @@ pub struct RequestHead<'a> {
     /// The client the rules judged (the real client behind trusted proxies),
     /// when a peer address is known.
     pub client_ip: Option<IpAddr>,
+    /// The TCP peer: the client itself when it connects directly, or the
+    /// proxy in front of it. `None` when no peer address is known.
+    pub peer: Option<SocketAddr>,
     /// The request's extensions: what layers outside this one put there,
     /// such as the user an authentication layer found.
     pub extensions: &'a Extensions,
 }
 
 impl<'a> RequestHead<'a> {
-    pub(crate) fn of<B>(request: &'a http::Request<B>, client_ip: Option<IpAddr>) -> Self {
+    pub(crate) fn of<B>(
+        request: &'a http::Request<B>,
+        peer: Option<SocketAddr>,
+        client_ip: Option<IpAddr>,
+    ) -> Self {
         Self {
+            peer,
             method: request.method(),
             uri: request.uri(),
             version: request.version(),

@@ -243,18 +243,18 @@ impl IpSet {
         self.v4.is_empty() && self.v6.is_empty()
     }
 
-    /// Whether any address of `net` is in the set.
-    pub(crate) fn overlaps(&self, net: IpNet) -> bool {
-        match net {
-            IpNet::V4(n) => {
-                let (bits, mask) = (n.network().to_bits(), n.netmask().to_bits());
-                self.v4.iter().any(|&(m, k)| (m ^ bits) & (k & mask) == 0)
-            }
-            IpNet::V6(n) => {
-                let (bits, mask) = (n.network().to_bits(), n.netmask().to_bits());
-                self.v6.iter().any(|&(m, k)| (m ^ bits) & (k & mask) == 0)
-            }
-        }
+    /// The networks in the set, as they were added.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    pub(crate) fn nets(&self) -> Vec<IpNet> {
+        let v4 = self.v4.iter().map(|&(net, mask)| {
+            let len = u8::try_from(mask.count_ones()).expect("at most 32");
+            IpNet::from(ipnet::Ipv4Net::new(net.into(), len).expect("a valid prefix"))
+        });
+        let v6 = self.v6.iter().map(|&(net, mask)| {
+            let len = u8::try_from(mask.count_ones()).expect("at most 128");
+            IpNet::from(ipnet::Ipv6Net::new(net.into(), len).expect("a valid prefix"))
+        });
+        v4.chain(v6).collect()
     }
 
     /// `ip` must already be canonical.

@@ -216,6 +216,8 @@ use user_agent::UserAgentRules;
 /// service made by the layer shares one behind an `Arc`.
 #[derive(Debug)]
 pub struct RuleSet {
+    /// The peers a connection may come from (`only_from`); empty for any.
+    pub(crate) only_from: ip::IpSet,
     pub(crate) host: HostRules,
     pub(crate) ip: IpRules,
     pub(crate) real_ip: RealIp,
@@ -228,6 +230,20 @@ pub struct RuleSet {
     /// per-client one.
     pub(crate) keyed: Vec<KeyedRule>,
     pub(crate) policies: Policies,
+}
+
+/// What the rules let a filter below the application (the kernel's) do
+/// with peers before a byte is read.
+#[derive(Debug, Default)]
+pub(crate) struct KernelSets {
+    /// Never refused, whatever else says so: trusted proxies, `only_from`
+    /// peers, and the allows that come before a deny.
+    pub(crate) keep: Vec<ipnet::IpNet>,
+    /// Refused outright while the `ip_deny` rule drops: the client is the
+    /// peer here, since proxies are kept.
+    pub(crate) deny: Vec<ipnet::IpNet>,
+    /// Refuse every peer that is not kept: `only_from` is enforced.
+    pub(crate) keep_only: bool,
 }
 
 /// What the rules make of one request: [`RuleSet::judge`]'s answer.
@@ -311,9 +327,9 @@ pub(crate) enum Budget {
 }
 
 /// The most rules a rule set holds: the slots of [`DryRunHits`], of which
-/// the built-in rules take 13, leaving 115 for custom rules.
+/// the built-in rules take 14, leaving 114 for custom rules.
 pub(crate) const MAX_RULES: usize = 128;
-const _: () = assert!(MAX_RULES - DropReason::BUILTIN.len() == 115);
+const _: () = assert!(MAX_RULES - DropReason::BUILTIN.len() == 114);
 
 impl RuleSet {
     /// Judges a request from its head and the socket peer: allocation-free,
@@ -325,7 +341,7 @@ impl RuleSet {
         let scan = HeaderScan::new(request.headers(), self.real_ip.header_name());
         let client_ip = peer.map(|p| self.real_ip.resolve_scanned(p.ip(), &scan));
         let mut dry_run = DryRunHits::default();
-        let verdict = match self.first_stop(request, &scan, client_ip, &mut dry_run) {
+        let verdict = match self.first_stop(request, &scan, peer, client_ip, &mut dry_run) {
             Err(stop) => Verdict::Stop(stop),
             Ok(()) if self.rate_limited || !self.keyed.is_empty() => Verdict::RateLimit(client_ip),
             Ok(()) => Verdict::Pass,
@@ -410,32 +426,41 @@ impl RuleSet {
         hits.slots().map(|slot| self.policies.reason(slot))
     }
 
-    /// The denied networks whose every address the IP rules drop, whatever
-    /// else the request says: denies no earlier allow overlaps, holding no
-    /// trusted proxy (whose clients may be anyone), while the rule is
-    /// enforced with a drop. What may be refused before a byte is read.
+    /// What a filter below the application may refuse before a byte is
+    /// read, and what it must never refuse; see [`KernelSets`].
     #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
-    pub(crate) fn denied_networks(&self) -> Vec<ipnet::IpNet> {
-        let policy = self.policies.policies[self.policies.slot(DropReason::IpDenied)];
-        if policy.dry_run || policy.action != Action::Drop {
-            return Vec::new();
-        }
-        let overlap = |a: &ipnet::IpNet, b: &ipnet::IpNet| {
-            a.contains(&b.network()) || b.contains(&a.network())
+    pub(crate) fn kernel_sets(&self) -> KernelSets {
+        let enforced = |rule| {
+            let policy = self.policies.get(rule);
+            !policy.dry_run && policy.action == Action::Drop
         };
-        let rules = self.ip.rules();
-        rules
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, action))| *action == IpAction::Deny)
-            .filter(|&(i, (net, _))| {
-                !rules[..i]
-                    .iter()
-                    .any(|(earlier, action)| *action == IpAction::Allow && overlap(earlier, net))
-                    && !self.real_ip.trusted.overlaps(*net)
-            })
-            .map(|(_, (net, _))| *net)
-            .collect()
+        let mut keep = self.real_ip.trusted.nets();
+        keep.extend(self.only_from.nets());
+        if !self.only_from.is_empty() && enforced(DropReason::PeerNotAllowed) {
+            return KernelSets {
+                keep,
+                deny: Vec::new(),
+                keep_only: true,
+            };
+        }
+        let mut deny = Vec::new();
+        if enforced(DropReason::IpDenied) {
+            let rules = self.ip.rules();
+            let last_deny = rules.iter().rposition(|(_, a)| *a == IpAction::Deny);
+            for (i, (net, action)) in rules.iter().enumerate() {
+                match action {
+                    IpAction::Deny => deny.push(*net),
+                    // An allow before a deny takes its addresses out of it.
+                    IpAction::Allow if last_deny.is_some_and(|d| i < d) => keep.push(*net),
+                    IpAction::Allow => {}
+                }
+            }
+        }
+        KernelSets {
+            keep,
+            deny,
+            keep_only: false,
+        }
     }
 
     /// Whether `ip` is one of the trusted proxies: an address whose drops
@@ -443,6 +468,35 @@ impl RuleSet {
     #[must_use]
     pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
         self.real_ip.trusted.contains(ip.to_canonical())
+    }
+
+    /// Whether `ip` is an edge: a trusted proxy, or a peer inside the
+    /// [`only_from`](crate::NoResponseLayerBuilder::only_from) ranges. An
+    /// edge carries other people's traffic, so it is never struck, banned,
+    /// capped as a client, or refused by the kernel filter; the clients
+    /// behind it are judged instead.
+    #[must_use]
+    pub fn is_edge(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.real_ip.trusted.contains(ip) || self.only_from.contains(ip)
+    }
+
+    /// Whether a connection from `peer` may be served at all: any peer when
+    /// no `only_from` range is set; otherwise one inside them, or a trusted
+    /// proxy.
+    #[must_use]
+    pub fn peer_allowed(&self, peer: IpAddr) -> bool {
+        self.only_from.is_empty() || self.is_edge(peer)
+    }
+
+    /// Whether a connection from `peer` is refused before a byte is read:
+    /// it is outside `only_from` and the rule is enforced with a drop.
+    pub(crate) fn refuses_peer(&self, peer: IpAddr) -> bool {
+        if self.peer_allowed(peer) {
+            return false;
+        }
+        let policy = self.policies.get(DropReason::PeerNotAllowed);
+        !policy.dry_run && policy.action == Action::Drop
     }
 
     /// What the rule that matched does.
@@ -470,9 +524,13 @@ impl RuleSet {
         &self,
         request: &Request<B>,
         scan: &HeaderScan<'_>,
+        peer: Option<SocketAddr>,
         client_ip: Option<IpAddr>,
         dry_run: &mut DryRunHits,
     ) -> Result<(), Stop> {
+        if !self.only_from.is_empty() && !peer.is_some_and(|p| self.peer_allowed(p.ip())) {
+            self.enforce(DropReason::PeerNotAllowed, dry_run)?;
+        }
         if let Err(rule) = self
             .host
             .check_scanned(request.version(), request.uri(), scan)
@@ -495,7 +553,7 @@ impl RuleSet {
             self.enforce(rule, dry_run)?;
         }
         if !self.custom.is_empty() {
-            let head = RequestHead::of(request, client_ip);
+            let head = RequestHead::of(request, peer, client_ip);
             for rule in &self.custom {
                 if (rule.predicate)(&head) {
                     self.enforce(DropReason::Custom(rule.name), dry_run)?;

@@ -7,6 +7,11 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum DropReason {
+    /// `peer_not_allowed`: the TCP peer is outside the
+    /// [`only_from`](crate::NoResponseLayerBuilder::only_from) ranges and is
+    /// not a trusted proxy: a client that reached the origin around the CDN
+    /// or load balancer in front of it.
+    PeerNotAllowed,
     /// `host_missing`: no Host header (HTTP/1.0 or HTTP/1.1) and no URI
     /// authority (HTTP/2, absolute-form), or an empty one.
     HostMissing,
@@ -65,6 +70,7 @@ impl DropReason {
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {
+            Self::PeerNotAllowed => "peer_not_allowed",
             Self::HostMissing => "host_missing",
             Self::HostInvalid => "host_invalid",
             Self::HostMismatch => "host_mismatch",
@@ -87,7 +93,8 @@ impl DropReason {
     }
 
     /// Every built-in rule, in evaluation order.
-    pub const BUILTIN: [DropReason; 13] = [
+    pub const BUILTIN: [DropReason; 14] = [
+        Self::PeerNotAllowed,
         Self::HostMissing,
         Self::HostInvalid,
         Self::HostMismatch,
@@ -122,12 +129,14 @@ impl DropReason {
 
     /// Whether a drop by this rule is the client's own doing, and so counts
     /// as a strike toward a ban. A full limiter table, an unreachable store
-    /// or an unknown peer say nothing about the client.
+    /// or an unknown peer say nothing about the client, and a peer outside
+    /// `only_from` is refused whatever it does.
     #[must_use]
     pub const fn strikes(self) -> bool {
         !matches!(
             self,
-            Self::ClientIpUnknown
+            Self::PeerNotAllowed
+                | Self::ClientIpUnknown
                 | Self::RateLimitFull
                 | Self::RateLimitUnavailable
                 | Self::AcceptDenied
@@ -139,19 +148,20 @@ impl DropReason {
 
     pub(crate) const fn builtin_index(self) -> Option<usize> {
         Some(match self {
-            Self::HostMissing => 0,
-            Self::HostInvalid => 1,
-            Self::HostMismatch => 2,
-            Self::HostIpLiteral => 3,
-            Self::HostUnknown => 4,
-            Self::ClientIpUnknown => 5,
-            Self::IpDenied => 6,
-            Self::UserAgentDenied => 7,
-            Self::UserAgentEmpty => 8,
-            Self::Path => 9,
-            Self::RateLimited => 10,
-            Self::RateLimitFull => 11,
-            Self::RateLimitUnavailable => 12,
+            Self::PeerNotAllowed => 0,
+            Self::HostMissing => 1,
+            Self::HostInvalid => 2,
+            Self::HostMismatch => 3,
+            Self::HostIpLiteral => 4,
+            Self::HostUnknown => 5,
+            Self::ClientIpUnknown => 6,
+            Self::IpDenied => 7,
+            Self::UserAgentDenied => 8,
+            Self::UserAgentEmpty => 9,
+            Self::Path => 10,
+            Self::RateLimited => 11,
+            Self::RateLimitFull => 12,
+            Self::RateLimitUnavailable => 13,
             Self::Custom(_)
             | Self::AcceptDenied
             | Self::HeaderTimeout
@@ -185,6 +195,7 @@ mod tests {
     #[test]
     fn only_the_client_s_doing_strikes() {
         let not_the_client = [
+            DropReason::PeerNotAllowed,
             DropReason::ClientIpUnknown,
             DropReason::RateLimitFull,
             DropReason::RateLimitUnavailable,

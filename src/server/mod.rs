@@ -242,12 +242,11 @@ mod early;
 mod tls;
 
 use crate::NoResponseLayer;
-use crate::audit::{Close, DropEvent, Handling};
 use crate::connection::early::{Early, judge_now};
-use crate::connection::{AbortableStream, ConnectionHandle};
+pub(crate) use crate::connection::{drop_connection, refuse};
 use crate::error::{BoxError, BuildError};
+use crate::rules::DropReason;
 use crate::rules::ip::{IpAction, IpRules, parse_cidrs};
-use crate::rules::{CloseMode, DropReason};
 use conn::Connection;
 
 /// What a dropped HTTP/2 request does to its connection.
@@ -391,10 +390,26 @@ impl<S> Serve<S> {
 
     /// At most `n` connections at once from one client address (IPv6 by
     /// its /64, one customer's network); past it, refused at accept as for
-    /// [`max_connections`](Self::max_connections). The address is the TCP
-    /// peer: behind a proxy, the proxy. Unlimited by default.
+    /// [`max_connections`](Self::max_connections). Unlimited by default.
+    ///
+    /// The address is the TCP peer, the only one known at accept. An edge
+    /// (a trusted proxy, an `only_from` peer) is not a client and is never
+    /// counted here: its pooled connections carry everyone behind it. Cap
+    /// edges apart with [`max_connections_per_proxy`](Self::max_connections_per_proxy).
+    /// nginx's `limit_conn addr` after `real_ip` counts the real client;
+    /// behind a proxy that pools connections there is no such count, and the
+    /// layer's [`rate_limit`](crate::NoResponseLayerBuilder::rate_limit),
+    /// keyed by the real client, is what bounds each client.
     pub fn max_connections_per_client(mut self, n: usize) -> Self {
         self.limits.per_client = Some(n);
+        self
+    }
+
+    /// At most `n` connections at once from one edge address (a trusted
+    /// proxy, an `only_from` peer); past it, refused at accept as for
+    /// [`max_connections`](Self::max_connections). Unlimited by default.
+    pub fn max_connections_per_proxy(mut self, n: usize) -> Self {
+        self.limits.per_proxy = Some(n);
         self
     }
 
@@ -532,11 +547,11 @@ where
                 refuse(stream, peer, close_mode, DropReason::AcceptDenied);
                 continue;
             }
-            if layer.is_banned(peer.ip()) {
-                refuse(stream, peer, close_mode, DropReason::Banned);
+            let Some(stream) = layer.screen_at_accept(stream, peer) else {
                 continue;
-            }
-            let Some(slot) = ConnectionLimits::admit(&limits, peer.ip()) else {
+            };
+            let edge = layer.rules().is_edge(peer.ip());
+            let Some(slot) = ConnectionLimits::admit(&limits, peer.ip(), edge) else {
                 refuse(stream, peer, close_mode, DropReason::ConnectionLimit);
                 continue;
             };
@@ -583,6 +598,7 @@ where
 struct ConnectionLimits {
     total: Option<usize>,
     per_client: Option<usize>,
+    per_proxy: Option<usize>,
     live: AtomicUsize,
     by_client: DashMap<IpAddr, usize>,
 }
@@ -596,9 +612,10 @@ pub(crate) struct ConnectionSlot {
 
 impl ConnectionLimits {
     /// The slot of a new connection from `ip`, if the caps leave room; none
-    /// is needed (and `Some(None)` given) when there are no caps.
-    fn admit(limits: &Arc<Self>, ip: IpAddr) -> Option<Option<ConnectionSlot>> {
-        if limits.total.is_none() && limits.per_client.is_none() {
+    /// is needed (and `Some(None)` given) when there are no caps. An `edge`
+    /// is counted against the per-proxy cap, never the per-client one.
+    fn admit(limits: &Arc<Self>, ip: IpAddr, edge: bool) -> Option<Option<ConnectionSlot>> {
+        if limits.total.is_none() && limits.per_client.is_none() && limits.per_proxy.is_none() {
             return Some(None);
         }
         if limits.live.fetch_add(1, Ordering::AcqRel) >= limits.total.unwrap_or(usize::MAX) {
@@ -609,7 +626,12 @@ impl ConnectionLimits {
             limits: Arc::clone(limits),
             client: None,
         };
-        if let Some(cap) = limits.per_client {
+        let cap = if edge {
+            limits.per_proxy
+        } else {
+            limits.per_client
+        };
+        if let Some(cap) = cap {
             let client = client_key(ip);
             let mut count = limits.by_client.entry(client).or_insert(0);
             if *count >= cap {
@@ -662,30 +684,5 @@ async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
-    }
-}
-
-/// Closes a connection before reading from it, and logs it as a 444.
-pub(crate) fn refuse(stream: TcpStream, peer: SocketAddr, mode: CloseMode, reason: DropReason) {
-    drop_connection(AbortableStream::new(stream).handle(), peer, mode, reason);
-}
-
-/// Aborts a connection the loop itself drops and logs it, once: a handle
-/// already tripped by the layer has had its event.
-pub(crate) fn drop_connection(
-    handle: &ConnectionHandle,
-    peer: SocketAddr,
-    mode: CloseMode,
-    reason: DropReason,
-) {
-    if handle.abort(mode) {
-        DropEvent {
-            rule: reason,
-            handling: Handling::Drop(Close::Mode(mode)),
-            client_ip: Some(peer.ip().to_canonical()),
-            peer_addr: Some(peer),
-            request: None,
-        }
-        .emit();
     }
 }
