@@ -11,15 +11,19 @@
 //!                                   [--redis-precheck on|off]
 //!                                   [--rate NUMr/s|NUMr/m] [--burst N] [--max-clients N]
 //!                                   [--ban-after N] [--ban-for SECS] [--deny-path REGEX]...
-//!                                   [--deny-ip CIDR]...
+//!                                   [--deny-ip CIDR]... [--only-from CIDR]...
 //! ```
 //!
 //! `--rate` and `--burst` set the rate limit in nginx's `limit_req` terms
 //! (`10r/s` and `20` by default), `--max-clients` caps the clients it tracks.
 //! `--ban-after N` bans a client for `--ban-for SECS` (600 by default) after
-//! N drops within a minute; with `--server own`, banned clients are refused
-//! at accept. `--deny-path` (repeatable) drops requests for matching paths;
+//! N drops within a minute. The client struck and banned is the real one
+//! behind the trusted proxies: a banned client is dropped on every request
+//! through the proxy, and refused at accept when it connects directly. `--deny-path` (repeatable) drops requests for matching paths;
 //! `--deny-ip` (repeatable) adds addresses or CIDR blocks to the deny list.
+//! `--only-from` (repeatable) serves only connections whose TCP peer is in
+//! those blocks or is a trusted proxy, as an origin behind a CDN does; any
+//! other peer is refused at accept with rule `peer_not_allowed`.
 //! `GET /login?password=...` (the password is `letmein`) counts each failed
 //! login as a strike, so `--ban-after N` also bans after N failed logins.
 //!
@@ -110,6 +114,7 @@ struct Args {
     ban_for: std::time::Duration,
     deny_paths: Vec<String>,
     deny_ips: Vec<String>,
+    only_from: Vec<String>,
 }
 
 const USAGE: &str = "usage: nginx_444 [--listen ADDR] [--close fin|rst|silent] [--trusted-proxy CIDR]... \
@@ -117,7 +122,7 @@ const USAGE: &str = "usage: nginx_444 [--listen ADDR] [--close fin|rst|silent] [
 [--dry-run] [--rate-action drop|429] [--access-log] [--server axum|own] [--header-timeout SECS] [--no-layer] [--quiet] [--kernel-filter] [--defer-accept SECS] \
 [--redis URL | --redis-cluster URL,URL,...] [--redis-fail open|closed] \
 [--redis-ca FILE] [--redis-cert FILE --redis-key FILE] [--redis-precheck on|off] [--rate NUMr/s|NUMr/m] [--burst N] [--max-clients N] \
-[--ban-after N] [--ban-for SECS] [--deny-path REGEX]... [--deny-ip CIDR]...";
+[--ban-after N] [--ban-for SECS] [--deny-path REGEX]... [--deny-ip CIDR]... [--only-from CIDR]...";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -149,6 +154,7 @@ fn parse_args() -> Result<Args, String> {
         ban_for: std::time::Duration::from_secs(600),
         deny_paths: Vec::new(),
         deny_ips: Vec::new(),
+        only_from: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -211,6 +217,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--deny-path" => args.deny_paths.push(value()?),
             "--deny-ip" => args.deny_ips.push(value()?),
+            "--only-from" => args.only_from.push(value()?),
             "--redis" => args.redis = Some(value()?),
             "--redis-cluster" => {
                 args.redis_cluster = Some(value()?.split(',').map(str::to_owned).collect());
@@ -319,6 +326,8 @@ fn nginx_rules(args: &Args) -> Result<NoResponseLayerBuilder, String> {
         .trusted_proxies(args.trusted_proxies.iter().cloned())
         .real_ip_header(args.real_ip_header.clone())
         .real_ip_recursive(args.recursive)
+        // allow <edge>; deny all; judged on the TCP peer, before the real IP
+        .only_from(args.only_from.iter().cloned())
         // map $http_user_agent $bad_agent { ~*masscan 1; ~*zgrab 1; ~*python-requests 0; "" 1; }
         .deny_user_agents(["masscan", "zgrab"])
         .allow_user_agent("python-requests")

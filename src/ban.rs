@@ -1,13 +1,14 @@
 //! An in-process ban list, like fail2ban without the log round trip: a
-//! client that earns `strikes` drops within `window` is refused at accept
-//! for `ban_for`.
+//! client that earns `strikes` drops within `window` is banned for
+//! `ban_for`.
 //!
-//! Strikes are only counted for drops whose judged client IP is the TCP peer
-//! itself. Behind a trusted proxy the peer is the proxy, and refusing it at
-//! accept would refuse every client behind it; the real client there is only
-//! known once a request is read, which is too late for an accept-time ban.
-//! Bans are enforced by the crate's serve loop
-//! ([`NoResponseLayer::serve`](crate::NoResponseLayer::serve)).
+//! The client struck and banned is the judged one: the real client behind
+//! trusted proxies. The layer refuses a banned client on every request,
+//! through any proxy; the accept sides (the crate's serve loop, the layer's
+//! listener, tonic's incoming stream) and the kernel filter refuse it
+//! before a byte is read when it connects directly. An edge (a trusted
+//! proxy, an `only_from` peer) is never struck nor refused, whatever the
+//! list holds: it carries everyone behind it.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};

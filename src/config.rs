@@ -72,6 +72,9 @@ pub struct RuleConfig {
     pub ip_rules: Vec<IpRuleConfig>,
     /// [`trusted_proxies`](NoResponseLayerBuilder::trusted_proxies).
     pub trusted_proxies: Vec<String>,
+    /// [`only_from`](NoResponseLayerBuilder::only_from): the only peers
+    /// served, besides the trusted proxies.
+    pub only_from: Vec<String>,
     /// [`real_ip_header`](NoResponseLayerBuilder::real_ip_header), by name.
     pub real_ip_header: Option<String>,
     /// [`real_ip_recursive`](NoResponseLayerBuilder::real_ip_recursive).
@@ -223,6 +226,7 @@ impl RuleConfig {
             .drop_empty_user_agent(self.drop_empty_user_agent)
             .deny_paths(self.deny_paths)
             .trusted_proxies(self.trusted_proxies)
+            .only_from(self.only_from)
             .dry_run(self.dry_run);
         for rule in self.ip_rules {
             b = match rule {
@@ -326,6 +330,9 @@ impl From<BuildError> for ConfigError {
                 rule: "trusted_proxy",
                 ..
             } => "trusted_proxies",
+            BuildError::Cidr {
+                rule: "only_from", ..
+            } => "only_from",
             BuildError::Cidr { .. } => "ip_rules",
             BuildError::Regex {
                 rule: "allow_user_agent",
@@ -398,6 +405,7 @@ mod tests {
                 "10.0.0.0/33",
             ),
             ("trusted_proxies = [\"nope\"]", "trusted_proxies", "nope"),
+            ("only_from = [\"10.0.0.1/33\"]", "only_from", "10.0.0.1/33"),
             ("deny_paths = [\"(\"]", "deny_paths", "("),
             ("server_names = [\"a b\"]", "server_names", "a b"),
             ("dry_run_rules = [\"pathz\"]", "dry_run_rules", "pathz"),

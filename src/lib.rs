@@ -99,7 +99,20 @@
 //! reads it, and handlers take the judged client with the [`ClientIp`]
 //! extractor. In `oneshot` tests, axum's `MockConnectInfo<SocketAddr>` stands
 //! in for the peer, and the IP rules and the rate limit apply as they would
-//! to a real client.
+//! to a real client. An app served without connect info is still judged by
+//! the peer the layer's listener recorded, for every request whose service
+//! is called in its connection's task (all of HTTP/1, and HTTP/2 when the
+//! layer wraps the whole `Router`).
+//!
+//! # Behind a proxy or CDN
+//!
+//! Each rule, strike, ban, cap and filter judges either the TCP peer or the
+//! real client behind trusted proxies; the rules' [Peer and
+//! client](rules#peer-and-client) table says which. In short: `only_from`,
+//! accept-time refusals, connection caps and the kernel filter see the peer;
+//! IP rules, rate limits, strikes and bans in the layer see the client; and
+//! a trusted proxy or `only_from` peer is never struck, banned, capped as a
+//! client or refused by the kernel filter.
 //!
 //! Without the connection side the layer still never calls the inner
 //! service for a dropped request and never hangs: the dropped response's

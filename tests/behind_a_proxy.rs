@@ -65,6 +65,13 @@ async fn send_from(source: IpAddr, to: SocketAddr, request: &[u8]) -> Outcome {
     read_until_close(&mut stream).await
 }
 
+/// Asserts a connection refused at accept: not one byte. It closes with
+/// a FIN, or a reset when the request lands after the close.
+async fn refused_unread(source: IpAddr, to: SocketAddr, request: &[u8]) {
+    let out = send_from(source, to, request).await;
+    assert!(out.bytes.is_empty(), "{source} got {}", out.text());
+}
+
 /// A `GET` for example.com, forwarded for `client` when there is one.
 fn forwarded(path: &str, client: Option<&str>, user_agent: Option<&str>) -> Vec<u8> {
     let extra: Vec<(&str, &str)> = client.map(|c| ("X-Forwarded-For", c)).into_iter().collect();
@@ -156,9 +163,7 @@ async fn a_client_banned_through_the_proxy_is_refused_at_accept_when_direct() {
     .assert_dropped(Close::Fin);
     assert!(bans.is_banned(lo(9)));
     // Directly, with a request no rule drops: closed unread.
-    send_from(lo(9), addr, &forwarded("/", None, UA))
-        .await
-        .assert_dropped(Close::Fin);
+    refused_unread(lo(9), addr, &forwarded("/", None, UA)).await;
     // An edge struck or banned by the app is still never refused.
     bans.strike(lo(PROXY));
     assert!(bans.is_banned(lo(PROXY)));
@@ -259,8 +264,7 @@ async fn only_from_serves_the_edge_and_refuses_everyone_around_it() {
             out.assert_dropped(Close::Fin);
         }
         for direct in [lo(3), lo(PROXY)] {
-            let out = send_from(direct, addr, &forwarded("/", Some("203.0.113.9"), UA)).await;
-            assert!(out.bytes.is_empty(), "{side}: {direct} got {}", out.text());
+            refused_unread(direct, addr, &forwarded("/", Some("203.0.113.9"), UA)).await;
         }
         assert_eq!(hits.load(Ordering::SeqCst), 1, "{side}");
         let stats = layer.stats();
@@ -332,19 +336,15 @@ async fn the_per_client_cap_counts_clients_not_the_proxy() {
         let response = read_one_response(stream).await;
         assert!(response.starts_with(b"HTTP/1.1 200"), "reuse of {i}");
     }
-    // The 51st is over the proxy's own cap.
-    send_from(lo(PROXY), addr, &forwarded("/", Some("192.0.2.99"), UA))
-        .await
-        .assert_dropped(Close::Fin);
+    // The 51st is over the proxy's own cap: refused unread.
+    refused_unread(lo(PROXY), addr, &forwarded("/", Some("192.0.2.99"), UA)).await;
     // A direct client: four connections, the fifth refused.
     let mut direct = Vec::new();
     for _ in 0..4 {
         direct.push(connect_from(lo(7), addr).await.unwrap());
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    send_from(lo(7), addr, &forwarded("/", None, UA))
-        .await
-        .assert_dropped(Close::Fin);
+    refused_unread(lo(7), addr, &forwarded("/", None, UA)).await;
 }
 
 /// NAT: many people behind one untrusted address are one client, as nginx

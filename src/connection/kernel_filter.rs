@@ -403,6 +403,11 @@ fn v6_prefix(n: ipnet::Ipv6Net, len: u8) -> (u64, u64) {
     ((n.network().to_bits() >> 64) as u64 & mask, mask)
 }
 
+/// An inclusive IPv4 range, as two addresses.
+type V4Range = (u32, u32);
+/// An IPv6 prefix's first 64 bits and their mask.
+type V6Prefix = (u64, u64);
+
 /// Sorted ranges with overlapping and touching ones merged.
 fn merge(mut ranges: Vec<(u32, u32)>) -> Vec<(u32, u32)> {
     ranges.sort_unstable();
@@ -418,7 +423,7 @@ fn merge(mut ranges: Vec<(u32, u32)>) -> Vec<(u32, u32)> {
 
 /// Networks to keep, as merged IPv4 ranges and IPv6 prefixes of at most
 /// 64 bits (a longer one kept by its /64).
-fn split_keep(keep: &[IpNet]) -> (Vec<(u32, u32)>, Vec<(u64, u64)>) {
+fn split_keep(keep: &[IpNet]) -> (Vec<V4Range>, Vec<V6Prefix>) {
     let mut v4 = Vec::new();
     let mut v6: Vec<(u64, u64)> = Vec::new();
     for net in keep {

@@ -251,6 +251,7 @@ impl NoResponseLayer {
     /// it is, with the close mode, counted as the rule's drop: a peer
     /// outside `only_from`, or a banned client that connects directly (an
     /// edge is never banned).
+    #[cfg(any(feature = "server", feature = "axum", feature = "tonic"))]
     pub(crate) fn refusal_at_accept(&self, peer: IpAddr) -> Option<(DropReason, CloseMode)> {
         let current = self.shared.current.load();
         let ip = peer.to_canonical();

@@ -3,6 +3,7 @@
 //! Rules run in a fixed order, and the first one that matches, and is not in
 //! dry-run, decides the request:
 //!
+//! 0. **Peer**: `peer_not_allowed`.
 //! 1. **Host**: `host_missing`, `host_invalid`, `host_mismatch`, `host_ip_literal`,
 //!    `host_unknown`.
 //! 2. **Client IP**: `client_ip_unknown`, then `ip_deny`.
@@ -31,6 +32,7 @@
 //!
 //! | order | rule name | drops when |
 //! |---|---|---|
+//! | 0 | `peer_not_allowed` | `only_from` is set and the TCP peer is neither in it nor a trusted proxy |
 //! | 1 | `host_missing` | no host: no Host header (HTTP/1.1 needs one even with an absolute-form target), no `:authority` on HTTP/2, or an empty value |
 //! | 1 | `host_invalid` | two Host headers, or a value that is neither a DNS name nor an address |
 //! | 1 | `host_mismatch` | the target names a host (absolute form, or HTTP/2's `:authority`) and the Host header names another |
@@ -93,9 +95,42 @@
 //! (Cloudflare's published list, copied 2026-11-26) and reads
 //! `CF-Connecting-IP`. The list changes rarely; pass a current copy of
 //! Cloudflare's `ips-v4` and `ips-v6` files, or any provider's list, with
-//! `trusted_proxy_list(&text)`: one range per line, `#` comments allowed. Add
-//! `allow_ip` for the same ranges and `deny_ip("all")` to drop anyone who
-//! reaches the origin around the CDN.
+//! `trusted_proxy_list(&text)`: one range per line, `#` comments allowed.
+//! To refuse anyone who reaches the origin around the CDN, use
+//! `trust_cloudflare_only()`, or `only_from(ranges)` for any provider: it
+//! judges the TCP peer. `allow_ip` and `deny_ip` judge the real client, so
+//! `allow_ip(edge).deny_ip("all")` would drop every visitor that comes
+//! through the edge.
+//!
+//! # Peer and client
+//!
+//! A request has two identities: the **peer**, the TCP connection's other
+//! end (the proxy, or the client itself when it connects directly), and the
+//! **client**, the real address behind trusted proxies (the peer when it is
+//! not a trusted proxy). Each part of the crate uses one of them:
+//!
+//! | part | identity |
+//! |---|---|
+//! | `only_from` (`peer_not_allowed`) | peer |
+//! | host, User-Agent, path and custom rules | the request; custom rules see both in `RequestHead` (`peer`, `client_ip`) |
+//! | `allow_ip`, `deny_ip` (`ip_deny`) | client |
+//! | `rate_limit` (`rate_limit`, `rate_limit_full`) | client (IPv6 by its prefix) |
+//! | `rate_limit_by` | its key; strikes only when the key is the client's own address |
+//! | strikes and bans (`BanList`), in the layer | client, on every request, through any proxy |
+//! | bans at accept (serve loop, listener, tonic's incoming) | peer, when it is not an edge: a banned client that connects directly |
+//! | kernel filter | peer: `only_from`, bans and denies of direct clients; never an edge |
+//! | `max_connections_per_client` | peer, when it is not an edge |
+//! | `max_connections_per_proxy` | peer, when it is an edge |
+//! | `AcceptRules::deny` (`accept_deny`) | peer |
+//! | `header_timeout` | peer (the connection) |
+//! | the `ClientIp` extractor | client |
+//! | the 444 event and the access log | both: `client_ip` and `peer_addr` |
+//!
+//! An **edge** is a trusted proxy or a peer in `only_from`: it carries other
+//! people's traffic, so it is never struck, banned, capped as a client or
+//! refused by the kernel filter, even when a ban of an IPv6 /64 or a denied
+//! block contains it. NAT is not an edge: many people behind one untrusted
+//! address are one client, as nginx judges them.
 //!
 //! Every request that passes carries the answer as a `ClientIp` extension.
 //! The example takes `--real-ip-header NAME` and `--no-recursive` to try each
@@ -491,6 +526,7 @@ impl RuleSet {
 
     /// Whether a connection from `peer` is refused before a byte is read:
     /// it is outside `only_from` and the rule is enforced with a drop.
+    #[cfg(any(feature = "server", feature = "axum", feature = "tonic"))]
     pub(crate) fn refuses_peer(&self, peer: IpAddr) -> bool {
         if self.peer_allowed(peer) {
             return false;

@@ -89,6 +89,7 @@
 //! | the same, `Http2Drop::ResetStreamInternalError` | as above | `RST_STREAM(INTERNAL_ERROR)` | the rule's name |
 //! | the same, `Http2Drop::CloseConnection` (Caddy's `abort`) | as above | the whole connection closes, every stream with it | the rule's name |
 //! | the peer matches `AcceptRules::deny` | closed before any byte is read: `(52)` / `(56)` | the same | `accept_deny` |
+//! | the peer is outside `only_from` | closed before any byte is read | the same | `peer_not_allowed` |
 //! | the peer is banned | closed before any byte is read | the same | `banned` |
 //! | the client is banned while connected | its next request: no bytes, the connection closes | the whole connection closes | `banned` |
 //! | over `max_connections` or `max_connections_per_client` | closed before any byte is read | the same | `connection_limit` |
@@ -121,23 +122,25 @@
 //! when the last connection is done. Accept errors are handled as
 //! `axum::serve` handles them.
 //!
-//! **Bans and proxies.** The ban list counts a strike only when the judged
-//! client IP is the TCP peer itself, and never for a trusted proxy, even for a
-//! request whose real-IP header did not resolve: banning a proxy at accept
-//! would refuse every client behind it, and the real client is only known once
-//! a request is read, which is too late for an accept-time refusal. Those
-//! clients are still judged by every rule on every request. Only drops the
-//! client caused strike (`DropReason::strikes`): not `rate_limit_full`,
-//! `rate_limit_unavailable` or `client_ip_unknown`. IPv6 clients are struck
-//! and banned by their /64 (`BanPolicy::ipv6_prefix`). Bans are enforced at
-//! accept by this serve loop, and by the layer on connections already open (a
-//! banned client's next request closes its connection, HTTP/2 included). The
-//! list holds at most `max_clients` entries (100,000 by default); when full it
-//! is swept at most once a second and then makes room by evicting one entry
-//! from a small sample (a client only striking before a ban, among bans the
-//! one ending soonest), so strikes keep working and a strike costs the same
-//! however full the table is. A ban of `Duration::MAX` lasts a century. Ban
-//! and unban emit events on the target `tower_no_response::ban`.
+//! **Bans and proxies.** Strikes and bans are by the judged client, the real
+//! one behind trusted proxies (see the rules' [Peer and
+//! client](crate::rules#peer-and-client) table). The layer refuses a banned
+//! client on every request, through any proxy; this loop refuses it at accept
+//! when it connects directly. An edge (a trusted proxy, an `only_from` peer)
+//! is never struck, banned or refused at accept, even for a request whose
+//! real-IP header did not resolve: that would refuse every client behind it.
+//! A client banned behind a proxy loses only its own HTTP/2 stream; a banned
+//! peer loses its whole connection. Only drops the client caused strike
+//! (`DropReason::strikes`): not `rate_limit_full`, `rate_limit_unavailable`,
+//! `client_ip_unknown` or `peer_not_allowed`, and a keyed limit only when its
+//! key is the client's address. IPv6 clients are struck and banned by their
+//! /64 (`BanPolicy::ipv6_prefix`). The list holds at most `max_clients`
+//! entries (100,000 by default); when full it is swept at most once a second
+//! and then makes room by evicting one entry from a small sample (a client
+//! only striking before a ban, among bans the one ending soonest), so strikes
+//! keep working and a strike costs the same however full the table is. A ban
+//! of `Duration::MAX` lasts a century. Ban and unban emit events on the
+//! target `tower_no_response::ban`.
 //!
 //! **The application's own signals.** The ban list is the layer's
 //! (`layer.ban_list()`), and handlers drive it as fail2ban's jails do:
