@@ -35,9 +35,13 @@ use std::time::Duration;
 /// # Errors
 /// The operating system's, such as for a socket that is not TCP.
 pub fn set_defer_accept(listener: &impl AsFd, wait: Duration) -> io::Result<()> {
-    // The kernel takes whole seconds.
-    let secs = libc::c_int::try_from(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
-        .unwrap_or(libc::c_int::MAX);
+    // The kernel takes whole seconds, rounded up here; a wait too long to
+    // express saturates, as the kernel caps it anyway, rather than wrapping
+    // to 0, which would turn the option off.
+    let secs = wait
+        .as_secs()
+        .saturating_add(u64::from(wait.subsec_nanos() > 0));
+    let secs = libc::c_int::try_from(secs).unwrap_or(libc::c_int::MAX);
     let fd = listener.as_fd();
     // SAFETY: `fd` is a descriptor borrowed from a live socket for the whole
     // call; the value is a `c_int` on this stack frame, passed with its own
@@ -97,6 +101,11 @@ mod tests {
         );
         set_defer_accept(&listener, Duration::ZERO).unwrap();
         assert_eq!(defer_accept(&listener).unwrap(), 0);
+        set_defer_accept(&listener, Duration::MAX).unwrap();
+        assert!(
+            defer_accept(&listener).unwrap() > 0,
+            "the longest wait saturates, it does not wrap to off"
+        );
         let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         assert!(set_defer_accept(&udp, Duration::from_secs(1)).is_err());
     }
