@@ -725,3 +725,83 @@ async fn handlers_strike_list_and_unban() {
     let welcome = exchange_from(client, addr, &login("letmein")).await;
     assert!(welcome.text().ends_with("welcome"), "{}", welcome.text());
 }
+
+/// One authority spelled two ways is one authority: the scheme's default
+/// port and one trailing dot are not a mismatch, on HTTP/1 and HTTP/2, under
+/// the serve loop and `axum::serve`. A real mismatch still drops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_authority_spelled_two_ways_is_not_a_mismatch() {
+    let layer = seed_rules().build().unwrap();
+    let app = Router::new()
+        .fallback(|| async { "ok" })
+        .layer(layer.clone());
+    let mut sides = Vec::new();
+    for serve_loop in [true, false] {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        sides.push(tcp.local_addr().unwrap());
+        if serve_loop {
+            tokio::spawn(layer.serve(tcp, app.clone()).run());
+        } else {
+            common::serve_on(layer.listener(tcp), app.clone());
+        }
+    }
+    let same = [
+        ("http://example.com:80/", "example.com"),
+        ("http://example.com/", "example.com:80"),
+        ("http://example.com./", "example.com"),
+        ("http://example.com/", "example.com."),
+        ("http://EXAMPLE.com.:80/", "example.COM"),
+        ("https://example.com:443/", "example.com"),
+    ];
+    let different = [
+        ("http://example.com:8080/", "example.com"),
+        ("https://example.com:80/", "example.com"),
+        ("http://example.com/", "www.example.com"),
+    ];
+    for addr in sides {
+        for (target, host) in same {
+            let raw = format!(
+                "GET {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: curl\r\nConnection: close\r\n\r\n"
+            );
+            let out = exchange(addr, raw.as_bytes()).await;
+            assert!(
+                out.text().ends_with("ok"),
+                "{target} {host}: {}",
+                out.text()
+            );
+        }
+        for (target, host) in different {
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: curl\r\n\r\n");
+            exchange(addr, raw.as_bytes())
+                .await
+                .assert_dropped(Close::Fin);
+        }
+
+        // HTTP/2: `:authority` with its default port, `host` without.
+        let mut h2 = h2_frames::RawH2::connect(addr).await;
+        for (authority, host) in [
+            ("example.com:80", "example.com"),
+            ("example.com", "example.com."),
+        ] {
+            let head = [
+                (":method", "GET"),
+                (":scheme", "http"),
+                (":path", "/"),
+                (":authority", authority),
+                ("host", host),
+                ("user-agent", "curl/8.5.0"),
+            ];
+            let (id, bytes) = h2.request(&head, None);
+            h2.send(&bytes).await;
+            h2.finish(&[id]).await;
+            let frames = &h2.streams[&id];
+            assert!(
+                frames.ended && frames.reset.is_none() && frames.headers >= 1,
+                "{addr} {authority} {host}: {frames:?}"
+            );
+        }
+        assert!(!h2.closed);
+    }
+    let mismatches = layer.stats().rule("host_mismatch").unwrap().dropped;
+    assert_eq!(mismatches, 2 * different.len() as u64);
+}

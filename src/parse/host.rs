@@ -59,7 +59,7 @@ pub(crate) fn host_field_of<'a>(
     match (authority, header) {
         (Some(a), Some(h)) => {
             let without_userinfo = a.as_str().rsplit('@').next().unwrap_or_default();
-            if without_userinfo.as_bytes().eq_ignore_ascii_case(h) {
+            if same_authority(without_userinfo.as_bytes(), h, default_port(uri)) {
                 HostField::Value(a.host().as_bytes())
             } else {
                 HostField::Mismatch
@@ -70,6 +70,50 @@ pub(crate) fn host_field_of<'a>(
         (None, Some(h)) => HostField::Value(h),
         (None, None) => HostField::Missing,
     }
+}
+
+/// The port a URI's scheme implies, which a client may spell or leave out.
+fn default_port(uri: &Uri) -> Option<&'static [u8]> {
+    match uri.scheme_str() {
+        Some(s) if s.eq_ignore_ascii_case("http") => Some(b"80"),
+        Some(s) if s.eq_ignore_ascii_case("https") => Some(b"443"),
+        _ => None,
+    }
+}
+
+/// Whether two spellings of `host[:port]` name one authority: case aside,
+/// with one trailing dot and the scheme's default port (or an empty one)
+/// left out, as `http://example.com:80/` and `Host: example.com.` are the
+/// same server to every client. Anything else is another authority.
+fn same_authority(a: &[u8], b: &[u8], default_port: Option<&[u8]>) -> bool {
+    if a.eq_ignore_ascii_case(b) {
+        return true;
+    }
+    let (host_a, port_a) = split_port(a, default_port);
+    let (host_b, port_b) = split_port(b, default_port);
+    port_a == port_b && host_a.eq_ignore_ascii_case(host_b)
+}
+
+/// `host[:port]` as its host without one trailing dot, and its port, `None`
+/// when it is absent, empty or the default.
+fn split_port<'a>(value: &'a [u8], default_port: Option<&[u8]>) -> (&'a [u8], Option<&'a [u8]>) {
+    let (host, port) = match bracketed(value) {
+        Bracketed::V6(_, port) => {
+            let end = value
+                .iter()
+                .position(|&b| b == b']')
+                .map_or(value.len(), |i| i + 1);
+            (&value[..end], port)
+        }
+        _ => match value.iter().position(|&b| b == b':') {
+            // More than one colon: a bare IPv6 address, compared whole.
+            Some(at) if !value[at + 1..].contains(&b':') => (&value[..at], Some(&value[at + 1..])),
+            _ => (value, None),
+        },
+    };
+    let host = host.strip_suffix(b".").unwrap_or(host);
+    let port = port.filter(|p| !p.is_empty() && Some(*p) != default_port);
+    (host, port)
 }
 
 /// A host value, classified.

@@ -362,6 +362,48 @@ mod tests {
         assert_eq!(field(V::HTTP_2, &h2, &[b"evil.com"]), "Mismatch");
         assert_eq!(field(V::HTTP_2, &origin, &[b"example.com"]), "example.com");
         assert_eq!(field(V::HTTP_2, &origin, &[]), "Missing");
+        // One authority spelled two ways is one authority: the default
+        // port, an empty port and one trailing dot are left out.
+        let port_80: Uri = "http://example.com:80/".parse().unwrap();
+        let plain: Uri = "http://example.com/".parse().unwrap();
+        let dotted: Uri = "http://example.com./".parse().unwrap();
+        let tls_443: Uri = "https://example.com:443/".parse().unwrap();
+        let v6: Uri = "http://[::1]:80/".parse().unwrap();
+        for (uri, host) in [
+            (&port_80, &b"example.com"[..]),
+            (&plain, b"example.com:80"),
+            (&plain, b"example.com:"),
+            (&plain, b"example.com."),
+            (&dotted, b"example.com"),
+            (&dotted, b"EXAMPLE.com.:80"),
+            (&tls_443, b"example.com"),
+            (&h2, b"example.com:443"),
+            (&v6, b"[::1]"),
+        ] {
+            assert_ne!(
+                field(V::HTTP_11, uri, &[host]),
+                "Mismatch",
+                "{uri} with Host {}",
+                String::from_utf8_lossy(host)
+            );
+        }
+        // Another port, or another name, is still another authority.
+        for (uri, host) in [
+            (&port_80, &b"example.com:443"[..]),
+            (&tls_443, b"example.com:80"),
+            (&plain, b"example.com:8080"),
+            (&plain, b"example.com.."),
+            (&plain, b"example.co"),
+            (&v6, b"[::2]"),
+            (&v6, b"[::1]:81"),
+        ] {
+            assert_eq!(
+                field(V::HTTP_11, uri, &[host]),
+                "Mismatch",
+                "{uri} with Host {}",
+                String::from_utf8_lossy(host)
+            );
+        }
     }
 
     #[test]
