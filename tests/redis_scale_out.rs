@@ -30,10 +30,15 @@ async fn alternate(a: SocketAddr, b: SocketAddr) -> usize {
 
 /// Two replicas, each with its own store made by `store`, failing closed:
 /// ten requests alternating between them get one budget of five, and both
-/// serve some.
+/// serve some. The timeout is generous: on a loaded machine, a first check
+/// that also opens the TLS connections to every node may take longer than
+/// the default 100 ms, and failing closed would count it as spent.
 async fn two_replicas_share_one_budget(store: impl Fn() -> RedisStore) {
     let limit = RateLimit::per_minute(10).burst(4);
-    let closed = |s: SharedRateLimit| s.on_failure(FailurePolicy::Closed);
+    let closed = |s: SharedRateLimit| {
+        s.on_failure(FailurePolicy::Closed)
+            .timeout(Duration::from_secs(5))
+    };
     let a = spawn_app(layer(store(), limit, closed)).await;
     let b = spawn_app(layer(store(), limit, closed)).await;
     assert_eq!(alternate(a.addr, b.addr).await, 5, "capacity 5 across both");
