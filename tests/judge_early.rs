@@ -396,3 +396,63 @@ async fn a_layer_on_part_of_the_app_judges_only_that_part() {
     let admin = common::request("GET", "/admin/x", Some("example.com"), Some("masscan"), &[]);
     exchange(addr, &admin).await.assert_dropped(Close::Fin);
 }
+
+/// Set by an authentication layer outside the rules.
+#[derive(Clone)]
+struct User;
+
+/// A custom rule may read what outer layers add, which is not there at
+/// accept: judging early runs the built-in rules only, so an authenticated
+/// first request is never dropped on a new connection, on either side.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_rules_are_left_to_the_layer_which_sees_the_outer_layers() {
+    let layer = rules()
+        .custom_rule("anonymous_admin", |head| {
+            head.uri.path().starts_with("/admin") && head.extensions.get::<User>().is_none()
+        })
+        .build()
+        .unwrap();
+    let app = axum::Router::new()
+        .fallback(|| async { "ok" })
+        .layer(layer.clone())
+        .layer(tower::ServiceBuilder::new().map_request(
+            |mut request: http::Request<axum::body::Body>| {
+                if request.headers().contains_key(http::header::AUTHORIZATION) {
+                    request.extensions_mut().insert(User);
+                }
+                request
+            },
+        ));
+    let own = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let own_addr = own.local_addr().unwrap();
+    tokio::spawn(
+        layer
+            .serve(own, app.clone())
+            .defer_accept(Duration::from_secs(5))
+            .run(),
+    );
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    tower_no_response::connection::set_defer_accept(&tcp, Duration::from_secs(5)).unwrap();
+    let axum_addr = tcp.local_addr().unwrap();
+    common::serve_on(layer.listener(tcp), app);
+    let signed_in = common::request(
+        "GET",
+        "/admin/users",
+        Some("example.com"),
+        UA,
+        &[("Authorization", "Bearer x")],
+    );
+    let anonymous = common::request("GET", "/admin/users", Some("example.com"), UA, &[]);
+    for addr in [own_addr, axum_addr] {
+        for _ in 0..10 {
+            exchange(addr, &signed_in).await.assert_ok();
+            exchange(addr, &anonymous).await.assert_dropped(Close::Fin);
+        }
+    }
+    assert_eq!(layer.stats().rule("anonymous_admin").unwrap().dropped, 20);
+    // The built-in rules still judge at accept.
+    exchange(own_addr, &get(Some("evil.example"), UA))
+        .await
+        .assert_dropped(Close::Fin);
+}

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use axum::serve::{Listener, ListenerExt, TapIo};
 use tokio::net::TcpListener;
 
-use super::AbortableStream;
 use super::early::{Early, judge_now};
+use super::{AbortableStream, Timeouts};
 use crate::NoResponseLayer;
 use crate::layer::registry::Registry;
 
@@ -137,10 +137,14 @@ impl Listener for AbortableListener {
         };
         let mut stream = AbortableStream::with_prefix(stream, prefix);
         stream.register(&self.registry, addr);
-        // axum::serve has no header timeout of its own: the stream keeps it.
-        if let Some(timeout) = self.layer.header_timeout() {
-            stream = stream.with_head_timeout(timeout, addr, self.layer.close_mode());
-        }
+        // axum::serve has no header or keep-alive timeout of its own: the
+        // stream keeps them.
+        let stream = stream.with_timers(
+            Timeouts::of(&self.layer),
+            tokio::time::Instant::now(),
+            addr,
+            self.layer.close_mode(),
+        );
         (stream, addr)
     }
 

@@ -24,6 +24,7 @@ mod accept;
 mod defer_accept;
 #[cfg(any(feature = "server", feature = "axum"))]
 pub(crate) mod early;
+mod exchange;
 #[cfg(target_os = "linux")]
 pub mod kernel_filter;
 #[cfg(feature = "axum")]
@@ -36,11 +37,14 @@ pub use crate::layer::{ConnectionHandle, ConnectionInfo, RequestDropped};
 pub use crate::rules::CloseMode;
 #[cfg(target_os = "linux")]
 pub use defer_accept::set_defer_accept;
+pub(crate) use exchange::Timeouts;
 #[cfg(target_os = "linux")]
 pub use kernel_filter::KernelFilter;
 #[cfg(feature = "axum")]
 pub use listener::{AbortableListener, NoResponseListener};
 pub use stream::{AbortableStream, silent_close_available};
+#[cfg(feature = "rustls")]
+pub(crate) use stream::{Watch, Watched};
 #[cfg(any(feature = "server", feature = "tonic"))]
 pub use stream_reset::DropAsError;
 

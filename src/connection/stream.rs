@@ -5,12 +5,12 @@ use std::pin::Pin;
 #[cfg(feature = "axum")]
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
+use super::exchange::{Exchanges, Expiry, Timeouts};
 use super::{CloseMode, ConnectionHandle};
 use crate::audit::{Close, DropEvent, Handling};
 use crate::layer::registry::Registration;
@@ -40,70 +40,209 @@ pub struct AbortableStream {
     /// Where the layer finds this stream's handle by its peer address;
     /// held for its `Drop`, which removes the entry.
     registration: Option<Registration>,
-    /// The wait for a request head, for a server without a header timeout
-    /// of its own.
-    head_timer: Option<Box<HeadTimer>>,
+    /// The header and keep-alive timeouts, for a server that reads plain
+    /// HTTP/1 from this stream.
+    watch: Option<Box<Watch>>,
 }
 
-/// Bounds the wait for each HTTP/1 request head: from accept, and again
-/// from each response, the client has `timeout` to finish its head (the
-/// blank line after the headers), or the connection is dropped as
-/// `header_timeout`. A client that stops reading a response for as long is
-/// dropped too, as nginx's `send_timeout` would. HTTP/2, known by its
-/// preface, is left alone.
+/// A connection's timers (see [`exchange`](super::exchange)): the header
+/// timeout drops a client that is slow to send a request head, the
+/// keep-alive timeout closes an idle connection in order.
 #[derive(Debug)]
-struct HeadTimer {
-    timeout: Duration,
+pub(crate) struct Watch {
+    exchanges: Exchanges,
     sleep: Pin<Box<Sleep>>,
-    /// How the bytes read so far end: 1 after `\n`, 2 after `\n\r`.
-    matched: u8,
-    /// Waiting for a head; otherwise for the response to one.
-    waiting: bool,
-    /// How much of the HTTP/2 preface the first bytes matched, while they
-    /// still might be one.
-    preface_seen: Option<u8>,
+    /// The deadline `sleep` is set to.
+    armed: Option<Instant>,
+    /// Closed as idle: every later read is the end of the stream.
+    closed: bool,
     peer: SocketAddr,
     mode: CloseMode,
 }
 
-impl HeadTimer {
-    /// Follows the bytes read; whether the timer still applies.
-    fn read(&mut self, bytes: &[u8]) -> bool {
-        // The HTTP/2 preface, however the reads split it.
-        const PREFACE: &[u8] = b"PRI * HTTP/2.0";
-        if let Some(seen) = self.preface_seen {
-            let seen = usize::from(seen);
-            let n = bytes.len().min(PREFACE.len() - seen);
-            if bytes[..n] != PREFACE[seen..seen + n] {
-                self.preface_seen = None;
-            } else if seen + n == PREFACE.len() {
-                return false;
-            } else {
-                self.preface_seen = Some((seen + n) as u8);
-            }
+impl Watch {
+    /// Timers for a connection accepted at `accepted`, of which `read` was
+    /// read already; `None` when no timeout is set.
+    pub(crate) fn new(
+        timeouts: Timeouts,
+        accepted: Instant,
+        read: &[u8],
+        peer: SocketAddr,
+        mode: CloseMode,
+    ) -> Option<Box<Self>> {
+        if timeouts.header.is_none() && timeouts.keepalive.is_none() {
+            return None;
         }
-        // A head ends at a blank line: `\n\n` or `\n\r\n`, which also
-        // covers the usual `\r\n\r\n`.
-        for &b in bytes {
-            self.matched = match (self.matched, b) {
-                (1 | 2, b'\n') => {
-                    self.waiting = false;
-                    0
-                }
-                (1, b'\r') => 2,
-                (_, b'\n') => 1,
-                _ => 0,
-            };
-        }
-        true
+        let mut exchanges = Exchanges::new(timeouts, accepted);
+        exchanges.read(read);
+        Some(Box::new(Self {
+            exchanges,
+            sleep: Box::pin(tokio::time::sleep_until(accepted)),
+            armed: None,
+            closed: false,
+            peer,
+            mode,
+        }))
     }
 
-    /// A response is on its way: the next head has `timeout` from now.
-    fn wrote(&mut self) {
-        self.waiting = true;
-        self.sleep
-            .as_mut()
-            .reset(tokio::time::Instant::now() + self.timeout);
+    /// What ran out, if anything; otherwise the timer that applies is
+    /// registered with `cx`.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Option<Expiry> {
+        if self.closed {
+            return Some(Expiry::Idle);
+        }
+        let (at, expiry) = self.exchanges.deadline()?;
+        if self.armed != Some(at) {
+            self.sleep.as_mut().reset(at);
+            self.armed = Some(at);
+        }
+        self.sleep.as_mut().poll(cx).is_ready().then_some(expiry)
+    }
+
+    /// Acts on a timer that ran out, before a read: a head not complete in
+    /// time drops the connection (aborting `handle`, logged once); an idle
+    /// connection reads as closed, so the server closes it in order, with
+    /// no log line. `None` while no timer ran out.
+    pub(crate) fn poll_before_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        handle: &ConnectionHandle,
+    ) -> Option<io::Result<()>> {
+        match self.poll_expired(cx)? {
+            Expiry::Header => {
+                if handle.abort(self.mode) {
+                    DropEvent {
+                        rule: DropReason::HeaderTimeout,
+                        handling: Handling::Drop(Close::Mode(self.mode)),
+                        client_ip: Some(self.peer.ip().to_canonical()),
+                        peer_addr: Some(self.peer),
+                        request: None,
+                    }
+                    .emit();
+                }
+                Some(Err(AbortableStream::aborted()))
+            }
+            Expiry::Idle => {
+                if !self.closed {
+                    self.closed = true;
+                    tracing::debug!(
+                        target: "tower_no_response",
+                        peer_addr = %self.peer,
+                        "idle connection closed at the keep-alive timeout"
+                    );
+                }
+                Some(Ok(()))
+            }
+        }
+    }
+
+    pub(crate) fn read(&mut self, bytes: &[u8]) {
+        self.exchanges.read(bytes);
+    }
+
+    /// Follows `n` bytes written from `bufs`, then arms the timer that now
+    /// applies with the writer's waker: a response that ends starts the
+    /// keep-alive timer while the reader may already be parked, and nothing
+    /// else would wake it.
+    pub(crate) fn wrote(&mut self, cx: &Context<'_>, bufs: &[io::IoSlice<'_>], mut n: usize) {
+        for buf in bufs {
+            if n == 0 {
+                break;
+            }
+            let len = buf.len().min(n);
+            self.exchanges.wrote(&buf[..len]);
+            n -= len;
+        }
+        if !self.closed
+            && self
+                .poll_expired(&mut Context::from_waker(cx.waker()))
+                .is_some()
+        {
+            cx.waker().wake_by_ref();
+        }
+    }
+
+    /// Whether a timer may still apply: not once the connection is HTTP/2,
+    /// upgraded or a tunnel.
+    pub(crate) fn is_timed(&self) -> bool {
+        self.exchanges.is_timed()
+    }
+}
+
+/// A stream under the connection's timers: for a server that reads HTTP/1
+/// through TLS, whose plain bytes the timers must see.
+#[derive(Debug)]
+pub(crate) struct Watched<I> {
+    io: I,
+    watch: Option<Box<Watch>>,
+    handle: ConnectionHandle,
+}
+
+impl<I> Watched<I> {
+    pub(crate) fn new(io: I, watch: Option<Box<Watch>>, handle: ConnectionHandle) -> Self {
+        Self { io, watch, handle }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if let Some(watch) = this.watch.as_mut() {
+            if let Some(result) = watch.poll_before_read(cx, &this.handle) {
+                return Poll::Ready(result);
+            }
+        }
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut this.io).poll_read(cx, buf);
+        if let (Poll::Ready(Ok(())), Some(watch)) = (&poll, this.watch.as_mut()) {
+            watch.read(&buf.filled()[before..]);
+            if !watch.is_timed() {
+                this.watch = None;
+            }
+        }
+        poll
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.io).poll_write(cx, buf);
+        if let (Poll::Ready(Ok(n)), Some(watch)) = (&poll, self.watch.as_mut()) {
+            watch.wrote(cx, &[io::IoSlice::new(buf)], *n);
+        }
+        poll
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        if let (Poll::Ready(Ok(n)), Some(watch)) = (&poll, self.watch.as_mut()) {
+            watch.wrote(cx, bufs, *n);
+        }
+        poll
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
@@ -123,54 +262,21 @@ impl AbortableStream {
             replay: prefix,
             replayed: 0,
             registration: None,
-            head_timer: None,
+            watch: None,
         }
     }
 
-    /// Drops the connection, as `header_timeout`, when a request head does
-    /// not arrive within `timeout`; see `HeadTimer`.
-    #[cfg(feature = "axum")]
-    pub(crate) fn with_head_timeout(
+    /// Puts the connection under its timers (see `Watch`); the bytes
+    /// already read count as read.
+    pub(crate) fn with_timers(
         mut self,
-        timeout: Duration,
+        timeouts: Timeouts,
+        accepted: Instant,
         peer: SocketAddr,
         mode: CloseMode,
     ) -> Self {
-        let mut timer = Box::new(HeadTimer {
-            timeout,
-            sleep: Box::pin(tokio::time::sleep(timeout)),
-            matched: 0,
-            waiting: true,
-            preface_seen: Some(0),
-            peer,
-            mode,
-        });
-        // Bytes read before the stream was made count as read.
-        self.head_timer = timer.read(&self.replay).then_some(timer);
+        self.watch = Watch::new(timeouts, accepted, &self.replay, peer, mode);
         self
-    }
-
-    /// Whether the head timer ran out; if so, the connection is aborted and
-    /// the drop logged, once.
-    fn head_timed_out(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(timer) = self.head_timer.as_mut() else {
-            return false;
-        };
-        if !timer.waiting || timer.sleep.as_mut().poll(cx).is_pending() {
-            return false;
-        }
-        let (peer, mode) = (timer.peer, timer.mode);
-        if self.handle.abort(mode) {
-            DropEvent {
-                rule: DropReason::HeaderTimeout,
-                handling: Handling::Drop(Close::Mode(mode)),
-                client_ip: Some(peer.ip().to_canonical()),
-                peer_addr: Some(peer),
-                request: None,
-            }
-            .emit();
-        }
-        true
     }
 
     /// Records the stream in `registry` under `peer` until it is dropped.
@@ -214,8 +320,14 @@ impl AsyncRead for AbortableStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.handle.is_aborted() || self.head_timed_out(cx) {
+        if self.handle.is_aborted() {
             return Poll::Ready(Err(Self::aborted()));
+        }
+        let this = &mut *self;
+        if let Some(watch) = this.watch.as_mut() {
+            if let Some(result) = watch.poll_before_read(cx, &this.handle) {
+                return Poll::Ready(result);
+            }
         }
         if let Some(registration) = self.registration.as_mut() {
             registration.bind_to_task();
@@ -233,9 +345,10 @@ impl AsyncRead for AbortableStream {
         }
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.stream).poll_read(cx, buf);
-        if let (Poll::Ready(Ok(())), Some(timer)) = (&poll, self.head_timer.as_mut()) {
-            if !timer.read(&buf.filled()[before..]) {
-                self.head_timer = None;
+        if let (Poll::Ready(Ok(())), Some(watch)) = (&poll, self.watch.as_mut()) {
+            watch.read(&buf.filled()[before..]);
+            if !watch.is_timed() {
+                self.watch = None;
             }
         }
         if poll.is_pending() {
@@ -260,7 +373,7 @@ impl AsyncWrite for AbortableStream {
             return Poll::Ready(Err(Self::aborted()));
         }
         let poll = Pin::new(&mut self.stream).poll_write(cx, buf);
-        self.after_write_poll(cx, poll)
+        self.after_write_poll(cx, poll, &[io::IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
@@ -272,7 +385,7 @@ impl AsyncWrite for AbortableStream {
             return Poll::Ready(Err(Self::aborted()));
         }
         let poll = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
-        self.after_write_poll(cx, poll)
+        self.after_write_poll(cx, poll, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -300,11 +413,10 @@ impl AbortableStream {
         &mut self,
         cx: &Context<'_>,
         poll: Poll<io::Result<usize>>,
+        bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        if let (Poll::Ready(Ok(n)), Some(timer)) = (&poll, self.head_timer.as_mut()) {
-            if *n > 0 {
-                timer.wrote();
-            }
+        if let (Poll::Ready(Ok(n)), Some(watch)) = (&poll, self.watch.as_mut()) {
+            watch.wrote(cx, bufs, *n);
         }
         if poll.is_pending() {
             self.handle.register_writer(cx);

@@ -59,9 +59,14 @@ pub struct NoResponseLayerBuilder {
     ban_list: Option<BanList>,
     close_mode: CloseMode,
     header_timeout: Option<Duration>,
+    /// `None` is the default, [`DEFAULT_KEEPALIVE_TIMEOUT`].
+    keepalive_timeout: Option<Duration>,
     /// Off by default, so that `Default` leaves the extension on.
     no_client_ip_extension: bool,
 }
+
+/// nginx's default `keepalive_timeout`.
+const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
 
 impl NoResponseLayerBuilder {
     /// Serves `name`, like nginx `server_name`. Takes an exact name,
@@ -406,16 +411,41 @@ impl NoResponseLayerBuilder {
         self
     }
 
-    /// Drops a client that has not sent a complete request head this long
-    /// after it connected, or after its last response on a kept-alive
-    /// connection: nginx's `client_header_timeout`, against Slowloris. No
-    /// `408`, nothing at all, logged as a 444 with rule `header_timeout`.
+    /// Drops a client that has not sent a complete request head this long:
+    /// nginx's `client_header_timeout`, against Slowloris. No `408`, nothing
+    /// at all, logged as a 444 with rule `header_timeout`. Off by default.
+    ///
+    /// The timer runs only while the server waits for a request head: from
+    /// accept for a connection's first request, and from the first byte of
+    /// each later one (or from the end of the previous response, if that is
+    /// later). It never runs during a handler, a request body, a response,
+    /// an upgraded connection, or between kept-alive requests, which
+    /// [`keepalive_timeout`](Self::keepalive_timeout) bounds instead.
+    ///
     /// The connection side applies it: the layer's listener under
-    /// `axum::serve` (which has no header timeout of its own) and the crate's
-    /// serve loop, where it also bounds an HTTP/2 connection's wait for its
-    /// first request and a TLS handshake. Off by default.
+    /// `axum::serve` (which has no header timeout of its own) and the
+    /// crate's serve loop, where it also bounds an HTTP/2 connection's wait
+    /// for its first request and a TLS handshake.
     pub fn header_timeout(mut self, timeout: Duration) -> Self {
         self.header_timeout = Some(timeout);
+        self
+    }
+
+    /// Closes a kept-alive HTTP/1 connection that sent nothing for this
+    /// long after its last response: nginx's `keepalive_timeout`, 75 s by
+    /// default. The close is an orderly one, the end of the connection as
+    /// any server closes an idle one, and it is not a drop: no 444, no
+    /// strike, no access-log line, a `debug` event at most. A client that
+    /// has begun its next request is under the header timeout instead.
+    /// `Duration::MAX` never closes an idle connection.
+    ///
+    /// The layer's listener under `axum::serve` and the crate's serve loop
+    /// apply it; the serve loop closes an HTTP/2 connection with no stream
+    /// open for as long too, unless
+    /// [`Serve::idle_timeout`](crate::server::Serve::idle_timeout) says
+    /// otherwise.
+    pub fn keepalive_timeout(mut self, timeout: Duration) -> Self {
+        self.keepalive_timeout = Some(timeout);
         self
     }
 
@@ -533,6 +563,7 @@ impl NoResponseLayerBuilder {
             rules,
             close_mode: self.close_mode,
             header_timeout: self.header_timeout,
+            keepalive_timeout: self.keepalive_timeout.unwrap_or(DEFAULT_KEEPALIVE_TIMEOUT),
             client_ip_extension: !self.no_client_ip_extension,
             rate_limit: self.rate_limit.map(|limit| (limit, self.shared_rate_limit)),
             ban_list: self.ban_list,
@@ -546,6 +577,7 @@ pub(crate) struct Config {
     pub(crate) rules: RuleSet,
     pub(crate) close_mode: CloseMode,
     pub(crate) header_timeout: Option<Duration>,
+    pub(crate) keepalive_timeout: Duration,
     pub(crate) client_ip_extension: bool,
     pub(crate) rate_limit: Option<(RateLimit, Option<SharedRateLimit>)>,
     /// Each keyed limit's name and rate, in the rules' order.

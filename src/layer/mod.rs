@@ -70,6 +70,7 @@ struct Compiled {
     rules: Arc<RuleSet>,
     close_mode: CloseMode,
     header_timeout: Option<Duration>,
+    keepalive_timeout: Duration,
     /// Whether an allowed request gets its [`ClientIp`] extension.
     client_ip_extension: bool,
     limiter: Option<RateLimiter>,
@@ -124,6 +125,7 @@ impl Compiled {
             rules: Arc::new(config.rules),
             close_mode: config.close_mode,
             header_timeout: config.header_timeout,
+            keepalive_timeout: config.keepalive_timeout,
             client_ip_extension: config.client_ip_extension,
             limiter,
             rate_limit: config.rate_limit.as_ref().map(|(limit, _)| *limit),
@@ -145,7 +147,11 @@ impl Compiled {
     /// through any trusted proxy, is dropped as `banned` whatever else
     /// its request says, before it can spend a rate budget.
     fn judge_rules<B>(&self, request: &Request<B>, peer: Option<SocketAddr>) -> Judgement {
-        let judgement = self.rules.judge(request, peer);
+        self.with_bans(self.rules.judge(request, peer))
+    }
+
+    /// A judgement of the rules, overruled by a ban of the judged client.
+    fn with_bans(&self, judgement: Judgement) -> Judgement {
         match judgement.client_ip {
             Some(ip) if self.is_banned(ip) => Judgement {
                 verdict: Verdict::Stop(Stop {
@@ -329,6 +335,13 @@ impl NoResponseLayer {
     #[must_use]
     pub fn header_timeout(&self) -> Option<Duration> {
         self.shared.current.load().header_timeout
+    }
+
+    /// How long the connection side keeps an idle kept-alive connection
+    /// open; see [`NoResponseLayerBuilder::keepalive_timeout`].
+    #[must_use]
+    pub fn keepalive_timeout(&self) -> Duration {
+        self.shared.current.load().keepalive_timeout
     }
 
     /// A snapshot of the counters: per rule in force, requests dropped,
@@ -631,7 +644,7 @@ impl NoResponseLayer {
         peer: SocketAddr,
     ) -> Option<CloseMode> {
         let current = self.shared.current.load();
-        let judgement = current.judge_rules(request, Some(peer));
+        let judgement = current.with_bans(current.rules.judge_at_accept(request, peer));
         let stop = judgement.stop()?;
         if stop.action != Action::Drop || !judgement.dry_run.is_empty() {
             return None;

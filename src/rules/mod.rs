@@ -373,10 +373,28 @@ impl RuleSet {
     /// `peer` is the TCP peer; the client IP is derived from it and, when the
     /// peer is a trusted proxy, from the real-IP header.
     pub fn judge<B>(&self, request: &Request<B>, peer: Option<SocketAddr>) -> Judgement {
+        self.judge_with(request, peer, Custom::Judged)
+    }
+
+    /// [`judge`](Self::judge) for a request read off the socket before any
+    /// layer ran: custom rules, which may read what outer layers add (an
+    /// authenticated user, say), are left out, so the answer is always the
+    /// layer's own or none. They come last, so a stop found without them is
+    /// the stop the layer would find.
+    pub(crate) fn judge_at_accept<B>(&self, request: &Request<B>, peer: SocketAddr) -> Judgement {
+        self.judge_with(request, Some(peer), Custom::LeftToTheLayer)
+    }
+
+    fn judge_with<B>(
+        &self,
+        request: &Request<B>,
+        peer: Option<SocketAddr>,
+        custom: Custom,
+    ) -> Judgement {
         let scan = HeaderScan::new(request.headers(), self.real_ip.header_name());
         let client_ip = peer.map(|p| self.real_ip.resolve_scanned(p.ip(), &scan));
         let mut dry_run = DryRunHits::default();
-        let verdict = match self.first_stop(request, &scan, peer, client_ip, &mut dry_run) {
+        let verdict = match self.first_stop(request, &scan, peer, client_ip, custom, &mut dry_run) {
             Err(stop) => Verdict::Stop(stop),
             Ok(()) if self.rate_limited || !self.keyed.is_empty() => Verdict::RateLimit(client_ip),
             Ok(()) => Verdict::Pass,
@@ -562,6 +580,7 @@ impl RuleSet {
         scan: &HeaderScan<'_>,
         peer: Option<SocketAddr>,
         client_ip: Option<IpAddr>,
+        custom: Custom,
         dry_run: &mut DryRunHits,
     ) -> Result<(), Stop> {
         if !self.only_from.is_empty() && !peer.is_some_and(|p| self.peer_allowed(p.ip())) {
@@ -588,7 +607,7 @@ impl RuleSet {
         if let Err(rule) = self.paths.check(request.uri()) {
             self.enforce(rule, dry_run)?;
         }
-        if !self.custom.is_empty() {
+        if !self.custom.is_empty() && custom == Custom::Judged {
             let head = RequestHead::of(request, peer, client_ip);
             for rule in &self.custom {
                 if (rule.predicate)(&head) {
@@ -598,6 +617,13 @@ impl RuleSet {
         }
         Ok(())
     }
+}
+
+/// Whether a judgement runs the custom rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Custom {
+    Judged,
+    LeftToTheLayer,
 }
 
 impl Judgement {

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,8 @@ use crate::error::BoxError;
 #[derive(Debug)]
 pub(super) struct Activity {
     seen: AtomicU64,
+    /// Whether the requests come over HTTP/2.
+    http2: AtomicBool,
     in_flight: AtomicUsize,
     /// Milliseconds since `epoch` of the last change.
     changed_ms: AtomicU64,
@@ -33,6 +35,7 @@ impl Activity {
     pub(super) fn new() -> Arc<Self> {
         Arc::new(Self {
             seen: AtomicU64::new(0),
+            http2: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             changed_ms: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -49,6 +52,11 @@ impl Activity {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.touch();
         InFlight(Arc::clone(self))
+    }
+
+    /// Whether the connection is HTTP/2, as far as its requests tell.
+    pub(super) fn is_http2(&self) -> bool {
+        self.http2.load(Ordering::Relaxed)
     }
 
     /// Whether a request has arrived yet.
@@ -184,6 +192,9 @@ where
         #[cfg(feature = "axum")]
         extensions.insert(axum::extract::ConnectInfo(self.info.peer_addr()));
         extensions.insert(self.info.clone());
+        if request.version() == http::Version::HTTP_2 {
+            self.activity.http2.store(true, Ordering::Relaxed);
+        }
         Tracked {
             in_flight: Some(self.activity.begin()),
             future: DropAsError::new(self.inner.call(request), self.reset),

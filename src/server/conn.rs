@@ -24,7 +24,7 @@ use super::drop_connection;
 use super::early::judge_when_read;
 use crate::NoResponseLayer;
 use crate::connection::early::Early;
-use crate::connection::{AbortableStream, ConnectionHandle, ConnectionInfo};
+use crate::connection::{AbortableStream, ConnectionHandle, ConnectionInfo, Timeouts};
 use crate::error::BoxError;
 use crate::rules::{CloseMode, DropReason};
 
@@ -34,10 +34,12 @@ pub(super) struct Connection<S> {
     pub(super) peer: SocketAddr,
     pub(super) http2_drop: Http2Drop,
     pub(super) close_mode: CloseMode,
-    /// Bounds the wait for the first bytes and the TLS handshake; hyper
-    /// enforces it after that.
-    pub(super) header_timeout: Option<Duration>,
-    /// Closes a connection with nothing in flight this long.
+    /// The header timeout bounds the wait for the first bytes and the TLS
+    /// handshake, then each HTTP/1 request head, as the keep-alive timeout
+    /// bounds the wait between them; see `connection::exchange`.
+    pub(super) timeouts: Timeouts,
+    /// Closes a connection with nothing in flight this long: set, any
+    /// connection; unset, an HTTP/2 one, at the keep-alive timeout.
     pub(super) idle_timeout: Option<Duration>,
     /// Held while the connection lives, for the connection caps.
     pub(super) _slot: Option<ConnectionSlot>,
@@ -62,6 +64,7 @@ where
         prefix: Vec<u8>,
         judge_later: Option<NoResponseLayer>,
     ) {
+        let accepted = tokio::time::Instant::now();
         let (stream, prefix) = match judge_later {
             None => (stream, prefix),
             Some(layer) => {
@@ -70,7 +73,7 @@ where
                     stream,
                     &layer,
                     self.peer,
-                    self.header_timeout,
+                    self.timeouts.header,
                     self.close_mode,
                 );
                 let judged = tokio::select! {
@@ -90,14 +93,25 @@ where
         let handle = io.handle().clone();
         #[cfg(feature = "rustls")]
         if let Some(tls) = self.tls.clone() {
-            let limit = self.header_timeout.unwrap_or(Duration::from_secs(10));
+            let limit = self.timeouts.header.unwrap_or(Duration::from_secs(10));
             let (peer, close_mode) = (self.peer, self.close_mode);
             if let Some(tls_stream) = super::tls::handshake(tls, io, limit, peer, close_mode).await
             {
-                Box::pin(self.serve_io(tls_stream, handle)).await;
+                // The timers read the plain bytes, from the end of the
+                // handshake, which has a bound of its own.
+                let watch = crate::connection::Watch::new(
+                    self.timeouts,
+                    tokio::time::Instant::now(),
+                    &[],
+                    peer,
+                    close_mode,
+                );
+                let io = crate::connection::Watched::new(tls_stream, watch, handle.clone());
+                Box::pin(self.serve_io(io, handle)).await;
             }
             return;
         }
+        let io = io.with_timers(self.timeouts, accepted, self.peer, self.close_mode);
         // Boxed: hyper's connection is large, and inline it would make every
         // spawn copy it, even for connections judged and dropped before it.
         Box::pin(self.serve_io(io, handle)).await;
@@ -117,9 +131,10 @@ where
             Http2Drop::CloseConnection => info,
             _ => info.with_stream_resets(),
         };
-        let timeouts = Timeouts {
-            header: self.header_timeout,
+        let timeouts = ConnectionTimeouts {
+            header: self.timeouts.header,
             idle: self.idle_timeout,
+            http2_idle: self.timeouts.keepalive,
         };
         let activity = Activity::new();
         let service = TowerToHyperService::new(StreamResets::new(
@@ -144,8 +159,8 @@ where
                 }
                 () = tokio::time::sleep_until(check.unwrap_or(started).into()), if check.is_some() && !stopping => {
                     match timeouts.expired(&activity, started) {
-                        // No request head in time (HTTP/2, where hyper has
-                        // no header timeout): closed with nothing written.
+                        // No request in time (the HTTP/1 timers bound each
+                        // head too): closed with nothing written.
                         Some(Expired::Header) => {
                             drop_connection(&handle, self.peer, self.close_mode, DropReason::HeaderTimeout);
                             return;
@@ -160,21 +175,10 @@ where
                 }
             }
         };
-        // The connection still owns the stream here, so the close mode can
-        // still be chosen before it is dropped.
-        if let Err(e) = result {
-            let timed_out = e
-                .downcast_ref::<hyper::Error>()
-                .is_some_and(hyper::Error::is_timeout);
-            if timed_out {
-                drop_connection(
-                    &handle,
-                    self.peer,
-                    self.close_mode,
-                    DropReason::HeaderTimeout,
-                );
-            }
-        }
+        // hyper has no header timeout here (the stream's timers are it), so
+        // an error is the client's going or hyper's own refusal: nothing
+        // to log as a drop.
+        drop(result);
     }
 }
 
@@ -186,24 +190,34 @@ enum Expired {
     Idle,
 }
 
-/// The connection's own timeouts.
+/// The connection's own timeouts, over the requests hyper dispatched.
 #[derive(Clone, Copy)]
-struct Timeouts {
+struct ConnectionTimeouts {
     header: Option<Duration>,
     idle: Option<Duration>,
+    /// The idle timeout when none is set, for HTTP/2 alone: an HTTP/1
+    /// connection's idle time is its stream's keep-alive timeout, which
+    /// knows when a request has begun.
+    http2_idle: Option<Duration>,
 }
 
-impl Timeouts {
+impl ConnectionTimeouts {
+    /// The idle timeout that applies to the connection as it is now.
+    fn idle(self, activity: &Activity) -> Option<Duration> {
+        self.idle
+            .or_else(|| self.http2_idle.filter(|_| activity.is_http2()))
+    }
+
     /// When a timeout may next run out, if one can.
     fn next_check(self, activity: &Activity, started: Instant) -> Option<Instant> {
         let header = self
             .header
             .filter(|_| !activity.any_request())
-            .map(|t| started + t);
+            .and_then(|t| started.checked_add(t));
         let idle = self
-            .idle
+            .idle(activity)
             .zip(activity.idle_since())
-            .map(|(t, since)| since.max(started) + t);
+            .and_then(|(t, since)| since.max(started).checked_add(t));
         match (header, idle) {
             (Some(h), Some(i)) => Some(h.min(i)),
             (h, i) => h.or(i),
@@ -212,13 +226,14 @@ impl Timeouts {
 
     fn expired(self, activity: &Activity, started: Instant) -> Option<Expired> {
         let now = Instant::now();
+        let passed = |from: Instant, t: Duration| from.checked_add(t).is_some_and(|at| now >= at);
         if self
             .header
-            .is_some_and(|t| !activity.any_request() && now >= started + t)
+            .is_some_and(|t| !activity.any_request() && passed(started, t))
         {
             return Some(Expired::Header);
         }
-        let idle = self.idle.zip(activity.idle_since());
-        idle.and_then(|(t, since)| (now >= since.max(started) + t).then_some(Expired::Idle))
+        let idle = self.idle(activity).zip(activity.idle_since());
+        idle.and_then(|(t, since)| passed(since.max(started), t).then_some(Expired::Idle))
     }
 }

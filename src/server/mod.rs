@@ -93,8 +93,8 @@
 //! | the peer is banned | closed before any byte is read | the same | `banned` |
 //! | the client is banned while connected | its next request: no bytes, the connection closes | the whole connection closes | `banned` |
 //! | over `max_connections` or `max_connections_per_client` | closed before any byte is read | the same | `connection_limit` |
-//! | headers not complete within the header timeout | no `408`, nothing: the connection closes | no request within it after the preface: the connection closes, nothing written | `header_timeout` |
-//! | nothing in flight for `idle_timeout` | an orderly close | `GOAWAY`, then the close | not logged: nothing was dropped |
+//! | a request head not complete within the header timeout, counted from accept or from its first byte | no `408`, nothing: the connection closes | no request within it after the preface: the connection closes, nothing written | `header_timeout` |
+//! | idle past `keepalive_timeout` (or `idle_timeout`) | an orderly close | `GOAWAY`, then the close | not logged: nothing was dropped |
 //!
 //! `REFUSED_STREAM` is never used for drops: it tells the client the request
 //! was not processed and may safely be retried. At the hyper boundary, the
@@ -232,7 +232,7 @@ use dashmap::DashMap;
 use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto::Builder;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -377,7 +377,11 @@ impl<S> Serve<S> {
     /// nginx's `keepalive_timeout` does: HTTP/1 keep-alive and HTTP/2 alike,
     /// with an orderly close (a `GOAWAY` on HTTP/2) and no event, since
     /// nothing was dropped. A response still streaming its body counts as
-    /// in flight. Off by default.
+    /// in flight. When it is not set, an HTTP/1 connection is closed after
+    /// the layer's
+    /// [`keepalive_timeout`](crate::NoResponseLayerBuilder::keepalive_timeout)
+    /// between requests, and an HTTP/2 connection after as long with no
+    /// stream open.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = Some(timeout);
         self
@@ -524,18 +528,12 @@ where
             )));
         }
         let limits = Arc::new(limits);
-        // Read once: hyper's builder is set up here, for every connection.
-        let header_timeout = layer.header_timeout();
         #[cfg(feature = "rustls")]
         let judge_early = judge_early && tls.is_none();
         let judge_early = judge_early.then_some(&layer);
-        let mut builder = Builder::new(TokioExecutor::new());
-        if let Some(timeout) = header_timeout {
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(timeout);
-        }
+        // No header timeout in hyper: its timer also runs between kept-alive
+        // requests. Each connection's stream keeps both timeouts instead.
+        let builder = Builder::new(TokioExecutor::new());
         let (stop_tx, stop_rx) = watch::channel(());
         // Every connection task holds a sender; all dropped means all done.
         let (done_tx, mut done_rx) = mpsc::channel::<Infallible>(1);
@@ -577,7 +575,7 @@ where
                 peer,
                 http2_drop,
                 close_mode,
-                header_timeout,
+                timeouts: crate::connection::Timeouts::of(&layer),
                 idle_timeout,
                 _slot: slot,
                 stop: stop_rx.clone(),

@@ -1,0 +1,581 @@
+//! Innocent long-lived and kept-alive traffic, on both connection sides
+//! (`axum::serve` with the layer's listener, and the crate's serve loop),
+//! with the full rule set and a header timeout far shorter than every pause
+//! the clients make: none of it is dropped, and no 444 is counted. Against
+//! them, Slowloris (nothing sent, half a head, a head trickled a byte at a
+//! time) is still dropped at the header timeout with not one byte.
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::routing::{get, post};
+use common::{Close, PATIENCE, find, read_until_close};
+use http::Request;
+use http_body::Frame;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tower_no_response::NoResponseLayer;
+
+/// Far shorter than every pause an innocent client makes below.
+const HEADER_TIMEOUT: Duration = Duration::from_millis(800);
+/// Every pause: three header timeouts.
+const PAUSE: Duration = Duration::from_millis(2400);
+
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    AxumServe,
+    ServeLoop,
+}
+
+struct App {
+    addr: SocketAddr,
+    layer: NoResponseLayer,
+    /// The drop events logged before this app started, which are not its.
+    since: usize,
+}
+
+impl App {
+    /// Every 444 logged for a connection from `client` (its local
+    /// address), under any rule, and every one the layer counted.
+    fn drops_of(&self, client: SocketAddr) -> usize {
+        let counted: u64 = self.layer.stats().rules.iter().map(|r| r.dropped).sum();
+        let logged = drop_events().into_iter().skip(self.since);
+        logged.filter(|e| e.peer == client).count() + counted as usize
+    }
+}
+
+/// A drop logged, as the log line says it.
+#[derive(Debug, Clone)]
+struct Logged {
+    rule: String,
+    peer: SocketAddr,
+}
+
+static EVENTS: std::sync::Mutex<Vec<Logged>> = std::sync::Mutex::new(Vec::new());
+
+fn drop_events() -> Vec<Logged> {
+    EVENTS.lock().unwrap().clone()
+}
+
+/// Every drop event of this process, for whichever test's client it names:
+/// the runtime's threads log them, so the recorder is global.
+fn record_drops() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use tracing_subscriber::layer::SubscriberExt;
+        let subscriber = tracing_subscriber::registry().with(Recorder);
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+    });
+}
+
+struct Recorder;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Recorder {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        #[derive(Default)]
+        struct Fields {
+            status: String,
+            rule: String,
+            peer: String,
+        }
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                let v = format!("{v:?}");
+                match f.name() {
+                    "status" => self.status = v,
+                    "rule" => self.rule = v,
+                    "peer_addr" => self.peer = v,
+                    _ => {}
+                }
+            }
+        }
+        if event.metadata().target() != "tower_no_response::drop" {
+            return;
+        }
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        if fields.status == "444" {
+            if let Ok(peer) = fields.peer.parse() {
+                EVENTS.lock().unwrap().push(Logged {
+                    rule: fields.rule,
+                    peer,
+                });
+            }
+        }
+    }
+}
+
+/// Waits until `n` header-timeout drops of these clients are logged: the
+/// event may be written just after the close reaches the client.
+async fn header_timeouts_logged(app: &App, clients: &[SocketAddr], n: usize) {
+    let count = || {
+        drop_events()
+            .iter()
+            .skip(app.since)
+            .filter(|e| e.rule == "header_timeout" && clients.contains(&e.peer))
+            .count()
+    };
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while count() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {n} logged",
+            count()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(count(), n);
+}
+
+/// A response body fed from a channel, for events sent with pauses.
+struct Events(mpsc::Receiver<Bytes>);
+
+impl http_body::Body for Events {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|event| event.map(|e| Ok(Frame::data(e))))
+    }
+}
+
+fn routes() -> Router {
+    Router::new()
+        .route("/", get(|| async { "ok" }))
+        .route(
+            "/events",
+            get(|| async {
+                let (tx, rx) = mpsc::channel(1);
+                tokio::spawn(async move {
+                    for n in 0..3 {
+                        if n > 0 {
+                            tokio::time::sleep(PAUSE).await;
+                        }
+                        let _ = tx.send(Bytes::from(format!("data: {n}\n\n"))).await;
+                    }
+                });
+                (
+                    [("content-type", "text/event-stream")],
+                    Body::new(Events(rx)),
+                )
+            }),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(PAUSE).await;
+                "slow"
+            }),
+        )
+        .route(
+            "/upload",
+            post(|body: Bytes| async move { body.len().to_string() }),
+        )
+        .route("/big", get(|| async { vec![b'x'; BIG] }))
+        .route("/echo", get(upgrade_to_echo))
+}
+
+const BIG: usize = 16 << 20;
+
+/// Answers `101` and echoes whatever the upgraded connection carries.
+async fn upgrade_to_echo(mut request: Request<Body>) -> http::Response<Body> {
+    let upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let mut io = hyper_util::rt::TokioIo::new(upgraded);
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = io.read(&mut buf).await {
+            if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+    });
+    http::Response::builder()
+        .status(101)
+        .header("connection", "upgrade")
+        .header("upgrade", "echo")
+        .body(Body::empty())
+        .unwrap()
+}
+
+async fn start(side: Side, keepalive: Option<Duration>) -> App {
+    record_drops();
+    let since = drop_events().len();
+    let rules = common::seed_rules().header_timeout(HEADER_TIMEOUT);
+    let rules = match keepalive {
+        Some(k) => rules.keepalive_timeout(k),
+        None => rules,
+    };
+    let layer = rules.build().unwrap();
+    let app = routes().layer(layer.clone());
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    match side {
+        Side::AxumServe => common::serve_on(layer.listener(tcp), app),
+        Side::ServeLoop => {
+            tokio::spawn(layer.serve(tcp, app).run());
+        }
+    }
+    App { addr, layer, since }
+}
+
+const SIDES: [Side; 2] = [Side::AxumServe, Side::ServeLoop];
+
+/// A kept-alive client that reads responses one at a time, whatever the
+/// reads split.
+struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr) -> Self {
+        Self {
+            stream: TcpStream::connect(addr).await.unwrap(),
+            buf: Vec::new(),
+        }
+    }
+
+    fn local(&self) -> SocketAddr {
+        self.stream.local_addr().unwrap()
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    async fn fill(&mut self) {
+        let mut chunk = [0u8; 64 * 1024];
+        let n = tokio::time::timeout(PATIENCE, self.stream.read(&mut chunk))
+            .await
+            .expect("the server went quiet")
+            .expect("read");
+        assert!(
+            n > 0,
+            "closed with {:?}",
+            String::from_utf8_lossy(&self.buf)
+        );
+        self.buf.extend_from_slice(&chunk[..n]);
+    }
+
+    /// One response head, as text.
+    async fn head(&mut self) -> String {
+        loop {
+            if let Some(end) = find(&self.buf, b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+                self.buf.drain(..end + 4);
+                return head;
+            }
+            self.fill().await;
+        }
+    }
+
+    async fn take(&mut self, n: usize) -> Vec<u8> {
+        while self.buf.len() < n {
+            self.fill().await;
+        }
+        self.buf.drain(..n).collect()
+    }
+
+    /// One whole response with a `content-length`: its head and body.
+    async fn response(&mut self) -> (String, Vec<u8>) {
+        let head = self.head().await;
+        let len = head
+            .to_ascii_lowercase()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .unwrap_or_else(|| panic!("no content-length in {head}"));
+        let body = self.take(len).await;
+        (head, body)
+    }
+
+    /// Reads one chunk of a chunked body (its data).
+    async fn chunk(&mut self) -> Vec<u8> {
+        let line = loop {
+            if let Some(end) = find(&self.buf, b"\r\n") {
+                let line = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+                self.buf.drain(..end + 2);
+                break line;
+            }
+            self.fill().await;
+        };
+        let len = usize::from_str_radix(line.trim(), 16).unwrap();
+        let data = self.take(len + 2).await;
+        data[..len].to_vec()
+    }
+}
+
+fn request(method: &str, path: &str, extra: &str) -> Vec<u8> {
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: example.com\r\nUser-Agent: Mozilla/5.0\r\n{extra}\r\n"
+    )
+    .into_bytes()
+}
+
+#[track_caller]
+fn assert_status(head: &str, status: u16) {
+    assert!(
+        head.starts_with(&format!("HTTP/1.1 {status} ")),
+        "expected {status}, got {head:?}"
+    );
+}
+
+/// Server-sent events with pauses longer than the header timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_sent_events_arrive_whatever_the_pause() {
+    for side in SIDES {
+        let app = start(side, None).await;
+        let mut client = Client::connect(app.addr).await;
+        client.send(&request("GET", "/events", "")).await;
+        assert_status(&client.head().await, 200);
+        for n in 0..3 {
+            let event = client.chunk().await;
+            assert_eq!(event, format!("data: {n}\n\n").as_bytes(), "{side:?}");
+        }
+        assert!(client.chunk().await.is_empty(), "{side:?}: the last chunk");
+        assert_eq!(app.drops_of(client.local()), 0, "{side:?}");
+    }
+}
+
+/// An upgraded connection quiet for longer than the header timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgraded_connection_may_stay_quiet() {
+    for side in SIDES {
+        let app = start(side, None).await;
+        let mut client = Client::connect(app.addr).await;
+        client
+            .send(&request(
+                "GET",
+                "/echo",
+                "Connection: upgrade\r\nUpgrade: echo\r\n",
+            ))
+            .await;
+        assert_status(&client.head().await, 101);
+        for word in [&b"first"[..], b"after a pause"] {
+            tokio::time::sleep(PAUSE).await;
+            client.send(word).await;
+            assert_eq!(client.take(word.len()).await, word, "{side:?}");
+        }
+        assert_eq!(app.drops_of(client.local()), 0, "{side:?}");
+    }
+}
+
+/// `Expect: 100-continue`, then a body sent slowly, in pieces, over
+/// several header timeouts: the `100` is no new wait for a head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upload_after_100_continue_is_received_whole() {
+    for side in SIDES {
+        let app = start(side, None).await;
+        let mut client = Client::connect(app.addr).await;
+        client
+            .send(&request(
+                "POST",
+                "/upload",
+                "Content-Length: 30\r\nExpect: 100-continue\r\n",
+            ))
+            .await;
+        assert_status(&client.head().await, 100);
+        for _ in 0..3 {
+            tokio::time::sleep(PAUSE / 2).await;
+            client.send(&[b'u'; 10]).await;
+        }
+        let (head, body) = client.response().await;
+        assert_status(&head, 200);
+        assert_eq!(body, b"30", "{side:?}");
+        assert_eq!(app.drops_of(client.local()), 0, "{side:?}");
+    }
+}
+
+/// Two pipelined requests, the first of which takes longer than the header
+/// timeout to answer: the second's head, read meanwhile, is no slow head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_behind_a_slow_handler_are_answered() {
+    for side in SIDES {
+        let app = start(side, None).await;
+        let mut client = Client::connect(app.addr).await;
+        let mut both = request("GET", "/slow", "");
+        both.extend_from_slice(&request("GET", "/", ""));
+        client.send(&both).await;
+        let (head, body) = client.response().await;
+        assert_status(&head, 200);
+        assert_eq!(body, b"slow");
+        let (head, body) = client.response().await;
+        assert_status(&head, 200);
+        assert_eq!(body, b"ok", "{side:?}");
+        assert_eq!(app.drops_of(client.local()), 0, "{side:?}");
+    }
+}
+
+/// A 16 MiB download whose reader pauses longer than the header timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_download_completes() {
+    for side in SIDES {
+        let app = start(side, None).await;
+        let mut client = Client::connect(app.addr).await;
+        client.send(&request("GET", "/big", "")).await;
+        let head = client.head().await;
+        assert_status(&head, 200);
+        client.take(1 << 20).await;
+        tokio::time::sleep(PAUSE).await;
+        let rest = client.take(BIG - (1 << 20)).await;
+        assert!(rest.iter().all(|&b| b == b'x'), "{side:?}");
+        assert_eq!(app.drops_of(client.local()), 0, "{side:?}");
+    }
+}
+
+/// A pooled client reuses its connection after idle gaps longer than the
+/// header timeout (and shorter than the keep-alive timeout), for GETs and
+/// for a POST, whose retry a client may not make.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_is_reused_after_idle_gaps() {
+    for side in SIDES {
+        let app = start(side, None).await;
+        let mut client = Client::connect(app.addr).await;
+        for round in 0..3 {
+            if round > 0 {
+                tokio::time::sleep(PAUSE).await;
+            }
+            client.send(&request("GET", "/", "")).await;
+            let (head, body) = client.response().await;
+            assert_status(&head, 200);
+            assert_eq!(body, b"ok", "{side:?} round {round}");
+        }
+        tokio::time::sleep(PAUSE).await;
+        let mut upload = request("POST", "/upload", "Content-Length: 5\r\n");
+        upload.extend_from_slice(b"hello");
+        client.send(&upload).await;
+        let (head, body) = client.response().await;
+        assert_status(&head, 200);
+        assert_eq!(body, b"5", "{side:?}");
+        assert_eq!(app.drops_of(client.local()), 0, "{side:?}");
+    }
+}
+
+/// An idle kept-alive connection is closed at the keep-alive timeout, in
+/// order: a FIN after its last response, no 444, nothing counted. A client
+/// that begins a request and stalls is still a slow head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_closes_quietly_at_the_keepalive_timeout() {
+    let keepalive = Duration::from_millis(1500);
+    for side in SIDES {
+        let app = start(side, Some(keepalive)).await;
+        let mut client = Client::connect(app.addr).await;
+        client.send(&request("GET", "/", "")).await;
+        let (head, _) = client.response().await;
+        assert_status(&head, 200);
+        let idle = tokio::time::Instant::now();
+        let out = read_until_close(&mut client.stream).await;
+        assert!(
+            out.bytes.is_empty() && out.close == Close::Fin,
+            "{side:?}: {out:?}"
+        );
+        let waited = idle.elapsed();
+        assert!(
+            waited >= keepalive - Duration::from_millis(100) && waited < PATIENCE,
+            "{side:?}: closed after {waited:?}"
+        );
+        // Give a wrongly logged drop the time to be written.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            app.drops_of(client.local()),
+            0,
+            "{side:?}: an idle close is not a drop"
+        );
+
+        // After a response, the first byte of a request starts the header
+        // timer: half a head is dropped with nothing written.
+        let mut client = Client::connect(app.addr).await;
+        client.send(&request("GET", "/", "")).await;
+        client.response().await;
+        client.send(b"GET / HTTP/1.1\r\nHost: exa").await;
+        read_until_close(&mut client.stream)
+            .await
+            .assert_dropped(Close::Fin);
+        header_timeouts_logged(&app, &[client.local()], 1).await;
+    }
+}
+
+/// Slowloris on both sides: nothing sent, half a head, a head trickled a
+/// byte at a time. Each is dropped at the header timeout, not one byte
+/// written, many at once on a multi-thread runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_is_still_dropped_at_the_header_timeout() {
+    for side in SIDES {
+        let app = start(side, None).await;
+        let mut clients = Vec::new();
+        for n in 0..30 {
+            let addr = app.addr;
+            clients.push(tokio::spawn(async move {
+                let mut stream = TcpStream::connect(addr).await.unwrap();
+                let local = stream.local_addr().unwrap();
+                let started = tokio::time::Instant::now();
+                let (mut reader, mut writer) = stream.split();
+                let trickle = async {
+                    match n % 3 {
+                        0 => {}
+                        1 => writer
+                            .write_all(b"GET / HTTP/1.1\r\nHost: ex")
+                            .await
+                            .unwrap(),
+                        _ => {
+                            for &b in b"GET / HTTP/1.1\r\nHost: example.com\r\n" {
+                                if writer.write_all(&[b]).await.is_err() {
+                                    break;
+                                }
+                                tokio::time::sleep(Duration::from_millis(150)).await;
+                            }
+                        }
+                    }
+                    std::future::pending::<()>().await;
+                };
+                let mut bytes = Vec::new();
+                let read = tokio::time::timeout(PATIENCE, reader.read_to_end(&mut bytes));
+                let closed = tokio::select! {
+                    closed = read => closed.expect("never dropped"),
+                    () = trickle => unreachable!(),
+                };
+                (local, n % 3, bytes, closed, started.elapsed())
+            }));
+        }
+        let mut locals = Vec::new();
+        for client in clients {
+            let (local, kind, bytes, closed, waited) = client.await.unwrap();
+            assert!(
+                bytes.is_empty(),
+                "{side:?}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+            match closed {
+                Ok(_) => {}
+                // A trickler may send a byte after the close, which the
+                // kernel answers with a reset: never with data.
+                Err(e) if kind == 2 => {
+                    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+                }
+                Err(e) => panic!("{side:?}: {e}"),
+            }
+            assert!(
+                waited >= HEADER_TIMEOUT - Duration::from_millis(100),
+                "{waited:?}"
+            );
+            locals.push(local);
+        }
+        header_timeouts_logged(&app, &locals, 30).await;
+    }
+}
