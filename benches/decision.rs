@@ -15,7 +15,7 @@ use std::task::{Context, Poll, Waker};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Request, Response};
 use tower::{Layer, Service, service_fn};
-use tower_no_response::{NoResponseLayer, NoResponseLayerBuilder, RateLimit};
+use tower_no_response::{NoResponseLayer, NoResponseLayerBuilder, RateLimit, TimedBody};
 
 fn example_rules() -> NoResponseLayerBuilder {
     NoResponseLayer::builder()
@@ -35,7 +35,7 @@ fn unlimited() -> RateLimit {
     RateLimit::per_second(1_000_000_000).burst(1_000_000_000)
 }
 
-fn req(host: &str, ua: &str, xff: Option<&str>) -> Request<()> {
+fn req(host: &str, ua: &str, xff: Option<&str>) -> Request<String> {
     let mut b = Request::get("/index.html")
         .header("host", host)
         .header("user-agent", ua)
@@ -43,7 +43,7 @@ fn req(host: &str, ua: &str, xff: Option<&str>) -> Request<()> {
     if let Some(x) = xff {
         b = b.header("x-forwarded-for", x);
     }
-    b.body(()).unwrap()
+    b.body(String::new()).unwrap()
 }
 
 fn bench_decide(c: &mut Criterion) {
@@ -113,10 +113,12 @@ fn bench_decide(c: &mut Criterion) {
 
 /// The whole service call, with an inner service that answers at once.
 fn bench_service(c: &mut Criterion) {
-    let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
     let layer = example_rules().rate_limit(unlimited()).build().unwrap();
-    let mut with_layer = layer.layer(inner);
-    let mut without = inner;
+    let mut with_layer = layer.layer(service_fn(|_: Request<TimedBody<String>>| async {
+        Ok::<_, Infallible>(Response::new(()))
+    }));
+    let mut without =
+        service_fn(|_: Request<String>| async { Ok::<_, Infallible>(Response::new(())) });
     let peer: SocketAddr = "192.0.2.10:50000".parse().unwrap();
     let make = |host: &str, ua: &str| {
         let mut r = req(host, ua, None);

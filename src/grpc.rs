@@ -46,7 +46,7 @@ use tower_service::Service;
 
 use crate::connection::{AbortableStream, ConnectionInfo, DropAsError};
 use crate::error::BoxError;
-use crate::layer::{NoResponse, NoResponseBody, NoResponseLayer, ResponseFuture};
+use crate::layer::{NoResponse, NoResponseBody, NoResponseLayer, ResponseFuture, TimedBody};
 
 impl NoResponseLayer {
     /// This layer, for `tonic::transport::Server::builder().layer(...)`:
@@ -95,8 +95,9 @@ pub struct NoResponseGrpc<S> {
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for NoResponseGrpc<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    S: Service<Request<TimedBody<ReqBody>>, Response = Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
+    ReqBody: http_body::Body,
 {
     type Response = Response<NoResponseBody<ResBody>>;
     type Error = BoxError;

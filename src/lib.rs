@@ -158,7 +158,7 @@ pub use error::{BoxError, BuildError};
 #[cfg(feature = "axum")]
 pub use extract::ClientIpRejection;
 pub use layer::{
-    NoResponse, NoResponseBody, NoResponseLayer, NoResponseLayerBuilder, ResponseFuture,
+    NoResponse, NoResponseBody, NoResponseLayer, NoResponseLayerBuilder, ResponseFuture, TimedBody,
 };
 pub use limit::RateLimit;
 pub use rules::{

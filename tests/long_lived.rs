@@ -6,6 +6,8 @@
 //! time) is still dropped at the header timeout with not one byte.
 
 mod common;
+#[path = "common/h2_frames.rs"]
+mod h2_frames;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -28,6 +30,9 @@ use tower_no_response::NoResponseLayer;
 const HEADER_TIMEOUT: Duration = Duration::from_millis(800);
 /// Every pause: three header timeouts.
 const PAUSE: Duration = Duration::from_millis(2400);
+/// Longer than every pause an innocent client makes within a body, shorter
+/// than the pauses below that are the server's own.
+const BODY_TIMEOUT: Duration = Duration::from_millis(2000);
 
 #[derive(Debug, Clone, Copy)]
 enum Side {
@@ -116,11 +121,16 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Recorder {
 /// Waits until `n` header-timeout drops of these clients are logged: the
 /// event may be written just after the close reaches the client.
 async fn header_timeouts_logged(app: &App, clients: &[SocketAddr], n: usize) {
+    drops_logged(app, "header_timeout", clients, n).await;
+}
+
+/// Waits until `n` drops of these clients by `rule` are logged, and no more.
+async fn drops_logged(app: &App, rule: &str, clients: &[SocketAddr], n: usize) {
     let count = || {
         drop_events()
             .iter()
             .skip(app.since)
-            .filter(|e| e.rule == "header_timeout" && clients.contains(&e.peer))
+            .filter(|e| e.rule == rule && clients.contains(&e.peer))
             .count()
     };
     let deadline = tokio::time::Instant::now() + PATIENCE;
@@ -184,6 +194,23 @@ fn routes() -> Router {
             "/upload",
             post(|body: Bytes| async move { body.len().to_string() }),
         )
+        .route(
+            "/busy",
+            post(|mut body: Body| async move {
+                // Reads the first part, is busy elsewhere for longer than
+                // the body timeout, then reads the rest.
+                use http_body_util::BodyExt;
+                let mut len = 0;
+                let mut first = true;
+                while let Some(Ok(frame)) = body.frame().await {
+                    len += frame.data_ref().map_or(0, Bytes::len);
+                    if std::mem::take(&mut first) {
+                        tokio::time::sleep(PAUSE).await;
+                    }
+                }
+                len.to_string()
+            }),
+        )
         .route("/big", get(|| async { vec![b'x'; BIG] }))
         .route("/echo", get(upgrade_to_echo))
 }
@@ -214,7 +241,9 @@ async fn upgrade_to_echo(mut request: Request<Body>) -> http::Response<Body> {
 async fn start(side: Side, keepalive: Option<Duration>) -> App {
     record_drops();
     let since = drop_events().len();
-    let rules = common::seed_rules().header_timeout(HEADER_TIMEOUT);
+    let rules = common::seed_rules()
+        .header_timeout(HEADER_TIMEOUT)
+        .body_timeout(BODY_TIMEOUT);
     let rules = match keepalive {
         Some(k) => rules.keepalive_timeout(k),
         None => rules,
@@ -577,5 +606,176 @@ async fn slowloris_is_still_dropped_at_the_header_timeout() {
             locals.push(local);
         }
         header_timeouts_logged(&app, &locals, 30).await;
+    }
+}
+
+/// An HTTP/2 connection idle between its streams for three header
+/// timeouts, on both sides: each later stream is answered, the connection
+/// stays open, and nothing is counted or logged as a drop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_idle_between_streams_is_served() {
+    for side in SIDES {
+        let app = start(side, None).await;
+        let stream = TcpStream::connect(app.addr).await.unwrap();
+        let local = stream.local_addr().unwrap();
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        let conn = tokio::spawn(conn);
+        for round in 0..3 {
+            if round > 0 {
+                tokio::time::sleep(PAUSE).await;
+            }
+            let request = Request::get("http://example.com/")
+                .header("user-agent", "curl/8.5.0")
+                .body(http_body_util::Empty::<Bytes>::new())
+                .unwrap();
+            let response = sender
+                .send_request(request)
+                .await
+                .unwrap_or_else(|e| panic!("{side:?}: stream {round}: {e}"));
+            assert_eq!(response.status(), 200, "{side:?}: stream {round}");
+        }
+        assert!(!conn.is_finished(), "{side:?}: the connection was closed");
+        assert_eq!(app.drops_of(local), 0, "{side:?}");
+    }
+}
+
+/// A body trickled slower than the body timeout (R.U.D.Y.): dropped at the
+/// body timeout after its last byte, with not one byte written, many at
+/// once on a multi-thread runtime, on both sides, each logged once as
+/// `body_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_trickle_is_dropped_at_the_body_timeout() {
+    for side in SIDES {
+        let app = start(side, None).await;
+        let mut clients = Vec::new();
+        for n in 0..20 {
+            let addr = app.addr;
+            clients.push(tokio::spawn(async move {
+                let mut stream = TcpStream::connect(addr).await.unwrap();
+                let local = stream.local_addr().unwrap();
+                let (mut reader, mut writer) = stream.split();
+                let framing = if n % 2 == 0 {
+                    "Content-Length: 1000\r\n"
+                } else {
+                    "Transfer-Encoding: chunked\r\n"
+                };
+                writer
+                    .write_all(&request("POST", "/upload", framing))
+                    .await
+                    .unwrap();
+                let last_byte = std::sync::Mutex::new(tokio::time::Instant::now());
+                let trickle = async {
+                    let piece: &[u8] = if n % 2 == 0 { b"u" } else { b"1\r\nu\r\n" };
+                    for _ in 0..10 {
+                        if writer.write_all(piece).await.is_err() {
+                            break;
+                        }
+                        *last_byte.lock().unwrap() = tokio::time::Instant::now();
+                        tokio::time::sleep(BODY_TIMEOUT + BODY_TIMEOUT / 2).await;
+                    }
+                    std::future::pending::<()>().await;
+                };
+                let mut bytes = Vec::new();
+                let read = tokio::time::timeout(PATIENCE, reader.read_to_end(&mut bytes));
+                let closed = tokio::select! {
+                    closed = read => closed.expect("never dropped"),
+                    () = trickle => unreachable!(),
+                };
+                let waited = last_byte.lock().unwrap().elapsed();
+                (local, bytes, closed.is_ok(), waited)
+            }));
+        }
+        let mut locals = Vec::new();
+        for client in clients {
+            let (local, bytes, fin, waited) = client.await.unwrap();
+            assert!(
+                bytes.is_empty(),
+                "{side:?}: {:?}",
+                String::from_utf8_lossy(&bytes)
+            );
+            assert!(fin, "{side:?}: closed with FIN");
+            assert!(
+                waited >= BODY_TIMEOUT - Duration::from_millis(100),
+                "{side:?}: dropped {waited:?} after its last byte"
+            );
+            locals.push(local);
+        }
+        drops_logged(&app, "body_timeout", &locals, locals.len()).await;
+    }
+}
+
+/// An HTTP/2 request body that stalls: its stream is reset by the serve
+/// loop, its connection closed under `axum::serve`, with no frame of a
+/// response either way, logged as `body_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_body_that_stalls_is_dropped_at_the_body_timeout() {
+    for side in SIDES {
+        let app = start(side, None).await;
+        let mut h2 = h2_frames::RawH2::connect(app.addr).await;
+        let local = h2.local();
+        let head = [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", "/upload"),
+            (":authority", "example.com"),
+            ("user-agent", "curl/8.5.0"),
+            ("content-length", "100"),
+        ];
+        let (id, mut bytes) = h2.open(&head);
+        bytes.extend(h2.data(id, b"0123456789", false));
+        let started = tokio::time::Instant::now();
+        h2.send(&bytes).await;
+        h2.finish(&[id]).await;
+        let frames = &h2.streams[&id];
+        assert!(!frames.leaked(), "{side:?}: {frames:?}");
+        match side {
+            Side::ServeLoop => {
+                assert!(frames.reset.is_some() && !h2.closed, "{side:?}: {frames:?}")
+            }
+            Side::AxumServe => assert!(h2.closed || frames.reset.is_some(), "{side:?}"),
+        }
+        assert!(started.elapsed() >= BODY_TIMEOUT - Duration::from_millis(100));
+        drops_logged(&app, "body_timeout", &[local], 1).await;
+    }
+}
+
+/// An upload that keeps sending, one byte at a time, for far longer than
+/// the body timeout overall; and a handler busy elsewhere for longer than
+/// the body timeout between two reads: both answered, nothing dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_uploads_and_busy_handlers_are_not_cut() {
+    for side in SIDES {
+        let app = start(side, None).await;
+        let mut client = Client::connect(app.addr).await;
+        client
+            .send(&request("POST", "/upload", "Content-Length: 20\r\n"))
+            .await;
+        let started = tokio::time::Instant::now();
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            client.send(b"u").await;
+        }
+        assert!(started.elapsed() > 2 * BODY_TIMEOUT);
+        let (head, body) = client.response().await;
+        assert_status(&head, 200);
+        assert_eq!(body, b"20", "{side:?}");
+
+        // The handler reads a part, then does not read for a PAUSE; the
+        // client sends the rest meanwhile, and then nothing more.
+        client
+            .send(&request("POST", "/busy", "Content-Length: 30\r\n"))
+            .await;
+        client.send(&[b'b'; 10]).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        client.send(&[b'b'; 20]).await;
+        let (head, body) = client.response().await;
+        assert_status(&head, 200);
+        assert_eq!(body, b"30", "{side:?}");
+        assert_eq!(app.drops_of(client.local()), 0, "{side:?}");
     }
 }

@@ -9,7 +9,7 @@ use std::task::{Context, Poll, Waker};
 use http::{Request, Response};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use tower::{Layer, Service, service_fn};
-use tower_no_response::NoResponseLayer;
+use tower_no_response::{NoResponseLayer, TimedBody};
 
 fn run<F: Future>(f: F) -> F::Output {
     match pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
@@ -29,7 +29,7 @@ fn counters_are_published_with_rule_and_action_labels() {
             .dry_run_rule("user_agent")
             .build()
             .unwrap();
-        let mut svc = layer.layer(service_fn(|_: Request<()>| async {
+        let mut svc = layer.layer(service_fn(|_: Request<TimedBody<String>>| async {
             Ok::<_, Infallible>(Response::new(()))
         }));
         for (host, ua) in [
@@ -40,7 +40,7 @@ fn counters_are_published_with_rule_and_action_labels() {
             let req = Request::get("/")
                 .header("host", host)
                 .header("user-agent", ua)
-                .body(())
+                .body(String::new())
                 .unwrap();
             let _ = run(svc.call(req));
         }

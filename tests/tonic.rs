@@ -14,7 +14,7 @@ use tonic_health::ServingStatus;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 use tower::ServiceBuilder;
-use tower_no_response::NoResponseLayer;
+use tower_no_response::{NoResponseLayer, TimedBody};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -43,7 +43,7 @@ async fn start_with(grpc: bool) -> Running {
     let seen_remote = Arc::new(Mutex::new(None));
     let seen = Arc::clone(&seen_remote);
     let record = ServiceBuilder::new()
-        .map_request(move |req: http::Request<tonic::body::Body>| {
+        .map_request(move |req: http::Request<TimedBody<tonic::body::Body>>| {
             // What `tonic::Request::remote_addr()` reads.
             let remote = req
                 .extensions()
@@ -289,4 +289,55 @@ async fn only_from_refuses_other_peers_before_tonic_reads() {
         layer.stats().rule("peer_not_allowed").map(|r| r.dropped),
         Some(1)
     );
+}
+
+/// A gRPC server under a short header timeout and body timeout: a channel
+/// idle between calls for longer than both is served, and a call whose
+/// request body stalls is dropped at the body timeout, its stream reset
+/// with no frame of an answer while the connection serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_body_timeout_drops_a_stalled_call_and_spares_an_idle_channel() {
+    const BODY_TIMEOUT: Duration = Duration::from_millis(1000);
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let layer = NoResponseLayer::builder()
+        .header_timeout(Duration::from_millis(500))
+        .body_timeout(BODY_TIMEOUT)
+        .build()
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = Server::builder().layer(layer.grpc()).add_service(health);
+    tokio::spawn(server.serve_with_incoming(layer.incoming(listener)));
+
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = HealthClient::new(channel);
+    for round in 0..2 {
+        if round > 0 {
+            tokio::time::sleep(2 * BODY_TIMEOUT).await;
+        }
+        let reply = client.check(check(false)).await.unwrap();
+        assert_eq!(reply.get_ref().status, ServingStatus::Serving as i32);
+    }
+
+    let mut h2 = h2_frames::RawH2::connect(addr).await;
+    let (head, message) = h2_frames::grpc_health_check("localhost", &[]);
+    // Two of the message's five bytes, then nothing.
+    let (stalled, mut bytes) = h2.open(&head);
+    bytes.extend(h2.data(stalled, &message[..2], false));
+    let started = tokio::time::Instant::now();
+    h2.send(&bytes).await;
+    h2.finish(&[stalled]).await;
+    let frames = &h2.streams[&stalled];
+    assert!(!frames.leaked(), "{frames:?}");
+    assert_eq!(frames.reset, Some(u32::from(h2::Reason::CANCEL)));
+    assert!(started.elapsed() >= BODY_TIMEOUT - Duration::from_millis(100));
+    // The same connection still serves a whole call.
+    let (next, bytes) = h2.request(&head, Some(&message));
+    h2.send(&bytes).await;
+    h2.finish(&[next]).await;
+    assert!(h2.streams[&next].headers >= 1 && !h2.closed);
 }

@@ -138,6 +138,9 @@
 //! failregex = ^<HOST> - \S+ \[[^\]]+\] "[^"]*" 444 0 "[^"]*" "[^"]*"$
 //! ```
 //!
+//! A kept-alive connection closed when idle writes no line (it is not a
+//! drop), so ordinary browsers never match it; a client that stalls on its
+//! request head (`header_timeout`) or its body (`body_timeout`) does.
 //! `tests/access_log.rs` checks real lines against this expression. The demo
 //! prints them with
 //! `cargo run --example nginx_444 --features access-log -- --access-log`.

@@ -24,6 +24,8 @@ mod accept;
 mod defer_accept;
 #[cfg(any(feature = "server", feature = "axum"))]
 pub(crate) mod early;
+// Without a connection side that arms them, streams carry no timers.
+#[cfg_attr(not(any(feature = "server", feature = "axum")), allow(dead_code))]
 mod exchange;
 #[cfg(target_os = "linux")]
 pub mod kernel_filter;
@@ -37,6 +39,7 @@ pub use crate::layer::{ConnectionHandle, ConnectionInfo, RequestDropped};
 pub use crate::rules::CloseMode;
 #[cfg(target_os = "linux")]
 pub use defer_accept::set_defer_accept;
+#[cfg(any(feature = "server", feature = "axum"))]
 pub(crate) use exchange::Timeouts;
 #[cfg(target_os = "linux")]
 pub use kernel_filter::KernelFilter;

@@ -10,7 +10,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
-use super::exchange::{Exchanges, Expiry, Timeouts};
+#[cfg(any(feature = "server", feature = "axum"))]
+use super::exchange::Timeouts;
+use super::exchange::{Exchanges, Expiry};
 use super::{CloseMode, ConnectionHandle};
 use crate::audit::{Close, DropEvent, Handling};
 use crate::layer::registry::Registration;
@@ -63,6 +65,7 @@ pub(crate) struct Watch {
 impl Watch {
     /// Timers for a connection accepted at `accepted`, of which `read` was
     /// read already; `None` when no timeout is set.
+    #[cfg(any(feature = "server", feature = "axum"))]
     pub(crate) fn new(
         timeouts: Timeouts,
         accepted: Instant,
@@ -171,6 +174,7 @@ impl Watch {
 
 /// A stream under the connection's timers: for a server that reads HTTP/1
 /// through TLS, whose plain bytes the timers must see.
+#[cfg(feature = "rustls")]
 #[derive(Debug)]
 pub(crate) struct Watched<I> {
     io: I,
@@ -178,12 +182,14 @@ pub(crate) struct Watched<I> {
     handle: ConnectionHandle,
 }
 
+#[cfg(feature = "rustls")]
 impl<I> Watched<I> {
     pub(crate) fn new(io: I, watch: Option<Box<Watch>>, handle: ConnectionHandle) -> Self {
         Self { io, watch, handle }
     }
 }
 
+#[cfg(feature = "rustls")]
 impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -208,6 +214,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
     }
 }
 
+#[cfg(feature = "rustls")]
 impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
     fn poll_write(
         mut self: Pin<&mut Self>,
@@ -268,6 +275,7 @@ impl AbortableStream {
 
     /// Puts the connection under its timers (see `Watch`); the bytes
     /// already read count as read.
+    #[cfg(any(feature = "server", feature = "axum"))]
     pub(crate) fn with_timers(
         mut self,
         timeouts: Timeouts,

@@ -61,6 +61,7 @@ pub struct NoResponseLayerBuilder {
     header_timeout: Option<Duration>,
     /// `None` is the default, [`DEFAULT_KEEPALIVE_TIMEOUT`].
     keepalive_timeout: Option<Duration>,
+    body_timeout: Option<Duration>,
     /// Off by default, so that `Default` leaves the extension on.
     no_client_ip_extension: bool,
 }
@@ -449,6 +450,31 @@ impl NoResponseLayerBuilder {
         self
     }
 
+    /// Drops a request whose client sends nothing of its body for this long
+    /// while the server waits for it: nginx's `client_body_timeout`, against
+    /// slow-body attacks (R.U.D.Y.). No `408`, nothing at all, logged as a
+    /// 444 with rule `body_timeout`, a strike against the judged client.
+    /// Off by default.
+    ///
+    /// The timer runs only while the inner service waits for the body: from
+    /// a read of the body that finds nothing new, until the next part
+    /// arrives. A handler that is busy elsewhere and not reading is never
+    /// the client's fault, and an upload that keeps sending, however slowly
+    /// overall, is never cut. Once the inner service has answered, a body
+    /// that runs out of time ends with an error instead: the response is
+    /// already on its way.
+    ///
+    /// The layer applies it, so it works the same on every connection side
+    /// and protocol: HTTP/1 closes the connection, HTTP/2 resets the stream
+    /// (or closes the connection, as any drop does under `axum::serve`),
+    /// and the handler's future is dropped. The inner service reads the
+    /// request body through [`TimedBody`](crate::TimedBody), which is the
+    /// client's body unchanged when no body timeout is set.
+    pub fn body_timeout(mut self, timeout: Duration) -> Self {
+        self.body_timeout = Some(timeout);
+        self
+    }
+
     /// Whether a request that passes carries the client the layer judged
     /// as a [`ClientIp`](crate::ClientIp) request extension, for handlers
     /// and inner layers to read; on by default. An application that never
@@ -564,6 +590,7 @@ impl NoResponseLayerBuilder {
             close_mode: self.close_mode,
             header_timeout: self.header_timeout,
             keepalive_timeout: self.keepalive_timeout.unwrap_or(DEFAULT_KEEPALIVE_TIMEOUT),
+            body_timeout: self.body_timeout,
             client_ip_extension: !self.no_client_ip_extension,
             rate_limit: self.rate_limit.map(|limit| (limit, self.shared_rate_limit)),
             ban_list: self.ban_list,
@@ -578,6 +605,7 @@ pub(crate) struct Config {
     pub(crate) close_mode: CloseMode,
     pub(crate) header_timeout: Option<Duration>,
     pub(crate) keepalive_timeout: Duration,
+    pub(crate) body_timeout: Option<Duration>,
     pub(crate) client_ip_extension: bool,
     pub(crate) rate_limit: Option<(RateLimit, Option<SharedRateLimit>)>,
     /// Each keyed limit's name and rate, in the rules' order.

@@ -7,12 +7,14 @@ mod dropped;
 mod handle;
 mod peer;
 pub(crate) mod registry;
+mod request_body;
 
 pub use body::NoResponseBody;
 use builder::Config;
 pub use builder::NoResponseLayerBuilder;
 pub use dropped::RequestDropped;
 pub use handle::{ConnectionHandle, ConnectionInfo};
+pub use request_body::TimedBody;
 
 use std::fmt;
 use std::future::Future;
@@ -26,6 +28,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use arc_swap::cache::Cache;
 use http::{HeaderValue, Request, Response, StatusCode, Version, header};
+use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -41,6 +44,7 @@ use crate::rules::{
     RuleSet, Stop, Verdict,
 };
 use registry::{Found, Registry};
+use request_body::BodyWatch;
 
 /// A [`Layer`] that drops unwanted requests the way nginx's `return 444` does:
 /// the inner service is never called and the connection closes without a
@@ -71,6 +75,7 @@ struct Compiled {
     close_mode: CloseMode,
     header_timeout: Option<Duration>,
     keepalive_timeout: Duration,
+    body_timeout: Option<Duration>,
     /// Whether an allowed request gets its [`ClientIp`] extension.
     client_ip_extension: bool,
     limiter: Option<RateLimiter>,
@@ -126,6 +131,7 @@ impl Compiled {
             close_mode: config.close_mode,
             header_timeout: config.header_timeout,
             keepalive_timeout: config.keepalive_timeout,
+            body_timeout: config.body_timeout,
             client_ip_extension: config.client_ip_extension,
             limiter,
             rate_limit: config.rate_limit.as_ref().map(|(limit, _)| *limit),
@@ -344,6 +350,13 @@ impl NoResponseLayer {
         self.shared.current.load().keepalive_timeout
     }
 
+    /// The longest wait for the next part of a request body; see
+    /// [`NoResponseLayerBuilder::body_timeout`].
+    #[must_use]
+    pub fn body_timeout(&self) -> Option<Duration> {
+        self.shared.current.load().body_timeout
+    }
+
     /// A snapshot of the counters: per rule in force, requests dropped,
     /// answered and matched in dry-run, and requests allowed.
     #[must_use]
@@ -434,7 +447,8 @@ impl<S> NoResponse<S> {
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for NoResponse<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    S: Service<Request<TimedBody<ReqBody>>, Response = Response<ResBody>> + Clone,
+    ReqBody: Body,
 {
     type Response = Response<NoResponseBody<ResBody>>;
     type Error = S::Error;
@@ -487,9 +501,12 @@ where
             }
             Verdict::Pass => {
                 current.admit(&mut request, judgement.client_ip);
+                let (request, body) =
+                    TimedBody::wrap(request, &self.shared, current, judgement.client_ip);
                 ResponseFuture {
                     kind: Kind::Inner {
                         future: self.inner.call(request),
+                        body,
                     },
                 }
             }
@@ -507,7 +524,22 @@ fn reject<B>(
     client_ip: Option<IpAddr>,
     strikes: bool,
 ) -> Rejection {
-    let (peer, connection) = layer.connection_of(request);
+    let connection = layer.connection_of(request);
+    reject_on(
+        layer, current, request, stop, client_ip, strikes, connection,
+    )
+}
+
+/// [`reject`], with the request's connection found already.
+fn reject_on<B>(
+    layer: &Shared,
+    current: &Compiled,
+    request: &Request<B>,
+    stop: Stop,
+    client_ip: Option<IpAddr>,
+    strikes: bool,
+    (peer, connection): (Option<SocketAddr>, Option<&ConnectionInfo>),
+) -> Rejection {
     match stop.action {
         Action::Respond(status) => {
             let handling = Handling::Respond(status);
@@ -705,7 +737,7 @@ pin_project! {
     /// The response future of [`NoResponse`].
     pub struct ResponseFuture<S, B>
     where
-        S: Service<Request<B>>,
+        S: Service<Request<TimedBody<B>>>,
     {
         #[pin]
         kind: Kind<S, B>,
@@ -716,9 +748,14 @@ pin_project! {
     #[project = KindProj]
     enum Kind<S, B>
     where
-        S: Service<Request<B>>,
+        S: Service<Request<TimedBody<B>>>,
     {
-        Inner { #[pin] future: S::Future },
+        Inner {
+            #[pin]
+            future: S::Future,
+            // Shared with the request body's timer, if it has one.
+            body: Option<Arc<BodyWatch>>,
+        },
         /// Waiting for the shared rate-limit store.
         Checking {
             check: StoreCheck,
@@ -753,7 +790,7 @@ enum Rejection {
     },
 }
 
-impl<S: Service<Request<B>>, B> fmt::Debug for ResponseFuture<S, B> {
+impl<S: Service<Request<TimedBody<B>>>, B> fmt::Debug for ResponseFuture<S, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             Kind::Inner { .. } => f.write_str("ResponseFuture::Inner"),
@@ -768,7 +805,8 @@ impl<S: Service<Request<B>>, B> fmt::Debug for ResponseFuture<S, B> {
 
 impl<S, B, ResBody> Future for ResponseFuture<S, B>
 where
-    S: Service<Request<B>, Response = Response<ResBody>>,
+    S: Service<Request<TimedBody<B>>, Response = Response<ResBody>>,
+    B: Body,
 {
     type Output = Result<Response<NoResponseBody<ResBody>>, S::Error>;
 
@@ -776,10 +814,23 @@ where
         let mut this = self.project();
         loop {
             let next = match this.kind.as_mut().project() {
-                KindProj::Inner { future } => {
-                    return future
-                        .poll(cx)
-                        .map_ok(|response| response.map(NoResponseBody::inner));
+                KindProj::Inner { future, body } => {
+                    // A body that ran out of time drops the request, whatever
+                    // the inner service is doing: its future is dropped with
+                    // this one.
+                    let Some(body) = body else {
+                        return future
+                            .poll(cx)
+                            .map_ok(|response| response.map(NoResponseBody::inner));
+                    };
+                    if body.poll_timed_out(cx) {
+                        return Poll::Ready(Ok(dropped_response(DropReason::BodyTimeout)));
+                    }
+                    let response = std::task::ready!(future.poll(cx));
+                    if !body.answered() {
+                        return Poll::Ready(Ok(dropped_response(DropReason::BodyTimeout)));
+                    }
+                    return Poll::Ready(response.map(|r| r.map(NoResponseBody::inner)));
                 }
                 KindProj::Rejected { rejection } => {
                     return Poll::Ready(Ok(match rejection {
@@ -817,7 +868,7 @@ where
     }
 }
 
-impl<S: Service<Request<B>>, B> Pending<S, B> {
+impl<S: Service<Request<TimedBody<B>>>, B: Body> Pending<S, B> {
     fn resume(self, budget: Budget) -> Kind<S, B> {
         let Self {
             mut inner,
@@ -839,8 +890,11 @@ impl<S: Service<Request<B>>, B> Pending<S, B> {
             },
             Verdict::Pass | Verdict::RateLimit(_) => {
                 compiled.admit(&mut request, settled.client_ip);
+                let (request, body) =
+                    TimedBody::wrap(request, &layer, &compiled, settled.client_ip);
                 Kind::Inner {
                     future: inner.call(request),
+                    body,
                 }
             }
         }

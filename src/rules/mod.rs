@@ -122,7 +122,9 @@
 //! | `max_connections_per_client` | peer, when it is not an edge |
 //! | `max_connections_per_proxy` | peer, when it is an edge |
 //! | `AcceptRules::deny` (`accept_deny`) | peer |
-//! | `header_timeout` | peer (the connection) |
+//! | `header_timeout` | peer (the connection); never a strike |
+//! | `keepalive_timeout` | the connection; an idle close is not a drop |
+//! | `body_timeout` | the request; a strike against the client |
 //! | the `ClientIp` extractor | client |
 //! | the 444 event and the access log | both: `client_ip` and `peer_addr` |
 //!
@@ -381,6 +383,7 @@ impl RuleSet {
     /// authenticated user, say), are left out, so the answer is always the
     /// layer's own or none. They come last, so a stop found without them is
     /// the stop the layer would find.
+    #[cfg(any(feature = "server", feature = "axum"))]
     pub(crate) fn judge_at_accept<B>(&self, request: &Request<B>, peer: SocketAddr) -> Judgement {
         self.judge_with(request, Some(peer), Custom::LeftToTheLayer)
     }
@@ -621,6 +624,7 @@ impl RuleSet {
 
 /// Whether a judgement runs the custom rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(any(feature = "server", feature = "axum")), allow(dead_code))]
 enum Custom {
     Judged,
     LeftToTheLayer,

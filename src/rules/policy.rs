@@ -134,6 +134,7 @@ impl Policies {
         match reason {
             DropReason::AcceptDenied
             | DropReason::HeaderTimeout
+            | DropReason::BodyTimeout
             | DropReason::Banned
             | DropReason::ConnectionLimit => None,
             _ => Some(self.slot(reason)),

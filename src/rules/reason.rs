@@ -58,6 +58,9 @@ pub enum DropReason {
     /// `header_timeout`: the client did not send complete request headers
     /// in time (the serve loop's header timeout).
     HeaderTimeout,
+    /// `body_timeout`: the client sent nothing of its request body for the
+    /// body timeout while the server waited for it, before any response.
+    BodyTimeout,
     /// `banned`: refused at accept because the client is on the ban list.
     Banned,
     /// `connection_limit`: refused at accept because the serve loop holds
@@ -87,6 +90,7 @@ impl DropReason {
             Self::Custom(name) => name,
             Self::AcceptDenied => "accept_deny",
             Self::HeaderTimeout => "header_timeout",
+            Self::BodyTimeout => "body_timeout",
             Self::Banned => "banned",
             Self::ConnectionLimit => "connection_limit",
         }
@@ -124,6 +128,7 @@ impl DropReason {
         Self::BUILTIN
             .into_iter()
             .chain(Self::CONNECTION)
+            .chain([Self::BodyTimeout])
             .find(|r| r.as_str() == name)
     }
 
@@ -165,6 +170,7 @@ impl DropReason {
             Self::Custom(_)
             | Self::AcceptDenied
             | Self::HeaderTimeout
+            | Self::BodyTimeout
             | Self::Banned
             | Self::ConnectionLimit => {
                 return None;

@@ -94,6 +94,7 @@
 //! | the client is banned while connected | its next request: no bytes, the connection closes | the whole connection closes | `banned` |
 //! | over `max_connections` or `max_connections_per_client` | closed before any byte is read | the same | `connection_limit` |
 //! | a request head not complete within the header timeout, counted from accept or from its first byte | no `408`, nothing: the connection closes | no request within it after the preface: the connection closes, nothing written | `header_timeout` |
+//! | the request body stalls for the body timeout while the app reads it, before any response | nothing: the connection closes | the stream is reset | `body_timeout` |
 //! | idle past `keepalive_timeout` (or `idle_timeout`) | an orderly close | `GOAWAY`, then the close | not logged: nothing was dropped |
 //!
 //! `REFUSED_STREAM` is never used for drops: it tells the client the request

@@ -146,6 +146,26 @@ impl RawH2 {
         (id, out)
     }
 
+    /// The frames that open a request whose body follows: its headers,
+    /// without `END_STREAM`. Returns the stream id and the bytes to write.
+    pub fn open(&mut self, headers: &[(&str, &str)]) -> (u32, Vec<u8>) {
+        let id = self.next_id;
+        self.next_id += 2;
+        let out = frame(HEADERS, END_HEADERS, id, &header_block(headers));
+        self.streams.insert(id, StreamFrames::default());
+        (id, out)
+    }
+
+    /// A `DATA` frame on stream `id`, which ends it when `end` is set.
+    pub fn data(&self, id: u32, bytes: &[u8], end: bool) -> Vec<u8> {
+        frame(DATA, if end { END_STREAM } else { 0 }, id, bytes)
+    }
+
+    /// The client's own address.
+    pub fn local(&self) -> SocketAddr {
+        self.stream.local_addr().expect("local addr")
+    }
+
     /// Writes raw bytes (many requests' frames at once, say).
     pub async fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("write");
