@@ -4,7 +4,8 @@
 //! cargo run --example nginx_444 -- [--listen ADDR] [--close fin|rst|silent] [--trusted-proxy CIDR]...
 //!                                   [--real-ip-header NAME] [--no-recursive]
 //!                                   [--dry-run] [--rate-action drop|429] [--access-log]
-//!                                   [--server axum|own] [--header-timeout SECS] [--no-layer] [--quiet]
+//!                                   [--server axum|own] [--header-timeout SECS] [--keepalive-timeout SECS]
+//!                                   [--body-timeout SECS] [--no-layer] [--quiet]
 //!                                   [--kernel-filter] [--defer-accept SECS]
 //!                                   [--redis URL | --redis-cluster URL,URL,...] [--redis-fail open|closed]
 //!                                   [--redis-ca FILE] [--redis-cert FILE --redis-key FILE]
@@ -41,7 +42,11 @@
 //! connection's first request is judged as soon as it is accepted, before
 //! hyper sees it; and a dropped HTTP/2 request resets only its own stream.
 //! `--header-timeout SECS` drops clients that send their headers too slowly,
-//! with either server.
+//! with either server. `--keepalive-timeout SECS` closes a kept-alive
+//! connection idle this long between requests (75 by default), quietly: it
+//! is not a drop. `--body-timeout SECS` drops a request whose body stalls
+//! this long while the app reads it, as `POST /upload` does: it reads the
+//! whole body and answers with its length.
 //!
 //! `--redis URL` keeps the rate limit's budget in Redis (feature `redis`):
 //! run two instances on two ports with the same URL and a client gets one
@@ -96,6 +101,8 @@ struct Args {
     access_log: bool,
     own_server: bool,
     header_timeout: Option<std::time::Duration>,
+    keepalive_timeout: Option<std::time::Duration>,
+    body_timeout: Option<std::time::Duration>,
     no_layer: bool,
     quiet: bool,
     kernel_filter: bool,
@@ -119,7 +126,7 @@ struct Args {
 
 const USAGE: &str = "usage: nginx_444 [--listen ADDR] [--close fin|rst|silent] [--trusted-proxy CIDR]... \
 [--real-ip-header X-Forwarded-For|Forwarded|X-Real-IP|CF-Connecting-IP|NAME] [--no-recursive] \
-[--dry-run] [--rate-action drop|429] [--access-log] [--server axum|own] [--header-timeout SECS] [--no-layer] [--quiet] [--kernel-filter] [--defer-accept SECS] \
+[--dry-run] [--rate-action drop|429] [--access-log] [--server axum|own] [--header-timeout SECS] [--keepalive-timeout SECS] [--body-timeout SECS] [--no-layer] [--quiet] [--kernel-filter] [--defer-accept SECS] \
 [--redis URL | --redis-cluster URL,URL,...] [--redis-fail open|closed] \
 [--redis-ca FILE] [--redis-cert FILE --redis-key FILE] [--redis-precheck on|off] [--rate NUMr/s|NUMr/m] [--burst N] [--max-clients N] \
 [--ban-after N] [--ban-for SECS] [--deny-path REGEX]... [--deny-ip CIDR]... [--only-from CIDR]...";
@@ -136,6 +143,8 @@ fn parse_args() -> Result<Args, String> {
         access_log: false,
         own_server: false,
         header_timeout: None,
+        keepalive_timeout: None,
+        body_timeout: None,
         no_layer: false,
         quiet: false,
         kernel_filter: false,
@@ -197,15 +206,12 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--header-timeout" => {
-                let v = value()?;
-                let timeout = v
-                    .parse()
-                    .ok()
-                    .and_then(|secs| std::time::Duration::try_from_secs_f64(secs).ok())
-                    .filter(|d| !d.is_zero())
-                    .ok_or_else(|| format!("--header-timeout {v:?}: expected seconds above 0"))?;
-                args.header_timeout = Some(timeout);
+                args.header_timeout = Some(parse_secs("--header-timeout", &value()?)?);
             }
+            "--keepalive-timeout" => {
+                args.keepalive_timeout = Some(parse_secs("--keepalive-timeout", &value()?)?);
+            }
+            "--body-timeout" => args.body_timeout = Some(parse_secs("--body-timeout", &value()?)?),
             "--access-log" => args.access_log = true,
             "--rate" => args.rate = parse_rate(&value()?)?,
             "--burst" => args.burst = parse_number("--burst", &value()?)?,
@@ -313,6 +319,16 @@ fn parse_number<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, Stri
         .map_err(|_| format!("{flag} {value:?}: expected a whole number"))
 }
 
+/// A duration in seconds, fractions allowed, above zero.
+fn parse_secs(flag: &str, value: &str) -> Result<std::time::Duration, String> {
+    value
+        .parse()
+        .ok()
+        .and_then(|secs| std::time::Duration::try_from_secs_f64(secs).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{flag} {value:?}: expected seconds above 0"))
+}
+
 /// The rules of a typical nginx `return 444` setup, in nginx's order.
 fn nginx_rules(args: &Args) -> Result<NoResponseLayerBuilder, String> {
     let rules = NoResponseLayer::builder()
@@ -352,6 +368,16 @@ fn nginx_rules(args: &Args) -> Result<NoResponseLayerBuilder, String> {
     let rules = match args.header_timeout {
         // client_header_timeout
         Some(timeout) => rules.header_timeout(timeout),
+        None => rules,
+    };
+    let rules = match args.keepalive_timeout {
+        // keepalive_timeout
+        Some(timeout) => rules.keepalive_timeout(timeout),
+        None => rules,
+    };
+    let rules = match args.body_timeout {
+        // client_body_timeout
+        Some(timeout) => rules.body_timeout(timeout),
         None => rules,
     };
     let rules = match args.ban_after {
@@ -518,11 +544,15 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    // Every path answers 200 ok, but /login. The layer wraps the whole
+    // Every path answers 200 ok, but /login and POST /upload. The layer wraps the whole
     // Router (see `serve_axum` and `serve_own`), so probes for paths that do
     // not exist are judged too.
     let app = Router::new()
         .route("/login", axum::routing::get(login))
+        .route(
+            "/upload",
+            axum::routing::post(|body: axum::body::Bytes| async move { body.len().to_string() }),
+        )
         .fallback(|| async { "ok" })
         .with_state(layer.ban_list());
 
