@@ -1,6 +1,6 @@
 //! Innocent long-lived and kept-alive traffic, on both connection sides
 //! (`axum::serve` with the layer's listener, and the crate's serve loop),
-//! with the full rule set and a header timeout far shorter than every pause
+//! with the demo's full rule set and a header timeout far shorter than every pause
 //! the clients make: none of it is dropped, and no 444 is counted. Against
 //! them, Slowloris (nothing sent, half a head, a head trickled a byte at a
 //! time) is still dropped at the header timeout with not one byte.
@@ -241,7 +241,9 @@ async fn upgrade_to_echo(mut request: Request<Body>) -> http::Response<Body> {
 async fn start(side: Side, keepalive: Option<Duration>) -> App {
     record_drops();
     let since = drop_events().len();
+    // The demo's full rule set: the seed's rules and its rate limit.
     let rules = common::seed_rules()
+        .rate_limit(tower_no_response::RateLimit::per_second(10).burst(20))
         .header_timeout(HEADER_TIMEOUT)
         .body_timeout(BODY_TIMEOUT);
     let rules = match keepalive {
@@ -653,7 +655,7 @@ async fn a_body_trickle_is_dropped_at_the_body_timeout() {
     for side in SIDES {
         let app = start(side, None).await;
         let mut clients = Vec::new();
-        for n in 0..20 {
+        for n in 0..16 {
             let addr = app.addr;
             clients.push(tokio::spawn(async move {
                 let mut stream = TcpStream::connect(addr).await.unwrap();
