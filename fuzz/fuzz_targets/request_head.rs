@@ -1,4 +1,4 @@
-//! Every header a rule reads, from fuzzer bytes, judged by the seed's rule
+//! Every header a rule reads, from fuzzer bytes, judged by the demo's rule
 //! set: deciding must never panic, and a request with no usable Host must
 //! never be let through.
 #![no_main]
