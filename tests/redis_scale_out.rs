@@ -379,3 +379,174 @@ async fn a_node_restarted_under_load_fails_by_policy_then_recovers() {
         "the recovery was reported"
     );
 }
+
+/// Waits until the store knows which primary holds `key`: the slot map is
+/// read in the background after first use.
+async fn part_of(store: &RedisStore, key: IpAddr) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(part) = store.part_of(key) {
+            return part.to_string();
+        }
+        assert!(Instant::now() < deadline, "the slot map was never read");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The store places each client's key on the primary where Redis itself
+/// keeps it (the others answer `MOVED`), for IPv4 and IPv6 keys, plain
+/// prefixes and a prefix with a hash tag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_key_is_placed_on_the_primary_redis_keeps_it_on() {
+    let Some(cluster) = Cluster::start() else {
+        return;
+    };
+    for prefix in ["tower_no_response:", "shop:444:", "{shop}:444:", "{}x:"] {
+        let store = RedisStore::builder()
+            .cluster(cluster.urls())
+            .build()
+            .unwrap()
+            .key_prefix(prefix);
+        let mut seen = std::collections::HashSet::new();
+        for n in 0..60u16 {
+            let key: IpAddr = if n % 2 == 0 {
+                IpAddr::from([10, 1, (n >> 8) as u8, n as u8])
+            } else {
+                IpAddr::from([0x2001, 0xdb8, n, 0, 0, 0, 0, 0])
+            };
+            let owner = cluster.owner_of(&format!("{prefix}rl:{key}"));
+            assert_eq!(
+                part_of(&store, key).await,
+                cluster.name_of(owner),
+                "{prefix}rl:{key}"
+            );
+            seen.insert(owner);
+        }
+        let expected = if prefix.starts_with("{shop}") { 1 } else { 3 };
+        assert_eq!(seen.len(), expected, "{prefix}: primaries used");
+    }
+    let single = RedisStore::new("redis://127.0.0.1:1/").unwrap();
+    assert_eq!(single.part_of(CLIENT), None, "one server is one part");
+}
+
+/// One primary stalls (SIGSTOP): after `open_after` slow answers its
+/// circuit alone opens, so the clients whose keys it holds get the failure
+/// policy at once instead of waiting out the timeout on every request,
+/// while the clients on the healthy primaries keep their shared budget and
+/// are never dropped. Both transitions are logged, naming the primary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_primary_opens_its_own_circuit_and_spares_the_others() {
+    events();
+    let Some(cluster) = Cluster::start_partial() else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let store = RedisStore::builder()
+        .cluster(cluster.urls())
+        .build()
+        .unwrap()
+        .key_prefix(&prefix);
+    let timeout = Duration::from_millis(1000);
+    let layer = tower_no_response::NoResponseLayer::builder()
+        .trusted_proxy("127.0.0.1")
+        .rate_limit(RateLimit::per_minute(6000).burst(1000))
+        .shared_rate_limit(
+            SharedRateLimit::new(store.clone())
+                .timeout(timeout)
+                .open_after(2)
+                .retry_every(Duration::from_secs(3))
+                .on_failure(FailurePolicy::Closed),
+        )
+        .build()
+        .unwrap();
+    let app = spawn_app(layer).await;
+
+    // One client on the primary that will stall, and one on each other.
+    let stalled = 0;
+    let client_on = |node: usize| -> IpAddr {
+        (1..=250u8)
+            .map(|n| IpAddr::from([10, 9, 0, n]))
+            .find(|ip| cluster.owner_of(&format!("{prefix}rl:{ip}")) == node)
+            .expect("some client on every primary")
+    };
+    let victim = client_on(stalled);
+    let others = [client_on(1), client_on(2)];
+    let via = |ip: IpAddr| {
+        common::request(
+            "GET",
+            "/",
+            Some("example.com"),
+            Some("curl/8.5.0"),
+            &[("X-Forwarded-For", &ip.to_string())],
+        )
+    };
+    let served_as = |ip: IpAddr| {
+        let request = via(ip);
+        async move {
+            let started = Instant::now();
+            let out = common::exchange(app.addr, &request).await;
+            (!out.bytes.is_empty(), started.elapsed())
+        }
+    };
+    for ip in [victim, others[0], others[1]] {
+        assert!(
+            served_as(ip).await.0,
+            "{ip} served while the cluster is whole"
+        );
+        part_of(&store, ip).await;
+    }
+    // The store's own name lists every seed: look at the `part` field.
+    let part = |node: usize| format!("part=\"{}\"", cluster.name_of(node));
+    let name = part(stalled);
+    let healthy = [part(1), part(2)];
+
+    cluster.nodes[stalled].pause();
+    // The stalled primary's clients and the others, interleaved as real
+    // traffic is: the healthy primaries' answers must not keep the stalled
+    // one's circuit shut.
+    let mut waits = Vec::new();
+    for _ in 0..7 {
+        let (served, took) = served_as(victim).await;
+        assert!(!served, "failing closed while its primary stalls");
+        waits.push(took);
+        for ip in others {
+            let (served, took) = served_as(ip).await;
+            assert!(served, "{ip} was dropped though its primary is healthy");
+            assert!(took < timeout, "{ip} waited {took:?}");
+        }
+    }
+    // The first two waited out the timeout; then the circuit is open and
+    // the policy answers at once (one retry may wait, every `retry_every`).
+    let after_open: Duration = waits[2..].iter().sum();
+    assert!(
+        after_open < timeout * 2,
+        "five requests took {after_open:?} in all: they waited on the stalled primary ({waits:?})"
+    );
+    let down = events_about("store unavailable");
+    assert!(
+        down.iter().any(|e| e.contains(&name)),
+        "the stalled primary's circuit was reported: {down:?}"
+    );
+    assert!(
+        !down
+            .iter()
+            .any(|e| healthy.iter().any(|h| e.contains(h.as_str()))),
+        "a healthy primary was reported down: {down:?}"
+    );
+
+    cluster.nodes[stalled].resume();
+    let deadline = Instant::now() + PATIENCE * 2;
+    while !served_as(victim).await.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the resumed primary was never used again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        events_about("available again")
+            .iter()
+            .any(|e| e.contains(&name)),
+        "the recovery was reported for the primary that stalled"
+    );
+}

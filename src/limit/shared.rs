@@ -8,13 +8,14 @@
 //! that is down, and the optional in-process pre-check that cuts an obvious
 //! flood without a round trip.
 
+use std::collections::HashMap;
 use std::error::Error;
 use std::fmt;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use super::local::{Limiter, RateLimit};
@@ -35,6 +36,21 @@ pub trait RateLimitStore: fmt::Debug + Send + Sync + 'static {
     ///
     /// The future must not panic; the caller bounds how long it may take.
     fn check(&self, key: IpAddr, limit: &RateLimit) -> StoreFuture;
+
+    /// The name of the part of the store that answers for `key`, for a
+    /// store spread over servers that fail on their own, such as a Redis
+    /// Cluster's primaries. Each part gets its own circuit: a part that
+    /// stalls is marked down alone, and the clients whose keys live on the
+    /// other parts keep their shared budget. `None`, the default, means one
+    /// circuit for the whole store (also used while a store does not yet
+    /// know where `key` lives).
+    ///
+    /// It is called once or twice per request on the path to the store, so
+    /// it must be cheap and must not wait.
+    fn part_of(&self, key: IpAddr) -> Option<Arc<str>> {
+        let _ = key;
+        None
+    }
 }
 
 /// What [`RateLimitStore::check`] returns.
@@ -181,9 +197,9 @@ impl SharedRateLimit {
         self
     }
 
-    /// While the store is down, how often one request tries it again; the
-    /// others get the failure policy at once instead of each waiting out
-    /// the timeout. 500 ms by default.
+    /// While the store (or one part of it) is down, how often one request
+    /// tries it again; the others get the failure policy at once instead of
+    /// each waiting out the timeout. 500 ms by default.
     pub fn retry_every(mut self, every: Duration) -> Self {
         self.retry_every = every;
         self
@@ -194,6 +210,11 @@ impl SharedRateLimit {
     /// affects only its own request, which gets the failure policy; so one
     /// slow answer under a flood does not switch the shared limit off for
     /// everyone. Any answer resets the count.
+    ///
+    /// For a store in parts ([`RateLimitStore::part_of`], such as a Redis
+    /// Cluster's primaries), failures are counted, and the store marked
+    /// down, per part: a primary that stalls is cut off alone, and answers
+    /// from the others neither reset its count nor are lost with it.
     pub fn open_after(mut self, failures: u32) -> Self {
         self.open_after = failures.max(1);
         self
@@ -226,20 +247,17 @@ impl SharedRateLimit {
             limit: *limit,
             local: Arc::new(Limiter::new(limit)?),
             precheck: self.local_precheck,
-            health: Arc::new(Health {
-                store: format!("{:?}", self.store),
-                on_failure: self.on_failure,
-                timeout: self.timeout,
-                retry_every_ms: u64::try_from(self.retry_every.as_millis()).unwrap_or(u64::MAX),
-                open_after: self.open_after,
-                failures: AtomicU32::new(0),
-                up: AtomicBool::new(true),
-                next_try_ms: AtomicU64::new(0),
-                epoch: Instant::now(),
-            }),
+            health: Arc::new(Health::new(self, None)),
+            parts: RwLock::new(HashMap::new()),
         })
     }
 }
+
+/// A store that names more parts than this is not split into circuits any
+/// further: the extra parts share the store-wide one. Real clusters have
+/// tens of primaries at most; this only bounds memory should a store name
+/// parts without limit.
+const MAX_PARTS: usize = 1024;
 
 /// The compiled shared limit.
 #[derive(Debug)]
@@ -253,7 +271,12 @@ pub(crate) struct SharedLimiter {
     /// with the pre-check, and the judge when failing open.
     local: Arc<Limiter>,
     precheck: bool,
+    /// The circuit for the whole store, or for the keys whose part is not
+    /// known.
     health: Arc<Health>,
+    /// One circuit per part of the store that
+    /// [`RateLimitStore::part_of`] names, made on first sight.
+    parts: RwLock<HashMap<Arc<str>, Arc<Health>>>,
 }
 
 /// The check still to run against the store.
@@ -275,16 +298,18 @@ impl SharedLimiter {
                 return Step::Done(over);
             }
         }
-        if !self.health.may_try() || tokio::runtime::Handle::try_current().is_err() {
-            return Step::Done(failed_verdict(&self.health, &self.local, self.precheck, ip));
+        let health = self.health_of(self.limit.key_of(ip));
+        if !health.may_try() || tokio::runtime::Handle::try_current().is_err() {
+            return Step::Done(failed_verdict(&health, &self.local, self.precheck, ip));
         }
         Step::Ask
     }
 
     /// The round trip for `ip`'s key, bounded by the timeout; never fails.
     pub(crate) fn ask(&self, ip: IpAddr) -> StoreCheck {
-        let call = self.store.check(self.limit.key_of(ip), &self.limit);
-        let health = Arc::clone(&self.health);
+        let key = self.limit.key_of(ip);
+        let call = self.store.check(key, &self.limit);
+        let health = self.health_of(key);
         let (local, precheck) = (Arc::clone(&self.local), self.precheck);
         Box::pin(async move {
             let outcome = match tokio::time::timeout(health.timeout, call).await {
@@ -306,6 +331,34 @@ impl SharedLimiter {
                 }
             }
         })
+    }
+
+    /// The circuit for the part of the store that holds `key`.
+    fn health_of(&self, key: IpAddr) -> Arc<Health> {
+        let Some(part) = self.store.part_of(key) else {
+            return Arc::clone(&self.health);
+        };
+        let parts = self
+            .parts
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(health) = parts.get(&part) {
+            return Arc::clone(health);
+        }
+        let full = parts.len() >= MAX_PARTS;
+        drop(parts);
+        if full {
+            return Arc::clone(&self.health);
+        }
+        let mut parts = self
+            .parts
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(
+            parts
+                .entry(Arc::clone(&part))
+                .or_insert_with(|| Arc::new(Health::new(&self.config, Some(part)))),
+        )
     }
 
     /// Whether a reload to `limit` in `shared` may keep this limiter.
@@ -333,6 +386,8 @@ fn failed_verdict(health: &Health, local: &Limiter, precheck: bool, ip: IpAddr) 
 #[derive(Debug)]
 struct Health {
     store: String,
+    /// The part of the store this circuit is for, if the store has parts.
+    part: Option<Arc<str>>,
     on_failure: FailurePolicy,
     timeout: Duration,
     retry_every_ms: u64,
@@ -347,6 +402,21 @@ struct Health {
 }
 
 impl Health {
+    fn new(config: &SharedRateLimit, part: Option<Arc<str>>) -> Self {
+        Self {
+            store: format!("{:?}", config.store),
+            part,
+            on_failure: config.on_failure,
+            timeout: config.timeout,
+            retry_every_ms: u64::try_from(config.retry_every.as_millis()).unwrap_or(u64::MAX),
+            open_after: config.open_after,
+            failures: AtomicU32::new(0),
+            up: AtomicBool::new(true),
+            next_try_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
     fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
@@ -389,6 +459,7 @@ impl Health {
             tracing::warn!(
                 target: "tower_no_response::rate_limit",
                 store = %self.store,
+                part = self.part.as_deref(),
                 error,
                 fail = self.on_failure.as_str(),
                 "rate-limit store unavailable; failing {}",
@@ -403,6 +474,7 @@ impl Health {
             tracing::info!(
                 target: "tower_no_response::rate_limit",
                 store = %self.store,
+                part = self.part.as_deref(),
                 "rate-limit store available again"
             );
         }

@@ -55,11 +55,14 @@
 //! the rest. Each check is one script on one key, so it runs on the primary
 //! that owns the client's slot; a ban is one script on its key, and its
 //! announcement reaches subscribers on every node; the catch-up scan of
-//! stored bans visits every primary. While a primary is down and no replica
-//! has taken over, checks for the clients in its slots get the failure
-//! policy (with Redis's default `cluster-require-full-coverage yes`, the
-//! whole cluster refuses commands then, so every check does); when it is
-//! back, the connection finds it again.
+//! stored bans visits every primary. While a primary is down or stalls and
+//! no replica has taken over, checks for the clients in its slots get the
+//! failure policy, and that primary's circuit opens alone (see *Outages*
+//! below): the clients on the other primaries keep their shared budget.
+//! With Redis's default `cluster-require-full-coverage yes`, the whole
+//! cluster refuses commands once it marks the primary failed (after
+//! `cluster-node-timeout`), so from then on every check does. When the
+//! primary is back, the connection finds it again.
 //!
 //! ```no_run
 //! # #[cfg(feature = "redis-tls")]
@@ -111,6 +114,14 @@
 //!   is one event on target `tower_no_response::rate_limit`: `rate-limit
 //!   store unavailable; failing open` (warn) and `rate-limit store available
 //!   again` (info).
+//! - **One circuit per primary.** On a cluster, failures are counted per
+//!   primary: the one that owns the client's key's hash slot, found from
+//!   `CLUSTER SLOTS` (read after first use, then every 5 s in the
+//!   background; the last good map is kept while a read fails). A primary
+//!   that stalls is marked down alone, and answers from the healthy ones
+//!   neither reset its count nor are lost with it. The events above carry a
+//!   `part` field naming the primary, `host:port`. Until the first map is
+//!   read, the cluster has one circuit.
 //! - **Local pre-check.** With `local_precheck(true)` each replica first
 //!   checks its own in-process limiter with the same rate. A client over the
 //!   limit on one replica alone is over it in total, so an obvious flood is
@@ -156,11 +167,13 @@ use crate::limit::{RateLimit, RateLimitStore, StoreError, StoreFuture, StoreVerd
 
 mod bans;
 mod connect;
+mod slots;
 
 pub use connect::RedisStoreBuilder;
 #[cfg(test)]
 use connect::mask_password;
 use connect::{Backend, Connection, LazyConnection};
+use slots::Slots;
 
 /// GCRA in microseconds. KEYS[1]: the client's key. ARGV[1]: the interval,
 /// ARGV[2]: the capacity. Returns `{1, 0}` to allow, `{0, wait}` to refuse.
@@ -200,6 +213,8 @@ struct Inner {
     script: redis::Script,
     publish: redis::Script,
     connection: LazyConnection,
+    /// On a cluster, which primary holds each client's key.
+    slots: Option<Arc<Slots>>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -231,12 +246,14 @@ impl RedisStore {
     fn from_backend(backend: Backend, shown: String, prefix: String) -> Self {
         Self {
             inner: Arc::new(Inner {
-                backend,
-                shown,
-                prefix,
                 script: redis::Script::new(GCRA),
                 publish: redis::Script::new(bans::PUBLISH),
                 connection: LazyConnection::new(),
+                slots: matches!(backend, Backend::Cluster { .. })
+                    .then(|| Arc::new(Slots::new(&prefix))),
+                backend,
+                shown,
+                prefix,
             }),
         }
     }
@@ -300,6 +317,14 @@ impl RateLimitStore for RedisStore {
                 }
             })
         })
+    }
+
+    /// On a cluster, the primary (`host:port`) that owns the key's slot, so
+    /// that each primary gets its own circuit; `None` for one server, and
+    /// until the cluster's slot map has first been read.
+    fn part_of(&self, key: IpAddr) -> Option<Arc<str>> {
+        let slots = self.inner.slots.as_ref()?;
+        slots.owner_of(key, || self.connection())
     }
 }
 

@@ -147,6 +147,26 @@ impl RedisServer {
         }
     }
 
+    /// Stops the process (SIGSTOP): it keeps its connections and answers
+    /// nothing, as a stalled server does, until [`resume`](Self::resume).
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused process run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("a running server").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
     /// Killed and started again on the same port, with the same arguments.
     pub fn restart(&mut self) {
         self.kill();
@@ -315,15 +335,21 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start() -> Option<Self> {
-        Self::start_with(false)
+        Self::start_with(false, &[])
     }
 
     /// Every node TLS-only, the cluster bus included.
     pub fn start_tls() -> Option<Self> {
-        Self::start_with(true)
+        Self::start_with(true, &[])
     }
 
-    fn start_with(tls: bool) -> Option<Self> {
+    /// With `cluster-require-full-coverage no`: while one primary is down,
+    /// the others keep serving their own slots.
+    pub fn start_partial() -> Option<Self> {
+        Self::start_with(false, &["--cluster-require-full-coverage", "no"])
+    }
+
+    fn start_with(tls: bool, extra: &[&str]) -> Option<Self> {
         let dir = Scratch::new();
         let files = tls.then(|| TlsFiles::make(&dir));
         let mut nodes = Vec::new();
@@ -352,6 +378,7 @@ impl Cluster {
                         "--dir",
                         path(&dir.0),
                     ],
+                    extra,
                 ]
                 .concat(),
             );
@@ -410,6 +437,11 @@ impl Cluster {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+    }
+
+    /// How `CLUSTER SLOTS` names a node: its host and port.
+    pub fn name_of(&self, node: usize) -> String {
+        format!("127.0.0.1:{}", self.nodes[node].port)
     }
 
     /// The node that owns `key`'s slot: the others answer `MOVED`.
