@@ -84,8 +84,8 @@ use axum::body::Body;
 use http::StatusCode;
 use tower_no_response::audit::DROP_EVENT_TARGET;
 use tower_no_response::{
-    Action, CloseMode, NoResponseBody, NoResponseLayer, NoResponseLayerBuilder, RateLimit,
-    RealIpHeader,
+    Action, CloseMode, DropReason, NoResponseBody, NoResponseLayer, NoResponseLayerBuilder,
+    RateLimit, RealIpHeader,
 };
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::prelude::*;
@@ -343,7 +343,7 @@ fn nginx_rules(args: &Args) -> Result<NoResponseLayerBuilder, String> {
         .real_ip_header(args.real_ip_header.clone())
         .real_ip_recursive(args.recursive)
         // allow <edge>; deny all; judged on the TCP peer, before the real IP
-        .only_from(args.only_from.iter().cloned())
+        .only_from_peers(args.only_from.iter().cloned())
         // map $http_user_agent $bad_agent { ~*masscan 1; ~*zgrab 1; ~*python-requests 0; "" 1; }
         .deny_user_agents(["masscan", "zgrab"])
         .allow_user_agent("python-requests")
@@ -357,14 +357,11 @@ fn nginx_rules(args: &Args) -> Result<NoResponseLayerBuilder, String> {
         // location ~ ^/wp-login\.php { return 444; }
         .deny_paths(args.deny_paths.iter().cloned())
         // limit_req_status 429; (or 444, the default)
-        .rule_action("rate_limit", args.rate_action)
+        .rule_action(DropReason::RateLimited, args.rate_action)
         .dry_run(args.dry_run)
         .close_mode(args.close);
     // deny ...; for each --deny-ip
-    let rules = args
-        .deny_ips
-        .iter()
-        .fold(rules, |rules, cidr| rules.deny_ip(cidr.clone()));
+    let rules = rules.deny_ips(args.deny_ips.iter().cloned());
     let rules = match args.header_timeout {
         // client_header_timeout
         Some(timeout) => rules.header_timeout(timeout),

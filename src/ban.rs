@@ -7,7 +7,7 @@
 //! through any proxy; the accept sides (the crate's serve loop, the layer's
 //! listener, tonic's incoming stream) and the kernel filter refuse it
 //! before a byte is read when it connects directly. An edge (a trusted
-//! proxy, an `only_from` peer) is never struck nor refused, whatever the
+//! proxy, an `only_from_peer` peer) is never struck nor refused, whatever the
 //! list holds: it carries everyone behind it.
 
 use std::fmt;

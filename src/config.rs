@@ -72,7 +72,7 @@ pub struct RuleConfig {
     pub ip_rules: Vec<IpRuleConfig>,
     /// [`trusted_proxies`](NoResponseLayerBuilder::trusted_proxies).
     pub trusted_proxies: Vec<String>,
-    /// [`only_from`](NoResponseLayerBuilder::only_from): the only peers
+    /// [`only_from_peers`](NoResponseLayerBuilder::only_from_peers): the only peers
     /// served, besides the trusted proxies.
     pub only_from: Vec<String>,
     /// [`real_ip_header`](NoResponseLayerBuilder::real_ip_header), by name.
@@ -226,7 +226,7 @@ impl RuleConfig {
             .drop_empty_user_agent(self.drop_empty_user_agent)
             .deny_paths(self.deny_paths)
             .trusted_proxies(self.trusted_proxies)
-            .only_from(self.only_from)
+            .only_from_peers(self.only_from)
             .dry_run(self.dry_run);
         for rule in self.ip_rules {
             b = match rule {
@@ -331,7 +331,8 @@ impl From<BuildError> for ConfigError {
                 ..
             } => "trusted_proxies",
             BuildError::Cidr {
-                rule: "only_from", ..
+                rule: "only_from_peer",
+                ..
             } => "only_from",
             BuildError::Cidr { .. } => "ip_rules",
             BuildError::Regex {
@@ -350,8 +351,18 @@ impl From<BuildError> for ConfigError {
             BuildError::UnknownRule {
                 rule: "dry_run_rule",
                 ..
+            }
+            | BuildError::Unused {
+                call: "dry_run_rule",
+                ..
             } => "dry_run_rules",
-            BuildError::UnknownRule { .. } | BuildError::Action { .. } => "actions",
+            BuildError::Unused {
+                call: "allow_ip" | "deny_ip",
+                ..
+            } => "ip_rules",
+            BuildError::UnknownRule { .. }
+            | BuildError::Unused { .. }
+            | BuildError::Action { .. } => "actions",
             BuildError::RuleName { .. } => "custom_rule",
         };
         Self::Invalid { field, source }
@@ -433,7 +444,7 @@ mod tests {
     fn json_works_too() {
         let config = RuleConfig::from_json(
             r#"{"server_names": ["example.com"], "rate_limit": {"per_minute": 30, "burst": 5},
-                "actions": {"rate_limit": 429, "path": "drop"}}"#,
+                "deny_paths": ["/\\.env"], "actions": {"rate_limit": 429, "path": "drop"}}"#,
         )
         .unwrap();
         config.build().unwrap();

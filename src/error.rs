@@ -10,7 +10,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// configuration file points at itself instead of silently weakening the rules.
 ///
 /// [`NoResponseLayerBuilder::build`]: crate::NoResponseLayerBuilder::build
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum BuildError {
     /// An address or CIDR block in `allow_ip`, `deny_ip` or `trusted_proxy`.
@@ -43,8 +43,11 @@ pub enum BuildError {
         /// The name as given.
         value: String,
     },
-    /// A custom rule name that cannot be used.
+    /// A name for a custom rule or a keyed limit that cannot be used.
     RuleName {
+        /// The builder call that received the name: `custom_rule` or
+        /// `rate_limit_by`.
+        call: &'static str,
         /// The name as given.
         name: String,
         /// What is wrong with it.
@@ -56,6 +59,23 @@ pub enum BuildError {
         rule: &'static str,
         /// The name as given.
         name: String,
+        /// The rule that was most likely meant, when one is close: a
+        /// builder call's name (`deny_ip`), a variant's (`IpDenied`), or a
+        /// typo of a rule's name.
+        suggestion: Option<&'static str>,
+        /// Every rule name the rule set has.
+        known: Vec<&'static str>,
+    },
+    /// A setting that could never take effect: an action for a rule that is
+    /// not configured, or a rule that an earlier one always wins over.
+    /// Refused, so that a rule set does not look stricter than it is.
+    Unused {
+        /// The builder call that received the setting.
+        call: &'static str,
+        /// The value as given.
+        value: String,
+        /// Why it could never take effect.
+        reason: String,
     },
     /// An action that cannot be taken.
     Action {
@@ -110,10 +130,26 @@ impl fmt::Display for BuildError {
             Self::RateLimit { reason } => write!(f, "rate_limit: {reason}"),
             Self::StoreUrl { url, reason } => write!(f, "store url {url:?}: {reason}"),
             Self::StoreTls { file, reason } => write!(f, "store TLS file {file:?}: {reason}"),
-            Self::RuleName { name, reason } => {
-                write!(f, "custom_rule: invalid name {name:?}: {reason}")
+            Self::RuleName { call, name, reason } => {
+                write!(f, "{call}: invalid name {name:?}: {reason}")
             }
-            Self::UnknownRule { rule, name } => write!(f, "{rule}: no rule is named {name:?}"),
+            Self::UnknownRule {
+                rule,
+                name,
+                suggestion,
+                known,
+            } => {
+                write!(f, "{rule}: no rule is named {name:?}")?;
+                match suggestion {
+                    Some(meant) => write!(f, "; did you mean {meant:?}?"),
+                    None => write!(f, "; the rules are {}", known.join(", ")),
+                }
+            }
+            Self::Unused {
+                call,
+                value,
+                reason,
+            } => write!(f, "{call}: {value:?} would never take effect: {reason}"),
             Self::Action { rule, reason } => {
                 write!(f, "rule_action: invalid action for {rule:?}: {reason}")
             }

@@ -131,7 +131,7 @@ where
 /// [`NoResponseLayer::incoming`].
 pub struct NoResponseIncoming {
     listener: TcpListener,
-    /// Screens each peer before tonic sees it: `only_from`, bans.
+    /// Screens each peer before tonic sees it: `only_from_peer`, bans.
     layer: NoResponseLayer,
     nodelay: bool,
 }

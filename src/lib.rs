@@ -108,10 +108,10 @@
 //!
 //! Each rule, strike, ban, cap and filter judges either the TCP peer or the
 //! real client behind trusted proxies; the rules' [Peer and
-//! client](rules#peer-and-client) table says which. In short: `only_from`,
+//! client](rules#peer-and-client) table says which. In short: `only_from_peer`,
 //! accept-time refusals, connection caps and the kernel filter see the peer;
 //! IP rules, rate limits, strikes and bans in the layer see the client; and
-//! a trusted proxy or `only_from` peer is never struck, banned, capped as a
+//! a trusted proxy or `only_from_peer` peer is never struck, banned, capped as a
 //! client or refused by the kernel filter.
 //!
 //! Without the connection side the layer still never calls the inner

@@ -233,7 +233,7 @@ async fn only_from_serves_the_edge_and_refuses_everyone_around_it() {
         NoResponseLayer::builder()
             .server_name("example.com")
             .trusted_proxy("127.0.0.2")
-            .only_from(["127.0.0.2"])
+            .only_from_peer("127.0.0.2")
             .deny_ip("203.0.113.66")
     };
     let edge = lo(2);

@@ -237,7 +237,7 @@ async fn only_from_refuses_every_other_peer_before_the_handshake() {
     let layer = NoResponseLayer::builder()
         .server_name("example.com")
         .trusted_proxy("127.0.0.1")
-        .only_from(["127.0.0.2"])
+        .only_from_peer("127.0.0.2")
         .build()
         .unwrap();
     let tcp = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();

@@ -208,13 +208,17 @@ proptest! {
         rules in proptest::collection::vec((any::<u32>(), 0u8..=32, any::<bool>()), 1..40),
         probes in proptest::collection::vec(any::<u32>(), 1..40),
     ) {
-        let nets: Vec<(ipnet::IpNet, bool)> = rules
+        let mut nets: Vec<(ipnet::IpNet, bool)> = rules
             .iter()
             .map(|&(addr, len, deny)| {
                 let net = ipnet::Ipv4Net::new(Ipv4Addr::from(addr), len).unwrap().trunc();
                 (ipnet::IpNet::V4(net), deny)
             })
             .collect();
+        // A rule after a `/0` could never match, and the builder refuses it.
+        if let Some(all) = nets.iter().position(|(net, _)| net.prefix_len() == 0) {
+            nets.truncate(all + 1);
+        }
         let mut builder = NoResponseLayer::builder();
         for (net, deny) in &nets {
             builder = if *deny { builder.deny_ip(net.to_string()) } else { builder.allow_ip(net.to_string()) };

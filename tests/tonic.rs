@@ -250,7 +250,7 @@ async fn only_from_refuses_other_peers_before_tonic_reads() {
 
     let (_reporter, health) = tonic_health::server::health_reporter();
     let layer = NoResponseLayer::builder()
-        .only_from(["127.0.0.1"])
+        .only_from_peer("127.0.0.1")
         .build()
         .unwrap();
     let listener = TcpListener::bind("0.0.0.0:0").await.unwrap();

@@ -47,13 +47,13 @@
 //!    apply.
 //!
 //!    ```rust
-//!    use tower_no_response::{BuildError, NoResponseLayer};
+//!    use tower_no_response::{BuildError, DropReason, NoResponseLayer};
 //!
 //!    fn rules() -> Result<NoResponseLayer, BuildError> {
 //!        NoResponseLayer::builder()
 //!            .server_names(["example.com"])
 //!            .deny_path(r"^/wp-login\.php")
-//!            .dry_run_rule("path") // or .dry_run(true) for every rule
+//!            .dry_run_rule(DropReason::Path) // or .dry_run(true) for every rule
 //!            .build()
 //!    }
 //!    ```
@@ -83,16 +83,23 @@
 //!
 //! ```rust
 //! use http::StatusCode;
-//! use tower_no_response::{Action, BuildError, NoResponseLayer, RateLimit};
+//! use tower_no_response::{Action, BuildError, DropReason, NoResponseLayer, RateLimit};
 //!
 //! fn rules() -> Result<NoResponseLayer, BuildError> {
 //!     NoResponseLayer::builder()
+//!         .server_names(["example.com"])
 //!         .rate_limit(RateLimit::per_second(10).burst(20))
-//!         .rule_action("rate_limit", Action::Respond(StatusCode::TOO_MANY_REQUESTS))
-//!         .rule_action("host_invalid", Action::Respond(StatusCode::BAD_REQUEST))
+//!         .rule_action(DropReason::RateLimited, Action::Respond(StatusCode::TOO_MANY_REQUESTS))
+//!         .rule_action(DropReason::HostInvalid, Action::Respond(StatusCode::BAD_REQUEST))
 //!         .build()
 //! }
 //! ```
+//!
+//! A built-in rule is named by its [`DropReason`]; a
+//! custom rule or keyed limit by its name, as a string. A name no rule has
+//! is refused with the rule most likely meant (`deny_ip` → `ip_deny`), and
+//! a setting for a rule the configuration never applies (an action for
+//! `RateLimited` without a `rate_limit`) is refused too.
 //!
 //! A `429` from the rate limit carries `Retry-After` with the limiter's own
 //! wait, rounded up to whole seconds (nginx's `limit_req_status 429`). The body

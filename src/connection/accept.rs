@@ -11,7 +11,7 @@ use crate::rules::DropReason;
 
 impl crate::NoResponseLayer {
     /// What every accept side does before it reads a byte: refuses a peer
-    /// outside `only_from`, and a banned client that connects directly.
+    /// outside `only_from_peer`, and a banned client that connects directly.
     /// Hands the stream back when it may be served.
     pub(crate) fn screen_at_accept(
         &self,

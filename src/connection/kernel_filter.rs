@@ -10,7 +10,7 @@
 //! the process. Everyone else is served as before.
 //!
 //! The program names:
-//! - with [`only_from`](crate::NoResponseLayerBuilder::only_from) enforced,
+//! - with [`only_from_peer`](crate::NoResponseLayerBuilder::only_from_peer) enforced,
 //!   every peer outside its ranges and the trusted proxies, and nothing
 //!   else (the peers let in are edges, never refused here);
 //! - otherwise, the clients on the layer's ban list (an IPv4 address, or an
@@ -20,7 +20,7 @@
 //!   rule is enforced with a drop (not in dry-run, not answering with a
 //!   status).
 //!
-//! It never refuses a trusted proxy, an `only_from` peer, or an address
+//! It never refuses a trusted proxy, an `only_from_peer` peer, or an address
 //! that an allow before a deny lets through: those are checked first and
 //! kept, so a ban of an IPv6 /64 or a denied block that contains a proxy
 //! refuses everyone in it but the proxy. An IPv6 address kept is kept with
@@ -38,7 +38,7 @@
 //! prefixes of up to 64 bits are compared one after another, up to
 //! [`MAX_V6_PREFIXES`]. Up to 64 kept IPv4 ranges and 16 kept IPv6
 //! prefixes come on top; a refusal that overlaps a kept network beyond
-//! those is left to user space, and an `only_from` list beyond them is
+//! those is left to user space, and an `only_from_peer` list beyond them is
 //! enforced at accept alone. Denied networks go in first, then bans from the
 //! longest remaining. What does not fit, and longer IPv6 prefixes, is still
 //! refused by the layer as before, in user space; each refresh logs how many
@@ -159,9 +159,9 @@ pub struct Loaded {
     /// The program's length in instructions.
     pub instructions: usize,
     /// IPv4 ranges and IPv6 prefixes never refused: trusted proxies,
-    /// `only_from` peers, and the allows before a deny.
+    /// `only_from_peer` peers, and the allows before a deny.
     pub kept: usize,
-    /// Whether every peer outside the kept ones is refused (`only_from`).
+    /// Whether every peer outside the kept ones is refused (`only_from_peer`).
     pub only_from: bool,
 }
 
@@ -243,7 +243,7 @@ pub(crate) struct Blocklist {
     /// which may keep more, never less.
     keep_v4: Vec<(u32, u32)>,
     keep_v6: Vec<(u64, u64)>,
-    /// Refuse everything that is not kept (`only_from`).
+    /// Refuse everything that is not kept (`only_from_peer`).
     keep_only: bool,
     left_out: usize,
 }

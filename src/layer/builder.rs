@@ -10,12 +10,16 @@ use crate::rules::custom::{CustomRule, KeyedRule, LimitKey, RequestHead};
 use crate::rules::host::{HostRules, ServerNames};
 use crate::rules::ip::{IpAction, IpRules, IpSet, parse_cidrs};
 use crate::rules::path::PathRules;
-use crate::rules::policy::{Action, Policies};
+use crate::rules::patterns;
+use crate::rules::policy::{self, Action, Policies};
 use crate::rules::user_agent::UserAgentRules;
-use crate::rules::{CloseMode, DropReason, MAX_RULES, RuleSet};
+use crate::rules::{CloseMode, DropReason, MAX_RULES, RuleName, RuleSet};
 
-/// Configures a [`NoResponseLayer`]. Values are checked by
-/// [`build`](Self::build), which refuses the first bad one by name.
+/// Configures a [`NoResponseLayer`]. Each value is checked where it is
+/// given, and [`build`](Self::build) refuses the first bad one, in the order
+/// of the calls, by name. Every list has a singular call and a plural one
+/// that takes any iterator: `deny_ip` and `deny_ips`, `server_name` and
+/// `server_names`.
 ///
 /// ```
 /// use tower_no_response::{CloseMode, NoResponseLayer, RateLimit};
@@ -44,18 +48,19 @@ pub struct NoResponseLayerBuilder {
     drop_empty_user_agent: bool,
     ip_rules: Vec<(String, IpAction)>,
     trusted_proxies: Vec<String>,
-    only_from: Vec<String>,
+    only_from_peers: Vec<String>,
     real_ip_header: RealIpHeader,
     real_ip_non_recursive: bool,
     rate_limit: Option<RateLimit>,
-    shared_rate_limit: Option<SharedRateLimit>,
+    shared_rate_limit: Option<(u32, SharedRateLimit)>,
     deny_paths: Vec<String>,
     custom_rules: Vec<CustomRule>,
     keyed_limits: Vec<(KeyedRule, RateLimit)>,
-    /// Names checked at build, so a typo is an error, not a silent no-op.
-    dry_run_rules: Vec<String>,
+    /// Names checked at build, when every custom rule is known, so a typo
+    /// is an error, not a silent no-op; each with its call's number.
+    dry_run_rules: Vec<(u32, RuleName)>,
     dry_run_all: bool,
-    actions: Vec<(String, Action)>,
+    actions: Vec<(u32, RuleName, Action)>,
     ban_list: Option<BanList>,
     close_mode: CloseMode,
     header_timeout: Option<Duration>,
@@ -64,6 +69,13 @@ pub struct NoResponseLayerBuilder {
     body_timeout: Option<Duration>,
     /// Off by default, so that `Default` leaves the extension on.
     no_client_ip_extension: bool,
+    /// How many checked calls were made: each one's number orders errors.
+    calls: u32,
+    /// The first value refused where it was given, with its call's number.
+    refused: Option<(u32, BuildError)>,
+    /// The IP rule that matches every IPv4 (first) or IPv6 (second) client,
+    /// as it was written: any IP rule of that family after it is dead.
+    ip_catch_all: [Option<String>; 2],
 }
 
 /// nginx's default `keepalive_timeout`.
@@ -78,19 +90,23 @@ impl NoResponseLayerBuilder {
     /// as are a missing Host (`host_missing`) and an IP literal
     /// (`host_ip_literal`): the served names act as nginx's named servers, and
     /// everything else falls to a `default_server` that returns 444.
+    ///
+    /// A name takes no port: the Host's port is ignored, so
+    /// `example.com` serves `example.com:8080` too.
     pub fn server_name(mut self, name: impl Into<String>) -> Self {
-        self.server_names.push(name.into());
+        let name = name.into();
+        self.note(ServerNames::default().add(&name));
+        self.server_names.push(name);
         self
     }
 
     /// Serves each of `names`; see [`server_name`](Self::server_name).
-    pub fn server_names<I>(mut self, names: I) -> Self
+    pub fn server_names<I>(self, names: I) -> Self
     where
         I: IntoIterator,
         I::Item: Into<String>,
     {
-        self.server_names.extend(names.into_iter().map(Into::into));
-        self
+        names.into_iter().fold(self, Self::server_name)
     }
 
     /// Drops a request without a Host (rule `host_missing`), even when no
@@ -112,38 +128,38 @@ impl NoResponseLayerBuilder {
     /// like nginx's `~*`: case-insensitive unless the pattern starts with
     /// `(?-i)`. Patterns are [`regex`] syntax and match anywhere in the value.
     pub fn deny_user_agent(mut self, pattern: impl Into<String>) -> Self {
-        self.deny_user_agents.push(pattern.into());
+        let pattern = pattern.into();
+        self.note(patterns::check("deny_user_agent", &pattern));
+        self.deny_user_agents.push(pattern);
         self
     }
 
     /// Adds each of `patterns`; see [`deny_user_agent`](Self::deny_user_agent).
-    pub fn deny_user_agents<I>(mut self, patterns: I) -> Self
+    pub fn deny_user_agents<I>(self, patterns: I) -> Self
     where
         I: IntoIterator,
         I::Item: Into<String>,
     {
-        self.deny_user_agents
-            .extend(patterns.into_iter().map(Into::into));
-        self
+        patterns.into_iter().fold(self, Self::deny_user_agent)
     }
 
     /// Lets a User-Agent matching `pattern` through even when a deny pattern
     /// also matches it, as `~*python-requests 0;` does in nginx's
     /// `map $http_user_agent $bad_agent`.
     pub fn allow_user_agent(mut self, pattern: impl Into<String>) -> Self {
-        self.allow_user_agents.push(pattern.into());
+        let pattern = pattern.into();
+        self.note(patterns::check("allow_user_agent", &pattern));
+        self.allow_user_agents.push(pattern);
         self
     }
 
     /// Adds each of `patterns`; see [`allow_user_agent`](Self::allow_user_agent).
-    pub fn allow_user_agents<I>(mut self, patterns: I) -> Self
+    pub fn allow_user_agents<I>(self, patterns: I) -> Self
     where
         I: IntoIterator,
         I::Item: Into<String>,
     {
-        self.allow_user_agents
-            .extend(patterns.into_iter().map(Into::into));
-        self
+        patterns.into_iter().fold(self, Self::allow_user_agent)
     }
 
     /// Drops a request whose User-Agent is missing, empty or blank
@@ -156,18 +172,75 @@ impl NoResponseLayerBuilder {
 
     /// Appends an allow rule, as nginx `allow`: an address, a CIDR block or
     /// `all`. IP rules are checked in the order given and the first match
-    /// wins; a client that matches none is allowed.
-    pub fn allow_ip(mut self, cidr: impl Into<String>) -> Self {
-        self.ip_rules.push((cidr.into(), IpAction::Allow));
-        self
+    /// wins; a client that matches none is allowed. A rule after one that
+    /// matches every client of its family (`all`, `0.0.0.0/0`, `::/0`)
+    /// could never match, and is refused.
+    pub fn allow_ip(self, cidr: impl Into<String>) -> Self {
+        self.ip_rule("allow_ip", cidr.into(), IpAction::Allow)
+    }
+
+    /// Appends an allow rule for each of `cidrs`; see
+    /// [`allow_ip`](Self::allow_ip).
+    pub fn allow_ips<I>(self, cidrs: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        cidrs.into_iter().fold(self, Self::allow_ip)
     }
 
     /// Appends a deny rule (rule `ip_deny`), as nginx `deny`: an address, a
     /// CIDR block or `all`. `allow_ip(range)` for each trusted range followed
     /// by `deny_ip("all")` drops everyone else.
-    pub fn deny_ip(mut self, cidr: impl Into<String>) -> Self {
-        self.ip_rules.push((cidr.into(), IpAction::Deny));
+    pub fn deny_ip(self, cidr: impl Into<String>) -> Self {
+        self.ip_rule("deny_ip", cidr.into(), IpAction::Deny)
+    }
+
+    /// Appends a deny rule for each of `cidrs`; see
+    /// [`deny_ip`](Self::deny_ip).
+    pub fn deny_ips<I>(self, cidrs: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        cidrs.into_iter().fold(self, Self::deny_ip)
+    }
+
+    fn ip_rule(mut self, call: &'static str, cidr: String, action: IpAction) -> Self {
+        let checked = parse_cidrs(call, &cidr).and_then(|nets| self.reachable(call, &cidr, &nets));
+        self.note(checked);
+        self.ip_rules.push((cidr, action));
         self
+    }
+
+    /// Refuses an IP rule that an earlier catch-all always wins over, and
+    /// remembers a catch-all.
+    fn reachable(
+        &mut self,
+        call: &'static str,
+        value: &str,
+        nets: &[ipnet::IpNet],
+    ) -> Result<(), BuildError> {
+        let family = |net: &ipnet::IpNet| usize::from(matches!(net, ipnet::IpNet::V6(_)));
+        if let Some(earlier) = nets
+            .iter()
+            .map(|net| self.ip_catch_all[family(net)].as_ref())
+            .collect::<Option<Vec<_>>>()
+            .and_then(|earlier| earlier.first().copied().cloned())
+        {
+            return Err(BuildError::Unused {
+                call,
+                value: value.to_owned(),
+                reason: format!(
+                    "{earlier} before it matches every client first (IP rules are checked \
+                     in order and the first match wins); put this rule before it"
+                ),
+            });
+        }
+        for net in nets.iter().filter(|net| net.prefix_len() == 0) {
+            self.ip_catch_all[family(net)] = Some(format!("{call}({value:?})"));
+        }
+        Ok(())
     }
 
     /// Trusts `cidr` as a proxy, as nginx `set_real_ip_from`. When the peer
@@ -175,33 +248,31 @@ impl NoResponseLayerBuilder {
     /// [`real_ip_header`](Self::real_ip_header); headers from untrusted peers
     /// are ignored.
     pub fn trusted_proxy(mut self, cidr: impl Into<String>) -> Self {
-        self.trusted_proxies.push(cidr.into());
+        let cidr = cidr.into();
+        self.note(parse_cidrs("trusted_proxy", &cidr).map(drop));
+        self.trusted_proxies.push(cidr);
         self
     }
 
     /// Trusts each of `cidrs`; see [`trusted_proxy`](Self::trusted_proxy).
-    pub fn trusted_proxies<I>(mut self, cidrs: I) -> Self
+    pub fn trusted_proxies<I>(self, cidrs: I) -> Self
     where
         I: IntoIterator,
         I::Item: Into<String>,
     {
-        self.trusted_proxies
-            .extend(cidrs.into_iter().map(Into::into));
-        self
+        cidrs.into_iter().fold(self, Self::trusted_proxy)
     }
 
     /// Trusts every range in `list`: addresses or CIDR blocks separated by
     /// newlines or whitespace, `#` starting a comment. This is the format of
     /// the range lists CDNs publish, such as Cloudflare's `ips-v4` and
     /// `ips-v6`, so a current copy can be passed as downloaded.
-    pub fn trusted_proxy_list(mut self, list: &str) -> Self {
-        self.trusted_proxies.extend(
+    pub fn trusted_proxy_list(self, list: &str) -> Self {
+        self.trusted_proxies(
             list.lines()
                 .map(|line| line.split('#').next().unwrap_or(""))
-                .flat_map(str::split_whitespace)
-                .map(str::to_owned),
-        );
-        self
+                .flat_map(str::split_whitespace),
+        )
     }
 
     /// Trusts Cloudflare's edge ([`CLOUDFLARE_RANGES`], copied 2026-11-26)
@@ -223,7 +294,7 @@ impl NoResponseLayerBuilder {
     /// `deny all`, judged on the peer where it belongs.
     pub fn trust_cloudflare_only(self) -> Self {
         self.trust_cloudflare()
-            .only_from(CLOUDFLARE_RANGES.iter().copied())
+            .only_from_peers(CLOUDFLARE_RANGES.iter().copied())
     }
 
     /// Serves only connections whose TCP peer is inside `cidrs` (addresses,
@@ -239,13 +310,21 @@ impl NoResponseLayerBuilder {
     /// client behind trusted proxies: `allow_ip(edge).deny_ip("all")` would
     /// drop every visitor that comes through the edge. Peers in these
     /// ranges are never struck, banned or capped as clients. Calls add up.
-    pub fn only_from<I>(mut self, cidrs: I) -> Self
+    pub fn only_from_peer(mut self, cidr: impl Into<String>) -> Self {
+        let cidr = cidr.into();
+        self.note(parse_cidrs("only_from_peer", &cidr).map(drop));
+        self.only_from_peers.push(cidr);
+        self
+    }
+
+    /// Serves only peers inside any of `cidrs`; see
+    /// [`only_from_peer`](Self::only_from_peer).
+    pub fn only_from_peers<I>(self, cidrs: I) -> Self
     where
         I: IntoIterator,
         I::Item: Into<String>,
     {
-        self.only_from.extend(cidrs.into_iter().map(Into::into));
-        self
+        cidrs.into_iter().fold(self, Self::only_from_peer)
     }
 
     /// The header trusted proxies put the client in, as nginx
@@ -267,6 +346,7 @@ impl NoResponseLayerBuilder {
     /// Limits each client's request rate (rule `rate_limit`). Only requests
     /// that every other rule let through count.
     pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.note(limit.quota().map(drop));
         self.rate_limit = Some(limit);
         self
     }
@@ -306,6 +386,10 @@ impl NoResponseLayerBuilder {
     where
         F: Fn(&RequestHead<'_>) -> Option<LimitKey> + Send + Sync + 'static,
     {
+        let checked = self
+            .name_is_free("rate_limit_by", name)
+            .and_then(|()| limit.quota().map(drop));
+        self.note(checked);
         self.keyed_limits.push((
             KeyedRule {
                 name,
@@ -323,7 +407,8 @@ impl NoResponseLayerBuilder {
     ///
     /// [`build`](Self::build) refuses a shared limit without a rate limit.
     pub fn shared_rate_limit(mut self, shared: SharedRateLimit) -> Self {
-        self.shared_rate_limit = Some(shared);
+        let call = self.note(Ok(()));
+        self.shared_rate_limit = Some((call, shared));
         self
     }
 
@@ -336,18 +421,19 @@ impl NoResponseLayerBuilder {
     /// so an anchored pattern cannot be dodged with `//`, `/./` or `/x/../`.
     /// The query string is not judged.
     pub fn deny_path(mut self, pattern: impl Into<String>) -> Self {
-        self.deny_paths.push(pattern.into());
+        let pattern = pattern.into();
+        self.note(patterns::check("deny_path", &pattern));
+        self.deny_paths.push(pattern);
         self
     }
 
     /// Adds each of `patterns`; see [`deny_path`](Self::deny_path).
-    pub fn deny_paths<I>(mut self, patterns: I) -> Self
+    pub fn deny_paths<I>(self, patterns: I) -> Self
     where
         I: IntoIterator,
         I::Item: Into<String>,
     {
-        self.deny_paths.extend(patterns.into_iter().map(Into::into));
-        self
+        patterns.into_iter().fold(self, Self::deny_path)
     }
 
     /// Adds a rule named `name` that drops any request for which `predicate`
@@ -368,6 +454,8 @@ impl NoResponseLayerBuilder {
     where
         F: Fn(&RequestHead<'_>) -> bool + Send + Sync + 'static,
     {
+        let checked = self.name_is_free("custom_rule", name);
+        self.note(checked);
         self.custom_rules.push(CustomRule {
             name,
             predicate: Arc::new(predicate),
@@ -383,18 +471,38 @@ impl NoResponseLayerBuilder {
         self
     }
 
-    /// Puts one rule, by name, in dry-run; the others stay enforced.
-    pub fn dry_run_rule(mut self, rule: impl Into<String>) -> Self {
-        self.dry_run_rules.push(rule.into());
+    /// Puts one rule in dry-run; the others stay enforced. Name a built-in
+    /// rule by its [`DropReason`], a custom rule or keyed limit by its name
+    /// (see [`RuleName`]). A name no rule has, or a built-in rule that this
+    /// configuration never applies (`DropReason::Path` without any
+    /// `deny_path`), is refused by [`build`](Self::build).
+    pub fn dry_run_rule(mut self, rule: impl Into<RuleName>) -> Self {
+        let call = self.note(Ok(()));
+        self.dry_run_rules.push((call, rule.into()));
         self
     }
 
-    /// Sets what a rule, by name, does when it matches: [`Action::Drop`]
-    /// (444, the default) or [`Action::Respond`] with a 4xx status, such as
-    /// `429` for `rate_limit` (with `Retry-After`), as nginx's
-    /// `limit_req_status 429`.
-    pub fn rule_action(mut self, rule: impl Into<String>, action: Action) -> Self {
-        self.actions.push((rule.into(), action));
+    /// Sets what a rule does when it matches: [`Action::Drop`] (444, the
+    /// default) or [`Action::Respond`] with a 4xx status, such as `429` for
+    /// [`DropReason::RateLimited`] (with `Retry-After`), as nginx's
+    /// `limit_req_status 429`. The rule is named as for
+    /// [`dry_run_rule`](Self::dry_run_rule), and refused the same way.
+    ///
+    /// ```
+    /// use http::StatusCode;
+    /// use tower_no_response::rules::Action;
+    /// use tower_no_response::{DropReason, NoResponseLayer, RateLimit};
+    ///
+    /// let layer = NoResponseLayer::builder()
+    ///     .rate_limit(RateLimit::per_second(10).burst(20))
+    ///     .rule_action(DropReason::RateLimited, Action::Respond(StatusCode::TOO_MANY_REQUESTS))
+    ///     .build()?;
+    /// # Ok::<(), tower_no_response::BuildError>(())
+    /// ```
+    pub fn rule_action(mut self, rule: impl Into<RuleName>, action: Action) -> Self {
+        let rule = rule.into();
+        let call = self.note(policy::validate(rule.as_str(), action));
+        self.actions.push((call, rule, action));
         self
     }
 
@@ -496,7 +604,117 @@ impl NoResponseLayerBuilder {
         NoResponseLayer::new(self.compile()?)
     }
 
+    /// Numbers a call that takes a value, keeping its error if it is the
+    /// first: `build` reports errors in the order of the calls.
+    fn note(&mut self, checked: Result<(), BuildError>) -> u32 {
+        let call = self.calls;
+        self.calls = self.calls.saturating_add(1);
+        if let (Err(error), None) = (checked, &self.refused) {
+            self.refused = Some((call, error));
+        }
+        call
+    }
+
+    /// Whether `name` may name a new custom rule or keyed limit.
+    fn name_is_free(&self, call: &'static str, name: &'static str) -> Result<(), BuildError> {
+        let taken: Vec<&'static str> = self.rule_names().collect();
+        if DropReason::BUILTIN.len() + taken.len() >= MAX_RULES {
+            return Err(BuildError::RuleName {
+                call,
+                name: name.to_owned(),
+                reason: "a rule set holds at most 114 custom rules and keyed limits",
+            });
+        }
+        CustomRule::validate(call, name, &taken)
+    }
+
+    /// The custom rules' and keyed limits' names, in the order added.
+    fn rule_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.custom_rules
+            .iter()
+            .map(|r| r.name)
+            .chain(self.keyed_limits.iter().map(|(r, _)| r.name))
+    }
+
+    /// Which built-in rules this configuration can ever apply, in
+    /// [`DropReason::BUILTIN`] order.
+    fn builtin_in_force(&self) -> [bool; DropReason::BUILTIN.len()] {
+        let names = !self.server_names.is_empty();
+        let host = names || self.drop_missing_host || self.drop_ip_literal_host;
+        let limit = self.rate_limit.is_some();
+        DropReason::BUILTIN.map(|reason| match reason {
+            DropReason::PeerNotAllowed => !self.only_from_peers.is_empty(),
+            DropReason::HostMissing => names || self.drop_missing_host,
+            DropReason::HostIpLiteral => names || self.drop_ip_literal_host,
+            DropReason::HostUnknown => names,
+            DropReason::ClientIpUnknown => !self.ip_rules.is_empty() || limit,
+            DropReason::IpDenied => self.ip_rules.iter().any(|(_, a)| *a == IpAction::Deny),
+            DropReason::UserAgentDenied => !self.deny_user_agents.is_empty(),
+            DropReason::UserAgentEmpty => self.drop_empty_user_agent,
+            DropReason::Path => !self.deny_paths.is_empty(),
+            DropReason::RateLimited | DropReason::RateLimitFull => limit,
+            DropReason::RateLimitUnavailable => limit && self.shared_rate_limit.is_some(),
+            // host_invalid, host_mismatch
+            _ => host,
+        })
+    }
+
+    /// Refuses a setting for a built-in rule this configuration never
+    /// applies.
+    fn applies(
+        call: &'static str,
+        rule: &RuleName,
+        in_force: &[bool; DropReason::BUILTIN.len()],
+    ) -> Result<(), BuildError> {
+        let Some(reason) = DropReason::builtin(rule.as_str()) else {
+            return Ok(());
+        };
+        match reason.builtin_index() {
+            Some(i) if !in_force[i] => Err(BuildError::Unused {
+                call,
+                value: rule.to_string(),
+                reason: format!(
+                    "rule {reason} never matches: it applies only with {}",
+                    enabling_call(reason)
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     pub(crate) fn compile(self) -> Result<Config, BuildError> {
+        let named: Vec<&'static str> = self.rule_names().collect();
+        let in_force = self.builtin_in_force();
+        let mut policies = Policies::new(named.iter().copied());
+        if self.dry_run_all {
+            policies.dry_run_all();
+        }
+        // Settings that name rules are checked now that every rule is
+        // known; the first error in the order of the calls wins.
+        let mut refused: Vec<(u32, BuildError)> = self.refused.clone().into_iter().collect();
+        for (call, name) in &self.dry_run_rules {
+            let checked = policies
+                .dry_run("dry_run_rule", name.as_str())
+                .and_then(|()| Self::applies("dry_run_rule", name, &in_force));
+            refused.extend(checked.err().map(|e| (*call, e)));
+        }
+        for (call, name, action) in &self.actions {
+            let checked = policies
+                .set_action(name.as_str(), *action)
+                .and_then(|()| Self::applies("rule_action", name, &in_force));
+            refused.extend(checked.err().map(|e| (*call, e)));
+        }
+        if let (Some((call, _)), None) = (&self.shared_rate_limit, &self.rate_limit) {
+            refused.push((
+                *call,
+                BuildError::RateLimit {
+                    reason: "shared_rate_limit needs a rate_limit to share".into(),
+                },
+            ));
+        }
+        if let Some((_, error)) = refused.into_iter().min_by_key(|(call, _)| *call) {
+            return Err(error);
+        }
         let mut names = ServerNames::default();
         for name in &self.server_names {
             names.add(name)?;
@@ -515,44 +733,10 @@ impl NoResponseLayerBuilder {
             trusted.extend(parse_cidrs("trusted_proxy", value)?);
         }
         let mut only_from = IpSet::default();
-        for value in &self.only_from {
-            only_from.extend(parse_cidrs("only_from", value)?);
-        }
-        let named: Vec<&'static str> = self
-            .custom_rules
-            .iter()
-            .map(|r| r.name)
-            .chain(self.keyed_limits.iter().map(|(r, _)| r.name))
-            .collect();
-        if DropReason::BUILTIN.len() + named.len() > MAX_RULES {
-            return Err(BuildError::RuleName {
-                name: named[MAX_RULES - DropReason::BUILTIN.len()].to_owned(),
-                reason: "a rule set holds at most 114 custom rules and keyed limits",
-            });
-        }
-        for (i, name) in named.iter().enumerate() {
-            CustomRule::validate(name, &named[..i])?;
-        }
-        for (_, limit) in &self.keyed_limits {
-            limit.quota()?;
-        }
-        let mut policies = Policies::new(named.iter().copied());
-        if self.dry_run_all {
-            policies.dry_run_all();
-        }
-        for name in &self.dry_run_rules {
-            policies.dry_run("dry_run_rule", name)?;
-        }
-        for (name, action) in &self.actions {
-            policies.set_action(name, *action)?;
-        }
-        if self.shared_rate_limit.is_some() && self.rate_limit.is_none() {
-            return Err(BuildError::RateLimit {
-                reason: "shared_rate_limit needs a rate_limit to share".into(),
-            });
+        for value in &self.only_from_peers {
+            only_from.extend(parse_cidrs("only_from_peer", value)?);
         }
         if let Some(limit) = &self.rate_limit {
-            // Checked here, so a bad rate is named before the store.
             limit.quota()?;
         }
         let rules = RuleSet {
@@ -592,9 +776,29 @@ impl NoResponseLayerBuilder {
             keepalive_timeout: self.keepalive_timeout.unwrap_or(DEFAULT_KEEPALIVE_TIMEOUT),
             body_timeout: self.body_timeout,
             client_ip_extension: !self.no_client_ip_extension,
-            rate_limit: self.rate_limit.map(|limit| (limit, self.shared_rate_limit)),
+            rate_limit: self
+                .rate_limit
+                .map(|limit| (limit, self.shared_rate_limit.map(|(_, shared)| shared))),
             ban_list: self.ban_list,
         })
+    }
+}
+
+/// The builder call that turns a built-in rule on, for errors.
+fn enabling_call(reason: DropReason) -> &'static str {
+    match reason {
+        DropReason::PeerNotAllowed => "only_from_peer",
+        DropReason::HostMissing => "server_name or drop_missing_host",
+        DropReason::HostIpLiteral => "server_name or drop_ip_literal_host",
+        DropReason::HostUnknown => "server_name",
+        DropReason::ClientIpUnknown => "allow_ip, deny_ip or rate_limit",
+        DropReason::IpDenied => "deny_ip",
+        DropReason::UserAgentDenied => "deny_user_agent",
+        DropReason::UserAgentEmpty => "drop_empty_user_agent(true)",
+        DropReason::Path => "deny_path",
+        DropReason::RateLimited | DropReason::RateLimitFull => "rate_limit",
+        DropReason::RateLimitUnavailable => "rate_limit and shared_rate_limit",
+        _ => "server_name, drop_missing_host or drop_ip_literal_host",
     }
 }
 

@@ -141,7 +141,7 @@ impl Compiled {
         })
     }
 
-    /// Whether `ip` is banned. An edge (a trusted proxy, an `only_from`
+    /// Whether `ip` is banned. An edge (a trusted proxy, an `only_from_peer`
     /// peer) never is: its clients' drops are theirs, not its own.
     fn is_banned(&self, ip: IpAddr) -> bool {
         self.ban_list
@@ -261,7 +261,7 @@ impl NoResponseLayer {
 
     /// Why a connection from `peer` is refused before a byte is read, if
     /// it is, with the close mode, counted as the rule's drop: a peer
-    /// outside `only_from`, or a banned client that connects directly (an
+    /// outside `only_from_peer`, or a banned client that connects directly (an
     /// edge is never banned).
     #[cfg(any(feature = "server", feature = "axum", feature = "tonic"))]
     pub(crate) fn refusal_at_accept(&self, peer: IpAddr) -> Option<(DropReason, CloseMode)> {

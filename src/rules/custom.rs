@@ -134,8 +134,13 @@ impl fmt::Debug for CustomRule {
 impl CustomRule {
     /// Rule names end up in logs, metrics labels and configuration files,
     /// so they are plain identifiers and never shadow a built-in rule.
-    pub(crate) fn validate(name: &'static str, taken: &[&'static str]) -> Result<(), BuildError> {
+    pub(crate) fn validate(
+        call: &'static str,
+        name: &'static str,
+        taken: &[&'static str],
+    ) -> Result<(), BuildError> {
         let bad = |reason: &'static str| BuildError::RuleName {
+            call,
             name: name.to_owned(),
             reason,
         };

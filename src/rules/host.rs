@@ -95,6 +95,15 @@ impl ServerNames {
                     "an IP address is not a server name; use drop_ip_literal_host",
                 ));
             }
+            _ if base.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+            }) =>
+            {
+                return Err(bad(
+                    "a server name takes no port: the Host's port is ignored when comparing, \
+                     so give the name alone",
+                ));
+            }
             _ => {
                 return Err(bad(
                     "not a DNS name (letters, digits, `-`, `_` and non-empty dot-separated labels)",

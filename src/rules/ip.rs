@@ -33,8 +33,21 @@ pub(crate) fn parse_cidrs(rule: &'static str, value: &str) -> Result<Vec<IpNet>,
             "::/0".parse().expect("literal"),
         ]);
     }
-    let net = if trimmed.contains('/') {
-        let net: IpNet = trimmed.parse().map_err(|e| bad(format!("{e}")))?;
+    let net = if let Some((addr, len)) = trimmed.split_once('/') {
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| bad(format!("{addr:?} is not an IP address")))?;
+        let longest = if addr.is_ipv4() { 32 } else { 128 };
+        let len: u8 = len
+            .parse()
+            .ok()
+            .filter(|len| *len <= longest)
+            .ok_or_else(|| {
+                bad(format!(
+                    "the prefix length must be a number from 0 to {longest}, not {len:?}"
+                ))
+            })?;
+        let net = IpNet::new(addr, len).map_err(|e| bad(e.to_string()))?;
         if net.addr() != net.network() {
             return Err(bad(format!(
                 "host bits are set; the block is {}",

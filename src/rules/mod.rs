@@ -32,7 +32,7 @@
 //!
 //! | order | rule name | drops when |
 //! |---|---|---|
-//! | 0 | `peer_not_allowed` | `only_from` is set and the TCP peer is neither in it nor a trusted proxy |
+//! | 0 | `peer_not_allowed` | `only_from_peer` is set and the TCP peer is neither in it nor a trusted proxy |
 //! | 1 | `host_missing` | no host: no Host header (HTTP/1.1 needs one even with an absolute-form target), no `:authority` on HTTP/2, or an empty value |
 //! | 1 | `host_invalid` | two Host headers, or a value that is neither a DNS name nor an address |
 //! | 1 | `host_mismatch` | the target names a host (absolute form, or HTTP/2's `:authority`) and the Host header names another |
@@ -97,7 +97,7 @@
 //! Cloudflare's `ips-v4` and `ips-v6` files, or any provider's list, with
 //! `trusted_proxy_list(&text)`: one range per line, `#` comments allowed.
 //! To refuse anyone who reaches the origin around the CDN, use
-//! `trust_cloudflare_only()`, or `only_from(ranges)` for any provider: it
+//! `trust_cloudflare_only()`, or `only_from_peers(ranges)` for any provider: it
 //! judges the TCP peer. `allow_ip` and `deny_ip` judge the real client, so
 //! `allow_ip(edge).deny_ip("all")` would drop every visitor that comes
 //! through the edge.
@@ -111,14 +111,14 @@
 //!
 //! | part | identity |
 //! |---|---|
-//! | `only_from` (`peer_not_allowed`) | peer |
+//! | `only_from_peer` (`peer_not_allowed`) | peer |
 //! | host, User-Agent, path and custom rules | the request; custom rules see both in `RequestHead` (`peer`, `client_ip`) |
 //! | `allow_ip`, `deny_ip` (`ip_deny`) | client |
 //! | `rate_limit` (`rate_limit`, `rate_limit_full`) | client (IPv6 by its prefix) |
 //! | `rate_limit_by` | its key; strikes only when the key is the client's own address |
 //! | strikes and bans (`BanList`), in the layer | client, on every request, through any proxy |
 //! | bans at accept (serve loop, listener, tonic's incoming) | peer, when it is not an edge: a banned client that connects directly |
-//! | kernel filter | peer: `only_from`, bans and denies of direct clients; never an edge |
+//! | kernel filter | peer: `only_from_peer`, bans and denies of direct clients; never an edge |
 //! | `max_connections_per_client` | peer, when it is not an edge |
 //! | `max_connections_per_proxy` | peer, when it is an edge |
 //! | `AcceptRules::deny` (`accept_deny`) | peer |
@@ -128,7 +128,7 @@
 //! | the `ClientIp` extractor | client |
 //! | the 444 event and the access log | both: `client_ip` and `peer_addr` |
 //!
-//! An **edge** is a trusted proxy or a peer in `only_from`: it carries other
+//! An **edge** is a trusted proxy or a peer in `only_from_peer`: it carries other
 //! people's traffic, so it is never struck, banned, capped as a client or
 //! refused by the kernel filter, even when a ban of an IPv6 /64 or a denied
 //! block contains it. NAT is not an edge: many people behind one untrusted
@@ -222,7 +222,7 @@ pub(crate) mod custom;
 pub(crate) mod host;
 pub(crate) mod ip;
 pub(crate) mod path;
-mod patterns;
+pub(crate) mod patterns;
 pub(crate) mod policy;
 mod reason;
 pub(crate) mod user_agent;
@@ -237,7 +237,7 @@ use crate::parse::headers::HeaderScan;
 pub use client_ip::{CLOUDFLARE_RANGES, ClientIp, RealIpHeader};
 pub use custom::{LimitKey, RequestHead};
 pub use policy::{Action, CloseMode};
-pub use reason::DropReason;
+pub use reason::{DropReason, RuleName};
 
 use custom::{CustomRule, KeyedRule};
 use path::PathRules;
@@ -253,7 +253,7 @@ use user_agent::UserAgentRules;
 /// service made by the layer shares one behind an `Arc`.
 #[derive(Debug)]
 pub struct RuleSet {
-    /// The peers a connection may come from (`only_from`); empty for any.
+    /// The peers a connection may come from (`only_from_peer`); empty for any.
     pub(crate) only_from: ip::IpSet,
     pub(crate) host: HostRules,
     pub(crate) ip: IpRules,
@@ -273,13 +273,13 @@ pub struct RuleSet {
 /// with peers before a byte is read.
 #[derive(Debug, Default)]
 pub(crate) struct KernelSets {
-    /// Never refused, whatever else says so: trusted proxies, `only_from`
+    /// Never refused, whatever else says so: trusted proxies, `only_from_peer`
     /// peers, and the allows that come before a deny.
     pub(crate) keep: Vec<ipnet::IpNet>,
     /// Refused outright while the `ip_deny` rule drops: the client is the
     /// peer here, since proxies are kept.
     pub(crate) deny: Vec<ipnet::IpNet>,
-    /// Refuse every peer that is not kept: `only_from` is enforced.
+    /// Refuse every peer that is not kept: `only_from_peer` is enforced.
     pub(crate) keep_only: bool,
 }
 
@@ -527,7 +527,7 @@ impl RuleSet {
     }
 
     /// Whether `ip` is an edge: a trusted proxy, or a peer inside the
-    /// [`only_from`](crate::NoResponseLayerBuilder::only_from) ranges. An
+    /// [`only_from_peer`](crate::NoResponseLayerBuilder::only_from_peer) ranges. An
     /// edge carries other people's traffic, so it is never struck, banned,
     /// capped as a client, or refused by the kernel filter; the clients
     /// behind it are judged instead.
@@ -538,7 +538,7 @@ impl RuleSet {
     }
 
     /// Whether a connection from `peer` may be served at all: any peer when
-    /// no `only_from` range is set; otherwise one inside them, or a trusted
+    /// no `only_from_peer` range is set; otherwise one inside them, or a trusted
     /// proxy.
     #[must_use]
     pub fn peer_allowed(&self, peer: IpAddr) -> bool {
@@ -546,7 +546,7 @@ impl RuleSet {
     }
 
     /// Whether a connection from `peer` is refused before a byte is read:
-    /// it is outside `only_from` and the rule is enforced with a drop.
+    /// it is outside `only_from_peer` and the rule is enforced with a drop.
     #[cfg(any(feature = "server", feature = "axum", feature = "tonic"))]
     pub(crate) fn refuses_peer(&self, peer: IpAddr) -> bool {
         if self.peer_allowed(peer) {

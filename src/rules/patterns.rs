@@ -240,6 +240,22 @@ pub(crate) fn compile_matcher(
     }))
 }
 
+fn build(pattern: &str) -> Result<Regex, regex::Error> {
+    RegexBuilder::new(pattern).case_insensitive(true).build()
+}
+
+/// Whether `pattern` compiles, as [`compile`] will compile it; the error
+/// names the pattern and the call that gave it.
+pub(crate) fn check(rule: &'static str, pattern: &str) -> Result<(), BuildError> {
+    build(pattern)
+        .map(drop)
+        .map_err(|source| BuildError::Regex {
+            rule,
+            pattern: pattern.to_owned(),
+            source,
+        })
+}
+
 /// Compiles each pattern alone first so that an error names the one at fault,
 /// then all of them as one alternation: a request costs a single pass, and
 /// the regex engine turns literal alternatives into one fast prefilter.
@@ -253,13 +269,8 @@ pub(crate) fn compile(
     if patterns.is_empty() {
         return Ok(None);
     }
-    let build = |pattern: &str| RegexBuilder::new(pattern).case_insensitive(true).build();
     for p in patterns {
-        build(p).map_err(|source| BuildError::Regex {
-            rule,
-            pattern: p.clone(),
-            source,
-        })?;
+        check(rule, p)?;
     }
     let joined = patterns
         .iter()

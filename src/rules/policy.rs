@@ -98,13 +98,25 @@ impl Policies {
     }
 
     fn slot_of_name(&self, rule: &'static str, name: &str) -> Result<usize, BuildError> {
-        self.names
-            .iter()
-            .position(|n| *n == name)
-            .ok_or_else(|| BuildError::UnknownRule {
-                rule,
-                name: name.to_owned(),
-            })
+        if let Some(slot) = self.names.iter().position(|n| *n == name) {
+            return Ok(slot);
+        }
+        if let Some(reason) = DropReason::builtin(name) {
+            return Err(BuildError::Unused {
+                call: rule,
+                value: name.to_owned(),
+                reason: format!(
+                    "{reason} is decided by the connection side, before any rule runs, \
+                     and has no per-rule settings"
+                ),
+            });
+        }
+        Err(BuildError::UnknownRule {
+            rule,
+            name: name.to_owned(),
+            suggestion: super::reason::suggest(name, &self.names),
+            known: self.names.clone(),
+        })
     }
 
     /// Custom names are few, so a scan is cheaper than any map; it only

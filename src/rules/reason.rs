@@ -8,7 +8,7 @@ use std::fmt;
 #[non_exhaustive]
 pub enum DropReason {
     /// `peer_not_allowed`: the TCP peer is outside the
-    /// [`only_from`](crate::NoResponseLayerBuilder::only_from) ranges and is
+    /// [`only_from_peer`](crate::NoResponseLayerBuilder::only_from_peer) ranges and is
     /// not a trusted proxy: a client that reached the origin around the CDN
     /// or load balancer in front of it.
     PeerNotAllowed,
@@ -135,7 +135,7 @@ impl DropReason {
     /// Whether a drop by this rule is the client's own doing, and so counts
     /// as a strike toward a ban. A full limiter table, an unreachable store
     /// or an unknown peer say nothing about the client, and a peer outside
-    /// `only_from` is refused whatever it does.
+    /// `only_from_peer` is refused whatever it does.
     #[must_use]
     pub const fn strikes(self) -> bool {
         !matches!(
@@ -185,6 +185,144 @@ impl fmt::Display for DropReason {
     }
 }
 
+/// A rule, as a per-rule setting names it
+/// ([`rule_action`](crate::NoResponseLayerBuilder::rule_action),
+/// [`dry_run_rule`](crate::NoResponseLayerBuilder::dry_run_rule)): a
+/// built-in rule by its [`DropReason`], checked by the compiler, or any rule
+/// by its name, a custom rule's or a keyed limit's included, checked by
+/// [`build`](crate::NoResponseLayerBuilder::build).
+///
+/// ```
+/// use http::StatusCode;
+/// use tower_no_response::rules::Action;
+/// use tower_no_response::{DropReason, NoResponseLayer, RateLimit};
+///
+/// let layer = NoResponseLayer::builder()
+///     .rate_limit(RateLimit::per_second(10))
+///     .rule_action(DropReason::RateLimited, Action::Respond(StatusCode::TOO_MANY_REQUESTS))
+///     .custom_rule("trace_method", |head| head.method == http::Method::TRACE)
+///     .dry_run_rule("trace_method")
+///     .build()?;
+/// # Ok::<(), tower_no_response::BuildError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RuleName(std::borrow::Cow<'static, str>);
+
+impl RuleName {
+    /// The name, as events and counters show it.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<DropReason> for RuleName {
+    fn from(reason: DropReason) -> Self {
+        Self(std::borrow::Cow::Borrowed(reason.as_str()))
+    }
+}
+
+impl From<&str> for RuleName {
+    fn from(name: &str) -> Self {
+        Self(std::borrow::Cow::Owned(name.to_owned()))
+    }
+}
+
+impl From<String> for RuleName {
+    fn from(name: String) -> Self {
+        Self(std::borrow::Cow::Owned(name))
+    }
+}
+
+impl From<&String> for RuleName {
+    fn from(name: &String) -> Self {
+        Self::from(name.as_str())
+    }
+}
+
+impl fmt::Display for RuleName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Builder calls and variant names that people reach for when they mean a
+/// built-in rule, beside its own name.
+const ALIASES: [(&str, DropReason); 23] = [
+    ("only_from", DropReason::PeerNotAllowed),
+    ("only_from_peer", DropReason::PeerNotAllowed),
+    ("only_from_peers", DropReason::PeerNotAllowed),
+    ("drop_missing_host", DropReason::HostMissing),
+    ("drop_ip_literal_host", DropReason::HostIpLiteral),
+    ("server_name", DropReason::HostUnknown),
+    ("server_names", DropReason::HostUnknown),
+    ("deny_ip", DropReason::IpDenied),
+    ("deny_ips", DropReason::IpDenied),
+    ("allow_ip", DropReason::IpDenied),
+    ("allow_ips", DropReason::IpDenied),
+    ("ip_rule", DropReason::IpDenied),
+    ("deny_user_agent", DropReason::UserAgentDenied),
+    ("deny_user_agents", DropReason::UserAgentDenied),
+    ("allow_user_agent", DropReason::UserAgentDenied),
+    ("allow_user_agents", DropReason::UserAgentDenied),
+    ("drop_empty_user_agent", DropReason::UserAgentEmpty),
+    ("deny_path", DropReason::Path),
+    ("deny_paths", DropReason::Path),
+    ("path_denied", DropReason::Path),
+    ("rate_limit_exceeded", DropReason::RateLimited),
+    ("max_keys", DropReason::RateLimitFull),
+    ("shared_rate_limit", DropReason::RateLimitUnavailable),
+];
+
+/// Lowercase, without `_`, `-` or spaces: `IpDenied`, `ip_denied` and
+/// `ip-denied` are one spelling.
+fn squash(name: &str) -> String {
+    name.chars()
+        .filter(|c| !matches!(c, '_' | '-' | ' '))
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+/// The number of single-character edits between two short names.
+fn edits(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// The rule among `known` most likely meant by `name`: the one a builder
+/// call or a variant name stands for, or the closest by a few typos.
+pub(crate) fn suggest(name: &str, known: &[&'static str]) -> Option<&'static str> {
+    let wanted = squash(name);
+    let builtin = DropReason::BUILTIN.into_iter().find(|reason| {
+        squash(&format!("{reason:?}")) == wanted
+            || ALIASES
+                .iter()
+                .any(|(alias, r)| r == reason && squash(alias) == wanted)
+    });
+    if let Some(reason) = builtin.filter(|r| known.contains(&r.as_str())) {
+        return Some(reason.as_str());
+    }
+    let limit = wanted.chars().count().div_ceil(3).clamp(1, 3);
+    known
+        .iter()
+        .map(|k| (edits(&wanted, &squash(k)), *k))
+        .filter(|(distance, _)| *distance <= limit)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, k)| k)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +334,30 @@ mod tests {
             assert_eq!(DropReason::builtin(reason.as_str()), Some(reason));
         }
         assert_eq!(DropReason::Custom("x").builtin_index(), None);
+    }
+
+    #[test]
+    fn a_wrong_name_suggests_the_rule_meant() {
+        let known: Vec<&'static str> = DropReason::BUILTIN
+            .iter()
+            .map(|r| r.as_str())
+            .chain(["login"])
+            .collect();
+        let cases = [
+            ("deny_ip", Some("ip_deny")),
+            ("IpDenied", Some("ip_deny")),
+            ("ip_denied", Some("ip_deny")),
+            ("rate_limited", Some("rate_limit")),
+            ("user_agent_denied", Some("user_agent")),
+            ("deny_user_agent", Some("user_agent")),
+            ("pathz", Some("path")),
+            ("logni", Some("login")),
+            ("host-unknown", Some("host_unknown")),
+            ("something_else_entirely", None),
+        ];
+        for (name, meant) in cases {
+            assert_eq!(suggest(name, &known), meant, "{name}");
+        }
     }
 
     #[test]

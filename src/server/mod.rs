@@ -89,7 +89,7 @@
 //! | the same, `Http2Drop::ResetStreamInternalError` | as above | `RST_STREAM(INTERNAL_ERROR)` | the rule's name |
 //! | the same, `Http2Drop::CloseConnection` (Caddy's `abort`) | as above | the whole connection closes, every stream with it | the rule's name |
 //! | the peer matches `AcceptRules::deny` | closed before any byte is read: `(52)` / `(56)` | the same | `accept_deny` |
-//! | the peer is outside `only_from` | closed before any byte is read | the same | `peer_not_allowed` |
+//! | the peer is outside `only_from_peer` | closed before any byte is read | the same | `peer_not_allowed` |
 //! | the peer is banned | closed before any byte is read | the same | `banned` |
 //! | the client is banned while connected | its next request: no bytes, the connection closes | the whole connection closes | `banned` |
 //! | over `max_connections` or `max_connections_per_client` | closed before any byte is read | the same | `connection_limit` |
@@ -127,7 +127,7 @@
 //! one behind trusted proxies (see the rules' [Peer and
 //! client](crate::rules#peer-and-client) table). The layer refuses a banned
 //! client on every request, through any proxy; this loop refuses it at accept
-//! when it connects directly. An edge (a trusted proxy, an `only_from` peer)
+//! when it connects directly. An edge (a trusted proxy, an `only_from_peer` peer)
 //! is never struck, banned or refused at accept, even for a request whose
 //! real-IP header did not resolve: that would refuse every client behind it.
 //! A client banned behind a proxy loses only its own HTTP/2 stream; a banned
@@ -401,7 +401,7 @@ impl<S> Serve<S> {
     /// [`max_connections`](Self::max_connections). Unlimited by default.
     ///
     /// The address is the TCP peer, the only one known at accept. An edge
-    /// (a trusted proxy, an `only_from` peer) is not a client and is never
+    /// (a trusted proxy, an `only_from_peer` peer) is not a client and is never
     /// counted here: its pooled connections carry everyone behind it. Cap
     /// edges apart with [`max_connections_per_proxy`](Self::max_connections_per_proxy).
     /// nginx's `limit_conn addr` after `real_ip` counts the real client;
@@ -414,7 +414,7 @@ impl<S> Serve<S> {
     }
 
     /// At most `n` connections at once from one edge address (a trusted
-    /// proxy, an `only_from` peer); past it, refused at accept as for
+    /// proxy, an `only_from_peer` peer); past it, refused at accept as for
     /// [`max_connections`](Self::max_connections). Unlimited by default.
     pub fn max_connections_per_proxy(mut self, n: usize) -> Self {
         self.limits.per_proxy = Some(n);
