@@ -112,6 +112,7 @@ async fn dry_run_and_respond_events_say_what_was_done() {
     .assert_ok();
     let events = capture.take();
     assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["message"], "request would be dropped (dry-run)");
     assert_eq!(events[0]["action"], "would_drop");
     assert_eq!(events[0]["rule"], "user_agent");
     assert_eq!(events[0]["status"], "444");
@@ -123,6 +124,7 @@ async fn dry_run_and_respond_events_say_what_was_done() {
     assert!(out.text().starts_with("HTTP/1.1 403"), "{}", out.text());
     let events = capture.take();
     assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["message"], "answered request");
     assert_eq!(events[0]["action"], "respond");
     assert_eq!(events[0]["status"], "403");
     assert_eq!(events[0]["close"], "none");

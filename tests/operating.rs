@@ -13,7 +13,7 @@ use common::{Close, counting_router, exchange, get as get_req, request, seed_rul
 use http::{Method, StatusCode};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tower_no_response::{Action, NoResponseLayer, RateLimit};
+use tower_no_response::{Action, DropReason, NoResponseLayer, RateLimit};
 
 const UA: Option<&str> = Some("curl/8.5.0");
 
@@ -437,4 +437,45 @@ impl StrikeRequest {
             .body(axum::body::Body::empty())
             .unwrap()
     }
+}
+
+/// `stats()` lists the rules in force and no others, so a dashboard built
+/// from it shows what the rule set can do.
+#[test]
+fn stats_list_the_rules_in_force() {
+    let names = |layer: &tower_no_response::NoResponseLayer| -> Vec<&'static str> {
+        layer.stats().rules.iter().map(|r| r.rule).collect()
+    };
+    let bare = tower_no_response::NoResponseLayer::builder()
+        .deny_user_agent("masscan")
+        .build()
+        .unwrap();
+    assert_eq!(names(&bare), ["user_agent"]);
+    let seed = seed_rules()
+        .rate_limit(tower_no_response::RateLimit::per_second(10))
+        .custom_rule("trace_method", |h| h.method == http::Method::TRACE)
+        .build()
+        .unwrap();
+    assert_eq!(
+        names(&seed),
+        [
+            "host_missing",
+            "host_invalid",
+            "host_mismatch",
+            "host_ip_literal",
+            "host_unknown",
+            "client_ip_unknown",
+            "ip_deny",
+            "user_agent",
+            "user_agent_empty",
+            "rate_limit",
+            "rate_limit_full",
+            "trace_method",
+        ]
+    );
+    assert!(
+        seed.stats().rule(DropReason::Path).is_none(),
+        "no deny_path"
+    );
+    assert!(seed.stats().rule(DropReason::HostUnknown).is_some());
 }

@@ -7,23 +7,28 @@
 //!
 //! - **target:** `tower_no_response::drop` (see [`DROP_EVENT_TARGET`]);
 //! - **level:** `INFO`;
-//! - **message:** `dropped request`;
-//! - **fields**, always all present:
+//! - **message**, one per outcome: `dropped request` (444), `answered
+//!   request` (a rule's [`Action::Respond`](crate::rules::Action::Respond)
+//!   status, such as a 429), `request would be dropped (dry-run)` (the
+//!   request went through);
+//! - **fields**, always all present. `status` is recorded as an integer,
+//!   every other field as text (`tracing`'s `Display` values), `-` when
+//!   there is nothing to show:
 //!
-//! | field | value |
-//! |---|---|
-//! | `status` | `444` for a drop (and for a dry-run match: what it would have been), else the status answered |
-//! | `rule` | the [`DropReason`] name, e.g. `host_unknown` |
-//! | `action` | `drop`, `respond`, or `would_drop` for a rule in dry-run (the request went through) |
-//! | `client_ip` | the judged client IP, or `-` |
-//! | `peer_addr` | the TCP peer `ip:port`, or `-` |
-//! | `method` | the request method |
-//! | `host` | the host judged (Host header or URI authority), or `-` |
-//! | `uri` | the request target as received |
-//! | `version` | `HTTP/1.0`, `HTTP/1.1`, `HTTP/2.0` |
-//! | `referer` | the Referer header, or `-` |
-//! | `user_agent` | the first User-Agent, or `-` |
-//! | `close` | `fin`, `reset`, `stream` when only the HTTP/2 stream was reset, `body_error` when no connection handle was found, or `none` when the connection stays open |
+//! | field | type | value |
+//! |---|---|---|
+//! | `status` | `u64` | `444` for a drop (and for a dry-run match: what it would have been), else the status answered |
+//! | `rule` | text | the [`DropReason`] name, e.g. `host_unknown` |
+//! | `action` | text | `drop`, `respond`, or `would_drop` for a rule in dry-run |
+//! | `client_ip` | text | the judged client IP, or `-` |
+//! | `peer_addr` | text | the TCP peer `ip:port`, or `-` |
+//! | `method` | text | the request method, or `-` for a connection dropped before a request |
+//! | `host` | text | the host judged (Host header or URI authority), or `-` |
+//! | `uri` | text | the request target as received, or `-` |
+//! | `version` | text | `HTTP/1.0`, `HTTP/1.1`, `HTTP/2.0`, or `-` |
+//! | `referer` | text | the Referer header, or `-` |
+//! | `user_agent` | text | the first User-Agent, or `-` |
+//! | `close` | text | `fin`, `reset`, `stream` when only the HTTP/2 stream was reset, `body_error` when no connection handle was found, or `none` when the connection stays open |
 //!
 //! Header values are written as nginx writes them in its access log: bytes
 //! outside printable ASCII, `"` and `\` become `\xNN`, so a hostile value can
@@ -364,22 +369,32 @@ impl DropEvent<'_> {
         // A connection dropped before a request was read has `-` for every
         // request field.
         let request = self.request.as_ref();
-        tracing::info!(
-            target: "tower_no_response::drop",
-            status = handling.status(),
-            rule = %self.rule,
-            action = %handling.action(),
-            client_ip = %OrDash(self.client_ip),
-            peer_addr = %OrDash(self.peer_addr),
-            method = %OrDash(request.map(|r| r.method)),
-            host = %OrDash(request.map(RequestView::host)),
-            uri = %OrDash(request.map(|r| EscapedDisplay(r.uri))),
-            version = %OrDash(request.map(|r| VersionName(r.version))),
-            referer = %OrDash(request.map(|r| r.header(header::REFERER))),
-            user_agent = %OrDash(request.map(|r| r.header(header::USER_AGENT))),
-            close = %handling.close(),
-            "dropped request"
-        );
+        // One message per outcome; the fields are the same for each.
+        macro_rules! event {
+            ($message:literal) => {
+                tracing::info!(
+                    target: "tower_no_response::drop",
+                    status = handling.status(),
+                    rule = %self.rule,
+                    action = %handling.action(),
+                    client_ip = %OrDash(self.client_ip),
+                    peer_addr = %OrDash(self.peer_addr),
+                    method = %OrDash(request.map(|r| r.method)),
+                    host = %OrDash(request.map(RequestView::host)),
+                    uri = %OrDash(request.map(|r| EscapedDisplay(r.uri))),
+                    version = %OrDash(request.map(|r| VersionName(r.version))),
+                    referer = %OrDash(request.map(|r| r.header(header::REFERER))),
+                    user_agent = %OrDash(request.map(|r| r.header(header::USER_AGENT))),
+                    close = %handling.close(),
+                    $message
+                )
+            };
+        }
+        match handling {
+            Handling::Drop(_) => event!("dropped request"),
+            Handling::Respond(_) => event!("answered request"),
+            Handling::WouldDrop => event!("request would be dropped (dry-run)"),
+        }
     }
 }
 

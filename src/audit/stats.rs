@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use super::{Handling, export};
+use crate::rules::RuleName;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Counts for one rule.
@@ -26,15 +27,20 @@ pub struct RuleStats {
 pub struct Stats {
     /// Requests no enforced rule stopped.
     pub allowed: u64,
-    /// One entry per rule, built-in rules first, in evaluation order.
+    /// One entry per rule in force, built-in rules first, in evaluation
+    /// order, then custom rules and keyed limits in the order added. A
+    /// built-in rule that this configuration never applies (`path` without
+    /// any `deny_path`) is not listed.
     pub rules: Vec<RuleStats>,
 }
 
 impl Stats {
-    /// The counts of the rule with this name.
+    /// The counts of a rule in force: a built-in rule by its
+    /// [`DropReason`](crate::DropReason), any rule by its name.
     #[must_use]
-    pub fn rule(&self, name: &str) -> Option<&RuleStats> {
-        self.rules.iter().find(|r| r.rule == name)
+    pub fn rule(&self, rule: impl Into<RuleName>) -> Option<&RuleStats> {
+        let rule = rule.into();
+        self.rules.iter().find(|r| r.rule == rule.as_str())
     }
 }
 
@@ -58,6 +64,8 @@ impl Handling {
 #[derive(Debug)]
 pub(crate) struct Counters {
     cells: Vec<Arc<RuleCell>>,
+    /// Whether each slot's rule is in force, and so listed by `snapshot`.
+    listed: Vec<bool>,
     allowed: Arc<AllowedCell>,
 }
 
@@ -77,7 +85,11 @@ struct AllowedCell {
 impl Counters {
     /// Counters for `names`, in slot order, carrying over the cells of
     /// `previous` for every name they share.
-    pub(crate) fn new(names: &[&'static str], previous: Option<&Counters>) -> Self {
+    pub(crate) fn new(
+        names: &[&'static str],
+        listed: Vec<bool>,
+        previous: Option<&Counters>,
+    ) -> Self {
         let cells = names
             .iter()
             .map(|&rule| {
@@ -96,7 +108,11 @@ impl Counters {
             })
             .collect();
         let allowed = previous.map_or_else(Arc::default, |p| Arc::clone(&p.allowed));
-        Self { cells, allowed }
+        Self {
+            cells,
+            listed,
+            allowed,
+        }
     }
 
     pub(crate) fn allowed(&self) {
@@ -117,7 +133,9 @@ impl Counters {
             rules: self
                 .cells
                 .iter()
-                .map(|cell| {
+                .zip(&self.listed)
+                .filter(|(_, listed)| **listed)
+                .map(|(cell, _)| {
                     let [dropped, responded, would_drop] = &cell.counts;
                     RuleStats {
                         rule: cell.rule,

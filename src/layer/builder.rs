@@ -762,6 +762,7 @@ impl NoResponseLayerBuilder {
             rate_limited: self.rate_limit.is_some(),
             keyed: self.keyed_limits.iter().map(|(r, _)| r.clone()).collect(),
             policies,
+            in_force,
         };
         let keyed_limits = self
             .keyed_limits

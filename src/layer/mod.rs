@@ -122,7 +122,11 @@ impl Compiled {
                 limiter,
             });
         }
-        let counters = Counters::new(&config.rules.policies.names, previous.map(|p| &p.counters));
+        let rules = &config.rules;
+        let listed = (0..rules.policies.names.len())
+            .map(|slot| rules.in_force.get(slot).copied().unwrap_or(true))
+            .collect();
+        let counters = Counters::new(&rules.policies.names, listed, previous.map(|p| &p.counters));
         let ban_list = config
             .ban_list
             .or_else(|| previous.and_then(|p| p.ban_list.clone()));

@@ -267,6 +267,9 @@ pub struct RuleSet {
     /// per-client one.
     pub(crate) keyed: Vec<KeyedRule>,
     pub(crate) policies: Policies,
+    /// Which built-in rules this configuration can ever apply, in
+    /// [`DropReason::BUILTIN`] order.
+    pub(crate) in_force: [bool; DropReason::BUILTIN.len()],
 }
 
 /// What the rules let a filter below the application (the kernel's) do
