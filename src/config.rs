@@ -17,6 +17,8 @@
 //!     real_ip_header = "X-Forwarded-For"
 //!     close_mode = "fin"
 //!     dry_run_rules = ["path"]
+//!     header_timeout_secs = 10
+//!     body_timeout_secs = 10
 //!
 //!     [rate_limit]
 //!     per_second = 10
@@ -33,7 +35,8 @@
 //! wrong type is refused with the path of the field; one whose values are
 //! wrong (a bad CIDR, pattern or name) is refused naming the field and the
 //! value. [`NoResponseLayer::reload_config`] keeps the old rules when it
-//! refuses a document.
+//! refuses a document, and keeps what a document cannot hold (custom
+//! rules, keyed limits, the shared store) when it takes one.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -91,6 +94,14 @@ pub struct RuleConfig {
     /// [`rule_action`](NoResponseLayerBuilder::rule_action) by rule name:
     /// `"drop"` or a 4xx status such as `429`.
     pub actions: BTreeMap<String, ActionConfig>,
+    /// [`header_timeout`](NoResponseLayerBuilder::header_timeout), in
+    /// seconds (`0.5` is half a second).
+    pub header_timeout_secs: Option<f64>,
+    /// [`keepalive_timeout`](NoResponseLayerBuilder::keepalive_timeout), in
+    /// seconds.
+    pub keepalive_timeout_secs: Option<f64>,
+    /// [`body_timeout`](NoResponseLayerBuilder::body_timeout), in seconds.
+    pub body_timeout_secs: Option<f64>,
 }
 
 /// One ordered IP rule.
@@ -247,6 +258,34 @@ impl RuleConfig {
         if let Some(limit) = self.rate_limit {
             b = b.rate_limit(limit.into_rate_limit()?);
         }
+        for (field, secs, set) in [
+            (
+                "header_timeout_secs",
+                self.header_timeout_secs,
+                NoResponseLayerBuilder::header_timeout as fn(_, _) -> _,
+            ),
+            (
+                "keepalive_timeout_secs",
+                self.keepalive_timeout_secs,
+                NoResponseLayerBuilder::keepalive_timeout,
+            ),
+            (
+                "body_timeout_secs",
+                self.body_timeout_secs,
+                NoResponseLayerBuilder::body_timeout,
+            ),
+        ] {
+            if let Some(secs) = secs {
+                let timeout = Duration::try_from_secs_f64(secs)
+                    .ok()
+                    .filter(|t| !t.is_zero())
+                    .ok_or_else(|| ConfigError::Parse {
+                        field: field.to_owned(),
+                        message: format!("{secs} is not a positive number of seconds"),
+                    })?;
+                b = set(b, timeout);
+            }
+        }
         if let Some(mode) = self.close_mode {
             b = b.close_mode(match mode {
                 CloseModeConfig::Fin => CloseMode::Fin,
@@ -370,13 +409,34 @@ impl From<BuildError> for ConfigError {
 }
 
 impl NoResponseLayer {
-    /// [`reload`](Self::reload)s from a document. A document that is
-    /// refused leaves the rules in force untouched.
+    /// [`reload`](Self::reload)s from a document. The document's rules
+    /// replace the rules in force, and what a document cannot hold is kept
+    /// as the code set it: custom rules and keyed limits (which the
+    /// document's `actions` and `dry_run_rules` may name), the shared
+    /// store (when the document has a rate limit to share), the `ClientIp`
+    /// extension switch and the ban list, and each timeout the document
+    /// leaves out. A document that is refused leaves everything in force.
+    ///
+    /// To decide every part yourself, build from the document and add to
+    /// it, then [`reload`](Self::reload), which replaces everything:
+    ///
+    /// ```
+    /// use tower_no_response::NoResponseLayer;
+    /// use tower_no_response::config::RuleConfig;
+    ///
+    /// # fn run(layer: &NoResponseLayer) -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = RuleConfig::from_toml(r#"server_names = ["example.com"]"#)?;
+    /// let builder = config
+    ///     .into_builder()?
+    ///     .custom_rule("trace_method", |head| head.method == http::Method::TRACE);
+    /// layer.reload(builder)?;
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// As [`RuleConfig::build`].
     pub fn reload_config(&self, config: RuleConfig) -> Result<(), ConfigError> {
-        self.reload(config.into_builder()?)
+        self.reload_document(config.into_builder()?)
             .map_err(ConfigError::from)
     }
 }
@@ -420,6 +480,8 @@ mod tests {
             ("deny_paths = [\"(\"]", "deny_paths", "("),
             ("server_names = [\"a b\"]", "server_names", "a b"),
             ("dry_run_rules = [\"pathz\"]", "dry_run_rules", "pathz"),
+            ("header_timeout_secs = -1.0", "header_timeout_secs", "-1"),
+            ("body_timeout_secs = 0.0", "body_timeout_secs", "0"),
             ("actions = { rate_limit = 200 }", "actions", "rate_limit"),
             ("actions = { rate_limit = \"block\" }", "actions", "block"),
             (

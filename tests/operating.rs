@@ -348,6 +348,64 @@ async fn reload_from_documents() {
         .assert_ok();
 }
 
+/// A reload from a document replaces the rules and keeps what a document
+/// cannot hold: a custom rule (which the document's actions may name), a
+/// keyed limit, the timeouts it leaves out. `reload` with the document's
+/// builder replaces everything, as its docs say.
+#[cfg(feature = "serde")]
+#[tokio::test]
+async fn a_document_reload_keeps_what_the_code_set() {
+    use std::time::Duration;
+    use tower_no_response::LimitKey;
+    use tower_no_response::config::RuleConfig;
+
+    let trace = |method: &str| request(method, "/", Some("example.com"), UA, &[]);
+    let layer = NoResponseLayer::builder()
+        .server_name("example.com")
+        .custom_rule("trace_method", |head| head.method == Method::TRACE)
+        .rate_limit_by("api_key", RateLimit::per_second(100), |head| {
+            head.headers
+                .get("x-api-key")
+                .map(|k| LimitKey::bytes(k.as_bytes()))
+        })
+        .header_timeout(Duration::from_secs(5))
+        .body_timeout(Duration::from_secs(7))
+        .build()
+        .unwrap();
+    let (addr, _) = app(layer.clone()).await;
+    exchange(addr, &trace("TRACE"))
+        .await
+        .assert_dropped(Close::Fin);
+
+    let doc = r#"
+        server_names = ["example.com", "www.example.com"]
+        body_timeout_secs = 2.5
+        [actions]
+        trace_method = 403
+    "#;
+    layer
+        .reload_config(RuleConfig::from_toml(doc).unwrap())
+        .unwrap();
+    let out = exchange(addr, &trace("TRACE")).await;
+    assert!(out.text().starts_with("HTTP/1.1 403"), "{}", out.text());
+    exchange(addr, &get_req(Some("www.example.com"), UA))
+        .await
+        .assert_ok();
+    assert_eq!(layer.header_timeout(), Some(Duration::from_secs(5)));
+    assert_eq!(layer.body_timeout(), Some(Duration::from_millis(2500)));
+    let stats = layer.stats();
+    assert!(stats.rule("trace_method").is_some() && stats.rule("api_key").is_some());
+
+    // The explicit form decides every part: what it leaves out is gone.
+    let builder = RuleConfig::from_toml(r#"server_names = ["example.com"]"#)
+        .unwrap()
+        .into_builder()
+        .unwrap();
+    layer.reload(builder).unwrap();
+    exchange(addr, &trace("TRACE")).await.assert_ok();
+    assert_eq!(layer.header_timeout(), None);
+}
+
 /// A reload keeps what still applies. With the same rate limit, a client
 /// that used up its budget is still limited, the counters go on, and a ban
 /// stands; a reload that changes the rate starts every budget afresh.

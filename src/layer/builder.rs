@@ -604,6 +604,37 @@ impl NoResponseLayerBuilder {
         NoResponseLayer::new(self.compile()?)
     }
 
+    /// For a reload from a document: what a document cannot hold is
+    /// carried over from the configuration in force, so that reloading the
+    /// rules never removes what the code set. That is the custom rules and
+    /// keyed limits (added after the document's rules), the shared store
+    /// (when the document has a rate limit for it to keep), the `ClientIp`
+    /// extension switch, and each timeout the document leaves unset.
+    #[cfg(feature = "serde")]
+    pub(super) fn keep_code_parts(mut self, current: &super::Compiled) -> Self {
+        for rule in &current.rules.custom {
+            let checked = self.name_is_free("custom_rule", rule.name);
+            self.note(checked);
+            self.custom_rules.push(rule.clone());
+        }
+        for (rule, limiter) in current.rules.keyed.iter().zip(&current.keyed) {
+            let checked = self.name_is_free("rate_limit_by", rule.name);
+            self.note(checked);
+            self.keyed_limits.push((rule.clone(), limiter.limit));
+        }
+        if let (Some(_), None, Some(crate::limit::RateLimiter::Shared(shared))) =
+            (&self.rate_limit, &self.shared_rate_limit, &current.limiter)
+        {
+            let call = self.note(Ok(()));
+            self.shared_rate_limit = Some((call, shared.config().clone()));
+        }
+        self.header_timeout = self.header_timeout.or(current.header_timeout);
+        self.keepalive_timeout = self.keepalive_timeout.or(Some(current.keepalive_timeout));
+        self.body_timeout = self.body_timeout.or(current.body_timeout);
+        self.no_client_ip_extension = !current.client_ip_extension;
+        self
+    }
+
     /// Numbers a call that takes a value, keeping its error if it is the
     /// first: `build` reports errors in the order of the calls.
     fn note(&mut self, checked: Result<(), BuildError>) -> u32 {

@@ -319,6 +319,18 @@ impl NoResponseLayer {
         Ok(())
     }
 
+    /// [`reload`](Self::reload)s with `builder`, made from a document,
+    /// keeping what a document cannot hold; see
+    /// [`reload_config`](Self::reload_config).
+    #[cfg(feature = "serde")]
+    pub(crate) fn reload_document(
+        &self,
+        builder: NoResponseLayerBuilder,
+    ) -> Result<(), BuildError> {
+        let current = self.shared.current.load();
+        self.reload(builder.keep_code_parts(&current))
+    }
+
     /// The rules in force now.
     #[must_use]
     pub fn rules(&self) -> Arc<RuleSet> {

@@ -361,6 +361,11 @@ impl SharedLimiter {
         )
     }
 
+    /// The settings this limiter was built from.
+    pub(crate) fn config(&self) -> &SharedRateLimit {
+        &self.config
+    }
+
     /// Whether a reload to `limit` in `shared` may keep this limiter.
     pub(crate) fn serves(&self, limit: &RateLimit, shared: &SharedRateLimit) -> bool {
         self.limit == *limit && self.config.same_as(shared)
