@@ -121,6 +121,56 @@
 //! an HTTP/2 client sees its stream reset but may first receive a bare
 //! `:status 444` head.
 
+//! # Testing
+//!
+//! An app behind the layer can be tested without a socket, with tower's
+//! `oneshot`. A dropped request comes back as a response with status 444,
+//! a [`RequestDropped`] marker ([`RequestDropped::of`] reads it) and a body
+//! that fails when read; a server never sends it. The IP rules and the rate
+//! limit need a peer: give one with axum's `MockConnectInfo`, added **after**
+//! the layer so that it runs first, outside it.
+//!
+//! ```
+//! use std::net::SocketAddr;
+//! use axum::extract::connect_info::MockConnectInfo;
+//! use axum::{Router, body::Body, routing::get};
+//! use http::{Request, StatusCode};
+//! use tower::ServiceExt;
+//! use tower_no_response::{DropReason, NoResponseLayer, RequestDropped};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let layer = NoResponseLayer::builder()
+//!     .server_names(["example.com"])
+//!     .deny_ip("203.0.113.0/24")
+//!     .build()
+//!     .unwrap();
+//! let app = |peer: &str| {
+//!     Router::new()
+//!         .route("/", get(|| async { "ok" }))
+//!         .layer(layer.clone())
+//!         .layer(MockConnectInfo(peer.parse::<SocketAddr>().unwrap()))
+//! };
+//! let get = |host: &str| Request::get("/").header("host", host).body(Body::empty()).unwrap();
+//!
+//! let served = app("192.0.2.1:5000").oneshot(get("example.com")).await.unwrap();
+//! assert_eq!(served.status(), StatusCode::OK);
+//! assert!(RequestDropped::of(&served).is_none());
+//!
+//! let denied = app("203.0.113.9:5000").oneshot(get("example.com")).await.unwrap();
+//! assert_eq!(RequestDropped::of(&denied).map(|d| d.reason()), Some(DropReason::IpDenied));
+//!
+//! let scanner = app("192.0.2.1:5000").oneshot(get("192.0.2.80")).await.unwrap();
+//! assert_eq!(
+//!     RequestDropped::of(&scanner).map(|d| d.reason()),
+//!     Some(DropReason::HostIpLiteral)
+//! );
+//! # }
+//! ```
+//!
+//! For what a client sees on the wire (zero bytes, a FIN or an RST), serve
+//! the app on a loopback listener as in the first example.
+
 #![deny(missing_docs)]
 #![deny(missing_debug_implementations)]
 // One audited module sets a socket option no safe API offers:
