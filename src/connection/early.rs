@@ -41,14 +41,20 @@ pub(crate) fn judge_now(stream: TcpStream, peer: SocketAddr, layer: &NoResponseL
 /// Judges the first bytes a client sent, and closes the stream if a rule
 /// drops the request.
 fn judge_read(stream: TcpStream, read: &[u8], peer: SocketAddr, layer: &NoResponseLayer) -> Early {
-    match request_head(read).and_then(|head| layer.drop_early(&head, peer)) {
+    let Some(head) = request_head(read) else {
+        return Early::Undecided(stream, read.to_vec());
+    };
+    match layer.drop_early(&head, peer) {
         // A read that did not fill the buffer emptied the socket, so the
         // close alone sends the FIN; there is nothing to drain.
         Some(CloseMode::Fin) if read.len() < EARLY_READ => drop(stream),
         Some(mode) => {
             AbortableStream::new(stream).handle().abort(mode);
         }
-        None => return Early::Undecided(stream, read.to_vec()),
+        None => {
+            layer.passed_early();
+            return Early::Undecided(stream, read.to_vec());
+        }
     }
     Early::Done
 }

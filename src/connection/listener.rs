@@ -46,6 +46,16 @@ impl NoResponseLayer {
     /// That judges every path by the layer's rules: when the layer guards
     /// only part of the app (one nested router, say), serve with
     /// [`listener_without_early_judging`](Self::listener_without_early_judging).
+    ///
+    /// **Add the layer after the routes**, `Router::new().route(..).layer(layer)`:
+    /// axum's `Router::layer` wraps only the routes added before it. A
+    /// layer added first, `Router::new().layer(layer).route(..)`, wraps
+    /// none, yet this listener still drops a bad first request on each new
+    /// connection, so a test with curl looks right while every later
+    /// request on a kept-alive connection, and every HTTP/2 request, goes
+    /// unjudged. When the listener keeps letting first requests through
+    /// and the layer itself has judged none a second later, the layer logs
+    /// a warning saying so, once.
     #[must_use]
     pub fn listener(&self, listener: TcpListener) -> NoResponseListener {
         self.abortable_listener(listener, true)

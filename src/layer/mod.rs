@@ -65,7 +65,32 @@ struct Shared {
     connections: Arc<Registry>,
     /// The missing-listener error is logged once, not once per request.
     warned_no_connection: AtomicBool,
+    /// Whether the layer itself has judged a request yet.
+    judged: AtomicBool,
+    /// The first requests a listener judged at accept and let through,
+    /// to tell a layer that wraps none of the routes.
+    #[cfg(any(feature = "axum", feature = "server"))]
+    early: EarlyPasses,
 }
+
+/// First requests judged at accept and let through: when they keep coming
+/// and the layer itself still judges nothing, it wraps none of the routes.
+#[cfg(any(feature = "axum", feature = "server"))]
+#[derive(Debug, Default)]
+struct EarlyPasses {
+    count: std::sync::atomic::AtomicU32,
+    /// When the first was let through.
+    first: std::sync::OnceLock<std::time::Instant>,
+    warned: AtomicBool,
+}
+
+/// A layer that has judged nothing this long after a listener let a first
+/// request through, and this many of them, wraps none of the routes: a
+/// request let through reaches the layer within milliseconds otherwise.
+#[cfg(any(feature = "axum", feature = "server"))]
+const MISPLACED_AFTER: Duration = Duration::from_secs(1);
+#[cfg(any(feature = "axum", feature = "server"))]
+const MISPLACED_AFTER_PASSES: u32 = 8;
 
 /// The rules in force and the state that goes with them, swapped as one by
 /// a reload that hands on whatever still applies.
@@ -253,6 +278,9 @@ impl NoResponseLayer {
                 current: ArcSwap::from_pointee(Compiled::new(config, None)?),
                 connections: Arc::default(),
                 warned_no_connection: AtomicBool::new(false),
+                judged: AtomicBool::new(false),
+                #[cfg(any(feature = "axum", feature = "server"))]
+                early: EarlyPasses::default(),
             }),
         })
     }
@@ -477,6 +505,10 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         // This pins the request to the rules in force as it arrived.
         let current = self.current.load();
+        // A plain load on every request; the store happens once.
+        if !self.shared.judged.load(Ordering::Relaxed) {
+            self.shared.judged.store(true, Ordering::Relaxed);
+        }
         let peer = self.shared.connection_of(&request).0;
         let (judgement, strikes) = current.judge(&request, peer);
         record_would_drop(current, &request, &judgement, peer);
@@ -708,6 +740,40 @@ impl NoResponseLayer {
             true,
         );
         Some(mode)
+    }
+}
+
+impl NoResponseLayer {
+    /// Notes a first request that a listener judged at accept and let
+    /// through, and warns once when the layer itself keeps judging nothing:
+    /// the layer was added before the routes, so the first request on each
+    /// connection is judged at accept while every later one goes unjudged.
+    #[cfg(any(feature = "axum", feature = "server"))]
+    pub(crate) fn passed_early(&self) {
+        let shared = &self.shared;
+        let early = &shared.early;
+        let passes = early
+            .count
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        let first = *early.first.get_or_init(std::time::Instant::now);
+        if passes >= MISPLACED_AFTER_PASSES
+            && first.elapsed() >= MISPLACED_AFTER
+            && !shared.judged.load(Ordering::Relaxed)
+            && !early.warned.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                target: "tower_no_response",
+                passes,
+                "the layer's listener judged {passes} first requests at accept, but the layer \
+                 itself has judged no request: it wraps none of the routes, so every later \
+                 request on a kept-alive connection, and every HTTP/2 request, goes unjudged. \
+                 Add the layer after the routes, `Router::new().route(..).layer(layer)`, or \
+                 around the whole app; if it guards only part of the app, turn judging at \
+                 accept off: `layer.listener_without_early_judging(tcp)` under `axum::serve`, \
+                 `layer.serve(..).judge_early(false)` for the serve loop."
+            );
+        }
     }
 }
 

@@ -362,6 +362,7 @@ impl SharedLimiter {
     }
 
     /// The settings this limiter was built from.
+    #[cfg(feature = "serde")]
     pub(crate) fn config(&self) -> &SharedRateLimit {
         &self.config
     }
