@@ -90,9 +90,13 @@ struct Entry {
     banned_until: Option<Instant>,
 }
 
-/// The shared ban list; clones share it. Give one clone to the layer
-/// ([`NoResponseLayerBuilder::ban_list`](crate::NoResponseLayerBuilder::ban_list))
-/// to count strikes, and one to the serve loop to refuse banned clients.
+/// The shared ban list; clones share it. Give it to the layer
+/// ([`NoResponseLayerBuilder::ban_list`](crate::NoResponseLayerBuilder::ban_list)):
+/// the layer counts strikes and refuses banned clients on every request,
+/// and every connection side made from the layer (the layer's listener for
+/// `axum::serve`, the crate's serve loop, tonic's incoming stream, the
+/// kernel filter) refuses a banned client that connects directly before a
+/// byte is read. Keep a clone to read or change the list.
 #[derive(Clone)]
 pub struct BanList {
     inner: Arc<Inner>,

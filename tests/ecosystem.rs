@@ -280,3 +280,67 @@ async fn client_ip_is_an_extractor() {
     let text = String::from_utf8_lossy(&body);
     assert!(text.contains("NoResponseLayer"), "{text}");
 }
+
+/// tower_governor keyed by the client the layer judged: the `ClientIp`
+/// extension the layer puts in every allowed request, read by a five-line
+/// key extractor.
+#[derive(Clone)]
+struct JudgedClient;
+
+impl tower_governor::key_extractor::KeyExtractor for JudgedClient {
+    type Key = std::net::IpAddr;
+
+    fn extract<T>(&self, request: &Request<T>) -> Result<Self::Key, tower_governor::GovernorError> {
+        request
+            .extensions()
+            .get::<ClientIp>()
+            .map(|client| client.0)
+            .ok_or(tower_governor::GovernorError::UnableToExtractKey)
+    }
+}
+
+/// Inside the layer, governor keyed by `ClientIp` limits each visitor
+/// behind a trusted proxy on its own: one visitor over its budget gets a
+/// 429 while another, on the same proxy, is served; the layer's own rules
+/// still drop with zero bytes.
+#[tokio::test]
+async fn governor_inside_the_layer_limits_each_client_behind_a_proxy() {
+    let config = GovernorConfigBuilder::default()
+        .per_second(60)
+        .burst_size(2)
+        .key_extractor(JudgedClient)
+        .finish()
+        .unwrap();
+    let layer = NoResponseLayer::builder()
+        .server_name("example.com")
+        .trusted_proxy("127.0.0.1")
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(GovernorLayer::new(Arc::new(config)))
+        .layer(layer.clone());
+    let addr = serve_layered(app, &layer).await;
+    let from = |client: &str| {
+        common::request(
+            "GET",
+            "/",
+            Some("example.com"),
+            UA,
+            &[("X-Forwarded-For", client)],
+        )
+    };
+    for _ in 0..2 {
+        exchange(addr, &from("192.0.2.1")).await.assert_ok();
+    }
+    let limited = exchange(addr, &from("192.0.2.1")).await;
+    assert!(
+        limited.text().starts_with("HTTP/1.1 429"),
+        "{}",
+        limited.text()
+    );
+    exchange(addr, &from("192.0.2.2")).await.assert_ok();
+    exchange(addr, &get_req(Some("evil.com"), UA))
+        .await
+        .assert_dropped(Close::Fin);
+}

@@ -126,7 +126,8 @@ impl NoResponseLayerBuilder {
 
     /// Drops a request whose User-Agent matches `pattern` (rule `user_agent`),
     /// like nginx's `~*`: case-insensitive unless the pattern starts with
-    /// `(?-i)`. Patterns are [`regex`] syntax and match anywhere in the value.
+    /// `(?-i)`. Patterns are [`regex` syntax](https://docs.rs/regex/latest/regex/#syntax)
+    /// and match anywhere in the value.
     pub fn deny_user_agent(mut self, pattern: impl Into<String>) -> Self {
         let pattern = pattern.into();
         self.note(patterns::check("deny_user_agent", &pattern));
@@ -506,9 +507,11 @@ impl NoResponseLayerBuilder {
         self
     }
 
-    /// Counts every drop of a directly connected client as a strike on
-    /// `list`; the serve loop refuses banned clients at accept (see
-    /// [`ban`](crate::ban)).
+    /// Counts each drop that is the client's doing as a strike against the
+    /// judged client (the real client behind trusted proxies) on `list`.
+    /// A banned client is dropped as `banned` on every request, and refused
+    /// at accept by every connection side made from this layer when it
+    /// connects directly (see [`ban`](crate::ban)).
     pub fn ban_list(mut self, list: BanList) -> Self {
         self.ban_list = Some(list);
         self

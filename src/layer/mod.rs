@@ -46,7 +46,7 @@ use crate::rules::{
 use registry::{Found, Registry};
 use request_body::BodyWatch;
 
-/// A [`Layer`] that drops unwanted requests the way nginx's `return 444` does:
+/// A tower [`Layer`](tower_layer::Layer) that drops unwanted requests the way nginx's `return 444` does:
 /// the inner service is never called and the connection closes without a
 /// byte of response.
 ///
