@@ -94,12 +94,12 @@ fn bench_decide(c: &mut Criterion) {
     for (name, request, peer) in &cases {
         let expect_drop = name.starts_with("drop");
         assert_eq!(
-            layer.judge(request, Some(*peer)).stop().is_some(),
+            layer.judge_and_spend(request, Some(*peer)).stop().is_some(),
             expect_drop,
             "{name}"
         );
         g.bench_function(*name, |b| {
-            b.iter(|| layer.judge(black_box(request), black_box(Some(*peer))))
+            b.iter(|| layer.judge_and_spend(black_box(request), black_box(Some(*peer))))
         });
     }
     // The pure judgement alone, without the rate limiter's state.

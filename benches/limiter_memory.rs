@@ -58,7 +58,7 @@ fn flood(limit: RateLimit) -> (isize, isize, u32) {
     let mut drops = 0;
     for i in 0..CLIENTS {
         let ip = IpAddr::V4(Ipv4Addr::from(0x0B00_0000 + i));
-        let decision = layer.judge(&request, Some(SocketAddr::new(ip, 40_000)));
+        let decision = layer.judge_and_spend(&request, Some(SocketAddr::new(ip, 40_000)));
         drops += u32::from(decision.stop().is_some());
     }
     let peak = PEAK.load(Ordering::Relaxed) - base;
@@ -104,7 +104,7 @@ fn crowd_out(address: fn(u32) -> IpAddr) -> (u32, u32, isize) {
         .rate_limit(RateLimit::per_minute(1))
         .build()
         .unwrap();
-    let judge = |ip: IpAddr| layer.judge(&request, Some(SocketAddr::new(ip, 40_000)));
+    let judge = |ip: IpAddr| layer.judge_and_spend(&request, Some(SocketAddr::new(ip, 40_000)));
     for i in 0..CLIENTS {
         let _ = judge(address(i));
     }

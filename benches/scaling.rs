@@ -55,9 +55,9 @@ fn scaling_group(
     for &n in sizes {
         let layer = build(n).build().unwrap();
         let req = request();
-        assert_eq!(layer.judge(&req, Some(CLIENT)).stop(), None);
+        assert_eq!(layer.judge_and_spend(&req, Some(CLIENT)).stop(), None);
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
-            b.iter(|| layer.judge(black_box(&req), black_box(Some(CLIENT))))
+            b.iter(|| layer.judge_and_spend(black_box(&req), black_box(Some(CLIENT))))
         });
     }
     g.finish();
@@ -92,12 +92,12 @@ fn limiter_scaling(c: &mut Criterion) {
         let req = request();
         for i in 0..n {
             let peer = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0x0B00_0000 + i)), 1);
-            let _ = layer.judge(&req, Some(peer));
+            let _ = layer.judge_and_spend(&req, Some(peer));
         }
         assert_eq!(layer.rate_limited_clients(), Some(n as usize));
         let known = SocketAddr::new(IpAddr::V4(Ipv4Addr::from(0x0B00_0000)), 1);
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
-            b.iter(|| layer.judge(black_box(&req), black_box(Some(known))))
+            b.iter(|| layer.judge_and_spend(black_box(&req), black_box(Some(known))))
         });
     }
     g.finish();
@@ -109,9 +109,9 @@ fn combined(c: &mut Criterion) {
         .build()
         .unwrap();
     let req = request();
-    assert_eq!(layer.judge(&req, Some(CLIENT)).stop(), None);
+    assert_eq!(layer.judge_and_spend(&req, Some(CLIENT)).stop(), None);
     c.bench_function("decide/1m_cidrs_1k_user_agents", |b| {
-        b.iter(|| layer.judge(black_box(&req), black_box(Some(CLIENT))))
+        b.iter(|| layer.judge_and_spend(black_box(&req), black_box(Some(CLIENT))))
     });
 }
 

@@ -165,7 +165,7 @@ where
 #[inline(never)]
 fn measure_decisions(layer: &NoResponseLayer, request: &Request<Body>, n: u64) {
     for _ in 0..n {
-        let judgement = layer.judge(request, Some(PEER));
+        let judgement = layer.judge_and_spend(request, Some(PEER));
         assert!(judgement.stop().is_none());
     }
 }
@@ -212,7 +212,7 @@ fn main() -> ExitCode {
                 browser_request()
             };
             let _entered = runtime.enter();
-            let _warm_up = layer.judge(&request, Some(PEER));
+            let _warm_up = layer.judge_and_spend(&request, Some(PEER));
             measure_decisions(&layer, &request, n);
         }
         "with" => {

@@ -83,9 +83,10 @@ use axum::Router;
 use axum::body::Body;
 use http::StatusCode;
 use tower_no_response::audit::DROP_EVENT_TARGET;
+use tower_no_response::connection::CloseMode;
+use tower_no_response::rules::{Action, RealIpHeader};
 use tower_no_response::{
-    Action, CloseMode, DropReason, NoResponseBody, NoResponseLayer, NoResponseLayerBuilder,
-    RateLimit, RealIpHeader,
+    DropReason, NoResponseBody, NoResponseLayer, NoResponseLayerBuilder, RateLimit,
 };
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::prelude::*;
@@ -285,7 +286,7 @@ fn parse_args() -> Result<Args, String> {
 /// strike on the ban list, as fail2ban counts failed logins: with
 /// `--ban-after N`, N failures within a minute ban the client.
 async fn login(
-    axum::extract::State(bans): axum::extract::State<Option<tower_no_response::BanList>>,
+    axum::extract::State(bans): axum::extract::State<Option<tower_no_response::ban::BanList>>,
     tower_no_response::ClientIp(ip): tower_no_response::ClientIp,
     axum::extract::Query(params): axum::extract::Query<Vec<(String, String)>>,
 ) -> (StatusCode, &'static str) {
@@ -378,8 +379,8 @@ fn nginx_rules(args: &Args) -> Result<NoResponseLayerBuilder, String> {
         None => rules,
     };
     let rules = match args.ban_after {
-        Some(strikes) => rules.ban_list(tower_no_response::BanList::new(
-            tower_no_response::BanPolicy::new(
+        Some(strikes) => rules.ban_list(tower_no_response::ban::BanList::new(
+            tower_no_response::ban::BanPolicy::new(
                 strikes,
                 std::time::Duration::from_secs(60),
                 args.ban_for,
@@ -445,7 +446,7 @@ fn redis_store(args: &Args) -> Result<tower_no_response::redis::RedisStore, Stri
 /// Bans made here reach every instance sharing the store, and theirs reach
 /// this one.
 #[cfg(feature = "redis")]
-fn share_bans(args: &Args, bans: &tower_no_response::BanList) -> Result<(), String> {
+fn share_bans(args: &Args, bans: &tower_no_response::ban::BanList) -> Result<(), String> {
     if args.redis.is_none() && args.redis_cluster.is_none() {
         return Ok(());
     }

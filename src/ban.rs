@@ -11,12 +11,14 @@
 //! list holds: it carries everyone behind it.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+
+use crate::rules::client_ip::Ipv6Prefix;
 
 /// When a client is banned, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,7 +106,7 @@ pub struct BanList {
 
 struct Inner {
     policy: BanPolicy,
-    v6_mask: u128,
+    prefix: Ipv6Prefix,
     /// Read on every request and every accept; hashed like the rate
     /// limiter's table, with foldhash seeded at random.
     entries: DashMap<IpAddr, Entry, foldhash::quality::RandomState>,
@@ -154,9 +156,7 @@ impl BanList {
         Self {
             inner: Arc::new(Inner {
                 policy,
-                v6_mask: u128::MAX
-                    .checked_shl(128 - u32::from(policy.ipv6_prefix))
-                    .unwrap_or(0),
+                prefix: Ipv6Prefix::new(policy.ipv6_prefix),
                 entries: DashMap::with_hasher(foldhash::quality::RandomState::default()),
                 last_sweep_ms: AtomicU64::new(0),
                 sweeps: AtomicU64::new(0),
@@ -170,10 +170,7 @@ impl BanList {
     /// The entry `ip` is tracked under: its canonical form, and for IPv6
     /// its prefix.
     fn key(&self, ip: IpAddr) -> IpAddr {
-        match ip.to_canonical() {
-            IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & self.inner.v6_mask)),
-            v4 => v4,
-        }
+        self.inner.prefix.client(ip.to_canonical())
     }
 
     /// Makes room for one more entry when the table is full: a sweep at

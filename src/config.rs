@@ -45,8 +45,8 @@ use std::time::Duration;
 use http::StatusCode;
 use serde::Deserialize;
 
+use crate::RateLimit;
 use crate::error::BuildError;
-use crate::limit::RateLimit;
 use crate::rules::{Action, CloseMode, RealIpHeader};
 use crate::{NoResponseLayer, NoResponseLayerBuilder};
 

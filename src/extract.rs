@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use http::{StatusCode, request::Parts};
 use std::fmt;
 
-use crate::rules::ClientIp;
+use crate::ClientIp;
 
 /// The client the layer judged, for handlers behind it:
 ///

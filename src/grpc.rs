@@ -52,8 +52,8 @@ impl NoResponseLayer {
     /// This layer, for `tonic::transport::Server::builder().layer(...)`:
     /// dropped calls reset only their own stream. See [`grpc`](crate::grpc).
     #[must_use]
-    pub fn grpc(&self) -> GrpcLayer {
-        GrpcLayer {
+    pub fn grpc(&self) -> NoResponseGrpcLayer {
+        NoResponseGrpcLayer {
             layer: self.clone(),
         }
     }
@@ -72,11 +72,11 @@ impl NoResponseLayer {
 
 /// The layer made by [`NoResponseLayer::grpc`].
 #[derive(Clone, Debug)]
-pub struct GrpcLayer {
+pub struct NoResponseGrpcLayer {
     layer: NoResponseLayer,
 }
 
-impl<S> Layer<S> for GrpcLayer {
+impl<S> Layer<S> for NoResponseGrpcLayer {
     type Service = NoResponseGrpc<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
@@ -86,7 +86,7 @@ impl<S> Layer<S> for GrpcLayer {
     }
 }
 
-/// The service made by [`GrpcLayer`]: [`NoResponse`] whose drops reach
+/// The service made by [`NoResponseGrpcLayer`]: [`NoResponse`] whose drops reach
 /// tonic as errors that reset the call's stream.
 #[derive(Clone, Debug)]
 pub struct NoResponseGrpc<S> {

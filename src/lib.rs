@@ -52,9 +52,9 @@
 //!
 //! - the parsers (private): what a request says about its host and its
 //!   client, read from bytes without allocating;
-//! - [`rules`]: the judgement. A [`RuleSet`], compiled once and immutable,
-//!   judges a request head and its peer with [`RuleSet::judge`] and returns
-//!   a [`Judgement`]: pass, stop with a rule and its action, or ask the rate
+//! - [`rules`]: the judgement. A [`RuleSet`](rules::RuleSet), compiled once and immutable,
+//!   judges a request head and its peer with [`RuleSet::judge`](rules::RuleSet::judge) and returns
+//!   a [`Judgement`](rules::Judgement): pass, stop with a rule and its action, or ask the rate
 //!   limiter, plus the rules in dry-run that matched. It is pure: no clock,
 //!   runtime, logging or state;
 //! - [`limit`], [`ban`] and [`audit`]: the runtime state beside the rules
@@ -63,12 +63,12 @@
 //!   counters and metrics, nginx's access-log line);
 //! - the layer, [`NoResponseLayer`]: the tower `Layer`, `Service` and
 //!   `ResponseFuture`, which judges each request, keeps the state, counts
-//!   and logs, and trips the connection's [`ConnectionHandle`] on a drop;
+//!   and logs, and trips the connection's [`ConnectionHandle`](connection::ConnectionHandle) on a drop;
 //! - [`connection`]: how a drop reaches the socket. The connection side is
 //!   made from the layer and shares its state: [`NoResponseLayer::listener`]
 //!   for `axum::serve`, and `NoResponseLayer::incoming` for tonic. The
-//!   [`AbortableStream`] refuses every write once its handle is tripped and
-//!   closes with the layer's [`CloseMode`]. On Linux,
+//!   [`AbortableStream`](connection::AbortableStream) refuses every write once its handle is tripped and
+//!   closes with the layer's [`CloseMode`](connection::CloseMode). On Linux,
 //!   [`NoResponseLayer::kernel_filter`] refuses banned and denied clients in
 //!   the kernel, before their handshake, and
 //!   [`connection::set_defer_accept`] holds connections until their request
@@ -197,24 +197,18 @@ pub mod rules;
 #[cfg(feature = "server")]
 pub mod server;
 
-pub use audit::{RuleStats, Stats};
-pub use ban::{Ban, BanList, BanPolicy};
-#[cfg(feature = "axum")]
-pub use connection::NoResponseListener;
-pub use connection::{
-    AbortableStream, CloseMode, ConnectionHandle, ConnectionInfo, RequestDropped,
-};
+// The core names live at the root; everything else has one home, in its
+// module.
 pub use error::{BoxError, BuildError};
 #[cfg(feature = "axum")]
 pub use extract::ClientIpRejection;
 pub use layer::{
-    NoResponse, NoResponseBody, NoResponseLayer, NoResponseLayerBuilder, ResponseFuture, TimedBody,
+    NoResponse, NoResponseBody, NoResponseLayer, NoResponseLayerBuilder, RequestDropped,
+    ResponseFuture, TimedBody,
 };
-pub use limit::RateLimit;
-pub use rules::{
-    Action, ClientIp, DropReason, DryRunHits, Judgement, LimitKey, RealIpHeader, RequestHead,
-    RuleSet, Stop, Verdict,
-};
+pub use limit::rate::RateLimit;
+pub use rules::client_ip::ClientIp;
+pub use rules::reason::DropReason;
 
 /// The README's Rust examples, compiled as doctests so they cannot rot.
 #[cfg(doctest)]

@@ -60,7 +60,7 @@ async fn drops_are_logged_in_combined_format_and_match_fail2ban() {
         .dry_run_rule("user_agent")
         .rule_action(
             "host_ip_literal",
-            tower_no_response::Action::Respond(http::StatusCode::BAD_REQUEST),
+            tower_no_response::rules::Action::Respond(http::StatusCode::BAD_REQUEST),
         )
         .build()
         .unwrap();

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use common::{Close, exchange, get, request, seed_rules, spawn_app};
+use tower_no_response::NoResponseLayer;
 use tower_no_response::audit::DROP_EVENT_TARGET;
-use tower_no_response::{CloseMode, NoResponseLayer};
+use tower_no_response::connection::CloseMode;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 
@@ -93,7 +94,7 @@ async fn dry_run_and_respond_events_say_what_was_done() {
         .dry_run_rule("user_agent")
         .rule_action(
             "host_unknown",
-            tower_no_response::Action::Respond(http::StatusCode::FORBIDDEN),
+            tower_no_response::rules::Action::Respond(http::StatusCode::FORBIDDEN),
         )
         .build()
         .unwrap();

@@ -294,10 +294,10 @@ fn trust_cloudflare_only_trusts_and_only_serves_cloudflare() {
         .header("cf-connecting-ip", "198.51.100.4")
         .body(())
         .unwrap();
-    let through = layer.judge(&request, Some(SocketAddr::new(edge, 443)));
+    let through = layer.judge_and_spend(&request, Some(SocketAddr::new(edge, 443)));
     assert_eq!(through.client_ip, Some("198.51.100.4".parse().unwrap()));
     assert_eq!(through.stop(), None);
-    let around = layer.judge(&request, Some(SocketAddr::new(origin_bypass, 443)));
+    let around = layer.judge_and_spend(&request, Some(SocketAddr::new(origin_bypass, 443)));
     assert_eq!(
         around.stop().map(|s| s.rule.as_str()),
         Some("peer_not_allowed")
@@ -512,7 +512,7 @@ async fn a_key_spray_does_not_crowd_out_honest_newcomers() {
             .header("x-api-key", key)
             .body(())
             .unwrap();
-        layer.judge(&request, Some(SocketAddr::new(lo(PROXY), 4000)))
+        layer.judge_and_spend(&request, Some(SocketAddr::new(lo(PROXY), 4000)))
     };
     let mut honest_refused = 0;
     for round in 0..200 {

@@ -23,7 +23,8 @@ use axum::middleware::{self, Next};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
-use tower_no_response::{ConnectionInfo, NoResponseLayer};
+use tower_no_response::NoResponseLayer;
+use tower_no_response::connection::ConnectionInfo;
 
 const HEADER_TIMEOUT: Duration = Duration::from_millis(800);
 /// How long `/slow.js` takes: the connections that served the first

@@ -20,7 +20,8 @@ use common::{
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tower_no_response::{ClientIp, CloseMode, ConnectionInfo, NoResponseLayer};
+use tower_no_response::connection::{CloseMode, ConnectionInfo};
+use tower_no_response::{ClientIp, NoResponseLayer};
 
 const UA: Option<&str> = Some("curl/8.5.0");
 
@@ -457,7 +458,7 @@ async fn expect_continue_gets_no_interim_response() {
 #[tokio::test]
 async fn an_aborted_stream_refuses_plain_and_vectored_writes() {
     use std::io::{ErrorKind, IoSlice};
-    use tower_no_response::AbortableStream;
+    use tower_no_response::connection::AbortableStream;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut client = TcpStream::connect(listener.local_addr().unwrap())

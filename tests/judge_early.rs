@@ -14,7 +14,9 @@ use http::StatusCode;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceBuilder;
-use tower_no_response::{Action, CloseMode, NoResponseLayer, NoResponseLayerBuilder, RateLimit};
+use tower_no_response::connection::CloseMode;
+use tower_no_response::rules::Action;
+use tower_no_response::{NoResponseLayer, NoResponseLayerBuilder, RateLimit};
 
 const UA: Option<&str> = Some("curl/8.5.0");
 

@@ -11,7 +11,8 @@ use axum::Router;
 use axum::routing::get;
 use common::{Close, counting_router, exchange, request, serve_layered, serve_with};
 use http::StatusCode;
-use tower_no_response::{Action, LimitKey, NoResponseLayer, RateLimit};
+use tower_no_response::rules::{Action, LimitKey};
+use tower_no_response::{NoResponseLayer, RateLimit};
 
 const UA: Option<&str> = Some("curl/8.5.0");
 

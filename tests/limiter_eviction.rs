@@ -16,7 +16,7 @@ async fn idle_clients_are_evicted_on_schedule() {
     let req = Request::get("/").body(()).unwrap();
     for i in 0..10u8 {
         let peer = SocketAddr::from(([192, 0, 2, i], 4000));
-        assert_eq!(layer.judge(&req, Some(peer)).stop(), None);
+        assert_eq!(layer.judge_and_spend(&req, Some(peer)).stop(), None);
     }
     assert_eq!(layer.rate_limited_clients(), Some(10));
     // Each client is idle 10 ms after its request; the sweep runs every

@@ -5,7 +5,8 @@ use std::cell::Cell;
 use std::net::SocketAddr;
 
 use http::Request;
-use tower_no_response::{NoResponseLayer, RateLimit, Verdict};
+use tower_no_response::rules::Verdict;
+use tower_no_response::{NoResponseLayer, RateLimit};
 
 struct Counting;
 
@@ -59,14 +60,20 @@ fn deciding_an_allowed_request_allocates_nothing() {
     let proxy: SocketAddr = "127.0.0.1:4000".parse().unwrap();
     // The first request from a client creates its rate-limit entry, and the
     // regex engine fills its per-thread cache on first use.
-    assert_eq!(layer.judge(&request, Some(proxy)).verdict, Verdict::Pass);
+    assert_eq!(
+        layer.judge_and_spend(&request, Some(proxy)).verdict,
+        Verdict::Pass
+    );
     let rules = layer.rules();
     let n = allocations_in(|| {
         for _ in 0..100 {
             // The rules alone, and with the rate limiter as the layer runs it.
             let judged = rules.judge(&request, Some(proxy));
             assert!(matches!(judged.verdict, Verdict::RateLimit(_)));
-            assert_eq!(layer.judge(&request, Some(proxy)).verdict, Verdict::Pass);
+            assert_eq!(
+                layer.judge_and_spend(&request, Some(proxy)).verdict,
+                Verdict::Pass
+            );
         }
     });
     assert_eq!(

@@ -13,7 +13,8 @@ use common::{Close, counting_router, exchange, get as get_req, request, seed_rul
 use http::{Method, StatusCode};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tower_no_response::{Action, DropReason, NoResponseLayer, RateLimit};
+use tower_no_response::rules::Action;
+use tower_no_response::{DropReason, NoResponseLayer, RateLimit};
 
 const UA: Option<&str> = Some("curl/8.5.0");
 
@@ -356,8 +357,8 @@ async fn reload_from_documents() {
 #[tokio::test]
 async fn a_document_reload_keeps_what_the_code_set() {
     use std::time::Duration;
-    use tower_no_response::LimitKey;
     use tower_no_response::config::RuleConfig;
+    use tower_no_response::rules::LimitKey;
 
     let trace = |method: &str| request(method, "/", Some("example.com"), UA, &[]);
     let layer = NoResponseLayer::builder()

@@ -6,7 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use http::{HeaderValue, Request};
 use proptest::prelude::*;
-use tower_no_response::{DropReason, NoResponseLayer, RateLimit, RealIpHeader};
+use tower_no_response::rules::RealIpHeader;
+use tower_no_response::{DropReason, NoResponseLayer, RateLimit};
 
 fn config() -> ProptestConfig {
     ProptestConfig {
@@ -77,7 +78,7 @@ proptest! {
             ("x-real-ip", &xff),
             ("cf-connecting-ip", &xff),
         ]);
-        let _ = layer.judge(&req, Some(SocketAddr::new(peer, 1)));
+        let _ = layer.judge_and_spend(&req, Some(SocketAddr::new(peer, 1)));
     }
 
     /// An IPv4-mapped IPv6 peer is judged exactly like its IPv4 form, by
@@ -98,8 +99,8 @@ proptest! {
         let layer = NoResponseLayer::builder().deny_ip(rule).build().unwrap();
         let req = request(&[]);
         let v4 = Ipv4Addr::from(addr);
-        let plain = layer.judge(&req, Some(SocketAddr::new(IpAddr::V4(v4), 1)));
-        let as_mapped = layer.judge(&req, Some(SocketAddr::new(mapped(v4), 1)));
+        let plain = layer.judge_and_spend(&req, Some(SocketAddr::new(IpAddr::V4(v4), 1)));
+        let as_mapped = layer.judge_and_spend(&req, Some(SocketAddr::new(mapped(v4), 1)));
         prop_assert_eq!(plain.stop(), as_mapped.stop());
         prop_assert_eq!(plain.client_ip, as_mapped.client_ip);
     }
@@ -128,7 +129,7 @@ proptest! {
             }
         };
         let layer = NoResponseLayer::builder().allow_ip(net.clone()).deny_ip("all").build().unwrap();
-        let decision = layer.judge(&request(&[]), Some(SocketAddr::new(client, 1)));
+        let decision = layer.judge_and_spend(&request(&[]), Some(SocketAddr::new(client, 1)));
         prop_assert_eq!(decision.stop().map(|s| s.rule), None, "{} dropped by allow {}; deny all", client, net);
     }
 
@@ -172,7 +173,7 @@ proptest! {
         let value = rendered.join(", ");
         let req = request(&[(name, value.as_bytes())]);
         let peer: IpAddr = "10.1.2.3".parse().unwrap();
-        let client = layer.judge(&req, Some(SocketAddr::new(peer, 1))).client_ip.unwrap();
+        let client = layer.judge_and_spend(&req, Some(SocketAddr::new(peer, 1))).client_ip.unwrap();
         let named = entries.iter().flatten().any(|ip| ip.to_canonical() == client);
         // Garbage can still happen to spell an address; then it is one.
         let spelled = value.contains(&client.to_string());
@@ -183,7 +184,7 @@ proptest! {
 #[test]
 fn ip_rules_fail_closed_without_a_peer() {
     let layer = NoResponseLayer::builder().allow_ip("all").build().unwrap();
-    let decision = layer.judge(&request(&[]), None);
+    let decision = layer.judge_and_spend(&request(&[]), None);
     assert_eq!(
         decision.stop().map(|s| s.rule),
         Some(DropReason::ClientIpUnknown)
@@ -231,7 +232,7 @@ proptest! {
         });
         for probe in probes.into_iter().chain(edges) {
             let ip = IpAddr::V4(Ipv4Addr::from(probe));
-            let dropped = layer.judge(&request(&[]), Some(SocketAddr::new(ip, 1))).stop().is_some();
+            let dropped = layer.judge_and_spend(&request(&[]), Some(SocketAddr::new(ip, 1))).stop().is_some();
             prop_assert_eq!(dropped, scan(&nets, ip) == Some(true), "{}", ip);
         }
     }

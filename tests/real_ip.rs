@@ -5,7 +5,8 @@ mod common;
 
 use axum::Router;
 use common::{Close, exchange, request, serve_with};
-use tower_no_response::{ClientIp, NoResponseLayer, NoResponseLayerBuilder, RealIpHeader};
+use tower_no_response::rules::RealIpHeader;
+use tower_no_response::{ClientIp, NoResponseLayer, NoResponseLayerBuilder};
 
 fn echo_client_ip() -> Router {
     Router::new()

@@ -19,7 +19,8 @@ use redis_servers::{RedisServer, events, events_about, served, shared_layer, uni
 use tower_no_response::ban::{BanList, BanPolicy};
 use tower_no_response::limit::{FailurePolicy, RateLimitStore, SharedRateLimit, StoreVerdict};
 use tower_no_response::redis::RedisStore;
-use tower_no_response::{Action, DropReason, NoResponseLayer, RateLimit};
+use tower_no_response::rules::Action;
+use tower_no_response::{DropReason, NoResponseLayer, RateLimit};
 
 const UA: Option<&str> = Some("curl/8.5.0");
 

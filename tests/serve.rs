@@ -18,8 +18,9 @@ use hyper::body::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, oneshot};
+use tower_no_response::connection::CloseMode;
 use tower_no_response::server::{AcceptRules, Http2Drop, Serve};
-use tower_no_response::{CloseMode, NoResponseLayer, NoResponseLayerBuilder};
+use tower_no_response::{NoResponseLayer, NoResponseLayerBuilder};
 
 const UA: Option<&str> = Some("curl/8.5.0");
 
@@ -337,7 +338,7 @@ async fn ten_thousand_h2_drops_leak_not_one_frame() {
 }
 
 /// Bans after `strikes` drops within a minute, for a minute.
-fn bans_after(strikes: u32) -> tower_no_response::BanList {
+fn bans_after(strikes: u32) -> tower_no_response::ban::BanList {
     use tower_no_response::ban::{BanList, BanPolicy};
     BanList::new(BanPolicy::new(
         strikes,
@@ -402,7 +403,7 @@ async fn exchange_from(from: [u8; 4], addr: SocketAddr, request: &[u8]) -> commo
 async fn a_trusted_proxy_is_never_banned() {
     let bans = bans_after(3);
     let layer = seed_rules()
-        .real_ip_header(tower_no_response::RealIpHeader::XRealIp)
+        .real_ip_header(tower_no_response::rules::RealIpHeader::XRealIp)
         .ban_list(bans.clone())
         .build()
         .unwrap();
@@ -429,7 +430,8 @@ async fn a_trusted_proxy_is_never_banned() {
 /// struck.
 #[tokio::test]
 async fn only_the_client_s_own_behaviour_strikes() {
-    use tower_no_response::{Action, RateLimit};
+    use tower_no_response::RateLimit;
+    use tower_no_response::rules::Action;
     let bans = bans_after(3);
     // One request a minute: the first client's entry stays in the one
     // slot, so the second finds the table full.
@@ -627,7 +629,8 @@ async fn connection_caps_refuse_at_accept() {
 #[tokio::test]
 async fn handlers_strike_list_and_unban() {
     use axum::extract::{Query, State};
-    use tower_no_response::{BanList, ClientIp};
+    use tower_no_response::ClientIp;
+    use tower_no_response::ban::BanList;
 
     let bans = bans_after(3);
     let layer = direct_rules().ban_list(bans.clone()).build().unwrap();

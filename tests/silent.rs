@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::{get, seed_rules, spawn_app};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tower_no_response::CloseMode;
+use tower_no_response::connection::CloseMode;
 use tower_no_response::connection::silent_close_available;
 
 #[tokio::test]

@@ -7,7 +7,8 @@ use std::sync::LazyLock;
 
 use http::{HeaderValue, Request};
 use libfuzzer_sys::fuzz_target;
-use tower_no_response::{NoResponseLayer, RealIpHeader};
+use tower_no_response::NoResponseLayer;
+use tower_no_response::rules::RealIpHeader;
 
 static LAYERS: LazyLock<Vec<(NoResponseLayer, &'static str)>> = LazyLock::new(|| {
     let mut layers = Vec::new();

@@ -200,9 +200,9 @@ mod tests {
 
     #[test]
     fn the_line_matches_nginx_combined() {
+        use crate::DropReason;
         use crate::audit::{Close, RequestView};
         use crate::rules::CloseMode;
-        use crate::rules::DropReason;
 
         let request = http::Request::get("/.env\"x")
             .header("user-agent", "curl/8")

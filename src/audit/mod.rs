@@ -88,7 +88,8 @@
 //!
 //! ```rust
 //! use http::StatusCode;
-//! use tower_no_response::{Action, BuildError, DropReason, NoResponseLayer, RateLimit};
+//! use tower_no_response::{BuildError, DropReason, NoResponseLayer, RateLimit};
+//! use tower_no_response::rules::Action;
 //!
 //! fn rules() -> Result<NoResponseLayer, BuildError> {
 //!     NoResponseLayer::builder()
@@ -247,9 +248,9 @@ use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, Version, he
 pub use access_log::AccessLogLayer;
 pub use stats::{RuleStats, Stats};
 
+use crate::DropReason;
 use crate::parse::host::{HostField, host_field};
 use crate::rules::CloseMode;
-use crate::rules::DropReason;
 
 /// The `tracing` target of the 444 event.
 pub const DROP_EVENT_TARGET: &str = "tower_no_response::drop";

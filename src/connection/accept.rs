@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use tokio::net::TcpStream;
 
 use super::{AbortableStream, CloseMode, ConnectionHandle};
+use crate::DropReason;
 use crate::audit::{Close, DropEvent, Handling};
-use crate::rules::DropReason;
 
 impl crate::NoResponseLayer {
     /// What every accept side does before it reads a byte: refuses a peer

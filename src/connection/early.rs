@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 
 use crate::NoResponseLayer;
 use crate::connection::AbortableStream;
-use crate::rules::CloseMode;
+use crate::connection::CloseMode;
 
 /// What judging a connection's first request before hyper decided.
 pub(crate) enum Early {

@@ -81,8 +81,14 @@ impl NoResponseLayer {
 }
 
 /// The listener made by [`NoResponseLayer::listener`](crate::NoResponseLayer::listener): an
-/// [`AbortableListener`] in axum's `TapIo`, the wrapper for which axum
-/// itself provides `ConnectInfo<SocketAddr>`.
+/// [`AbortableListener`] in axum's `TapIo`.
+///
+/// It is an alias, not a type of its own, on purpose: axum provides
+/// `ConnectInfo<SocketAddr>` only for its own `TcpListener` and for
+/// `TapIo`, and a type of this crate could not be given it (the trait, the
+/// stream type and `SocketAddr` all belong to other crates). Through
+/// `TapIo`, every middleware keeps reading the peer as axum's usual
+/// `ConnectInfo<SocketAddr>`. Treat it as opaque: pass it to `axum::serve`.
 pub type NoResponseListener = TapIo<AbortableListener, fn(&mut AbortableStream)>;
 
 /// Nothing to do to an accepted stream: the wrapper is there for axum's

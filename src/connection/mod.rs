@@ -35,8 +35,8 @@ mod stream;
 #[cfg(any(feature = "server", feature = "tonic"))]
 pub(crate) mod stream_reset;
 
-pub use crate::layer::{ConnectionHandle, ConnectionInfo, RequestDropped};
-pub use crate::rules::CloseMode;
+pub use crate::layer::{ConnectionHandle, ConnectionInfo};
+pub use crate::rules::policy::CloseMode;
 #[cfg(target_os = "linux")]
 pub use defer_accept::set_defer_accept;
 #[cfg(any(feature = "server", feature = "axum"))]

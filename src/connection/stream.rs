@@ -14,11 +14,11 @@ use tokio::time::{Instant, Sleep};
 use super::exchange::Timeouts;
 use super::exchange::{Exchanges, Expiry};
 use super::{CloseMode, ConnectionHandle};
+use crate::DropReason;
 use crate::audit::{Close, DropEvent, Handling};
 use crate::layer::registry::Registration;
 #[cfg(feature = "axum")]
 use crate::layer::registry::Registry;
-use crate::rules::DropReason;
 
 /// Bytes a FIN close reads and discards before the socket is closed: the
 /// kernel answers a close with unread data by an RST instead of the FIN the

@@ -6,8 +6,8 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use super::RequestDropped;
+use crate::DropReason;
 use crate::error::BoxError;
-use crate::rules::DropReason;
 
 pin_project! {
     /// The response body of [`NoResponse`](crate::NoResponse): the inner
@@ -15,7 +15,7 @@ pin_project! {
     /// for a rule that answers with a status, an empty body.
     ///
     /// A failing body makes hyper abandon the connection without flushing the
-    /// response head. With [`ConnectionInfo`](crate::ConnectionInfo) present
+    /// response head. With [`ConnectionInfo`](crate::connection::ConnectionInfo) present
     /// the stream is already aborted and nothing could be written anyway; the
     /// failure is what still keeps HTTP/1 silent when it is missing.
     pub struct NoResponseBody<B> {

@@ -22,7 +22,8 @@ use crate::rules::{CloseMode, DropReason, MAX_RULES, RuleName, RuleSet};
 /// `server_names`.
 ///
 /// ```
-/// use tower_no_response::{CloseMode, NoResponseLayer, RateLimit};
+/// use tower_no_response::{NoResponseLayer, RateLimit};
+/// use tower_no_response::connection::CloseMode;
 ///
 /// let layer = NoResponseLayer::builder()
 ///     .server_names(["example.com", "www.example.com"])
@@ -364,7 +365,8 @@ impl NoResponseLayerBuilder {
     /// and `RateLimit-Policy` headers.
     ///
     /// ```
-    /// use tower_no_response::{LimitKey, NoResponseLayer, RateLimit};
+    /// use tower_no_response::{NoResponseLayer, RateLimit};
+    /// use tower_no_response::rules::LimitKey;
     ///
     /// let layer = NoResponseLayer::builder()
     ///     // limit_req_zone $http_x_api_key zone=api:10m rate=10r/s;

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::rules::DropReason;
+use crate::DropReason;
 
 /// Why a dropped request produced no response: the error a dropped
 /// response's body fails with, the error a serve loop hands hyper in place

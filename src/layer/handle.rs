@@ -25,17 +25,17 @@ const fn state_of(mode: CloseMode) -> u8 {
 }
 
 /// The switch that aborts one connection. Cheap to clone; all clones and the
-/// connection's [`AbortableStream`](crate::AbortableStream) share it.
+/// connection's [`AbortableStream`](crate::connection::AbortableStream) share it.
 ///
 /// Once tripped, the stream refuses every later read and write, wakes the
 /// connection task so it is torn down even if a service future is still
 /// pending, and closes the socket as the [`CloseMode`] says.
 #[derive(Clone)]
 pub struct ConnectionHandle {
-    shared: Arc<Shared>,
+    shared: Arc<HandleState>,
 }
 
-struct Shared {
+struct HandleState {
     state: AtomicU8,
     reader: AtomicWaker,
     writer: AtomicWaker,
@@ -52,7 +52,7 @@ impl fmt::Debug for ConnectionHandle {
 impl ConnectionHandle {
     pub(crate) fn new() -> Self {
         Self {
-            shared: Arc::new(Shared {
+            shared: Arc::new(HandleState {
                 state: AtomicU8::new(OPEN),
                 reader: AtomicWaker::new(),
                 writer: AtomicWaker::new(),

@@ -56,10 +56,10 @@ use request_body::BodyWatch;
 /// counters, the ban list and the connections its listeners accepted.
 #[derive(Clone)]
 pub struct NoResponseLayer {
-    shared: Arc<Shared>,
+    shared: Arc<LayerState>,
 }
 
-struct Shared {
+struct LayerState {
     current: ArcSwap<Compiled>,
     /// The connections this layer's listeners accepted, by peer.
     connections: Arc<Registry>,
@@ -274,7 +274,7 @@ impl NoResponseLayer {
 
     pub(crate) fn new(config: Config) -> Result<Self, BuildError> {
         Ok(Self {
-            shared: Arc::new(Shared {
+            shared: Arc::new(LayerState {
                 current: ArcSwap::from_pointee(Compiled::new(config, None)?),
                 connections: Arc::default(),
                 warned_no_connection: AtomicBool::new(false),
@@ -366,11 +366,13 @@ impl NoResponseLayer {
     }
 
     /// Judges a request as the layer would, with the rules in force and the
-    /// in-process rate limiter (which this consumes a request's worth of
-    /// budget from), but counts and logs nothing: for tests, benches and
-    /// tools. A judgement still at [`Verdict::RateLimit`] awaits the shared
-    /// store, which this does not ask.
-    pub fn judge<B>(&self, request: &Request<B>, peer: Option<SocketAddr>) -> Judgement {
+    /// in-process rate limiter, and **spends** a request's worth of the
+    /// client's rate budget, as the layer does; it counts and logs nothing.
+    /// For tests, benches and tools; [`RuleSet::judge`], on
+    /// [`rules`](Self::rules), judges without spending. A judgement still
+    /// at [`Verdict::RateLimit`] awaits the shared store, which this does
+    /// not ask.
+    pub fn judge_and_spend<B>(&self, request: &Request<B>, peer: Option<SocketAddr>) -> Judgement {
         self.shared.current.load().judge(request, peer).0
     }
 
@@ -450,7 +452,7 @@ impl<S> Layer<S> for NoResponseLayer {
 
 /// The way from a service to the rules in force, for its [`Cache`].
 #[derive(Clone)]
-struct RulesInForce(Arc<Shared>);
+struct RulesInForce(Arc<LayerState>);
 
 impl std::ops::Deref for RulesInForce {
     type Target = ArcSwap<Compiled>;
@@ -470,7 +472,7 @@ pub struct NoResponse<S> {
     /// replaced rule set stays alive in an idle service until its next
     /// request.
     current: Cache<RulesInForce, Arc<Compiled>>,
-    shared: Arc<Shared>,
+    shared: Arc<LayerState>,
 }
 
 impl<S: fmt::Debug> fmt::Debug for NoResponse<S> {
@@ -565,7 +567,7 @@ where
 /// Counts, logs and enacts a rule's action on a request that will not reach
 /// the inner service.
 fn reject<B>(
-    layer: &Shared,
+    layer: &LayerState,
     current: &Compiled,
     request: &Request<B>,
     stop: Stop,
@@ -580,7 +582,7 @@ fn reject<B>(
 
 /// [`reject`], with the request's connection found already.
 fn reject_on<B>(
-    layer: &Shared,
+    layer: &LayerState,
     current: &Compiled,
     request: &Request<B>,
     stop: Stop,
@@ -777,7 +779,7 @@ impl NoResponseLayer {
     }
 }
 
-impl Shared {
+impl LayerState {
     fn warn_no_connection(&self) {
         if !self.warned_no_connection.swap(true, Ordering::Relaxed) {
             tracing::error!(
@@ -794,7 +796,7 @@ impl Shared {
     }
 }
 
-impl Shared {
+impl LayerState {
     /// Finds the connection a request came on: the [`ConnectionInfo`] a
     /// serve loop or tonic put there, or at least the peer that axum's
     /// connect info names, whose connection the layer's listener
@@ -852,7 +854,7 @@ pin_project! {
 struct Pending<S, B> {
     inner: S,
     request: Request<B>,
-    layer: Arc<Shared>,
+    layer: Arc<LayerState>,
     compiled: Arc<Compiled>,
     judgement: Judgement,
 }

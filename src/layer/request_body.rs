@@ -12,7 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use super::{Compiled, ConnectionInfo, Rejection, Shared, reject_on};
+use super::{Compiled, ConnectionInfo, LayerState, Rejection, reject_on};
 use crate::error::BoxError;
 use crate::rules::{Action, DropReason, Stop};
 
@@ -49,7 +49,7 @@ pub(super) struct BodyWatch {
     state: AtomicU8,
     /// The response future, woken when the body runs out of time.
     waker: AtomicWaker,
-    layer: Arc<Shared>,
+    layer: Arc<LayerState>,
     compiled: Arc<Compiled>,
     /// The request's head, for the event and the access log.
     head: Request<()>,
@@ -130,7 +130,7 @@ impl<B: Body> TimedBody<B> {
     /// future.
     pub(super) fn wrap(
         request: Request<B>,
-        layer: &Arc<Shared>,
+        layer: &Arc<LayerState>,
         compiled: &Arc<Compiled>,
         client_ip: Option<IpAddr>,
     ) -> (Request<TimedBody<B>>, Option<Arc<BodyWatch>>) {

@@ -4,170 +4,22 @@
 
 use std::cell::Cell;
 use std::net::{IpAddr, Ipv6Addr};
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use governor::RateLimiter;
 use governor::clock::{Clock, DefaultClock, Reference};
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
 use governor::state::StateStore;
-use governor::{Quota, RateLimiter};
 
 use super::overflow::Sketch;
+use super::rate::RateLimit;
 use super::table::SlotTable;
 use crate::error::BuildError;
+use crate::rules::client_ip::Ipv6Prefix;
 use crate::rules::{Budget, LimitKey};
-
-/// A request rate per client, in nginx's terms.
-///
-/// `RateLimit::per_second(10).burst(20)` is
-/// `limit_req_zone ... rate=10r/s; limit_req ... burst=20 nodelay;`: a client
-/// may send 21 requests at once, then one every 100 ms. Requests over the
-/// limit are dropped at once; nginx's queueing mode (without `nodelay`) has no
-/// equivalent, since delaying attackers costs the server, not them.
-///
-/// Clients are keyed by IPv4 address, or by IPv6 prefix (`/64` by default) so
-/// that one host cannot escape the limit by rotating through its own subnet.
-///
-/// # Memory
-///
-/// Each tracked client costs a few dozen bytes. A sweep every
-/// [`eviction_interval`](Self::eviction_interval) (when a tokio runtime is
-/// running) forgets the clients whose budget has been full again for a
-/// whole interval, so a client that keeps coming back is not forgotten and
-/// added again at every sweep; at most [`max_keys`](Self::max_keys)
-/// clients are tracked at once. When the table is full, idle clients are
-/// evicted on the spot (at most once a second); if it is still full, a new
-/// client is judged together with its network (IPv4 /24, IPv6 /48) in a
-/// fixed-memory sketch at the same rate (allocated the first time the
-/// table is full: 8 MiB for the default cap), and dropped with rule
-/// `rate_limit_full` if that network is over it. A spray of addresses thus
-/// neither grows memory nor crowds out newcomers from other networks, and a
-/// sprayed network stays limited. Clients already tracked are unaffected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[must_use]
-pub struct RateLimit {
-    requests: u32,
-    per: Duration,
-    burst: u32,
-    ipv6_prefix: u8,
-    max_keys: usize,
-    eviction_interval: Duration,
-}
-
-impl RateLimit {
-    /// `n` requests a second (`rate=nr/s`).
-    pub const fn per_second(n: u32) -> Self {
-        Self::new(n, Duration::from_secs(1))
-    }
-
-    /// `n` requests a minute (`rate=nr/m`).
-    pub const fn per_minute(n: u32) -> Self {
-        Self::new(n, Duration::from_secs(60))
-    }
-
-    const fn new(requests: u32, per: Duration) -> Self {
-        Self {
-            requests,
-            per,
-            burst: 0,
-            ipv6_prefix: 64,
-            max_keys: 100_000,
-            eviction_interval: Duration::from_secs(10),
-        }
-    }
-
-    /// Requests allowed beyond the rate at once (`burst=n`, always `nodelay`).
-    pub const fn burst(mut self, n: u32) -> Self {
-        self.burst = n;
-        self
-    }
-
-    /// The IPv6 prefix length that shares one budget, `/64` by default.
-    pub const fn ipv6_prefix(mut self, len: u8) -> Self {
-        self.ipv6_prefix = len;
-        self
-    }
-
-    /// The most clients tracked at once, 100,000 by default (a few MiB).
-    pub const fn max_keys(mut self, n: usize) -> Self {
-        self.max_keys = n;
-        self
-    }
-
-    /// How often idle clients are forgotten, every 10 seconds by default.
-    pub const fn eviction_interval(mut self, every: Duration) -> Self {
-        self.eviction_interval = every;
-        self
-    }
-
-    /// How long one request's share of the budget takes to refill: the
-    /// period divided by the rate (100 ms for `per_second(10)`).
-    #[must_use]
-    pub fn interval(&self) -> Duration {
-        self.per / self.requests.max(1)
-    }
-
-    /// How many requests a fresh client may send at once: the first one plus
-    /// the [`burst`](Self::burst).
-    #[must_use]
-    pub const fn capacity(&self) -> u32 {
-        self.burst.saturating_add(1)
-    }
-
-    /// The quota and its window in seconds, as a `RateLimit-Policy` header
-    /// writes them: `10r/s` is 10 in 1, `30r/m` 30 in 60.
-    pub(crate) fn policy(&self) -> (u32, u64) {
-        (self.requests, self.per.as_secs())
-    }
-
-    /// The key `ip` (canonical) is counted under: the address itself for
-    /// IPv4, its prefix for IPv6.
-    pub(crate) fn key_of(&self, ip: IpAddr) -> IpAddr {
-        key_of(ip, v6_mask(self.ipv6_prefix))
-    }
-
-    pub(crate) fn quota(&self) -> Result<Quota, BuildError> {
-        let bad = |reason: String| BuildError::RateLimit { reason };
-        if self.requests == 0 {
-            return Err(bad("the rate must be at least one request".into()));
-        }
-        if self.ipv6_prefix > 128 {
-            return Err(bad(format!("ipv6_prefix {} is over 128", self.ipv6_prefix)));
-        }
-        if self.max_keys == 0 {
-            return Err(bad("max_keys must be at least 1".into()));
-        }
-        if self.eviction_interval.is_zero() {
-            return Err(bad("eviction_interval must not be zero".into()));
-        }
-        let period = self.per / self.requests;
-        // nginx admits the first request plus `burst` more; governor's burst
-        // is the whole bucket.
-        let bucket = self
-            .burst
-            .checked_add(1)
-            .and_then(NonZeroU32::new)
-            .ok_or_else(|| bad(format!("burst {} is too large", self.burst)))?;
-        Quota::with_period(period)
-            .map(|q| q.allow_burst(bucket))
-            .ok_or_else(|| {
-                bad(format!(
-                    "{} requests per {:?} is too fast",
-                    self.requests, self.per
-                ))
-            })
-    }
-}
-
-fn v6_mask(prefix: u8) -> u128 {
-    match prefix {
-        0 => 0,
-        len => u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0),
-    }
-}
 
 /// A client's key in the table: its address (IPv4 in the IPv4-mapped form)
 /// or IPv6 prefix, as two words, hashed and compared as two integers where
@@ -182,13 +34,6 @@ impl ClientKey {
             IpAddr::V6(v6) => v6.to_bits(),
         };
         Self((bits >> 64) as u64, bits as u64)
-    }
-}
-
-fn key_of(ip: IpAddr, v6_mask: u128) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & v6_mask)),
     }
 }
 
@@ -286,7 +131,7 @@ impl StateStore for SharedTable {
 
 type Governor<C> = RateLimiter<ClientKey, SharedTable, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
-struct Shared<C: Clock> {
+struct LimiterState<C: Clock> {
     /// What it was built from: a reload to the same limit keeps it.
     config: RateLimit,
     /// Judges new clients, by network, while the table is full.
@@ -295,7 +140,7 @@ struct Shared<C: Clock> {
     table: Arc<KeyTable>,
     clock: C,
     start: C::Instant,
-    v6_mask: u128,
+    prefix: Ipv6Prefix,
     eviction_interval: Duration,
     /// Clock nanoseconds of the last eviction run on the request path.
     last_inline_eviction: AtomicU64,
@@ -305,7 +150,7 @@ struct Shared<C: Clock> {
 
 /// The compiled limiter, generic over the clock so tests can step time.
 pub(crate) struct Limiter<C: Clock = DefaultClock> {
-    shared: Arc<Shared<C>>,
+    shared: Arc<LimiterState<C>>,
 }
 
 impl<C: Clock> std::fmt::Debug for Limiter<C> {
@@ -326,7 +171,7 @@ impl Limiter {
     pub(crate) fn for_keys(config: &RateLimit) -> Result<Self, BuildError> {
         let mut limiter = Self::with_clock(config, DefaultClock::default())?;
         let shared = Arc::get_mut(&mut limiter.shared).expect("just built");
-        shared.v6_mask = u128::MAX;
+        shared.prefix = Ipv6Prefix::new(128);
         Ok(limiter)
     }
 
@@ -357,21 +202,21 @@ where
 {
     pub(crate) fn with_clock(config: &RateLimit, clock: C) -> Result<Self, BuildError> {
         let quota = config.quota()?;
-        let v6_mask = v6_mask(config.ipv6_prefix);
+        let prefix = Ipv6Prefix::new(config.ipv6_prefix);
         let table = Arc::new(KeyTable {
             slots: SlotTable::new(),
             len: AtomicUsize::new(0),
             cap: config.max_keys,
         });
         Ok(Self {
-            shared: Arc::new(Shared {
+            shared: Arc::new(LimiterState {
                 config: *config,
                 overflow: Sketch::new(config.max_keys, config.interval(), config.capacity(), true),
                 governor: RateLimiter::new(quota, SharedTable(Arc::clone(&table)), clock.clone()),
                 table,
                 start: clock.now(),
                 clock,
-                v6_mask,
+                prefix,
                 eviction_interval: config.eviction_interval,
                 last_inline_eviction: AtomicU64::new(0),
                 housekeeper: std::sync::Once::new(),
@@ -390,7 +235,7 @@ where
         self.shared
             .housekeeper
             .call_once(|| spawn_housekeeper(Arc::downgrade(&self.shared)));
-        let key = ClientKey::of(key_of(ip, self.shared.v6_mask));
+        let key = ClientKey::of(self.shared.prefix.client(ip));
         let verdict = match self.check_key(&key) {
             None if self.evict_inline() => self.check_key(&key),
             verdict => verdict,
@@ -452,7 +297,7 @@ where
     }
 }
 
-impl<C: Clock> Shared<C> {
+impl<C: Clock> LimiterState<C> {
     /// Forgets the clients whose budget has been full again for at least
     /// `idle_for`. A client with a full budget is no different from a new
     /// one, but the scheduled sweep keeps those seen within its interval:
@@ -480,7 +325,7 @@ impl<C: Clock> Shared<C> {
 /// Runs scheduled eviction on the current tokio runtime, if there is one,
 /// for as long as the limiter lives. Without a runtime, eviction happens only
 /// when the table fills up.
-fn spawn_housekeeper<C>(shared: Weak<Shared<C>>)
+fn spawn_housekeeper<C>(shared: Weak<LimiterState<C>>)
 where
     C: Clock + Send + Sync + 'static,
     C::Instant: Send + Sync,

@@ -6,13 +6,14 @@
 
 pub(crate) mod local;
 mod overflow;
+pub(crate) mod rate;
 mod shared;
 mod table;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-pub use local::RateLimit;
+pub(crate) use rate::RateLimit;
 pub use shared::{
     FailurePolicy, RateLimitStore, SharedRateLimit, StoreError, StoreFuture, StoreVerdict,
 };

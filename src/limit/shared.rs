@@ -18,7 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use super::local::{Limiter, RateLimit};
+use super::local::Limiter;
+use super::rate::RateLimit;
 use crate::error::BuildError;
 use crate::rules::Budget;
 

@@ -24,6 +24,37 @@ use crate::parse::headers::HeaderScan;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ClientIp(pub IpAddr);
 
+/// How many leading bits of an IPv6 address name one client. An IPv4
+/// address is a client by itself; an IPv6 one by its prefix (a /64 is one
+/// host's or one customer's network), so that a host cannot pass for many
+/// by rotating through its own subnet. Rate limits, bans and the serve
+/// loop's per-client cap all key clients this way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ipv6Prefix {
+    mask: u128,
+}
+
+impl Ipv6Prefix {
+    /// The first `len` bits; 128 and over keep the whole address.
+    pub(crate) const fn new(len: u8) -> Self {
+        let mask = match len {
+            0 => 0,
+            128.. => u128::MAX,
+            len => u128::MAX << (128 - len as u32),
+        };
+        Self { mask }
+    }
+
+    /// `ip` as the client it counts as: an IPv4 address as it is, an IPv6
+    /// address cut to the prefix.
+    pub(crate) fn client(self, ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(_) => ip,
+            IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(v6.to_bits() & self.mask)),
+        }
+    }
+}
+
 impl ClientIp {
     /// The address.
     #[must_use]

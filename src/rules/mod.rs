@@ -224,7 +224,7 @@ pub(crate) mod ip;
 pub(crate) mod path;
 pub(crate) mod patterns;
 pub(crate) mod policy;
-mod reason;
+pub(crate) mod reason;
 pub(crate) mod user_agent;
 
 use std::net::{IpAddr, SocketAddr};
@@ -234,10 +234,13 @@ use http::Request;
 
 use crate::parse::headers::HeaderScan;
 
-pub use client_ip::{CLOUDFLARE_RANGES, ClientIp, RealIpHeader};
+pub(crate) use client_ip::ClientIp;
+pub use client_ip::{CLOUDFLARE_RANGES, RealIpHeader};
 pub use custom::{LimitKey, RequestHead};
-pub use policy::{Action, CloseMode};
-pub use reason::{DropReason, RuleName};
+pub use policy::Action;
+pub(crate) use policy::CloseMode;
+pub(crate) use reason::DropReason;
+pub use reason::RuleName;
 
 use custom::{CustomRule, KeyedRule};
 use path::PathRules;

@@ -152,7 +152,8 @@
 //!
 //! ```rust
 //! use axum::{Router, extract::State, routing::post};
-//! use tower_no_response::{BanList, ClientIp};
+//! use tower_no_response::ClientIp;
+//! use tower_no_response::ban::BanList;
 //!
 //! async fn login(State(bans): State<BanList>, ClientIp(ip): ClientIp) -> &'static str {
 //!     let password_ok = false; // the application's own check
@@ -223,7 +224,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -245,11 +246,11 @@ mod early;
 #[cfg(feature = "rustls")]
 mod tls;
 
+use crate::DropReason;
 use crate::NoResponseLayer;
 use crate::connection::early::{Early, judge_now};
 pub(crate) use crate::connection::{drop_connection, refuse};
 use crate::error::{BoxError, BuildError};
-use crate::rules::DropReason;
 use crate::rules::ip::{IpAction, IpRules, parse_cidrs};
 use conn::Connection;
 
@@ -661,10 +662,7 @@ impl Drop for ConnectionSlot {
 
 /// A client as the per-client cap counts it: IPv6 by its /64.
 fn client_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
-        v4 => v4,
-    }
+    crate::rules::client_ip::Ipv6Prefix::new(64).client(ip.to_canonical())
 }
 
 /// Accepts like `axum::serve`: errors that belong to one connection are
