@@ -616,7 +616,7 @@ impl NoResponseLayerBuilder {
     /// (when the document has a rate limit for it to keep), the `ClientIp`
     /// extension switch, and each timeout the document leaves unset.
     #[cfg(feature = "serde")]
-    pub(super) fn keep_code_parts(mut self, current: &super::Compiled) -> Self {
+    pub(super) fn keep_code_parts(mut self, current: &super::state::Compiled) -> Self {
         for rule in &current.rules.custom {
             let checked = self.name_is_free("custom_rule", rule.name);
             self.note(checked);

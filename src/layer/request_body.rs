@@ -12,7 +12,9 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use super::{Compiled, ConnectionInfo, LayerState, Rejection, reject_on};
+use super::ConnectionInfo;
+use super::service::{Rejection, reject_on};
+use super::state::{Compiled, LayerState};
 use crate::error::BoxError;
 use crate::rules::{Action, DropReason, Stop};
 
@@ -132,7 +134,7 @@ impl<B: Body> TimedBody<B> {
         request: Request<B>,
         layer: &Arc<LayerState>,
         compiled: &Arc<Compiled>,
-        client_ip: Option<IpAddr>,
+        (client_ip, peer): (Option<IpAddr>, Option<SocketAddr>),
     ) -> (Request<TimedBody<B>>, Option<Arc<BodyWatch>>) {
         let Some(timeout) = compiled.body_timeout else {
             return (request.map(Self::untimed), None);
@@ -140,8 +142,7 @@ impl<B: Body> TimedBody<B> {
         if request.body().is_end_stream() {
             return (request.map(Self::untimed), None);
         }
-        let (peer, connection) = layer.connection_of(&request);
-        let connection = connection.cloned();
+        let connection = request.extensions().get::<ConnectionInfo>().cloned();
         let mut head = Request::new(());
         *head.method_mut() = request.method().clone();
         *head.uri_mut() = request.uri().clone();
