@@ -240,9 +240,7 @@ async fn a_handler_can_abort_and_never_return() {
         },
     );
     let layer = NoResponseLayer::builder().build().unwrap();
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = tcp.local_addr().unwrap();
-    tokio::spawn(layer.serve(tcp, router.layer(layer.clone())).run());
+    let addr = common::serve_loop(&layer, router.layer(layer.clone())).await;
     exchange(addr, &get(Some("a.test"), UA))
         .await
         .assert_dropped(Close::Reset);

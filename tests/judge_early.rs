@@ -62,9 +62,7 @@ async fn start_with(rules: NoResponseLayerBuilder, header_timeout: Option<Durati
             request
         })
         .service(counting_router(Arc::clone(&hits)).layer(layer.clone()));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(layer.serve(listener, app).run());
+    let addr = common::serve_loop(&layer, app).await;
     App {
         addr,
         hits,

@@ -232,9 +232,7 @@ async fn repeat_offenders_are_banned_at_accept() {
     let app = Router::new()
         .fallback(|| async { "ok" })
         .layer(layer.clone());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(layer.serve(listener, app).run());
+    let addr = common::serve_loop(&layer, app).await;
 
     exchange(addr, &get_req(Some("example.com"), UA))
         .await
@@ -280,9 +278,7 @@ async fn drops_behind_a_proxy_ban_the_client_not_the_proxy() {
     let app = Router::new()
         .fallback(|| async { "ok" })
         .layer(layer.clone());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(layer.serve(listener, app).run());
+    let addr = common::serve_loop(&layer, app).await;
     exchange(
         addr,
         &common::request(
@@ -360,10 +356,7 @@ async fn serve_layer(layer: NoResponseLayer) -> SocketAddr {
     let app = Router::new()
         .fallback(|| async { "ok" })
         .layer(layer.clone());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(layer.serve(listener, app).run());
-    addr
+    common::serve_loop(&layer, app).await
 }
 
 /// Connects from `from`, one of the loopback range's many addresses.
@@ -678,9 +671,7 @@ async fn handlers_strike_list_and_unban() {
         )
         .with_state(bans.clone())
         .layer(layer.clone());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(layer.serve(listener, app).run());
+    let addr = common::serve_loop(&layer, app).await;
 
     let client = [127, 0, 0, 41];
     let admin = [127, 0, 0, 42];

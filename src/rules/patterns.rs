@@ -71,8 +71,7 @@ enum Probes {
 impl FewWords {
     const MAX: usize = 4;
     /// Up to this length the scan costs less than the substring search
-    /// (measured by callgrind: 89 instructions less on a 46-byte
-    /// User-Agent, 159 more on a 111-byte one).
+    /// (the measurement is in the performance report, `benches/README.md`).
     const LONGEST: usize = 64;
 
     fn new(patterns: &[String]) -> Option<Self> {

@@ -235,3 +235,26 @@ pub fn seed_rules() -> tower_no_response::NoResponseLayerBuilder {
         .allow_user_agent("python-requests")
         .drop_empty_user_agent(true)
 }
+
+/// Serves `app` with the crate's serve loop on a loopback port, in the
+/// background, with the layer's defaults.
+#[cfg(feature = "server")]
+pub async fn serve_loop<S, B>(layer: &NoResponseLayer, app: S) -> SocketAddr
+where
+    S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<tower_no_response::BoxError>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<tower_no_response::BoxError>,
+{
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = tcp.local_addr().expect("local addr");
+    tokio::spawn(layer.serve(tcp, app).run());
+    addr
+}

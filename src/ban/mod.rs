@@ -20,6 +20,11 @@ use dashmap::DashMap;
 
 use crate::rules::client_ip::Ipv6Prefix;
 
+#[cfg(feature = "redis")]
+mod replication;
+#[cfg(feature = "redis")]
+pub(crate) use replication::FOREVER_MS;
+
 /// When a client is banned, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
@@ -68,10 +73,6 @@ impl BanPolicy {
 /// A century: what a ban of `Duration::MAX` lasts, since an `Instant` that
 /// far ahead cannot be represented.
 const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
-/// [`FOREVER`] in milliseconds, for stores that keep ban expiries.
-#[cfg_attr(not(feature = "redis"), allow(dead_code))]
-pub(crate) const FOREVER_MS: u64 = FOREVER.as_secs() * 1000;
 
 /// How often a full table is swept of what has expired.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -294,13 +295,13 @@ impl BanList {
     }
 
     /// Changes whenever a ban starts, lengthens or is lifted.
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    #[cfg(target_os = "linux")]
     pub(crate) fn generation(&self) -> u64 {
         self.inner.generation.load(Ordering::Relaxed)
     }
 
     /// The prefix length IPv6 clients are banned by.
-    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    #[cfg(target_os = "linux")]
     pub(crate) fn ipv6_prefix(&self) -> u8 {
         self.inner.policy.ipv6_prefix
     }
@@ -321,19 +322,6 @@ impl BanList {
             tracing::info!(target: "tower_no_response::ban", client_ip = %key, "client unbanned");
         }
         banned
-    }
-
-    /// Lifts a ban on another replica's word. Not shared again.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn unban_from_peer(&self, ip: IpAddr) {
-        self.unban_quietly(self.key(ip));
-    }
-
-    /// Bans `ip` for `ban_for` on another replica's word. Not shared again,
-    /// and never shortens a ban already in force.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn ban_from_peer(&self, ip: IpAddr, ban_for: Duration) {
-        self.ban_quietly(ip, ban_for, "shared");
     }
 
     /// Bans `ip` until `ban_for` from now unless it is banned for longer
@@ -366,13 +354,6 @@ impl BanList {
             );
         }
         true
-    }
-
-    /// Sets the one hook told of each ban and unban this list makes.
-    /// Returns `false` if a hook was already set.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn share_with(&self, hook: Box<dyn Fn(BanChange) + Send + Sync>) -> bool {
-        self.inner.on_change.set(hook).is_ok()
     }
 
     /// Whether `ip` is banned now. An expired ban is lifted here.
