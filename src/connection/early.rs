@@ -1,7 +1,8 @@
 //! Judging a connection's first request as it is accepted, before any
 //! server sets the connection up: a drop then costs an accept, one read and
 //! a close. The crate's serve loop and the layer's listener for
-//! `axum::serve` both do it.
+//! `axum::serve` both do it: the listener with what has arrived at accept,
+//! the serve loop also once the first bytes arrive.
 
 use std::io;
 use std::net::SocketAddr;
@@ -78,4 +79,38 @@ fn request_head(bytes: &[u8]) -> Option<Request<()>> {
         head = head.header(header.name, header.value);
     }
     head.body(()).ok()
+}
+
+/// Waits for the client's first bytes, within the header timeout, and
+/// judges them before hyper has the connection.
+#[cfg(feature = "server")]
+pub(crate) async fn judge_when_read(
+    stream: TcpStream,
+    layer: &NoResponseLayer,
+    peer: SocketAddr,
+    header_timeout: Option<std::time::Duration>,
+    close_mode: CloseMode,
+) -> Early {
+    let readable = stream.readable();
+    let ready = match header_timeout {
+        Some(limit) => match tokio::time::timeout(limit, readable).await {
+            Ok(ready) => ready,
+            Err(_) => {
+                // Not one byte in time: what hyper would drop anyway.
+                let stream = AbortableStream::new(stream);
+                super::drop_connection(
+                    stream.handle(),
+                    peer,
+                    close_mode,
+                    crate::DropReason::HeaderTimeout,
+                );
+                return Early::Done;
+            }
+        },
+        None => readable.await,
+    };
+    if ready.is_err() {
+        return Early::Done;
+    }
+    judge_now(stream, peer, layer)
 }

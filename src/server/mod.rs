@@ -242,7 +242,6 @@ use tower_service::Service;
 
 mod adapter;
 mod conn;
-mod early;
 #[cfg(feature = "rustls")]
 mod tls;
 
