@@ -49,7 +49,7 @@ pub use stream::{AbortableStream, silent_close_available};
 #[cfg(feature = "rustls")]
 pub(crate) use stream::{Watch, Watched};
 #[cfg(any(feature = "server", feature = "tonic"))]
-pub use stream_reset::DropAsError;
+pub use stream_reset::{DropAsError, StreamDropped};
 
 #[cfg(feature = "server")]
 pub(crate) use accept::{drop_connection, refuse};

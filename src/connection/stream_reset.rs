@@ -11,7 +11,7 @@
 //!
 //! tonic turns a service error that *is* an `h2::Error` (or a `Status`)
 //! into a gRPC status response, which has a head, but passes on an error
-//! that merely has one in its source chain. [`RequestDropped`] is such an
+//! that merely has one in its source chain. [`StreamDropped`] is such an
 //! error, so the same wrapper serves hyper and tonic.
 
 use std::fmt;
@@ -61,8 +61,51 @@ where
         let this = self.project();
         let response = ready!(this.future.poll(cx)).map_err(Into::into)?;
         match response.extensions().get::<RequestDropped>() {
-            Some(dropped) => Poll::Ready(Err(Box::new(dropped.resetting_with(*this.reset)))),
+            Some(dropped) => Poll::Ready(Err(Box::new(StreamDropped {
+                dropped: *dropped,
+                reset: *this.reset,
+            }))),
             None => Poll::Ready(Ok(response)),
+        }
+    }
+}
+
+/// A dropped request as a service error: the drop, and the reason its
+/// HTTP/2 stream is reset with, which hyper finds in the source chain.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamDropped {
+    dropped: RequestDropped,
+    reset: h2::Reason,
+}
+
+impl StreamDropped {
+    /// The drop: the rule that made it.
+    #[must_use]
+    pub fn dropped(&self) -> RequestDropped {
+        self.dropped
+    }
+}
+
+impl fmt::Display for StreamDropped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.dropped.fmt(f)
+    }
+}
+
+/// The two reasons a drop resets a stream with, as the `'static` errors a
+/// source chain needs. `CANCEL` by default, never `REFUSED_STREAM`, which
+/// would invite a retry.
+static CANCEL: std::sync::LazyLock<h2::Error> =
+    std::sync::LazyLock::new(|| h2::Error::from(h2::Reason::CANCEL));
+static INTERNAL_ERROR: std::sync::LazyLock<h2::Error> =
+    std::sync::LazyLock::new(|| h2::Error::from(h2::Reason::INTERNAL_ERROR));
+
+impl std::error::Error for StreamDropped {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        if self.reset == h2::Reason::INTERNAL_ERROR {
+            Some(&*INTERNAL_ERROR)
+        } else {
+            Some(&*CANCEL)
         }
     }
 }

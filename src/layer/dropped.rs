@@ -5,33 +5,17 @@ use std::fmt;
 use crate::DropReason;
 
 /// Why a dropped request produced no response: the error a dropped
-/// response's body fails with, the error a serve loop hands hyper in place
-/// of the response, and the marker in a dropped response's extensions.
-///
-/// Where hyper resets an HTTP/2 stream over this error, it takes the reason
-/// from the error's source chain: `CANCEL` by default, never
-/// `REFUSED_STREAM`, which would invite a retry.
+/// response's body fails with, and the marker in a dropped response's
+/// extensions, which a serve loop turns into a stream reset (see
+/// [`DropAsError`](crate::connection::DropAsError)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestDropped {
     reason: DropReason,
-    #[cfg(any(feature = "server", feature = "tonic"))]
-    reset: h2::Reason,
 }
 
 impl RequestDropped {
     pub(crate) fn new(reason: DropReason) -> Self {
-        Self {
-            reason,
-            #[cfg(any(feature = "server", feature = "tonic"))]
-            reset: h2::Reason::CANCEL,
-        }
-    }
-
-    /// The same drop, resetting its stream with `reset`.
-    #[cfg(any(feature = "server", feature = "tonic"))]
-    pub(crate) fn resetting_with(mut self, reset: h2::Reason) -> Self {
-        self.reset = reset;
-        self
+        Self { reason }
     }
 
     /// The rule that dropped the request.
@@ -69,22 +53,4 @@ impl fmt::Display for RequestDropped {
     }
 }
 
-/// The two reasons a drop resets a stream with, as the `'static` errors a
-/// source chain needs.
-#[cfg(any(feature = "server", feature = "tonic"))]
-static CANCEL: std::sync::LazyLock<h2::Error> =
-    std::sync::LazyLock::new(|| h2::Error::from(h2::Reason::CANCEL));
-#[cfg(any(feature = "server", feature = "tonic"))]
-static INTERNAL_ERROR: std::sync::LazyLock<h2::Error> =
-    std::sync::LazyLock::new(|| h2::Error::from(h2::Reason::INTERNAL_ERROR));
-
-impl std::error::Error for RequestDropped {
-    #[cfg(any(feature = "server", feature = "tonic"))]
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        if self.reset == h2::Reason::INTERNAL_ERROR {
-            Some(&*INTERNAL_ERROR)
-        } else {
-            Some(&*CANCEL)
-        }
-    }
-}
+impl std::error::Error for RequestDropped {}
