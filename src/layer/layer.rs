@@ -110,7 +110,7 @@ impl NoResponseLayer {
     /// client's rate budget, as the layer does; it counts and logs nothing.
     /// For tests, benches and tools; [`RuleSet::judge`], on
     /// [`rules`](Self::rules), judges without spending. A judgement still
-    /// at [`Verdict::RateLimit`] awaits the shared store, which this does
+    /// at [`Verdict::RateLimit`](crate::rules::Verdict::RateLimit) awaits the shared store, which this does
     /// not ask.
     pub fn judge_and_spend<B>(&self, request: &Request<B>, peer: Option<SocketAddr>) -> Judgement {
         self.shared.current.load().judge(request, peer).0

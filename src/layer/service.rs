@@ -34,7 +34,7 @@ impl std::ops::Deref for RulesInForce {
     }
 }
 
-/// The service made by [`NoResponseLayer`].
+/// The service made by [`NoResponseLayer`](crate::NoResponseLayer).
 #[derive(Clone)]
 pub struct NoResponse<S> {
     pub(super) inner: S,
