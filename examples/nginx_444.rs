@@ -34,7 +34,7 @@
 //!
 //! `--kernel-filter` (Linux) refuses denied and banned clients in the kernel:
 //! their SYNs go unanswered and their connection attempts time out, with
-//! nothing logged; see `connection::kernel_filter`. `--defer-accept SECS`
+//! nothing logged; see `server::kernel_filter`. `--defer-accept SECS`
 //! (Linux) has the kernel hand over a connection only once its request has
 //! arrived, so that a dropped one costs no wake-up.
 //!
@@ -636,7 +636,7 @@ fn kernel_filter(
     args: &Args,
     layer: &NoResponseLayer,
     listener: &tokio::net::TcpListener,
-) -> std::io::Result<Option<tower_no_response::connection::KernelFilter>> {
+) -> std::io::Result<Option<tower_no_response::server::KernelFilter>> {
     args.kernel_filter
         .then(|| layer.kernel_filter(listener))
         .transpose()

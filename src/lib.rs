@@ -61,20 +61,23 @@
 //!   (the rate limiter's budgets, in this process or shared through a
 //!   store; the ban list) and the audit output (the 444 event, the per-rule
 //!   counters and metrics, nginx's access-log line);
+//! - [`connection`]: the primitives a drop reaches the socket through. A
+//!   [`ConnectionHandle`](connection::ConnectionHandle) is shared by the
+//!   layer and the connection; the [`AbortableStream`](connection::AbortableStream)
+//!   refuses every write once its handle is tripped and closes with the
+//!   layer's [`CloseMode`](connection::CloseMode); [`RequestDropped`] is the
+//!   drop as a server sees it; [`connection::set_defer_accept`] holds
+//!   connections in the kernel until their request arrives (Linux);
 //! - the layer, [`NoResponseLayer`]: the tower `Layer`, `Service` and
 //!   `ResponseFuture`, which judges each request, keeps the state, counts
-//!   and logs, and trips the connection's [`ConnectionHandle`](connection::ConnectionHandle) on a drop;
-//! - [`connection`]: how a drop reaches the socket. The connection side is
-//!   made from the layer and shares its state: [`NoResponseLayer::listener`]
-//!   for `axum::serve`, and `NoResponseLayer::incoming` for tonic. The
-//!   [`AbortableStream`](connection::AbortableStream) refuses every write once its handle is tripped and
-//!   closes with the layer's [`CloseMode`](connection::CloseMode). On Linux,
-//!   [`NoResponseLayer::kernel_filter`] refuses banned and denied clients in
-//!   the kernel, before their handshake, and
-//!   [`connection::set_defer_accept`] holds connections until their request
-//!   arrives;
-//! - `server`: the crate's own serve loop (feature `server`),
-//!   [`NoResponseLayer::serve`];
+//!   and logs, and trips the connection's handle on a drop;
+//! - [`server`]: the connection sides, made from the layer and sharing its
+//!   state, one file each: [`NoResponseLayer::listener`] for `axum::serve`,
+//!   the crate's own serve loop [`NoResponseLayer::serve`] (feature
+//!   `server`), and `NoResponseLayer::incoming` for tonic; beside them,
+//!   judging a first request at accept and, on Linux,
+//!   [`NoResponseLayer::kernel_filter`], which refuses banned and denied
+//!   clients in the kernel before their handshake;
 //! - the integrations, each behind its feature: the [`ClientIp`] extractor
 //!   (`axum`), `grpc` (`tonic`), `redis` (`redis`; `rediss://` with `redis-tls`),
 //!   `config` (`serde`).
@@ -194,17 +197,16 @@ mod parse;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod rules;
-#[cfg(feature = "server")]
 pub mod server;
 
 // The core names live at the root; everything else has one home, in its
 // module.
+pub use connection::RequestDropped;
 pub use error::{BoxError, BuildError};
 #[cfg(feature = "axum")]
 pub use extract::ClientIpRejection;
 pub use layer::{
-    NoResponse, NoResponseBody, NoResponseLayer, NoResponseLayerBuilder, RequestDropped,
-    ResponseFuture, TimedBody,
+    NoResponse, NoResponseBody, NoResponseLayer, NoResponseLayerBuilder, ResponseFuture, TimedBody,
 };
 pub use limit::rate::RateLimit;
 pub use rules::client_ip::ClientIp;

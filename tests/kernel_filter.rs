@@ -15,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tower_no_response::NoResponseLayer;
 use tower_no_response::ban::{BanList, BanPolicy};
-use tower_no_response::connection::KernelFilter;
+use tower_no_response::server::KernelFilter;
 
 const UA: Option<&str> = Some("curl/8.5.0");
 

@@ -1,5 +1,5 @@
-//! What every accept side (the crate's serve loop, the layer's listener,
-//! tonic's incoming stream) does before it reads a byte.
+//! How a connection side closes a connection it refuses or drops itself,
+//! and logs it, once.
 
 use std::net::SocketAddr;
 
@@ -8,25 +8,6 @@ use tokio::net::TcpStream;
 use super::{AbortableStream, CloseMode, ConnectionHandle};
 use crate::DropReason;
 use crate::audit::{Close, DropEvent, Handling};
-
-impl crate::NoResponseLayer {
-    /// What every accept side does before it reads a byte: refuses a peer
-    /// outside `only_from_peer`, and a banned client that connects directly.
-    /// Hands the stream back when it may be served.
-    pub(crate) fn screen_at_accept(
-        &self,
-        stream: TcpStream,
-        peer: SocketAddr,
-    ) -> Option<TcpStream> {
-        match self.refusal_at_accept(peer.ip()) {
-            None => Some(stream),
-            Some((reason, mode)) => {
-                refuse(stream, peer, mode, reason);
-                None
-            }
-        }
-    }
-}
 
 /// Closes a connection before reading from it, and logs it as a 444.
 pub(crate) fn refuse(stream: TcpStream, peer: SocketAddr, mode: CloseMode, reason: DropReason) {

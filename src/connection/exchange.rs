@@ -51,16 +51,6 @@ pub(crate) struct Timeouts {
     pub(crate) keepalive: Option<Duration>,
 }
 
-impl Timeouts {
-    /// The timeouts in force in `layer`, for a connection accepted now.
-    pub(crate) fn of(layer: &crate::NoResponseLayer) -> Self {
-        Self {
-            header: layer.header_timeout(),
-            keepalive: Some(layer.keepalive_timeout()),
-        }
-    }
-}
-
 /// One HTTP/1 connection's exchanges, as far as its timers need them.
 #[derive(Debug)]
 pub(crate) struct Exchanges {

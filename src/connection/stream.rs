@@ -16,9 +16,9 @@ use super::exchange::{Exchanges, Expiry};
 use super::{CloseMode, ConnectionHandle};
 use crate::DropReason;
 use crate::audit::{Close, DropEvent, Handling};
-use crate::layer::registry::Registration;
+use crate::connection::registry::Registration;
 #[cfg(feature = "axum")]
-use crate::layer::registry::Registry;
+use crate::connection::registry::Registry;
 
 /// Bytes a FIN close reads and discards before the socket is closed: the
 /// kernel answers a close with unread data by an RST instead of the FIN the

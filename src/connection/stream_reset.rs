@@ -22,8 +22,8 @@ use std::task::{Context, Poll, ready};
 use http::Response;
 use pin_project_lite::pin_project;
 
+use super::RequestDropped;
 use crate::error::BoxError;
-use crate::layer::RequestDropped;
 
 pin_project! {
     /// The future of a service that hands hyper a [`RequestDropped`] error

@@ -14,13 +14,13 @@ use std::sync::atomic::Ordering;
 use http::Request;
 
 use super::NoResponseLayer;
-#[cfg(feature = "axum")]
-use super::registry::Registry;
 #[cfg(any(feature = "axum", feature = "server"))]
 use super::service::record_drop;
 #[cfg(any(feature = "axum", feature = "server"))]
 use super::state::{MISPLACED_AFTER, MISPLACED_AFTER_PASSES};
 use crate::audit::{Close, Handling};
+#[cfg(feature = "axum")]
+use crate::connection::registry::Registry;
 #[cfg(any(feature = "axum", feature = "server"))]
 use crate::rules::Action;
 use crate::rules::{CloseMode, DropReason};

@@ -5,8 +5,8 @@ use std::task::{Context, Poll};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use super::RequestDropped;
 use crate::DropReason;
+use crate::connection::RequestDropped;
 use crate::error::BoxError;
 
 pin_project! {

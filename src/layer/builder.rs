@@ -305,7 +305,7 @@ impl NoResponseLayerBuilder {
     /// peer is refused with rule `peer_not_allowed`: at accept, before a
     /// byte is read, by the crate's serve loop, the layer's listener and
     /// tonic's incoming stream; before its handshake by the
-    /// [kernel filter](crate::connection::kernel_filter); and by the layer
+    /// [kernel filter](crate::server::kernel_filter); and by the layer
     /// itself on a server with no accept hook.
     ///
     /// This judges the **peer**, where `allow_ip` and `deny_ip` judge the

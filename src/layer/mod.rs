@@ -5,13 +5,9 @@
 mod accept;
 mod body;
 mod builder;
-mod dropped;
 mod future;
-mod handle;
 #[allow(clippy::module_inception)]
 mod layer;
-mod peer;
-pub(crate) mod registry;
 mod request_body;
 mod response;
 mod service;
@@ -19,9 +15,7 @@ mod state;
 
 pub use body::NoResponseBody;
 pub use builder::NoResponseLayerBuilder;
-pub use dropped::RequestDropped;
 pub use future::ResponseFuture;
-pub use handle::{ConnectionHandle, ConnectionInfo};
 pub use layer::NoResponseLayer;
 pub use request_body::TimedBody;
 pub use service::NoResponse;

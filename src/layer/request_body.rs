@@ -12,9 +12,9 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use super::ConnectionInfo;
 use super::service::{Rejection, reject_on};
 use super::state::{Compiled, LayerState};
+use crate::connection::ConnectionInfo;
 use crate::error::BoxError;
 use crate::rules::{Action, DropReason, Stop};
 

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use http::{HeaderValue, Response, StatusCode, header};
 
-use super::{NoResponseBody, RequestDropped};
+use super::NoResponseBody;
+use crate::connection::RequestDropped;
 use crate::limit::RateLimit;
 use crate::rules::DropReason;
 

@@ -15,10 +15,11 @@ use http_body::Body;
 use tower_service::Service;
 
 use super::future::{Kind, Pending, ResponseFuture};
-use super::registry::Found;
 use super::state::{Compiled, LayerState};
-use super::{ConnectionHandle, ConnectionInfo, NoResponseBody, TimedBody};
+use super::{NoResponseBody, TimedBody};
 use crate::audit::{Close, DropEvent, Handling, RequestView};
+use crate::connection::registry::Found;
+use crate::connection::{ConnectionHandle, ConnectionInfo};
 use crate::limit::RateLimit;
 use crate::rules::{Action, CloseMode, DropReason, Judgement, Stop, Verdict};
 

@@ -10,10 +10,10 @@ use arc_swap::ArcSwap;
 use http::Request;
 
 use super::builder::Config;
-use super::registry::Registry;
-use super::{ConnectionInfo, peer};
 use crate::audit::stats::Counters;
 use crate::ban::BanList;
+use crate::connection::registry::Registry;
+use crate::connection::{ConnectionInfo, peer};
 use crate::error::BuildError;
 use crate::limit::local::Limiter;
 use crate::limit::{RateLimit, RateLimiter, Step};

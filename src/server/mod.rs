@@ -1,5 +1,23 @@
-//! The crate's own serve loop, for hyper and tower services that want more
-//! than `axum::serve` gives (feature `server`):
+//! The connection sides: how each server runs the connections a
+//! [`NoResponseLayer`](crate::NoResponseLayer) drops. Each is made from the
+//! layer and shares its state, and each is one file here:
+//!
+//! | server | service side | connection side | file |
+//! |---|---|---|---|
+//! | `axum::serve` | `.layer(layer.clone())` | [`layer.listener(tcp)`](crate::NoResponseLayer::listener) | `listener.rs` |
+//! | the crate's serve loop | `.layer(layer.clone())` | [`layer.serve(tcp, app)`](crate::NoResponseLayer::serve) | `serve_loop/` |
+//! | tonic's `Server` | `.layer(layer.grpc())` | [`layer.incoming(tcp)`](crate::NoResponseLayer::incoming) | `incoming.rs` |
+//!
+//! Beside them: what every side does at accept (`accept.rs`), judging a
+//! connection's first request before the server has it (`early.rs`), and,
+//! on Linux, the [`kernel_filter`] that refuses banned and denied clients
+//! before their handshake. The primitives they share, the handle and the
+//! stream that obeys it, are in [`connection`](crate::connection).
+//!
+//! # The crate's own serve loop
+//!
+//! For hyper and tower services that want more than `axum::serve` gives
+//! (feature `server`):
 //!
 //! - a dropped HTTP/2 request resets **only its stream**, as nginx does,
 //!   instead of closing the connection with every other stream on it;
@@ -14,7 +32,7 @@
 //! port with hyper-util's auto builder, runs connections concurrently, shuts
 //! down gracefully, and handles accept errors as `axum::serve` does.
 //!
-//! It is made from the layer, [`NoResponseLayer::serve`], which gives it the
+//! It is made from the layer, [`NoResponseLayer::serve`](crate::NoResponseLayer::serve), which gives it the
 //! close mode, the ban list and the rules for early judging: there is no
 //! second place to set them. Each request carries axum's
 //! `ConnectInfo<SocketAddr>`, for handlers and for middleware outside the
@@ -220,468 +238,26 @@
 //! goes too. See `examples/tonic.rs` (`cargo run --example tonic --features
 //! tonic`).
 
-use std::convert::Infallible;
-use std::fmt;
-use std::future::Future;
-use std::io;
-use std::net::{IpAddr, SocketAddr};
-use std::pin::pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+#[cfg(any(feature = "server", feature = "axum", feature = "tonic"))]
+mod accept;
+#[cfg(any(feature = "server", feature = "axum"))]
+mod early;
+#[cfg(feature = "tonic")]
+mod incoming;
+#[cfg(target_os = "linux")]
+pub mod kernel_filter;
+#[cfg(feature = "axum")]
+mod listener;
+#[cfg(feature = "server")]
+mod serve_loop;
+#[cfg(any(feature = "server", feature = "axum"))]
+mod timeouts;
 
-use dashmap::DashMap;
-use http::{Request, Response};
-use http_body::Body;
-use hyper::body::Incoming;
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto::Builder;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
-use tower_service::Service;
-
-mod adapter;
-mod conn;
-#[cfg(feature = "rustls")]
-mod tls;
-
-use crate::DropReason;
-use crate::NoResponseLayer;
-use crate::connection::early::{Early, judge_now};
-pub(crate) use crate::connection::{drop_connection, refuse};
-use crate::error::{BoxError, BuildError};
-use crate::rules::ip::{IpAction, IpRules, parse_cidrs};
-use conn::Connection;
-
-/// What a dropped HTTP/2 request does to its connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum Http2Drop {
-    /// Reset only the request's stream with `RST_STREAM(CANCEL)`; the other
-    /// streams on the connection carry on, as with nginx's `return 444` on
-    /// HTTP/2. The default.
-    #[default]
-    ResetStream,
-    /// Reset only the stream, with `INTERNAL_ERROR`, which looks like any
-    /// server fault.
-    ResetStreamInternalError,
-    /// Close the whole connection, with every stream on it (Caddy's
-    /// `abort`).
-    CloseConnection,
-}
-
-// `REFUSED_STREAM` is deliberately not offered: it tells the client the
-// request was not processed and may be retried, which invites the retry.
-
-/// Refusals checked at `accept`, before any byte is read: the cheapest drop
-/// there is, for clients known to be bad by their address alone.
-///
-/// The peer here is the TCP peer: behind a proxy or CDN it is the proxy, so
-/// use these only for traffic that reaches the server directly, and use the
-/// layer's `deny_ip` (which sees the real client) otherwise.
-#[derive(Debug, Default)]
-pub struct AcceptRules {
-    rules: IpRules,
-}
-
-impl AcceptRules {
-    /// Refuses connections from each of `cidrs` (addresses, CIDR blocks or
-    /// `all`), with rule name `accept_deny`.
-    ///
-    /// # Errors
-    /// The first malformed value, by name.
-    pub fn deny<I>(cidrs: I) -> Result<Self, BuildError>
-    where
-        I: IntoIterator,
-        I::Item: AsRef<str>,
-    {
-        let mut rules = IpRules::default();
-        for cidr in cidrs {
-            rules.push(
-                parse_cidrs("deny_at_accept", cidr.as_ref())?,
-                IpAction::Deny,
-            );
-        }
-        rules.seal();
-        Ok(Self { rules })
-    }
-
-    fn denies(&self, peer: SocketAddr) -> bool {
-        self.rules.first_match(peer.ip().to_canonical()) == Some(IpAction::Deny)
-    }
-}
-
-/// A serve loop; see the [module docs](self). Made by
-/// [`NoResponseLayer::serve`].
-#[must_use = "a server does nothing until it is run"]
-pub struct Serve<S> {
-    listener: TcpListener,
-    service: S,
-    layer: NoResponseLayer,
-    http2_drop: Http2Drop,
-    idle_timeout: Option<Duration>,
-    limits: ConnectionLimits,
-    accept_rules: AcceptRules,
-    judge_early: bool,
-    defer_accept: Option<Duration>,
-    #[cfg(feature = "rustls")]
-    tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
-}
-
-impl<S> fmt::Debug for Serve<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Serve")
-            .field("listener", &self.listener)
-            .field("http2_drop", &self.http2_drop)
-            .field("idle_timeout", &self.idle_timeout)
-            .field("limits", &self.limits)
-            .field("layer", &self.layer)
-            .field("accept_rules", &self.accept_rules)
-            .field("judge_early", &self.judge_early)
-            .field("defer_accept", &self.defer_accept)
-            .finish_non_exhaustive()
-    }
-}
-
-impl NoResponseLayer {
-    /// The crate's serve loop for `app` on `listener`, with this layer's
-    /// close mode, ban list and rules. `app` is the service this layer
-    /// wraps: an axum `Router` with `.layer(layer.clone())` added last, with
-    /// any middleware that should see dropped requests (tracing, metrics)
-    /// outside it.
-    pub fn serve<S>(&self, listener: TcpListener, app: S) -> Serve<S> {
-        Serve {
-            listener,
-            service: app,
-            layer: self.clone(),
-            http2_drop: Http2Drop::default(),
-            idle_timeout: None,
-            limits: ConnectionLimits::default(),
-            accept_rules: AcceptRules::default(),
-            judge_early: true,
-            defer_accept: None,
-            #[cfg(feature = "rustls")]
-            tls: None,
-        }
-    }
-}
-
-impl<S> Serve<S> {
-    /// What a dropped HTTP/2 request does; [`Http2Drop::ResetStream`] by
-    /// default.
-    pub fn http2_drop(mut self, drop: Http2Drop) -> Self {
-        self.http2_drop = drop;
-        self
-    }
-
-    /// Closes a connection that has had no request in flight this long, as
-    /// nginx's `keepalive_timeout` does: HTTP/1 keep-alive and HTTP/2 alike,
-    /// with an orderly close (a `GOAWAY` on HTTP/2) and no event, since
-    /// nothing was dropped. A response still streaming its body counts as
-    /// in flight. When it is not set, an HTTP/1 connection is closed after
-    /// the layer's
-    /// [`keepalive_timeout`](crate::NoResponseLayerBuilder::keepalive_timeout)
-    /// between requests, and an HTTP/2 connection after as long with no
-    /// stream open.
-    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.idle_timeout = Some(timeout);
-        self
-    }
-
-    /// At most `n` connections at once; past it, new connections are
-    /// refused at accept with the close mode, logged with rule
-    /// `connection_limit`. Unlimited by default.
-    pub fn max_connections(mut self, n: usize) -> Self {
-        self.limits.total = Some(n);
-        self
-    }
-
-    /// At most `n` connections at once from one client address (IPv6 by
-    /// its /64, one customer's network); past it, refused at accept as for
-    /// [`max_connections`](Self::max_connections). Unlimited by default.
-    ///
-    /// The address is the TCP peer, the only one known at accept. An edge
-    /// (a trusted proxy, an `only_from_peer` peer) is not a client and is never
-    /// counted here: its pooled connections carry everyone behind it. Cap
-    /// edges apart with [`max_connections_per_proxy`](Self::max_connections_per_proxy).
-    /// nginx's `limit_conn addr` after `real_ip` counts the real client;
-    /// behind a proxy that pools connections there is no such count, and the
-    /// layer's [`rate_limit`](crate::NoResponseLayerBuilder::rate_limit),
-    /// keyed by the real client, is what bounds each client.
-    pub fn max_connections_per_client(mut self, n: usize) -> Self {
-        self.limits.per_client = Some(n);
-        self
-    }
-
-    /// At most `n` connections at once from one edge address (a trusted
-    /// proxy, an `only_from_peer` peer); past it, refused at accept as for
-    /// [`max_connections`](Self::max_connections). Unlimited by default.
-    pub fn max_connections_per_proxy(mut self, n: usize) -> Self {
-        self.limits.per_proxy = Some(n);
-        self
-    }
-
-    /// Refusals checked at accept.
-    pub fn accept_rules(mut self, rules: AcceptRules) -> Self {
-        self.accept_rules = rules;
-        self
-    }
-
-    /// Holds each new connection in the kernel for up to `wait` until its
-    /// first bytes arrive (`TCP_DEFER_ACCEPT`, Linux; see
-    /// [`set_defer_accept`](crate::connection::set_defer_accept)). With
-    /// early judging, a client whose request a rule drops then costs one
-    /// accept, one read and a close, with no wake-up in between and no
-    /// task. A client that sends nothing is accepted once `wait` is over.
-    /// Off by default; on other systems, [`run`](Self::run) fails when it
-    /// is set.
-    pub fn defer_accept(mut self, wait: Duration) -> Self {
-        self.defer_accept = Some(wait);
-        self
-    }
-
-    /// Whether each connection's first request is judged with the layer's
-    /// rules as soon as its head has arrived, before hyper sets up the
-    /// connection; on by default. A request that a rule drops then costs an
-    /// accept, one read and a close, which is all nginx spends on a
-    /// `return 444`.
-    ///
-    /// Only enforced drops are made this early, by every rule but the rate
-    /// limit, and counted and logged as the layer would. Everything else (no
-    /// rule matched, a rule in dry-run or one that answers with a status, a
-    /// head not complete yet, HTTP/2, TLS) goes on to hyper and the layer
-    /// with the bytes already read, and the layer judges it in full. Later
-    /// requests on a kept-alive connection are the layer's alone.
-    pub fn judge_early(mut self, on: bool) -> Self {
-        self.judge_early = on;
-        self
-    }
-
-    /// Serves TLS with this rustls configuration (feature `rustls`); set its
-    /// ALPN protocols to `h2` and `http/1.1` to offer both.
-    ///
-    /// Each handshake runs in its connection's own task, so a slow or
-    /// stalled client never holds up the accept loop; one that has not
-    /// finished its handshake within the header timeout (10 s when none is
-    /// set) is dropped and logged as `header_timeout`. A dropped HTTP/1
-    /// request, or a connection closed whole, ends with the TCP stream
-    /// closing: no application byte and no TLS alert is written, because the
-    /// stream under TLS refuses every write once aborted.
-    #[cfg(feature = "rustls")]
-    pub fn tls(mut self, config: std::sync::Arc<tokio_rustls::rustls::ServerConfig>) -> Self {
-        self.tls = Some(config);
-        self
-    }
-
-    /// The address the listener is bound to.
-    ///
-    /// # Errors
-    /// As [`TcpListener::local_addr`].
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-}
-
-impl<S, B> Serve<S>
-where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    /// Serves until the process ends.
-    ///
-    /// # Errors
-    /// As [`run_until`](Self::run_until).
-    pub async fn run(self) -> io::Result<()> {
-        self.run_until(std::future::pending()).await
-    }
-
-    /// Serves until `signal` completes, then stops accepting, lets every
-    /// connection finish its requests in flight (idle ones close at once),
-    /// and returns when the last one is done.
-    ///
-    /// # Errors
-    /// When [`defer_accept`](Self::defer_accept) cannot be set on the
-    /// listener; nothing else, today.
-    pub async fn run_until(self, signal: impl Future<Output = ()> + Send) -> io::Result<()> {
-        let Self {
-            listener,
-            service,
-            layer,
-            http2_drop,
-            idle_timeout,
-            limits,
-            accept_rules,
-            judge_early,
-            defer_accept,
-            #[cfg(feature = "rustls")]
-            tls,
-        } = self;
-        if let Some(wait) = defer_accept {
-            #[cfg(target_os = "linux")]
-            crate::connection::set_defer_accept(&listener, wait)?;
-            #[cfg(not(target_os = "linux"))]
-            return Err(io::Error::other(format!(
-                "defer_accept({wait:?}): TCP_DEFER_ACCEPT is Linux's"
-            )));
-        }
-        let limits = Arc::new(limits);
-        #[cfg(feature = "rustls")]
-        let judge_early = judge_early && tls.is_none();
-        let judge_early = judge_early.then_some(&layer);
-        // No header timeout in hyper: its timer also runs between kept-alive
-        // requests. Each connection's stream keeps both timeouts instead.
-        let builder = Builder::new(TokioExecutor::new());
-        let (stop_tx, stop_rx) = watch::channel(());
-        // Every connection task holds a sender; all dropped means all done.
-        let (done_tx, mut done_rx) = mpsc::channel::<Infallible>(1);
-        let mut signal = pin!(signal);
-        loop {
-            let (stream, peer) = tokio::select! {
-                accepted = accept(&listener) => accepted,
-                () = &mut signal => break,
-            };
-            let close_mode = layer.close_mode();
-            if accept_rules.denies(peer) {
-                refuse(stream, peer, close_mode, DropReason::AcceptDenied);
-                continue;
-            }
-            let Some(stream) = layer.screen_at_accept(stream, peer) else {
-                continue;
-            };
-            let edge = layer.rules().is_edge(peer.ip());
-            let Some(slot) = ConnectionLimits::admit(&limits, peer.ip(), edge) else {
-                refuse(stream, peer, close_mode, DropReason::ConnectionLimit);
-                continue;
-            };
-            // Judge the first request now if it has arrived, else in the
-            // connection's task once it does; hyper sees it only if no rule
-            // drops it.
-            let (stream, prefix, judge_later) = match judge_early {
-                None => (stream, Vec::new(), None),
-                Some(layer) => match judge_now(stream, peer, layer) {
-                    Early::Done => continue,
-                    Early::Undecided(stream, read) if read.is_empty() => {
-                        (stream, read, Some(layer.clone()))
-                    }
-                    Early::Undecided(stream, read) => (stream, read, None),
-                },
-            };
-            let connection = Connection {
-                builder: builder.clone(),
-                service: service.clone(),
-                peer,
-                http2_drop,
-                close_mode,
-                timeouts: crate::connection::Timeouts::of(&layer),
-                idle_timeout,
-                _slot: slot,
-                stop: stop_rx.clone(),
-                _done: done_tx.clone(),
-                #[cfg(feature = "rustls")]
-                tls: tls.clone(),
-            };
-            tokio::spawn(connection.run(stream, prefix, judge_later));
-        }
-        drop(listener);
-        let _ = stop_tx.send(());
-        drop(done_tx);
-        // Returns `None` once every connection task has dropped its sender.
-        let _ = done_rx.recv().await;
-        Ok(())
-    }
-}
-
-/// The caps on concurrent connections, overall and per client.
-#[derive(Debug, Default)]
-struct ConnectionLimits {
-    total: Option<usize>,
-    per_client: Option<usize>,
-    per_proxy: Option<usize>,
-    live: AtomicUsize,
-    by_client: DashMap<IpAddr, usize>,
-}
-
-/// A connection counted against the caps, until it is dropped.
-#[derive(Debug)]
-pub(crate) struct ConnectionSlot {
-    limits: Arc<ConnectionLimits>,
-    client: Option<IpAddr>,
-}
-
-impl ConnectionLimits {
-    /// The slot of a new connection from `ip`, if the caps leave room; none
-    /// is needed (and `Some(None)` given) when there are no caps. An `edge`
-    /// is counted against the per-proxy cap, never the per-client one.
-    fn admit(limits: &Arc<Self>, ip: IpAddr, edge: bool) -> Option<Option<ConnectionSlot>> {
-        if limits.total.is_none() && limits.per_client.is_none() && limits.per_proxy.is_none() {
-            return Some(None);
-        }
-        if limits.live.fetch_add(1, Ordering::AcqRel) >= limits.total.unwrap_or(usize::MAX) {
-            limits.live.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        let mut slot = ConnectionSlot {
-            limits: Arc::clone(limits),
-            client: None,
-        };
-        let cap = if edge {
-            limits.per_proxy
-        } else {
-            limits.per_client
-        };
-        if let Some(cap) = cap {
-            let client = client_key(ip);
-            let mut count = limits.by_client.entry(client).or_insert(0);
-            if *count >= cap {
-                // Dropping the slot gives back the overall count.
-                return None;
-            }
-            *count += 1;
-            slot.client = Some(client);
-        }
-        Some(Some(slot))
-    }
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.limits.live.fetch_sub(1, Ordering::AcqRel);
-        if let Some(client) = self.client {
-            self.limits.by_client.remove_if_mut(&client, |_, count| {
-                *count -= 1;
-                *count == 0
-            });
-        }
-    }
-}
-
-/// A client as the per-client cap counts it: IPv6 by its /64.
-fn client_key(ip: IpAddr) -> IpAddr {
-    crate::rules::client_ip::Ipv6Prefix::new(64).client(ip.to_canonical())
-}
-
-/// Accepts like `axum::serve`: errors that belong to one connection are
-/// skipped; others (such as running out of file descriptors) are logged and
-/// retried after a second, instead of spinning.
-async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
-    loop {
-        match listener.accept().await {
-            Ok(accepted) => return accepted,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::ConnectionRefused
-                        | io::ErrorKind::ConnectionAborted
-                        | io::ErrorKind::ConnectionReset
-                ) => {}
-            Err(e) => {
-                tracing::error!(target: "tower_no_response", "accept error: {e}");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    }
-}
+#[cfg(feature = "tonic")]
+pub use incoming::NoResponseIncoming;
+#[cfg(target_os = "linux")]
+pub use kernel_filter::KernelFilter;
+#[cfg(feature = "axum")]
+pub use listener::{AbortableListener, NoResponseListener};
+#[cfg(feature = "server")]
+pub use serve_loop::*;

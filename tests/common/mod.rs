@@ -207,7 +207,7 @@ pub async fn serve_layered(app: Router, layer: &NoResponseLayer) -> SocketAddr {
 
 /// Serves `app` with `listener` (one of the layer's) and axum's
 /// `ConnectInfo<SocketAddr>`, in the background.
-pub fn serve_on(listener: tower_no_response::connection::NoResponseListener, app: Router) {
+pub fn serve_on(listener: tower_no_response::server::NoResponseListener, app: Router) {
     tokio::spawn(async move {
         axum::serve(
             listener,

@@ -17,12 +17,12 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tower_service::Service;
 
+use super::super::early::{Early, judge_when_read};
 use super::ConnectionSlot;
 use super::Http2Drop;
 use super::adapter::{Activity, StreamResets};
 use super::drop_connection;
 use crate::NoResponseLayer;
-use crate::connection::early::{Early, judge_when_read};
 use crate::connection::{AbortableStream, ConnectionHandle, ConnectionInfo, Timeouts};
 use crate::error::BoxError;
 use crate::rules::{CloseMode, DropReason};

@@ -8,7 +8,7 @@ use http::Extensions;
 /// The peer axum's `ConnectInfo<SocketAddr>` names, or, in tests served
 /// with `oneshot`, its `MockConnectInfo<SocketAddr>`.
 #[cfg(feature = "axum")]
-pub(super) fn connect_info(extensions: &Extensions) -> Option<SocketAddr> {
+pub(crate) fn connect_info(extensions: &Extensions) -> Option<SocketAddr> {
     use axum::extract::connect_info::{ConnectInfo, MockConnectInfo};
     extensions
         .get::<ConnectInfo<SocketAddr>>()
@@ -22,6 +22,6 @@ pub(super) fn connect_info(extensions: &Extensions) -> Option<SocketAddr> {
 
 /// Without axum there is no connect info to read.
 #[cfg(not(feature = "axum"))]
-pub(super) fn connect_info(_: &Extensions) -> Option<SocketAddr> {
+pub(crate) fn connect_info(_: &Extensions) -> Option<SocketAddr> {
     None
 }

@@ -98,7 +98,7 @@ pub(crate) async fn judge_when_read(
             Err(_) => {
                 // Not one byte in time: what hyper would drop anyway.
                 let stream = AbortableStream::new(stream);
-                super::drop_connection(
+                crate::connection::drop_connection(
                     stream.handle(),
                     peer,
                     close_mode,

@@ -6,9 +6,9 @@ use axum::serve::{Listener, ListenerExt, TapIo};
 use tokio::net::TcpListener;
 
 use super::early::{Early, judge_now};
-use super::{AbortableStream, Timeouts};
 use crate::NoResponseLayer;
-use crate::layer::registry::Registry;
+use crate::connection::registry::Registry;
+use crate::connection::{AbortableStream, Timeouts};
 
 impl NoResponseLayer {
     /// A listener for `axum::serve` whose connections this layer can abort:

@@ -76,7 +76,7 @@ const REFRESH: Duration = Duration::from_millis(250);
 impl NoResponseLayer {
     /// Refuses the layer's banned and denied clients in the kernel, on
     /// `listener`, before their handshake completes; see the
-    /// [module docs](crate::connection::kernel_filter). Keeps the program in
+    /// [module docs](crate::server::kernel_filter). Keeps the program in
     /// sync from a task on the current tokio runtime until the returned
     /// handle is dropped, which detaches it.
     ///
