@@ -20,6 +20,24 @@ use crate::rules::client_ip::Ipv6Prefix;
 ///
 /// Clients are keyed by IPv4 address, or by IPv6 prefix (`/64` by default) so
 /// that one host cannot escape the limit by rotating through its own subnet.
+/// Behind trusted proxies the client is the real one, not the proxy.
+///
+/// # Sizing it for innocent traffic
+///
+/// A drop over the limit is silent, so size the limit for the busiest
+/// innocent client, not the average one:
+///
+/// - **A page view is a burst.** A browser fetches a page and all its
+///   sub-resources at once, over up to six connections, and every request
+///   counts. With `burst(20)` the 22nd request of a first visit is dropped,
+///   so a page with 30 images loads with holes. Set the burst above the
+///   most requests one page view makes, or limit only the paths that need
+///   it, with [`rate_limit_by`](crate::NoResponseLayerBuilder::rate_limit_by)
+///   keyed by the path and the client. Behind a CDN that caches static
+///   files, only what reaches the origin counts.
+/// - **One address can be many people.** An office, a campus or a
+///   carrier-grade NAT sends many users from one IPv4 address, and they
+///   share one budget. A limit that fits one person drops the second.
 ///
 /// # Memory
 ///
