@@ -28,3 +28,17 @@ impl BanList {
         self.ban_quietly(ip, ban_for, "shared");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::BanPolicy;
+    use super::*;
+
+    #[test]
+    fn a_replica_s_endless_ban_does_not_overflow() {
+        let bans = BanList::new(BanPolicy::new(1, Duration::MAX, Duration::MAX));
+        let ip: IpAddr = "192.0.2.2".parse().unwrap();
+        bans.ban_from_peer(ip, Duration::MAX);
+        assert!(bans.is_banned(ip));
+    }
+}
