@@ -1,11 +1,13 @@
-//! axum integration (feature `axum`): [`ClientIp`] as an extractor.
+//! axum integration (feature `axum`): [`ClientIp`] as an extractor, and
+//! the layer's response body as axum's.
 
 use axum::extract::FromRequestParts;
 use axum::response::{IntoResponse, Response};
 use http::{StatusCode, request::Parts};
 use std::fmt;
 
-use crate::ClientIp;
+use crate::layer::body::Kind;
+use crate::{ClientIp, NoResponseBody};
 
 /// The client the layer judged, for handlers behind it:
 ///
@@ -54,5 +56,41 @@ impl std::error::Error for ClientIpRejection {}
 impl IntoResponse for ClientIpRejection {
     fn into_response(self) -> Response {
         (StatusCode::INTERNAL_SERVER_ERROR, self.to_string()).into_response()
+    }
+}
+
+/// An allowed request's body is handed back as it is, with no second box;
+/// a dropped or answered one is boxed as axum boxes any body. For serving a
+/// layer wrapped around a whole `Router` with `axum::serve`, which takes
+/// axum's own response type (`Router::layer` converts on its own):
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use axum::{Router, body::Body, http::Response, routing::get};
+/// use tower::ServiceBuilder;
+/// use tower_no_response::{NoResponseBody, NoResponseLayer};
+///
+/// # async fn serve() -> Result<(), Box<dyn std::error::Error>> {
+/// let layer = NoResponseLayer::builder().build()?;
+/// let router = Router::new().route("/", get(|| async { "ok" }));
+/// let app = ServiceBuilder::new()
+///     .map_response(|r: Response<NoResponseBody<Body>>| r.map(Body::from))
+///     .layer(layer.clone())
+///     .service(router);
+/// let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+///     SocketAddr,
+/// >(app);
+/// let server = axum::serve(layer.listener(tcp), app);
+/// # drop(server);
+/// # Ok(())
+/// # }
+/// ```
+impl From<NoResponseBody<axum::body::Body>> for axum::body::Body {
+    fn from(body: NoResponseBody<axum::body::Body>) -> Self {
+        match body.kind {
+            Kind::Inner { body } => body,
+            kind => Self::new(NoResponseBody { kind }),
+        }
     }
 }

@@ -28,6 +28,7 @@ mod dropped;
 mod exchange;
 mod handle;
 pub(crate) mod peer;
+mod placement;
 pub(crate) mod registry;
 mod stream;
 #[cfg(any(feature = "server", feature = "tonic"))]
@@ -40,6 +41,7 @@ pub use dropped::RequestDropped;
 #[cfg(any(feature = "server", feature = "axum"))]
 pub(crate) use exchange::Timeouts;
 pub use handle::{ConnectionHandle, ConnectionInfo};
+pub(crate) use placement::Placement;
 pub use stream::{AbortableStream, silent_close_available};
 #[cfg(feature = "rustls")]
 pub(crate) use stream::{Watch, Watched};

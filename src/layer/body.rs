@@ -20,13 +20,13 @@ pin_project! {
     /// failure is what still keeps HTTP/1 silent when it is missing.
     pub struct NoResponseBody<B> {
         #[pin]
-        kind: Kind<B>,
+        pub(crate) kind: Kind<B>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<B> {
+    pub(crate) enum Kind<B> {
         Inner { #[pin] body: B },
         Dropped { reason: Option<DropReason> },
         Empty,
@@ -104,43 +104,6 @@ where
             Kind::Inner { body } => body.size_hint(),
             Kind::Dropped { .. } => SizeHint::default(),
             Kind::Empty => SizeHint::with_exact(0),
-        }
-    }
-}
-
-/// An allowed request's body is handed back as it is, with no second box;
-/// a dropped or answered one is boxed as axum boxes any body. For serving a
-/// layer wrapped around a whole `Router` with `axum::serve`, which takes
-/// axum's own response type (`Router::layer` converts on its own):
-///
-/// ```
-/// use std::net::SocketAddr;
-/// use axum::{Router, body::Body, http::Response, routing::get};
-/// use tower::ServiceBuilder;
-/// use tower_no_response::{NoResponseBody, NoResponseLayer};
-///
-/// # async fn serve() -> Result<(), Box<dyn std::error::Error>> {
-/// let layer = NoResponseLayer::builder().build()?;
-/// let router = Router::new().route("/", get(|| async { "ok" }));
-/// let app = ServiceBuilder::new()
-///     .map_response(|r: Response<NoResponseBody<Body>>| r.map(Body::from))
-///     .layer(layer.clone())
-///     .service(router);
-/// let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-/// let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
-///     SocketAddr,
-/// >(app);
-/// let server = axum::serve(layer.listener(tcp), app);
-/// # drop(server);
-/// # Ok(())
-/// # }
-/// ```
-#[cfg(feature = "axum")]
-impl From<NoResponseBody<axum::body::Body>> for axum::body::Body {
-    fn from(body: NoResponseBody<axum::body::Body>) -> Self {
-        match body.kind {
-            Kind::Inner { body } => body,
-            kind => Self::new(NoResponseBody { kind }),
         }
     }
 }

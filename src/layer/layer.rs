@@ -15,11 +15,10 @@ use tower_layer::Layer;
 use super::NoResponseLayerBuilder;
 use super::builder::Config;
 use super::service::{NoResponse, RulesInForce};
-#[cfg(any(feature = "axum", feature = "server"))]
-use super::state::EarlyPasses;
 use super::state::{Compiled, LayerState};
 use crate::audit::stats::Stats;
 use crate::ban::BanList;
+use crate::connection::Placement;
 use crate::error::BuildError;
 use crate::rules::{CloseMode, Judgement, RuleSet};
 
@@ -33,7 +32,7 @@ use crate::rules::{CloseMode, Judgement, RuleSet};
 /// counters, the ban list and the connections its listeners accepted.
 #[derive(Clone)]
 pub struct NoResponseLayer {
-    pub(super) shared: Arc<LayerState>,
+    pub(crate) shared: Arc<LayerState>,
 }
 
 impl NoResponseLayer {
@@ -48,9 +47,7 @@ impl NoResponseLayer {
                 current: ArcSwap::from_pointee(Compiled::new(config, None)?),
                 connections: Arc::default(),
                 warned_no_connection: AtomicBool::new(false),
-                judged: AtomicBool::new(false),
-                #[cfg(any(feature = "axum", feature = "server"))]
-                early: EarlyPasses::default(),
+                placement: Placement::default(),
             }),
         })
     }

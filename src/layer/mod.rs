@@ -1,16 +1,14 @@
 //! The layer: the tower `Layer` + `Service` + `ResponseFuture` trio, the
 //! builder that configures it, and the state it keeps beside the rules.
 
-#[cfg(any(feature = "server", feature = "axum", feature = "tonic"))]
-mod accept;
-mod body;
+pub(crate) mod body;
 mod builder;
 mod future;
 #[allow(clippy::module_inception)]
 mod layer;
 mod request_body;
 mod response;
-mod service;
+pub(crate) mod service;
 mod state;
 
 pub use body::NoResponseBody;

@@ -4,7 +4,6 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -80,10 +79,7 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         // This pins the request to the rules in force as it arrived.
         let current = self.current.load();
-        // A plain load on every request; the store happens once.
-        if !self.shared.judged.load(Ordering::Relaxed) {
-            self.shared.judged.store(true, Ordering::Relaxed);
-        }
+        self.shared.placement.layer_judged();
         // The one lookup of the request's connection; everything after
         // takes the peer found here.
         let peer = self.shared.connection_of(&request).0;
@@ -243,7 +239,7 @@ pub(super) fn record_would_drop<B>(
 }
 
 /// Counts, logs and strikes one dropped request.
-pub(super) fn record_drop<B>(
+pub(crate) fn record_drop<B>(
     current: &Compiled,
     request: &Request<B>,
     reason: DropReason,

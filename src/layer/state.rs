@@ -12,6 +12,7 @@ use http::Request;
 use super::builder::Config;
 use crate::audit::stats::Counters;
 use crate::ban::BanList;
+use crate::connection::Placement;
 use crate::connection::registry::Registry;
 use crate::connection::{ConnectionInfo, peer};
 use crate::error::BuildError;
@@ -22,69 +23,47 @@ use crate::rules::{
     RuleSet, Stop, Verdict,
 };
 
-pub(super) struct LayerState {
-    pub(super) current: ArcSwap<Compiled>,
+pub(crate) struct LayerState {
+    pub(crate) current: ArcSwap<Compiled>,
     /// The connections this layer's listeners accepted, by peer.
-    pub(super) connections: Arc<Registry>,
+    pub(crate) connections: Arc<Registry>,
     /// The missing-listener error is logged once, not once per request.
-    pub(super) warned_no_connection: AtomicBool,
-    /// Whether the layer itself has judged a request yet.
-    pub(super) judged: AtomicBool,
-    /// The first requests a listener judged at accept and let through,
-    /// to tell a layer that wraps none of the routes.
-    #[cfg(any(feature = "axum", feature = "server"))]
-    pub(super) early: EarlyPasses,
+    pub(crate) warned_no_connection: AtomicBool,
+    /// Whether the layer wraps the routes, told from what it judges and
+    /// what its listeners judged at accept.
+    pub(crate) placement: Placement,
 }
-
-/// First requests judged at accept and let through: when they keep coming
-/// and the layer itself still judges nothing, it wraps none of the routes.
-#[cfg(any(feature = "axum", feature = "server"))]
-#[derive(Debug, Default)]
-pub(super) struct EarlyPasses {
-    pub(super) count: std::sync::atomic::AtomicU32,
-    /// When the first was let through.
-    pub(super) first: std::sync::OnceLock<std::time::Instant>,
-    pub(super) warned: AtomicBool,
-}
-
-/// A layer that has judged nothing this long after a listener let a first
-/// request through, and this many of them, wraps none of the routes: a
-/// request let through reaches the layer within milliseconds otherwise.
-#[cfg(any(feature = "axum", feature = "server"))]
-pub(super) const MISPLACED_AFTER: Duration = Duration::from_secs(1);
-#[cfg(any(feature = "axum", feature = "server"))]
-pub(super) const MISPLACED_AFTER_PASSES: u32 = 8;
 
 /// The rules in force and the state that goes with them, swapped as one by
 /// a reload that hands on whatever still applies.
 #[derive(Debug)]
-pub(super) struct Compiled {
-    pub(super) rules: Arc<RuleSet>,
-    pub(super) close_mode: CloseMode,
-    pub(super) header_timeout: Option<Duration>,
-    pub(super) keepalive_timeout: Duration,
-    pub(super) body_timeout: Option<Duration>,
+pub(crate) struct Compiled {
+    pub(crate) rules: Arc<RuleSet>,
+    pub(crate) close_mode: CloseMode,
+    pub(crate) header_timeout: Option<Duration>,
+    pub(crate) keepalive_timeout: Duration,
+    pub(crate) body_timeout: Option<Duration>,
     /// Whether an allowed request gets its [`ClientIp`] extension.
-    pub(super) client_ip_extension: bool,
-    pub(super) limiter: Option<RateLimiter>,
+    pub(crate) client_ip_extension: bool,
+    pub(crate) limiter: Option<RateLimiter>,
     /// The per-client limit's rate, for the `RateLimit` headers of a `429`.
-    pub(super) rate_limit: Option<RateLimit>,
+    pub(crate) rate_limit: Option<RateLimit>,
     /// The keyed limits, in the rules' order.
-    pub(super) keyed: Vec<KeyedLimiter>,
-    pub(super) counters: Counters,
-    pub(super) ban_list: Option<BanList>,
+    pub(crate) keyed: Vec<KeyedLimiter>,
+    pub(crate) counters: Counters,
+    pub(crate) ban_list: Option<BanList>,
 }
 
 /// A keyed limit's state: its budgets, by key.
 #[derive(Debug)]
-pub(super) struct KeyedLimiter {
-    pub(super) name: &'static str,
-    pub(super) limit: RateLimit,
-    pub(super) limiter: Arc<Limiter>,
+pub(crate) struct KeyedLimiter {
+    pub(crate) name: &'static str,
+    pub(crate) limit: RateLimit,
+    pub(crate) limiter: Arc<Limiter>,
 }
 
 impl Compiled {
-    pub(super) fn new(config: Config, previous: Option<&Compiled>) -> Result<Self, BuildError> {
+    pub(crate) fn new(config: Config, previous: Option<&Compiled>) -> Result<Self, BuildError> {
         let limiter = match &config.rate_limit {
             None => None,
             Some((limit, shared)) => Some(RateLimiter::for_limit(
@@ -135,7 +114,7 @@ impl Compiled {
 
     /// Whether `ip` is banned. An edge (a trusted proxy, an `only_from_peer`
     /// peer) never is: its clients' drops are theirs, not its own.
-    pub(super) fn is_banned(&self, ip: IpAddr) -> bool {
+    pub(crate) fn is_banned(&self, ip: IpAddr) -> bool {
         self.ban_list
             .as_ref()
             .is_some_and(|bans| bans.is_banned(ip) && !self.rules.is_edge(ip))
@@ -144,7 +123,7 @@ impl Compiled {
     /// The rules' judgement, with bans applied: a banned client, judged
     /// through any trusted proxy, is dropped as `banned` whatever else
     /// its request says, before it can spend a rate budget.
-    pub(super) fn judge_rules<B>(
+    pub(crate) fn judge_rules<B>(
         &self,
         request: &Request<B>,
         peer: Option<SocketAddr>,
@@ -153,7 +132,7 @@ impl Compiled {
     }
 
     /// A judgement of the rules, overruled by a ban of the judged client.
-    pub(super) fn with_bans(&self, judgement: Judgement) -> Judgement {
+    pub(crate) fn with_bans(&self, judgement: Judgement) -> Judgement {
         match judgement.client_ip {
             Some(ip) if self.is_banned(ip) => Judgement {
                 verdict: Verdict::Stop(Stop {
@@ -172,7 +151,7 @@ impl Compiled {
     /// limits applied, and whether a drop it makes is the client's own
     /// doing (a strike). A judgement still at [`Verdict::RateLimit`] after
     /// this awaits the shared store.
-    pub(super) fn judge<B>(
+    pub(crate) fn judge<B>(
         &self,
         request: &Request<B>,
         peer: Option<SocketAddr>,
@@ -214,7 +193,7 @@ impl Compiled {
 
     /// Lets a request through: it carries its [`ClientIp`] when the
     /// extension is on, and is counted as allowed.
-    pub(super) fn admit<B>(&self, request: &mut Request<B>, client_ip: Option<IpAddr>) {
+    pub(crate) fn admit<B>(&self, request: &mut Request<B>, client_ip: Option<IpAddr>) {
         if let Some(ip) = client_ip.filter(|_| self.client_ip_extension) {
             request.extensions_mut().insert(ClientIp(ip));
         }
@@ -222,7 +201,7 @@ impl Compiled {
     }
 
     /// The rate behind a rate-limit rule, for a `429`'s headers.
-    pub(super) fn rate_of(&self, rule: DropReason) -> Option<(&'static str, RateLimit)> {
+    pub(crate) fn rate_of(&self, rule: DropReason) -> Option<(&'static str, RateLimit)> {
         match rule {
             DropReason::RateLimited | DropReason::RateLimitFull => {
                 Some((rule.as_str(), self.rate_limit?))
@@ -238,7 +217,7 @@ impl Compiled {
 }
 
 impl LayerState {
-    pub(super) fn warn_no_connection(&self) {
+    pub(crate) fn warn_no_connection(&self) {
         if !self.warned_no_connection.swap(true, Ordering::Relaxed) {
             tracing::error!(
                 target: "tower_no_response",
@@ -260,7 +239,7 @@ impl LayerState {
     /// connect info names, whose connection the layer's listener
     /// registered; without connect info, the peer that listener recorded
     /// for the connection being served.
-    pub(super) fn connection_of<'r, B>(
+    pub(crate) fn connection_of<'r, B>(
         &self,
         request: &'r Request<B>,
     ) -> (Option<SocketAddr>, Option<&'r ConnectionInfo>) {

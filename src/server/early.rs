@@ -11,8 +11,48 @@ use http::Request;
 use tokio::net::TcpStream;
 
 use crate::NoResponseLayer;
+use crate::audit::Close;
 use crate::connection::AbortableStream;
 use crate::connection::CloseMode;
+use crate::layer::service::record_drop;
+use crate::rules::Action;
+
+impl NoResponseLayer {
+    /// Judges a request head read before hyper has the connection; returns
+    /// the close mode when a rule drops it, after counting and logging the
+    /// drop as the layer would. Leaves to the layer whatever is not an
+    /// enforced drop: a pass, a status answer, a match in dry-run (whose
+    /// event is the layer's), or the rate limit.
+    pub(crate) fn drop_early<B>(
+        &self,
+        request: &Request<B>,
+        peer: SocketAddr,
+    ) -> Option<CloseMode> {
+        let current = self.shared.current.load();
+        let judgement = current.with_bans(current.rules.judge_at_accept(request, peer));
+        let stop = judgement.stop()?;
+        if stop.action != Action::Drop || !judgement.dry_run.is_empty() {
+            return None;
+        }
+        let mode = current.close_mode;
+        record_drop(
+            &current,
+            request,
+            stop.rule,
+            judgement.client_ip,
+            Some(peer),
+            Close::Mode(mode),
+            true,
+        );
+        Some(mode)
+    }
+
+    /// Notes a first request judged at accept and let through, to warn
+    /// once when the layer itself keeps judging nothing.
+    fn passed_early(&self) {
+        self.shared.placement.passed_at_accept();
+    }
+}
 
 /// What judging a connection's first request before hyper decided.
 pub(crate) enum Early {

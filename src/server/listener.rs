@@ -11,6 +11,11 @@ use crate::connection::registry::Registry;
 use crate::connection::{AbortableStream, Timeouts};
 
 impl NoResponseLayer {
+    /// Where the layer's listeners record their connections.
+    pub(crate) fn connections(&self) -> &Arc<Registry> {
+        &self.shared.connections
+    }
+
     /// A listener for `axum::serve` whose connections this layer can abort:
     ///
     /// ```no_run
