@@ -7,24 +7,20 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{Request, Response};
-use http_body::Body;
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use tower_service::Service;
 
 use super::super::early::{Early, judge_when_read};
 use super::ConnectionSlot;
 use super::Http2Drop;
+use super::ServeLoopService;
 use super::adapter::{Activity, StreamResets};
 use super::drop_connection;
 use crate::NoResponseLayer;
 use crate::connection::{AbortableStream, ConnectionHandle, ConnectionInfo, Timeouts};
-use crate::error::BoxError;
 use crate::rules::{CloseMode, DropReason};
 
 pub(super) struct Connection<S> {
@@ -48,15 +44,7 @@ pub(super) struct Connection<S> {
     pub(super) tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
-impl<S, B> Connection<S>
-where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
+impl<S: ServeLoopService> Connection<S> {
     pub(super) async fn run(
         self,
         stream: TcpStream,

@@ -11,17 +11,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use http::{Request, Response};
-use http_body::Body;
-use hyper::body::Incoming;
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto::Builder;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
-use tower_service::Service;
 
 mod adapter;
 mod conn;
+mod service;
 #[cfg(feature = "rustls")]
 mod tls;
 
@@ -29,9 +26,10 @@ use super::early::{Early, judge_now};
 use crate::DropReason;
 use crate::NoResponseLayer;
 pub(crate) use crate::connection::{drop_connection, refuse};
-use crate::error::{BoxError, BuildError};
+use crate::error::BuildError;
 use crate::rules::ip::{IpAction, IpRules, parse_cidrs};
 use conn::Connection;
+pub use service::ServeLoopService;
 
 /// What a dropped HTTP/2 request does to its connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -262,15 +260,7 @@ impl<S> Serve<S> {
     }
 }
 
-impl<S, B> Serve<S>
-where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
+impl<S: ServeLoopService> Serve<S> {
     /// Serves until the process ends.
     ///
     /// # Errors
