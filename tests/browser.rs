@@ -37,12 +37,17 @@ const IMAGES: usize = 6;
 /// when it arrived and was answered.
 type Seen = Arc<Mutex<Vec<(SocketAddr, String, Instant, Instant)>>>;
 
-fn page() -> String {
+/// The page; it preconnects to a second served name on the same port that
+/// it never fetches from, as pages do for a CDN or an API host they may
+/// need: the browser opens that connection and leaves it unused, with no
+/// byte sent, for longer than the header timeout.
+fn page(port: u16) -> String {
     let images: String = (0..IMAGES)
         .map(|n| format!("<img src=\"/img/{n}.svg\" width=8 height=8>"))
         .collect();
     format!(
         "<!doctype html><html><head><title>page</title>\
+         <link rel=preconnect href=\"http://www.example.com:{port}\">\
          <link rel=stylesheet href=/style.css><script src=/app.js></script></head>\
          <body>{images}<p id=result>pending</p><script src=/slow.js></script></body></html>"
     )
@@ -94,7 +99,13 @@ fn routes(seen: Seen) -> Router {
     Router::new()
         .route(
             "/",
-            get(|| async { ([("content-type", "text/html")], page()) }),
+            get(|request: Request| async move {
+                let port = request.uri().port_u16().or_else(|| {
+                    let host = request.headers().get("host")?.to_str().ok()?;
+                    host.rsplit_once(':')?.1.parse().ok()
+                });
+                ([("content-type", "text/html")], page(port.expect("a port")))
+            }),
         )
         .route(
             "/style.css",
@@ -203,7 +214,7 @@ async fn chromium_loads(url: &str, profile: &std::path::Path) -> Option<String> 
             "--disable-extensions",
             // The served name, on loopback: an IP literal would be dropped
             // by the Host rules, as it should be.
-            "--host-resolver-rules=MAP example.com 127.0.0.1",
+            "--host-resolver-rules=MAP example.com 127.0.0.1, MAP www.example.com 127.0.0.1",
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(["--dump-dom", url])

@@ -40,6 +40,10 @@ const MAX_OUTSTANDING: u32 = 64;
 pub(crate) enum Expiry {
     /// A request head was not complete in time: a drop.
     Header,
+    /// A new connection on which no request began in time: an orderly
+    /// close and no drop, since browsers open connections ahead of need
+    /// and may leave them unused.
+    Unused,
     /// Nothing happened on an idle connection: an orderly close.
     Idle,
 }
@@ -76,6 +80,8 @@ pub(crate) struct Exchanges {
     active_at: Instant,
     /// How much of the HTTP/2 preface the first bytes matched.
     preface: Option<u8>,
+    /// Whether a request ever began on the connection.
+    requested: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +182,7 @@ impl Exchanges {
             answered_at: now,
             active_at: now,
             preface: Some(0),
+            requested: false,
         }
     }
 
@@ -200,7 +207,11 @@ impl Exchanges {
                 (Side::Head { .. }, Some(began)) => at(
                     began.max(self.answered_at),
                     self.timeouts.header,
-                    Expiry::Header,
+                    if self.requested {
+                        Expiry::Header
+                    } else {
+                        Expiry::Unused
+                    },
                 ),
                 // Idle between requests, or a body the server no longer
                 // waits for, since it has answered.
@@ -233,6 +244,7 @@ impl Exchanges {
                         if let Side::Head { began, .. } = &mut self.requests {
                             *began = true;
                         }
+                        self.requested = true;
                         self.head_began.get_or_insert(now);
                     }
                     &bytes[skip..]
@@ -677,7 +689,7 @@ mod tests {
         let interim = b"HTTP/1.1 100 Continue\r\n\r\n";
         for step in 1..=40 {
             let mut e = exchanges();
-            assert_eq!(expiry(&e), Some(Expiry::Header), "from accept");
+            assert_eq!(expiry(&e), Some(Expiry::Unused), "from accept");
             read(&mut e, post, step);
             assert_eq!(expiry(&e), None, "answering");
             wrote(&mut e, interim, step);
@@ -755,6 +767,17 @@ mod tests {
         let mut e = exchanges();
         e.read(&vec![b'a'; MAX_HEAD + 1]);
         assert_eq!(e.state, State::Lost);
+    }
+
+    #[test]
+    fn a_connection_with_no_request_yet_is_unused_until_a_head_begins() {
+        let mut e = exchanges();
+        assert_eq!(expiry(&e), Some(Expiry::Unused));
+        // Blank lines before a request are not its start.
+        e.read(b"\r\n\r\n");
+        assert_eq!(expiry(&e), Some(Expiry::Unused));
+        e.read(b"G");
+        assert_eq!(expiry(&e), Some(Expiry::Header));
     }
 
     #[test]

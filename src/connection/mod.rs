@@ -48,7 +48,7 @@ pub(crate) use stream::{Watch, Watched};
 #[cfg(any(feature = "server", feature = "tonic"))]
 pub use stream_reset::{DropAsError, StreamDropped};
 
-#[cfg(feature = "server")]
+#[cfg(feature = "rustls")]
 pub(crate) use accept::drop_connection;
 #[cfg(any(feature = "server", feature = "axum", feature = "tonic"))]
 pub(crate) use accept::refuse;

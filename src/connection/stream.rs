@@ -104,8 +104,9 @@ impl Watch {
 
     /// Acts on a timer that ran out, before a read: a head not complete in
     /// time drops the connection (aborting `handle`, logged once); an idle
-    /// connection reads as closed, so the server closes it in order, with
-    /// no log line. `None` while no timer ran out.
+    /// connection, or a new one on which no request began, reads as closed,
+    /// so the server closes it in order, with no drop logged. `None` while
+    /// no timer ran out.
     pub(crate) fn poll_before_read(
         &mut self,
         cx: &mut Context<'_>,
@@ -125,14 +126,22 @@ impl Watch {
                 }
                 Some(Err(AbortableStream::aborted()))
             }
-            Expiry::Idle => {
+            expiry @ (Expiry::Idle | Expiry::Unused) => {
                 if !self.closed {
                     self.closed = true;
-                    tracing::debug!(
-                        target: "tower_no_response",
-                        peer_addr = %self.peer,
-                        "idle connection closed at the keep-alive timeout"
-                    );
+                    if expiry == Expiry::Idle {
+                        tracing::debug!(
+                            target: "tower_no_response",
+                            peer_addr = %self.peer,
+                            "idle connection closed at the keep-alive timeout"
+                        );
+                    } else {
+                        tracing::debug!(
+                            target: "tower_no_response",
+                            peer_addr = %self.peer,
+                            "connection closed: no request began within the header timeout"
+                        );
+                    }
                 }
                 Some(Ok(()))
             }

@@ -529,6 +529,12 @@ impl NoResponseLayerBuilder {
     /// nginx's `client_header_timeout`, against Slowloris. No `408`, nothing
     /// at all, logged as a 444 with rule `header_timeout`. Off by default.
     ///
+    /// A new connection on which no request began in that time (nothing
+    /// sent, blank lines, or HTTP/2's preface alone) is closed in order and
+    /// not logged, as nginx logs nothing for it: browsers open connections
+    /// ahead of need (`<link rel=preconnect>`) and may leave them unused,
+    /// and a log watcher must not ban a visitor for them.
+    ///
     /// The timer runs only while the server waits for a request head: from
     /// accept for a connection's first request, and from the first byte of
     /// each later one (or from the end of the previous response, if that is

@@ -129,21 +129,21 @@ pub(crate) async fn judge_when_read(
     layer: &NoResponseLayer,
     peer: SocketAddr,
     header_timeout: Option<std::time::Duration>,
-    close_mode: CloseMode,
 ) -> Early {
     let readable = stream.readable();
     let ready = match header_timeout {
         Some(limit) => match tokio::time::timeout(limit, readable).await {
             Ok(ready) => ready,
             Err(_) => {
-                // Not one byte in time: what hyper would drop anyway.
-                let stream = AbortableStream::new(stream);
-                crate::connection::drop_connection(
-                    stream.handle(),
-                    peer,
-                    close_mode,
-                    crate::DropReason::HeaderTimeout,
+                // Not one byte in time: closed in order, and no drop, as
+                // the stream's timers close a connection no request began
+                // on; a browser's unused preconnection looks like this.
+                tracing::debug!(
+                    target: "tower_no_response",
+                    peer_addr = %peer,
+                    "connection closed: no request began within the header timeout"
                 );
+                drop(stream);
                 return Early::Done;
             }
         },

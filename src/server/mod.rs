@@ -111,7 +111,8 @@
 //! | the peer is banned | closed before any byte is read | the same | `banned` |
 //! | the client is banned while connected | its next request: no bytes, the connection closes | the whole connection closes | `banned` |
 //! | over `max_connections` or `max_connections_per_client` | closed before any byte is read | the same | `connection_limit` |
-//! | a request head not complete within the header timeout, counted from accept or from its first byte | no `408`, nothing: the connection closes | no request within it after the preface: the connection closes, nothing written | `header_timeout` |
+//! | a request head begun and not complete within the header timeout, counted from accept or from its first byte | no `408`, nothing: the connection closes | (HTTP/2 has no begun head here) | `header_timeout` |
+//! | a new connection on which no request began within the header timeout (a browser's unused preconnection) | an orderly close | `GOAWAY`, then the close | not logged: nothing was dropped |
 //! | the request body stalls for the body timeout while the app reads it, before any response | nothing: the connection closes | the stream is reset | `body_timeout` |
 //! | idle past `keepalive_timeout` (or `idle_timeout`) | an orderly close | `GOAWAY`, then the close | not logged: nothing was dropped |
 //!

@@ -18,10 +18,9 @@ use super::ConnectionSlot;
 use super::Http2Drop;
 use super::ServeLoopService;
 use super::adapter::{Activity, StreamResets};
-use super::drop_connection;
 use crate::NoResponseLayer;
 use crate::connection::{AbortableStream, ConnectionHandle, ConnectionInfo, Timeouts};
-use crate::rules::{CloseMode, DropReason};
+use crate::rules::CloseMode;
 
 pub(super) struct Connection<S> {
     pub(super) builder: Builder<TokioExecutor>,
@@ -56,13 +55,7 @@ impl<S: ServeLoopService> Connection<S> {
             None => (stream, prefix),
             Some(layer) => {
                 let mut stop = self.stop.clone();
-                let judged = judge_when_read(
-                    stream,
-                    &layer,
-                    self.peer,
-                    self.timeouts.header,
-                    self.close_mode,
-                );
+                let judged = judge_when_read(stream, &layer, self.peer, self.timeouts.header);
                 let judged = tokio::select! {
                     judged = judged => judged,
                     // Shutting down before the client sent a byte: close it
@@ -146,11 +139,20 @@ impl<S: ServeLoopService> Connection<S> {
                 }
                 () = tokio::time::sleep_until(check.unwrap_or(started).into()), if check.is_some() && !stopping => {
                     match timeouts.expired(&activity, started) {
-                        // No request in time (the HTTP/1 timers bound each
-                        // head too): closed with nothing written.
-                        Some(Expired::Header) => {
-                            drop_connection(&handle, self.peer, self.close_mode, DropReason::HeaderTimeout);
-                            return;
+                        // No request in time. An HTTP/1 head begun and
+                        // not finished is the stream's timers' to drop, at
+                        // this deadline or before; what is left is a
+                        // connection no request began on, such as a
+                        // browser's preconnection, HTTP/2's included: an
+                        // orderly close, and no drop.
+                        Some(Expired::NoRequest) => {
+                            tracing::debug!(
+                                target: "tower_no_response",
+                                peer_addr = %self.peer,
+                                "connection closed: no request within the header timeout"
+                            );
+                            stopping = true;
+                            conn.as_mut().graceful_shutdown();
                         }
                         // Idle: an orderly close, as a keep-alive timeout.
                         Some(Expired::Idle) => {
@@ -171,8 +173,8 @@ impl<S: ServeLoopService> Connection<S> {
 
 /// Which of the connection's own timeouts ran out.
 enum Expired {
-    /// No request head within the header timeout.
-    Header,
+    /// No request within the header timeout.
+    NoRequest,
     /// Nothing in flight for the idle timeout.
     Idle,
 }
@@ -218,7 +220,7 @@ impl ConnectionTimeouts {
             .header
             .is_some_and(|t| !activity.any_request() && passed(started, t))
         {
-            return Some(Expired::Header);
+            return Some(Expired::NoRequest);
         }
         let idle = self.idle(activity).zip(activity.idle_since());
         idle.and_then(|(t, since)| passed(since.max(started), t).then_some(Expired::Idle))

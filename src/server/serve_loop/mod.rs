@@ -25,7 +25,7 @@ mod tls;
 use super::early::{Early, judge_now};
 use crate::DropReason;
 use crate::NoResponseLayer;
-pub(crate) use crate::connection::{drop_connection, refuse};
+pub(crate) use crate::connection::refuse;
 use crate::error::BuildError;
 use crate::rules::ip::{IpAction, IpRules, parse_cidrs};
 use conn::Connection;

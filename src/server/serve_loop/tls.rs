@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::server::TlsStream;
 
-use super::drop_connection;
 use crate::connection::AbortableStream;
+use crate::connection::drop_connection;
 use crate::rules::{CloseMode, DropReason};
 
 /// Runs the handshake in the connection's own task, so a slow client never
