@@ -24,12 +24,13 @@ use super::{DROP_EVENT_TARGET, DropEvent, EscapedDisplay, Handling};
 ///
 /// The address is the judged client IP, the status `444` for a drop (or the
 /// status answered), and the size `0`: no body byte is ever sent. Dry-run
-/// matches are not written, since the request was served. A fail2ban filter
-/// for these lines:
+/// matches are not written, since the request was served. The fail2ban
+/// filter for these lines, shipped in the repository's `contrib/fail2ban/`
+/// (see [`audit`](crate::audit#an-access-log-fail2ban-can-read)):
 ///
 /// ```text
 /// [Definition]
-/// failregex = ^<HOST> - \S+ \[[^\]]+\] "[^"]*" 444 0 "[^"]*" "[^"]*"$
+/// failregex = ^<HOST> -[^"]*"[^"]*" 444 0 "[^"]*" "[^"]*"$
 /// ```
 ///
 /// ```

@@ -143,19 +143,32 @@
 //! ```
 //!
 //! Dry-run matches are not written: those requests were served. Existing
-//! pipelines that parse nginx logs read these lines unchanged. A fail2ban
-//! filter, `/etc/fail2ban/filter.d/tower-444.conf`:
+//! pipelines that parse nginx logs read these lines unchanged.
+//!
+//! The repository ships a fail2ban filter and jail in `contrib/fail2ban/`,
+//! checked with the real `fail2ban-regex` against a log the layer wrote.
+//! The filter, `/etc/fail2ban/filter.d/tower-no-response.conf`:
 //!
 //! ```ini
 //! [Definition]
-//! failregex = ^<HOST> - \S+ \[[^\]]+\] "[^"]*" 444 0 "[^"]*" "[^"]*"$
+//! failregex = ^<HOST> -[^"]*"[^"]*" 444 0 "[^"]*" "[^"]*"$
+//! ignoreregex =
+//! datepattern = ^[^\[]*\[({DATE})
 //! ```
 //!
-//! A kept-alive connection closed when idle writes no line (it is not a
-//! drop), so ordinary browsers never match it; a client that stalls on its
-//! request head (`header_timeout`) or its body (`body_timeout`) does.
-//! `tests/access_log.rs` checks real lines against this expression. The demo
-//! prints them with
+//! fail2ban cuts the date out of a line before it applies `failregex`, so
+//! the expression must not match the bracketed date: `-[^"]*"` skips what
+//! is left of it. The host is the judged client, the real client behind
+//! trusted proxies; behind a CDN or a load balancer, ban with an action
+//! that acts at the edge (a firewall on the origin sees only the proxy), or
+//! with the crate's own [`ban`](crate::ban) list.
+//!
+//! Only drops match: a `429` or another status answered is written with
+//! its status, and a request served, a dry-run match, a kept-alive
+//! connection closed when idle and a new one closed because no request
+//! began on it (a browser's unused preconnection) write no line. A client
+//! that stalls on a request head it began (`header_timeout`) or on its body
+//! (`body_timeout`) does match. The demo prints the lines with
 //! `cargo run --example nginx_444 --features access-log -- --access-log`.
 //!
 //! ## Live reload
