@@ -12,7 +12,7 @@
 //!                                   [--redis-precheck on|off]
 //!                                   [--rate NUMr/s|NUMr/m] [--burst N] [--max-clients N]
 //!                                   [--ban-after N] [--ban-for SECS] [--deny-path REGEX]...
-//!                                   [--deny-ip CIDR]... [--only-from CIDR]...
+//!                                   [--deny-ip CIDR]... [--only-from CIDR]... [--metrics ADDR]
 //! ```
 //!
 //! `--rate` and `--burst` set the rate limit in nginx's `limit_req` terms
@@ -63,6 +63,15 @@
 //! `--access-log` prints each drop as an nginx combined-format line instead
 //! of the event; it needs the `access-log` feature
 //! (`cargo run --example nginx_444 --features access-log -- --access-log`).
+//!
+//! `--metrics ADDR` serves the counters for Prometheus at
+//! `http://ADDR/metrics` (feature `metrics`:
+//! `cargo run --example nginx_444 --features metrics -- --metrics 127.0.0.1:9444`):
+//! `tower_no_response_requests_total{rule,action}`,
+//! `tower_no_response_allowed_total`,
+//! `tower_no_response_connection_drops_total{rule}`,
+//! `tower_no_response_bans_total{source}` and
+//! `tower_no_response_rate_limit_store_up{part}`.
 //!
 //! Serves `example.com` and `www.example.com`; every path answers `200 ok`.
 //! Try it:
@@ -123,6 +132,7 @@ struct Args {
     deny_paths: Vec<String>,
     deny_ips: Vec<String>,
     only_from: Vec<String>,
+    metrics: Option<SocketAddr>,
 }
 
 const USAGE: &str = "usage: nginx_444 [--listen ADDR] [--close fin|rst|silent] [--trusted-proxy CIDR]... \
@@ -130,7 +140,7 @@ const USAGE: &str = "usage: nginx_444 [--listen ADDR] [--close fin|rst|silent] [
 [--dry-run] [--rate-action drop|429] [--access-log] [--server axum|own] [--header-timeout SECS] [--keepalive-timeout SECS] [--body-timeout SECS] [--no-layer] [--quiet] [--kernel-filter] [--defer-accept SECS] \
 [--redis URL | --redis-cluster URL,URL,...] [--redis-fail open|closed] \
 [--redis-ca FILE] [--redis-cert FILE --redis-key FILE] [--redis-precheck on|off] [--rate NUMr/s|NUMr/m] [--burst N] [--max-clients N] \
-[--ban-after N] [--ban-for SECS] [--deny-path REGEX]... [--deny-ip CIDR]... [--only-from CIDR]...";
+[--ban-after N] [--ban-for SECS] [--deny-path REGEX]... [--deny-ip CIDR]... [--only-from CIDR]... [--metrics ADDR]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -165,6 +175,7 @@ fn parse_args() -> Result<Args, String> {
         deny_paths: Vec::new(),
         deny_ips: Vec::new(),
         only_from: Vec::new(),
+        metrics: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -225,6 +236,13 @@ fn parse_args() -> Result<Args, String> {
             "--deny-path" => args.deny_paths.push(value()?),
             "--deny-ip" => args.deny_ips.push(value()?),
             "--only-from" => args.only_from.push(value()?),
+            "--metrics" => {
+                let addr = value()?;
+                args.metrics = Some(
+                    addr.parse()
+                        .map_err(|e| format!("--metrics {addr:?}: {e}"))?,
+                );
+            }
             "--redis" => args.redis = Some(value()?),
             "--redis-cluster" => {
                 args.redis_cluster = Some(value()?.split(',').map(str::to_owned).collect());
@@ -462,6 +480,24 @@ fn shared_budget(_: NoResponseLayerBuilder, _: &Args) -> Result<NoResponseLayerB
         .into())
 }
 
+/// Installs the Prometheus exporter as the `metrics` recorder, serving
+/// `/metrics` on `addr`; before the layer is built, so that every counter
+/// is registered with it.
+#[cfg(feature = "metrics")]
+fn serve_metrics(addr: SocketAddr) -> Result<(), String> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .map_err(|e| format!("--metrics {addr}: {e}"))
+}
+
+#[cfg(not(feature = "metrics"))]
+fn serve_metrics(_: SocketAddr) -> Result<(), String> {
+    Err("--metrics needs the metrics feature: \
+         cargo run --example nginx_444 --features metrics -- --metrics 127.0.0.1:9444"
+        .into())
+}
+
 /// The audit trail on stdout, one line per drop (the 444 event, or with
 /// `--access-log` the combined-format line); everything else on stderr.
 fn init_logging(access_log: bool, quiet: bool) -> Result<(), String> {
@@ -522,6 +558,12 @@ async fn main() -> ExitCode {
     if let Err(msg) = init_logging(args.access_log, args.quiet) {
         eprintln!("{msg}");
         return ExitCode::from(2);
+    }
+    if let Some(addr) = args.metrics {
+        if let Err(msg) = serve_metrics(addr) {
+            eprintln!("{msg}");
+            return ExitCode::from(2);
+        }
     }
 
     let layer = match nginx_rules(&args).map(|rules| rules.build()) {

@@ -14,9 +14,10 @@ const TIERS: &[(&str, u8)] = &[
     ("error", 0),
     ("parse", 1),
     ("rules", 2),
-    ("limit", 3),
-    ("ban", 3),
+    // The audit output is the sink every part reports to.
     ("audit", 3),
+    ("limit", 4),
+    ("ban", 4),
     ("connection", 4),
     ("layer", 5),
     ("server", 6),

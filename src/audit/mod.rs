@@ -73,10 +73,17 @@
 //!    |---|---|---|
 //!    | `tower_no_response_requests_total` | `rule`, `action` = `drop` \| `respond` \| `would_drop` | requests a rule stopped, answered, or matched in dry-run |
 //!    | `tower_no_response_allowed_total` | | requests no enforced rule stopped |
+//!    | `tower_no_response_connection_drops_total` | `rule` = `accept_deny` \| `banned` \| `connection_limit` \| `header_timeout` \| `body_timeout` | connections the connection side dropped for a reason that is not a rule's (these are logged, and not in `stats()`) |
+//!    | `tower_no_response_bans_total` | `source` = `strikes` \| `app` \| `shared` | bans begun: by the ban policy's strikes, by the app's `ban`, or from another replica |
+//!    | `tower_no_response_rate_limit_store_up` (gauge) | `part` = `host:port` of a Redis Cluster primary, or `store` | 1 while the shared store answers, 0 while its circuit is open; set at each change |
 //!
 //!    In Prometheus, `sum by (rule) (rate(tower_no_response_requests_total{action="would_drop"}[5m]))`
 //!    shows what a dry-run rule would drop. Install the recorder before the
-//!    first request; counters register on first use.
+//!    first request; counters register on first use, each with its help
+//!    text. The demo serves them all for Prometheus with
+//!    `--metrics ADDR` (feature `metrics`), through the facade's
+//!    `metrics-exporter-prometheus`; a scrape passes
+//!    `promtool check metrics`.
 //!
 //! 3. **Enforce it** by removing the dry-run, with a [live reload](#live-reload)
 //!    and no restart. Keep watching `action="drop"` for the rule.
@@ -249,7 +256,7 @@
 
 #[cfg(feature = "access-log")]
 mod access_log;
-mod export;
+pub(crate) mod export;
 pub(crate) mod stats;
 
 use std::fmt;
@@ -403,6 +410,19 @@ impl DropEvent<'_> {
                     $message
                 )
             };
+        }
+        if let (
+            Handling::Drop(_),
+            DropReason::AcceptDenied
+            | DropReason::HeaderTimeout
+            | DropReason::BodyTimeout
+            | DropReason::Banned
+            | DropReason::ConnectionLimit,
+        ) = (handling, self.rule)
+        {
+            // The rules' own outcomes are counted per rule; these reasons
+            // have no rule slot, so they are published here.
+            export::connection_drop(self.rule.as_str());
         }
         match handling {
             Handling::Drop(_) => event!("dropped request"),

@@ -248,6 +248,7 @@ impl BanList {
                 ban_secs = policy.ban_for.as_secs_f64(),
                 "client banned"
             );
+            crate::audit::export::ban_begun("strikes");
             drop(entry);
             self.inner.generation.fetch_add(1, Ordering::Relaxed);
             self.share(BanChange::Ban(ip, policy.ban_for));
@@ -352,6 +353,7 @@ impl BanList {
                 source,
                 "client banned"
             );
+            crate::audit::export::ban_begun(source);
         }
         true
     }

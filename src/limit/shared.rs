@@ -410,6 +410,8 @@ struct Health {
 
 impl Health {
     fn new(config: &SharedRateLimit, part: Option<Arc<str>>) -> Self {
+        // A circuit starts closed, and says so before its first change.
+        crate::audit::export::store_up(part.as_deref(), true);
         Self {
             store: format!("{:?}", config.store),
             part,
@@ -472,6 +474,7 @@ impl Health {
                 "rate-limit store unavailable; failing {}",
                 self.on_failure.as_str(),
             );
+            crate::audit::export::store_up(self.part.as_deref(), false);
         }
     }
 
@@ -484,6 +487,7 @@ impl Health {
                 part = self.part.as_deref(),
                 "rate-limit store available again"
             );
+            crate::audit::export::store_up(self.part.as_deref(), true);
         }
     }
 }
