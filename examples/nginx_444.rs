@@ -13,6 +13,7 @@
 //!                                   [--rate NUMr/s|NUMr/m] [--burst N] [--max-clients N]
 //!                                   [--ban-after N] [--ban-for SECS] [--deny-path REGEX]...
 //!                                   [--deny-ip CIDR]... [--only-from CIDR]... [--metrics ADDR]
+//!                                   [--crowdsec URL --crowdsec-key KEY]
 //! ```
 //!
 //! `--rate` and `--burst` set the rate limit in nginx's `limit_req` terms
@@ -72,6 +73,11 @@
 //! `tower_no_response_connection_drops_total{rule}`,
 //! `tower_no_response_bans_total{source}` and
 //! `tower_no_response_rate_limit_store_up{part}`.
+//!
+//! `--crowdsec URL --crowdsec-key KEY` applies a CrowdSec Local API's
+//! decisions (feature `crowdsec`): a `ban` drops the client with rule
+//! `crowdsec`, other types answer 403. The key is what
+//! `cscli bouncers add NAME -o raw` prints.
 //!
 //! Serves `example.com` and `www.example.com`; every path answers `200 ok`.
 //! Try it:
@@ -133,6 +139,8 @@ struct Args {
     deny_ips: Vec<String>,
     only_from: Vec<String>,
     metrics: Option<SocketAddr>,
+    crowdsec: Option<String>,
+    crowdsec_key: Option<String>,
 }
 
 const USAGE: &str = "usage: nginx_444 [--listen ADDR] [--close fin|rst|silent] [--trusted-proxy CIDR]... \
@@ -140,7 +148,8 @@ const USAGE: &str = "usage: nginx_444 [--listen ADDR] [--close fin|rst|silent] [
 [--dry-run] [--rate-action drop|429] [--access-log] [--server axum|own] [--header-timeout SECS] [--keepalive-timeout SECS] [--body-timeout SECS] [--no-layer] [--quiet] [--kernel-filter] [--defer-accept SECS] \
 [--redis URL | --redis-cluster URL,URL,...] [--redis-fail open|closed] \
 [--redis-ca FILE] [--redis-cert FILE --redis-key FILE] [--redis-precheck on|off] [--rate NUMr/s|NUMr/m] [--burst N] [--max-clients N] \
-[--ban-after N] [--ban-for SECS] [--deny-path REGEX]... [--deny-ip CIDR]... [--only-from CIDR]... [--metrics ADDR]";
+[--ban-after N] [--ban-for SECS] [--deny-path REGEX]... [--deny-ip CIDR]... [--only-from CIDR]... [--metrics ADDR] \
+[--crowdsec URL --crowdsec-key KEY]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -176,6 +185,8 @@ fn parse_args() -> Result<Args, String> {
         deny_ips: Vec::new(),
         only_from: Vec::new(),
         metrics: None,
+        crowdsec: None,
+        crowdsec_key: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -236,6 +247,8 @@ fn parse_args() -> Result<Args, String> {
             "--deny-path" => args.deny_paths.push(value()?),
             "--deny-ip" => args.deny_ips.push(value()?),
             "--only-from" => args.only_from.push(value()?),
+            "--crowdsec" => args.crowdsec = Some(value()?),
+            "--crowdsec-key" => args.crowdsec_key = Some(value()?),
             "--metrics" => {
                 let addr = value()?;
                 args.metrics = Some(
@@ -406,10 +419,37 @@ fn nginx_rules(args: &Args) -> Result<NoResponseLayerBuilder, String> {
         )),
         None => rules,
     };
+    let rules = crowdsec(rules, args)?;
     if args.redis.is_none() && args.redis_cluster.is_none() {
         return Ok(rules);
     }
     shared_budget(rules, args)
+}
+
+/// The decisions of a CrowdSec Local API, with `--crowdsec`.
+#[cfg(feature = "crowdsec")]
+fn crowdsec(rules: NoResponseLayerBuilder, args: &Args) -> Result<NoResponseLayerBuilder, String> {
+    let Some(url) = &args.crowdsec else {
+        return Ok(rules);
+    };
+    let key = args
+        .crowdsec_key
+        .clone()
+        .ok_or("--crowdsec needs --crowdsec-key KEY (`cscli bouncers add NAME -o raw`)")?;
+    let bouncer = tower_no_response::crowdsec::Bouncer::builder(url.clone(), key)
+        .start()
+        .map_err(|e| e.to_string())?;
+    Ok(rules.crowdsec(&bouncer))
+}
+
+#[cfg(not(feature = "crowdsec"))]
+fn crowdsec(rules: NoResponseLayerBuilder, args: &Args) -> Result<NoResponseLayerBuilder, String> {
+    match &args.crowdsec {
+        None => Ok(rules),
+        Some(_) => Err("--crowdsec needs the crowdsec feature: \
+             cargo run --example nginx_444 --features crowdsec -- --crowdsec URL --crowdsec-key KEY"
+            .into()),
+    }
 }
 
 /// The same rate limit, with its budget in Redis for every instance that

@@ -403,6 +403,8 @@ impl From<BuildError> for ConfigError {
             | BuildError::Unused { .. }
             | BuildError::Action { .. } => "actions",
             BuildError::RuleName { .. } => "custom_rule",
+            // An integration's settings are code, never a document's.
+            BuildError::Setting { setting, .. } => setting,
         };
         Self::Invalid { field, source }
     }

@@ -106,6 +106,16 @@ pub enum BuildError {
         /// Why it was refused.
         reason: String,
     },
+    /// A setting of an integration that cannot be used, such as a CrowdSec
+    /// LAPI URL that is not `http://`.
+    Setting {
+        /// The setting, as the builder call names it.
+        setting: &'static str,
+        /// The value as given (a key is never shown).
+        value: String,
+        /// Why it was refused.
+        reason: String,
+    },
 }
 
 impl fmt::Display for BuildError {
@@ -130,6 +140,11 @@ impl fmt::Display for BuildError {
             Self::RateLimit { reason } => write!(f, "rate_limit: {reason}"),
             Self::StoreUrl { url, reason } => write!(f, "store url {url:?}: {reason}"),
             Self::StoreTls { file, reason } => write!(f, "store TLS file {file:?}: {reason}"),
+            Self::Setting {
+                setting,
+                value,
+                reason,
+            } => write!(f, "{setting} {value:?}: {reason}"),
             Self::RuleName { call, name, reason } => {
                 write!(f, "{call}: invalid name {name:?}: {reason}")
             }

@@ -186,6 +186,8 @@ pub mod ban;
 #[cfg(feature = "serde")]
 pub mod config;
 pub mod connection;
+#[cfg(feature = "crowdsec")]
+pub mod crowdsec;
 mod error;
 #[cfg(feature = "axum")]
 mod extract;

@@ -25,6 +25,7 @@ const TIERS: &[(&str, u8)] = &[
     ("grpc", 7),
     ("redis", 7),
     ("config", 7),
+    ("crowdsec", 7),
 ];
 
 fn tier(module: &str) -> u8 {

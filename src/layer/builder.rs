@@ -453,16 +453,26 @@ impl NoResponseLayerBuilder {
     ///     .build()?;
     /// # Ok::<(), tower_no_response::BuildError>(())
     /// ```
-    pub fn custom_rule<F>(mut self, name: &'static str, predicate: F) -> Self
+    pub fn custom_rule<F>(self, name: &'static str, predicate: F) -> Self
     where
         F: Fn(&RequestHead<'_>) -> bool + Send + Sync + 'static,
     {
-        let checked = self.name_is_free("custom_rule", name);
+        self.add_custom_rule(
+            "custom_rule",
+            CustomRule {
+                name,
+                predicate: Arc::new(predicate),
+                peer: None,
+                action: None,
+            },
+        )
+    }
+
+    /// Adds a custom rule made by `call`, the builder call named in errors.
+    pub(crate) fn add_custom_rule(mut self, call: &'static str, rule: CustomRule) -> Self {
+        let checked = self.name_is_free(call, rule.name);
         self.note(checked);
-        self.custom_rules.push(CustomRule {
-            name,
-            predicate: Arc::new(predicate),
-        });
+        self.custom_rules.push(rule);
         self
     }
 
@@ -734,6 +744,11 @@ impl NoResponseLayerBuilder {
         // Settings that name rules are checked now that every rule is
         // known; the first error in the order of the calls wins.
         let mut refused: Vec<(u32, BuildError)> = self.refused.clone().into_iter().collect();
+        for rule in &self.custom_rules {
+            if let Some(action) = rule.action {
+                policies.set_action(rule.name, action)?;
+            }
+        }
         for (call, name) in &self.dry_run_rules {
             let checked = policies
                 .dry_run("dry_run_rule", name.as_str())

@@ -118,11 +118,25 @@ impl fmt::Debug for KeyedRule {
 
 pub(crate) type Predicate = dyn Fn(&RequestHead<'_>) -> bool + Send + Sync;
 
+/// Judges a bare TCP peer, before a byte of its request is read.
+pub(crate) type PeerPredicate = dyn Fn(IpAddr) -> bool + Send + Sync;
+
 /// A named predicate; `true` means the request matches and is dropped.
 #[derive(Clone)]
 pub(crate) struct CustomRule {
     pub(crate) name: &'static str,
     pub(crate) predicate: Arc<Predicate>,
+    /// The same rule for a peer that connects directly, judged at accept;
+    /// `None` for rules that need the request. Read by the connection
+    /// sides only.
+    #[cfg_attr(
+        not(any(feature = "server", feature = "axum", feature = "tonic")),
+        allow(dead_code)
+    )]
+    pub(crate) peer: Option<Arc<PeerPredicate>>,
+    /// What the rule does unless `rule_action` says otherwise; `None` is a
+    /// drop. Part of the rule, so a reload from a document keeps it.
+    pub(crate) action: Option<super::Action>,
 }
 
 impl fmt::Debug for CustomRule {

@@ -551,6 +551,29 @@ impl RuleSet {
         self.only_from.is_empty() || self.is_edge(peer)
     }
 
+    /// The custom rule that refuses `peer` at accept, if one does: a rule
+    /// that can judge a bare peer, enforced as a drop. An edge is never
+    /// refused this way, since it carries other clients.
+    #[cfg(any(feature = "server", feature = "axum", feature = "tonic"))]
+    pub(crate) fn custom_refuses_peer(&self, peer: IpAddr) -> Option<&'static str> {
+        let mut judging = self
+            .custom
+            .iter()
+            .filter(|rule| rule.peer.is_some())
+            .peekable();
+        if judging.peek().is_none() || self.is_edge(peer) {
+            return None;
+        }
+        judging
+            .find(|rule| {
+                let policy = self.policies.get(DropReason::Custom(rule.name));
+                !policy.dry_run
+                    && policy.action == Action::Drop
+                    && rule.peer.as_ref().is_some_and(|refuses| refuses(peer))
+            })
+            .map(|rule| rule.name)
+    }
+
     /// Whether a connection from `peer` is refused before a byte is read:
     /// it is outside `only_from_peer` and the rule is enforced with a drop.
     #[cfg(any(feature = "server", feature = "axum", feature = "tonic"))]

@@ -12,8 +12,9 @@ use crate::rules::{CloseMode, DropReason};
 impl crate::NoResponseLayer {
     /// Why a connection from `peer` is refused before a byte is read, if
     /// it is, with the close mode, counted as the rule's drop: a peer
-    /// outside `only_from_peer`, or a banned client that connects directly (an
-    /// edge is never banned).
+    /// outside `only_from_peer`, a banned client that connects directly (an
+    /// edge is never banned), or one a rule that judges bare peers refuses
+    /// (a CrowdSec decision).
     pub(crate) fn refusal_at_accept(&self, peer: IpAddr) -> Option<(DropReason, CloseMode)> {
         let current = self.shared.current.load();
         let ip = peer.to_canonical();
@@ -21,6 +22,8 @@ impl crate::NoResponseLayer {
             DropReason::PeerNotAllowed
         } else if current.is_banned(ip) {
             DropReason::Banned
+        } else if let Some(rule) = current.rules.custom_refuses_peer(ip) {
+            DropReason::Custom(rule)
         } else {
             return None;
         };

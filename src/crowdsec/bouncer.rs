@@ -1,0 +1,396 @@
+//! The bouncer: its settings, the task that pulls the decision stream, and
+//! the table the layer's rules read.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use http::StatusCode;
+use tokio::sync::Notify;
+
+use super::decisions::{Decision, Found, Remedy, Table};
+use super::lapi::{self, Endpoint, PullError};
+use crate::error::BuildError;
+use crate::rules::Action;
+
+/// What the rules do before the first pull has answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum BeforeFirstPull {
+    /// Serve everyone as if there were no decisions: the LAPI being down
+    /// at start-up never becomes an outage. The default.
+    #[default]
+    Serve,
+    /// Drop every request with rule `crowdsec` until the first pull has
+    /// answered: nobody the LAPI would ban is served, and nobody at all
+    /// while it cannot be reached.
+    Drop,
+}
+
+/// A CrowdSec bouncer's settings; [`start`](Self::start) begins pulling.
+#[derive(Clone)]
+#[must_use]
+pub struct BouncerBuilder {
+    url: String,
+    api_key: String,
+    pull_every: Duration,
+    timeout: Duration,
+    scenarios_containing: Vec<String>,
+    scenarios_not_containing: Vec<String>,
+    origins: Vec<String>,
+    other_types: Action,
+    before_first_pull: BeforeFirstPull,
+}
+
+impl fmt::Debug for BouncerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BouncerBuilder")
+            .field("url", &self.url)
+            .field("api_key", &"***")
+            .field("pull_every", &self.pull_every)
+            .field("timeout", &self.timeout)
+            .field("scenarios_containing", &self.scenarios_containing)
+            .field("scenarios_not_containing", &self.scenarios_not_containing)
+            .field("origins", &self.origins)
+            .field("other_types", &self.other_types)
+            .field("before_first_pull", &self.before_first_pull)
+            .finish()
+    }
+}
+
+impl BouncerBuilder {
+    /// How often to ask for what changed; 10 s by default, CrowdSec's own
+    /// default for bouncers. A decision added on the LAPI applies within
+    /// this long.
+    pub fn pull_every(mut self, every: Duration) -> Self {
+        self.pull_every = every.max(Duration::from_millis(10));
+        self
+    }
+
+    /// How long one pull may take; 5 s by default.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Takes only decisions whose scenario contains one of `parts`
+    /// (the LAPI's `scenarios_containing`).
+    pub fn scenarios_containing<I, S>(mut self, parts: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.scenarios_containing
+            .extend(parts.into_iter().map(Into::into));
+        self
+    }
+
+    /// Leaves out decisions whose scenario contains one of `parts`
+    /// (the LAPI's `scenarios_not_containing`).
+    pub fn scenarios_not_containing<I, S>(mut self, parts: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.scenarios_not_containing
+            .extend(parts.into_iter().map(Into::into));
+        self
+    }
+
+    /// Takes only decisions from these origins, such as `crowdsec`,
+    /// `cscli` or `CAPI` (the LAPI's `origins`).
+    pub fn origins<I, S>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.origins.extend(origins.into_iter().map(Into::into));
+        self
+    }
+
+    /// What a decision of another type than `ban` (`captcha`, `throttle`)
+    /// does, as rule `crowdsec_other`: a `403` answer by default, which a
+    /// person can see and report, where a drop would be silent.
+    pub fn other_types(mut self, action: Action) -> Self {
+        self.other_types = action;
+        self
+    }
+
+    /// What the rules do before the first pull has answered; see
+    /// [`BeforeFirstPull`].
+    pub fn before_first_pull(mut self, policy: BeforeFirstPull) -> Self {
+        self.before_first_pull = policy;
+        self
+    }
+
+    /// Checks the settings and starts pulling in a task of the current
+    /// Tokio runtime; the task ends when the last clone of the bouncer is
+    /// dropped.
+    ///
+    /// # Errors
+    /// [`BuildError::Setting`] when the URL is not an `http://` URL with a
+    /// host, when the key is empty, or when an answer status for other
+    /// types is not a client error.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime.
+    pub fn start(self) -> Result<Bouncer, BuildError> {
+        let endpoint = self.endpoint()?;
+        crate::rules::policy::validate("crowdsec_other", self.other_types)?;
+        let shared = Arc::new(Shared {
+            table: ArcSwap::from_pointee(Table::default()),
+            pulled: AtomicBool::new(false),
+            first_pull: Notify::new(),
+            before_first_pull: self.before_first_pull,
+        });
+        let task = Puller {
+            shared: Arc::downgrade(&shared),
+            endpoint,
+            pull_every: self.pull_every,
+            timeout: self.timeout,
+        };
+        tokio::spawn(task.run());
+        Ok(Bouncer {
+            shared,
+            other_types: self.other_types,
+        })
+    }
+
+    fn endpoint(&self) -> Result<Endpoint, BuildError> {
+        let bad = |reason: String| BuildError::Setting {
+            setting: "crowdsec url",
+            value: self.url.clone(),
+            reason,
+        };
+        let uri: http::Uri = self.url.parse().map_err(|e| bad(format!("{e}")))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(bad(
+                    "https is not supported yet: reach the LAPI over loopback or a private network"
+                        .into(),
+                ));
+            }
+            _ => return Err(bad("expected an http:// URL".into())),
+        }
+        let host = uri.host().ok_or_else(|| bad("no host".into()))?;
+        let port = uri.port_u16().unwrap_or(80);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let authority = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        if self.api_key.trim().is_empty() {
+            return Err(BuildError::Setting {
+                setting: "crowdsec api key",
+                value: String::new(),
+                reason: "empty: `cscli bouncers add NAME` prints one".into(),
+            });
+        }
+        let base = uri.path().trim_end_matches('/');
+        let mut path = format!("{base}/v1/decisions/stream?scopes=ip,range");
+        for (name, values) in [
+            ("scenarios_containing", &self.scenarios_containing),
+            ("scenarios_not_containing", &self.scenarios_not_containing),
+            ("origins", &self.origins),
+        ] {
+            if !values.is_empty() {
+                let joined = values.join(",");
+                if !joined
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:/,".contains(&b))
+                {
+                    return Err(BuildError::Setting {
+                        setting: name,
+                        value: joined,
+                        reason: "only letters, digits and - _ . : / are allowed".into(),
+                    });
+                }
+                path.push_str(&format!("&{name}={joined}"));
+            }
+        }
+        Ok(Endpoint {
+            authority,
+            path,
+            api_key: self.api_key.clone(),
+        })
+    }
+}
+
+/// A running CrowdSec bouncer: the decisions its task pulls from the Local
+/// API, for [`NoResponseLayerBuilder::crowdsec`](crate::NoResponseLayerBuilder::crowdsec).
+/// Cheap to clone; clones share the decisions.
+#[derive(Clone)]
+pub struct Bouncer {
+    shared: Arc<Shared>,
+    pub(crate) other_types: Action,
+}
+
+impl fmt::Debug for Bouncer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bouncer")
+            .field("decisions", &self.decisions())
+            .field("pulled", &self.has_pulled())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    table: ArcSwap<Table>,
+    pulled: AtomicBool,
+    first_pull: Notify,
+    before_first_pull: BeforeFirstPull,
+}
+
+impl Bouncer {
+    /// A bouncer for the LAPI at `url` (`http://127.0.0.1:8080/`) with the
+    /// key `cscli bouncers add NAME` printed.
+    pub fn builder(url: impl Into<String>, api_key: impl Into<String>) -> BouncerBuilder {
+        BouncerBuilder {
+            url: url.into(),
+            api_key: api_key.into(),
+            pull_every: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
+            scenarios_containing: Vec::new(),
+            scenarios_not_containing: Vec::new(),
+            origins: Vec::new(),
+            other_types: Action::Respond(StatusCode::FORBIDDEN),
+            before_first_pull: BeforeFirstPull::Serve,
+        }
+    }
+
+    /// How many decisions on addresses and ranges are in force.
+    #[must_use]
+    pub fn decisions(&self) -> usize {
+        self.shared.table.load().len()
+    }
+
+    /// Whether a pull has answered yet.
+    #[must_use]
+    pub fn has_pulled(&self) -> bool {
+        self.shared.pulled.load(Ordering::Acquire)
+    }
+
+    /// Waits until the first pull has answered, for an app that would
+    /// rather not serve before it knows the decisions.
+    pub async fn first_pull(&self) {
+        loop {
+            let notified = self.shared.first_pull.notified();
+            if self.has_pulled() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The strongest decision in force on `ip`.
+    pub(crate) fn lookup(&self, ip: IpAddr) -> Option<Found> {
+        if !self.has_pulled() && self.shared.before_first_pull == BeforeFirstPull::Drop {
+            return Some(Found {
+                remedy: Remedy::Ban,
+                scenario: Arc::from("no decisions yet: the first pull has not answered"),
+            });
+        }
+        self.shared.table.load().lookup(ip, Instant::now())
+    }
+}
+
+/// The task that keeps the table current.
+struct Puller {
+    shared: Weak<Shared>,
+    endpoint: Endpoint,
+    pull_every: Duration,
+    timeout: Duration,
+}
+
+/// The longest wait between tries while the LAPI fails.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+impl Puller {
+    async fn run(self) {
+        // Every decision the LAPI said is in force, by its id.
+        let mut known: HashMap<u64, Decision> = HashMap::new();
+        // After a failure the stream may have moved on without us: the
+        // next pull asks for everything again.
+        let mut startup = true;
+        let mut failures: u32 = 0;
+        let mut rebuild_at: Option<Instant> = None;
+        loop {
+            let Some(shared) = self.shared.upgrade() else {
+                return;
+            };
+            match lapi::pull(&self.endpoint, startup, self.timeout).await {
+                Ok(delta) => {
+                    if startup {
+                        known.clear();
+                    }
+                    for id in &delta.deleted {
+                        known.remove(id);
+                    }
+                    known.extend(delta.new);
+                    let now = Instant::now();
+                    known.retain(|_, d| d.until > now);
+                    let table = Table::build(known.values(), now);
+                    rebuild_at = table.next_expiry();
+                    if failures > 0 || startup {
+                        tracing::info!(
+                            target: "tower_no_response::crowdsec",
+                            decisions = table.len(),
+                            skipped = delta.skipped,
+                            "crowdsec decisions pulled{}",
+                            if failures > 0 { "; the LAPI answers again" } else { "" },
+                        );
+                    }
+                    shared.table.store(Arc::new(table));
+                    if !shared.pulled.swap(true, Ordering::AcqRel) {
+                        shared.first_pull.notify_waiters();
+                    }
+                    startup = false;
+                    failures = 0;
+                }
+                Err(error) => {
+                    if failures == 0 {
+                        tracing::warn!(
+                            target: "tower_no_response::crowdsec",
+                            lapi = %self.endpoint.authority,
+                            %error,
+                            kept = shared.table.load().len(),
+                            "crowdsec LAPI {error}; keeping the decisions in force and retrying"
+                        );
+                    }
+                    if matches!(error, PullError::Malformed(_)) || failures == 0 {
+                        startup = true;
+                    }
+                    failures = failures.saturating_add(1);
+                }
+            }
+            drop(shared);
+            let wait = if failures == 0 {
+                self.pull_every
+            } else {
+                let doubled = self
+                    .pull_every
+                    .saturating_mul(1 << failures.min(6).saturating_sub(1));
+                doubled.min(MAX_BACKOFF.max(self.pull_every))
+            };
+            // A decision that runs out between pulls leaves the table then.
+            let until = Instant::now() + wait;
+            if let Some(at) = rebuild_at.filter(|at| *at < until) {
+                tokio::time::sleep_until(at.into()).await;
+                if let Some(shared) = self.shared.upgrade() {
+                    let now = Instant::now();
+                    known.retain(|_, d| d.until > now);
+                    let table = Table::build(known.values(), now);
+                    rebuild_at = table.next_expiry();
+                    shared.table.store(Arc::new(table));
+                }
+            }
+            tokio::time::sleep_until(until.into()).await;
+        }
+    }
+}

@@ -1,0 +1,420 @@
+//! The decisions in force, as one immutable table swapped whole after each
+//! pull: single addresses in a hash map, ranges as sorted, non-overlapping
+//! intervals, so a lookup is one hash probe and one binary search however
+//! many decisions there are.
+
+use std::collections::{BinaryHeap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use foldhash::fast::RandomState;
+use ipnet::IpNet;
+
+/// What a decision asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Remedy {
+    /// Any type but `ban` (`captcha`, `throttle`, ...): the configured
+    /// action for other types.
+    Other,
+    /// `ban`: a 444.
+    Ban,
+}
+
+/// One decision, as the LAPI sent it and as far as the table needs it.
+#[derive(Debug, Clone)]
+pub(crate) struct Decision {
+    pub(crate) target: Target,
+    pub(crate) remedy: Remedy,
+    pub(crate) until: Instant,
+    pub(crate) scenario: Arc<str>,
+}
+
+/// Whom a decision covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    Ip(u128),
+    /// First and last address, inclusive.
+    Range(u128, u128),
+}
+
+impl Target {
+    pub(crate) fn ip(ip: IpAddr) -> Self {
+        Self::Ip(key(ip))
+    }
+
+    pub(crate) fn range(net: IpNet) -> Self {
+        let net = match net {
+            // IPv4 blocks in their IPv6-mapped form, as addresses are keyed.
+            IpNet::V4(v4) => IpNet::V6(
+                ipnet::Ipv6Net::new(v4.network().to_ipv6_mapped(), v4.prefix_len() + 96)
+                    .expect("an IPv4 prefix plus 96 is a valid IPv6 prefix"),
+            ),
+            v6 => v6.trunc(),
+        };
+        Self::Range(key(net.network()), key(net.broadcast()))
+    }
+}
+
+/// An address as one number, IPv4 in its IPv6-mapped form, so both
+/// spellings of a client are the same key.
+fn key(ip: IpAddr) -> u128 {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+/// What a lookup found.
+#[derive(Debug, Clone)]
+pub(crate) struct Found {
+    pub(crate) remedy: Remedy,
+    pub(crate) scenario: Arc<str>,
+}
+
+/// The decisions in force; immutable once built.
+#[derive(Debug, Default)]
+pub(crate) struct Table {
+    exact: HashMap<u128, Entry, RandomState>,
+    /// Sorted by `first`, never overlapping.
+    ranges: Vec<Interval>,
+    len: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    remedy: Remedy,
+    until: Instant,
+    scenario: Arc<str>,
+}
+
+impl Entry {
+    /// The stronger of two: a ban over any other type, then the one that
+    /// lasts longer.
+    fn stronger(self, other: Self) -> Self {
+        if (other.remedy, other.until) > (self.remedy, self.until) {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Interval {
+    first: u128,
+    last: u128,
+    entry: Entry,
+}
+
+impl Table {
+    /// Builds the table from every decision in force at `now`.
+    pub(crate) fn build<'a>(
+        decisions: impl IntoIterator<Item = &'a Decision>,
+        now: Instant,
+    ) -> Self {
+        let mut exact: HashMap<u128, Entry, RandomState> = HashMap::default();
+        let mut ranges = Vec::new();
+        let mut len = 0;
+        for d in decisions {
+            if d.until <= now {
+                continue;
+            }
+            len += 1;
+            let entry = Entry {
+                remedy: d.remedy,
+                until: d.until,
+                scenario: Arc::clone(&d.scenario),
+            };
+            match d.target {
+                Target::Ip(ip) => {
+                    let merged = match exact.remove(&ip) {
+                        Some(old) => old.stronger(entry),
+                        None => entry,
+                    };
+                    exact.insert(ip, merged);
+                }
+                Target::Range(first, last) => ranges.push(Interval { first, last, entry }),
+            }
+        }
+        Self {
+            exact,
+            ranges: flatten(ranges),
+            len,
+        }
+    }
+
+    /// The decisions the table was built from that were in force.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The strongest decision in force on `ip` at `now`, if any.
+    pub(crate) fn lookup(&self, ip: IpAddr, now: Instant) -> Option<Found> {
+        let ip = key(ip);
+        let exact = self.exact.get(&ip).filter(|e| e.until > now);
+        let at = self.ranges.partition_point(|r| r.first <= ip);
+        let range = at
+            .checked_sub(1)
+            .map(|i| &self.ranges[i])
+            .filter(|r| r.last >= ip && r.entry.until > now)
+            .map(|r| &r.entry);
+        let entry = match (exact, range) {
+            (Some(a), Some(b)) => a.clone().stronger(b.clone()),
+            (Some(e), None) | (None, Some(e)) => e.clone(),
+            (None, None) => return None,
+        };
+        Some(Found {
+            remedy: entry.remedy,
+            scenario: entry.scenario,
+        })
+    }
+
+    /// When the first decision in the table runs out, for a rebuild.
+    pub(crate) fn next_expiry(&self) -> Option<Instant> {
+        let exact = self.exact.values().map(|e| e.until);
+        let ranges = self.ranges.iter().map(|r| r.entry.until);
+        exact.chain(ranges).min()
+    }
+}
+
+/// Overlapping ranges become disjoint intervals, each with the strongest
+/// decision over it: a sweep over the boundaries with the ranges open at
+/// each point in a heap.
+fn flatten(mut ranges: Vec<Interval>) -> Vec<Interval> {
+    ranges.sort_by_key(|r| r.first);
+    let mut bounds: Vec<u128> = Vec::with_capacity(ranges.len() * 2);
+    for r in &ranges {
+        bounds.push(r.first);
+        if let Some(after) = r.last.checked_add(1) {
+            bounds.push(after);
+        }
+    }
+    bounds.sort_unstable();
+    bounds.dedup();
+
+    // Open ranges by strength; one that has ended is dropped when it reaches
+    // the top.
+    #[derive(PartialEq, Eq, PartialOrd, Ord)]
+    struct Open {
+        strength: (Remedy, Instant),
+        last: u128,
+        index: usize,
+    }
+    let mut open = BinaryHeap::new();
+    let mut next = 0;
+    let mut out: Vec<Interval> = Vec::new();
+    for (i, &start) in bounds.iter().enumerate() {
+        while next < ranges.len() && ranges[next].first <= start {
+            let r = &ranges[next];
+            open.push(Open {
+                strength: (r.entry.remedy, r.entry.until),
+                last: r.last,
+                index: next,
+            });
+            next += 1;
+        }
+        while open.peek().is_some_and(|o| o.last < start) {
+            open.pop();
+        }
+        let Some(top) = open.peek() else {
+            continue;
+        };
+        let end = bounds.get(i + 1).map_or(u128::MAX, |b| b - 1).min(top.last);
+        let entry = &ranges[top.index].entry;
+        match out.last_mut() {
+            // The same decision over adjacent pieces: one interval.
+            Some(prev)
+                if prev.last.checked_add(1) == Some(start)
+                    && Arc::ptr_eq(&prev.entry.scenario, &entry.scenario)
+                    && prev.entry.until == entry.until
+                    && prev.entry.remedy == entry.remedy =>
+            {
+                prev.last = end;
+            }
+            _ => out.push(Interval {
+                first: start,
+                last: end,
+                entry: entry.clone(),
+            }),
+        }
+    }
+    out
+}
+
+/// Parses a Go duration as the LAPI writes them: `4h0m0s`, `59m59.1s`,
+/// `-28.5ms`, `1.5µs`. `None` for anything else. A negative duration
+/// (an expired or deleted decision) is `Some(ZERO)`.
+pub(crate) fn go_duration(text: &str) -> Option<Duration> {
+    let (negative, mut rest) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    if rest == "0" {
+        return Some(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, after) = rest.split_at(number_len);
+        if number.is_empty() || number.starts_with('.') && number.len() == 1 {
+            return None;
+        }
+        let value: f64 = number.parse().ok()?;
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_len);
+        let seconds = match unit {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" | "μs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        total += value * seconds;
+        rest = next;
+    }
+    if negative {
+        return Some(Duration::ZERO);
+    }
+    Duration::try_from_secs_f64(total).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decision(target: Target, remedy: Remedy, secs: u64, scenario: &str) -> Decision {
+        Decision {
+            target,
+            remedy,
+            until: Instant::now() + Duration::from_secs(secs),
+            scenario: Arc::from(scenario),
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn range(s: &str) -> Target {
+        Target::range(s.parse().unwrap())
+    }
+
+    #[test]
+    fn go_durations_parse_as_the_lapi_writes_them() {
+        let d = |s| go_duration(s);
+        assert_eq!(d("4h0m0s"), Some(Duration::from_secs(4 * 3600)));
+        assert_eq!(d("59m59.5s"), Some(Duration::from_millis(3_599_500)));
+        assert_eq!(d("1.5µs"), Some(Duration::from_nanos(1500)));
+        assert_eq!(d("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(d("-28.555136ms"), Some(Duration::ZERO));
+        assert_eq!(d("0"), Some(Duration::ZERO));
+        for bad in ["", "h", "4", "4x", "1h-2m", "--1s", ".s", "NaNs", "1e400h"] {
+            assert_eq!(d(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_address_is_found_alone_and_inside_its_ranges_in_either_spelling() {
+        let table = Table::build(
+            &[
+                decision(Target::ip(ip("192.0.2.7")), Remedy::Ban, 60, "ssh-bf"),
+                decision(range("198.51.100.0/24"), Remedy::Ban, 60, "scan"),
+                decision(range("2001:db8::/48"), Remedy::Other, 60, "captcha"),
+            ],
+            Instant::now(),
+        );
+        let now = Instant::now();
+        let found = |s: &str| {
+            table
+                .lookup(ip(s), now)
+                .map(|f| (f.remedy, f.scenario.to_string()))
+        };
+        assert_eq!(found("192.0.2.7"), Some((Remedy::Ban, "ssh-bf".into())));
+        assert_eq!(
+            found("::ffff:192.0.2.7"),
+            Some((Remedy::Ban, "ssh-bf".into()))
+        );
+        assert_eq!(found("192.0.2.8"), None);
+        assert_eq!(found("198.51.100.0"), Some((Remedy::Ban, "scan".into())));
+        assert_eq!(found("198.51.100.255"), Some((Remedy::Ban, "scan".into())));
+        assert_eq!(found("198.51.101.0"), None);
+        assert_eq!(found("198.51.99.255"), None);
+        assert_eq!(
+            found("2001:db8:0:ffff::1"),
+            Some((Remedy::Other, "captcha".into()))
+        );
+        assert_eq!(found("2001:db9::1"), None);
+        assert_eq!(table.len(), 3);
+    }
+
+    #[test]
+    fn overlapping_ranges_keep_the_strongest_decision_over_each_part() {
+        let table = Table::build(
+            &[
+                decision(range("10.0.0.0/8"), Remedy::Other, 600, "wide"),
+                decision(range("10.1.0.0/16"), Remedy::Ban, 60, "narrow"),
+                decision(range("10.1.2.0/24"), Remedy::Other, 6000, "inner"),
+            ],
+            Instant::now(),
+        );
+        let now = Instant::now();
+        let scenario = |s: &str| table.lookup(ip(s), now).map(|f| f.scenario.to_string());
+        assert_eq!(scenario("10.0.0.1").as_deref(), Some("wide"));
+        assert_eq!(scenario("10.1.0.1").as_deref(), Some("narrow"));
+        // A ban outranks a longer decision of another type.
+        assert_eq!(scenario("10.1.2.3").as_deref(), Some("narrow"));
+        assert_eq!(scenario("10.2.0.1").as_deref(), Some("wide"));
+        assert_eq!(scenario("11.0.0.0"), None);
+        // Disjoint and sorted.
+        assert!(table.ranges.windows(2).all(|w| w[0].last < w[1].first));
+    }
+
+    #[test]
+    fn a_decision_that_ran_out_is_not_found() {
+        let now = Instant::now();
+        let table = Table::build(
+            &[Decision {
+                target: Target::ip(ip("192.0.2.1")),
+                remedy: Remedy::Ban,
+                until: now + Duration::from_millis(10),
+                scenario: Arc::from("x"),
+            }],
+            now,
+        );
+        assert!(table.lookup(ip("192.0.2.1"), now).is_some());
+        assert!(
+            table
+                .lookup(ip("192.0.2.1"), now + Duration::from_millis(11))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn the_whole_address_space_can_be_one_range() {
+        let table = Table::build(
+            &[
+                decision(range("::/0"), Remedy::Ban, 60, "all6"),
+                decision(range("0.0.0.0/0"), Remedy::Ban, 60, "all4"),
+            ],
+            Instant::now(),
+        );
+        let now = Instant::now();
+        assert!(
+            table
+                .lookup(ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), now)
+                .is_some()
+        );
+        assert!(table.lookup(ip("::"), now).is_some());
+        assert!(table.lookup(ip("203.0.113.9"), now).is_some());
+    }
+}

@@ -1,0 +1,273 @@
+//! One pull from the CrowdSec Local API's decision stream, over HTTP/1.1
+//! with hyper, and the checks that refuse a malformed answer whole.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Request, StatusCode, Uri};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use super::decisions::{Decision, Remedy, Target, go_duration};
+
+/// The most a stream answer may hold: about a million decisions.
+const MAX_BODY: usize = 256 << 20;
+
+/// Where and how to ask.
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoint {
+    pub(crate) authority: String,
+    /// The stream's path and the query every pull sends (filters).
+    pub(crate) path: String,
+    pub(crate) api_key: String,
+}
+
+/// What one pull brought.
+#[derive(Debug, Default)]
+pub(crate) struct Delta {
+    pub(crate) new: Vec<(u64, Decision)>,
+    pub(crate) deleted: Vec<u64>,
+    /// Decisions of a scope the table does not hold (a country, an AS).
+    pub(crate) skipped: usize,
+}
+
+/// Why a pull failed.
+#[derive(Debug)]
+pub(crate) enum PullError {
+    /// The LAPI could not be reached or did not answer in time.
+    Unreachable(String),
+    /// It answered with a status other than `200`; `403` is a bad key.
+    Status(StatusCode),
+    /// The answer is not a decision stream; nothing of it is applied.
+    Malformed(String),
+}
+
+impl std::fmt::Display for PullError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unreachable(e) => write!(f, "unreachable: {e}"),
+            Self::Status(s) if *s == StatusCode::FORBIDDEN => {
+                write!(f, "refused the bouncer's key (403)")
+            }
+            Self::Status(s) => write!(f, "answered {s}"),
+            Self::Malformed(e) => write!(f, "sent a malformed answer: {e}"),
+        }
+    }
+}
+
+/// Pulls once: every decision in force with `startup`, else what changed
+/// since this bouncer's last pull.
+pub(crate) async fn pull(
+    endpoint: &Endpoint,
+    startup: bool,
+    timeout: Duration,
+) -> Result<Delta, PullError> {
+    let body = tokio::time::timeout(timeout, fetch(endpoint, startup))
+        .await
+        .map_err(|_| PullError::Unreachable(format!("no answer within {timeout:?}")))??;
+    parse(&body, Instant::now())
+}
+
+async fn fetch(endpoint: &Endpoint, startup: bool) -> Result<Vec<u8>, PullError> {
+    let unreachable = |e: &dyn std::fmt::Display| PullError::Unreachable(e.to_string());
+    let tcp = tokio::net::TcpStream::connect(&endpoint.authority)
+        .await
+        .map_err(|e| unreachable(&e))?;
+    let _ = tcp.set_nodelay(true);
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|e| unreachable(&e))?;
+    let driver = tokio::spawn(connection);
+    let separator = if endpoint.path.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    let target = if startup {
+        format!("{}{separator}startup=true", endpoint.path)
+    } else {
+        endpoint.path.clone()
+    };
+    let uri: Uri = target
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| PullError::Malformed(e.to_string()))?;
+    let request = Request::get(uri)
+        .header(http::header::HOST, &endpoint.authority)
+        .header("x-api-key", &endpoint.api_key)
+        .header(
+            http::header::USER_AGENT,
+            concat!("tower-no-response/", env!("CARGO_PKG_VERSION")),
+        )
+        .header(http::header::CONNECTION, "close")
+        .body(http_body_util_empty::Empty)
+        .map_err(|e| PullError::Malformed(e.to_string()))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| unreachable(&e))?;
+    if response.status() != StatusCode::OK {
+        driver.abort();
+        return Err(PullError::Status(response.status()));
+    }
+    let body = read_body(response.into_body()).await;
+    driver.abort();
+    body
+}
+
+/// The whole body, up to [`MAX_BODY`].
+async fn read_body(body: Incoming) -> Result<Vec<u8>, PullError> {
+    let mut body = std::pin::pin!(body);
+    let mut out = Vec::new();
+    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        let frame = frame.map_err(|e| PullError::Unreachable(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > MAX_BODY {
+                return Err(PullError::Malformed(format!(
+                    "longer than {MAX_BODY} bytes"
+                )));
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out)
+}
+
+/// An empty request body, without a dependency for one.
+mod http_body_util_empty {
+    use std::convert::Infallible;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use http_body::{Body, Frame, SizeHint};
+
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) struct Empty;
+
+    impl Body for Empty {
+        type Data = hyper::body::Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+            Poll::Ready(None)
+        }
+
+        fn is_end_stream(&self) -> bool {
+            true
+        }
+
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::with_exact(0)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Stream {
+    new: Option<Vec<Wire>>,
+    deleted: Option<Vec<Wire>>,
+}
+
+/// A decision as the LAPI writes it; the fields a bouncer does not use are
+/// ignored.
+#[derive(Deserialize)]
+struct Wire {
+    id: u64,
+    duration: String,
+    scenario: String,
+    scope: String,
+    #[serde(rename = "type")]
+    kind: String,
+    value: String,
+}
+
+/// The stream answer, checked whole before any of it is used.
+pub(crate) fn parse(body: &[u8], now: Instant) -> Result<Delta, PullError> {
+    let stream: Stream =
+        serde_json::from_slice(body).map_err(|e| PullError::Malformed(e.to_string()))?;
+    let mut delta = Delta::default();
+    for wire in stream.deleted.unwrap_or_default() {
+        delta.deleted.push(wire.id);
+    }
+    for wire in stream.new.unwrap_or_default() {
+        let bad = |why: String| PullError::Malformed(format!("decision {}: {why}", wire.id));
+        let target = match wire.scope.to_ascii_lowercase().as_str() {
+            "ip" => Target::ip(
+                wire.value
+                    .parse::<IpAddr>()
+                    .map_err(|_| bad(format!("{:?} is not an IP address", wire.value)))?,
+            ),
+            "range" => Target::range(
+                wire.value
+                    .parse::<IpNet>()
+                    .map_err(|_| bad(format!("{:?} is not an IP range", wire.value)))?,
+            ),
+            _ => {
+                delta.skipped += 1;
+                continue;
+            }
+        };
+        let left = go_duration(&wire.duration)
+            .ok_or_else(|| bad(format!("{:?} is not a duration", wire.duration)))?;
+        let remedy = if wire.kind.eq_ignore_ascii_case("ban") {
+            Remedy::Ban
+        } else {
+            Remedy::Other
+        };
+        delta.new.push((
+            wire.id,
+            Decision {
+                target,
+                remedy,
+                until: now + left,
+                scenario: Arc::from(wire.scenario),
+            },
+        ));
+    }
+    Ok(delta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_answer_is_read_whole() {
+        let body = br#"{"deleted":[{"duration":"-1ms","id":1,"origin":"cscli","scenario":"x","scope":"Ip","type":"ban","value":"192.0.2.7"}],
+            "new":[{"duration":"29.1s","id":2,"origin":"cscli","scenario":"scan","scope":"Range","type":"ban","value":"198.51.100.0/24"},
+                   {"duration":"1h","id":3,"origin":"crowdsec","scenario":"c","scope":"Ip","type":"captcha","value":"2001:db8::5"},
+                   {"duration":"1h","id":4,"origin":"crowdsec","scenario":"geo","scope":"Country","type":"ban","value":"XX"}]}"#;
+        let delta = parse(body, Instant::now()).unwrap();
+        assert_eq!(delta.deleted, vec![1]);
+        assert_eq!(delta.new.len(), 2);
+        assert_eq!(delta.new[0].1.remedy, Remedy::Ban);
+        assert_eq!(delta.new[1].1.remedy, Remedy::Other);
+        assert_eq!(delta.skipped, 1);
+        let empty = parse(br#"{"deleted":null,"new":null}"#, Instant::now()).unwrap();
+        assert!(empty.new.is_empty() && empty.deleted.is_empty());
+    }
+
+    #[test]
+    fn a_malformed_answer_is_refused_whole() {
+        for body in [
+            &br#"{"new":[{"duration":"1h","id":2,"scenario":"s","scope":"Ip","type":"ban","value":"not-an-ip"}]}"#[..],
+            br#"{"new":[{"duration":"soon","id":2,"scenario":"s","scope":"Ip","type":"ban","value":"192.0.2.1"}]}"#,
+            br#"{"new":[{"duration":"1h","id":2,"scenario":"s","scope":"Range","type":"ban","value":"192.0.2.1/33"}]}"#,
+            br#"{"new":[{"id":2}]}"#,
+            br#"<html>maintenance</html>"#,
+            br#"{"new":[{"duration":"1h","id":-2,"scenario":"s","scope":"Ip","type":"ban","value":"192.0.2.1"}]}"#,
+        ] {
+            assert!(
+                matches!(parse(body, Instant::now()), Err(PullError::Malformed(_))),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! A CrowdSec bouncer (feature `crowdsec`): the decisions of a CrowdSec
+//! Local API (LAPI), applied by the layer as nginx applies its 444.
+//!
+//! ```no_run
+//! use tower_no_response::NoResponseLayer;
+//! use tower_no_response::crowdsec::Bouncer;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! // The key is what `cscli bouncers add my-app -o raw` prints.
+//! let bouncer = Bouncer::builder("http://127.0.0.1:8080/", "4b1e...").start()?;
+//! let layer = NoResponseLayer::builder()
+//!     .server_name("example.com")
+//!     .trusted_proxy("10.0.0.0/8")
+//!     .crowdsec(&bouncer)
+//!     .build()?;
+//! # drop(layer);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! **How it pulls.** In stream mode, CrowdSec's default for bouncers: one
+//! `GET /v1/decisions/stream?startup=true` with the key in `X-Api-Key`,
+//! then what changed every [`pull_every`](BouncerBuilder::pull_every)
+//! (10 s by default), for decisions of scope `Ip` and `Range`. A decision
+//! applies within one pull of being added, lasts as long as its duration
+//! says, and lifts at the next pull once deleted. Filters on scenarios and
+//! origins go to the LAPI as its own query parameters.
+//!
+//! **What it does.** For each request, the layer looks up the judged
+//! client: the real client behind trusted proxies, as every client rule.
+//!
+//! | decision | rule | what happens |
+//! |---|---|---|
+//! | `ban` | `crowdsec` | dropped with a 444; a client that connects directly is refused at accept, before a byte is read |
+//! | any other type (`captcha`, `throttle`) | `crowdsec_other` | [`other_types`](BouncerBuilder::other_types): a `403` answer by default |
+//!
+//! Both are rules like any other: `dry_run_rule("crowdsec")` watches what a
+//! LAPI would drop before enforcing it, `rule_action` changes what they do,
+//! and the counters and the 444 event name them. Each match also logs the
+//! decision's scenario at `info` under target `tower_no_response::crowdsec`.
+//! A trusted proxy or `only_from_peer` edge is never refused at accept,
+//! whatever the decisions: it carries other clients.
+//!
+//! **Memory and cost.** Addresses sit in a hash map and ranges in sorted,
+//! disjoint intervals (overlaps keep the strongest decision: a ban, then
+//! the longest), rebuilt as one immutable table after each pull that
+//! changed something; a lookup is one hash probe and one binary search,
+//! without a lock or an allocation.
+//!
+//! **When the LAPI fails.** A pull that fails (unreachable, slow, an answer
+//! other than `200`, a malformed answer) changes nothing: the decisions in
+//! force stay, each until it runs out. The bouncer retries with a doubling
+//! wait up to 60 s, logs the first failure at `warn` and the recovery at
+//! `info`, and asks for every decision again once the LAPI answers. A
+//! malformed answer is refused whole, never half applied. Before the first
+//! pull has answered, [`BeforeFirstPull`] says whether everyone is served
+//! (the default) or every request is dropped.
+
+mod bouncer;
+mod decisions;
+mod lapi;
+
+pub use bouncer::{BeforeFirstPull, Bouncer, BouncerBuilder};
+
+use std::sync::Arc;
+
+use crate::NoResponseLayerBuilder;
+use crate::rules::custom::CustomRule;
+use decisions::Remedy;
+
+impl NoResponseLayerBuilder {
+    /// Applies a CrowdSec bouncer's decisions to the judged client (the
+    /// real client behind trusted proxies): a `ban` drops with rule
+    /// `crowdsec`, another type acts as rule `crowdsec_other`; see
+    /// [`crowdsec`](crate::crowdsec).
+    pub fn crowdsec(self, bouncer: &Bouncer) -> Self {
+        let bans = bouncer.clone();
+        let peers = bouncer.clone();
+        let others = bouncer.clone();
+        self.add_custom_rule(
+            "crowdsec",
+            CustomRule {
+                name: "crowdsec",
+                predicate: Arc::new(move |head| matched(&bans, head.client_ip, Remedy::Ban)),
+                peer: Some(Arc::new(move |ip| matched(&peers, Some(ip), Remedy::Ban))),
+                action: None,
+            },
+        )
+        .add_custom_rule(
+            "crowdsec",
+            CustomRule {
+                name: "crowdsec_other",
+                predicate: Arc::new(move |head| matched(&others, head.client_ip, Remedy::Other)),
+                peer: None,
+                action: Some(bouncer.other_types),
+            },
+        )
+    }
+}
+
+/// Whether a decision of this remedy is in force on `client`, logging its
+/// scenario when one is.
+fn matched(bouncer: &Bouncer, client: Option<std::net::IpAddr>, remedy: Remedy) -> bool {
+    let Some(ip) = client else {
+        return false;
+    };
+    match bouncer.lookup(ip) {
+        Some(found) if found.remedy == remedy => {
+            tracing::info!(
+                target: "tower_no_response::crowdsec",
+                client_ip = %ip,
+                scenario = %found.scenario,
+                decision = if remedy == Remedy::Ban { "ban" } else { "other" },
+                "crowdsec decision matched"
+            );
+            true
+        }
+        _ => false,
+    }
+}

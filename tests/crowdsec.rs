@@ -1,0 +1,196 @@
+//! The CrowdSec bouncer against a real Local API (Debian's `crowdsec`,
+//! offline, on loopback), driven with the real `cscli`: decisions added
+//! while the app runs drop their clients with zero bytes within a pull,
+//! through the trusted proxy and by range; deleted ones lift; other types
+//! get their answer; an outage keeps the decisions, which refresh once the
+//! LAPI is back; a banned direct peer is refused at accept. Against them,
+//! innocent clients beside the banned ones, and everyone behind a proxy
+//! that a decision names, are served.
+//!
+//! Without `crowdsec` on the machine the test says so and passes, unless
+//! `TNR_REQUIRE_CROWDSEC` is set, as in CI, where it fails.
+
+mod common;
+#[path = "common/crowdsec_lapi.rs"]
+mod crowdsec_lapi;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{Close, Outcome, PATIENCE, exchange, read_until_close, request};
+use crowdsec_lapi::Lapi;
+use tokio::net::{TcpSocket, TcpStream};
+use tower_no_response::NoResponseLayer;
+use tower_no_response::crowdsec::Bouncer;
+
+const PULL: Duration = Duration::from_millis(300);
+
+fn via_proxy(client: &str) -> Vec<u8> {
+    request(
+        "GET",
+        "/",
+        Some("example.com"),
+        Some("curl/8"),
+        &[("X-Forwarded-For", client)],
+    )
+}
+
+async fn ask(addr: SocketAddr, client: &str) -> Outcome {
+    exchange(addr, &via_proxy(client)).await
+}
+
+fn dropped(out: &Outcome) -> bool {
+    out.bytes.is_empty() && out.close == Close::Fin
+}
+
+/// Asks until `check` holds, and returns how long that took; panics after
+/// the test's patience.
+async fn until(addr: SocketAddr, client: &str, check: fn(&Outcome) -> bool) -> Duration {
+    let started = tokio::time::Instant::now();
+    loop {
+        let out = ask(addr, client).await;
+        if check(&out) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "{client}: still {}",
+            out.text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn served(out: &Outcome) -> bool {
+    out.text().starts_with("HTTP/1.1 200")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_drop_their_clients_and_spare_everyone_else() {
+    let Some(mut lapi) = Lapi::start() else {
+        return;
+    };
+    lapi.ban("--ip", "192.0.2.7", "crowdsecurity/http-probing");
+    lapi.ban(
+        "--range",
+        "198.51.100.0/24",
+        "crowdsecurity/http-bad-user-agent",
+    );
+    lapi.decide("captcha", "192.0.2.9");
+    // The proxy itself is named by a decision: everyone behind it is still
+    // judged by their own address.
+    lapi.ban("--ip", "127.0.0.1", "crowdsecurity/ssh-bf");
+
+    let bouncer = Bouncer::builder(lapi.url(), lapi.key.clone())
+        .pull_every(PULL)
+        .start()
+        .unwrap();
+    let layer = common::seed_rules().crowdsec(&bouncer).build().unwrap();
+    let app = common::spawn_app(layer.clone()).await;
+    tokio::time::timeout(PATIENCE, bouncer.first_pull())
+        .await
+        .expect("the first pull answers");
+    assert_eq!(bouncer.decisions(), 4, "{bouncer:?}");
+
+    ask(app.addr, "192.0.2.7").await.assert_dropped(Close::Fin);
+    ask(app.addr, "198.51.100.77")
+        .await
+        .assert_dropped(Close::Fin);
+    let other = ask(app.addr, "192.0.2.9").await;
+    assert!(other.text().starts_with("HTTP/1.1 403"), "{}", other.text());
+    for innocent in ["192.0.2.8", "198.51.101.1", "198.51.99.255", "2001:db8::1"] {
+        ask(app.addr, innocent).await.assert_ok();
+    }
+
+    // Added while the app runs: dropped within a pull or two.
+    lapi.ban("--ip", "192.0.2.8", "crowdsecurity/http-crawl-non_statics");
+    let took = until(app.addr, "192.0.2.8", dropped).await;
+    assert!(took < PULL * 4 + Duration::from_secs(1), "{took:?}");
+    // Deleted: served again.
+    lapi.delete_ip("192.0.2.7");
+    until(app.addr, "192.0.2.7", served).await;
+
+    // An outage keeps what is in force.
+    lapi.kill();
+    tokio::time::sleep(PULL * 4).await;
+    ask(app.addr, "192.0.2.8").await.assert_dropped(Close::Fin);
+    ask(app.addr, "198.51.100.1")
+        .await
+        .assert_dropped(Close::Fin);
+    ask(app.addr, "192.0.2.7").await.assert_ok();
+    // Back: a decision made since applies, the old ones hold.
+    lapi.restart();
+    lapi.ban("--ip", "192.0.2.10", "crowdsecurity/http-probing");
+    until(app.addr, "192.0.2.10", dropped).await;
+    ask(app.addr, "192.0.2.8").await.assert_dropped(Close::Fin);
+    ask(app.addr, "192.0.2.11").await.assert_ok();
+
+    let stats = layer.stats();
+    let rule = stats.rule("crowdsec").expect("the rule is listed");
+    assert!(rule.dropped >= 7, "{stats:?}");
+    assert_eq!(stats.rule("crowdsec_other").unwrap().responded, 1);
+}
+
+/// A client that connects directly and is banned is refused at accept,
+/// before it sends a byte; one that is not stays connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_banned_direct_peer_is_refused_at_accept() {
+    let Some(lapi) = Lapi::start() else {
+        return;
+    };
+    lapi.ban("--ip", "127.0.0.9", "crowdsecurity/ssh-bf");
+    let bouncer = Bouncer::builder(lapi.url(), lapi.key.clone())
+        .pull_every(PULL)
+        .start()
+        .unwrap();
+    tokio::time::timeout(PATIENCE, bouncer.first_pull())
+        .await
+        .expect("the first pull answers");
+    let layer = NoResponseLayer::builder()
+        .server_name("example.com")
+        .crowdsec(&bouncer)
+        .build()
+        .unwrap();
+    let app = common::spawn_app(layer.clone()).await;
+    let connect_from = |source: &'static str| async move {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        socket.connect(app.addr).await.unwrap()
+    };
+    let mut banned = connect_from("127.0.0.9").await;
+    // No header timeout is set: only a refusal at accept closes it.
+    read_until_close(&mut banned)
+        .await
+        .assert_dropped(Close::Fin);
+    let mut innocent: TcpStream = connect_from("127.0.0.8").await;
+    let waited =
+        tokio::time::timeout(Duration::from_millis(500), read_until_close(&mut innocent)).await;
+    assert!(waited.is_err(), "an innocent peer was closed: {waited:?}");
+    assert_eq!(layer.stats().rule("crowdsec").unwrap().dropped, 1);
+    assert_eq!(app.hits(), 0);
+}
+
+/// With the rule in dry-run nothing is refused at accept or dropped: the
+/// matches are counted as would-drops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_dry_run_nobody_is_refused() {
+    let Some(lapi) = Lapi::start() else {
+        return;
+    };
+    lapi.ban("--ip", "192.0.2.7", "crowdsecurity/http-probing");
+    let bouncer = Bouncer::builder(lapi.url(), lapi.key.clone())
+        .pull_every(PULL)
+        .start()
+        .unwrap();
+    tokio::time::timeout(PATIENCE, bouncer.first_pull())
+        .await
+        .expect("the first pull answers");
+    let layer = common::seed_rules()
+        .crowdsec(&bouncer)
+        .dry_run_rule("crowdsec")
+        .build()
+        .unwrap();
+    let app = common::spawn_app(layer.clone()).await;
+    ask(app.addr, "192.0.2.7").await.assert_ok();
+    assert_eq!(layer.stats().rule("crowdsec").unwrap().would_drop, 1);
+}
