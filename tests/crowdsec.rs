@@ -21,6 +21,7 @@ use common::{Close, Outcome, PATIENCE, exchange, read_until_close, request};
 use crowdsec_lapi::Lapi;
 use tokio::net::{TcpSocket, TcpStream};
 use tower_no_response::NoResponseLayer;
+use tower_no_response::ban::{BanList, BanPolicy};
 use tower_no_response::crowdsec::Bouncer;
 
 const PULL: Duration = Duration::from_millis(300);
@@ -193,4 +194,99 @@ async fn in_dry_run_nobody_is_refused() {
     let app = common::spawn_app(layer.clone()).await;
     ask(app.addr, "192.0.2.7").await.assert_ok();
     assert_eq!(layer.stats().rule("crowdsec").unwrap().would_drop, 1);
+}
+
+/// A ban the crate's own ban list makes is reported to the LAPI as a
+/// decision, which `cscli` lists and another replica's bouncer, which never
+/// saw the client, enforces; an IPv6 client's ban covers its /64 there as
+/// here. Its neighbours are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_made_here_is_reported_and_enforced_by_every_bouncer() {
+    let Some(lapi) = Lapi::start() else {
+        return;
+    };
+    let (machine, password) = lapi.machine();
+    let bans = BanList::new(BanPolicy::new(
+        2,
+        Duration::from_secs(60),
+        Duration::from_secs(600),
+    ));
+    let bouncer = Bouncer::builder(lapi.url(), lapi.key.clone())
+        .pull_every(PULL)
+        .report_bans_as(machine, password)
+        .start()
+        .unwrap();
+    bouncer.report_bans(&bans).unwrap();
+    assert!(bouncer.report_bans(&bans).is_err(), "reported twice");
+    let unreporting = Bouncer::builder(lapi.url(), lapi.key.clone())
+        .start()
+        .unwrap();
+    assert!(
+        unreporting
+            .report_bans(&BanList::new(BanPolicy::new(
+                1,
+                Duration::from_secs(1),
+                Duration::from_secs(1)
+            )))
+            .is_err()
+    );
+
+    let layer = common::seed_rules()
+        .ban_list(bans.clone())
+        .crowdsec(&bouncer)
+        .build()
+        .unwrap();
+    let app = common::spawn_app(layer).await;
+    let bad_host = |client: &str| {
+        request(
+            "GET",
+            "/",
+            Some("evil.com"),
+            Some("curl/8"),
+            &[("X-Forwarded-For", client)],
+        )
+    };
+    for client in ["192.0.2.50", "2001:db8:5:6::1"] {
+        for _ in 0..2 {
+            exchange(app.addr, &bad_host(client))
+                .await
+                .assert_dropped(Close::Fin);
+        }
+        assert!(bans.is_banned(client.parse().unwrap()), "{client}");
+    }
+
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let listed = lapi.decisions();
+        let ours = |value: &str| {
+            listed
+                .iter()
+                .any(|(origin, v)| origin == "tower-no-response" && v == value)
+        };
+        if ours("192.0.2.50") && ours("2001:db8:5:6::/64") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not reported: {listed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let replica = Bouncer::builder(lapi.url(), lapi.add_bouncer("tnr-replica"))
+        .pull_every(PULL)
+        .start()
+        .unwrap();
+    tokio::time::timeout(PATIENCE, replica.first_pull())
+        .await
+        .expect("the replica's first pull answers");
+    let other = common::spawn_app(common::seed_rules().crowdsec(&replica).build().unwrap()).await;
+    ask(other.addr, "192.0.2.50")
+        .await
+        .assert_dropped(Close::Fin);
+    ask(other.addr, "2001:db8:5:6::99")
+        .await
+        .assert_dropped(Close::Fin);
+    ask(other.addr, "192.0.2.51").await.assert_ok();
+    ask(other.addr, "2001:db8:5:7::1").await.assert_ok();
 }

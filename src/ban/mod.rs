@@ -22,6 +22,8 @@ use crate::rules::client_ip::Ipv6Prefix;
 
 #[cfg(feature = "redis")]
 mod replication;
+#[cfg(feature = "crowdsec")]
+mod report;
 #[cfg(feature = "redis")]
 pub(crate) use replication::FOREVER_MS;
 
@@ -121,8 +123,13 @@ struct Inner {
     epoch: Instant,
     /// Told of every ban and unban this list makes itself, to share it with
     /// other replicas; not of those it is given.
-    on_change: std::sync::OnceLock<Box<dyn Fn(BanChange) + Send + Sync>>,
+    replicas: std::sync::OnceLock<Hook>,
+    /// Told of the same, to report it to a CrowdSec Local API.
+    report: std::sync::OnceLock<Hook>,
 }
+
+/// What a ban list tells of each ban and unban it makes itself.
+pub(crate) type Hook = Box<dyn Fn(BanChange) + Send + Sync>;
 
 /// A ban or an unban this list made, for the replicas it is shared with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,7 +170,8 @@ impl BanList {
                 sweeps: AtomicU64::new(0),
                 generation: AtomicU64::new(0),
                 epoch: Instant::now(),
-                on_change: std::sync::OnceLock::new(),
+                replicas: std::sync::OnceLock::new(),
+                report: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -308,8 +316,10 @@ impl BanList {
     }
 
     fn share(&self, change: BanChange) {
-        if let Some(share) = self.inner.on_change.get() {
-            share(change);
+        for hook in [&self.inner.replicas, &self.inner.report] {
+            if let Some(tell) = hook.get() {
+                tell(change);
+            }
         }
     }
 

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::{BanChange, BanList, FOREVER};
+use super::{BanList, FOREVER, Hook};
 
 /// [`FOREVER`] in milliseconds, for stores that keep ban expiries.
 pub(crate) const FOREVER_MS: u64 = FOREVER.as_secs() * 1000;
@@ -13,8 +13,8 @@ pub(crate) const FOREVER_MS: u64 = FOREVER.as_secs() * 1000;
 impl BanList {
     /// Sets the one hook told of each ban and unban this list makes.
     /// Returns `false` if a hook was already set.
-    pub(crate) fn share_with(&self, hook: Box<dyn Fn(BanChange) + Send + Sync>) -> bool {
-        self.inner.on_change.set(hook).is_ok()
+    pub(crate) fn share_with(&self, hook: Hook) -> bool {
+        self.inner.replicas.set(hook).is_ok()
     }
 
     /// Lifts a ban on another replica's word. Not shared again.

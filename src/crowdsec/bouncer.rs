@@ -14,6 +14,8 @@ use tokio::sync::Notify;
 
 use super::decisions::{Decision, Found, Remedy, Table};
 use super::lapi::{self, Endpoint, PullError};
+use super::report::{self, Machine};
+use crate::ban::BanList;
 use crate::error::BuildError;
 use crate::rules::Action;
 
@@ -44,6 +46,7 @@ pub struct BouncerBuilder {
     origins: Vec<String>,
     other_types: Action,
     before_first_pull: BeforeFirstPull,
+    machine: Option<Machine>,
 }
 
 impl fmt::Debug for BouncerBuilder {
@@ -58,6 +61,7 @@ impl fmt::Debug for BouncerBuilder {
             .field("origins", &self.origins)
             .field("other_types", &self.other_types)
             .field("before_first_pull", &self.before_first_pull)
+            .field("machine", &self.machine)
             .finish()
     }
 }
@@ -127,6 +131,21 @@ impl BouncerBuilder {
         self
     }
 
+    /// Lets [`Bouncer::report_bans`] report bans as this machine: the
+    /// login and password `cscli machines add NAME --auto -f FILE` writes
+    /// to `FILE`. A bouncer's key cannot write decisions; a machine can.
+    pub fn report_bans_as(
+        mut self,
+        machine_id: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        self.machine = Some(Machine {
+            id: machine_id.into(),
+            password: password.into(),
+        });
+        self
+    }
+
     /// Checks the settings and starts pulling in a task of the current
     /// Tokio runtime; the task ends when the last clone of the bouncer is
     /// dropped.
@@ -153,10 +172,17 @@ impl BouncerBuilder {
             pull_every: self.pull_every,
             timeout: self.timeout,
         };
+        let reporting = self.machine.map(|machine| Reporting {
+            authority: task.endpoint.authority.clone(),
+            base: task.endpoint.base.clone(),
+            machine,
+            timeout: self.timeout,
+        });
         tokio::spawn(task.run());
         Ok(Bouncer {
             shared,
             other_types: self.other_types,
+            reporting,
         })
     }
 
@@ -216,6 +242,7 @@ impl BouncerBuilder {
         }
         Ok(Endpoint {
             authority,
+            base: base.to_owned(),
             path,
             api_key: self.api_key.clone(),
         })
@@ -229,6 +256,16 @@ impl BouncerBuilder {
 pub struct Bouncer {
     shared: Arc<Shared>,
     pub(crate) other_types: Action,
+    reporting: Option<Reporting>,
+}
+
+/// Where and as whom bans are reported.
+#[derive(Debug, Clone)]
+struct Reporting {
+    authority: String,
+    base: String,
+    machine: Machine,
+    timeout: Duration,
 }
 
 impl fmt::Debug for Bouncer {
@@ -261,7 +298,63 @@ impl Bouncer {
             origins: Vec::new(),
             other_types: Action::Respond(StatusCode::FORBIDDEN),
             before_first_pull: BeforeFirstPull::Serve,
+            machine: None,
         }
+    }
+
+    /// Reports each ban `bans` makes from now on to the LAPI, as an alert
+    /// with one `ban` decision, so that every bouncer of the LAPI refuses
+    /// the client too. Sent, for a ban of client `192.0.2.7` for 600 s:
+    /// an alert with scenario `tower-no-response/ban` and source
+    /// `Ip:192.0.2.7`, and a decision `{type: ban, scope: Ip, value:
+    /// 192.0.2.7, duration: 600s, origin: tower-no-response}`. An IPv6
+    /// client is reported as the network the ban list bans (scope `Range`,
+    /// `2001:db8:1:2::/64`), and a ban without end as one year. Unbans are
+    /// not sent: the LAPI's delete would take every decision on the address,
+    /// other sources' too, so a reported decision runs out at its duration.
+    /// Bans that come from other replicas are not reported again. A ban
+    /// that cannot be sent is logged and still enforced here.
+    ///
+    /// # Errors
+    /// [`BuildError::Setting`] when the bouncer has no machine
+    /// ([`BouncerBuilder::report_bans_as`]) or `bans` already reports.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime.
+    pub fn report_bans(&self, bans: &BanList) -> Result<(), BuildError> {
+        let refused = |reason: &str| BuildError::Setting {
+            setting: "report_bans",
+            value: String::new(),
+            reason: reason.into(),
+        };
+        let reporting = self
+            .reporting
+            .clone()
+            .ok_or_else(|| refused("no machine to report as: set report_bans_as"))?;
+        // Bounded: a flood of bans must not grow memory; one that cannot be
+        // queued is still enforced here.
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let hooked = bans.report_to(Box::new(move |change| {
+            if tx.try_send(change).is_err() {
+                tracing::warn!(
+                    target: "tower_no_response::crowdsec",
+                    ?change,
+                    "ban not reported: the queue to the crowdsec LAPI is full"
+                );
+            }
+        }));
+        if !hooked {
+            return Err(refused("this ban list already reports to a LAPI"));
+        }
+        tokio::spawn(report::run(
+            reporting.authority,
+            reporting.base,
+            reporting.machine,
+            bans.ipv6_prefix_len(),
+            reporting.timeout,
+            rx,
+        ));
+        Ok(())
     }
 
     /// How many decisions on addresses and ranges are in force.

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{Request, StatusCode, Uri};
+use http::{Request, StatusCode};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -21,6 +21,8 @@ const MAX_BODY: usize = 256 << 20;
 #[derive(Debug, Clone)]
 pub(crate) struct Endpoint {
     pub(crate) authority: String,
+    /// The URL's path, without its last `/`: what every API path follows.
+    pub(crate) base: String,
     /// The stream's path and the query every pull sends (filters).
     pub(crate) path: String,
     pub(crate) api_key: String,
@@ -73,15 +75,6 @@ pub(crate) async fn pull(
 }
 
 async fn fetch(endpoint: &Endpoint, startup: bool) -> Result<Vec<u8>, PullError> {
-    let unreachable = |e: &dyn std::fmt::Display| PullError::Unreachable(e.to_string());
-    let tcp = tokio::net::TcpStream::connect(&endpoint.authority)
-        .await
-        .map_err(|e| unreachable(&e))?;
-    let _ = tcp.set_nodelay(true);
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .map_err(|e| unreachable(&e))?;
-    let driver = tokio::spawn(connection);
     let separator = if endpoint.path.contains('?') {
         '&'
     } else {
@@ -92,30 +85,52 @@ async fn fetch(endpoint: &Endpoint, startup: bool) -> Result<Vec<u8>, PullError>
     } else {
         endpoint.path.clone()
     };
-    let uri: Uri = target
-        .parse()
-        .map_err(|e: http::uri::InvalidUri| PullError::Malformed(e.to_string()))?;
-    let request = Request::get(uri)
-        .header(http::header::HOST, &endpoint.authority)
+    let request = Request::get(target)
         .header("x-api-key", &endpoint.api_key)
-        .header(
-            http::header::USER_AGENT,
-            concat!("tower-no-response/", env!("CARGO_PKG_VERSION")),
-        )
-        .header(http::header::CONNECTION, "close")
-        .body(http_body_util_empty::Empty)
+        .body(OneShot(None))
         .map_err(|e| PullError::Malformed(e.to_string()))?;
+    let (status, body) = send(&endpoint.authority, request).await?;
+    if status != StatusCode::OK {
+        return Err(PullError::Status(status));
+    }
+    Ok(body)
+}
+
+/// Sends one request on a connection of its own and reads the whole
+/// answer; the request's own headers are kept, with `Host`, the crate's
+/// `User-Agent` and `Connection: close` added.
+pub(crate) async fn send(
+    authority: &str,
+    mut request: Request<OneShot>,
+) -> Result<(StatusCode, Vec<u8>), PullError> {
+    let unreachable = |e: &dyn std::fmt::Display| PullError::Unreachable(e.to_string());
+    let tcp = tokio::net::TcpStream::connect(authority)
+        .await
+        .map_err(|e| unreachable(&e))?;
+    let _ = tcp.set_nodelay(true);
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|e| unreachable(&e))?;
+    let driver = tokio::spawn(connection);
+    let headers = request.headers_mut();
+    let host = http::HeaderValue::from_str(authority).map_err(|e| unreachable(&e))?;
+    headers.insert(http::header::HOST, host);
+    headers.insert(
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(concat!("tower-no-response/", env!("CARGO_PKG_VERSION"))),
+    );
+    headers.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
     let response = sender
         .send_request(request)
         .await
         .map_err(|e| unreachable(&e))?;
-    if response.status() != StatusCode::OK {
-        driver.abort();
-        return Err(PullError::Status(response.status()));
-    }
+    let status = response.status();
     let body = read_body(response.into_body()).await;
     driver.abort();
-    body
+    Ok((status, body?))
 }
 
 /// The whole body, up to [`MAX_BODY`].
@@ -136,35 +151,28 @@ async fn read_body(body: Incoming) -> Result<Vec<u8>, PullError> {
     Ok(out)
 }
 
-/// An empty request body, without a dependency for one.
-mod http_body_util_empty {
-    use std::convert::Infallible;
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
+/// A request body sent in one piece, or none.
+#[derive(Debug)]
+pub(crate) struct OneShot(pub(crate) Option<hyper::body::Bytes>);
 
-    use http_body::{Body, Frame, SizeHint};
+impl http_body::Body for OneShot {
+    type Data = hyper::body::Bytes;
+    type Error = std::convert::Infallible;
 
-    #[derive(Debug, Clone, Copy)]
-    pub(crate) struct Empty;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.take().map(|data| Ok(http_body::Frame::data(data))))
+    }
 
-    impl Body for Empty {
-        type Data = hyper::body::Bytes;
-        type Error = Infallible;
+    fn is_end_stream(&self) -> bool {
+        self.0.is_none()
+    }
 
-        fn poll_frame(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-            Poll::Ready(None)
-        }
-
-        fn is_end_stream(&self) -> bool {
-            true
-        }
-
-        fn size_hint(&self) -> SizeHint {
-            SizeHint::with_exact(0)
-        }
+    fn size_hint(&self) -> http_body::SizeHint {
+        let len = self.0.as_ref().map_or(0, |d| d.len() as u64);
+        http_body::SizeHint::with_exact(len)
     }
 }
 

@@ -55,10 +55,18 @@
 //! malformed answer is refused whole, never half applied. Before the first
 //! pull has answered, [`BeforeFirstPull`] says whether everyone is served
 //! (the default) or every request is dropped.
+//!
+//! **Reporting back.** With a machine's credentials
+//! ([`report_bans_as`](BouncerBuilder::report_bans_as)),
+//! [`Bouncer::report_bans`] sends each ban the crate's own ban list makes
+//! to the LAPI as an alert with a decision, so a firewall bouncer or
+//! another replica on the same LAPI refuses the client too; its docs say
+//! exactly what is sent.
 
 mod bouncer;
 mod decisions;
 mod lapi;
+mod report;
 
 pub use bouncer::{BeforeFirstPull, Bouncer, BouncerBuilder};
 

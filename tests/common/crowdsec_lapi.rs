@@ -150,6 +150,44 @@ impl Lapi {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The registered machine's login and password, from the file
+    /// `cscli machines add` wrote.
+    pub fn machine(&self) -> (String, String) {
+        let text = std::fs::read_to_string(self.dir.join("local_api_credentials.yaml")).unwrap();
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_else(|| panic!("no {name} in {text}"))
+        };
+        (field("login:"), field("password:"))
+    }
+
+    /// Another bouncer's key, for a second replica.
+    pub fn add_bouncer(&self, name: &str) -> String {
+        self.cscli(&["bouncers", "add", name, "-o", "raw"])
+            .trim()
+            .to_owned()
+    }
+
+    /// Every decision's origin and value, as `cscli decisions list` reads
+    /// them from the database.
+    pub fn decisions(&self) -> Vec<(String, String)> {
+        let out = self.cscli(&["decisions", "list", "--all", "-o", "json"]);
+        let alerts: serde_json::Value =
+            serde_json::from_str(out.trim()).unwrap_or(serde_json::Value::Null);
+        let mut found = Vec::new();
+        for alert in alerts.as_array().into_iter().flatten() {
+            for d in alert["decisions"].as_array().into_iter().flatten() {
+                found.push((
+                    d["origin"].as_str().unwrap_or_default().to_owned(),
+                    d["value"].as_str().unwrap_or_default().to_owned(),
+                ));
+            }
+        }
+        found
+    }
+
     /// Bans an address (`--ip`) or a range (`--range`) for an hour.
     pub fn ban(&self, scope: &str, value: &str, scenario: &str) {
         self.cscli(&[
