@@ -381,15 +381,22 @@ impl Bouncer {
         }
     }
 
-    /// The strongest decision in force on `ip`.
-    pub(crate) fn lookup(&self, ip: IpAddr) -> Option<Found> {
+    /// The strongest decision in force on `ip`, when it is of `remedy`.
+    pub(crate) fn lookup(&self, ip: IpAddr, remedy: Remedy) -> Option<Found> {
         if !self.has_pulled() && self.shared.before_first_pull == BeforeFirstPull::Drop {
-            return Some(Found {
+            return (remedy == Remedy::Ban).then(|| Found {
                 remedy: Remedy::Ban,
                 scenario: Arc::from("no decisions yet: the first pull has not answered"),
             });
         }
-        self.shared.table.load().lookup(ip, Instant::now())
+        let table = self.shared.table.load();
+        // Most tables hold bans only: the other rule then costs a load.
+        if remedy == Remedy::Other && !table.has_other() {
+            return None;
+        }
+        table
+            .lookup(ip, Instant::now)
+            .filter(|found| found.remedy == remedy)
     }
 }
 

@@ -200,6 +200,9 @@ pub(crate) fn parse(body: &[u8], now: Instant) -> Result<Delta, PullError> {
     let stream: Stream =
         serde_json::from_slice(body).map_err(|e| PullError::Malformed(e.to_string()))?;
     let mut delta = Delta::default();
+    // Many decisions share a scenario: one allocation each.
+    let mut scenarios: std::collections::HashMap<String, Arc<str>> =
+        std::collections::HashMap::new();
     for wire in stream.deleted.unwrap_or_default() {
         delta.deleted.push(wire.id);
     }
@@ -234,7 +237,14 @@ pub(crate) fn parse(body: &[u8], now: Instant) -> Result<Delta, PullError> {
                 target,
                 remedy,
                 until: now + left,
-                scenario: Arc::from(wire.scenario),
+                scenario: match scenarios.get(&wire.scenario) {
+                    Some(shared) => Arc::clone(shared),
+                    None => {
+                        let shared: Arc<str> = Arc::from(wire.scenario.as_str());
+                        scenarios.insert(wire.scenario, Arc::clone(&shared));
+                        shared
+                    }
+                },
             },
         ));
     }

@@ -112,8 +112,8 @@ fn matched(bouncer: &Bouncer, client: Option<std::net::IpAddr>, remedy: Remedy) 
     let Some(ip) = client else {
         return false;
     };
-    match bouncer.lookup(ip) {
-        Some(found) if found.remedy == remedy => {
+    match bouncer.lookup(ip, remedy) {
+        Some(found) => {
             tracing::info!(
                 target: "tower_no_response::crowdsec",
                 client_ip = %ip,
@@ -123,6 +123,6 @@ fn matched(bouncer: &Bouncer, client: Option<std::net::IpAddr>, remedy: Remedy) 
             );
             true
         }
-        _ => false,
+        None => false,
     }
 }
