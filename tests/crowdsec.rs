@@ -72,9 +72,11 @@ async fn decisions_drop_their_clients_and_spare_everyone_else() {
         return;
     };
     lapi.ban("--ip", "192.0.2.7", "crowdsecurity/http-probing");
+    // Not the seed rules' denied 198.51.100.0/24: this range is CrowdSec's
+    // alone.
     lapi.ban(
         "--range",
-        "198.51.100.0/24",
+        "192.0.2.128/25",
         "crowdsecurity/http-bad-user-agent",
     );
     lapi.decide("captcha", "192.0.2.9");
@@ -94,12 +96,12 @@ async fn decisions_drop_their_clients_and_spare_everyone_else() {
     assert_eq!(bouncer.decisions(), 4, "{bouncer:?}");
 
     ask(app.addr, "192.0.2.7").await.assert_dropped(Close::Fin);
-    ask(app.addr, "198.51.100.77")
+    ask(app.addr, "192.0.2.200")
         .await
         .assert_dropped(Close::Fin);
     let other = ask(app.addr, "192.0.2.9").await;
     assert!(other.text().starts_with("HTTP/1.1 403"), "{}", other.text());
-    for innocent in ["192.0.2.8", "198.51.101.1", "198.51.99.255", "2001:db8::1"] {
+    for innocent in ["192.0.2.8", "192.0.2.127", "192.0.3.128", "2001:db8::1"] {
         ask(app.addr, innocent).await.assert_ok();
     }
 
@@ -115,7 +117,7 @@ async fn decisions_drop_their_clients_and_spare_everyone_else() {
     lapi.kill();
     tokio::time::sleep(PULL * 4).await;
     ask(app.addr, "192.0.2.8").await.assert_dropped(Close::Fin);
-    ask(app.addr, "198.51.100.1")
+    ask(app.addr, "192.0.2.130")
         .await
         .assert_dropped(Close::Fin);
     ask(app.addr, "192.0.2.7").await.assert_ok();
@@ -289,4 +291,74 @@ async fn a_ban_made_here_is_reported_and_enforced_by_every_bouncer() {
         .assert_dropped(Close::Fin);
     ask(other.addr, "192.0.2.51").await.assert_ok();
     ask(other.addr, "2001:db8:5:7::1").await.assert_ok();
+}
+
+/// Over HTTPS, the bouncer checks the LAPI's certificate against its CA and
+/// may identify itself with a client certificate in the bouncers' unit
+/// instead of a key. A certificate outside that unit, or a LAPI whose
+/// certificate a stranger's CA must vouch for, pulls nothing, and everyone
+/// is served meanwhile.
+#[cfg(feature = "crowdsec-tls")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_https_a_client_certificate_stands_for_the_key() {
+    let tls = crowdsec_lapi::TlsFiles::make();
+    let Some(lapi) = Lapi::start_tls(&tls) else {
+        return;
+    };
+    assert!(lapi.url().starts_with("https://"));
+    lapi.ban("--ip", "192.0.2.7", "crowdsecurity/http-probing");
+
+    let by_certificate = Bouncer::builder(lapi.url(), "")
+        .ca_file(&tls.ca)
+        .client_cert_files(&tls.bouncer_cert, &tls.bouncer_key)
+        .pull_every(PULL)
+        .start()
+        .unwrap();
+    let by_key = Bouncer::builder(lapi.url(), lapi.key.clone())
+        .ca_file(&tls.ca)
+        .pull_every(PULL)
+        .start()
+        .unwrap();
+    for bouncer in [&by_certificate, &by_key] {
+        tokio::time::timeout(PATIENCE, bouncer.first_pull())
+            .await
+            .expect("the first pull over https answers");
+        assert_eq!(bouncer.decisions(), 1);
+    }
+    let app = common::spawn_app(
+        common::seed_rules()
+            .crowdsec(&by_certificate)
+            .build()
+            .unwrap(),
+    )
+    .await;
+    ask(app.addr, "192.0.2.7").await.assert_dropped(Close::Fin);
+    ask(app.addr, "192.0.2.8").await.assert_ok();
+
+    let outsider = Bouncer::builder(lapi.url(), "")
+        .ca_file(&tls.ca)
+        .client_cert_files(&tls.outsider_cert, &tls.outsider_key)
+        .pull_every(PULL)
+        .start()
+        .unwrap();
+    let misled = Bouncer::builder(lapi.url(), lapi.key.clone())
+        .ca_file(&tls.stranger_ca)
+        .pull_every(PULL)
+        .start()
+        .unwrap();
+    tokio::time::sleep(PULL * 4).await;
+    assert!(!outsider.has_pulled() && !misled.has_pulled());
+    let app = common::spawn_app(common::seed_rules().crowdsec(&misled).build().unwrap()).await;
+    ask(app.addr, "192.0.2.7").await.assert_ok();
+
+    // Files are checked when the bouncer starts.
+    let missing = Bouncer::builder(lapi.url(), "k")
+        .ca_file("/nonexistent/ca.pem")
+        .start();
+    let error = missing.unwrap_err().to_string();
+    assert!(error.contains("/nonexistent/ca.pem"), "{error}");
+    let plain = Bouncer::builder("http://127.0.0.1:1/", "k")
+        .ca_file(&tls.ca)
+        .start();
+    assert!(plain.unwrap_err().to_string().contains("https://"));
 }

@@ -13,7 +13,7 @@ use http::StatusCode;
 use tokio::sync::Notify;
 
 use super::decisions::{Decision, Found, Remedy, Table};
-use super::lapi::{self, Endpoint, PullError};
+use super::lapi::{self, Endpoint, PullError, Server};
 use super::report::{self, Machine};
 use crate::ban::BanList;
 use crate::error::BuildError;
@@ -47,6 +47,8 @@ pub struct BouncerBuilder {
     other_types: Action,
     before_first_pull: BeforeFirstPull,
     machine: Option<Machine>,
+    #[cfg(feature = "crowdsec-tls")]
+    tls: super::tls::TlsFiles,
 }
 
 impl fmt::Debug for BouncerBuilder {
@@ -62,7 +64,7 @@ impl fmt::Debug for BouncerBuilder {
             .field("other_types", &self.other_types)
             .field("before_first_pull", &self.before_first_pull)
             .field("machine", &self.machine)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -131,6 +133,30 @@ impl BouncerBuilder {
         self
     }
 
+    /// Trusts the CA in this PEM file for an `https://` LAPI, in place of
+    /// the system's roots (feature `crowdsec-tls`): a LAPI's certificate is
+    /// usually made by its own CA.
+    #[cfg(feature = "crowdsec-tls")]
+    pub fn ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.tls.ca = Some(path.into());
+        self
+    }
+
+    /// Identifies the bouncer to an `https://` LAPI with this client
+    /// certificate and key (PEM files; feature `crowdsec-tls`) instead of
+    /// an API key: the LAPI accepts a certificate signed by its CA whose
+    /// organizational unit is one of its `bouncers_allowed_ou`
+    /// (`bouncer-ou` by default). The key may then be empty.
+    #[cfg(feature = "crowdsec-tls")]
+    pub fn client_cert_files(
+        mut self,
+        cert: impl Into<std::path::PathBuf>,
+        key: impl Into<std::path::PathBuf>,
+    ) -> Self {
+        self.tls.client = Some((cert.into(), key.into()));
+        self
+    }
+
     /// Lets [`Bouncer::report_bans`] report bans as this machine: the
     /// login and password `cscli machines add NAME --auto -f FILE` writes
     /// to `FILE`. A bouncer's key cannot write decisions; a machine can.
@@ -173,7 +199,7 @@ impl BouncerBuilder {
             timeout: self.timeout,
         };
         let reporting = self.machine.map(|machine| Reporting {
-            authority: task.endpoint.authority.clone(),
+            server: task.endpoint.server.clone(),
             base: task.endpoint.base.clone(),
             machine,
             timeout: self.timeout,
@@ -193,31 +219,62 @@ impl BouncerBuilder {
             reason,
         };
         let uri: http::Uri = self.url.parse().map_err(|e| bad(format!("{e}")))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(bad(
-                    "https is not supported yet: reach the LAPI over loopback or a private network"
-                        .into(),
-                ));
-            }
-            _ => return Err(bad("expected an http:// URL".into())),
-        }
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(bad("expected an http:// or https:// URL".into())),
+        };
         let host = uri.host().ok_or_else(|| bad("no host".into()))?;
-        let port = uri.port_u16().unwrap_or(80);
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let authority = if host.contains(':') {
             format!("[{host}]:{port}")
         } else {
             format!("{host}:{port}")
         };
-        if self.api_key.trim().is_empty() {
-            return Err(BuildError::Setting {
-                setting: "crowdsec api key",
-                value: String::new(),
-                reason: "empty: `cscli bouncers add NAME` prints one".into(),
-            });
-        }
+        #[cfg(feature = "crowdsec-tls")]
+        let server = Server {
+            authority,
+            tls: if https {
+                Some(super::tls::Tls::new(&self.tls, host)?)
+            } else {
+                if let Some(path) = self.tls.ca.as_ref().or(self
+                    .tls
+                    .client
+                    .as_ref()
+                    .map(|(c, _)| c))
+                {
+                    return Err(BuildError::Setting {
+                        setting: "crowdsec TLS file",
+                        value: path.display().to_string(),
+                        reason: format!("TLS files need an https:// URL, not {}", self.url),
+                    });
+                }
+                None
+            },
+        };
+        #[cfg(not(feature = "crowdsec-tls"))]
+        let server = if https {
+            return Err(bad("https:// needs the crowdsec-tls feature".into()));
+        } else {
+            Server { authority }
+        };
+        #[cfg(feature = "crowdsec-tls")]
+        let identified = self.tls.client.is_some();
+        #[cfg(not(feature = "crowdsec-tls"))]
+        let identified = false;
+        let api_key = if self.api_key.trim().is_empty() {
+            if !identified {
+                return Err(BuildError::Setting {
+                    setting: "crowdsec api key",
+                    value: String::new(),
+                    reason: "empty: `cscli bouncers add NAME` prints one".into(),
+                });
+            }
+            None
+        } else {
+            Some(self.api_key.clone())
+        };
         let base = uri.path().trim_end_matches('/');
         let mut path = format!("{base}/v1/decisions/stream?scopes=ip,range");
         for (name, values) in [
@@ -241,10 +298,10 @@ impl BouncerBuilder {
             }
         }
         Ok(Endpoint {
-            authority,
+            server,
             base: base.to_owned(),
             path,
-            api_key: self.api_key.clone(),
+            api_key,
         })
     }
 }
@@ -262,7 +319,7 @@ pub struct Bouncer {
 /// Where and as whom bans are reported.
 #[derive(Debug, Clone)]
 struct Reporting {
-    authority: String,
+    server: Server,
     base: String,
     machine: Machine,
     timeout: Duration,
@@ -299,6 +356,8 @@ impl Bouncer {
             other_types: Action::Respond(StatusCode::FORBIDDEN),
             before_first_pull: BeforeFirstPull::Serve,
             machine: None,
+            #[cfg(feature = "crowdsec-tls")]
+            tls: super::tls::TlsFiles::default(),
         }
     }
 
@@ -347,7 +406,7 @@ impl Bouncer {
             return Err(refused("this ban list already reports to a LAPI"));
         }
         tokio::spawn(report::run(
-            reporting.authority,
+            reporting.server,
             reporting.base,
             reporting.machine,
             bans.ipv6_prefix_len(),
@@ -457,7 +516,7 @@ impl Puller {
                     if failures == 0 {
                         tracing::warn!(
                             target: "tower_no_response::crowdsec",
-                            lapi = %self.endpoint.authority,
+                            lapi = ?self.endpoint.server,
                             %error,
                             kept = shared.table.load().len(),
                             "crowdsec LAPI {error}; keeping the decisions in force and retrying"

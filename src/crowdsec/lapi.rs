@@ -17,15 +17,31 @@ use super::decisions::{Decision, Remedy, Target, go_duration};
 /// The most a stream answer may hold: about a million decisions.
 const MAX_BODY: usize = 256 << 20;
 
+/// The LAPI's address, and the TLS it is reached with, if any.
+#[derive(Clone)]
+pub(crate) struct Server {
+    /// `host:port`, connected to and sent as `Host`.
+    pub(crate) authority: String,
+    #[cfg(feature = "crowdsec-tls")]
+    pub(crate) tls: Option<super::tls::Tls>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.authority)
+    }
+}
+
 /// Where and how to ask.
 #[derive(Debug, Clone)]
 pub(crate) struct Endpoint {
-    pub(crate) authority: String,
+    pub(crate) server: Server,
     /// The URL's path, without its last `/`: what every API path follows.
     pub(crate) base: String,
     /// The stream's path and the query every pull sends (filters).
     pub(crate) path: String,
-    pub(crate) api_key: String,
+    /// `None` when a client certificate identifies the bouncer instead.
+    pub(crate) api_key: Option<String>,
 }
 
 /// What one pull brought.
@@ -85,11 +101,14 @@ async fn fetch(endpoint: &Endpoint, startup: bool) -> Result<Vec<u8>, PullError>
     } else {
         endpoint.path.clone()
     };
-    let request = Request::get(target)
-        .header("x-api-key", &endpoint.api_key)
+    let mut request = Request::get(target);
+    if let Some(key) = &endpoint.api_key {
+        request = request.header("x-api-key", key);
+    }
+    let request = request
         .body(OneShot(None))
         .map_err(|e| PullError::Malformed(e.to_string()))?;
-    let (status, body) = send(&endpoint.authority, request).await?;
+    let (status, body) = send(&endpoint.server, request).await?;
     if status != StatusCode::OK {
         return Err(PullError::Status(status));
     }
@@ -100,20 +119,16 @@ async fn fetch(endpoint: &Endpoint, startup: bool) -> Result<Vec<u8>, PullError>
 /// answer; the request's own headers are kept, with `Host`, the crate's
 /// `User-Agent` and `Connection: close` added.
 pub(crate) async fn send(
-    authority: &str,
+    server: &Server,
     mut request: Request<OneShot>,
 ) -> Result<(StatusCode, Vec<u8>), PullError> {
     let unreachable = |e: &dyn std::fmt::Display| PullError::Unreachable(e.to_string());
-    let tcp = tokio::net::TcpStream::connect(authority)
+    let tcp = tokio::net::TcpStream::connect(&server.authority)
         .await
         .map_err(|e| unreachable(&e))?;
     let _ = tcp.set_nodelay(true);
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .map_err(|e| unreachable(&e))?;
-    let driver = tokio::spawn(connection);
     let headers = request.headers_mut();
-    let host = http::HeaderValue::from_str(authority).map_err(|e| unreachable(&e))?;
+    let host = http::HeaderValue::from_str(&server.authority).map_err(|e| unreachable(&e))?;
     headers.insert(http::header::HOST, host);
     headers.insert(
         http::header::USER_AGENT,
@@ -123,6 +138,23 @@ pub(crate) async fn send(
         http::header::CONNECTION,
         http::HeaderValue::from_static("close"),
     );
+    #[cfg(feature = "crowdsec-tls")]
+    if let Some(tls) = &server.tls {
+        let stream = tls.connect(tcp).await.map_err(|e| unreachable(&e))?;
+        return exchange(stream, request).await;
+    }
+    exchange(tcp, request).await
+}
+
+async fn exchange<I>(io: I, request: Request<OneShot>) -> Result<(StatusCode, Vec<u8>), PullError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let unreachable = |e: &dyn std::fmt::Display| PullError::Unreachable(e.to_string());
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| unreachable(&e))?;
+    let driver = tokio::spawn(connection);
     let response = sender
         .send_request(request)
         .await

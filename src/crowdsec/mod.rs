@@ -56,6 +56,14 @@
 //! pull has answered, [`BeforeFirstPull`] says whether everyone is served
 //! (the default) or every request is dropped.
 //!
+//! **HTTPS.** With the `crowdsec-tls` feature the URL may be `https://`:
+//! the LAPI's certificate is checked against
+//! [`ca_file`](BouncerBuilder::ca_file) or the system's roots, and
+//! [`client_cert_files`](BouncerBuilder::client_cert_files) identifies the
+//! bouncer by a certificate instead of a key (the LAPI's
+//! `client_verification` and `bouncers_allowed_ou`). Every file is read and
+//! checked when the bouncer starts.
+//!
 //! **Reporting back.** With a machine's credentials
 //! ([`report_bans_as`](BouncerBuilder::report_bans_as)),
 //! [`Bouncer::report_bans`] sends each ban the crate's own ban list makes
@@ -67,6 +75,8 @@ mod bouncer;
 mod decisions;
 mod lapi;
 mod report;
+#[cfg(feature = "crowdsec-tls")]
+mod tls;
 
 pub use bouncer::{BeforeFirstPull, Bouncer, BouncerBuilder};
 

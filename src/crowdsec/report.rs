@@ -10,7 +10,7 @@ use hyper::body::Bytes;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::lapi::{OneShot, PullError, send};
+use super::lapi::{OneShot, PullError, Server, send};
 use crate::ban::BanChange;
 
 /// The scenario and origin the crate's alerts and decisions carry.
@@ -38,7 +38,7 @@ impl std::fmt::Debug for Machine {
 
 /// Sends each ban that arrives on `bans` until the ban list is gone.
 pub(crate) async fn run(
-    authority: String,
+    server: Server,
     base: String,
     machine: Machine,
     ipv6_prefix: u8,
@@ -59,7 +59,7 @@ pub(crate) async fn run(
         // A token that ran out is refused with 401: log in again, once.
         for _ in 0..2 {
             if token.is_none() {
-                match tokio::time::timeout(timeout, login(&authority, &base, &machine)).await {
+                match tokio::time::timeout(timeout, login(&server, &base, &machine)).await {
                     Ok(Ok(fresh)) => token = Some(fresh),
                     Ok(Err(e)) => {
                         outcome = Err(e);
@@ -74,8 +74,7 @@ pub(crate) async fn run(
                 }
             }
             let bearer = token.as_deref().unwrap_or_default();
-            let posted =
-                tokio::time::timeout(timeout, post(&authority, &base, bearer, &alert)).await;
+            let posted = tokio::time::timeout(timeout, post(&server, &base, bearer, &alert)).await;
             outcome = match posted {
                 Ok(Ok(StatusCode::UNAUTHORIZED)) => {
                     token = None;
@@ -125,7 +124,7 @@ struct Login {
     token: String,
 }
 
-async fn login(authority: &str, base: &str, machine: &Machine) -> Result<String, PullError> {
+async fn login(server: &Server, base: &str, machine: &Machine) -> Result<String, PullError> {
     let body = serde_json::json!({ "machine_id": machine.id, "password": machine.password });
     let request = Request::builder()
         .method(Method::POST)
@@ -133,7 +132,7 @@ async fn login(authority: &str, base: &str, machine: &Machine) -> Result<String,
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(OneShot(Some(Bytes::from(body.to_string()))))
         .map_err(|e| PullError::Malformed(e.to_string()))?;
-    let (status, body) = send(authority, request).await?;
+    let (status, body) = send(server, request).await?;
     if status != StatusCode::OK {
         return Err(PullError::Status(status));
     }
@@ -143,7 +142,7 @@ async fn login(authority: &str, base: &str, machine: &Machine) -> Result<String,
 }
 
 async fn post(
-    authority: &str,
+    server: &Server,
     base: &str,
     token: &str,
     alert: &serde_json::Value,
@@ -157,7 +156,7 @@ async fn post(
             serde_json::Value::Array(vec![alert.clone()]).to_string(),
         ))))
         .map_err(|e| PullError::Malformed(e.to_string()))?;
-    Ok(send(authority, request).await?.0)
+    Ok(send(server, request).await?.0)
 }
 
 /// The alert for one ban: its source and one `ban` decision on the banned

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 pub struct Lapi {
     dir: PathBuf,
     port: u16,
+    scheme: &'static str,
     child: Option<Child>,
     /// The bouncer's key, as `cscli bouncers add` printed it.
     pub key: String,
@@ -42,6 +43,16 @@ impl Lapi {
     /// A running LAPI, or `None` (after saying why) when the binaries are
     /// missing and `TNR_REQUIRE_CROWDSEC` is not set.
     pub fn start() -> Option<Self> {
+        Self::start_with(None)
+    }
+
+    /// The same over HTTPS only, its certificate made by `tls`'s CA, which
+    /// also signs the client certificates it accepts.
+    pub fn start_tls(tls: &TlsFiles) -> Option<Self> {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<&TlsFiles>) -> Option<Self> {
         if !installed() {
             assert!(
                 std::env::var_os("TNR_REQUIRE_CROWDSEC").is_none(),
@@ -57,6 +68,21 @@ impl Lapi {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
         let d = dir.display();
+        let (scheme, server_tls, skip_verify) = match tls {
+            None => ("http", String::new(), "false"),
+            Some(t) => (
+                "https",
+                format!(
+                    "    tls:\n      cert_file: {}\n      key_file: {}\n      ca_cert_path: {}\n      \
+                     client_verification: VerifyClientCertIfGiven\n      bouncers_allowed_ou:\n        - bouncer-ou\n      \
+                     agents_allowed_ou:\n        - agent-ou\n",
+                    t.server_cert.display(),
+                    t.server_key.display(),
+                    t.ca.display()
+                ),
+                "true",
+            ),
+        };
         std::fs::write(
             dir.join("config.yaml"),
             format!(
@@ -68,8 +94,8 @@ impl Lapi {
                  cscli:\n  output: human\n\
                  db_config:\n  log_level: warning\n  type: sqlite\n  db_path: {d}/data/crowdsec.db\n  use_wal: false\n\
                  plugin_config:\n  user: nobody\n  group: nogroup\n\
-                 api:\n  client:\n    insecure_skip_verify: false\n    credentials_path: {d}/local_api_credentials.yaml\n  \
-                 server:\n    log_level: warning\n    listen_uri: 127.0.0.1:{port}\n    profiles_path: {d}/profiles.yaml\n    \
+                 api:\n  client:\n    insecure_skip_verify: {skip_verify}\n    credentials_path: {d}/local_api_credentials.yaml\n  \
+                 server:\n    log_level: warning\n    listen_uri: 127.0.0.1:{port}\n    profiles_path: {d}/profiles.yaml\n{server_tls}    \
                  trusted_ips:\n      - 127.0.0.1\n      - ::1\n\
                  prometheus:\n  enabled: false\n"
             ),
@@ -86,6 +112,7 @@ impl Lapi {
         let mut lapi = Self {
             dir,
             port,
+            scheme,
             child: None,
             key: String::new(),
         };
@@ -112,7 +139,7 @@ impl Lapi {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/", self.port)
+        format!("{}://127.0.0.1:{}/", self.scheme, self.port)
     }
 
     fn spawn(&mut self) {
@@ -240,4 +267,87 @@ impl Drop for Lapi {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A CA, the LAPI's certificate, and client certificates it signs: one in
+/// the bouncers' organizational unit and one outside it; and a stranger's
+/// CA.
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub bouncer_cert: PathBuf,
+    pub bouncer_key: PathBuf,
+    pub outsider_cert: PathBuf,
+    pub outsider_key: PathBuf,
+    pub stranger_ca: PathBuf,
+}
+
+impl TlsFiles {
+    pub fn make() -> Self {
+        let dir = std::env::temp_dir().join(format!("tnr-crowdsec-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let (ca, issuer) = authority("tnr test CA");
+        let (stranger, _) = authority("a stranger's CA");
+        let (server_cert, server_key) =
+            leaf(&["127.0.0.1", "localhost"], "tnr-lapi", None, &issuer);
+        let (bouncer_cert, bouncer_key) = leaf(&[], "tnr-bouncer", Some("bouncer-ou"), &issuer);
+        let (outsider_cert, outsider_key) =
+            leaf(&[], "tnr-outsider", Some("somewhere-else"), &issuer);
+        Self {
+            ca: write("ca.pem", &ca),
+            server_cert: write("server.pem", &server_cert),
+            server_key: write("server.key", &server_key),
+            bouncer_cert: write("bouncer.pem", &bouncer_cert),
+            bouncer_key: write("bouncer.key", &bouncer_key),
+            outsider_cert: write("outsider.pem", &outsider_cert),
+            outsider_key: write("outsider.key", &outsider_key),
+            stranger_ca: write("stranger.pem", &stranger),
+        }
+    }
+}
+
+fn authority(name: &str) -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), rcgen::Issuer::new(params, key))
+}
+
+fn leaf(
+    names: &[&str],
+    common_name: &str,
+    unit: Option<&str>,
+    issuer: &rcgen::Issuer<'static, rcgen::KeyPair>,
+) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let mut params = rcgen::CertificateParams::new(names).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, common_name);
+    if let Some(unit) = unit {
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationalUnitName, unit);
+    }
+    params.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let cert = params.signed_by(&key, issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
 }
