@@ -362,3 +362,75 @@ async fn over_https_a_client_certificate_stands_for_the_key() {
         .start();
     assert!(plain.unwrap_err().to_string().contains("https://"));
 }
+
+/// With the kernel filter on, CrowdSec's bans on addresses and ranges
+/// reach the kernel: those peers get no handshake at all, a decision added
+/// later follows within a pull, and a trusted proxy that a decision names
+/// is still let in, for the clients behind it.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kernel_filter_refuses_crowdsec_bans_before_the_handshake() {
+    let Some(lapi) = Lapi::start() else {
+        return;
+    };
+    lapi.ban("--ip", "127.0.0.9", "crowdsecurity/ssh-bf");
+    lapi.ban("--range", "127.0.1.0/24", "crowdsecurity/ssh-bf");
+    lapi.ban("--ip", "127.0.0.5", "crowdsecurity/ssh-bf");
+    let bouncer = Bouncer::builder(lapi.url(), lapi.key.clone())
+        .pull_every(PULL)
+        .start()
+        .unwrap();
+    tokio::time::timeout(PATIENCE, bouncer.first_pull())
+        .await
+        .expect("the first pull answers");
+    let layer = NoResponseLayer::builder()
+        .server_name("example.com")
+        .trusted_proxy("127.0.0.5")
+        .crowdsec(&bouncer)
+        .build()
+        .unwrap();
+    let tcp = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let filter = layer.kernel_filter(&tcp).unwrap();
+    assert!(filter.loaded().v4_ranges >= 2, "{:?}", filter.loaded());
+    common::serve_on(
+        layer.listener(tcp),
+        axum::Router::new()
+            .fallback(|| async { "ok" })
+            .layer(layer.clone()),
+    );
+    let to = SocketAddr::from(([127, 0, 0, 1], port));
+    let handshake = |source: [u8; 4]| async move {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from((source, 0))).unwrap();
+        tokio::time::timeout(Duration::from_secs(1), socket.connect(to))
+            .await
+            .ok()
+            .map(|connected| connected.expect("an answered connect succeeds"))
+    };
+    assert!(handshake([127, 0, 0, 9]).await.is_none(), "banned address");
+    assert!(handshake([127, 0, 1, 7]).await.is_none(), "banned range");
+    let mut innocent = handshake([127, 0, 0, 8]).await.expect("an innocent peer");
+    tokio::io::AsyncWriteExt::write_all(
+        &mut innocent,
+        &common::get(Some("example.com"), Some("curl/8")),
+    )
+    .await
+    .unwrap();
+    read_until_close(&mut innocent).await.assert_ok();
+    let mut proxy = handshake([127, 0, 0, 5]).await.expect("the trusted proxy");
+    tokio::io::AsyncWriteExt::write_all(&mut proxy, &via_proxy("192.0.2.1"))
+        .await
+        .unwrap();
+    read_until_close(&mut proxy).await.assert_ok();
+
+    lapi.ban("--ip", "127.0.0.10", "crowdsecurity/ssh-bf");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while handshake([127, 0, 0, 10]).await.is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new ban never reached the kernel"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

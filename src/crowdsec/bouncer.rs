@@ -188,6 +188,7 @@ impl BouncerBuilder {
         crate::rules::policy::validate("crowdsec_other", self.other_types)?;
         let shared = Arc::new(Shared {
             table: ArcSwap::from_pointee(Table::default()),
+            generation: std::sync::atomic::AtomicU64::new(0),
             pulled: AtomicBool::new(false),
             first_pull: Notify::new(),
             before_first_pull: self.before_first_pull,
@@ -336,12 +337,31 @@ impl fmt::Debug for Bouncer {
 
 struct Shared {
     table: ArcSwap<Table>,
+    /// Bumped at each table swapped in, for the kernel filter.
+    generation: std::sync::atomic::AtomicU64,
     pulled: AtomicBool,
     first_pull: Notify,
     before_first_pull: BeforeFirstPull,
 }
 
+impl Shared {
+    fn store(&self, table: Table) {
+        self.table.store(Arc::new(table));
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
 impl Bouncer {
+    /// Changes whenever the decisions in force do.
+    pub(crate) fn generation(&self) -> u64 {
+        self.shared.generation.load(Ordering::Acquire)
+    }
+
+    /// The bans as networks, the longest lasting first, at most `limit`.
+    pub(crate) fn ban_nets(&self, limit: usize) -> Vec<(ipnet::IpNet, Instant)> {
+        self.shared.table.load().kernel_nets(limit)
+    }
+
     /// A bouncer for the LAPI at `url` (`http://127.0.0.1:8080/`) with the
     /// key `cscli bouncers add NAME` printed.
     pub fn builder(url: impl Into<String>, api_key: impl Into<String>) -> BouncerBuilder {
@@ -505,7 +525,7 @@ impl Puller {
                             if failures > 0 { "; the LAPI answers again" } else { "" },
                         );
                     }
-                    shared.table.store(Arc::new(table));
+                    shared.store(table);
                     if !shared.pulled.swap(true, Ordering::AcqRel) {
                         shared.first_pull.notify_waiters();
                     }
@@ -546,7 +566,7 @@ impl Puller {
                     known.retain(|_, d| d.until > now);
                     let table = Table::build(known.values(), now);
                     rebuild_at = table.next_expiry();
-                    shared.table.store(Arc::new(table));
+                    shared.store(table);
                 }
             }
             tokio::time::sleep_until(until.into()).await;

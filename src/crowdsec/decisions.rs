@@ -56,6 +56,35 @@ impl Target {
     }
 }
 
+impl Target {
+    /// The network this covers, in its own family.
+    fn net(self) -> IpNet {
+        let (first, last) = match self {
+            Self::Ip(ip) => (ip, ip),
+            Self::Range(first, last) => (first, last),
+        };
+        let span = last.wrapping_sub(first).wrapping_add(1);
+        // A range made from a network spans a power of two (`0` here is the
+        // whole space, which wrapped).
+        let host_bits = if span == 0 {
+            128
+        } else {
+            span.trailing_zeros()
+        };
+        let v6 = std::net::Ipv6Addr::from(first);
+        match v6.to_ipv4_mapped() {
+            Some(v4) if host_bits <= 32 => IpNet::V4(
+                ipnet::Ipv4Net::new(v4, u8::try_from(32 - host_bits).unwrap_or(32))
+                    .expect("a prefix of at most 32"),
+            ),
+            _ => IpNet::V6(
+                ipnet::Ipv6Net::new(v6, u8::try_from(128 - host_bits).unwrap_or(0))
+                    .expect("a prefix of at most 128"),
+            ),
+        }
+    }
+}
+
 /// An address as one number, IPv4 in its IPv6-mapped form, so both
 /// spellings of a client are the same key.
 fn key(ip: IpAddr) -> u128 {
@@ -84,7 +113,13 @@ pub(crate) struct Table {
     len: usize,
     /// Whether any decision is of another type than `ban`.
     has_other: bool,
+    /// The bans as networks, the longest lasting first, for the kernel
+    /// filter, which holds a few hundred at most.
+    kernel: Vec<(IpNet, Instant)>,
 }
+
+/// The most bans listed for the kernel filter.
+const KERNEL_MAX: usize = 1024;
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -122,12 +157,16 @@ impl Table {
         let mut ranges = Vec::new();
         let mut len = 0;
         let mut has_other = false;
+        let mut kernel = Vec::new();
         for d in decisions {
             if d.until <= now {
                 continue;
             }
             len += 1;
             has_other |= d.remedy == Remedy::Other;
+            if d.remedy == Remedy::Ban {
+                kernel.push((d.target.net(), d.until));
+            }
             let entry = Entry {
                 remedy: d.remedy,
                 until: d.until,
@@ -145,13 +184,21 @@ impl Table {
             }
         }
         let ranges = flatten(ranges);
+        kernel.sort_by_key(|(_, until)| std::cmp::Reverse(*until));
+        kernel.truncate(KERNEL_MAX);
         Self {
             exact,
             starts: ranges.iter().map(|r| r.first).collect(),
             ranges,
             len,
             has_other,
+            kernel,
         }
+    }
+
+    /// The bans as networks, the longest lasting first, at most `limit`.
+    pub(crate) fn kernel_nets(&self, limit: usize) -> Vec<(IpNet, Instant)> {
+        self.kernel.iter().take(limit).copied().collect()
     }
 
     /// Whether any decision is of another type than `ban`.
@@ -399,6 +446,36 @@ mod tests {
         assert_eq!(scenario("11.0.0.0"), None);
         // Disjoint and sorted.
         assert!(table.ranges.windows(2).all(|w| w[0].last < w[1].first));
+    }
+
+    #[test]
+    fn bans_are_listed_for_the_kernel_as_the_networks_they_were() {
+        let table = Table::build(
+            &[
+                decision(Target::ip(ip("192.0.2.7")), Remedy::Ban, 60, "a"),
+                decision(range("198.51.100.0/24"), Remedy::Ban, 600, "b"),
+                decision(range("2001:db8::/48"), Remedy::Ban, 6000, "c"),
+                decision(Target::ip(ip("2001:db8::9")), Remedy::Ban, 30, "d"),
+                decision(range("0.0.0.0/0"), Remedy::Other, 60, "e"),
+            ],
+            Instant::now(),
+        );
+        let nets: Vec<String> = table
+            .kernel_nets(10)
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect();
+        assert_eq!(
+            nets,
+            [
+                "2001:db8::/48",
+                "198.51.100.0/24",
+                "192.0.2.7/32",
+                "2001:db8::9/128"
+            ]
+        );
+        assert_eq!(table.kernel_nets(1).len(), 1);
+        assert_eq!(range("::/0").net().to_string(), "::/0");
     }
 
     #[test]

@@ -31,7 +31,7 @@
 //!
 //! | decision | rule | what happens |
 //! |---|---|---|
-//! | `ban` | `crowdsec` | dropped with a 444; a client that connects directly is refused at accept, before a byte is read |
+//! | `ban` | `crowdsec` | dropped with a 444; a client that connects directly is refused at accept, before a byte is read, and with the [kernel filter](crate::server::kernel_filter) on, before its handshake |
 //! | any other type (`captcha`, `throttle`) | `crowdsec_other` | [`other_types`](BouncerBuilder::other_types): a `403` answer by default |
 //!
 //! Both are rules like any other: `dry_run_rule("crowdsec")` watches what a
@@ -83,7 +83,7 @@ pub use bouncer::{BeforeFirstPull, Bouncer, BouncerBuilder};
 use std::sync::Arc;
 
 use crate::NoResponseLayerBuilder;
-use crate::rules::custom::CustomRule;
+use crate::rules::custom::{CustomRule, PeerRule};
 use decisions::Remedy;
 
 impl NoResponseLayerBuilder {
@@ -100,7 +100,7 @@ impl NoResponseLayerBuilder {
             CustomRule {
                 name: "crowdsec",
                 predicate: Arc::new(move |head| matched(&bans, head.client_ip, Remedy::Ban)),
-                peer: Some(Arc::new(move |ip| matched(&peers, Some(ip), Remedy::Ban))),
+                peer: Some(Arc::new(Peers(peers))),
                 action: None,
             },
         )
@@ -113,6 +113,24 @@ impl NoResponseLayerBuilder {
                 action: Some(bouncer.other_types),
             },
         )
+    }
+}
+
+/// The `crowdsec` rule for bare peers: at accept, and in the kernel filter.
+#[derive(Debug)]
+struct Peers(Bouncer);
+
+impl PeerRule for Peers {
+    fn refuses(&self, peer: std::net::IpAddr) -> bool {
+        matched(&self.0, Some(peer), Remedy::Ban)
+    }
+
+    fn generation(&self) -> u64 {
+        self.0.generation()
+    }
+
+    fn nets(&self, limit: usize) -> Vec<(ipnet::IpNet, std::time::Instant)> {
+        self.0.ban_nets(limit)
     }
 }
 

@@ -118,8 +118,25 @@ impl fmt::Debug for KeyedRule {
 
 pub(crate) type Predicate = dyn Fn(&RequestHead<'_>) -> bool + Send + Sync;
 
-/// Judges a bare TCP peer, before a byte of its request is read.
-pub(crate) type PeerPredicate = dyn Fn(IpAddr) -> bool + Send + Sync;
+/// A custom rule's judgement of a bare TCP peer, before a byte of its
+/// request is read, and the peers it refuses listed for the kernel filter.
+pub(crate) trait PeerRule: Send + Sync + fmt::Debug {
+    /// Whether a connection from `peer` is refused.
+    #[cfg_attr(
+        not(any(feature = "server", feature = "axum", feature = "tonic")),
+        allow(dead_code)
+    )]
+    fn refuses(&self, peer: IpAddr) -> bool;
+
+    /// Changes whenever the list of [`nets`](Self::nets) does.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    fn generation(&self) -> u64;
+
+    /// The networks refused, the longest lasting first, at most `limit`,
+    /// each with when it runs out.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    fn nets(&self, limit: usize) -> Vec<(ipnet::IpNet, std::time::Instant)>;
+}
 
 /// A named predicate; `true` means the request matches and is dropped.
 #[derive(Clone)]
@@ -129,11 +146,7 @@ pub(crate) struct CustomRule {
     /// The same rule for a peer that connects directly, judged at accept;
     /// `None` for rules that need the request. Read by the connection
     /// sides only.
-    #[cfg_attr(
-        not(any(feature = "server", feature = "axum", feature = "tonic")),
-        allow(dead_code)
-    )]
-    pub(crate) peer: Option<Arc<PeerPredicate>>,
+    pub(crate) peer: Option<Arc<dyn PeerRule>>,
     /// What the rule does unless `rule_action` says otherwise; `None` is a
     /// drop. Part of the rule, so a reload from a document keeps it.
     pub(crate) action: Option<super::Action>,

@@ -287,6 +287,9 @@ pub(crate) struct KernelSets {
     pub(crate) deny: Vec<ipnet::IpNet>,
     /// Refuse every peer that is not kept: `only_from_peer` is enforced.
     pub(crate) keep_only: bool,
+    /// The enforced custom rules that list the peers they refuse (CrowdSec's
+    /// decisions).
+    pub(crate) peer_rules: Vec<std::sync::Arc<dyn custom::PeerRule>>,
 }
 
 /// What the rules make of one request: [`RuleSet::judge`]'s answer.
@@ -503,6 +506,7 @@ impl RuleSet {
                 keep,
                 deny: Vec::new(),
                 keep_only: true,
+                peer_rules: Vec::new(),
             };
         }
         let mut deny = Vec::new();
@@ -518,11 +522,25 @@ impl RuleSet {
                 }
             }
         }
+        let peer_rules = self.enforced_peer_rules();
         KernelSets {
             keep,
             deny,
             keep_only: false,
+            peer_rules,
         }
+    }
+
+    /// The custom rules that judge bare peers and drop, enforced.
+    pub(crate) fn enforced_peer_rules(&self) -> Vec<std::sync::Arc<dyn custom::PeerRule>> {
+        self.custom
+            .iter()
+            .filter(|rule| {
+                let policy = self.policies.get(DropReason::Custom(rule.name));
+                !policy.dry_run && policy.action == Action::Drop
+            })
+            .filter_map(|rule| rule.peer.clone())
+            .collect()
     }
 
     /// Whether `ip` is one of the trusted proxies: an address whose drops
@@ -569,7 +587,7 @@ impl RuleSet {
                 let policy = self.policies.get(DropReason::Custom(rule.name));
                 !policy.dry_run
                     && policy.action == Action::Drop
-                    && rule.peer.as_ref().is_some_and(|refuses| refuses(peer))
+                    && rule.peer.as_ref().is_some_and(|judge| judge.refuses(peer))
             })
             .map(|rule| rule.name)
     }

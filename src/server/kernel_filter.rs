@@ -18,7 +18,11 @@
 //!   [`BanPolicy::ipv6_prefix`](crate::ban::BanPolicy::ipv6_prefix) bits),
 //!   most recent bans first, and the networks the IP rules deny, while the
 //!   rule is enforced with a drop (not in dry-run, not answering with a
-//!   status).
+//!   status);
+//! - then, with the `crowdsec` feature, the addresses and ranges CrowdSec
+//!   bans, the longest lasting first, while rule `crowdsec` drops. A single
+//!   IPv6 address is left to user space: the kernel compares prefixes of at
+//!   most 64 bits, and widening it would refuse its neighbours.
 //!
 //! It never refuses a trusted proxy, an `only_from_peer` peer, or an address
 //! that an allow before a deny lets through: those are checked first and
@@ -171,6 +175,8 @@ struct Refresh {
     socket: Socket,
     rules: Option<Arc<RuleSet>>,
     generation: Option<u64>,
+    /// The generations of the rules that list the peers they refuse.
+    peer_generations: Vec<u64>,
     /// When the first ban in the program runs out.
     expires: Option<Instant>,
 }
@@ -182,6 +188,7 @@ impl Refresh {
             socket,
             rules: None,
             generation: None,
+            peer_generations: Vec::new(),
             expires: None,
         }
     }
@@ -192,12 +199,14 @@ impl Refresh {
         !self.rules.as_ref().is_some_and(|r| Arc::ptr_eq(r, &rules))
             || generation != self.generation
             || self.expires.is_some_and(|e| e <= now)
+            || peer_generations(&rules) != self.peer_generations
     }
 
     fn refresh(&mut self, now: Instant) -> io::Result<Loaded> {
         let rules = self.layer.rules();
         let bans = self.layer.ban_list();
         self.generation = bans.as_ref().map(BanList::generation);
+        self.peer_generations = peer_generations(&rules);
         let (blocklist, expires) = Blocklist::gather(&rules, bans.as_ref(), now);
         self.rules = Some(rules);
         self.expires = expires;
@@ -222,6 +231,11 @@ impl Refresh {
         );
         Ok(loaded)
     }
+}
+
+fn peer_generations(rules: &RuleSet) -> Vec<u64> {
+    let listing = rules.enforced_peer_rules();
+    listing.iter().map(|r| r.generation()).collect()
 }
 
 impl Drop for Refresh {
@@ -273,6 +287,14 @@ impl Blocklist {
                 let net = IpNet::new(ban.ip, prefix).unwrap_or_else(|_| IpNet::from(ban.ip));
                 entries.push(net);
                 let ends = now + ban.remaining;
+                expires = Some(expires.map_or(ends, |e: Instant| e.min(ends)));
+            }
+        }
+        // Then what the custom rules refuse (CrowdSec's bans), the longest
+        // lasting first; what does not fit is refused in user space.
+        for rule in &sets.peer_rules {
+            for (net, ends) in rule.nets(MAX_V4_RANGES + MAX_V6_PREFIXES) {
+                entries.push(net);
                 expires = Some(expires.map_or(ends, |e: Instant| e.min(ends)));
             }
         }
