@@ -434,3 +434,48 @@ async fn the_kernel_filter_refuses_crowdsec_bans_before_the_handshake() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A LAPI that is down when the app starts: by default everyone is served
+/// until the first pull answers; with `BeforeFirstPull::Drop` every request
+/// is dropped until then. Once the LAPI is up, both apply its decisions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_the_first_pull_the_chosen_policy_holds() {
+    use tower_no_response::crowdsec::BeforeFirstPull;
+
+    let Some(mut lapi) = Lapi::start() else {
+        return;
+    };
+    lapi.ban("--ip", "192.0.2.7", "crowdsecurity/http-probing");
+    lapi.kill();
+    let serving = Bouncer::builder(lapi.url(), lapi.key.clone())
+        .pull_every(PULL)
+        .start()
+        .unwrap();
+    let closed = Bouncer::builder(lapi.url(), lapi.key.clone())
+        .pull_every(PULL)
+        .before_first_pull(BeforeFirstPull::Drop)
+        .start()
+        .unwrap();
+    let open_app =
+        common::spawn_app(common::seed_rules().crowdsec(&serving).build().unwrap()).await;
+    let closed_app =
+        common::spawn_app(common::seed_rules().crowdsec(&closed).build().unwrap()).await;
+    tokio::time::sleep(PULL * 3).await;
+    assert!(!serving.has_pulled() && !closed.has_pulled());
+    ask(open_app.addr, "192.0.2.7").await.assert_ok();
+    ask(open_app.addr, "192.0.2.8").await.assert_ok();
+    ask(closed_app.addr, "192.0.2.8")
+        .await
+        .assert_dropped(Close::Fin);
+
+    lapi.restart();
+    for bouncer in [&serving, &closed] {
+        tokio::time::timeout(PATIENCE, bouncer.first_pull())
+            .await
+            .expect("the first pull answers once the LAPI is up");
+    }
+    for app in [&open_app, &closed_app] {
+        ask(app.addr, "192.0.2.7").await.assert_dropped(Close::Fin);
+        ask(app.addr, "192.0.2.8").await.assert_ok();
+    }
+}
