@@ -85,6 +85,7 @@ async fn every_drop_emits_one_event_with_all_fields() {
     assert_eq!(e["action"], "drop");
     assert_eq!(e["version"], "HTTP/1.1");
     assert_eq!(e["referer"], "-");
+    assert_eq!(e["detail"], "-");
 }
 
 #[tokio::test]

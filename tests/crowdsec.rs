@@ -26,6 +26,54 @@ use tower_no_response::crowdsec::Bouncer;
 
 const PULL: Duration = Duration::from_millis(300);
 
+/// Every 444 event of this process: its rule, client and detail.
+static EVENTS: std::sync::Mutex<Vec<(String, String, String)>> = std::sync::Mutex::new(Vec::new());
+
+fn record_events() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use tracing_subscriber::layer::SubscriberExt;
+        struct Recorder;
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Recorder {
+            fn on_event(
+                &self,
+                event: &tracing::Event<'_>,
+                _: tracing_subscriber::layer::Context<'_, S>,
+            ) {
+                #[derive(Default)]
+                struct Fields(String, String, String);
+                impl tracing::field::Visit for Fields {
+                    fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                        let v = format!("{v:?}");
+                        match f.name() {
+                            "rule" => self.0 = v,
+                            "client_ip" => self.1 = v,
+                            "detail" => self.2 = v,
+                            _ => {}
+                        }
+                    }
+                }
+                if event.metadata().target() == "tower_no_response::drop" {
+                    let mut fields = Fields::default();
+                    event.record(&mut fields);
+                    EVENTS.lock().unwrap().push((fields.0, fields.1, fields.2));
+                }
+            }
+        }
+        let subscriber = tracing_subscriber::registry().with(Recorder);
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+    });
+}
+
+/// Whether a 444 event of `rule` for `client` carried `detail`.
+fn logged(rule: &str, client: &str, detail: &str) -> bool {
+    EVENTS
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(r, c, d)| r == rule && c == client && d == detail)
+}
+
 fn via_proxy(client: &str) -> Vec<u8> {
     request(
         "GET",
@@ -68,6 +116,7 @@ fn served(out: &Outcome) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decisions_drop_their_clients_and_spare_everyone_else() {
+    record_events();
     let Some(mut lapi) = Lapi::start() else {
         return;
     };
@@ -96,11 +145,21 @@ async fn decisions_drop_their_clients_and_spare_everyone_else() {
     assert_eq!(bouncer.decisions(), 4, "{bouncer:?}");
 
     ask(app.addr, "192.0.2.7").await.assert_dropped(Close::Fin);
+    assert!(logged(
+        "crowdsec",
+        "192.0.2.7",
+        "crowdsecurity/http-probing"
+    ));
     ask(app.addr, "192.0.2.200")
         .await
         .assert_dropped(Close::Fin);
     let other = ask(app.addr, "192.0.2.9").await;
     assert!(other.text().starts_with("HTTP/1.1 403"), "{}", other.text());
+    assert!(logged(
+        "crowdsec_other",
+        "192.0.2.9",
+        "manual 'captcha' from 'tnr-test'"
+    ));
     for innocent in ["192.0.2.8", "192.0.2.127", "192.0.3.128", "2001:db8::1"] {
         ask(app.addr, innocent).await.assert_ok();
     }
@@ -138,6 +197,7 @@ async fn decisions_drop_their_clients_and_spare_everyone_else() {
 /// before it sends a byte; one that is not stays connected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_banned_direct_peer_is_refused_at_accept() {
+    record_events();
     let Some(lapi) = Lapi::start() else {
         return;
     };
@@ -171,6 +231,7 @@ async fn a_banned_direct_peer_is_refused_at_accept() {
     assert!(waited.is_err(), "an innocent peer was closed: {waited:?}");
     assert_eq!(layer.stats().rule("crowdsec").unwrap().dropped, 1);
     assert_eq!(app.hits(), 0);
+    assert!(logged("crowdsec", "127.0.0.9", "crowdsecurity/ssh-bf"));
 }
 
 /// With the rule in dry-run nothing is refused at accept or dropped: the

@@ -29,6 +29,7 @@
 //! | `referer` | text | the Referer header, or `-` |
 //! | `user_agent` | text | the first User-Agent, or `-` |
 //! | `close` | text | `fin`, `reset`, `stream` when only the HTTP/2 stream was reset, `body_error` when no connection handle was found, or `none` when the connection stays open |
+//! | `detail` | text | what the rule matched on, where it says: CrowdSec's scenario for rules `crowdsec` and `crowdsec_other`; else `-` |
 //!
 //! Header values are written as nginx writes them in its access log: bytes
 //! outside printable ASCII, `"` and `\` become `\xNN`, so a hostile value can
@@ -390,6 +391,10 @@ impl DropEvent<'_> {
         // A connection dropped before a request was read has `-` for every
         // request field.
         let request = self.request.as_ref();
+        let detail = match self.rule {
+            DropReason::Custom(name) => crate::rules::custom::take_detail(name),
+            _ => None,
+        };
         // One message per outcome; the fields are the same for each.
         macro_rules! event {
             ($message:literal) => {
@@ -407,6 +412,7 @@ impl DropEvent<'_> {
                     referer = %OrDash(request.map(|r| r.header(header::REFERER))),
                     user_agent = %OrDash(request.map(|r| r.header(header::USER_AGENT))),
                     close = %handling.close(),
+                    detail = %OrDash(detail.as_deref()),
                     $message
                 )
             };

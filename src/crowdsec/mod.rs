@@ -36,8 +36,8 @@
 //!
 //! Both are rules like any other: `dry_run_rule("crowdsec")` watches what a
 //! LAPI would drop before enforcing it, `rule_action` changes what they do,
-//! and the counters and the 444 event name them. Each match also logs the
-//! decision's scenario at `info` under target `tower_no_response::crowdsec`.
+//! and the counters and the 444 event name them, with the decision's
+//! scenario in the event's `detail` field.
 //! A trusted proxy or `only_from_peer` edge is never refused at accept,
 //! whatever the decisions: it carries other clients.
 //!
@@ -142,13 +142,12 @@ fn matched(bouncer: &Bouncer, client: Option<std::net::IpAddr>, remedy: Remedy) 
     };
     match bouncer.lookup(ip, remedy) {
         Some(found) => {
-            tracing::info!(
-                target: "tower_no_response::crowdsec",
-                client_ip = %ip,
-                scenario = %found.scenario,
-                decision = if remedy == Remedy::Ban { "ban" } else { "other" },
-                "crowdsec decision matched"
-            );
+            let rule = if remedy == Remedy::Ban {
+                "crowdsec"
+            } else {
+                "crowdsec_other"
+            };
+            crate::rules::custom::note_detail(rule, found.scenario);
             true
         }
         None => false,

@@ -118,6 +118,42 @@ impl fmt::Debug for KeyedRule {
 
 pub(crate) type Predicate = dyn Fn(&RequestHead<'_>) -> bool + Send + Sync;
 
+std::thread_local! {
+    /// What the custom rule that last matched on this thread said of its
+    /// match, by rule name: CrowdSec's scenario. Set by the rule's
+    /// predicate, taken by the event of that rule's stop or dry-run hit,
+    /// which is written on the same thread in the same call.
+    static DETAIL: std::cell::RefCell<Option<(&'static str, Arc<str>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Notes what `rule` matched on, for the event of its match.
+#[cfg_attr(not(feature = "crowdsec"), allow(dead_code))]
+pub(crate) fn note_detail(rule: &'static str, detail: Arc<str>) {
+    DETAIL.with(|d| *d.borrow_mut() = Some((rule, detail)));
+}
+
+/// Forgets any detail noted before a judgement begins.
+pub(crate) fn clear_detail() {
+    // The common case, nothing noted, costs a read.
+    DETAIL.with(|d| {
+        if d.borrow().is_some() {
+            *d.borrow_mut() = None;
+        }
+    });
+}
+
+/// The detail `rule` noted for its match, if it is the last one noted.
+pub(crate) fn take_detail(rule: &str) -> Option<Arc<str>> {
+    DETAIL.with(|d| {
+        let mut d = d.borrow_mut();
+        match d.as_ref() {
+            Some((noted, _)) if *noted == rule => d.take().map(|(_, detail)| detail),
+            _ => None,
+        }
+    })
+}
+
 /// A custom rule's judgement of a bare TCP peer, before a byte of its
 /// request is read, and the peers it refuses listed for the kernel filter.
 pub(crate) trait PeerRule: Send + Sync + fmt::Debug {

@@ -658,6 +658,7 @@ impl RuleSet {
             self.enforce(rule, dry_run)?;
         }
         if !self.custom.is_empty() && custom == Custom::Judged {
+            custom::clear_detail();
             let head = RequestHead::of(request, peer, client_ip);
             for rule in &self.custom {
                 if (rule.predicate)(&head) {
