@@ -74,7 +74,7 @@
 //!    |---|---|---|
 //!    | `tower_no_response_requests_total` | `rule`, `action` = `drop` \| `respond` \| `would_drop` | requests a rule stopped, answered, or matched in dry-run |
 //!    | `tower_no_response_allowed_total` | | requests no enforced rule stopped |
-//!    | `tower_no_response_connection_drops_total` | `rule` = `accept_deny` \| `banned` \| `connection_limit` \| `header_timeout` \| `body_timeout` | connections the connection side dropped for a reason that is not a rule's (these are logged, and not in `stats()`) |
+//!    | `tower_no_response_connection_drops_total` | `rule` = `accept_deny` \| `banned` \| `connection_limit` \| `header_timeout` \| `body_timeout` | connections the connection side dropped for a reason that is not a rule's (these are logged, and not in `stats()`); a rule's own refusal at accept (`peer_not_allowed`, `crowdsec`) counts under `requests_total` with its rule |
 //!    | `tower_no_response_bans_total` | `source` = `strikes` \| `app` \| `shared` | bans begun: by the ban policy's strikes, by the app's `ban`, or from another replica |
 //!    | `tower_no_response_rate_limit_store_up` (gauge) | `part` = `host:port` of a Redis Cluster primary, or `store` | 1 while the shared store answers, 0 while its circuit is open; set at each change |
 //!
