@@ -10,6 +10,8 @@
 //! Without `crowdsec` on the machine the test says so and passes, unless
 //! `TNR_REQUIRE_CROWDSEC` is set, as in CI, where it fails.
 
+#[path = "common/certs.rs"]
+mod certs;
 mod common;
 #[path = "common/crowdsec_lapi.rs"]
 mod crowdsec_lapi;
@@ -74,6 +76,19 @@ fn logged(rule: &str, client: &str, detail: &str) -> bool {
         .any(|(r, c, d)| r == rule && c == client && d == detail)
 }
 
+/// A bouncer of `lapi` pulling every [`PULL`], once its first pull has
+/// answered.
+async fn pulled(lapi: &Lapi) -> Bouncer {
+    let bouncer = Bouncer::builder(lapi.url(), lapi.key.clone())
+        .pull_every(PULL)
+        .start()
+        .unwrap();
+    tokio::time::timeout(PATIENCE, bouncer.first_pull())
+        .await
+        .expect("the first pull answers");
+    bouncer
+}
+
 fn via_proxy(client: &str) -> Vec<u8> {
     request(
         "GET",
@@ -133,15 +148,9 @@ async fn decisions_drop_their_clients_and_spare_everyone_else() {
     // judged by their own address.
     lapi.ban("--ip", "127.0.0.1", "crowdsecurity/ssh-bf");
 
-    let bouncer = Bouncer::builder(lapi.url(), lapi.key.clone())
-        .pull_every(PULL)
-        .start()
-        .unwrap();
+    let bouncer = pulled(&lapi).await;
     let layer = common::seed_rules().crowdsec(&bouncer).build().unwrap();
     let app = common::spawn_app(layer.clone()).await;
-    tokio::time::timeout(PATIENCE, bouncer.first_pull())
-        .await
-        .expect("the first pull answers");
     assert_eq!(bouncer.decisions(), 4, "{bouncer:?}");
 
     ask(app.addr, "192.0.2.7").await.assert_dropped(Close::Fin);
@@ -202,13 +211,7 @@ async fn a_banned_direct_peer_is_refused_at_accept() {
         return;
     };
     lapi.ban("--ip", "127.0.0.9", "crowdsecurity/ssh-bf");
-    let bouncer = Bouncer::builder(lapi.url(), lapi.key.clone())
-        .pull_every(PULL)
-        .start()
-        .unwrap();
-    tokio::time::timeout(PATIENCE, bouncer.first_pull())
-        .await
-        .expect("the first pull answers");
+    let bouncer = pulled(&lapi).await;
     let layer = NoResponseLayer::builder()
         .server_name("example.com")
         .crowdsec(&bouncer)
@@ -242,13 +245,7 @@ async fn in_dry_run_nobody_is_refused() {
         return;
     };
     lapi.ban("--ip", "192.0.2.7", "crowdsecurity/http-probing");
-    let bouncer = Bouncer::builder(lapi.url(), lapi.key.clone())
-        .pull_every(PULL)
-        .start()
-        .unwrap();
-    tokio::time::timeout(PATIENCE, bouncer.first_pull())
-        .await
-        .expect("the first pull answers");
+    let bouncer = pulled(&lapi).await;
     let layer = common::seed_rules()
         .crowdsec(&bouncer)
         .dry_run_rule("crowdsec")
@@ -437,13 +434,7 @@ async fn the_kernel_filter_refuses_crowdsec_bans_before_the_handshake() {
     lapi.ban("--ip", "127.0.0.9", "crowdsecurity/ssh-bf");
     lapi.ban("--range", "127.0.1.0/24", "crowdsecurity/ssh-bf");
     lapi.ban("--ip", "127.0.0.5", "crowdsecurity/ssh-bf");
-    let bouncer = Bouncer::builder(lapi.url(), lapi.key.clone())
-        .pull_every(PULL)
-        .start()
-        .unwrap();
-    tokio::time::timeout(PATIENCE, bouncer.first_pull())
-        .await
-        .expect("the first pull answers");
+    let bouncer = pulled(&lapi).await;
     let layer = NoResponseLayer::builder()
         .server_name("example.com")
         .trusted_proxy("127.0.0.5")

@@ -3,6 +3,8 @@
 //! is a real `redis-server` started here; a node is killed and restarted
 //! under load.
 
+#[path = "common/certs.rs"]
+mod certs;
 mod common;
 #[path = "common/redis_servers.rs"]
 mod redis_servers;

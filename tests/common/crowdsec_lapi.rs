@@ -292,13 +292,14 @@ impl TlsFiles {
             std::fs::write(&path, text).unwrap();
             path
         };
-        let (ca, issuer) = authority("tnr test CA");
-        let (stranger, _) = authority("a stranger's CA");
+        let (ca, issuer) = crate::certs::authority("tnr test CA");
+        let (stranger, _) = crate::certs::authority("a stranger's CA");
         let (server_cert, server_key) =
-            leaf(&["127.0.0.1", "localhost"], "tnr-lapi", None, &issuer);
-        let (bouncer_cert, bouncer_key) = leaf(&[], "tnr-bouncer", Some("bouncer-ou"), &issuer);
+            crate::certs::leaf(&["127.0.0.1", "localhost"], Some("tnr-lapi"), None, &issuer);
+        let (bouncer_cert, bouncer_key) =
+            crate::certs::leaf(&[], Some("tnr-bouncer"), Some("bouncer-ou"), &issuer);
         let (outsider_cert, outsider_key) =
-            leaf(&[], "tnr-outsider", Some("somewhere-else"), &issuer);
+            crate::certs::leaf(&[], Some("tnr-outsider"), Some("somewhere-else"), &issuer);
         Self {
             ca: write("ca.pem", &ca),
             server_cert: write("server.pem", &server_cert),
@@ -310,44 +311,4 @@ impl TlsFiles {
             stranger_ca: write("stranger.pem", &stranger),
         }
     }
-}
-
-fn authority(name: &str) -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    let cert = params.self_signed(&key).unwrap();
-    (cert.pem(), rcgen::Issuer::new(params, key))
-}
-
-fn leaf(
-    names: &[&str],
-    common_name: &str,
-    unit: Option<&str>,
-    issuer: &rcgen::Issuer<'static, rcgen::KeyPair>,
-) -> (String, String) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-    let mut params = rcgen::CertificateParams::new(names).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, common_name);
-    if let Some(unit) = unit {
-        params
-            .distinguished_name
-            .push(rcgen::DnType::OrganizationalUnitName, unit);
-    }
-    params.extended_key_usages = vec![
-        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    let cert = params.signed_by(&key, issuer).unwrap();
-    (cert.pem(), key.serialize_pem())
 }

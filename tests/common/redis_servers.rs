@@ -221,10 +221,12 @@ pub struct TlsFiles {
 
 impl TlsFiles {
     pub fn make(dir: &Scratch) -> Self {
-        let (ca, issuer) = certificate_authority("tnr test CA");
-        let (stranger, _) = certificate_authority("a stranger's CA");
-        let (server_cert, server_key) = leaf(&["localhost", "127.0.0.1"], &issuer);
-        let (client_cert, client_key) = leaf(&["replica.invalid"], &issuer);
+        let (ca, issuer) = crate::certs::authority("tnr test CA");
+        let (stranger, _) = crate::certs::authority("a stranger's CA");
+        let (server_cert, server_key) =
+            crate::certs::leaf(&["localhost", "127.0.0.1"], None, None, &issuer);
+        let (client_cert, client_key) =
+            crate::certs::leaf(&["replica.invalid"], None, None, &issuer);
         Self {
             ca: dir.write("ca.pem", &ca),
             server_cert: dir.write("server.pem", &server_cert),
@@ -293,35 +295,6 @@ impl TlsRedis {
 
 fn path(path: &Path) -> &str {
     path.to_str().expect("a UTF-8 temp path")
-}
-
-/// A self-signed CA: its PEM, and the issuer that signs leaves.
-fn certificate_authority(name: &str) -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    let cert = params.self_signed(&key).unwrap();
-    (cert.pem(), rcgen::Issuer::new(params, key))
-}
-
-/// A certificate for `names` signed by `issuer`: its PEM and its key's PEM.
-fn leaf(names: &[&str], issuer: &rcgen::Issuer<'static, rcgen::KeyPair>) -> (String, String) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-    let mut params = rcgen::CertificateParams::new(names).unwrap();
-    params.extended_key_usages = vec![
-        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    let cert = params.signed_by(&key, issuer).unwrap();
-    (cert.pem(), key.serialize_pem())
 }
 
 /// A Redis Cluster of three primaries and no replicas, made with
