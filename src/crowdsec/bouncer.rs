@@ -359,7 +359,7 @@ impl Bouncer {
 
     /// The bans as networks, the longest lasting first, at most `limit`.
     pub(crate) fn ban_nets(&self, limit: usize) -> Vec<(ipnet::IpNet, Instant)> {
-        self.shared.table.load().kernel_nets(limit)
+        self.shared.table.load().kernel_nets(limit, Instant::now())
     }
 
     /// A bouncer for the LAPI at `url` (`http://127.0.0.1:8080/`) with the
@@ -436,7 +436,9 @@ impl Bouncer {
         Ok(())
     }
 
-    /// How many decisions on addresses and ranges are in force.
+    /// How many decisions on addresses and ranges were in force at the
+    /// last pull that changed them (one that ran out since is no longer
+    /// applied, and leaves this count at the next pull).
     #[must_use]
     pub fn decisions(&self) -> usize {
         self.shared.table.load().len()
@@ -498,7 +500,8 @@ impl Puller {
         // next pull asks for everything again.
         let mut startup = true;
         let mut failures: u32 = 0;
-        let mut rebuild_at: Option<Instant> = None;
+        // When the first decision in the table runs out.
+        let mut next_expiry: Option<Instant> = None;
         loop {
             let Some(shared) = self.shared.upgrade() else {
                 return;
@@ -511,21 +514,30 @@ impl Puller {
                     for id in &delta.deleted {
                         known.remove(id);
                     }
-                    known.extend(delta.new);
                     let now = Instant::now();
-                    known.retain(|_, d| d.until > now);
-                    let table = Table::build(known.values(), now);
-                    rebuild_at = table.next_expiry();
+                    // Lookups skip a decision that ran out, so the table is
+                    // rebuilt only when the decisions changed, or at the
+                    // first pull after one ran out.
+                    let changed = startup
+                        || !delta.new.is_empty()
+                        || !delta.deleted.is_empty()
+                        || next_expiry.is_some_and(|at| at <= now);
+                    known.extend(delta.new);
+                    if changed {
+                        known.retain(|_, d| d.until > now);
+                        let table = Table::build(known.values(), now);
+                        next_expiry = table.next_expiry();
+                        shared.store(table);
+                    }
                     if failures > 0 || startup {
                         tracing::info!(
                             target: "tower_no_response::crowdsec",
-                            decisions = table.len(),
+                            decisions = known.len(),
                             skipped = delta.skipped,
                             "crowdsec decisions pulled{}",
                             if failures > 0 { "; the LAPI answers again" } else { "" },
                         );
                     }
-                    shared.store(table);
                     if !shared.pulled.swap(true, Ordering::AcqRel) {
                         shared.first_pull.notify_waiters();
                     }
@@ -557,18 +569,7 @@ impl Puller {
                     .saturating_mul(1 << failures.min(6).saturating_sub(1));
                 doubled.min(MAX_BACKOFF.max(self.pull_every))
             };
-            // A decision that runs out between pulls leaves the table then.
             let until = Instant::now() + wait;
-            if let Some(at) = rebuild_at.filter(|at| *at < until) {
-                tokio::time::sleep_until(at.into()).await;
-                if let Some(shared) = self.shared.upgrade() {
-                    let now = Instant::now();
-                    known.retain(|_, d| d.until > now);
-                    let table = Table::build(known.values(), now);
-                    rebuild_at = table.next_expiry();
-                    shared.store(table);
-                }
-            }
             tokio::time::sleep_until(until.into()).await;
         }
     }

@@ -196,9 +196,11 @@ impl Table {
         }
     }
 
-    /// The bans as networks, the longest lasting first, at most `limit`.
-    pub(crate) fn kernel_nets(&self, limit: usize) -> Vec<(IpNet, Instant)> {
-        self.kernel.iter().take(limit).copied().collect()
+    /// The bans in force at `now` as networks, the longest lasting first,
+    /// at most `limit`.
+    pub(crate) fn kernel_nets(&self, limit: usize, now: Instant) -> Vec<(IpNet, Instant)> {
+        let live = self.kernel.iter().filter(|(_, until)| *until > now);
+        live.take(limit).copied().collect()
     }
 
     /// Whether any decision is of another type than `ban`.
@@ -461,7 +463,7 @@ mod tests {
             Instant::now(),
         );
         let nets: Vec<String> = table
-            .kernel_nets(10)
+            .kernel_nets(10, Instant::now())
             .iter()
             .map(|(n, _)| n.to_string())
             .collect();
@@ -474,7 +476,12 @@ mod tests {
                 "2001:db8::9/128"
             ]
         );
-        assert_eq!(table.kernel_nets(1).len(), 1);
+        assert_eq!(table.kernel_nets(1, Instant::now()).len(), 1);
+        assert!(
+            table
+                .kernel_nets(10, Instant::now() + Duration::from_secs(7000))
+                .is_empty()
+        );
         assert_eq!(range("::/0").net().to_string(), "::/0");
     }
 
