@@ -309,8 +309,9 @@ impl BanList {
         self.inner.generation.load(Ordering::Relaxed)
     }
 
-    /// The prefix length IPv6 clients are banned by.
-    #[cfg(target_os = "linux")]
+    /// The IPv6 prefix a ban covers: a banned IPv6 client is its network.
+    /// For the kernel filter and for reports to a CrowdSec LAPI.
+    #[cfg(any(target_os = "linux", feature = "crowdsec"))]
     pub(crate) fn ipv6_prefix(&self) -> u8 {
         self.inner.policy.ipv6_prefix
     }

@@ -429,7 +429,7 @@ impl Bouncer {
             reporting.server,
             reporting.base,
             reporting.machine,
-            bans.ipv6_prefix_len(),
+            bans.ipv6_prefix(),
             reporting.timeout,
             rx,
         ));
