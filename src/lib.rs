@@ -200,6 +200,8 @@ mod parse;
 pub mod redis;
 pub mod rules;
 pub mod server;
+#[cfg(feature = "rustls")]
+pub mod tls;
 
 // The core names live at the root; everything else has one home, in its
 // module.

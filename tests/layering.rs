@@ -20,12 +20,15 @@ const TIERS: &[(&str, u8)] = &[
     ("ban", 4),
     ("connection", 4),
     ("layer", 5),
-    ("server", 6),
-    ("extract", 7),
-    ("grpc", 7),
-    ("redis", 7),
-    ("config", 7),
-    ("crowdsec", 7),
+    // The TLS gate judges with the layer's rules, and the serve loop
+    // plugs it in.
+    ("tls", 6),
+    ("server", 7),
+    ("extract", 8),
+    ("grpc", 8),
+    ("redis", 8),
+    ("config", 8),
+    ("crowdsec", 8),
 ];
 
 fn tier(module: &str) -> u8 {

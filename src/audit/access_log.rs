@@ -215,6 +215,7 @@ mod tests {
             client_ip: Some("192.0.2.55".parse().unwrap()),
             peer_addr: Some("127.0.0.1:4711".parse().unwrap()),
             request: Some(RequestView::of(&request)),
+            hello: None,
         };
         assert_eq!(
             CombinedLine(&event)
@@ -226,6 +227,7 @@ mod tests {
             client_ip: None,
             peer_addr: Some("[2001:db8::1]:4711".parse().unwrap()),
             request: None,
+            hello: None,
             ..event
         };
         assert!(

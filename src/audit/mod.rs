@@ -346,6 +346,15 @@ pub(crate) struct DropEvent<'a> {
     /// The request head; `None` when the connection was dropped before one
     /// was read (at accept, or on a header timeout).
     pub(crate) request: Option<RequestView<'a>>,
+    /// The ClientHello of a connection the TLS gate judged.
+    pub(crate) hello: Option<HelloView<'a>>,
+}
+
+/// What the audit outputs write of a ClientHello.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HelloView<'a> {
+    pub(crate) server_name: Option<&'a [u8]>,
+    pub(crate) ja4: Option<&'a str>,
 }
 
 /// The parts of a request head the audit outputs write.
@@ -413,6 +422,8 @@ impl DropEvent<'_> {
                     user_agent = %OrDash(request.map(|r| r.header(header::USER_AGENT))),
                     close = %handling.close(),
                     detail = %OrDash(detail.as_deref()),
+                    sni = %OrDash(self.hello.and_then(|h| h.server_name).map(|n| Escaped(Some(n)))),
+                    ja4 = %OrDash(self.hello.and_then(|h| h.ja4)),
                     $message
                 )
             };
@@ -423,7 +434,12 @@ impl DropEvent<'_> {
             | DropReason::HeaderTimeout
             | DropReason::BodyTimeout
             | DropReason::Banned
-            | DropReason::ConnectionLimit,
+            | DropReason::ConnectionLimit
+            | DropReason::TlsSniMissing
+            | DropReason::TlsSniIpLiteral
+            | DropReason::TlsSniUnknown
+            | DropReason::TlsFingerprint
+            | DropReason::TlsClientHelloInvalid,
         ) = (handling, self.rule)
         {
             // The rules' own outcomes are counted per rule; these reasons

@@ -29,6 +29,7 @@ pub(crate) fn drop_connection(
             client_ip: Some(peer.ip().to_canonical()),
             peer_addr: Some(peer),
             request: None,
+            hello: None,
         }
         .emit();
     }

@@ -121,6 +121,7 @@ impl Watch {
                         client_ip: Some(self.peer.ip().to_canonical()),
                         peer_addr: Some(self.peer),
                         request: None,
+                        hello: None,
                     }
                     .emit();
                 }

@@ -287,6 +287,7 @@ pub(super) fn record<B>(
         client_ip,
         peer_addr,
         request: Some(RequestView::of(request)),
+        hello: None,
     }
     .emit();
 }

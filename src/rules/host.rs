@@ -234,6 +234,49 @@ impl HostRules {
     }
 }
 
+impl HostRules {
+    /// The Host rules read for the server name of a TLS ClientHello (SNI),
+    /// which names no port and may be absent. A client sends no name when
+    /// it connects by address, so a missing name is dropped where an
+    /// address would be: with a served-names list, or with
+    /// `drop_ip_literal`; `drop_missing` alone does not drop it, since the
+    /// requests inside still carry a Host for that rule to judge.
+    #[cfg_attr(not(feature = "rustls"), allow(dead_code))]
+    pub(crate) fn check_server_name(&self, name: Option<&[u8]>) -> Result<(), DropReason> {
+        let catch_all = !self.names.is_empty();
+        let by_address = self.drop_ip_literal || catch_all;
+        let Some(name) = name else {
+            return if by_address {
+                Err(DropReason::TlsSniMissing)
+            } else {
+                Ok(())
+            };
+        };
+        if self.names.is_exact(name) {
+            return Ok(());
+        }
+        let ipv6 = std::str::from_utf8(name).is_ok_and(|s| s.parse::<std::net::Ipv6Addr>().is_ok());
+        let kind = if ipv6 {
+            HostKind::IpLiteral
+        } else if name.contains(&b':') {
+            // A port, or brackets: no server name carries one.
+            HostKind::Invalid
+        } else {
+            classify(name)
+        };
+        match kind {
+            HostKind::IpLiteral if by_address => Err(DropReason::TlsSniIpLiteral),
+            HostKind::IpLiteral => Ok(()),
+            HostKind::Invalid if catch_all => Err(DropReason::TlsSniUnknown),
+            HostKind::Invalid => Ok(()),
+            HostKind::Name(name) if catch_all && !self.names.matches(name) => {
+                Err(DropReason::TlsSniUnknown)
+            }
+            HostKind::Name(_) => Ok(()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -462,5 +505,52 @@ mod tests {
 
         let inactive = HostRules::default();
         assert_eq!(inactive.check(v, &uri, &headers(&[b"a", b"b"])), Ok(()));
+    }
+
+    #[test]
+    fn server_names_follow_the_host_rules() {
+        let served = HostRules {
+            names: names(&["example.com", "*.example.org"]),
+            ..HostRules::default()
+        };
+        assert_eq!(served.check_server_name(Some(b"example.com")), Ok(()));
+        assert_eq!(served.check_server_name(Some(b"EXAMPLE.com")), Ok(()));
+        assert_eq!(served.check_server_name(Some(b"a.example.org")), Ok(()));
+        assert_eq!(
+            served.check_server_name(None),
+            Err(DropReason::TlsSniMissing)
+        );
+        for (name, reason) in [
+            (&b"example.net"[..], DropReason::TlsSniUnknown),
+            (b"example.org", DropReason::TlsSniUnknown),
+            (b"192.0.2.1", DropReason::TlsSniIpLiteral),
+            (b"2001:db8::1", DropReason::TlsSniIpLiteral),
+            (b"example.com:443", DropReason::TlsSniUnknown),
+            (b"exa mple.com", DropReason::TlsSniUnknown),
+        ] {
+            assert_eq!(served.check_server_name(Some(name)), Err(reason));
+        }
+        // `drop_missing` alone keeps clients that connect by address: their
+        // requests carry a Host for it to judge.
+        let missing_only = HostRules {
+            drop_missing: true,
+            ..HostRules::default()
+        };
+        assert_eq!(missing_only.check_server_name(None), Ok(()));
+        assert_eq!(missing_only.check_server_name(Some(b"192.0.2.1")), Ok(()));
+        let literal = HostRules {
+            drop_ip_literal: true,
+            ..HostRules::default()
+        };
+        assert_eq!(
+            literal.check_server_name(None),
+            Err(DropReason::TlsSniMissing)
+        );
+        assert_eq!(
+            literal.check_server_name(Some(b"192.0.2.1")),
+            Err(DropReason::TlsSniIpLiteral)
+        );
+        assert_eq!(literal.check_server_name(Some(b"any.example")), Ok(()));
+        assert_eq!(HostRules::default().check_server_name(None), Ok(()));
     }
 }

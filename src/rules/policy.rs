@@ -148,7 +148,12 @@ impl Policies {
             | DropReason::HeaderTimeout
             | DropReason::BodyTimeout
             | DropReason::Banned
-            | DropReason::ConnectionLimit => None,
+            | DropReason::ConnectionLimit
+            | DropReason::TlsSniMissing
+            | DropReason::TlsSniIpLiteral
+            | DropReason::TlsSniUnknown
+            | DropReason::TlsFingerprint
+            | DropReason::TlsClientHelloInvalid => None,
             _ => Some(self.slot(reason)),
         }
     }

@@ -66,6 +66,24 @@ pub enum DropReason {
     /// `connection_limit`: refused at accept because the serve loop holds
     /// as many connections as it may, overall or from this client.
     ConnectionLimit,
+    /// `tls_sni_missing`: a TLS ClientHello without a server name (SNI), as
+    /// clients send when they connect by address, while the Host rules drop
+    /// requests by address (a served-names list, or `drop_ip_literal_host`).
+    /// Judged by the TLS gate (feature `rustls`), before any byte is written.
+    TlsSniMissing,
+    /// `tls_sni_ip_literal`: a ClientHello whose server name is an IP
+    /// address, while the Host rules drop those.
+    TlsSniIpLiteral,
+    /// `tls_sni_unknown`: a ClientHello whose server name is not one of the
+    /// served names, or not a name at all.
+    TlsSniUnknown,
+    /// `tls_fingerprint`: a ClientHello whose JA4 fingerprint matched a deny
+    /// pattern of the TLS gate and no allow pattern.
+    TlsFingerprint,
+    /// `tls_client_hello_invalid`: the first bytes on a TLS port were not a
+    /// TLS ClientHello: plain HTTP, an SSLv2-style hello, garbage, or
+    /// lengths that do not add up.
+    TlsClientHelloInvalid,
 }
 
 impl DropReason {
@@ -93,6 +111,11 @@ impl DropReason {
             Self::BodyTimeout => "body_timeout",
             Self::Banned => "banned",
             Self::ConnectionLimit => "connection_limit",
+            Self::TlsSniMissing => "tls_sni_missing",
+            Self::TlsSniIpLiteral => "tls_sni_ip_literal",
+            Self::TlsSniUnknown => "tls_sni_unknown",
+            Self::TlsFingerprint => "tls_fingerprint",
+            Self::TlsClientHelloInvalid => "tls_client_hello_invalid",
         }
     }
 
@@ -122,6 +145,16 @@ impl DropReason {
         Self::ConnectionLimit,
     ];
 
+    /// Reasons the TLS gate gives for connections it drops at the
+    /// ClientHello.
+    pub const TLS: [DropReason; 5] = [
+        Self::TlsSniMissing,
+        Self::TlsSniIpLiteral,
+        Self::TlsSniUnknown,
+        Self::TlsFingerprint,
+        Self::TlsClientHelloInvalid,
+    ];
+
     /// The built-in rule with this name, request or connection side.
     #[must_use]
     pub fn builtin(name: &str) -> Option<DropReason> {
@@ -129,6 +162,7 @@ impl DropReason {
             .into_iter()
             .chain(Self::CONNECTION)
             .chain([Self::BodyTimeout])
+            .chain(Self::TLS)
             .find(|r| r.as_str() == name)
     }
 
@@ -148,6 +182,7 @@ impl DropReason {
                 | Self::HeaderTimeout
                 | Self::Banned
                 | Self::ConnectionLimit
+                | Self::TlsClientHelloInvalid
         )
     }
 
@@ -172,7 +207,12 @@ impl DropReason {
             | Self::HeaderTimeout
             | Self::BodyTimeout
             | Self::Banned
-            | Self::ConnectionLimit => {
+            | Self::ConnectionLimit
+            | Self::TlsSniMissing
+            | Self::TlsSniIpLiteral
+            | Self::TlsSniUnknown
+            | Self::TlsFingerprint
+            | Self::TlsClientHelloInvalid => {
                 return None;
             }
         })

@@ -14,6 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
+use super::ClientHello;
 use crate::connection::{ConnectionInfo, DropAsError};
 use crate::error::BoxError;
 
@@ -155,6 +156,8 @@ pub(super) struct StreamResets<S> {
     /// The connection, put in each request.
     info: ConnectionInfo,
     activity: Arc<Activity>,
+    /// The ClientHello the TLS gate let through, put in each request.
+    hello: Option<ClientHello>,
 }
 
 impl<S> StreamResets<S> {
@@ -163,12 +166,14 @@ impl<S> StreamResets<S> {
         reset: h2::Reason,
         info: ConnectionInfo,
         activity: Arc<Activity>,
+        hello: Option<ClientHello>,
     ) -> Self {
         Self {
             inner,
             reset,
             info,
             activity,
+            hello,
         }
     }
 }
@@ -192,6 +197,9 @@ where
         #[cfg(feature = "axum")]
         extensions.insert(axum::extract::ConnectInfo(self.info.peer_addr()));
         extensions.insert(self.info.clone());
+        if let Some(hello) = &self.hello {
+            extensions.insert(hello.clone());
+        }
         if request.version() == http::Version::HTTP_2 {
             self.activity.http2.store(true, Ordering::Relaxed);
         }

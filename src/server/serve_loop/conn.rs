@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use super::super::early::{Early, judge_when_read};
+use super::ClientHello;
 use super::ConnectionSlot;
 use super::Http2Drop;
 use super::ServeLoopService;
@@ -40,7 +41,7 @@ pub(super) struct Connection<S> {
     pub(super) stop: watch::Receiver<()>,
     pub(super) _done: mpsc::Sender<Infallible>,
     #[cfg(feature = "rustls")]
-    pub(super) tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
+    pub(super) tls: Option<super::tls::TlsSetup>,
 }
 
 impl<S: ServeLoopService> Connection<S> {
@@ -69,14 +70,25 @@ impl<S: ServeLoopService> Connection<S> {
             }
         };
         let _ = stream.set_nodelay(true);
-        let io = AbortableStream::with_prefix(stream, prefix);
-        let handle = io.handle().clone();
         #[cfg(feature = "rustls")]
         if let Some(tls) = self.tls.clone() {
             let limit = self.timeouts.header.unwrap_or(Duration::from_secs(10));
             let (peer, close_mode) = (self.peer, self.close_mode);
-            if let Some(tls_stream) = super::tls::handshake(tls, io, limit, peer, close_mode).await
-            {
+            let (io, hello) = match &tls.gate {
+                Some(gate) => match gate.admit(stream, peer).await {
+                    Some(admitted) => {
+                        let (io, hello) = admitted.into_parts();
+                        (io, Some(hello))
+                    }
+                    None => return,
+                },
+                None => (AbortableStream::with_prefix(stream, prefix), None),
+            };
+            let handle = io.handle().clone();
+            // One bound for the ClientHello and the handshake together.
+            let limit = limit.saturating_sub(accepted.elapsed());
+            let handshake = super::tls::handshake(tls.config, io, limit, peer, close_mode);
+            if let Some(tls_stream) = handshake.await {
                 // The timers read the plain bytes, from the end of the
                 // handshake, which has a bound of its own.
                 let watch = crate::connection::Watch::new(
@@ -87,17 +99,19 @@ impl<S: ServeLoopService> Connection<S> {
                     close_mode,
                 );
                 let io = crate::connection::Watched::new(tls_stream, watch, handle.clone());
-                Box::pin(self.serve_io(io, handle)).await;
+                Box::pin(self.serve_io(io, handle, hello)).await;
             }
             return;
         }
+        let io = AbortableStream::with_prefix(stream, prefix);
+        let handle = io.handle().clone();
         let io = io.with_timers(self.timeouts, accepted, self.peer, self.close_mode);
         // Boxed: hyper's connection is large, and inline it would make every
         // spawn copy it, even for connections judged and dropped before it.
-        Box::pin(self.serve_io(io, handle)).await;
+        Box::pin(self.serve_io(io, handle, None)).await;
     }
 
-    async fn serve_io<I>(mut self, io: I, handle: ConnectionHandle)
+    async fn serve_io<I>(mut self, io: I, handle: ConnectionHandle, hello: Option<ClientHello>)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -122,6 +136,7 @@ impl<S: ServeLoopService> Connection<S> {
             reset,
             info,
             Arc::clone(&activity),
+            hello,
         ));
         let started = Instant::now();
         let mut conn = pin!(

@@ -28,7 +28,12 @@ use crate::NoResponseLayer;
 pub(crate) use crate::connection::refuse;
 use crate::error::BuildError;
 use crate::rules::ip::{IpAction, IpRules, parse_cidrs};
+#[cfg(feature = "rustls")]
+use crate::tls::ClientHello;
 use conn::Connection;
+/// Without TLS no connection has a ClientHello: always `None`.
+#[cfg(not(feature = "rustls"))]
+type ClientHello = ();
 pub use service::ServeLoopService;
 
 /// What a dropped HTTP/2 request does to its connection.
@@ -104,6 +109,8 @@ pub struct Serve<S> {
     defer_accept: Option<Duration>,
     #[cfg(feature = "rustls")]
     tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
+    #[cfg(feature = "rustls")]
+    tls_gate: tls::GateSetting,
 }
 
 impl<S> fmt::Debug for Serve<S> {
@@ -140,6 +147,8 @@ impl NoResponseLayer {
             defer_accept: None,
             #[cfg(feature = "rustls")]
             tls: None,
+            #[cfg(feature = "rustls")]
+            tls_gate: tls::GateSetting::default(),
         }
     }
 }
@@ -238,16 +247,32 @@ impl<S> Serve<S> {
     /// Serves TLS with this rustls configuration (feature `rustls`); set its
     /// ALPN protocols to `h2` and `http/1.1` to offer both.
     ///
-    /// Each handshake runs in its connection's own task, so a slow or
-    /// stalled client never holds up the accept loop; one that has not
-    /// finished its handshake within the header timeout (10 s when none is
-    /// set) is dropped and logged as `header_timeout`. A dropped HTTP/1
-    /// request, or a connection closed whole, ends with the TCP stream
-    /// closing: no application byte and no TLS alert is written, because the
-    /// stream under TLS refuses every write once aborted.
+    /// Each connection's ClientHello is first judged by the layer's
+    /// [`TlsGate`](crate::tls::TlsGate), which refuses a client before a
+    /// byte is written (see [`tls`](crate::tls)); set another with
+    /// [`tls_gate`](Self::tls_gate). Each handshake runs in its connection's
+    /// own task, so a slow or stalled client never holds up the accept
+    /// loop; one that has not finished its handshake within the header
+    /// timeout (10 s when none is set) is dropped and logged as
+    /// `header_timeout`. A dropped HTTP/1 request, or a connection closed
+    /// whole, ends with the TCP stream closing: no application byte and no
+    /// TLS alert is written, because the stream under TLS refuses every
+    /// write once aborted.
     #[cfg(feature = "rustls")]
     pub fn tls(mut self, config: std::sync::Arc<tokio_rustls::rustls::ServerConfig>) -> Self {
         self.tls = Some(config);
+        self
+    }
+
+    /// The gate that judges each ClientHello, in place of the layer's own
+    /// (which has no fingerprint rules); `None` hands every ClientHello to
+    /// rustls unjudged, as before the gate existed (feature `rustls`).
+    #[cfg(feature = "rustls")]
+    pub fn tls_gate(mut self, gate: Option<crate::tls::TlsGate>) -> Self {
+        self.tls_gate = match gate {
+            Some(gate) => tls::GateSetting::Custom(gate),
+            None => tls::GateSetting::Off,
+        };
         self
     }
 
@@ -289,6 +314,8 @@ impl<S: ServeLoopService> Serve<S> {
             defer_accept,
             #[cfg(feature = "rustls")]
             tls,
+            #[cfg(feature = "rustls")]
+            tls_gate,
         } = self;
         if let Some(wait) = defer_accept {
             #[cfg(target_os = "linux")]
@@ -301,6 +328,11 @@ impl<S: ServeLoopService> Serve<S> {
         let limits = Arc::new(limits);
         #[cfg(feature = "rustls")]
         let judge_early = judge_early && tls.is_none();
+        #[cfg(feature = "rustls")]
+        let tls = tls.map(|config| tls::TlsSetup {
+            config,
+            gate: tls_gate.resolve(&layer),
+        });
         let judge_early = judge_early.then_some(&layer);
         // No header timeout in hyper: its timer also runs between kept-alive
         // requests. Each connection's stream keeps both timeouts instead.

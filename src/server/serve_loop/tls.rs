@@ -11,6 +11,35 @@ use tokio_rustls::server::TlsStream;
 use crate::connection::AbortableStream;
 use crate::connection::drop_connection;
 use crate::rules::{CloseMode, DropReason};
+use crate::tls::TlsGate;
+
+/// The serve loop's TLS: rustls's configuration, and the gate that judges
+/// each ClientHello first, unless it was turned off.
+#[derive(Clone)]
+pub(super) struct TlsSetup {
+    pub(super) config: Arc<ServerConfig>,
+    pub(super) gate: Option<TlsGate>,
+}
+
+/// The gate the serve loop uses.
+#[derive(Debug, Clone, Default)]
+pub(super) enum GateSetting {
+    /// The layer's own: its Host rules and peer refusals.
+    #[default]
+    Layer,
+    Off,
+    Custom(TlsGate),
+}
+
+impl GateSetting {
+    pub(super) fn resolve(self, layer: &crate::NoResponseLayer) -> Option<TlsGate> {
+        match self {
+            Self::Layer => Some(TlsGate::of(layer)),
+            Self::Off => None,
+            Self::Custom(gate) => Some(gate),
+        }
+    }
+}
 
 /// Runs the handshake in the connection's own task, so a slow client never
 /// holds up the accept loop. A client that has not finished it within
