@@ -241,6 +241,11 @@ impl TlsGate {
                 return None;
             }
         };
+        // Checked again now: a ban may have come while the hello did.
+        if let Some((reason, _)) = self.layer.refusal_at_accept(peer.ip()) {
+            self.refuse(stream, peer, reason, Some(&hello));
+            return None;
+        }
         if let Some(reason) = self.judge(&hello, peer) {
             if self.mode == Mode::Enforce {
                 self.refuse(stream, peer, reason, Some(&hello));
@@ -271,7 +276,8 @@ impl TlsGate {
             .then_some(DropReason::TlsFingerprint)
     }
 
-    /// Closes a refused connection, logs it and strikes the client.
+    /// Closes a refused connection, logs it and, for the gate's own rules,
+    /// strikes the client.
     fn refuse(
         &self,
         stream: TcpStream,
@@ -300,6 +306,7 @@ impl TlsGate {
         }
         let ip = peer.ip().to_canonical();
         if let Some(bans) = &current.ban_list
+            && DropReason::TLS.contains(&reason)
             && reason.strikes()
             && !current.rules.is_edge(ip)
         {

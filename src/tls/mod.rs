@@ -19,7 +19,7 @@
 //! | `tls_sni_ip_literal` | a server name that is an IP address, likewise | the TCP peer |
 //! | `tls_sni_unknown` | a server name outside the served names (same exact, `*.` and `.` forms as the Host rules) | the TCP peer |
 //! | `tls_fingerprint` | a [`Ja4`] fingerprint matching [`deny_tls_fingerprint`] and no [`allow_tls_fingerprint`] | the TCP peer |
-//! | `tls_client_hello_invalid` | first bytes that are not a ClientHello: plain HTTP, SSLv2-style, garbage | the TCP peer |
+//! | `tls_client_hello_invalid` | first bytes that are not a ClientHello: plain HTTP, SSLv2-style, garbage, or a ClientHello split into more than 64 records (tools that split it to get past filters use a few) | the TCP peer |
 //! | `peer_not_allowed`, `banned`, CrowdSec's | as at accept, checked again at the ClientHello | the TCP peer |
 //! | `header_timeout` | part of a ClientHello, not finished within the [timeout] | the TCP peer |
 //!
