@@ -14,6 +14,8 @@
 //!                                   [--ban-after N] [--ban-for SECS] [--deny-path REGEX]...
 //!                                   [--deny-ip CIDR]... [--only-from CIDR]... [--metrics ADDR]
 //!                                   [--crowdsec URL --crowdsec-key KEY]
+//!                                   [--tls-cert FILE --tls-key FILE | --tls-self-signed DIR]
+//!                                   [--deny-ja4 FP]... [--sni-alert]
 //! ```
 //!
 //! `--rate` and `--burst` set the rate limit in nginx's `limit_req` terms
@@ -79,6 +81,23 @@
 //! `crowdsec`, other types answer 403. The key is what
 //! `cscli bouncers add NAME -o raw` prints.
 //!
+//! `--tls-cert FILE --tls-key FILE` (PEM) serves HTTPS with the crate's own
+//! loop (feature `rustls`), offering `h2` and `http/1.1`; `--tls-self-signed
+//! DIR` makes a self-signed pair for the served names first, and writes it
+//! to `DIR/cert.pem` and `DIR/key.pem`. Each ClientHello is judged before a
+//! byte is written: no server name, an address or an unknown name gets
+//! nothing (rule `tls_sni_missing`, `tls_sni_ip_literal`,
+//! `tls_sni_unknown`), as does a client whose JA4 fingerprint matches a
+//! `--deny-ja4 FP` pattern (repeatable; `*` for any of its three parts).
+//! `--sni-alert` answers the server-name refusals with nginx's
+//! `unrecognized_name` alert instead.
+//!
+//! ```text
+//! cargo run --example nginx_444 --features rustls -- --tls-self-signed /tmp/tnr
+//! curl --cacert /tmp/tnr/cert.pem --resolve example.com:8444:127.0.0.1 https://example.com:8444/  # ok
+//! curl -k https://127.0.0.1:8444/                                 # (35): no ServerHello
+//! ```
+//!
 //! Serves `example.com` and `www.example.com`; every path answers `200 ok`.
 //! Try it:
 //!
@@ -141,6 +160,11 @@ struct Args {
     metrics: Option<SocketAddr>,
     crowdsec: Option<String>,
     crowdsec_key: Option<String>,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
+    tls_self_signed: Option<String>,
+    deny_ja4: Vec<String>,
+    sni_alert: bool,
 }
 
 const USAGE: &str = "usage: nginx_444 [--listen ADDR] [--close fin|rst|silent] [--trusted-proxy CIDR]... \
@@ -149,7 +173,8 @@ const USAGE: &str = "usage: nginx_444 [--listen ADDR] [--close fin|rst|silent] [
 [--redis URL | --redis-cluster URL,URL,...] [--redis-fail open|closed] \
 [--redis-ca FILE] [--redis-cert FILE --redis-key FILE] [--redis-precheck on|off] [--rate NUMr/s|NUMr/m] [--burst N] [--max-clients N] \
 [--ban-after N] [--ban-for SECS] [--deny-path REGEX]... [--deny-ip CIDR]... [--only-from CIDR]... [--metrics ADDR] \
-[--crowdsec URL --crowdsec-key KEY]";
+[--crowdsec URL --crowdsec-key KEY] [--tls-cert FILE --tls-key FILE | --tls-self-signed DIR] \
+[--deny-ja4 FP]... [--sni-alert]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -187,6 +212,11 @@ fn parse_args() -> Result<Args, String> {
         metrics: None,
         crowdsec: None,
         crowdsec_key: None,
+        tls_cert: None,
+        tls_key: None,
+        tls_self_signed: None,
+        deny_ja4: Vec::new(),
+        sni_alert: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -249,6 +279,11 @@ fn parse_args() -> Result<Args, String> {
             "--only-from" => args.only_from.push(value()?),
             "--crowdsec" => args.crowdsec = Some(value()?),
             "--crowdsec-key" => args.crowdsec_key = Some(value()?),
+            "--tls-cert" => args.tls_cert = Some(value()?),
+            "--tls-key" => args.tls_key = Some(value()?),
+            "--tls-self-signed" => args.tls_self_signed = Some(value()?),
+            "--deny-ja4" => args.deny_ja4.push(value()?),
+            "--sni-alert" => args.sni_alert = true,
             "--metrics" => {
                 let addr = value()?;
                 args.metrics = Some(
@@ -307,7 +342,24 @@ fn parse_args() -> Result<Args, String> {
     if args.redis_cert.is_some() != args.redis_key.is_some() {
         return Err("--redis-cert and --redis-key go together".into());
     }
-    if args.trusted_proxies.is_empty() {
+    let tls = args.tls_cert.is_some() || args.tls_self_signed.is_some();
+    if args.tls_cert.is_some() != args.tls_key.is_some() {
+        return Err("--tls-cert and --tls-key go together".into());
+    }
+    if args.tls_cert.is_some() && args.tls_self_signed.is_some() {
+        return Err("--tls-cert and --tls-self-signed: give one".into());
+    }
+    if (!args.deny_ja4.is_empty() || args.sni_alert) && !tls {
+        return Err("--deny-ja4 and --sni-alert need --tls-cert or --tls-self-signed".into());
+    }
+    if tls {
+        // TLS is the crate's own loop's.
+        args.own_server = true;
+    }
+    // Loopback is trusted as a proxy by default, for trying the real-IP
+    // rules from this machine; over TLS that would exempt every local
+    // client from the ClientHello rules, as an edge is.
+    if args.trusted_proxies.is_empty() && !tls {
         args.trusted_proxies = vec!["127.0.0.0/8".into(), "::1/128".into()];
     }
     Ok(args)
@@ -637,8 +689,13 @@ async fn main() -> ExitCode {
         .with_state(layer.ban_list());
 
     eprintln!(
-        "listening on http://{} ({} server{}, close mode: {}, client IP from {} behind {}{}, \
+        "listening on {}://{} ({} server{}, close mode: {}, client IP from {} behind {}{}, \
          rate limit: {}{}{})",
+        if args.tls_cert.is_some() || args.tls_self_signed.is_some() {
+            "https"
+        } else {
+            "http"
+        },
         args.listen,
         if args.own_server { "own" } else { "axum" },
         if args.no_layer { ", NO LAYER" } else { "" },
@@ -760,10 +817,86 @@ async fn serve_own(args: &Args, app: Router, layer: NoResponseLayer) -> std::io:
         };
     }
     let serve = layer.serve(listener, tower::Layer::layer(&layer, app));
+    let serve = tls(args, &layer, serve)?;
     match args.defer_accept {
         Some(wait) => serve.defer_accept(wait).run().await,
         None => serve.run().await,
     }
+}
+
+/// With `--tls-cert` or `--tls-self-signed`, TLS (h2 and http/1.1) behind
+/// the gate, with `--deny-ja4` and `--sni-alert`.
+#[cfg(feature = "rustls")]
+fn tls<S>(
+    args: &Args,
+    layer: &NoResponseLayer,
+    serve: tower_no_response::server::Serve<S>,
+) -> std::io::Result<tower_no_response::server::Serve<S>> {
+    use tokio_rustls::rustls::ServerConfig;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tower_no_response::tls::SniRefusal;
+
+    let (cert, key) = match (&args.tls_cert, &args.tls_key, &args.tls_self_signed) {
+        (Some(cert), Some(key), _) => (cert.clone(), key.clone()),
+        (_, _, Some(dir)) => self_signed(dir)?,
+        _ => return Ok(serve),
+    };
+    let certs = CertificateDer::pem_file_iter(&cert)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .map_err(|e| std::io::Error::other(format!("--tls-cert {cert}: {e}")))?;
+    let key = PrivateKeyDer::from_pem_file(&key)
+        .map_err(|e| std::io::Error::other(format!("--tls-key {key}: {e}")))?;
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|e| std::io::Error::other(format!("TLS: {e}")))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let refusal = if args.sni_alert {
+        SniRefusal::UnrecognizedNameAlert
+    } else {
+        SniRefusal::Silent
+    };
+    let gate = layer
+        .tls_gate()
+        .deny_tls_fingerprint(args.deny_ja4.iter().cloned())
+        .sni_refusal(refusal)
+        .build()
+        .map_err(|e| std::io::Error::other(format!("bad rule: {e}")))?;
+    Ok(serve.tls(std::sync::Arc::new(config)).tls_gate(Some(gate)))
+}
+
+/// A self-signed certificate for the served names, written to `dir`.
+#[cfg(feature = "rustls")]
+fn self_signed(dir: &str) -> std::io::Result<(String, String)> {
+    let pair = rcgen::generate_simple_self_signed(vec![
+        "example.com".to_owned(),
+        "www.example.com".to_owned(),
+    ])
+    .map_err(std::io::Error::other)?;
+    std::fs::create_dir_all(dir)?;
+    let cert = format!("{dir}/cert.pem");
+    let key = format!("{dir}/key.pem");
+    std::fs::write(&cert, pair.cert.pem())?;
+    std::fs::write(&key, pair.signing_key.serialize_pem())?;
+    eprintln!("self-signed certificate for example.com and www.example.com: {cert}");
+    Ok((cert, key))
+}
+
+#[cfg(not(feature = "rustls"))]
+fn tls<S>(
+    args: &Args,
+    _: &NoResponseLayer,
+    serve: tower_no_response::server::Serve<S>,
+) -> std::io::Result<tower_no_response::server::Serve<S>> {
+    if args.tls_cert.is_some() || args.tls_self_signed.is_some() {
+        return Err(std::io::Error::other(
+            "--tls-cert and --tls-self-signed need the rustls feature: \
+             cargo run --example nginx_444 --features rustls -- --tls-self-signed /tmp/tnr",
+        ));
+    }
+    Ok(serve)
 }
 
 #[cfg(not(feature = "server"))]

@@ -273,7 +273,7 @@ fn parse_body(body: &[u8]) -> Result<ClientHello, InvalidClientHello> {
         first_alpn: None,
     };
     let mut server_name = None;
-    let mut alpn = Vec::new();
+    let mut alpn: Vec<Box<[u8]>> = Vec::new();
     // TLS 1.2 allows a ClientHello with no extensions at all.
     if !r.is_empty() {
         let mut extensions = r.vec16()?;
@@ -298,7 +298,7 @@ fn parse_body(body: &[u8]) -> Result<ClientHello, InvalidClientHello> {
                         }
                         alpn.push(Box::from(protocol.0));
                     }
-                    input.first_alpn = alpn.first().map(|p: &Box<[u8]>| (p[0], p[p.len() - 1]));
+                    input.first_alpn = alpn.first().map(|p| (p[0], p[p.len() - 1]));
                 }
                 EXT_SIGNATURE_ALGORITHMS => {
                     input.signature_algorithms = Some(data.vec16()?.u16s()?);
