@@ -107,6 +107,16 @@ where
                 extensions.insert(tcp);
             }
         }
+        // The TLS gate's ClientHello, from the TLS incoming stream.
+        #[cfg(feature = "rustls")]
+        if let Some(hello) = extensions
+            .get::<ConnectionInfo>()
+            .and_then(|info| info.attachment.as_ref())
+            .and_then(|a| a.0.downcast_ref::<crate::tls::ClientHello>())
+            .cloned()
+        {
+            extensions.insert(hello);
+        }
         DropAsError::new(self.inner.call(request), h2::Reason::CANCEL)
     }
 }

@@ -121,6 +121,20 @@ pub struct ConnectionInfo {
     /// (the crate's serve loop, the gRPC layer), which can reset one HTTP/2
     /// stream without a head; anywhere else a drop closes the connection.
     pub(crate) stream_resets: bool,
+    /// What a connection side learnt for the layers above it, such as the
+    /// TLS gate's ClientHello; type-erased, as this side need not know it.
+    #[cfg_attr(not(all(feature = "tonic", feature = "rustls")), allow(dead_code))]
+    pub(crate) attachment: Option<Attachment>,
+}
+
+/// A value a connection side attaches to its [`ConnectionInfo`].
+#[derive(Clone)]
+pub(crate) struct Attachment(pub(crate) Arc<dyn std::any::Any + Send + Sync>);
+
+impl fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Attachment")
+    }
 }
 
 impl ConnectionInfo {
@@ -132,6 +146,7 @@ impl ConnectionInfo {
             local_addr: None,
             handle,
             stream_resets: false,
+            attachment: None,
         }
     }
 

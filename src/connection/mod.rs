@@ -40,6 +40,8 @@ pub use defer_accept::set_defer_accept;
 pub use dropped::RequestDropped;
 #[cfg(any(feature = "server", feature = "axum"))]
 pub(crate) use exchange::Timeouts;
+#[cfg(all(feature = "tonic", feature = "rustls"))]
+pub(crate) use handle::Attachment;
 pub use handle::{ConnectionHandle, ConnectionInfo};
 pub(crate) use placement::Placement;
 pub use stream::{AbortableStream, silent_close_available};

@@ -256,6 +256,8 @@ mod timeouts;
 
 #[cfg(feature = "tonic")]
 pub use incoming::NoResponseIncoming;
+#[cfg(all(feature = "tonic", feature = "rustls"))]
+pub use incoming::{NoResponseTlsIncoming, TlsConnection};
 #[cfg(target_os = "linux")]
 pub use kernel_filter::KernelFilter;
 #[cfg(feature = "axum")]
