@@ -108,7 +108,7 @@ where
             }
         }
         // The TLS gate's ClientHello, from the TLS incoming stream.
-        #[cfg(feature = "rustls")]
+        #[cfg(all(feature = "tonic", feature = "rustls"))]
         if let Some(hello) = extensions
             .get::<ConnectionInfo>()
             .and_then(|info| info.attachment.as_ref())

@@ -123,14 +123,16 @@ pub struct ConnectionInfo {
     pub(crate) stream_resets: bool,
     /// What a connection side learnt for the layers above it, such as the
     /// TLS gate's ClientHello; type-erased, as this side need not know it.
-    #[cfg_attr(not(all(feature = "tonic", feature = "rustls")), allow(dead_code))]
+    #[cfg(all(feature = "tonic", feature = "rustls"))]
     pub(crate) attachment: Option<Attachment>,
 }
 
 /// A value a connection side attaches to its [`ConnectionInfo`].
+#[cfg(all(feature = "tonic", feature = "rustls"))]
 #[derive(Clone)]
 pub(crate) struct Attachment(pub(crate) Arc<dyn std::any::Any + Send + Sync>);
 
+#[cfg(all(feature = "tonic", feature = "rustls"))]
 impl fmt::Debug for Attachment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Attachment")
@@ -146,6 +148,7 @@ impl ConnectionInfo {
             local_addr: None,
             handle,
             stream_resets: false,
+            #[cfg(all(feature = "tonic", feature = "rustls"))]
             attachment: None,
         }
     }

@@ -49,9 +49,11 @@
 //! - The crate's serve loop: on by default with
 //!   [`Serve::tls`](crate::server::Serve::tls); [`Serve::tls_gate`] sets the
 //!   gate.
-//! - Any accept loop, with [`TlsGate::admit`]: tokio-rustls, or
-//!   axum-server's rustls acceptor. The stream it hands back replays the
-//!   ClientHello to the TLS library:
+//! - tonic over TLS: [`NoResponseIncoming::tls`] with `layer.grpc()`.
+//! - axum-server: `TlsGate::acceptor` (feature `axum-server`) runs before
+//!   its `RustlsAcceptor`.
+//! - Any accept loop, with [`TlsGate::admit`], such as tokio-rustls's. The
+//!   stream it hands back replays the ClientHello to the TLS library:
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -94,12 +96,17 @@
 //! [`allow_tls_fingerprint`]: TlsGateBuilder::allow_tls_fingerprint
 //! [timeout]: TlsGateBuilder::timeout
 //! [`Serve::tls_gate`]: crate::server::Serve::tls_gate
+//! [`NoResponseIncoming::tls`]: crate::server::NoResponseIncoming
 
+#[cfg(feature = "axum-server")]
+mod axum_server;
 mod client_hello;
 mod fingerprint;
 mod gate;
 mod ja4;
 
+#[cfg(feature = "axum-server")]
+pub use axum_server::{GateAcceptor, WithClientHello};
 pub use client_hello::{ClientHello, InvalidClientHello};
 pub use gate::{Admitted, SniRefusal, TlsGate, TlsGateBuilder};
 pub use ja4::{InvalidJa4, Ja4};

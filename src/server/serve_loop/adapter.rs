@@ -157,6 +157,7 @@ pub(super) struct StreamResets<S> {
     info: ConnectionInfo,
     activity: Arc<Activity>,
     /// The ClientHello the TLS gate let through, put in each request.
+    #[cfg_attr(not(feature = "rustls"), allow(dead_code))]
     hello: Option<ClientHello>,
 }
 
@@ -197,6 +198,7 @@ where
         #[cfg(feature = "axum")]
         extensions.insert(axum::extract::ConnectInfo(self.info.peer_addr()));
         extensions.insert(self.info.clone());
+        #[cfg(feature = "rustls")]
         if let Some(hello) = &self.hello {
             extensions.insert(hello.clone());
         }
