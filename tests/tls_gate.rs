@@ -798,3 +798,77 @@ async fn the_gate_in_a_tokio_rustls_accept_loop() {
     assert_zero_bytes(&seen, "no server name");
     assert!(drops_of(seen.peer).await[0].contains("rule=tls_sni_missing"));
 }
+
+// --- a browser -------------------------------------------------------------
+
+/// Debian's Chromium, headless, loads a page by name over TLS through the
+/// gate (h2, its own fingerprint and extensions, GREASE and all), and not
+/// one of its connections is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_loads_a_page_by_name_through_the_gate() {
+    let binary = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    let Some(binary) = binary else {
+        assert!(
+            std::env::var_os("TNR_REQUIRE_CHROMIUM").is_none(),
+            "TNR_REQUIRE_CHROMIUM is set but no chromium is installed"
+        );
+        eprintln!("skipped: chromium is not installed");
+        return;
+    };
+    log();
+    let layer = NoResponseLayer::builder()
+        .server_names(["browser.example.com"])
+        .header_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let server = serve(&layer, None).await;
+    let profile = std::env::temp_dir().join(format!(
+        "tnr-tls-chromium-{}-{}",
+        std::process::id(),
+        server.port()
+    ));
+    let run = tokio::process::Command::new(binary)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--no-proxy-server",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+            // The certificate is the test's own.
+            "--ignore-certificate-errors",
+            "--host-resolver-rules=MAP browser.example.com 127.0.0.1",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args([
+            "--dump-dom",
+            &format!("https://browser.example.com:{}/hello", server.port()),
+        ])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("chromium loads the page within 60 s")
+        .expect("chromium runs");
+    let _ = std::fs::remove_dir_all(&profile);
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains("sni=browser.example.com ja4=t13d") && dom.contains("alpn=h2,http/1.1"),
+        "{dom}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let refused = logged_drops("sni=browser.example.com");
+    assert!(refused.is_empty(), "{refused:?}");
+}
