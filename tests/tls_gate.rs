@@ -872,3 +872,45 @@ async fn chromium_loads_a_page_by_name_through_the_gate() {
     let refused = logged_drops("sni=browser.example.com");
     assert!(refused.is_empty(), "{refused:?}");
 }
+
+/// The first request inside TLS is judged before hyper has the connection,
+/// as on plaintext: a middleware outside the layer never sees a request a
+/// rule drops, and the client gets no record after the handshake, not even
+/// a close_notify. Without early judging, the layer drops it as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_request_inside_tls_is_judged_before_hyper() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    log();
+    for early in [true, false] {
+        let layer = layer_with(None);
+        let outside = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&outside);
+        let app = tower::ServiceBuilder::new()
+            .map_request(move |r: http::Request<hyper::body::Incoming>| {
+                seen.fetch_add(1, Ordering::SeqCst);
+                r
+            })
+            .service(app(&layer));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = listener.local_addr().unwrap();
+        tokio::spawn(
+            layer
+                .serve(listener, app)
+                .tls(server_config())
+                .judge_early(early)
+                .run(),
+        );
+        let text = rustls_get(server, "127.0.0.1".parse().unwrap(), true, "example.com").await;
+        assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+        let text = rustls_get(
+            server,
+            "127.0.0.1".parse().unwrap(),
+            true,
+            "scan.example.net",
+        )
+        .await;
+        assert!(text.is_empty(), "early {early}: {text}");
+        let expected = if early { 1 } else { 2 };
+        assert_eq!(outside.load(Ordering::SeqCst), expected, "early {early}");
+    }
+}

@@ -190,12 +190,27 @@ pub(crate) struct Watched<I> {
     io: I,
     watch: Option<Box<Watch>>,
     handle: ConnectionHandle,
+    /// Plain bytes read before the server had the stream, read first.
+    replay: Vec<u8>,
+    replayed: usize,
 }
 
 #[cfg(feature = "rustls")]
 impl<I> Watched<I> {
-    pub(crate) fn new(io: I, watch: Option<Box<Watch>>, handle: ConnectionHandle) -> Self {
-        Self { io, watch, handle }
+    /// `prefix` was read already, and counted by `watch`.
+    pub(crate) fn new(
+        io: I,
+        prefix: Vec<u8>,
+        watch: Option<Box<Watch>>,
+        handle: ConnectionHandle,
+    ) -> Self {
+        Self {
+            io,
+            watch,
+            handle,
+            replay: prefix,
+            replayed: 0,
+        }
     }
 }
 
@@ -207,6 +222,19 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if this.replayed < this.replay.len() {
+            if this.handle.is_aborted() {
+                return Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into()));
+            }
+            let n = buf.remaining().min(this.replay.len() - this.replayed);
+            buf.put_slice(&this.replay[this.replayed..this.replayed + n]);
+            this.replayed += n;
+            if this.replayed == this.replay.len() {
+                this.replay = Vec::new();
+                this.replayed = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
         if let Some(watch) = this.watch.as_mut() {
             if let Some(result) = watch.poll_before_read(cx, &this.handle) {
                 return Poll::Ready(result);

@@ -154,3 +154,55 @@ pub(crate) async fn judge_when_read(
     }
     judge_now(stream, peer, layer)
 }
+
+/// Reads a TLS connection's first plain bytes, within the header timeout,
+/// and judges them as [`judge_now`] judges a plaintext connection's: a
+/// request a rule drops is closed (and logged) before hyper sees the
+/// connection. The bytes read, for hyper, when it is not dropped; `None`
+/// when the connection is done: dropped, gone, or silent until the timeout
+/// (closed in order and not logged, as a connection no request began on).
+#[cfg(feature = "rustls")]
+pub(crate) async fn judge_in_tls<I>(
+    io: &mut I,
+    handle: &crate::connection::ConnectionHandle,
+    layer: &NoResponseLayer,
+    peer: SocketAddr,
+    header_timeout: Option<std::time::Duration>,
+) -> Option<Vec<u8>>
+where
+    I: tokio::io::AsyncRead + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+
+    let mut buf = vec![0u8; EARLY_READ];
+    let read = io.read(&mut buf);
+    let read = match header_timeout {
+        Some(limit) => match tokio::time::timeout(limit, read).await {
+            Ok(read) => read,
+            Err(_) => {
+                tracing::debug!(
+                    target: "tower_no_response",
+                    peer_addr = %peer,
+                    "connection closed: no request began within the header timeout"
+                );
+                return None;
+            }
+        },
+        None => read.await,
+    };
+    let n = match read {
+        Ok(0) | Err(_) => return None,
+        Ok(n) => n,
+    };
+    buf.truncate(n);
+    if let Some(head) = request_head(&buf) {
+        if let Some(mode) = layer.drop_early(&head, peer) {
+            // Aborted, the stream under TLS refuses every write: not even a
+            // close_notify leaves.
+            handle.abort(mode);
+            return None;
+        }
+        layer.passed_early();
+    }
+    Some(buf)
+}

@@ -13,6 +13,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
+#[cfg(feature = "rustls")]
+use super::super::early::judge_in_tls;
 use super::super::early::{Early, judge_when_read};
 use super::ClientHello;
 use super::ConnectionSlot;
@@ -88,19 +90,33 @@ impl<S: ServeLoopService> Connection<S> {
             // One bound for the ClientHello and the handshake together.
             let limit = limit.saturating_sub(accepted.elapsed());
             let handshake = super::tls::handshake(tls.config, io, limit, peer, close_mode);
-            if let Some(tls_stream) = handshake.await {
-                // The timers read the plain bytes, from the end of the
-                // handshake, which has a bound of its own.
-                let watch = crate::connection::Watch::new(
-                    self.timeouts,
-                    tokio::time::Instant::now(),
-                    &[],
-                    peer,
-                    close_mode,
-                );
-                let io = crate::connection::Watched::new(tls_stream, watch, handle.clone());
-                Box::pin(self.serve_io(io, handle, hello)).await;
-            }
+            let Some(mut tls_stream) = handshake.await else {
+                return;
+            };
+            let handshaken = tokio::time::Instant::now();
+            let prefix = match &tls.judge_first {
+                Some(layer) => {
+                    let header = self.timeouts.header;
+                    let judged = judge_in_tls(&mut tls_stream, &handle, layer, peer, header);
+                    let mut stop = self.stop.clone();
+                    let judged = tokio::select! {
+                        judged = judged => judged,
+                        // Shutting down before the first request: close.
+                        _ = stop.changed() => None,
+                    };
+                    match judged {
+                        Some(prefix) => prefix,
+                        None => return,
+                    }
+                }
+                None => Vec::new(),
+            };
+            // The timers read the plain bytes, from the end of the
+            // handshake, which has a bound of its own.
+            let watch =
+                crate::connection::Watch::new(self.timeouts, handshaken, &prefix, peer, close_mode);
+            let io = crate::connection::Watched::new(tls_stream, prefix, watch, handle.clone());
+            Box::pin(self.serve_io(io, handle, hello)).await;
             return;
         }
         let io = AbortableStream::with_prefix(stream, prefix);

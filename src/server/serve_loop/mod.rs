@@ -236,9 +236,11 @@ impl<S> Serve<S> {
     /// Only enforced drops are made this early, by every rule but the rate
     /// limit, and counted and logged as the layer would. Everything else (no
     /// rule matched, a rule in dry-run or one that answers with a status, a
-    /// head not complete yet, HTTP/2, TLS) goes on to hyper and the layer
-    /// with the bytes already read, and the layer judges it in full. Later
-    /// requests on a kept-alive connection are the layer's alone.
+    /// head not complete yet, HTTP/2) goes on to hyper and the layer with
+    /// the bytes already read, and the layer judges it in full. Over TLS,
+    /// the first request is judged the same way once the handshake is done,
+    /// from the first plain bytes. Later requests on a kept-alive connection
+    /// are the layer's alone.
     pub fn judge_early(mut self, on: bool) -> Self {
         self.judge_early = on;
         self
@@ -326,13 +328,16 @@ impl<S: ServeLoopService> Serve<S> {
             )));
         }
         let limits = Arc::new(limits);
-        #[cfg(feature = "rustls")]
-        let judge_early = judge_early && tls.is_none();
+        // Over TLS, the first request is judged inside it, after the
+        // handshake, in the connection's task.
         #[cfg(feature = "rustls")]
         let tls = tls.map(|config| tls::TlsSetup {
             config,
             gate: tls_gate.resolve(&layer),
+            judge_first: judge_early.then(|| layer.clone()),
         });
+        #[cfg(feature = "rustls")]
+        let judge_early = judge_early && tls.is_none();
         let judge_early = judge_early.then_some(&layer);
         // No header timeout in hyper: its timer also runs between kept-alive
         // requests. Each connection's stream keeps both timeouts instead.

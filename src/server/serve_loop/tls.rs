@@ -19,6 +19,9 @@ use crate::tls::TlsGate;
 pub(super) struct TlsSetup {
     pub(super) config: Arc<ServerConfig>,
     pub(super) gate: Option<TlsGate>,
+    /// With early judging on: the layer that judges the first request
+    /// inside TLS before hyper has the connection.
+    pub(super) judge_first: Option<crate::NoResponseLayer>,
 }
 
 /// The gate the serve loop uses.
