@@ -18,7 +18,7 @@ N=${1:-20000}
 command -v valgrind >/dev/null || { echo "needs valgrind"; exit 1; }
 # The `instructions` profile (Cargo.toml): release with one codegen unit and
 # LTO, so the counts do not move with how the compiler splits the code.
-cargo build --profile instructions --quiet --example callgrind
+cargo build --profile instructions --quiet --features rustls --example callgrind
 bin=${CARGO_TARGET_DIR:-target}/instructions/examples/callgrind
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
@@ -49,3 +49,9 @@ row governor "tower_governor alone, added with Router::layer"
 echo
 echo "the layer's decision alone (rules and rate limiter): $(per_op decision) instructions;" \
   "for a browser's request (16 headers): $(per_op decision_browser)"
+hello=$(per_op client_hello)
+server_hello=$(per_op rustls_server_hello)
+echo
+echo "the TLS gate's read of a ClientHello (parse and JA4): $hello instructions;" \
+  "rustls answering the same ClientHello as a server: $server_hello" \
+  "($(python3 -c "print(f'{100 * $hello / $server_hello:.2f}')") % added)"

@@ -32,6 +32,16 @@
 #       unanswered (the load generator gives up after 20 ms). CPU is the
 #       server process's per connection attempt. On loopback the kernel's
 #       receive work runs on the sender's CPU, so no row includes it.
+#   (f) a refused ClientHello, a new connection each: an unknown server name,
+#       against nginx's `listen ... ssl default_server; ssl_reject_handshake
+#       on;`, which answers with an `unrecognized_name` alert; the demo
+#       writes nothing, or with `--sni-alert` the same alert. Both with and
+#       without deferred accept (`listen ... deferred`, `--defer-accept 5`).
+#   (g) a full TLS handshake per request (new connection, handshake, one
+#       request, close): the demo with the TLS gate, without it
+#       (`--no-tls-gate`), and nginx serving the same 200 over TLS. The
+#       gate's cost is the first row over the second.
+#   Rows (f) and (g) use one ECDSA P-256 certificate, made by openssl.
 #
 # Row (a) also has the peer users pick for rate limiting alone: the same app
 # with tower_governor keyed by the leftmost X-Forwarded-For
@@ -44,11 +54,11 @@ cd "$(dirname "$0")/.."
 
 RUNS=${1:-5}
 SECS=${2:-4}
-CASES=${CASES:-abcde}
+CASES=${CASES:-abcdefg}
 [ "$(nproc)" -ge 2 ] || { echo "needs 2 CPUs: the server on one, the load on the other"; exit 1; }
 command -v taskset >/dev/null || { echo "needs taskset (util-linux)"; exit 1; }
 
-cargo build --release --quiet --example nginx_444 --example loadgen --example governor_peer
+cargo build --release --quiet --features rustls --example nginx_444 --example loadgen --example governor_peer
 demo=target/release/examples/nginx_444
 loadgen=target/release/examples/loadgen
 governor=target/release/examples/governor_peer
@@ -144,6 +154,53 @@ EOF
   server_pid[$name]=$worker
 }
 
+# nginx over TLS with one worker: a default server that rejects every
+# handshake (`ssl_reject_handshake on`) and the served names answering 200.
+# A name ending in _deferred listens with `deferred`.
+start_nginx_tls() { # name
+  local name=$1 port; port=$(free_port)
+  local deferred=""
+  case $name in *_deferred) deferred=" deferred" ;; esac
+  mkdir -p "$work/$name"
+  cat >"$work/$name/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $work/$name/nginx.pid;
+error_log $work/$name/error.log crit;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/$name;
+  proxy_temp_path $work/$name;
+  fastcgi_temp_path $work/$name;
+  uwsgi_temp_path $work/$name;
+  scgi_temp_path $work/$name;
+  ssl_protocols TLSv1.2 TLSv1.3;
+  ssl_session_tickets off;
+  server { listen 127.0.0.1:$port ssl default_server$deferred; ssl_reject_handshake on; }
+  server {
+    listen 127.0.0.1:$port ssl;
+    server_name example.com www.example.com;
+    ssl_certificate $work/tls/cert.pem;
+    ssl_certificate_key $work/tls/key.pem;
+    location / { return 200 "ok"; }
+  }
+}
+EOF
+  taskset -c 0 "$nginx_bin" -c "$work/$name/nginx.conf" -p "$work/$name" 2>"$work/$name.err" &
+  pids+=($!)
+  wait_port "$port"
+  local worker=""
+  for _ in $(seq 50); do
+    worker=$(pgrep -P "${pids[-1]}" | head -n1 || true)
+    [ -n "$worker" ] && break
+    sleep 0.05
+  done
+  [ -n "$worker" ] || { echo "no nginx worker"; exit 1; }
+  server_port[$name]=$port
+  server_pid[$name]=$worker
+}
+
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # One run against one server: appends
@@ -194,12 +251,35 @@ start_demo layer_own_logged --server own --defer-accept 5
 refuse_args=(--deny-ip 127.0.1.0/24 --trusted-proxy 192.0.2.1/32)
 start_demo layer_own_refuse --server own --ban-after 1 "${refuse_args[@]}"
 start_demo layer_kernel_refuse --server own --kernel-filter "${refuse_args[@]}"
-nginx_names=() nginx_logged=() nginx_refuse=()
+mkdir -p "$work/tls"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+  -keyout "$work/tls/key.pem" -out "$work/tls/cert.pem" -subj /CN=example.com \
+  -addext subjectAltName=DNS:example.com,DNS:www.example.com \
+  -addext basicConstraints=critical,CA:FALSE 2>/dev/null
+tls_args=(--tls-cert "$work/tls/cert.pem" --tls-key "$work/tls/key.pem")
+start_demo_tls() { # name args...
+  local name=$1 port; shift
+  port=$(free_port)
+  taskset -c 0 "$demo" --listen "127.0.0.1:$port" --quiet "${tls_args[@]}" "$@" \
+    >/dev/null 2>"$work/$name.err" &
+  pids+=($!)
+  server_port[$name]=$port
+  server_pid[$name]=$!
+  wait_port "$port"
+}
+start_demo_tls tls_gate
+start_demo_tls tls_gate_alert --sni-alert
+start_demo_tls tls_gate_defer --defer-accept 5
+start_demo_tls tls_no_gate --no-tls-gate
+nginx_names=() nginx_logged=() nginx_refuse=() nginx_tls=() nginx_tls_deferred=()
 if [ $have_nginx = 1 ]; then
   start_nginx nginx
   start_nginx nginx_logged
   start_nginx nginx_refuse
+  start_nginx_tls nginx_tls
+  start_nginx_tls nginx_tls_deferred
   nginx_names=(nginx) nginx_logged=(nginx_logged) nginx_refuse=(nginx_refuse)
+  nginx_tls=(nginx_tls) nginx_tls_deferred=(nginx_tls_deferred)
 else
   echo "nginx is not installed: the drop rows have no nginx baseline (apt-get install nginx-light)" >&2
 fi
@@ -210,6 +290,9 @@ scenario b "new connection, 444 with FIN" drop unknown.example 64 "${nginx_names
 scenario c "new connection, 444 with RST" drop unknown.example 64 "${nginx_names[@]}" layer_rst layer_own_rst
 scenario d "new connection, 444 with FIN, logged" drop unknown.example 64 "${nginx_logged[@]}" layer_logged layer_own_logged
 scenario e "refused clients, per connection attempt" drop example.com 64 "${nginx_refuse[@]}" layer_own_refuse layer_kernel_refuse
+scenario f "refused ClientHello, unknown name" tls-drop unknown.example 64 "${nginx_tls[@]}" tls_gate tls_gate_alert "${nginx_tls_deferred[@]}" tls_gate_defer
+case_args[g]="--ca $work/tls/cert.pem"
+scenario g "new connection, full TLS handshake, one request" tls-new example.com 32 tls_gate tls_no_gate "${nginx_tls[@]}"
 
 python3 - "$work" "$RUNS" "$SECS" <<'PY'
 import os, statistics, sys, platform, datetime
@@ -242,6 +325,14 @@ label = {
     "nginx_refuse": "nginx 1 worker, geo + return 444",
     "layer_own_refuse": "demo, `--server own`, banned: refused at accept",
     "layer_kernel_refuse": "demo, `--kernel-filter`: SYN unanswered",
+    "nginx_tls": "nginx 1 worker, `ssl_reject_handshake on` (an alert)",
+    "nginx_tls_deferred": "nginx 1 worker, `ssl_reject_handshake on`, `listen ... deferred`",
+    "tls_gate": "demo, `--server own` over TLS, the gate (nothing written)",
+    "tls_gate_alert": "demo, the gate with `--sni-alert` (the same alert as nginx)",
+    "tls_gate_defer": "demo, the gate, `--defer-accept 5`",
+    "tls_no_gate": "demo over TLS, `--no-tls-gate`",
+    ("g", "nginx_tls"): "nginx 1 worker over TLS, the same 200",
+    ("g", "tls_gate"): "demo over TLS, the gate",
 }
 cpu = open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(" :\t")
 print(f"\n{datetime.date.today()} · {cpu} · {os.cpu_count()} CPUs · Linux {platform.release()} · "
@@ -252,14 +343,17 @@ def row(case, name):
     r = load(case, name)
     if r is None:
         return
-    closes = "-" if case == "a" else f"{int(r['fin'])}/{int(r['rst'])}/{int(r['timeouts'])}"
-    nbytes = "-" if case == "a" else str(int(r["bytes"]))
-    print(f"| {case} | {label[name]} | {r['rate']:.0f} | {r['cpu']:.2f} | {closes} | {nbytes} |")
+    closes = "-" if case in "ag" else f"{int(r['fin'])}/{int(r['rst'])}/{int(r['timeouts'])}"
+    nbytes = "-" if case in "ag" else str(int(r["bytes"]))
+    text = label.get((case, name), label[name])
+    print(f"| {case} | {text} | {r['rate']:.0f} | {r['cpu']:.2f} | {closes} | {nbytes} |")
 cases = (("a", ["no_layer", "layer", "governor"]),
          ("b", ["nginx", "layer", "layer_defer", "layer_own", "layer_own_defer"]),
          ("c", ["nginx", "layer_rst", "layer_own_rst"]),
          ("d", ["nginx_logged", "layer_logged", "layer_own_logged"]),
-         ("e", ["nginx_refuse", "layer_own_refuse", "layer_kernel_refuse"]))
+         ("e", ["nginx_refuse", "layer_own_refuse", "layer_kernel_refuse"]),
+         ("f", ["nginx_tls", "tls_gate", "tls_gate_alert", "nginx_tls_deferred", "tls_gate_defer"]),
+         ("g", ["tls_gate", "tls_no_gate", "nginx_tls"]))
 for case, names in cases:
     for n in names:
         row(case, n)
@@ -293,8 +387,23 @@ for case, base, names in (("b", "nginx", ["layer", "layer_defer", "layer_own", "
         target = targets[case] if "own" in name or case == "e" else axum_targets[case]
         print(f"({case}) {label[name]}: CPU per connection / nginx's {r['cpu'] / n['cpu']:.3f} "
               f"(target <= {target}); rate / nginx's {r['rate'] / n['rate']:.3f}")
+for case, base, names in (("f", "nginx_tls", ["tls_gate", "tls_gate_alert"]),
+                          ("f", "nginx_tls_deferred", ["tls_gate_defer"])):
+    n = load(case, base)
+    if not n:
+        continue
+    for name in names:
+        r = load(case, name)
+        print(f"({case}) {label[name]}: CPU per refused ClientHello / nginx's "
+              f"{r['cpu'] / n['cpu']:.3f}; rate / nginx's {r['rate'] / n['rate']:.3f}")
+g, ng = load("g", "tls_gate"), load("g", "tls_no_gate")
+if g and ng:
+    print(f"(g) CPU per handshake and request, the gate / no gate: {g['cpu'] / ng['cpu']:.3f} "
+          f"({g['cpu'] - ng['cpu']:+.2f} µs)")
 ours = [(c, x) for c, names in cases for x in names if not x.startswith("nginx")]
 errors = sum(load(c, x)["errors"] for c, x in ours if load(c, x))
-leaked = sum(load(c, x)["bytes"] for c, x in ours if c != "a" and load(c, x))
+# The alert is the one byte count a refusal may have: 7 per connection.
+leaked = sum(load(c, x)["bytes"] for c, x in ours
+             if c not in "ag" and x != "tls_gate_alert" and load(c, x))
 print(f"client errors: {int(errors)}; bytes received on dropped connections: {int(leaked)}")
 PY

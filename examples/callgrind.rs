@@ -194,7 +194,7 @@ fn main() -> ExitCode {
     let (Some(mode), Some(n)) = (args.next(), args.next().and_then(|n| n.parse::<u64>().ok()))
     else {
         eprintln!(
-            "usage: callgrind decision|decision_browser|with|around|around_bare|governor|governor_around|without N"
+            "usage: callgrind decision|decision_browser|with|around|around_bare|governor|governor_around|without|client_hello|rustls_server_hello N"
         );
         return ExitCode::from(2);
     };
@@ -244,6 +244,15 @@ fn main() -> ExitCode {
             runtime.block_on(serve_n(&mut app, WARM_UP));
             measure_requests(&runtime, &mut app, n);
         }
+        #[cfg(feature = "rustls")]
+        "client_hello" | "rustls_server_hello" => {
+            let (hello, config) = tls::hello_and_server();
+            if mode == "client_hello" {
+                tls::measure_client_hellos(&hello, n);
+            } else {
+                tls::measure_rustls_server_hellos(&hello, &config, n);
+            }
+        }
         "without" => {
             let mut app = app();
             runtime.block_on(serve_n(&mut app, WARM_UP));
@@ -255,4 +264,67 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// The TLS gate's read of a ClientHello, against what rustls does with the
+/// same ClientHello as a server (its whole first flight: key exchange,
+/// certificate, signature).
+#[cfg(feature = "rustls")]
+mod tls {
+    use std::sync::Arc;
+
+    use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig, ServerConnection};
+    use tower_no_response::tls::ClientHello;
+
+    /// A rustls client's ClientHello for example.com, and a server for it.
+    pub fn hello_and_server() -> (Vec<u8>, Arc<ServerConfig>) {
+        let cert = rcgen::generate_simple_self_signed(vec!["example.com".to_owned()]).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
+        let server = ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.cert.der().clone()], key)
+            .unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(cert.cert.der().clone()).unwrap();
+        let mut client = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        client.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let name = ServerName::try_from("example.com").unwrap();
+        let mut conn = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
+        let mut wire = Vec::new();
+        while conn.wants_write() {
+            conn.write_tls(&mut wire).unwrap();
+        }
+        (wire, Arc::new(server))
+    }
+
+    #[inline(never)]
+    pub fn measure_client_hellos(wire: &[u8], n: u64) {
+        for _ in 0..n {
+            let hello = ClientHello::parse(std::hint::black_box(wire));
+            std::hint::black_box(hello.unwrap().unwrap().ja4());
+        }
+    }
+
+    #[inline(never)]
+    pub fn measure_rustls_server_hellos(wire: &[u8], config: &Arc<ServerConfig>, n: u64) {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let mut server = ServerConnection::new(Arc::clone(config)).unwrap();
+            server.read_tls(&mut std::hint::black_box(wire)).unwrap();
+            server.process_new_packets().unwrap();
+            out.clear();
+            while server.wants_write() {
+                server.write_tls(&mut out).unwrap();
+            }
+            std::hint::black_box(&out);
+        }
+    }
 }

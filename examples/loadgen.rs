@@ -33,6 +33,14 @@
 //! within it. A request the server drops closes its keep-alive connection;
 //! keep-alive mode counts those as `dropped` and reconnects.
 //!
+//! - `tls-drop`: as `drop`, but each connection sends a TLS ClientHello
+//!   (rustls's) for `--host`, with no server name when `--host` is an
+//!   address, and reads until the server closes: a refused ClientHello must
+//!   get no byte, or only the alert the server was told to send.
+//! - `tls-new`: each worker opens a connection, finishes a TLS handshake
+//!   (trusting `--ca FILE`), sends one request for `--host`, reads its
+//!   response and closes: a handshake per request.
+//!
 //! `--addr` may be given several times, for a fleet of servers: each new
 //! connection goes to the next one. Keep-alive mode prints the median and
 //! 99th percentile of the time from a request's first byte written to its
@@ -47,13 +55,20 @@ use std::process::ExitCode;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     KeepAlive,
     Drop,
+    TlsDrop,
+    TlsNew,
 }
 
 struct Args {
@@ -66,6 +81,7 @@ struct Args {
     hot: u32,
     connect_timeout: Option<Duration>,
     source_net: u8,
+    ca: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -79,6 +95,7 @@ fn parse_args() -> Result<Args, String> {
         hot: 0,
         connect_timeout: None,
         source_net: 0,
+        ca: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -90,7 +107,9 @@ fn parse_args() -> Result<Args, String> {
                 args.mode = match value.as_str() {
                     "keepalive" => Mode::KeepAlive,
                     "drop" => Mode::Drop,
-                    _ => return Err(bad(&"expected keepalive or drop")),
+                    "tls-drop" => Mode::TlsDrop,
+                    "tls-new" => Mode::TlsNew,
+                    _ => return Err(bad(&"expected keepalive, drop, tls-drop or tls-new")),
                 }
             }
             "--conns" => args.conns = value.parse().map_err(|e| bad(&e))?,
@@ -99,6 +118,7 @@ fn parse_args() -> Result<Args, String> {
             "--clients" => args.clients = value.parse().map_err(|e| bad(&e))?,
             "--hot" => args.hot = value.parse().map_err(|e| bad(&e))?,
             "--source-net" => args.source_net = value.parse().map_err(|e| bad(&e))?,
+            "--ca" => args.ca = Some(value),
             "--connect-timeout" => {
                 let ms: u64 = value.parse().map_err(|e| bad(&e))?;
                 args.connect_timeout = Some(Duration::from_millis(ms));
@@ -258,8 +278,84 @@ async fn keepalive_worker(args: Rc<Args>, counts: Rc<Counts>, deadline: Instant)
     }
 }
 
+/// A rustls client configuration: trusting `--ca`, or nothing (enough for
+/// a ClientHello that is never answered).
+fn tls_client(args: &Args) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    if let Some(ca) = &args.ca {
+        for cert in CertificateDer::pem_file_iter(ca).expect("--ca") {
+            roots.add(cert.expect("--ca")).expect("--ca");
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// The ClientHello a rustls client sends for `host` (none when `host` is
+/// an address).
+fn client_hello(args: &Args) -> Vec<u8> {
+    let mut config = (*tls_client(args)).clone();
+    let name = if args.host.parse::<IpAddr>().is_ok() {
+        config.enable_sni = false;
+        ServerName::try_from("example.com").expect("name")
+    } else {
+        ServerName::try_from(args.host.clone()).expect("--host")
+    };
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).expect("hello");
+    let mut wire = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut wire).expect("hello");
+    }
+    wire
+}
+
+async fn tls_new_worker(args: Rc<Args>, counts: Rc<Counts>, deadline: Instant) {
+    let connector = tokio_rustls::TlsConnector::from(tls_client(&args));
+    let name = ServerName::try_from(args.host.clone()).expect("--host");
+    let mut request = Vec::new();
+    let mut response = Vec::new();
+    while Instant::now() < deadline {
+        let Ok(stream) = connect(&counts, &args).await else {
+            Counts::add(&counts.errors, 1);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let mut tls = match connector.connect(name.clone(), stream).await {
+            Ok(tls) => tls,
+            Err(e) => {
+                if counts.errors.get() == 0 {
+                    eprintln!("handshake: {e}");
+                }
+                Counts::add(&counts.errors, 1);
+                continue;
+            }
+        };
+        counts.request(&args, &mut request);
+        request.truncate(request.len() - 2);
+        request.extend_from_slice(b"Connection: close\r\n\r\n");
+        response.clear();
+        let _ = tls.write_all(&request).await;
+        let _ = tls.read_to_end(&mut response).await;
+        if response.starts_with(b"HTTP/1.1 200") {
+            Counts::add(&counts.done, 1);
+        } else {
+            if counts.errors.get() == 0 {
+                eprintln!("answer: {:?}", String::from_utf8_lossy(&response));
+            }
+            Counts::add(&counts.errors, 1);
+        }
+    }
+}
+
 async fn drop_worker(args: Rc<Args>, counts: Rc<Counts>, deadline: Instant) {
     let mut request = Vec::new();
+    let hello = (args.mode == Mode::TlsDrop).then(|| client_hello(&args));
     let mut chunk = [0u8; 4096];
     while Instant::now() < deadline {
         let connected = match args.connect_timeout {
@@ -279,7 +375,10 @@ async fn drop_worker(args: Rc<Args>, counts: Rc<Counts>, deadline: Instant) {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        counts.request(&args, &mut request);
+        match &hello {
+            Some(hello) => request.clone_from(hello),
+            None => counts.request(&args, &mut request),
+        }
         // The server may close before the write completes; the read tells.
         let _ = stream.write_all(&request).await;
         loop {
@@ -327,7 +426,12 @@ fn main() -> ExitCode {
                     Mode::KeepAlive => {
                         tokio::task::spawn_local(keepalive_worker(args, counts, deadline))
                     }
-                    Mode::Drop => tokio::task::spawn_local(drop_worker(args, counts, deadline)),
+                    Mode::Drop | Mode::TlsDrop => {
+                        tokio::task::spawn_local(drop_worker(args, counts, deadline))
+                    }
+                    Mode::TlsNew => {
+                        tokio::task::spawn_local(tls_new_worker(args, counts, deadline))
+                    }
                 }
             })
             .collect();
@@ -343,10 +447,11 @@ fn main() -> ExitCode {
     println!(
         "mode={} secs={secs:.2} done={done} rate={:.0} dropped={} p50_us={} p99_us={} \
          fin={} rst={} timeouts={} bytes={} errors={}",
-        if args.mode == Mode::Drop {
-            "drop"
-        } else {
-            "keepalive"
+        match args.mode {
+            Mode::Drop => "drop",
+            Mode::TlsDrop => "tls-drop",
+            Mode::TlsNew => "tls-new",
+            Mode::KeepAlive => "keepalive",
         },
         done as f64 / secs,
         counts.dropped.get(),

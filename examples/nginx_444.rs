@@ -15,7 +15,7 @@
 //!                                   [--deny-ip CIDR]... [--only-from CIDR]... [--metrics ADDR]
 //!                                   [--crowdsec URL --crowdsec-key KEY]
 //!                                   [--tls-cert FILE --tls-key FILE | --tls-self-signed DIR]
-//!                                   [--deny-ja4 FP]... [--sni-alert]
+//!                                   [--deny-ja4 FP]... [--sni-alert] [--no-tls-gate]
 //! ```
 //!
 //! `--rate` and `--burst` set the rate limit in nginx's `limit_req` terms
@@ -90,7 +90,8 @@
 //! `tls_sni_unknown`), as does a client whose JA4 fingerprint matches a
 //! `--deny-ja4 FP` pattern (repeatable; `*` for any of its three parts).
 //! `--sni-alert` answers the server-name refusals with nginx's
-//! `unrecognized_name` alert instead.
+//! `unrecognized_name` alert instead; `--no-tls-gate` hands every
+//! ClientHello to rustls unjudged, as a baseline for the load bench.
 //!
 //! ```text
 //! cargo run --example nginx_444 --features rustls -- --tls-self-signed /tmp/tnr
@@ -165,6 +166,7 @@ struct Args {
     tls_self_signed: Option<String>,
     deny_ja4: Vec<String>,
     sni_alert: bool,
+    no_tls_gate: bool,
 }
 
 const USAGE: &str = "usage: nginx_444 [--listen ADDR] [--close fin|rst|silent] [--trusted-proxy CIDR]... \
@@ -174,7 +176,7 @@ const USAGE: &str = "usage: nginx_444 [--listen ADDR] [--close fin|rst|silent] [
 [--redis-ca FILE] [--redis-cert FILE --redis-key FILE] [--redis-precheck on|off] [--rate NUMr/s|NUMr/m] [--burst N] [--max-clients N] \
 [--ban-after N] [--ban-for SECS] [--deny-path REGEX]... [--deny-ip CIDR]... [--only-from CIDR]... [--metrics ADDR] \
 [--crowdsec URL --crowdsec-key KEY] [--tls-cert FILE --tls-key FILE | --tls-self-signed DIR] \
-[--deny-ja4 FP]... [--sni-alert]";
+[--deny-ja4 FP]... [--sni-alert] [--no-tls-gate]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -217,6 +219,7 @@ fn parse_args() -> Result<Args, String> {
         tls_self_signed: None,
         deny_ja4: Vec::new(),
         sni_alert: false,
+        no_tls_gate: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -284,6 +287,7 @@ fn parse_args() -> Result<Args, String> {
             "--tls-self-signed" => args.tls_self_signed = Some(value()?),
             "--deny-ja4" => args.deny_ja4.push(value()?),
             "--sni-alert" => args.sni_alert = true,
+            "--no-tls-gate" => args.no_tls_gate = true,
             "--metrics" => {
                 let addr = value()?;
                 args.metrics = Some(
@@ -349,8 +353,10 @@ fn parse_args() -> Result<Args, String> {
     if args.tls_cert.is_some() && args.tls_self_signed.is_some() {
         return Err("--tls-cert and --tls-self-signed: give one".into());
     }
-    if (!args.deny_ja4.is_empty() || args.sni_alert) && !tls {
-        return Err("--deny-ja4 and --sni-alert need --tls-cert or --tls-self-signed".into());
+    if (!args.deny_ja4.is_empty() || args.sni_alert || args.no_tls_gate) && !tls {
+        return Err(
+            "--deny-ja4, --sni-alert and --no-tls-gate need --tls-cert or --tls-self-signed".into(),
+        );
     }
     if tls {
         // TLS is the crate's own loop's.
@@ -864,7 +870,8 @@ fn tls<S>(
         .sni_refusal(refusal)
         .build()
         .map_err(|e| std::io::Error::other(format!("bad rule: {e}")))?;
-    Ok(serve.tls(std::sync::Arc::new(config)).tls_gate(Some(gate)))
+    let gate = (!args.no_tls_gate).then_some(gate);
+    Ok(serve.tls(std::sync::Arc::new(config)).tls_gate(gate))
 }
 
 /// A self-signed certificate for the served names, written to `dir`.
