@@ -142,8 +142,37 @@ async fn serve(layer: &NoResponseLayer, gate: Option<TlsGate>) -> SocketAddr {
 struct Seen {
     bytes: Vec<u8>,
     close: Close,
-    /// The relay's own address toward the server: the peer in the log.
-    peer: SocketAddr,
+    /// The client's identity toward the server: the peer in the log.
+    peer: Peer,
+    /// The client's socket, held so that its port stays its own until the
+    /// test has read the log.
+    _held: Option<tokio::net::tcp::OwnedReadHalf>,
+}
+
+/// A client as the log names it. Tests in this file run at once, each
+/// with its own server, and the kernel may hand the same ephemeral port to
+/// connections toward different servers: so the port is reserved by an
+/// explicit bind, and only lines written since the connect count.
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    addr: SocketAddr,
+    /// The log's length when the client connected.
+    since: usize,
+}
+
+/// A connection to `server` from `source` on a port no other socket
+/// shares while this one lives, and its identity in the log.
+async fn connect_from(source: IpAddr, server: SocketAddr) -> (TcpStream, Peer) {
+    let since = log().lock().unwrap().len();
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(source, 0)).unwrap();
+    let stream = socket.connect(server).await.unwrap();
+    let addr = stream.local_addr().unwrap();
+    (stream, Peer { addr, since })
+}
+
+async fn connect(server: SocketAddr) -> (TcpStream, Peer) {
+    connect_from(IpAddr::from([127, 0, 0, 1]), server).await
 }
 
 /// A relay for one connection between a client program and `server`: it
@@ -153,8 +182,7 @@ async fn relay(server: SocketAddr) -> (SocketAddr, tokio::task::JoinHandle<Seen>
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
         let (client, _) = listener.accept().await.unwrap();
-        let upstream = TcpStream::connect(server).await.unwrap();
-        let peer = upstream.local_addr().unwrap();
+        let (upstream, peer) = connect(server).await;
         let (mut client_read, mut client_write) = client.into_split();
         let (mut up_read, mut up_write) = upstream.into_split();
         tokio::spawn(async move {
@@ -180,7 +208,12 @@ async fn relay(server: SocketAddr) -> (SocketAddr, tokio::task::JoinHandle<Seen>
         .await
         .expect("the server neither closed nor was left by the client");
         let _ = client_write.shutdown().await;
-        Seen { bytes, close, peer }
+        Seen {
+            bytes,
+            close,
+            peer,
+            _held: Some(up_read),
+        }
     });
     (addr, task)
 }
@@ -188,9 +221,8 @@ async fn relay(server: SocketAddr) -> (SocketAddr, tokio::task::JoinHandle<Seen>
 /// Sends `wire` from 127.0.0.1 in pieces of `piece` bytes, a pause between
 /// them, and records every byte the server sends until it closes.
 async fn send_raw(server: SocketAddr, wire: &[u8], piece: usize, pause: Duration) -> Seen {
-    let mut stream = TcpStream::connect(server).await.unwrap();
+    let (mut stream, peer) = connect(server).await;
     stream.set_nodelay(true).unwrap();
-    let peer = stream.local_addr().unwrap();
     for chunk in wire.chunks(piece.max(1)) {
         if stream.write_all(chunk).await.is_err() {
             break;
@@ -204,6 +236,7 @@ async fn send_raw(server: SocketAddr, wire: &[u8], piece: usize, pause: Duration
         bytes: outcome.bytes,
         close: outcome.close,
         peer,
+        _held: Some(stream.into_split().0),
     }
 }
 
@@ -239,10 +272,9 @@ impl std::io::Write for LogWriter {
 
 /// The 444 lines logged for connections from `peer`, waiting a moment for
 /// one to appear.
-async fn drops_of(peer: SocketAddr) -> Vec<String> {
-    let needle = format!("peer_addr={peer} ");
+async fn drops_of(peer: Peer) -> Vec<String> {
     for _ in 0..50 {
-        let lines = logged_drops(&needle);
+        let lines = logged_lines(peer, "action=drop ");
         if !lines.is_empty() {
             return lines;
         }
@@ -251,6 +283,18 @@ async fn drops_of(peer: SocketAddr) -> Vec<String> {
     Vec::new()
 }
 
+/// The lines about `peer` since it connected that contain `needle`.
+fn logged_lines(peer: Peer, needle: &str) -> Vec<String> {
+    let name = format!("peer_addr={} ", peer.addr);
+    let log = log().lock().unwrap();
+    String::from_utf8_lossy(&log[peer.since..])
+        .lines()
+        .filter(|l| l.contains(&name) && l.contains(needle))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every drop logged, from any test, that contains `needle`.
 fn logged_drops(needle: &str) -> Vec<String> {
     let log = log().lock().unwrap();
     String::from_utf8_lossy(&log)
@@ -468,15 +512,14 @@ async fn curl_by_name_is_served_over_both_alpns_and_a_denied_fingerprint_gets_no
     let trial = serve(&layer, Some(gate)).await;
     let (code, body, seen) = curl(trial, "www.example.com", "/", &[]).await;
     assert_eq!((code, body.as_str()), (0, "ok"));
-    let would: Vec<String> = logged_drops(&format!("peer_addr={} ", seen.peer));
+    let would = logged_lines(seen.peer, "action=drop ");
     assert!(would.is_empty(), "a dry-run match is no drop: {would:?}");
-    let log = String::from_utf8_lossy(&log().lock().unwrap()).into_owned();
+    let trial_lines = logged_lines(seen.peer, "action=would_drop");
     assert!(
-        log.lines()
-            .any(|l| l.contains(&format!("peer_addr={} ", seen.peer))
-                && l.contains("action=would_drop")
-                && l.contains("rule=tls_fingerprint")),
-        "no would_drop line"
+        trial_lines
+            .iter()
+            .any(|l| l.contains("rule=tls_fingerprint")),
+        "no would_drop line: {trial_lines:?}"
     );
 }
 
@@ -715,11 +758,7 @@ async fn bans_apply_at_the_client_hello_and_refusals_strike() {
     let layer = layer_with(Some(bans.clone()));
     let server = serve(&layer, None).await;
     let source: IpAddr = "127.0.0.3".parse().unwrap();
-    let connect = || async {
-        let socket = TcpSocket::new_v4().unwrap();
-        socket.bind(SocketAddr::new(source, 0)).unwrap();
-        socket.connect(server).await.unwrap()
-    };
+    let connect = || async { connect_from(source, server).await.0 };
     // A malformed hello does not strike: a plain-HTTP request sent to the
     // TLS port by mistake looks like that.
     for _ in 0..3 {
@@ -741,10 +780,9 @@ async fn bans_apply_at_the_client_hello_and_refusals_strike() {
     bans.unban(source);
 
     // Connected, then banned, then the served name: refused as banned.
-    let mut stream = connect().await;
+    let (mut stream, peer) = connect_from(source, server).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     bans.ban(source, Duration::from_secs(60));
-    let peer = stream.local_addr().unwrap();
     stream.write_all(&hello(Some("example.com"))).await.unwrap();
     assert!(common::read_until_close(&mut stream).await.bytes.is_empty());
     let drops = drops_of(peer).await;
