@@ -24,7 +24,7 @@ use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerN
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
 use tower_no_response::NoResponseLayer;
 use tower_no_response::ban::{BanList, BanPolicy};
-use tower_no_response::tls::{ClientHello, SniRefusal, TlsGate};
+use tower_no_response::tls::{ClientHello, Ja4, SniRefusal, TlsGate};
 
 // --- the server ------------------------------------------------------------
 
@@ -390,6 +390,58 @@ async fn curl(server: SocketAddr, host: &str, path: &str, extra: &[&str]) -> (i3
         String::from_utf8_lossy(&out.stdout).into_owned(),
         seen.await.unwrap(),
     )
+}
+
+/// A custom rule reads the ClientHello from the request's extensions: a
+/// client whose User-Agent claims a browser over a TLS stack that is not
+/// one is dropped with zero bytes; the same client, honest, is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_rule_sees_the_client_hello() {
+    if !tool("curl") {
+        return;
+    }
+    log();
+    // curl's fingerprints, one per ALPN offer.
+    let probe = serve(&layer_with(None), None).await;
+    let mut curl_ja4s: Vec<Ja4> = Vec::new();
+    for alpn in ["--http1.1", "--http2"] {
+        let (code, body, _) = curl(probe, "example.com", "/hello", &[alpn]).await;
+        assert_eq!(code, 0, "{body}");
+        let ja4 = body.split(' ').nth(1).unwrap().trim_start_matches("ja4=");
+        curl_ja4s.push(ja4.parse().unwrap());
+    }
+
+    let layer = NoResponseLayer::builder()
+        .server_names(["example.com"])
+        .custom_rule("browser_claim_mismatch", move |head| {
+            let claims_chrome = head
+                .headers
+                .get(http::header::USER_AGENT)
+                .and_then(|ua| ua.to_str().ok())
+                .is_some_and(|ua| ua.contains("Chrome/"));
+            let hello = head.extensions.get::<ClientHello>();
+            claims_chrome && hello.is_some_and(|hello| curl_ja4s.contains(&hello.ja4()))
+        })
+        .build()
+        .unwrap();
+    let server = serve(&layer, None).await;
+    let chrome = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 \
+                  (KHTML, like Gecko) Chrome/143.0.0.0 Safari/537.36";
+    // After the handshake the client hears nothing more: over HTTP/1.1 an
+    // empty reply (curl's 52), over HTTP/2 the stream reset with no
+    // response head (curl's 92).
+    for (alpn, silent) in [("--http1.1", 52), ("--http2", 92)] {
+        let (code, body, seen) = curl(server, "example.com", "/", &[alpn, "-A", chrome]).await;
+        assert_eq!((code, body.as_str()), (silent, ""), "{alpn}");
+        let drops = drops_of(seen.peer).await;
+        assert!(
+            drops[0].contains("rule=browser_claim_mismatch"),
+            "{drops:?}"
+        );
+        let (code, body, seen) = curl(server, "example.com", "/", &[alpn]).await;
+        assert_eq!((code, body.as_str()), (0, "ok"), "{alpn}");
+        assert!(drops_of(seen.peer).await.is_empty());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
