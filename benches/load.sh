@@ -24,7 +24,8 @@
 #   (d) the same as (b) with a log line per drop: nginx's access_log to a
 #       file, the demo's 444 event on stdout (to /dev/null).
 #   Rows (b) to (d) show the demo with `--defer-accept 5` (TCP_DEFER_ACCEPT:
-#   a connection is accepted once its request is there); (b) also without.
+#   a connection is accepted once its request is there) against nginx with
+#   the same option (`listen ... deferred`); (b) also both without it.
 #   (e) clients refused at accept, connecting from 127.0.1.0/24, which every
 #       server denies: nginx reads the request and returns 444 (geo); the
 #       crate's own loop bans them after one drop and then refuses them at
@@ -96,13 +97,16 @@ start_governor() { # name
 }
 
 # nginx with the demo's rules (the same nginx configuration), one worker,
-# access_log off unless the name ends in _logged; a name ending in _refuse
-# also returns 444 to every client from 127.0.1.0/24, before anything else.
+# access_log off unless the name has _logged; a name ending in _refuse
+# also returns 444 to every client from 127.0.1.0/24, before anything else;
+# one ending in _deferred listens with `deferred` (TCP_DEFER_ACCEPT), as the
+# demo does with `--defer-accept`.
 start_nginx() { # name
   local name=$1 port; port=$(free_port)
-  local access_log="access_log off;" refuse=""
-  case $name in *_logged) access_log="access_log $work/$name/access.log;" ;; esac
+  local access_log="access_log off;" refuse="" deferred=""
+  case $name in *_logged*) access_log="access_log $work/$name/access.log;" ;; esac
   case $name in *_refuse) refuse='if ($refused) { return 444; }' ;; esac
+  case $name in *_deferred) deferred=" deferred" ;; esac
   mkdir -p "$work/$name"
   cat >"$work/$name/nginx.conf" <<EOF
 worker_processes 1;
@@ -124,7 +128,7 @@ http {
   set_real_ip_from 127.0.0.0/8;
   real_ip_header X-Forwarded-For;
   real_ip_recursive on;
-  server { listen 127.0.0.1:$port default_server; server_name _; $refuse return 444; }
+  server { listen 127.0.0.1:$port default_server$deferred; server_name _; $refuse return 444; }
   server {
     listen 127.0.0.1:$port;
     server_name example.com www.example.com;
@@ -272,13 +276,17 @@ start_demo_tls tls_gate_alert --sni-alert
 start_demo_tls tls_gate_defer --defer-accept 5
 start_demo_tls tls_no_gate --no-tls-gate
 nginx_names=() nginx_logged=() nginx_refuse=() nginx_tls=() nginx_tls_deferred=()
+nginx_deferred=() nginx_logged_deferred=()
 if [ $have_nginx = 1 ]; then
   start_nginx nginx
+  start_nginx nginx_deferred
   start_nginx nginx_logged
+  start_nginx nginx_logged_deferred
   start_nginx nginx_refuse
   start_nginx_tls nginx_tls
   start_nginx_tls nginx_tls_deferred
   nginx_names=(nginx) nginx_logged=(nginx_logged) nginx_refuse=(nginx_refuse)
+  nginx_deferred=(nginx_deferred) nginx_logged_deferred=(nginx_logged_deferred)
   nginx_tls=(nginx_tls) nginx_tls_deferred=(nginx_tls_deferred)
 else
   echo "nginx is not installed: the drop rows have no nginx baseline (apt-get install nginx-light)" >&2
@@ -286,9 +294,9 @@ fi
 
 case_args[e]="--source-net 1 --connect-timeout 20"
 scenario a "keep-alive, allowed" keepalive example.com 32 layer no_layer governor
-scenario b "new connection, 444 with FIN" drop unknown.example 64 "${nginx_names[@]}" layer layer_defer layer_own layer_own_defer
-scenario c "new connection, 444 with RST" drop unknown.example 64 "${nginx_names[@]}" layer_rst layer_own_rst
-scenario d "new connection, 444 with FIN, logged" drop unknown.example 64 "${nginx_logged[@]}" layer_logged layer_own_logged
+scenario b "new connection, 444 with FIN" drop unknown.example 64 "${nginx_names[@]}" layer layer_own "${nginx_deferred[@]}" layer_defer layer_own_defer
+scenario c "new connection, 444 with RST" drop unknown.example 64 "${nginx_deferred[@]}" layer_rst layer_own_rst
+scenario d "new connection, 444 with FIN, logged" drop unknown.example 64 "${nginx_logged_deferred[@]}" layer_logged layer_own_logged
 scenario e "refused clients, per connection attempt" drop example.com 64 "${nginx_refuse[@]}" layer_own_refuse layer_kernel_refuse
 scenario f "refused ClientHello, unknown name" tls-drop unknown.example 64 "${nginx_tls[@]}" tls_gate tls_gate_alert "${nginx_tls_deferred[@]}" tls_gate_defer
 case_args[g]="--ca $work/tls/cert.pem"
@@ -313,6 +321,9 @@ label = {
     "no_layer": "same app, no crate (axum::serve, TcpListener)",
     "layer": "demo, full rule set (axum::serve, the layer's listener)",
     "nginx": "nginx 1 worker, return 444 (FIN)",
+    "nginx_deferred": "nginx 1 worker, return 444, `listen ... deferred`",
+    "nginx_logged_deferred": "nginx 1 worker, return 444, access_log on, `listen ... deferred`",
+    ("c", "nginx_deferred"): "nginx 1 worker, return 444 (FIN; nginx has no RST), `listen ... deferred`",
     "layer_own": "demo, `--server own`",
     "layer_rst": "demo, `--close rst --defer-accept 5`",
     "layer_own_rst": "demo, `--server own --close rst --defer-accept 5`",
@@ -348,9 +359,9 @@ def row(case, name):
     text = label.get((case, name), label[name])
     print(f"| {case} | {text} | {r['rate']:.0f} | {r['cpu']:.2f} | {closes} | {nbytes} |")
 cases = (("a", ["no_layer", "layer", "governor"]),
-         ("b", ["nginx", "layer", "layer_defer", "layer_own", "layer_own_defer"]),
-         ("c", ["nginx", "layer_rst", "layer_own_rst"]),
-         ("d", ["nginx_logged", "layer_logged", "layer_own_logged"]),
+         ("b", ["nginx", "layer", "layer_own", "nginx_deferred", "layer_defer", "layer_own_defer"]),
+         ("c", ["nginx_deferred", "layer_rst", "layer_own_rst"]),
+         ("d", ["nginx_logged_deferred", "layer_logged", "layer_own_logged"]),
          ("e", ["nginx_refuse", "layer_own_refuse", "layer_kernel_refuse"]),
          ("f", ["nginx_tls", "tls_gate", "tls_gate_alert", "nginx_tls_deferred", "tls_gate_defer"]),
          ("g", ["tls_gate", "tls_no_gate", "nginx_tls"]))
@@ -373,20 +384,27 @@ if a and b and g:
           f"(target > 1); CPU per request: {a['cpu'] / g['cpu']:.3f}")
     print(f"(a) the same, run by run: without the crate {paired('a', 'layer', 'no_layer')}; "
           f"tower_governor alone {paired('a', 'layer', 'governor')}")
-targets = {"b": 1.10, "c": 1.10, "d": 1.10, "e": 0.3}
-axum_targets = {"b": 1.25, "c": 1.25, "d": 1.25}
-for case, base, names in (("b", "nginx", ["layer", "layer_defer", "layer_own", "layer_own_defer"]),
-                          ("c", "nginx", ["layer_rst", "layer_own_rst"]),
-                          ("d", "nginx_logged", ["layer_logged", "layer_own_logged"]),
+# Like with like: a row that defers accept against nginx with `deferred`,
+# one that does not against nginx without it. Deferred, both sides' target
+# is 1.10; without it, 1.10 for the serve loop and 1.25 for axum::serve.
+def target(case, name):
+    if case == "e":
+        return 0.3
+    return 1.10 if "own" in name or "defer" in base_of[(case, name)] else 1.25
+base_of = {}
+for case, base, names in (("b", "nginx", ["layer", "layer_own"]),
+                          ("b", "nginx_deferred", ["layer_defer", "layer_own_defer"]),
+                          ("c", "nginx_deferred", ["layer_rst", "layer_own_rst"]),
+                          ("d", "nginx_logged_deferred", ["layer_logged", "layer_own_logged"]),
                           ("e", "nginx_refuse", ["layer_own_refuse", "layer_kernel_refuse"])):
     n = load(case, base)
     if not n:
         continue
     for name in names:
+        base_of[(case, name)] = base
         r = load(case, name)
-        target = targets[case] if "own" in name or case == "e" else axum_targets[case]
-        print(f"({case}) {label[name]}: CPU per connection / nginx's {r['cpu'] / n['cpu']:.3f} "
-              f"(target <= {target}); rate / nginx's {r['rate'] / n['rate']:.3f}")
+        print(f"({case}) {label[name]}: CPU per connection / {base}'s {r['cpu'] / n['cpu']:.3f} "
+              f"(target <= {target(case, name)}); rate / {base}'s {r['rate'] / n['rate']:.3f}")
 for case, base, names in (("f", "nginx_tls", ["tls_gate", "tls_gate_alert"]),
                           ("f", "nginx_tls_deferred", ["tls_gate_defer"])):
     n = load(case, base)

@@ -287,15 +287,10 @@ async fn hostile_first_bytes_never_break_the_loop() {
         .assert_ok();
 }
 
-/// With `TCP_DEFER_ACCEPT` the kernel hands over a connection once its
-/// request is there: a drop costs no wait, and a client slow to send is
-/// still served once it does.
+/// The serve loop with `TCP_DEFER_ACCEPT`, counting the requests served.
 #[cfg(target_os = "linux")]
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deferred_accept_drops_at_once_and_still_serves_slow_senders() {
-    let layer = rules().build().unwrap();
-    let hits = Arc::new(AtomicUsize::new(0));
-    let app = counting_router(Arc::clone(&hits)).layer(layer.clone());
+async fn serve_deferred(layer: &NoResponseLayer, hits: &Arc<AtomicUsize>) -> SocketAddr {
+    let app = counting_router(Arc::clone(hits)).layer(layer.clone());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
@@ -304,6 +299,18 @@ async fn deferred_accept_drops_at_once_and_still_serves_slow_senders() {
             .defer_accept(Duration::from_secs(5))
             .run(),
     );
+    addr
+}
+
+/// With `TCP_DEFER_ACCEPT` the kernel hands over a connection once its
+/// request is there: a drop costs no wait, and a client slow to send is
+/// still served once it does.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_accept_drops_at_once_and_still_serves_slow_senders() {
+    let layer = rules().build().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let addr = serve_deferred(&layer, &hits).await;
     for _ in 0..50 {
         exchange(addr, &get(Some("evil.example"), UA))
             .await
@@ -455,4 +462,44 @@ async fn custom_rules_are_left_to_the_layer_which_sees_the_outer_layers() {
     exchange(own_addr, &get(Some("evil.example"), UA))
         .await
         .assert_dropped(Close::Fin);
+}
+
+/// With `TCP_DEFER_ACCEPT` the serve loop judges each first request on the
+/// bare socket, before the runtime knows of it. Hundreds of drops at once on
+/// a multi-thread runtime, in each close mode, write not one byte and close
+/// as the mode says; the served name and a banned User-Agent are told apart
+/// on the same sockets, and the loop serves on.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drops_on_the_bare_socket_write_nothing_in_each_close_mode() {
+    for (mode, close) in [
+        (CloseMode::Fin, Close::Fin),
+        (CloseMode::Reset, Close::Reset),
+    ] {
+        let layer = rules().close_mode(mode).build().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let addr = serve_deferred(&layer, &hits).await;
+        let mut tasks = Vec::new();
+        for n in 0..300 {
+            tasks.push(tokio::spawn(async move {
+                let request = match n % 3 {
+                    0 => get(Some("evil.example"), UA),
+                    1 => get(Some("example.com"), Some("masscan")),
+                    _ => get(Some("example.com"), UA),
+                };
+                (n, exchange(addr, &request).await)
+            }));
+        }
+        for task in tasks {
+            let (n, outcome) = task.await.unwrap();
+            if n % 3 == 2 {
+                outcome.assert_ok();
+            } else {
+                outcome.assert_dropped(close);
+            }
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 100, "{mode:?}");
+        assert_eq!(layer.stats().rule("host_unknown").unwrap().dropped, 100);
+        assert_eq!(layer.stats().rule("user_agent").unwrap().dropped, 100);
+    }
 }

@@ -1,21 +1,69 @@
 //! How a connection side closes a connection it refuses or drops itself,
 //! and logs it, once.
 
+use std::io;
 use std::net::SocketAddr;
 
 use tokio::net::TcpStream;
 
-use super::{AbortableStream, CloseMode, ConnectionHandle};
+#[cfg(feature = "rustls")]
+use super::ConnectionHandle;
+use super::{CloseMode, close_as};
 use crate::DropReason;
 use crate::audit::{Close, DropEvent, Handling};
 
+/// A just-accepted socket, read without waiting and closed by a connection
+/// side that refuses it: the runtime's stream, or (in the serve loop on
+/// Linux) a bare socket not yet registered with the runtime, so that a drop
+/// at accept costs neither a registration nor its removal.
+pub(crate) trait Accepted: Sized {
+    /// Reads what has arrived, without waiting.
+    #[cfg_attr(not(any(feature = "server", feature = "axum")), allow(dead_code))]
+    fn read_now(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Closes the socket the way `mode` says.
+    fn close(self, mode: CloseMode);
+}
+
+impl Accepted for TcpStream {
+    fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.try_read(buf)
+    }
+
+    fn close(self, mode: CloseMode) {
+        close_as(socket2::SockRef::from(&self), mode, |buf| {
+            self.try_read(buf)
+        });
+    }
+}
+
+/// A socket accepted non-blocking, outside the runtime.
+#[cfg(all(feature = "server", target_os = "linux"))]
+impl Accepted for std::net::TcpStream {
+    fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+        io::Read::read(&mut &*self, buf)
+    }
+
+    fn close(self, mode: CloseMode) {
+        close_as(socket2::SockRef::from(&self), mode, |buf| {
+            self.read_now(buf)
+        });
+    }
+}
+
 /// Closes a connection before reading from it, and logs it as a 444.
-pub(crate) fn refuse(stream: TcpStream, peer: SocketAddr, mode: CloseMode, reason: DropReason) {
-    drop_connection(AbortableStream::new(stream).handle(), peer, mode, reason);
+pub(crate) fn refuse<S: Accepted>(
+    stream: S,
+    peer: SocketAddr,
+    mode: CloseMode,
+    reason: DropReason,
+) {
+    stream.close(mode);
+    log_drop(peer, mode, reason);
 }
 
 /// Aborts a connection the loop itself drops and logs it, once: a handle
 /// already tripped by the layer has had its event.
+#[cfg(feature = "rustls")]
 pub(crate) fn drop_connection(
     handle: &ConnectionHandle,
     peer: SocketAddr,
@@ -23,14 +71,18 @@ pub(crate) fn drop_connection(
     reason: DropReason,
 ) {
     if handle.abort(mode) {
-        DropEvent {
-            rule: reason,
-            handling: Handling::Drop(Close::Mode(mode)),
-            client_ip: Some(peer.ip().to_canonical()),
-            peer_addr: Some(peer),
-            request: None,
-            hello: None,
-        }
-        .emit();
+        log_drop(peer, mode, reason);
     }
+}
+
+fn log_drop(peer: SocketAddr, mode: CloseMode, reason: DropReason) {
+    DropEvent {
+        rule: reason,
+        handling: Handling::Drop(Close::Mode(mode)),
+        client_ip: Some(peer.ip().to_canonical()),
+        peer_addr: Some(peer),
+        request: None,
+        hello: None,
+    }
+    .emit();
 }

@@ -15,8 +15,7 @@
 //! # Why `unsafe`
 //!
 //! Neither std (`set_deferaccept` is unstable), socket2 nor nix offers this
-//! option, so this module makes the one `setsockopt(2)` call itself, the
-//! crate's only `unsafe` code. The call is sound: the descriptor is borrowed
+//! option, so this module makes the one `setsockopt(2)` call itself. The call is sound: the descriptor is borrowed
 //! from a live socket for the duration of the call, and the option value is
 //! a local `c_int` whose address and exact size are passed, which the
 //! kernel only reads.

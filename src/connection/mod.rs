@@ -44,6 +44,8 @@ pub(crate) use exchange::Timeouts;
 pub(crate) use handle::Attachment;
 pub use handle::{ConnectionHandle, ConnectionInfo};
 pub(crate) use placement::Placement;
+#[cfg(any(feature = "server", feature = "axum", feature = "tonic"))]
+pub(crate) use stream::close_as;
 pub use stream::{AbortableStream, silent_close_available};
 #[cfg(feature = "rustls")]
 pub(crate) use stream::{Watch, Watched};
@@ -53,4 +55,4 @@ pub use stream_reset::{DropAsError, StreamDropped};
 #[cfg(feature = "rustls")]
 pub(crate) use accept::drop_connection;
 #[cfg(any(feature = "server", feature = "axum", feature = "tonic"))]
-pub(crate) use accept::refuse;
+pub(crate) use accept::{Accepted, refuse};

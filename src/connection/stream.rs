@@ -476,35 +476,56 @@ impl AbortableStream {
 
 impl Drop for AbortableStream {
     fn drop(&mut self) {
-        let sock = socket2::SockRef::from(&self.stream);
-        match self.handle.close_mode() {
-            None => {}
-            Some(CloseMode::Reset) => {
-                // Errors here mean the peer is already gone; the close still happens.
-                let _ = sock.set_linger(Some(std::time::Duration::ZERO));
-            }
-            // In repair mode the close itself sends nothing.
-            Some(CloseMode::Silent) if enter_repair_mode(&self.stream) => {}
-            Some(CloseMode::Silent) => {
-                // The reset cannot get past the first router.
-                let _ = match self.stream.peer_addr() {
-                    Ok(SocketAddr::V6(_)) => sock.set_unicast_hops_v6(1),
-                    _ => sock.set_ttl_v4(1),
-                };
-                let _ = sock.set_linger(Some(std::time::Duration::ZERO));
-            }
-            Some(CloseMode::Fin) => {
-                // The close sends the FIN, as long as no unread byte is left:
-                // the kernel answers a close over unread data with a reset.
-                // No `shutdown` first: it would cost a syscall per drop and
-                // change nothing the client sees.
-                let mut scratch = [0u8; 4096];
-                let mut drained = 0;
-                while drained < DRAIN_LIMIT {
-                    match self.stream.try_read(&mut scratch) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => drained += n,
-                    }
+        if let Some(mode) = self.handle.close_mode() {
+            let stream = &self.stream;
+            close_as(socket2::SockRef::from(stream), mode, |buf| {
+                stream.try_read(buf)
+            });
+        }
+    }
+}
+
+/// Sets `socket` up so that closing it closes the way `mode` says;
+/// `try_read` reads without waiting, for the drain before a FIN. Shared by
+/// the runtime's streams and the bare sockets a serve loop judges before
+/// registering them.
+pub(crate) fn close_as(
+    sock: socket2::SockRef<'_>,
+    mode: CloseMode,
+    mut try_read: impl FnMut(&mut [u8]) -> io::Result<usize>,
+) {
+    match mode {
+        CloseMode::Reset => {
+            // Errors here mean the peer is already gone; the close still happens.
+            let _ = sock.set_linger(Some(std::time::Duration::ZERO));
+        }
+        // In repair mode the close itself sends nothing.
+        CloseMode::Silent if enter_repair_mode(&*sock) => {}
+        CloseMode::Silent => {
+            // The reset cannot get past the first router.
+            let v6 = sock
+                .peer_addr()
+                .ok()
+                .and_then(|addr| addr.as_socket())
+                .is_some_and(|addr| addr.is_ipv6());
+            let _ = if v6 {
+                sock.set_unicast_hops_v6(1)
+            } else {
+                sock.set_ttl_v4(1)
+            };
+            let _ = sock.set_linger(Some(std::time::Duration::ZERO));
+        }
+        CloseMode::Fin => {
+            // The close sends the FIN, as long as no unread byte is left:
+            // the kernel answers a close over unread data with a reset.
+            // No `shutdown` first: it would cost a syscall per drop and
+            // change nothing the client sees.
+            let mut scratch = [0u8; 4096];
+            let mut drained = 0;
+            while drained < DRAIN_LIMIT {
+                match try_read(&mut scratch) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => drained += n,
                 }
             }
         }

@@ -3,10 +3,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use tokio::net::TcpStream;
-
 use crate::audit::{Close, Handling};
-use crate::connection::refuse;
+use crate::connection::{Accepted, refuse};
 use crate::rules::{CloseMode, DropReason};
 
 impl crate::NoResponseLayer {
@@ -39,11 +37,7 @@ impl crate::NoResponseLayer {
     /// What every accept side does before it reads a byte: refuses a peer
     /// outside `only_from_peer`, and a banned client that connects directly.
     /// Hands the stream back when it may be served.
-    pub(crate) fn screen_at_accept(
-        &self,
-        stream: TcpStream,
-        peer: SocketAddr,
-    ) -> Option<TcpStream> {
+    pub(crate) fn screen_at_accept<S: Accepted>(&self, stream: S, peer: SocketAddr) -> Option<S> {
         match self.refusal_at_accept(peer.ip()) {
             None => Some(stream),
             Some((reason, mode)) => {

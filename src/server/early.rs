@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 
 use crate::NoResponseLayer;
 use crate::audit::Close;
-use crate::connection::AbortableStream;
+use crate::connection::Accepted;
 use crate::connection::CloseMode;
 use crate::layer::service::record_drop;
 use crate::rules::Action;
@@ -55,11 +55,11 @@ impl NoResponseLayer {
 }
 
 /// What judging a connection's first request before hyper decided.
-pub(crate) enum Early {
+pub(crate) enum Early<S = TcpStream> {
     /// Dropped by a rule and closed (and logged), or the client is gone.
     Done,
     /// Over to hyper and the layer, with the bytes read so far.
-    Undecided(TcpStream, Vec<u8>),
+    Undecided(S, Vec<u8>),
 }
 
 /// As much of a request as is judged before hyper: hyper's first read
@@ -69,9 +69,13 @@ const EARLY_READ: usize = 4096;
 
 /// Reads what the client has sent so far, without waiting, and judges it
 /// if it is a whole HTTP/1 request head.
-pub(crate) fn judge_now(stream: TcpStream, peer: SocketAddr, layer: &NoResponseLayer) -> Early {
+pub(crate) fn judge_now<S: Accepted>(
+    stream: S,
+    peer: SocketAddr,
+    layer: &NoResponseLayer,
+) -> Early<S> {
     let mut buf = [0u8; EARLY_READ];
-    match stream.try_read(&mut buf) {
+    match stream.read_now(&mut buf) {
         Ok(0) => Early::Done,
         Ok(n) => judge_read(stream, &buf[..n], peer, layer),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Early::Undecided(stream, Vec::new()),
@@ -81,7 +85,12 @@ pub(crate) fn judge_now(stream: TcpStream, peer: SocketAddr, layer: &NoResponseL
 
 /// Judges the first bytes a client sent, and closes the stream if a rule
 /// drops the request.
-fn judge_read(stream: TcpStream, read: &[u8], peer: SocketAddr, layer: &NoResponseLayer) -> Early {
+fn judge_read<S: Accepted>(
+    stream: S,
+    read: &[u8],
+    peer: SocketAddr,
+    layer: &NoResponseLayer,
+) -> Early<S> {
     let Some(head) = request_head(read) else {
         return Early::Undecided(stream, read.to_vec());
     };
@@ -89,9 +98,7 @@ fn judge_read(stream: TcpStream, read: &[u8], peer: SocketAddr, layer: &NoRespon
         // A read that did not fill the buffer emptied the socket, so the
         // close alone sends the FIN; there is nothing to drain.
         Some(CloseMode::Fin) if read.len() < EARLY_READ => drop(stream),
-        Some(mode) => {
-            AbortableStream::new(stream).handle().abort(mode);
-        }
+        Some(mode) => stream.close(mode),
         None => {
             layer.passed_early();
             return Early::Undecided(stream, read.to_vec());
@@ -101,24 +108,42 @@ fn judge_read(stream: TcpStream, read: &[u8], peer: SocketAddr, layer: &NoRespon
 }
 
 /// The request head at the start of `bytes`, if it is complete and valid.
+/// The head is copied once; the target and every header value are slices
+/// of that one copy, not allocations of their own.
 fn request_head(bytes: &[u8]) -> Option<Request<()>> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut parsed = httparse::Request::new(&mut headers);
-    if !parsed.parse(bytes).ok()?.is_complete() {
+    let httparse::Status::Complete(len) = parsed.parse(bytes).ok()? else {
         return None;
-    }
+    };
     let version = match parsed.version? {
         0 => http::Version::HTTP_10,
         _ => http::Version::HTTP_11,
     };
-    let mut head = Request::builder()
-        .method(parsed.method?)
-        .uri(parsed.path?)
-        .version(version);
+    let shared = bytes::Bytes::copy_from_slice(&bytes[..len]);
+    // httparse's slices point into `bytes`: the same range of the copy.
+    // (Checked all the same: an empty slice may point anywhere.)
+    let part = |slice: &[u8]| {
+        let start = (slice.as_ptr() as usize).wrapping_sub(bytes.as_ptr() as usize);
+        if start <= len && slice.len() <= len - start {
+            shared.slice(start..start + slice.len())
+        } else {
+            bytes::Bytes::copy_from_slice(slice)
+        }
+    };
+    let mut map = http::HeaderMap::with_capacity(parsed.headers.len());
     for header in parsed.headers.iter() {
-        head = head.header(header.name, header.value);
+        let name = http::HeaderName::from_bytes(header.name.as_bytes()).ok()?;
+        let value = http::HeaderValue::from_maybe_shared(part(header.value)).ok()?;
+        map.append(name, value);
     }
-    head.body(()).ok()
+    let path = parsed.path?.as_bytes();
+    let mut head = Request::new(());
+    *head.method_mut() = http::Method::from_bytes(parsed.method?.as_bytes()).ok()?;
+    *head.uri_mut() = http::Uri::from_maybe_shared(part(path)).ok()?;
+    *head.version_mut() = version;
+    *head.headers_mut() = map;
+    Some(head)
 }
 
 /// Waits for the client's first bytes, within the header timeout, and
@@ -205,4 +230,37 @@ where
         layer.passed_early();
     }
     Some(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_head;
+
+    #[test]
+    fn the_head_is_read_whole_from_one_copy() {
+        let wire = b"GET /a?b=c HTTP/1.1\r\nHost: example.com\r\nX-Empty:\r\nX-Two: 1\r\n\
+                     x-two: 2\r\nUser-Agent: curl/8\r\n\r\nbody";
+        let head = request_head(wire).unwrap();
+        assert_eq!(head.method(), http::Method::GET);
+        assert_eq!(head.uri(), "/a?b=c");
+        assert_eq!(head.version(), http::Version::HTTP_11);
+        assert_eq!(head.headers()["host"], "example.com");
+        assert_eq!(head.headers()["x-empty"], "");
+        let two: Vec<_> = head.headers().get_all("x-two").iter().collect();
+        assert_eq!(two, ["1", "2"]);
+        assert_eq!(head.headers()["user-agent"], "curl/8");
+    }
+
+    #[test]
+    fn what_is_not_a_whole_valid_head_is_left_to_hyper() {
+        for wire in [
+            &b"GET / HTTP/1.1\r\nHost: example.com\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: exa\x01mple\r\n\r\n",
+            b"G\x01T / HTTP/1.1\r\n\r\n",
+            b"GET http://[::1 HTTP/1.1\r\n\r\n",
+            b"",
+        ] {
+            assert!(request_head(wire).is_none(), "{wire:?}");
+        }
+    }
 }

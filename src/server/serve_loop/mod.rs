@@ -13,10 +13,11 @@ use std::time::Duration;
 use dashmap::DashMap;
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto::Builder;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 mod adapter;
+mod bare;
 mod conn;
 mod service;
 #[cfg(feature = "rustls")]
@@ -302,7 +303,8 @@ impl<S: ServeLoopService> Serve<S> {
     ///
     /// # Errors
     /// When [`defer_accept`](Self::defer_accept) cannot be set on the
-    /// listener; nothing else, today.
+    /// listener, or the listener cannot be registered with the runtime;
+    /// nothing else, today.
     pub async fn run_until(self, signal: impl Future<Output = ()> + Send) -> io::Result<()> {
         let Self {
             listener,
@@ -327,6 +329,7 @@ impl<S: ServeLoopService> Serve<S> {
                 "defer_accept({wait:?}): TCP_DEFER_ACCEPT is Linux's"
             )));
         }
+        let listener = bare::BareListener::new(listener)?;
         let limits = Arc::new(limits);
         // Over TLS, the first request is judged inside it, after the
         // handshake, in the connection's task.
@@ -347,8 +350,9 @@ impl<S: ServeLoopService> Serve<S> {
         let (done_tx, mut done_rx) = mpsc::channel::<Infallible>(1);
         let mut signal = pin!(signal);
         loop {
+            // A bare socket until it is kept: see `bare`.
             let (stream, peer) = tokio::select! {
-                accepted = accept(&listener) => accepted,
+                accepted = listener.accept() => accepted,
                 () = &mut signal => break,
             };
             let close_mode = layer.close_mode();
@@ -376,6 +380,11 @@ impl<S: ServeLoopService> Serve<S> {
                     }
                     Early::Undecided(stream, read) => (stream, read, None),
                 },
+            };
+            let Ok(stream) = bare::register(stream) else {
+                // The runtime could not take it (out of memory for its
+                // readiness slot): closed, as a failed accept would be.
+                continue;
             };
             let connection = Connection {
                 builder: builder.clone(),
@@ -469,26 +478,4 @@ impl Drop for ConnectionSlot {
 /// A client as the per-client cap counts it: IPv6 by its /64.
 fn client_key(ip: IpAddr) -> IpAddr {
     crate::rules::client_ip::Ipv6Prefix::new(64).client(ip.to_canonical())
-}
-
-/// Accepts like `axum::serve`: errors that belong to one connection are
-/// skipped; others (such as running out of file descriptors) are logged and
-/// retried after a second, instead of spinning.
-async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
-    loop {
-        match listener.accept().await {
-            Ok(accepted) => return accepted,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::ConnectionRefused
-                        | io::ErrorKind::ConnectionAborted
-                        | io::ErrorKind::ConnectionReset
-                ) => {}
-            Err(e) => {
-                tracing::error!(target: "tower_no_response", "accept error: {e}");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    }
 }
