@@ -47,13 +47,22 @@ impl BareListener {
     }
 
     async fn try_accept(&self) -> io::Result<(Socket, SocketAddr)> {
-        loop {
-            let mut ready = self.0.readable().await?;
-            // A would-block clears the readiness, and the loop waits again.
-            if let Ok(accepted) = ready.try_io(|listener| accept_nonblocking(listener.get_ref())) {
-                return accepted;
+        std::future::poll_fn(|cx| {
+            loop {
+                // `poll_read_ready` spends the task's budget, as the
+                // runtime's own accept does: under a flood of connections
+                // dropped at accept the loop still yields, and every other
+                // task on its thread runs. (`readable()` spends none.)
+                let mut ready = std::task::ready!(self.0.poll_read_ready(cx))?;
+                // A would-block clears the readiness, and the loop waits again.
+                if let Ok(accepted) =
+                    ready.try_io(|listener| accept_nonblocking(listener.get_ref()))
+                {
+                    return std::task::Poll::Ready(accepted);
+                }
             }
-        }
+        })
+        .await
     }
 }
 
