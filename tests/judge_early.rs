@@ -505,53 +505,53 @@ async fn drops_on_the_bare_socket_write_nothing_in_each_close_mode() {
 }
 
 /// A backlog of connections all dropped at accept does not hold the thread:
-/// the accept loop spends the task's budget on each accept and yields, as
-/// the runtime's own accept does, so other tasks run before the backlog is
+/// each accept loop (the crate's serve loop and the layer's listener for
+/// `axum::serve`) spends the task's budget on each accept and yields, as the
+/// runtime's own accept does, so other tasks run before the backlog is
 /// drained. On one thread, a loop that never yielded would drain all 300
 /// first; under a flood it would starve every connection it had let in.
 #[tokio::test(flavor = "current_thread")]
 async fn a_backlog_of_drops_does_not_hold_the_thread() {
-    let layer = rules().build().unwrap();
-    // A backlog long enough to hold them all.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let listener = socket.listen(1024).unwrap();
-    let addr = listener.local_addr().unwrap();
-    // Queued in the kernel, each with its request, before the loop runs.
-    let request = get(Some("evil.example"), UA);
-    let clients: Vec<std::net::TcpStream> = (0..300)
-        .map(|_| {
-            let mut client = std::net::TcpStream::connect(addr).unwrap();
-            std::io::Write::write_all(&mut client, &request).unwrap();
-            client
-        })
-        .collect();
-    let app = counting_router(Arc::new(AtomicUsize::new(0))).layer(layer.clone());
-    tokio::spawn(layer.serve(listener, app).run());
-    // Looks once the loop has begun dropping, between two of its polls.
-    let seen = tokio::spawn({
-        let layer = layer.clone();
-        async move {
-            loop {
-                let dropped = layer.stats().rule("host_unknown").unwrap().dropped;
-                if dropped > 0 {
-                    return dropped;
-                }
-                tokio::task::yield_now().await;
-            }
+    for axum_serve in [false, true] {
+        let layer = rules().build().unwrap();
+        // A backlog long enough to hold them all.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(1024).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Queued in the kernel, each with its request, before the loop runs.
+        let request = get(Some("evil.example"), UA);
+        let clients: Vec<std::net::TcpStream> = (0..300)
+            .map(|_| {
+                let mut client = std::net::TcpStream::connect(addr).unwrap();
+                std::io::Write::write_all(&mut client, &request).unwrap();
+                client
+            })
+            .collect();
+        let app = counting_router(Arc::new(AtomicUsize::new(0))).layer(layer.clone());
+        if axum_serve {
+            common::serve_on(layer.listener(listener), app);
+        } else {
+            tokio::spawn(layer.serve(listener, app).run());
         }
-    })
-    .await
-    .unwrap();
-    assert!(
-        seen < 300,
-        "the loop drained {seen} before another task ran"
-    );
-    // And the whole backlog is dropped in the end.
-    let started = Instant::now();
-    while layer.stats().rule("host_unknown").unwrap().dropped < 300 {
-        assert!(started.elapsed() < PATIENCE, "not every drop was made");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        let dropped = || layer.stats().rule("host_unknown").unwrap().dropped;
+        // Looks once the loop has begun dropping, between two of its polls.
+        let seen = loop {
+            if dropped() > 0 {
+                break dropped();
+            }
+            tokio::task::yield_now().await;
+        };
+        assert!(
+            seen < 300,
+            "axum::serve {axum_serve}: the loop drained {seen} before another task ran"
+        );
+        // And the whole backlog is dropped in the end.
+        let started = Instant::now();
+        while dropped() < 300 {
+            assert!(started.elapsed() < PATIENCE, "not every drop was made");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(clients);
     }
-    drop(clients);
 }

@@ -37,7 +37,7 @@ impl Accepted for TcpStream {
 }
 
 /// A socket accepted non-blocking, outside the runtime.
-#[cfg(all(feature = "server", target_os = "linux"))]
+#[cfg(all(any(feature = "server", feature = "axum"), target_os = "linux"))]
 impl Accepted for std::net::TcpStream {
     fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
         io::Read::read(&mut &*self, buf)
@@ -48,6 +48,21 @@ impl Accepted for std::net::TcpStream {
             self.read_now(buf)
         });
     }
+}
+
+/// Accepts from `listener` outside the runtime: `accept4` with the flags
+/// the runtime's own accept uses, so reads never wait and the socket can
+/// be registered as it is, if it is kept.
+#[cfg(all(any(feature = "server", feature = "axum"), target_os = "linux"))]
+pub(crate) fn accept_bare<L: std::os::fd::AsFd>(
+    listener: &L,
+) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+    let (socket, addr) =
+        socket2::SockRef::from(listener).accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)?;
+    let peer = addr
+        .as_socket()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "a peer with no IP address"))?;
+    Ok((socket.into(), peer))
 }
 
 /// Closes a connection before reading from it, and logs it as a 444.

@@ -52,6 +52,8 @@ pub(crate) use stream::{Watch, Watched};
 #[cfg(any(feature = "server", feature = "tonic"))]
 pub use stream_reset::{DropAsError, StreamDropped};
 
+#[cfg(all(any(feature = "server", feature = "axum"), target_os = "linux"))]
+pub(crate) use accept::accept_bare;
 #[cfg(feature = "rustls")]
 pub(crate) use accept::drop_connection;
 #[cfg(any(feature = "server", feature = "axum", feature = "tonic"))]

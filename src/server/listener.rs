@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use super::early::{Early, judge_now};
 use crate::NoResponseLayer;
 use crate::connection::registry::Registry;
-use crate::connection::{AbortableStream, Timeouts};
+use crate::connection::{AbortableStream, Accepted, Timeouts};
 
 impl NoResponseLayer {
     /// Where the layer's listeners record their connections.
@@ -134,26 +134,57 @@ impl AbortableListener {
     }
 }
 
+impl AbortableListener {
+    /// What every accepted connection goes through before axum has it: the
+    /// refusals at accept, then, if it is there, the first request. The
+    /// socket and the bytes read, when it is kept.
+    fn judge<S: Accepted>(&self, stream: S, addr: SocketAddr) -> Option<(S, Vec<u8>)> {
+        let stream = self.layer.screen_at_accept(stream, addr)?;
+        // A first request already here is judged now: a drop then never
+        // becomes a task, a hyper connection or a registry entry. (With
+        // `TCP_DEFER_ACCEPT` on the listener, the request is always here.)
+        // Anything else goes to axum with the bytes read.
+        if !self.judge_early {
+            return Some((stream, Vec::new()));
+        }
+        match judge_now(stream, addr, &self.layer) {
+            Early::Done => None,
+            Early::Undecided(stream, read) => Some((stream, read)),
+        }
+    }
+}
+
 impl Listener for AbortableListener {
     type Io = AbortableStream;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let (stream, addr, prefix) = loop {
-            let (stream, addr) = Listener::accept(&mut self.inner).await;
-            let Some(stream) = self.layer.screen_at_accept(stream, addr) else {
-                continue;
-            };
-            // A first request already here is judged now: a drop then never
-            // becomes a task, a hyper connection or a registry entry. (With
-            // `TCP_DEFER_ACCEPT` on the listener, the request is always
-            // here.) Anything else goes to axum with the bytes read.
-            if !self.judge_early {
-                break (stream, addr, Vec::new());
+            // Connections waiting in the backlog (under load, most of them)
+            // are taken bare and judged before the runtime registers them:
+            // a drop then costs no registration and no removal. The
+            // runtime's accept is for waiting on an empty backlog.
+            #[cfg(target_os = "linux")]
+            if self.judge_early {
+                // Each accept spends the task's budget, as the runtime's
+                // own accept does, so a flood of drops still yields.
+                tokio::task::coop::consume_budget().await;
+                // On an empty backlog, or any error, the runtime's accept
+                // takes over: it waits, or meets the error and handles it
+                // as axum's does.
+                if let Ok((socket, addr)) = crate::connection::accept_bare(&self.inner) {
+                    let kept = self.judge(socket, addr).and_then(|(socket, read)| {
+                        Some((tokio::net::TcpStream::from_std(socket).ok()?, read))
+                    });
+                    match kept {
+                        Some((stream, read)) => break (stream, addr, read),
+                        None => continue,
+                    }
+                }
             }
-            match judge_now(stream, addr, &self.layer) {
-                Early::Done => {}
-                Early::Undecided(stream, read) => break (stream, addr, read),
+            let (stream, addr) = Listener::accept(&mut self.inner).await;
+            if let Some((stream, read)) = self.judge(stream, addr) {
+                break (stream, addr, read);
             }
         };
         let mut stream = AbortableStream::with_prefix(stream, prefix);

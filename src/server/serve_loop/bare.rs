@@ -56,7 +56,7 @@ impl BareListener {
                 let mut ready = std::task::ready!(self.0.poll_read_ready(cx))?;
                 // A would-block clears the readiness, and the loop waits again.
                 if let Ok(accepted) =
-                    ready.try_io(|listener| accept_nonblocking(listener.get_ref()))
+                    ready.try_io(|listener| crate::connection::accept_bare(listener.get_ref()))
                 {
                     return std::task::Poll::Ready(accepted);
                 }
@@ -64,18 +64,6 @@ impl BareListener {
         })
         .await
     }
-}
-
-/// `accept4` with the flags the runtime's own accept uses: the socket is
-/// non-blocking, so reads never wait and it can be registered as it is.
-#[cfg(target_os = "linux")]
-fn accept_nonblocking(listener: &std::net::TcpListener) -> io::Result<(Socket, SocketAddr)> {
-    let (socket, addr) =
-        socket2::SockRef::from(listener).accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)?;
-    let peer = addr
-        .as_socket()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "a peer with no IP address"))?;
-    Ok((socket.into(), peer))
 }
 
 /// Elsewhere, the runtime's listener as it is.
