@@ -26,7 +26,9 @@ use crate::connection::{AbortableStream, ConnectionHandle, ConnectionInfo, Timeo
 use crate::rules::CloseMode;
 
 pub(super) struct Connection<S> {
-    pub(super) builder: Builder<TokioExecutor>,
+    /// Shared: hyper's builder is large, and each connection's task would
+    /// otherwise copy it, dropped or not.
+    pub(super) builder: Arc<Builder<TokioExecutor>>,
     pub(super) service: S,
     pub(super) peer: SocketAddr,
     pub(super) http2_drop: Http2Drop,
@@ -72,51 +74,12 @@ impl<S: ServeLoopService> Connection<S> {
             }
         };
         let _ = stream.set_nodelay(true);
+        // Boxed, as hyper's connection is below: the handshake's state is
+        // large, and inline it would make every spawn copy it, plaintext
+        // connections and connections dropped before it included.
         #[cfg(feature = "rustls")]
         if let Some(tls) = self.tls.clone() {
-            let limit = self.timeouts.header.unwrap_or(Duration::from_secs(10));
-            let (peer, close_mode) = (self.peer, self.close_mode);
-            let (io, hello) = match &tls.gate {
-                Some(gate) => match gate.admit(stream, peer).await {
-                    Some(admitted) => {
-                        let (io, hello) = admitted.into_parts();
-                        (io, Some(hello))
-                    }
-                    None => return,
-                },
-                None => (AbortableStream::with_prefix(stream, prefix), None),
-            };
-            let handle = io.handle().clone();
-            // One bound for the ClientHello and the handshake together.
-            let limit = limit.saturating_sub(accepted.elapsed());
-            let handshake = super::tls::handshake(tls.config, io, limit, peer, close_mode);
-            let Some(mut tls_stream) = handshake.await else {
-                return;
-            };
-            let handshaken = tokio::time::Instant::now();
-            let prefix = match &tls.judge_first {
-                Some(layer) => {
-                    let header = self.timeouts.header;
-                    let judged = judge_in_tls(&mut tls_stream, &handle, layer, peer, header);
-                    let mut stop = self.stop.clone();
-                    let judged = tokio::select! {
-                        judged = judged => judged,
-                        // Shutting down before the first request: close.
-                        _ = stop.changed() => None,
-                    };
-                    match judged {
-                        Some(prefix) => prefix,
-                        None => return,
-                    }
-                }
-                None => Vec::new(),
-            };
-            // The timers read the plain bytes, from the end of the
-            // handshake, which has a bound of its own.
-            let watch =
-                crate::connection::Watch::new(self.timeouts, handshaken, &prefix, peer, close_mode);
-            let io = crate::connection::Watched::new(tls_stream, prefix, watch, handle.clone());
-            Box::pin(self.serve_io(io, handle, hello)).await;
+            Box::pin(self.run_tls(tls, stream, prefix, accepted)).await;
             return;
         }
         let io = AbortableStream::with_prefix(stream, prefix);
@@ -125,6 +88,61 @@ impl<S: ServeLoopService> Connection<S> {
         // Boxed: hyper's connection is large, and inline it would make every
         // spawn copy it, even for connections judged and dropped before it.
         Box::pin(self.serve_io(io, handle, None)).await;
+    }
+
+    /// The TLS part of [`run`](Self::run): the gate, the handshake, the
+    /// first request judged inside TLS, then hyper.
+    #[cfg(feature = "rustls")]
+    async fn run_tls(
+        self,
+        tls: super::tls::TlsSetup,
+        stream: TcpStream,
+        prefix: Vec<u8>,
+        accepted: tokio::time::Instant,
+    ) {
+        let limit = self.timeouts.header.unwrap_or(Duration::from_secs(10));
+        let (peer, close_mode) = (self.peer, self.close_mode);
+        let (io, hello) = match &tls.gate {
+            Some(gate) => match gate.admit(stream, peer).await {
+                Some(admitted) => {
+                    let (io, hello) = admitted.into_parts();
+                    (io, Some(hello))
+                }
+                None => return,
+            },
+            None => (AbortableStream::with_prefix(stream, prefix), None),
+        };
+        let handle = io.handle().clone();
+        // One bound for the ClientHello and the handshake together.
+        let limit = limit.saturating_sub(accepted.elapsed());
+        let handshake = super::tls::handshake(tls.config, io, limit, peer, close_mode);
+        let Some(mut tls_stream) = handshake.await else {
+            return;
+        };
+        let handshaken = tokio::time::Instant::now();
+        let prefix = match &tls.judge_first {
+            Some(layer) => {
+                let header = self.timeouts.header;
+                let judged = judge_in_tls(&mut tls_stream, &handle, layer, peer, header);
+                let mut stop = self.stop.clone();
+                let judged = tokio::select! {
+                    judged = judged => judged,
+                    // Shutting down before the first request: close.
+                    _ = stop.changed() => None,
+                };
+                match judged {
+                    Some(prefix) => prefix,
+                    None => return,
+                }
+            }
+            None => Vec::new(),
+        };
+        // The timers read the plain bytes, from the end of the
+        // handshake, which has a bound of its own.
+        let watch =
+            crate::connection::Watch::new(self.timeouts, handshaken, &prefix, peer, close_mode);
+        let io = crate::connection::Watched::new(tls_stream, prefix, watch, handle.clone());
+        Box::pin(self.serve_io(io, handle, hello)).await;
     }
 
     async fn serve_io<I>(mut self, io: I, handle: ConnectionHandle, hello: Option<ClientHello>)

@@ -344,7 +344,7 @@ impl<S: ServeLoopService> Serve<S> {
         let judge_early = judge_early.then_some(&layer);
         // No header timeout in hyper: its timer also runs between kept-alive
         // requests. Each connection's stream keeps both timeouts instead.
-        let builder = Builder::new(TokioExecutor::new());
+        let builder = Arc::new(Builder::new(TokioExecutor::new()));
         let (stop_tx, stop_rx) = watch::channel(());
         // Every connection task holds a sender; all dropped means all done.
         let (done_tx, mut done_rx) = mpsc::channel::<Infallible>(1);
@@ -387,7 +387,7 @@ impl<S: ServeLoopService> Serve<S> {
                 continue;
             };
             let connection = Connection {
-                builder: builder.clone(),
+                builder: Arc::clone(&builder),
                 service: service.clone(),
                 peer,
                 http2_drop,
