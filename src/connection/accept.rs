@@ -13,9 +13,10 @@ use crate::DropReason;
 use crate::audit::{Close, DropEvent, Handling};
 
 /// A just-accepted socket, read without waiting and closed by a connection
-/// side that refuses it: the runtime's stream, or (in the serve loop on
-/// Linux) a bare socket not yet registered with the runtime, so that a drop
-/// at accept costs neither a registration nor its removal.
+/// side that refuses it: the runtime's stream, or (on Linux, in the serve
+/// loop and the layer's listener) a bare socket not yet registered with
+/// the runtime, so that a drop at accept costs neither a registration nor
+/// its removal.
 pub(crate) trait Accepted: Sized {
     /// Reads what has arrived, without waiting.
     #[cfg_attr(not(any(feature = "server", feature = "axum")), allow(dead_code))]

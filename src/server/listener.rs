@@ -132,9 +132,7 @@ impl AbortableListener {
     pub fn get_ref(&self) -> &TcpListener {
         &self.inner
     }
-}
 
-impl AbortableListener {
     /// What every accepted connection goes through before axum has it: the
     /// refusals at accept, then, if it is there, the first request. The
     /// socket and the bytes read, when it is kept.
