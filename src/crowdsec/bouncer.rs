@@ -190,6 +190,7 @@ impl BouncerBuilder {
             table: ArcSwap::from_pointee(Table::default()),
             generation: std::sync::atomic::AtomicU64::new(0),
             pulled: AtomicBool::new(false),
+            has_other: AtomicBool::new(false),
             first_pull: Notify::new(),
             before_first_pull: self.before_first_pull,
         });
@@ -340,13 +341,26 @@ struct Shared {
     /// Bumped at each table swapped in, for the kernel filter.
     generation: std::sync::atomic::AtomicU64,
     pulled: AtomicBool,
+    /// Whether the table holds a decision of another type than `ban`: most
+    /// hold bans only, and then the `crowdsec_other` rule costs one load
+    /// of this flag instead of taking a guard on the table.
+    has_other: AtomicBool,
     first_pull: Notify,
     before_first_pull: BeforeFirstPull,
 }
 
 impl Shared {
     fn store(&self, table: Table) {
+        // Raised before a table that needs it goes in, lowered after one
+        // that does not: a lookup never skips a table holding other types.
+        let has_other = table.has_other();
+        if has_other {
+            self.has_other.store(true, Ordering::Release);
+        }
         self.table.store(Arc::new(table));
+        if !has_other {
+            self.has_other.store(false, Ordering::Release);
+        }
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 }
@@ -470,12 +484,12 @@ impl Bouncer {
                 scenario: Arc::from("no decisions yet: the first pull has not answered"),
             });
         }
-        let table = self.shared.table.load();
-        // Most tables hold bans only: the other rule then costs a load.
-        if remedy == Remedy::Other && !table.has_other() {
+        if remedy == Remedy::Other && !self.shared.has_other.load(Ordering::Acquire) {
             return None;
         }
-        table
+        self.shared
+            .table
+            .load()
             .lookup(ip, Instant::now)
             .filter(|found| found.remedy == remedy)
     }
