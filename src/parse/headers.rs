@@ -1,8 +1,9 @@
-//! One pass over a request's headers, collecting the lines the rules read:
-//! `Host`, `User-Agent` and the real-IP header. A lookup by name hashes the
-//! name and probes the map each time; a request carries a handful of
-//! headers, and walking them once while comparing names costs less than
-//! three lookups.
+//! The lines the rules read from a request's headers: `Host`,
+//! `User-Agent` and the real-IP header. A lookup by name hashes the name
+//! and probes the map each time; walking the headers once while comparing
+//! names costs less than three lookups on a script's handful of headers,
+//! and more on a browser's sixteen or so, so the scan takes whichever is
+//! cheaper for the map at hand.
 
 use http::header::{HOST, USER_AGENT, ValueIter};
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -65,6 +66,12 @@ pub(crate) struct HeaderScan<'a> {
 }
 
 impl<'a> HeaderScan<'a> {
+    /// Up to this many names a walk costs less than the three lookups:
+    /// about 28 instructions a header walked against 120 a lookup, by
+    /// callgrind on a browser's sixteen headers (the walk 450, the lookups
+    /// 370).
+    const WALK_UP_TO: usize = 12;
+
     /// Scans `headers`, collecting `real_ip` too when it is given.
     pub(crate) fn new(headers: &'a HeaderMap, real_ip: Option<&'a HeaderName>) -> Self {
         let mut scan = Self {
@@ -74,6 +81,21 @@ impl<'a> HeaderScan<'a> {
             real_ip_name: real_ip,
             real_ip: Lines::default(),
         };
+        if headers.keys_len() > Self::WALK_UP_TO {
+            let lines = |name: &HeaderName| {
+                let mut all = headers.get_all(name).iter();
+                Lines {
+                    first: all.next(),
+                    more: all.next().is_some(),
+                }
+            };
+            scan.host = lines(&HOST);
+            scan.user_agent = lines(&USER_AGENT);
+            if let Some(name) = real_ip {
+                scan.real_ip = lines(name);
+            }
+            return scan;
+        }
         for (name, value) in headers {
             if name == HOST {
                 scan.host.push(value);
@@ -129,6 +151,23 @@ mod tests {
         assert_eq!(agents, ["a", "b"]);
         let ips: Vec<_> = scan.real_ips().collect();
         assert_eq!(ips, ["1.1.1.1", "2.2.2.2"]);
+        // Past the walk's limit the same lines come from lookups.
+        let mut many = headers.clone();
+        for i in 0..HeaderScan::WALK_UP_TO {
+            many.append(
+                HeaderName::try_from(format!("x-filler-{i}")).unwrap(),
+                HeaderValue::from_static("x"),
+            );
+        }
+        assert!(many.keys_len() > HeaderScan::WALK_UP_TO);
+        let looked_up = HeaderScan::new(&many, Some(&xff));
+        assert_eq!(looked_up.host.only().unwrap(), "example.com");
+        assert!(looked_up.user_agent.is_repeated() && !looked_up.host.is_repeated());
+        assert_eq!(looked_up.user_agents().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(
+            looked_up.real_ips().collect::<Vec<_>>(),
+            ["1.1.1.1", "2.2.2.2"]
+        );
         let without = HeaderScan::new(&headers, None);
         assert_eq!(without.real_ips().count(), 0);
         let empty = HeaderMap::new();
