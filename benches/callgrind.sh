@@ -6,19 +6,21 @@
 #
 #   bash benches/callgrind.sh [N]        # default N = 20000
 #
-# Prints instructions per allowed request through an axum app without the
-# crate, with the layer (wrapped around the Router, with and without the
-# ClientIp extension, and added with Router::layer), with tower_governor
-# alone in both placements, and per decision (the layer's judgement alone,
-# with the rate limiter). Needs valgrind (apt-get install valgrind); it
-# installs nothing.
+# Prints instructions per allowed request through an axum app (one route)
+# without the crate, with the layer (wrapped around the Router, with and
+# without the ClientIp extension, and added with Router::layer), with
+# tower_governor alone in both placements, the same for an app answering
+# from its fallback alone, and per decision (the layer's judgement alone,
+# with the rate limiter; also with a peer scope, a ban list and CrowdSec's
+# decisions). Needs valgrind (apt-get install valgrind); it installs
+# nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-20000}
 command -v valgrind >/dev/null || { echo "needs valgrind"; exit 1; }
 # The `instructions` profile (Cargo.toml): release with one codegen unit and
 # LTO, so the counts do not move with how the compiler splits the code.
-cargo build --profile instructions --quiet --features rustls --example callgrind
+cargo build --profile instructions --quiet --features rustls,crowdsec --example callgrind
 bin=${CARGO_TARGET_DIR:-target}/instructions/examples/callgrind
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
@@ -46,9 +48,14 @@ row around_bare "the same, client_ip_extension(false)"
 row with "the layer added with Router::layer (axum boxes each route)"
 row governor_around "tower_governor alone, wrapped around the Router"
 row governor "tower_governor alone, added with Router::layer"
+fallback=$(per_op without_fallback)
+around_fallback=$(per_op around_fallback)
+echo "| an app answering from its fallback alone, without the crate | $fallback | |"
+echo "| the same with the layer wrapped around it | $around_fallback | $((around_fallback - fallback)) |"
 echo
 echo "the layer's decision alone (rules and rate limiter): $(per_op decision) instructions;" \
-  "for a browser's request (16 headers): $(per_op decision_browser)"
+  "for a browser's request (16 headers): $(per_op decision_browser);" \
+  "with a peer scope, 10,000 bans and 100,000 CrowdSec decisions: $(per_op decision_every_rule)"
 hello=$(per_op client_hello)
 server_hello=$(per_op rustls_server_hello)
 echo

@@ -8,18 +8,19 @@
 //! with `without_crowdsec_v4` or `_v6` from the same run. It also prints
 //! the heap the decisions hold, counted by its own allocator.
 
-use std::fmt::Write as _;
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::Request;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower_no_response::crowdsec::Bouncer;
 use tower_no_response::{NoResponseLayer, NoResponseLayerBuilder};
 
-const DECISIONS: usize = 100_000;
+#[path = "support/crowdsec_stream.rs"]
+mod crowdsec_stream;
+
+use crowdsec_stream::{DECISIONS, stand_in_lapi, stream};
 
 /// Counts the bytes the process holds, to tell what the decisions keep
 /// once the pull's own buffers are freed.
@@ -56,98 +57,6 @@ fn example_rules() -> NoResponseLayerBuilder {
         .trusted_proxies(["127.0.0.0/8", "::1/128"])
         .deny_user_agents(["masscan", "zgrab"])
         .drop_empty_user_agent(true)
-}
-
-/// A decision stream answer with `DECISIONS` decisions, spread with a
-/// fixed generator so every run holds the same table; with an address
-/// banned on its own and one inside a banned range.
-fn stream() -> (String, String, String) {
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    let mut out = String::from(r#"{"deleted":null,"new":["#);
-    let (mut lone, mut member) = (String::new(), String::new());
-    for id in 0..DECISIONS {
-        let r = next();
-        let (scope, value) = match id % 4 {
-            0 => (
-                "Ip",
-                format!(
-                    "{}.{}.{}.{}",
-                    11 + (r % 200) as u8,
-                    (r >> 8) as u8,
-                    (r >> 16) as u8,
-                    (r >> 24) as u8
-                ),
-            ),
-            1 => (
-                "Ip",
-                format!(
-                    "2001:db8:{:x}:{:x}::{:x}",
-                    (r >> 16) as u16,
-                    (r >> 32) as u16,
-                    r as u16
-                ),
-            ),
-            2 => (
-                "Range",
-                format!(
-                    "{}.{}.{}.0/24",
-                    11 + (r % 200) as u8,
-                    (r >> 8) as u8,
-                    (r >> 16) as u8
-                ),
-            ),
-            _ => (
-                "Range",
-                format!("2001:db8:{:x}::/{}", (r >> 16) as u16, 48 + (r % 16)),
-            ),
-        };
-        if id == 0 {
-            lone.clone_from(&value);
-        }
-        if id == 2 {
-            member = value.replace(".0/24", ".77");
-        }
-        if id > 0 {
-            out.push(',');
-        }
-        let _ = write!(
-            out,
-            r#"{{"duration":"4h","id":{id},"origin":"crowdsec","scenario":"crowdsecurity/http-probing","scope":"{scope}","type":"ban","value":"{value}"}}"#
-        );
-    }
-    out.push_str("]}");
-    (out, lone, member)
-}
-
-/// Answers the first pull with `body` and every later one with no change.
-async fn stand_in_lapi(body: String) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (mut stream, _) = listener.accept().await.unwrap();
-            let mut head = vec![0u8; 4096];
-            let n = stream.read(&mut head).await.unwrap_or(0);
-            let startup = String::from_utf8_lossy(&head[..n]).contains("startup=true");
-            let answer = if startup {
-                body.as_str()
-            } else {
-                r#"{"deleted":null,"new":null}"#
-            };
-            let response = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
-                answer.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
-        }
-    });
-    addr
 }
 
 fn req(xff: &str) -> Request<()> {

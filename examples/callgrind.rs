@@ -11,8 +11,13 @@
 //!   demo's rule set and the rate limiter;
 //! - `decision_browser`: the same for what a browser sends (sixteen
 //!   headers, a 111-byte User-Agent);
-//! - `with`: an allowed request through an axum app with the layer added by
-//!   `Router::layer`, which axum applies to each route (boxing it);
+//! - `decision_every_rule` (feature `crowdsec`): `decision` with the
+//!   rules that judge identities against big tables added: a peer scope
+//!   (`only_from_peers`), a ban list holding 10,000 bans, and 100,000
+//!   CrowdSec decisions served by a stand-in LAPI on loopback;
+//! - `with`: an allowed request through an axum app (one route, the
+//!   request's path) with the layer added by `Router::layer`, which axum
+//!   applies to each route (boxing it);
 //! - `around`: the same, with the layer wrapped around the whole `Router`
 //!   as a tower layer, its responses turned into axum's as `axum::serve`
 //!   requires (`Body::from`, which unwraps an allowed body);
@@ -22,7 +27,12 @@
 //!   `Router::layer`, keyed by the leftmost `X-Forwarded-For`), the peer
 //!   users pick for rate limiting;
 //! - `governor_around`: tower_governor wrapped around the whole `Router`;
-//! - `without`: the same app without either.
+//! - `without`: the same app without either;
+//! - `around_fallback`, `without_fallback`: `around` and `without` with an
+//!   app that answers from its fallback alone, as the harness's app was in
+//!   earlier rounds. Its requests end with three extensions, the most the
+//!   request's first table holds, so a fourth (`ClientIp`) pays for the
+//!   table's growth; a routed app's requests outgrow it on their own.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -194,7 +204,7 @@ fn main() -> ExitCode {
     let (Some(mode), Some(n)) = (args.next(), args.next().and_then(|n| n.parse::<u64>().ok()))
     else {
         eprintln!(
-            "usage: callgrind decision|decision_browser|with|around|around_bare|governor|governor_around|without|client_hello|rustls_server_hello N"
+            "usage: callgrind decision|decision_browser|decision_every_rule|with|around|around_bare|around_fallback|governor|governor_around|without|without_fallback|client_hello|rustls_server_hello N"
         );
         return ExitCode::from(2);
     };
@@ -202,7 +212,8 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("a runtime");
-    let app = || Router::new().fallback(|| async { "ok" });
+    let app = || Router::new().route("/index.html", axum::routing::get(|| async { "ok" }));
+    let fallback_app = || Router::new().fallback(|| async { "ok" });
     match mode.as_str() {
         "decision" | "decision_browser" => {
             let layer = layer();
@@ -211,6 +222,14 @@ fn main() -> ExitCode {
             } else {
                 browser_request()
             };
+            let _entered = runtime.enter();
+            let _warm_up = layer.judge_and_spend(&request, Some(PEER));
+            measure_decisions(&layer, &request, n);
+        }
+        #[cfg(feature = "crowdsec")]
+        "decision_every_rule" => {
+            let (layer, _bouncer) = every_rule::layer(&runtime);
+            let request = request();
             let _entered = runtime.enter();
             let _warm_up = layer.judge_and_spend(&request, Some(PEER));
             measure_decisions(&layer, &request, n);
@@ -252,6 +271,16 @@ fn main() -> ExitCode {
             } else {
                 tls::measure_rustls_server_hellos(&hello, &config, n);
             }
+        }
+        "around_fallback" => {
+            let mut app = wrapped(layer(), fallback_app());
+            runtime.block_on(serve_n(&mut app, WARM_UP));
+            measure_requests(&runtime, &mut app, n);
+        }
+        "without_fallback" => {
+            let mut app = fallback_app();
+            runtime.block_on(serve_n(&mut app, WARM_UP));
+            measure_requests(&runtime, &mut app, n);
         }
         "without" => {
             let mut app = app();
@@ -326,5 +355,55 @@ mod tls {
             }
             std::hint::black_box(&out);
         }
+    }
+}
+
+#[cfg(feature = "crowdsec")]
+#[path = "../benches/support/crowdsec_stream.rs"]
+mod crowdsec_stream;
+
+/// The demo's rules with every rule that judges an identity against a big
+/// table: a peer scope, a ban list and CrowdSec's decisions, each holding
+/// what a busy site's would, none of them matching the measured client.
+#[cfg(feature = "crowdsec")]
+mod every_rule {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::time::Duration;
+
+    use tower_no_response::NoResponseLayer;
+    use tower_no_response::ban::{BanList, BanPolicy};
+    use tower_no_response::crowdsec::Bouncer;
+
+    use super::crowdsec_stream;
+
+    /// Bans in the ban list, spread over 10.0.0.0/8.
+    const BANS: u32 = 10_000;
+
+    /// The layer, and the bouncer that keeps its decisions.
+    pub fn layer(runtime: &tokio::runtime::Runtime) -> (NoResponseLayer, Bouncer) {
+        let bouncer = runtime.block_on(async {
+            let (body, _, _) = crowdsec_stream::stream();
+            let lapi = crowdsec_stream::stand_in_lapi(body).await;
+            let bouncer = Bouncer::builder(format!("http://{lapi}/"), "callgrind")
+                .pull_every(Duration::from_secs(3600))
+                .start()
+                .expect("the bouncer starts");
+            bouncer.first_pull().await;
+            bouncer
+        });
+        assert_eq!(bouncer.decisions(), crowdsec_stream::DECISIONS);
+        let bans = BanList::new(BanPolicy::new(5, Duration::from_secs(60), Duration::MAX));
+        for i in 0..BANS {
+            let ip = Ipv4Addr::from(0x0a00_0000 | (i * 997));
+            bans.ban(IpAddr::V4(ip), Duration::from_secs(3600));
+        }
+        assert_eq!(bans.len() as u32, BANS);
+        let layer = super::rules()
+            .only_from_peers(["127.0.0.0/8", "::1/128", "10.0.0.0/8"])
+            .ban_list(bans)
+            .crowdsec(&bouncer)
+            .build()
+            .expect("the rules build");
+        (layer, bouncer)
     }
 }
