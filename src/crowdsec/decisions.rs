@@ -87,6 +87,9 @@ impl Target {
 
 /// An address as one number, IPv4 in its IPv6-mapped form, so both
 /// spellings of a client are the same key.
+/// The IPv4-mapped block, `::ffff:0:0/96`, where IPv4 addresses are keyed.
+const MAPPED: std::ops::RangeInclusive<u128> = 0xffff_0000_0000..=0xffff_ffff_ffff;
+
 fn key(ip: IpAddr) -> u128 {
     match ip.to_canonical() {
         IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
@@ -108,6 +111,11 @@ pub(crate) struct Table {
     /// Each range's first address, for the search: dense, so a search
     /// touches few cache lines.
     starts: Vec<u128>,
+    /// The same for the ranges that start inside the IPv4-mapped block,
+    /// as 32 bits, beginning at `starts[v4_from]`: an IPv4 client, most
+    /// clients, searches a quarter of the bytes with cheaper compares.
+    v4_starts: Vec<u32>,
+    v4_from: usize,
     /// Sorted by `first`, never overlapping.
     ranges: Vec<Interval>,
     len: usize,
@@ -186,9 +194,18 @@ impl Table {
         let ranges = flatten(ranges);
         kernel.sort_by_key(|(_, until)| std::cmp::Reverse(*until));
         kernel.truncate(KERNEL_MAX);
+        let starts: Vec<u128> = ranges.iter().map(|r| r.first).collect();
+        let v4_from = starts.partition_point(|&first| first < *MAPPED.start());
+        let v4_starts = starts[v4_from..]
+            .iter()
+            .take_while(|&&first| MAPPED.contains(&first))
+            .map(|&first| first as u32)
+            .collect();
         Self {
             exact,
-            starts: ranges.iter().map(|r| r.first).collect(),
+            starts,
+            v4_starts,
+            v4_from,
             ranges,
             len,
             has_other,
@@ -219,7 +236,14 @@ impl Table {
     pub(crate) fn lookup(&self, ip: IpAddr, now: impl FnOnce() -> Instant) -> Option<Found> {
         let ip = key(ip);
         let exact = self.exact.get(&ip);
-        let at = self.starts.partition_point(|&first| first <= ip);
+        // Every start before the mapped block is below a mapped address and
+        // every one after it above, so within the block the search is the
+        // same on the low 32 bits.
+        let at = if MAPPED.contains(&ip) {
+            self.v4_from + self.v4_starts.partition_point(|&first| first <= ip as u32)
+        } else {
+            self.starts.partition_point(|&first| first <= ip)
+        };
         let range = at
             .checked_sub(1)
             .map(|i| &self.ranges[i])
@@ -503,6 +527,66 @@ mod tests {
                 .lookup(ip("192.0.2.1"), || now + Duration::from_millis(11))
                 .is_none()
         );
+    }
+
+    #[test]
+    fn ipv4_clients_find_what_a_search_of_every_range_finds() {
+        // Ranges below, across, inside and above the IPv4-mapped block; the
+        // one across it is what an address before the first IPv4 range
+        // falls in.
+        let table = Table::build(
+            &[
+                decision(range("::/97"), Remedy::Ban, 60, "below"),
+                decision(range("::fffe:0:0/95"), Remedy::Ban, 60, "across"),
+                decision(range("10.0.0.0/8"), Remedy::Ban, 120, "ten"),
+                decision(range("192.0.2.0/24"), Remedy::Ban, 60, "doc"),
+                decision(range("255.255.255.0/24"), Remedy::Ban, 60, "top"),
+                decision(range("::1:0:0:0/96"), Remedy::Ban, 60, "above"),
+                decision(range("2001:db8::/32"), Remedy::Ban, 60, "v6"),
+            ],
+            Instant::now(),
+        );
+        assert!(!table.v4_starts.is_empty());
+        let now = Instant::now();
+        let every_range = |ip: IpAddr| {
+            let k = key(ip);
+            table
+                .ranges
+                .iter()
+                .find(|r| r.first <= k && k <= r.last)
+                .map(|r| r.entry.scenario.to_string())
+        };
+        for s in [
+            "0.0.0.0",
+            "0.255.255.255",
+            "1.0.0.0",
+            "9.255.255.255",
+            "10.0.0.0",
+            "10.255.255.255",
+            "11.0.0.0",
+            "192.0.2.0",
+            "192.0.2.255",
+            "192.0.3.0",
+            "255.255.254.255",
+            "255.255.255.255",
+            "::ffff:10.1.2.3",
+            "::fffe:1:2",
+            "::1:0:0:1",
+            "::1",
+            "2001:db8::1",
+            "2001:db9::1",
+        ] {
+            let found = table.lookup(ip(s), || now).map(|f| f.scenario.to_string());
+            assert_eq!(found, every_range(ip(s)), "{s}");
+        }
+        for (s, scenario) in [
+            ("0.0.0.5", "across"),
+            ("10.1.2.3", "ten"),
+            ("11.0.0.1", "across"),
+        ] {
+            let found = table.lookup(ip(s), || now).map(|f| f.scenario.to_string());
+            assert_eq!(found.as_deref(), Some(scenario), "{s}");
+        }
     }
 
     #[test]
