@@ -80,6 +80,8 @@ impl NoResponseLayer {
             registry: Arc::clone(self.connections()),
             layer: self.clone(),
             judge_early,
+            #[cfg(target_os = "linux")]
+            backlog: None,
         };
         listener.tap_io(accepted as fn(&mut AbortableStream))
     }
@@ -116,6 +118,11 @@ pub struct AbortableListener {
     /// the rules a first request is judged by.
     layer: NoResponseLayer,
     judge_early: bool,
+    /// The socket's backlog, read bare beside `inner`; made at the first
+    /// accept, inside the runtime. `None` where it cannot be made, and the
+    /// runtime's accept serves alone.
+    #[cfg(target_os = "linux")]
+    backlog: Option<Option<super::backlog::Backlog>>,
 }
 
 impl AbortableListener {
@@ -158,19 +165,22 @@ impl Listener for AbortableListener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let (stream, addr, prefix) = loop {
-            // Connections waiting in the backlog (under load, most of them)
-            // are taken bare and judged before the runtime registers them:
-            // a drop then costs no registration and no removal. The
-            // runtime's accept is for waiting on an empty backlog.
+            // Every connection is taken bare and judged before the runtime
+            // registers it: a drop then costs no registration and no
+            // removal, whether the backlog was full or empty. The wait is
+            // on the listener's readiness, which spends the task's budget
+            // on each accept, so a flood of drops still yields.
             #[cfg(target_os = "linux")]
             if self.judge_early {
-                // Each accept spends the task's budget, as the runtime's
-                // own accept does, so a flood of drops still yields.
-                tokio::task::coop::consume_budget().await;
-                // On an empty backlog, or any error, the runtime's accept
-                // takes over: it waits, or meets the error and handles it
-                // as axum's does.
-                if let Ok((socket, addr)) = crate::connection::accept_bare(&self.inner) {
+                let backlog = self
+                    .backlog
+                    .get_or_insert_with(|| super::backlog::Backlog::beside(&self.inner).ok());
+                // On any error the runtime's accept takes over, and meets
+                // and handles it as axum's does.
+                if let Some(Ok((socket, addr))) = match backlog {
+                    Some(backlog) => Some(backlog.accept().await),
+                    None => None,
+                } {
                     let kept = self.judge(socket, addr).and_then(|(socket, read)| {
                         Some((tokio::net::TcpStream::from_std(socket).ok()?, read))
                     });

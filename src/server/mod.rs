@@ -241,6 +241,8 @@
 
 #[cfg(any(feature = "server", feature = "axum", feature = "tonic"))]
 mod accept;
+#[cfg(all(target_os = "linux", any(feature = "server", feature = "axum")))]
+mod backlog;
 #[cfg(any(feature = "server", feature = "axum"))]
 mod early;
 #[cfg(feature = "tonic")]

@@ -5,17 +5,8 @@
 //! there is closed without ever being added to the reactor or removed from
 //! it, which is most of what a drop would otherwise cost beyond nginx's
 //! accept, read and close. A connection that is kept is registered then, as
-//! the runtime's own accept would have done.
-//!
-//! # Why `unsafe`
-//!
-//! The listener's readiness comes from the runtime through `AsyncFd`,
-//! whose constructor is `unsafe`: the runtime must be able to trust that
-//! the descriptor stays open, and stays the same, while it is registered.
-//! It does: the `AsyncFd` owns the `std::net::TcpListener`, whose
-//! descriptor closes only when the listener is dropped, after the
-//! registration is gone, and whose `as_raw_fd` never changes.
-#![allow(unsafe_code)]
+//! the runtime's own accept would have done. The accept itself is shared
+//! with the layer's listener, in `server::backlog`.
 
 use std::io;
 use std::net::SocketAddr;
@@ -31,38 +22,17 @@ pub(super) type Socket = TcpStream;
 
 /// The loop's listener: readiness from the runtime, accepts of its own.
 #[cfg(target_os = "linux")]
-pub(super) struct BareListener(tokio::io::unix::AsyncFd<std::net::TcpListener>);
+pub(super) struct BareListener(crate::server::backlog::Backlog);
 
 #[cfg(target_os = "linux")]
 impl BareListener {
     pub(super) fn new(listener: tokio::net::TcpListener) -> io::Result<Self> {
-        use tokio::io::{Interest, unix::AsyncFd};
         // `into_std` leaves the listener non-blocking.
-        let listener = listener.into_std()?;
-        // SAFETY: the `AsyncFd` takes the listener, and with it the one
-        // descriptor it reports, open until the `AsyncFd` drops it (see
-        // the module's docs).
-        let fd = unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) };
-        fd.map(Self).map_err(|e| e.into_parts().1)
+        crate::server::backlog::Backlog::new(listener.into_std()?).map(Self)
     }
 
     async fn try_accept(&self) -> io::Result<(Socket, SocketAddr)> {
-        std::future::poll_fn(|cx| {
-            loop {
-                // `poll_read_ready` spends the task's budget, as the
-                // runtime's own accept does: under a flood of connections
-                // dropped at accept the loop still yields, and every other
-                // task on its thread runs. (`readable()` spends none.)
-                let mut ready = std::task::ready!(self.0.poll_read_ready(cx))?;
-                // A would-block clears the readiness, and the loop waits again.
-                if let Ok(accepted) =
-                    ready.try_io(|listener| crate::connection::accept_bare(listener.get_ref()))
-                {
-                    return std::task::Poll::Ready(accepted);
-                }
-            }
-        })
-        .await
+        self.0.accept().await
     }
 }
 
