@@ -287,3 +287,53 @@ async fn rate_limit_admits_the_burst_then_drops() {
     assert_eq!((passed, dropped), (21, 19));
     assert_eq!(app.hits(), 21);
 }
+
+/// What a browser sends behind a proxy: more header names than the rules
+/// walk, so they look their three headers up instead. Judged the same as a
+/// script's few headers, for the innocent and the attacker alike.
+#[tokio::test]
+async fn a_browsers_many_headers_are_judged_like_a_scripts_few() {
+    const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
+                          (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+    let browser = |host: &str, agent: &str, client: &str, more: &[(&'static str, &'static str)]| {
+        let mut extra = vec![
+            (
+                "Sec-Ch-Ua",
+                "\"Chromium\";v=\"131\", \"Not_A Brand\";v=\"24\"",
+            ),
+            ("Sec-Ch-Ua-Mobile", "?0"),
+            ("Sec-Ch-Ua-Platform", "\"Windows\""),
+            ("Upgrade-Insecure-Requests", "1"),
+            ("Accept", "text/html,application/xhtml+xml,*/*;q=0.8"),
+            ("Sec-Fetch-Site", "none"),
+            ("Sec-Fetch-Mode", "navigate"),
+            ("Sec-Fetch-User", "?1"),
+            ("Sec-Fetch-Dest", "document"),
+            ("Accept-Encoding", "gzip, deflate, br, zstd"),
+            ("Accept-Language", "en-US,en;q=0.9"),
+            ("Cookie", "session=0123456789abcdef"),
+        ];
+        extra.extend_from_slice(more);
+        let mut with_client = extra.clone();
+        with_client.push(("X-Forwarded-For", client));
+        request("GET", "/", Some(host), Some(agent), &with_client)
+    };
+    let app = spawn_app(seed_rules().build().unwrap()).await;
+    // The innocent: a browser behind the trusted proxy, by either name.
+    for host in ["example.com", "WWW.example.com"] {
+        exchange(app.addr, &browser(host, CHROME, "192.0.2.1", &[]))
+            .await
+            .assert_ok();
+    }
+    assert_eq!(app.hits(), 2);
+    // The same many headers carrying what each rule drops.
+    for attack in [
+        browser("evil.com", CHROME, "192.0.2.1", &[]),
+        browser("example.com", "masscan/1.3", "192.0.2.1", &[]),
+        browser("example.com", CHROME, "203.0.113.7", &[]),
+        browser("example.com", CHROME, "192.0.2.1", &[("Host", "evil.com")]),
+    ] {
+        exchange(app.addr, &attack).await.assert_dropped(Close::Fin);
+    }
+    assert_eq!(app.hits(), 2);
+}
