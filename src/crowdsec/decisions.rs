@@ -85,11 +85,11 @@ impl Target {
     }
 }
 
-/// An address as one number, IPv4 in its IPv6-mapped form, so both
-/// spellings of a client are the same key.
 /// The IPv4-mapped block, `::ffff:0:0/96`, where IPv4 addresses are keyed.
 const MAPPED: std::ops::RangeInclusive<u128> = 0xffff_0000_0000..=0xffff_ffff_ffff;
 
+/// An address as one number, IPv4 in its IPv6-mapped form, so both
+/// spellings of a client are the same key.
 fn key(ip: IpAddr) -> u128 {
     match ip.to_canonical() {
         IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
