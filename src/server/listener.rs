@@ -175,12 +175,13 @@ impl Listener for AbortableListener {
                 let backlog = self
                     .backlog
                     .get_or_insert_with(|| super::backlog::Backlog::beside(&self.inner).ok());
+                let accepted = match backlog {
+                    Some(backlog) => backlog.accept().await.ok(),
+                    None => None,
+                };
                 // On any error the runtime's accept takes over, and meets
                 // and handles it as axum's does.
-                if let Some(Ok((socket, addr))) = match backlog {
-                    Some(backlog) => Some(backlog.accept().await),
-                    None => None,
-                } {
+                if let Some((socket, addr)) = accepted {
                     let kept = self.judge(socket, addr).and_then(|(socket, read)| {
                         Some((tokio::net::TcpStream::from_std(socket).ok()?, read))
                     });
