@@ -90,7 +90,7 @@ impl From<NoResponseBody<axum::body::Body>> for axum::body::Body {
     fn from(body: NoResponseBody<axum::body::Body>) -> Self {
         match body.kind {
             Kind::Inner { body } => body,
-            kind => Self::new(NoResponseBody { kind }),
+            kind => Self::new(NoResponseBody::of(kind)),
         }
     }
 }

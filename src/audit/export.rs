@@ -9,6 +9,8 @@
 /// - `tower_no_response_allowed_total`, a counter;
 /// - `tower_no_response_connection_drops_total{rule}`, a counter of the
 ///   drops by the connection-level reasons;
+/// - `tower_no_response_send_timeouts_total`, a counter of connections
+///   closed because the client read nothing for the send timeout;
 /// - `tower_no_response_bans_total{source}`, a counter of bans begun;
 /// - `tower_no_response_rate_limit_store_up{part}`, a gauge.
 ///
@@ -28,6 +30,7 @@ mod published {
     pub(crate) const ALLOWED: &str = "tower_no_response_allowed_total";
     pub(crate) const CONNECTION_DROPS: &str = "tower_no_response_connection_drops_total";
     pub(crate) const BANS: &str = "tower_no_response_bans_total";
+    pub(crate) const SEND_TIMEOUTS: &str = "tower_no_response_send_timeouts_total";
     pub(crate) const STORE_UP: &str = "tower_no_response_rate_limit_store_up";
 
     /// Gives each name its help text and unit, once per recorder that asks.
@@ -44,6 +47,10 @@ mod published {
                 "Connections the connection side dropped itself, by reason: refused at accept, a request head or body that stalled, a banned client"
             );
             metrics::describe_counter!(BANS, "Clients banned, by where the ban came from");
+            metrics::describe_counter!(
+                SEND_TIMEOUTS,
+                "Connections closed because the client accepted no byte of a response for the send timeout"
+            );
             metrics::describe_gauge!(
                 STORE_UP,
                 "Whether the shared rate-limit store answers (1) or its circuit is open (0), by part"
@@ -54,6 +61,11 @@ mod published {
     pub(crate) fn connection_drop(rule: &'static str) {
         describe();
         metrics::counter!(CONNECTION_DROPS, "rule" => rule).increment(1);
+    }
+
+    pub(crate) fn send_timeout() {
+        describe();
+        metrics::counter!(SEND_TIMEOUTS).increment(1);
     }
 
     pub(crate) fn ban_begun(source: &'static str) {
@@ -98,7 +110,9 @@ mod published {
 }
 
 #[cfg(feature = "metrics")]
-pub(crate) use published::{AllowedHandle, RuleHandles, ban_begun, connection_drop, store_up};
+pub(crate) use published::{
+    AllowedHandle, RuleHandles, ban_begun, connection_drop, send_timeout, store_up,
+};
 
 #[cfg(not(feature = "metrics"))]
 mod unpublished {
@@ -120,10 +134,14 @@ mod unpublished {
 
     pub(crate) fn connection_drop(_: &'static str) {}
 
+    pub(crate) fn send_timeout() {}
+
     pub(crate) fn ban_begun(_: &'static str) {}
 
     pub(crate) fn store_up(_: Option<&str>, _: bool) {}
 }
 
 #[cfg(not(feature = "metrics"))]
-pub(crate) use unpublished::{AllowedHandle, RuleHandles, ban_begun, connection_drop, store_up};
+pub(crate) use unpublished::{
+    AllowedHandle, RuleHandles, ban_begun, connection_drop, send_timeout, store_up,
+};

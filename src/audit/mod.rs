@@ -391,6 +391,20 @@ impl<'a> RequestView<'a> {
     }
 }
 
+/// A connection closed because its client accepted no byte of a response
+/// for the send timeout: logged and counted under its own name, and
+/// neither a 444 nor a strike, since a client that lost its signal is
+/// innocent.
+pub(crate) fn send_timed_out(peer: SocketAddr) {
+    export::send_timeout();
+    tracing::info!(
+        target: "tower_no_response",
+        peer_addr = %peer,
+        reason = "send_timeout",
+        "connection closed: the client accepted no byte of a response for the send timeout"
+    );
+}
+
 impl DropEvent<'_> {
     /// Emits the 444 event, and hands the access log its line.
     pub(crate) fn emit(&self) {

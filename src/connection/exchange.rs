@@ -1,40 +1,69 @@
-//! Where an HTTP/1 connection stands, read off the bytes it carries: which
-//! request head is incomplete, which body is on its way, which response is
-//! being written. The connection's timers hang on it, so that each runs only
-//! while the server waits for the client, as nginx's do:
+//! Where an HTTP/1 connection stands, for its timers: whether the server
+//! waits for a request head, for nothing (an idle keep-alive), or for
+//! itself (a handler, a body, a response being written). The connection's
+//! timers hang on it, so that each runs only while the server waits for the
+//! client, as nginx's do:
 //!
 //! - the header timeout, while a request head is incomplete: from accept
-//!   for the first, from the first byte of each later one (or from the end
-//!   of the previous response, if that is later, since a server that is
-//!   still answering does not read);
+//!   for the first, from the first byte of each later one, or from the end
+//!   of the previous response if that is later, since a server that is
+//!   still answering does not read;
 //! - the keep-alive timeout, while the connection is idle between a
 //!   response and the first byte of the next request.
 //!
-//! Neither runs during a handler, a request body, a response or an upgraded
-//! connection. HTTP/2, known by its preface, is left alone.
+//! # One source of truth
 //!
-//! Framing follows RFC 9112 §6: `Transfer-Encoding: chunked`, then
-//! `Content-Length`, for both sides; a response to `HEAD`, a `1xx`, `204` or
-//! `304` has no body, and a response with neither header runs to the close.
-//! Anything this reading cannot follow (a head it cannot parse, too many
-//! pipelined requests) turns it to a plain inactivity timer at the
-//! keep-alive timeout, never to a drop.
+//! What hyper decides is taken from what hyper does, never re-derived:
+//!
+//! - a request reaching the service means hyper parsed its head
+//!   ([`Exchanges::begin`], called by the layer or by the serve loop's
+//!   adapter); the exchange lasts until its response body is dropped,
+//!   which hyper does once it has written it;
+//! - a tunnel exists only where hyper made one: a `101`, or a `2xx` to a
+//!   request whose method is exactly `CONNECT` ([`InFlight::answered`]),
+//!   or the stream being read from another task than the one that serves
+//!   the connection, which happens once hyper hands an upgraded
+//!   connection to its handler;
+//! - bytes the server writes while no exchange the service saw is open
+//!   answer a head that was complete (an outer middleware answered before
+//!   the layer, or hyper refused the head itself).
+//!
+//! One thing is read off the bytes the client sends, since nothing in
+//! hyper's API tells it: where each request head begins and ends, so that
+//! a head that has begun is timed. [`Requests`] follows the client's bytes
+//! with hyper's own rules and limits: empty lines before a head are skipped
+//! as httparse skips them; a head ends at its first empty line, which is
+//! where httparse completes a valid head; the body is framed as hyper's
+//! server frames it (the last `Transfer-Encoding` line decides chunked,
+//! which makes any `Content-Length` void; otherwise every `Content-Length`
+//! line must be the same run of digits; a request with neither has no
+//! body), and a chunked body is walked with the grammar of hyper's decoder.
+//! Every request hyper refuses (a head it cannot parse, a framing it calls
+//! invalid, a head over its 408 KiB buffer or with more than 100 headers)
+//! is one hyper answers with an error and closes the connection after, so
+//! the two readings can only part on input that ends the connection. Even
+//! then the reading fails closed: what it cannot follow keeps the header
+//! bound, and runs out as an orderly close rather than a drop.
+//!
+//! HTTP/2 is told by all 24 bytes of its preface, as hyper tells it; until
+//! they are in, the bytes are a request head in progress.
 
-use std::mem::MaybeUninit;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use http::StatusCode;
 use tokio::time::Instant;
 
-/// A head longer than this is not followed: hyper refuses most such heads
-/// itself, and the rest fall back to the inactivity timer.
-const MAX_HEAD: usize = 64 * 1024;
+/// hyper's largest read buffer for a request head (`max_buf_size`'s
+/// default): a head that does not fit is refused with a `431`.
+pub(crate) const MAX_HEAD: usize = 8192 + 4096 * 100;
 
-/// Headers read from one head; hyper takes 100 by default.
-const MAX_HEADERS: usize = 128;
+/// hyper's most headers in one request head (`max_headers`' default).
+const MAX_HEADERS: usize = 100;
 
-/// Requests read ahead of their responses that are followed; more
-/// pipelined at once fall back to the inactivity timer.
-const MAX_OUTSTANDING: u32 = 64;
+/// The HTTP/2 connection preface.
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// What ran out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +76,11 @@ pub(crate) enum Expiry {
     Unused,
     /// Nothing happened on an idle connection: an orderly close.
     Idle,
+    /// Bytes the reading could not follow, not answered within the header
+    /// timeout: an orderly close, since only hyper knows what they were.
+    Unfollowed,
+    /// A response the client accepted no byte of for the send timeout.
+    Send,
 }
 
 /// The timeouts that apply; `None` never runs out.
@@ -54,506 +88,501 @@ pub(crate) enum Expiry {
 pub(crate) struct Timeouts {
     pub(crate) header: Option<Duration>,
     pub(crate) keepalive: Option<Duration>,
+    pub(crate) send: Option<Duration>,
 }
 
-/// One HTTP/1 connection's exchanges, as far as its timers need them.
-#[derive(Debug)]
+impl Timeouts {
+    /// The shortest timeout set: no deadline that appears later can fall
+    /// before a timer armed this far ahead.
+    fn period(self) -> Option<Duration> {
+        [self.header, self.keepalive, self.send]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+}
+
+/// The exchanges hyper runs on one connection, as the service side sees
+/// them: shared by the connection's stream and whoever sees its requests
+/// (the layer under `axum::serve`, the serve loop's adapter).
+#[derive(Debug, Default)]
 pub(crate) struct Exchanges {
-    timeouts: Timeouts,
-    state: State,
-    /// The bytes the client sends.
-    requests: Side,
-    /// The bytes the server writes.
-    responses: Side,
-    /// Requests whose head was read and whose final response is not
-    /// complete yet, oldest first in the low bits of the masks below.
-    outstanding: u32,
-    /// Which outstanding requests are `HEAD`, whose responses have no body.
-    head_method: u64,
-    /// Which outstanding requests are `CONNECT`, whose `2xx` opens a tunnel.
-    connect_method: u64,
-    /// When the request head being read began: at accept for the first
-    /// request, else at its first byte; `None` before that byte.
-    head_began: Option<Instant>,
-    /// When the last final response was complete (or the connection began).
-    answered_at: Instant,
-    /// The last byte read or written, for the fallback inactivity timer.
-    active_at: Instant,
-    /// How much of the HTTP/2 preface the first bytes matched.
-    preface: Option<u8>,
-    /// Whether a request ever began on the connection.
-    requested: bool,
+    begun: AtomicU64,
+    ended: AtomicU64,
+    tunnel: AtomicBool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    /// Each head and body is followed.
-    Following,
-    /// HTTP/2, an upgraded connection or a tunnel: the bytes are not
-    /// HTTP/1 any more, and no timer applies.
-    Opaque,
-    /// The reading lost track: only the inactivity timer applies.
-    Lost,
+impl Exchanges {
+    /// A request hyper parsed and handed to the service; it is in flight
+    /// until the guard is dropped with its response.
+    pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
+        self.begun.fetch_add(1, Ordering::AcqRel);
+        InFlight(Arc::clone(self))
+    }
 }
 
-/// One direction's position.
+/// One exchange in flight; dropped when hyper is done with its response.
 #[derive(Debug)]
-enum Side {
-    /// In a head (or before one): how the bytes so far end, and the head's
-    /// bytes when it spans more than one read or write.
-    Head {
-        ends: u8,
-        began: bool,
-        buf: Vec<u8>,
-    },
-    Body(Framing),
-    /// A response delimited by the close: nothing follows it.
-    UntilClose,
-}
+pub(crate) struct InFlight(Arc<Exchanges>);
 
-impl Side {
-    fn new_head(buf: Vec<u8>) -> Self {
-        Side::Head {
-            ends: 0,
-            began: false,
-            buf,
+impl InFlight {
+    /// Records the response to a request: a `101`, or a `2xx` to a
+    /// request whose method is exactly `CONNECT`, is where hyper stops
+    /// reading HTTP/1.
+    pub(crate) fn answered(&self, connect: bool, status: StatusCode) {
+        if status == StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success()) {
+            self.0.tunnel.store(true, Ordering::Release);
         }
     }
 }
 
-/// How a body ends.
-#[derive(Debug, Clone, Copy)]
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.ended.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// What the connection is, as far as its timers go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// The first bytes, as many as have come, are the HTTP/2 preface's.
+    Preface(u8),
+    Http1,
+    Http2,
+    /// Upgraded or tunnelled: not HTTP any more, and no timer applies.
+    Opaque,
+}
+
+/// One connection's timers: what they hang on, and when the next runs out.
+#[derive(Debug)]
+pub(crate) struct Clock {
+    timeouts: Timeouts,
+    exchanges: Arc<Exchanges>,
+    requests: Requests,
+    protocol: Protocol,
+    /// The exchange counts as last read from `exchanges`.
+    begun: u64,
+    ended: u64,
+    accepted: Instant,
+    /// When the server last finished answering: a response's end, or a
+    /// write while no exchange the service saw was open.
+    answered_at: Instant,
+    /// Whether a byte of a request ever came.
+    requested: bool,
+    /// Since when a write has waited for the client to read.
+    blocked_since: Option<Instant>,
+}
+
+impl Clock {
+    /// A connection accepted at `accepted`.
+    pub(crate) fn new(timeouts: Timeouts, exchanges: Arc<Exchanges>, accepted: Instant) -> Self {
+        Self {
+            timeouts,
+            exchanges,
+            requests: Requests::default(),
+            protocol: Protocol::Preface(0),
+            begun: 0,
+            ended: 0,
+            accepted,
+            answered_at: accepted,
+            requested: false,
+            blocked_since: None,
+        }
+    }
+
+    /// How far ahead a timer may be armed without missing a deadline that
+    /// appears meanwhile; `None` when no timeout is set.
+    pub(crate) fn period(&self) -> Option<Duration> {
+        self.timeouts.period()
+    }
+
+    #[cfg(test)]
+    fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// Whether any timer may still apply: `false` once the connection is
+    /// HTTP/2 or a tunnel, for good.
+    pub(crate) fn is_timed(&self) -> bool {
+        matches!(self.protocol, Protocol::Preface(_) | Protocol::Http1)
+    }
+
+    /// The connection is no longer HTTP/1 as hyper reads it.
+    pub(crate) fn tunnel(&mut self) {
+        self.protocol = Protocol::Opaque;
+    }
+
+    /// Follows bytes the client sent.
+    pub(crate) fn read(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        if !self.requested {
+            self.requested = true;
+        }
+        match self.protocol {
+            Protocol::Preface(seen) => {
+                let seen = usize::from(seen);
+                let n = bytes.len().min(PREFACE.len() - seen);
+                if bytes[..n] != PREFACE[seen..seen + n] {
+                    // Not HTTP/2: what came so far is the first head, read
+                    // as hyper reads it once it knows.
+                    self.protocol = Protocol::Http1;
+                    let mut now = Now(Some(self.accepted));
+                    self.requests.feed(&PREFACE[..seen], &mut now);
+                    self.requests.feed(bytes, &mut now);
+                } else if seen + n == PREFACE.len() {
+                    self.protocol = Protocol::Http2;
+                } else {
+                    self.protocol = Protocol::Preface(u8::try_from(seen + n).unwrap_or(u8::MAX));
+                }
+            }
+            Protocol::Http1 => {
+                // The first head is bounded from accept.
+                let first = (self.requests.heads == 0).then_some(self.accepted);
+                self.requests.feed(bytes, &mut Now(first));
+            }
+            Protocol::Http2 | Protocol::Opaque => {}
+        }
+    }
+
+    /// Follows a write of `n` bytes the client accepted.
+    pub(crate) fn wrote(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.blocked_since = None;
+        if self.protocol != Protocol::Http1 {
+            return;
+        }
+        let mut now = Now(None);
+        self.sync(&mut now);
+        if self.begun == self.ended {
+            // No exchange the service saw is open: this answers a head
+            // that was complete, and what the reading holds as complete
+            // and unanswered is answered.
+            self.requests.pending = 0;
+            self.answered_at = now.get();
+        }
+    }
+
+    /// A write found the client's window full.
+    pub(crate) fn blocked(&mut self) {
+        if self.blocked_since.is_none() && self.timeouts.send.is_some() {
+            self.blocked_since = Some(Instant::now());
+        }
+    }
+
+    /// Reads what the service side did since the last look.
+    fn sync(&mut self, now: &mut Now) {
+        let begun = self.exchanges.begun.load(Ordering::Acquire);
+        let ended = self.exchanges.ended.load(Ordering::Acquire);
+        if begun != self.begun {
+            let handed = u32::try_from(begun - self.begun).unwrap_or(u32::MAX);
+            self.requests.pending = self.requests.pending.saturating_sub(handed);
+            self.begun = begun;
+        }
+        if ended != self.ended {
+            self.ended = ended;
+            self.answered_at = now.get();
+        }
+        if self.exchanges.tunnel.load(Ordering::Acquire) {
+            self.protocol = Protocol::Opaque;
+        }
+    }
+
+    /// When the timer that applies now runs out, and what it is.
+    pub(crate) fn deadline(&mut self) -> Option<(Instant, Expiry)> {
+        let send = self
+            .blocked_since
+            .zip(self.timeouts.send)
+            .and_then(|(since, t)| since.checked_add(t))
+            .map(|at| (at, Expiry::Send));
+        let read = match self.protocol {
+            Protocol::Preface(_) => self.first_head(),
+            Protocol::Http1 => {
+                self.sync(&mut Now(None));
+                self.read_deadline()
+            }
+            Protocol::Http2 | Protocol::Opaque => None,
+        };
+        match (read, send) {
+            (Some(r), Some(s)) => Some(if s.0 < r.0 { s } else { r }),
+            (r, s) => r.or(s),
+        }
+    }
+
+    /// The first request's bound, from accept.
+    fn first_head(&self) -> Option<(Instant, Expiry)> {
+        let expiry = if self.requested {
+            Expiry::Header
+        } else {
+            Expiry::Unused
+        };
+        at(self.accepted, self.timeouts.header, expiry)
+    }
+
+    fn read_deadline(&self) -> Option<(Instant, Expiry)> {
+        if self.protocol != Protocol::Http1 {
+            return None;
+        }
+        // The server is answering, or has a whole head to answer: it does
+        // not read, and waits for no one.
+        if self.begun != self.ended || self.requests.pending > 0 {
+            return None;
+        }
+        let since = |t: Instant| t.max(self.answered_at);
+        if let Some(lost) = self.requests.lost_at {
+            let bound = self.timeouts.header.or(self.timeouts.keepalive);
+            return at(since(lost), bound, Expiry::Unfollowed);
+        }
+        if let Some(began) = self.requests.began {
+            return at(since(began), self.timeouts.header, Expiry::Header);
+        }
+        if self.requests.heads == 0 {
+            // Only empty lines so far, which begin no request.
+            return at(self.accepted, self.timeouts.header, Expiry::Unused);
+        }
+        at(self.answered_at, self.timeouts.keepalive, Expiry::Idle)
+    }
+}
+
+/// The time, read once and only if needed.
+struct Now(Option<Instant>);
+
+impl Now {
+    fn get(&mut self) -> Instant {
+        *self.0.get_or_insert_with(Instant::now)
+    }
+}
+
+fn at(from: Instant, timeout: Option<Duration>, expiry: Expiry) -> Option<(Instant, Expiry)> {
+    timeout
+        .and_then(|t| from.checked_add(t))
+        .map(|at| (at, expiry))
+}
+
+/// The client's bytes, read for where each request head begins and ends.
+#[derive(Debug, Default)]
+pub(crate) struct Requests {
+    at: At,
+    /// A head's bytes so far, when it spans reads.
+    buf: Vec<u8>,
+    /// How the head's current line stands (see [`head_end`]).
+    line: u8,
+    /// Heads complete and not yet known to be answered.
+    pending: u32,
+    /// Heads complete, in all.
+    heads: u64,
+    /// When the head in progress began.
+    began: Option<Instant>,
+    /// When the reading lost its place.
+    lost_at: Option<Instant>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum At {
+    /// Between requests, where empty lines are skipped.
+    #[default]
+    Between,
+    Head,
+    Body(Framing),
+    /// Past what this reading follows.
+    Lost,
+}
+
+/// How a request body ends, as hyper's server frames it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
     Length(u64),
     Chunked(Chunk),
 }
 
-/// Where a chunked body stands.
+/// Where a chunked body stands: the states of hyper's decoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Chunk {
-    /// In a chunk-size line: the size so far.
+    Start,
     Size(u64),
-    /// In a chunk extension, up to the line's end; the size read.
+    SizeLws(u64),
     Extension(u64),
-    /// After a size line's `\r`.
-    SizeEnd(u64),
-    /// In a chunk's data: how much is left.
-    Data(u64),
-    /// After a chunk's data, in its `\r\n`.
-    DataEnd,
-    /// At the start of a trailer line (or of the final blank line).
-    TrailerStart,
-    /// In a trailer line.
+    SizeLf(u64),
+    Body(u64),
+    BodyCr,
+    BodyLf,
     Trailer,
-    /// After the final blank line's `\r`.
-    End,
+    TrailerLf,
+    EndCr,
+    EndLf,
 }
 
-/// A finished head, as far as framing goes.
-struct Head {
-    /// A request's method, or `None` for a response.
-    method: Option<Method>,
-    /// A response's status.
-    status: u16,
-    framing: Option<Framing>,
-    /// No length and not chunked.
-    unframed: bool,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Method {
-    Head,
-    Connect,
-    Other,
-}
-
-impl Exchanges {
-    /// A connection accepted at `now`, whose first request the header
-    /// timeout bounds from now.
-    pub(crate) fn new(timeouts: Timeouts, now: Instant) -> Self {
-        Self {
-            timeouts,
-            state: State::Following,
-            requests: Side::new_head(Vec::new()),
-            responses: Side::new_head(Vec::new()),
-            outstanding: 0,
-            head_method: 0,
-            connect_method: 0,
-            head_began: Some(now),
-            answered_at: now,
-            active_at: now,
-            preface: Some(0),
-            requested: false,
-        }
-    }
-
-    /// Whether any timer may still apply: `false` once the connection is
-    /// HTTP/2, upgraded or a tunnel, for good.
-    pub(crate) fn is_timed(&self) -> bool {
-        self.state != State::Opaque
-    }
-
-    /// When the timer that applies now runs out, and what it is.
-    pub(crate) fn deadline(&self) -> Option<(Instant, Expiry)> {
-        let at = |from: Instant, timeout: Option<Duration>, expiry| {
-            timeout
-                .and_then(|t| from.checked_add(t))
-                .map(|at| (at, expiry))
-        };
-        match self.state {
-            State::Opaque => None,
-            State::Lost => at(self.active_at, self.timeouts.keepalive, Expiry::Idle),
-            State::Following if self.outstanding > 0 => None,
-            State::Following => match (&self.requests, self.head_began) {
-                (Side::Head { .. }, Some(began)) => at(
-                    began.max(self.answered_at),
-                    self.timeouts.header,
-                    if self.requested {
-                        Expiry::Header
-                    } else {
-                        Expiry::Unused
-                    },
-                ),
-                // Idle between requests, or a body the server no longer
-                // waits for, since it has answered.
-                _ => at(self.answered_at, self.timeouts.keepalive, Expiry::Idle),
-            },
-        }
-    }
-
-    /// Follows bytes the client sent.
-    pub(crate) fn read(&mut self, mut bytes: &[u8]) {
-        if bytes.is_empty() || self.state == State::Opaque {
-            return;
-        }
-        let now = Instant::now();
-        self.active_at = now;
-        if self.preface.is_some() && self.is_preface(bytes) {
-            self.state = State::Opaque;
-            return;
-        }
-        while !bytes.is_empty() && self.state == State::Following {
-            bytes = match &mut self.requests {
-                Side::Head { began: false, .. } => {
-                    // Blank lines before a request are ignored (RFC 9112
-                    // §2.2), and are not its start.
+impl Requests {
+    /// Follows the client's `bytes`, read at `now`.
+    fn feed(&mut self, mut bytes: &[u8], now: &mut Now) {
+        while !bytes.is_empty() {
+            bytes = match self.at {
+                At::Between => {
                     let skip = bytes
                         .iter()
                         .position(|&b| b != b'\r' && b != b'\n')
                         .unwrap_or(bytes.len());
                     if skip < bytes.len() {
-                        if let Side::Head { began, .. } = &mut self.requests {
-                            *began = true;
+                        self.at = At::Head;
+                        self.line = 0;
+                        if self.began.is_none() {
+                            self.began = Some(now.get());
                         }
-                        self.requested = true;
-                        self.head_began.get_or_insert(now);
                     }
                     &bytes[skip..]
                 }
-                Side::Head { .. } => match self.head_bytes(bytes, true) {
-                    Ok((rest, Some(head))) => {
-                        self.request_read(&head);
+                At::Head => match head_end(&mut self.line, bytes) {
+                    None => {
+                        if self.buf.len() + bytes.len() > MAX_HEAD {
+                            self.lose(now);
+                            return;
+                        }
+                        self.buf.extend_from_slice(bytes);
+                        return;
+                    }
+                    Some(len) => {
+                        let framing = if self.buf.is_empty() {
+                            framing(&bytes[..len])
+                        } else {
+                            self.buf.extend_from_slice(&bytes[..len]);
+                            let framing = framing(&self.buf);
+                            self.buf.clear();
+                            framing
+                        };
+                        let Ok(framing) = framing else {
+                            self.lose(now);
+                            return;
+                        };
+                        self.pending = self.pending.saturating_add(1);
+                        self.heads += 1;
+                        self.began = None;
+                        self.at = framing.map_or(At::Between, At::Body);
+                        &bytes[len..]
+                    }
+                },
+                At::Body(mut framing) => match consume(&mut framing, bytes) {
+                    Ok((rest, done)) => {
+                        self.at = if done { At::Between } else { At::Body(framing) };
                         rest
                     }
-                    Ok((rest, None)) => rest,
                     Err(()) => {
-                        self.state = State::Lost;
+                        self.lose(now);
                         return;
                     }
                 },
-                Side::Body(framing) => match consume(framing, bytes) {
-                    Ok((rest, true)) => {
-                        self.requests = Side::new_head(self.take_buf(true));
-                        rest
-                    }
-                    Ok((rest, false)) => rest,
-                    Err(()) => {
-                        self.state = State::Lost;
-                        return;
-                    }
-                },
-                Side::UntilClose => return,
+                At::Lost => return,
             };
         }
     }
 
-    /// Follows bytes the server wrote.
-    pub(crate) fn wrote(&mut self, mut bytes: &[u8]) {
-        if bytes.is_empty() || self.state == State::Opaque {
-            return;
-        }
-        let now = Instant::now();
-        self.active_at = now;
-        while !bytes.is_empty() && self.state == State::Following {
-            bytes = match &mut self.responses {
-                Side::Head { .. } => match self.head_bytes(bytes, false) {
-                    Ok((rest, Some(head))) => {
-                        self.response_head_written(&head, now);
-                        rest
-                    }
-                    Ok((rest, None)) => rest,
-                    Err(()) => {
-                        self.state = State::Lost;
-                        return;
-                    }
-                },
-                Side::Body(framing) => match consume(framing, bytes) {
-                    Ok((rest, true)) => {
-                        self.response_done(now);
-                        rest
-                    }
-                    Ok((rest, false)) => rest,
-                    Err(()) => {
-                        self.state = State::Lost;
-                        return;
-                    }
-                },
-                Side::UntilClose => return,
-            };
-        }
-    }
-
-    /// Whether the first bytes are (still) the HTTP/2 preface.
-    fn is_preface(&mut self, bytes: &[u8]) -> bool {
-        const PREFACE: &[u8] = b"PRI * HTTP/2.0";
-        let Some(seen) = self.preface.map(usize::from) else {
-            return false;
-        };
-        let n = bytes.len().min(PREFACE.len() - seen);
-        if bytes[..n] != PREFACE[seen..seen + n] {
-            self.preface = None;
-            false
-        } else if seen + n == PREFACE.len() {
-            true
-        } else {
-            self.preface = Some(u8::try_from(seen + n).unwrap_or(u8::MAX));
-            // Not known yet: followed as HTTP/1 meanwhile, which is what
-            // hyper does too.
-            false
-        }
-    }
-
-    fn side(&mut self, request: bool) -> &mut Side {
-        if request {
-            &mut self.requests
-        } else {
-            &mut self.responses
-        }
-    }
-
-    /// The side's head buffer, emptied, to reuse for its next head.
-    fn take_buf(&mut self, request: bool) -> Vec<u8> {
-        match self.side(request) {
-            Side::Head { buf, .. } => {
-                let mut buf = std::mem::take(buf);
-                buf.clear();
-                buf
-            }
-            _ => Vec::new(),
-        }
-    }
-
-    /// Reads head bytes: the bytes after the head and the head, once it is
-    /// complete; an error when it cannot be followed.
-    fn head_bytes<'b>(
-        &mut self,
-        bytes: &'b [u8],
-        request: bool,
-    ) -> Result<(&'b [u8], Option<Head>), ()> {
-        let Side::Head { ends, buf, .. } = self.side(request) else {
-            return Err(());
-        };
-        let Some(len) = head_end(ends, bytes) else {
-            if buf.len() + bytes.len() > MAX_HEAD {
-                return Err(());
-            }
-            buf.extend_from_slice(bytes);
-            return Ok((&[], None));
-        };
-        let head = if buf.is_empty() {
-            parse(&bytes[..len], request)
-        } else {
-            buf.extend_from_slice(&bytes[..len]);
-            let head = parse(buf, request);
-            buf.clear();
-            head
-        }
-        .ok_or(())?;
-        if let Side::Head { ends, began, .. } = self.side(request) {
-            *ends = 0;
-            *began = false;
-        }
-        Ok((&bytes[len..], Some(head)))
-    }
-
-    fn request_read(&mut self, head: &Head) {
-        if self.outstanding == MAX_OUTSTANDING {
-            self.state = State::Lost;
-            return;
-        }
-        let bit = 1u64 << self.outstanding;
-        match head.method {
-            Some(Method::Head) => self.head_method |= bit,
-            Some(Method::Connect) => self.connect_method |= bit,
-            _ => {}
-        }
-        self.outstanding += 1;
-        self.head_began = None;
-        // A request without a length has no body (RFC 9112 §6.3).
-        if let Some(framing) = head.framing.filter(|f| !f.is_done()) {
-            self.requests = Side::Body(framing);
-        }
-    }
-
-    fn response_head_written(&mut self, head: &Head, now: Instant) {
-        let oldest = self.outstanding > 0;
-        let to_head = oldest && self.head_method & 1 == 1;
-        let to_connect = oldest && self.connect_method & 1 == 1;
-        match head.status {
-            101 => self.state = State::Opaque,
-            // An interim response: the final one follows.
-            100..=199 => {}
-            200..=299 if to_connect => self.state = State::Opaque,
-            204 | 304 => self.response_done(now),
-            _ if to_head => self.response_done(now),
-            _ => match head.framing {
-                Some(framing) if framing.is_done() => self.response_done(now),
-                Some(framing) => self.responses = Side::Body(framing),
-                None if head.unframed => self.responses = Side::UntilClose,
-                None => self.response_done(now),
-            },
-        }
-    }
-
-    fn response_done(&mut self, now: Instant) {
-        if self.outstanding == 0 {
-            // An answer to nothing this reading saw (hyper refusing a head
-            // it could not parse, say): it closes next anyway.
-            self.state = State::Lost;
-            return;
-        }
-        self.outstanding -= 1;
-        self.head_method >>= 1;
-        self.connect_method >>= 1;
-        self.answered_at = now;
-        let buf = self.take_buf(false);
-        self.responses = Side::new_head(buf);
+    fn lose(&mut self, now: &mut Now) {
+        self.at = At::Lost;
+        self.buf = Vec::new();
+        self.lost_at = Some(self.began.unwrap_or_else(|| now.get()));
+        self.began = None;
     }
 }
 
-impl Framing {
-    fn is_done(self) -> bool {
-        matches!(self, Framing::Length(0))
-    }
-}
-
-/// Where a head ends in `bytes`, given how the bytes before them ended
-/// (`ends`: 1 after `\n`, 2 after `\n\r`), which is updated. A head ends
-/// at a blank line, `\n\n` or `\n\r\n`, which covers `\r\n\r\n`.
-fn head_end(ends: &mut u8, bytes: &[u8]) -> Option<usize> {
-    // Finish a line end that the previous bytes began.
-    let mut i = 0;
-    while *ends > 0 && i < bytes.len() {
-        match (*ends, bytes[i]) {
-            (1 | 2, b'\n') => {
-                *ends = 0;
-                return Some(i + 1);
-            }
-            (1, b'\r') => *ends = 2,
-            _ => *ends = 0,
+/// Where a head ends in `bytes`: just past its first empty line. `line`
+/// carries how the current line stands across reads: `0` at its start,
+/// `1` after a lone `\r`, `2` once it has anything else.
+fn head_end(line: &mut u8, bytes: &[u8]) -> Option<usize> {
+    let mut start = 0;
+    for nl in memchr::memchr_iter(b'\n', bytes) {
+        let blank = matches!((*line, &bytes[start..nl]), (0, [] | [b'\r']) | (1, []));
+        *line = 0;
+        if blank {
+            return Some(nl + 1);
         }
-        i += 1;
+        start = nl + 1;
     }
-    for at in memchr::memchr_iter(b'\n', &bytes[i..]) {
-        let at = i + at;
-        match &bytes[at + 1..] {
-            [b'\n', ..] => return Some(at + 2),
-            [b'\r', b'\n', ..] => return Some(at + 3),
-            [b'\r'] => *ends = 2,
-            [] => *ends = 1,
-            _ => {}
-        }
-    }
-    if bytes.last().is_some_and(|&b| b != b'\n' && b != b'\r') {
-        *ends = 0;
-    }
+    *line = match (*line, &bytes[start..]) {
+        (l, []) => l,
+        (0, [b'\r']) => 1,
+        _ => 2,
+    };
     None
 }
 
-/// Reads a complete head; `None` if it does not parse.
-fn parse(bytes: &[u8], request: bool) -> Option<Head> {
-    // Left uninitialised for httparse to fill: zeroing 128 headers (4 KiB)
-    // for each head cost more than parsing a short one.
-    let mut headers = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
-    let (method, status, headers) = if request {
-        let mut req = httparse::Request::new(&mut []);
-        if !req
-            .parse_with_uninit_headers(bytes, &mut headers)
-            .ok()?
-            .is_complete()
-        {
-            return None;
+/// A complete head's body framing, by hyper's server rules; an error
+/// where hyper refuses the request.
+fn framing(head: &[u8]) -> Result<Option<Framing>, ()> {
+    let mut lines = head
+        .split(|&b| b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line));
+    let request_line = lines.next().ok_or(())?;
+    let http11 = request_line.ends_with(b" HTTP/1.1");
+    let mut headers = 0;
+    let (mut te, mut chunked, mut length) = (false, false, None::<u64>);
+    for line in lines {
+        if line.is_empty() {
+            break;
         }
-        let method = match req.method? {
-            m if m.eq_ignore_ascii_case("HEAD") => Method::Head,
-            m if m.eq_ignore_ascii_case("CONNECT") => Method::Connect,
-            _ => Method::Other,
-        };
-        (Some(method), 0, req.headers)
-    } else {
-        let mut res = httparse::Response::new(&mut []);
-        if !httparse::ParserConfig::default()
-            .parse_response_with_uninit_headers(&mut res, bytes, &mut headers)
-            .ok()?
-            .is_complete()
-        {
-            return None;
+        headers += 1;
+        if headers > MAX_HEADERS {
+            return Err(());
         }
-        (None, res.code?, res.headers)
-    };
-    let mut chunked = false;
-    let mut length: Option<u64> = None;
-    for header in headers.iter() {
-        if header.name.eq_ignore_ascii_case("transfer-encoding") {
-            // Chunked is the final coding when it is there at all.
-            let last = header
-                .value
-                .rsplit(|&b| b == b',')
-                .next()
-                .unwrap_or_default();
-            chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
-            if !chunked {
-                return None;
+        let colon = memchr::memchr(b':', line).ok_or(())?;
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            if !http11 {
+                return Err(());
             }
-        } else if header.name.eq_ignore_ascii_case("content-length") {
-            for value in header.value.split(|&b| b == b',') {
-                let value = value.trim_ascii();
-                if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
-                    return None;
-                }
-                let n = std::str::from_utf8(value).ok()?.parse::<u64>().ok()?;
-                if length.is_some_and(|l| l != n) {
-                    return None;
-                }
-                length = Some(n);
+            te = true;
+            length = None;
+            chunked = is_chunked(value);
+        } else if name.eq_ignore_ascii_case(b"content-length") && !te {
+            let n = digits(value).ok_or(())?;
+            if length.is_some_and(|l| l != n) {
+                return Err(());
             }
+            length = Some(n);
         }
     }
-    let framing = if chunked {
-        Some(Framing::Chunked(Chunk::Size(0)))
-    } else {
-        length.map(Framing::Length)
-    };
-    Some(Head {
-        method,
-        status,
-        framing,
-        unframed: framing.is_none(),
+    if te {
+        return if chunked {
+            Ok(Some(Framing::Chunked(Chunk::Start)))
+        } else {
+            Err(())
+        };
+    }
+    match length {
+        // hyper's largest length is two short of the type's.
+        Some(n) if n > u64::MAX - 2 => Err(()),
+        Some(0) | None => Ok(None),
+        Some(n) => Ok(Some(Framing::Length(n))),
+    }
+}
+
+/// Whether chunked is a `Transfer-Encoding` value's last coding, as hyper
+/// reads it: only a value of visible ASCII can say so.
+fn is_chunked(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+        && value
+            .rsplit(|&b| b == b',')
+            .next()
+            .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
+/// A `Content-Length` value: digits only, as hyper's server takes it.
+fn digits(value: &[u8]) -> Option<u64> {
+    if value.is_empty() {
+        return None;
+    }
+    value.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit()
+            .then(|| n.checked_mul(10)?.checked_add(u64::from(b - b'0')))
+            .flatten()
     })
 }
 
-/// Consumes body bytes: the bytes after the body, and whether it ended; an
-/// error when the chunked framing is broken.
+/// Consumes body bytes: the bytes after the body and whether it ended; an
+/// error where hyper's decoder fails.
 fn consume<'b>(framing: &mut Framing, bytes: &'b [u8]) -> Result<(&'b [u8], bool), ()> {
     match framing {
         Framing::Length(left) => {
@@ -564,79 +593,42 @@ fn consume<'b>(framing: &mut Framing, bytes: &'b [u8]) -> Result<(&'b [u8], bool
         Framing::Chunked(chunk) => {
             let mut i = 0;
             while i < bytes.len() {
+                if let Chunk::Body(left) = *chunk {
+                    let n =
+                        usize::try_from(left).map_or(bytes.len() - i, |l| l.min(bytes.len() - i));
+                    i += n;
+                    let left = left - n as u64;
+                    *chunk = if left == 0 {
+                        Chunk::BodyCr
+                    } else {
+                        Chunk::Body(left)
+                    };
+                    continue;
+                }
                 let b = bytes[i];
-                *chunk = match *chunk {
-                    Chunk::Data(left) => {
-                        let n = usize::try_from(left)
-                            .map_or(bytes.len() - i, |l| l.min(bytes.len() - i));
-                        i += n;
-                        let left = left - n as u64;
-                        if left == 0 {
-                            Chunk::DataEnd
-                        } else {
-                            Chunk::Data(left)
-                        }
+                i += 1;
+                *chunk = match (*chunk, b) {
+                    (Chunk::Start, _) => Chunk::Size(hex(0, b)?),
+                    (Chunk::Size(size), b'\t' | b' ') => Chunk::SizeLws(size),
+                    (Chunk::Size(size) | Chunk::SizeLws(size), b';') => Chunk::Extension(size),
+                    (Chunk::Size(size) | Chunk::SizeLws(size) | Chunk::Extension(size), b'\r') => {
+                        Chunk::SizeLf(size)
                     }
-                    Chunk::Size(size) => {
-                        i += 1;
-                        match b {
-                            b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
-                                let digit = u64::from(char::from(b).to_digit(16).unwrap_or(0));
-                                Chunk::Size(size.checked_mul(16).ok_or(())? | digit)
-                            }
-                            b';' | b' ' | b'\t' => Chunk::Extension(size),
-                            b'\r' => Chunk::SizeEnd(size),
-                            b'\n' => size_line_end(size),
-                            _ => return Err(()),
-                        }
-                    }
-                    Chunk::Extension(size) => {
-                        i += 1;
-                        if b == b'\n' {
-                            size_line_end(size)
-                        } else {
-                            Chunk::Extension(size)
-                        }
-                    }
-                    Chunk::SizeEnd(size) => {
-                        i += 1;
-                        if b == b'\n' {
-                            size_line_end(size)
-                        } else {
-                            return Err(());
-                        }
-                    }
-                    Chunk::DataEnd => {
-                        i += 1;
-                        match b {
-                            b'\r' => Chunk::DataEnd,
-                            b'\n' => Chunk::Size(0),
-                            _ => return Err(()),
-                        }
-                    }
-                    Chunk::TrailerStart => {
-                        i += 1;
-                        match b {
-                            b'\r' => Chunk::End,
-                            b'\n' => return Ok((&bytes[i..], true)),
-                            _ => Chunk::Trailer,
-                        }
-                    }
-                    Chunk::Trailer => {
-                        i += 1;
-                        if b == b'\n' {
-                            Chunk::TrailerStart
-                        } else {
-                            Chunk::Trailer
-                        }
-                    }
-                    Chunk::End => {
-                        i += 1;
-                        if b == b'\n' {
-                            return Ok((&bytes[i..], true));
-                        }
-                        return Err(());
-                    }
+                    (Chunk::Size(size), _) => Chunk::Size(hex(size, b)?),
+                    (Chunk::SizeLws(size), b'\t' | b' ') => Chunk::SizeLws(size),
+                    (Chunk::Extension(_), b'\n') => return Err(()),
+                    (Chunk::Extension(size), _) => Chunk::Extension(size),
+                    (Chunk::SizeLf(0), b'\n') => Chunk::EndCr,
+                    (Chunk::SizeLf(size), b'\n') => Chunk::Body(size),
+                    (Chunk::BodyCr, b'\r') => Chunk::BodyLf,
+                    (Chunk::BodyLf, b'\n') => Chunk::Start,
+                    (Chunk::Trailer, b'\r') => Chunk::TrailerLf,
+                    (Chunk::Trailer, _) => Chunk::Trailer,
+                    (Chunk::TrailerLf, b'\n') => Chunk::EndCr,
+                    (Chunk::EndCr, b'\r') => Chunk::EndLf,
+                    (Chunk::EndCr, _) => Chunk::Trailer,
+                    (Chunk::EndLf, b'\n') => return Ok((&bytes[i..], true)),
+                    _ => return Err(()),
                 };
             }
             Ok((&[], false))
@@ -644,12 +636,13 @@ fn consume<'b>(framing: &mut Framing, bytes: &'b [u8]) -> Result<(&'b [u8], bool
     }
 }
 
-fn size_line_end(size: u64) -> Chunk {
-    if size == 0 {
-        Chunk::TrailerStart
-    } else {
-        Chunk::Data(size)
-    }
+/// One more hex digit of a chunk size; an error for anything else or an
+/// overflow, as hyper's.
+fn hex(size: u64, b: u8) -> Result<u64, ()> {
+    let digit = char::from(b).to_digit(16).ok_or(())?;
+    size.checked_mul(16)
+        .and_then(|s| s.checked_add(u64::from(digit)))
+        .ok_or(())
 }
 
 #[cfg(test)]
@@ -659,162 +652,224 @@ mod tests {
     const T: Duration = Duration::from_secs(2);
     const K: Duration = Duration::from_secs(75);
 
-    fn exchanges() -> Exchanges {
-        Exchanges::new(
+    fn clock() -> (Clock, Arc<Exchanges>) {
+        let exchanges = Arc::new(Exchanges::default());
+        let clock = Clock::new(
             Timeouts {
                 header: Some(T),
                 keepalive: Some(K),
+                send: None,
             },
+            Arc::clone(&exchanges),
             Instant::now(),
-        )
+        );
+        (clock, exchanges)
     }
 
-    fn expiry(e: &Exchanges) -> Option<Expiry> {
-        e.deadline().map(|(_, expiry)| expiry)
+    fn expiry(c: &mut Clock) -> Option<Expiry> {
+        c.deadline().map(|(_, expiry)| expiry)
     }
 
     /// Feeds `bytes` in pieces of `step`.
-    fn read(e: &mut Exchanges, bytes: &[u8], step: usize) {
+    fn read(c: &mut Clock, bytes: &[u8], step: usize) {
         for piece in bytes.chunks(step) {
-            e.read(piece);
+            c.read(piece);
         }
     }
 
-    fn wrote(e: &mut Exchanges, bytes: &[u8], step: usize) {
+    /// The heads in `bytes` as this reading counts them, however split.
+    fn heads(bytes: &[u8], step: usize) -> (u32, At) {
+        let mut r = Requests {
+            at: At::Between,
+            ..Requests::default()
+        };
         for piece in bytes.chunks(step) {
-            e.wrote(piece);
+            r.feed(piece, &mut Now(None));
         }
+        (r.pending, r.at)
     }
 
-    /// Every exchange reads the same whatever the reads and writes split.
     #[test]
-    fn exchanges_are_followed_however_the_bytes_split() {
-        let post = b"POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello";
-        let chunked_post =
-            b"POST /u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n\
-            5;ext=1\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\n";
-        let get = b"\r\nGET / HTTP/1.1\nHost: a\n\n";
-        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-        let chunked_ok =
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n";
-        let interim = b"HTTP/1.1 100 Continue\r\n\r\n";
+    fn heads_and_bodies_are_followed_however_the_bytes_split() {
+        let stream: &[u8] = b"\r\nGET / HTTP/1.1\nHost: a\n\n\
+            POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello\
+            POST /u HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n\
+            5;ext=1\r\nhello\r\n3 ; x\r\nabc\r\n0\r\nX-Trailer: 1\r\n\r\n\
+            POST /u HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n\
+            head / HTTP/1.1\r\nHost: a\r\n\r\n\
+            GET / HT";
         for step in 1..=40 {
-            let mut e = exchanges();
-            assert_eq!(expiry(&e), Some(Expiry::Unused), "from accept");
-            read(&mut e, post, step);
-            assert_eq!(expiry(&e), None, "answering");
-            wrote(&mut e, interim, step);
-            assert_eq!(expiry(&e), None, "still answering");
-            wrote(&mut e, chunked_ok, step);
-            assert_eq!(expiry(&e), Some(Expiry::Idle), "step {step}");
-            read(&mut e, chunked_post, step);
-            assert_eq!(expiry(&e), None);
-            wrote(&mut e, ok, step);
-            assert_eq!(expiry(&e), Some(Expiry::Idle), "step {step}");
-            // Two pipelined at once: no timer until both are answered.
-            let mut both = get.to_vec();
-            both.extend_from_slice(post);
-            read(&mut e, &both, step);
-            wrote(&mut e, ok, step);
-            assert_eq!(expiry(&e), None, "step {step}");
-            wrote(&mut e, chunked_ok, step);
-            assert_eq!(expiry(&e), Some(Expiry::Idle), "step {step}");
-            // Half a head is a head in progress.
-            read(&mut e, b"GET / HT", step);
-            assert_eq!(expiry(&e), Some(Expiry::Header), "step {step}");
-            read(&mut e, b"TP/1.1\r\nHost: a\r\n\r\n", step);
-            assert_eq!(expiry(&e), None);
-            assert_eq!(e.state, State::Following, "step {step}");
+            assert_eq!(heads(stream, step), (5, At::Head), "step {step}");
         }
     }
 
     #[test]
-    fn responses_without_a_body_end_at_their_head() {
-        let mut e = exchanges();
-        e.read(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n");
-        e.wrote(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n");
-        assert_eq!(expiry(&e), Some(Expiry::Idle));
-        e.read(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
-        e.wrote(b"HTTP/1.1 304 Not Modified\r\n\r\n");
-        assert_eq!(expiry(&e), Some(Expiry::Idle));
-        e.read(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
-        e.wrote(b"HTTP/1.1 200 OK\r\n\r\nand then the close");
-        assert_eq!(expiry(&e), None, "a response delimited by the close");
+    fn what_hyper_refuses_is_not_followed() {
+        for head in [
+            &b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\nx",
+            b"GET / HTTP/1.1\r\nHost a\r\n\r\n",
+        ] {
+            assert_eq!(
+                heads(head, 64).1,
+                At::Lost,
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
+        // A header before the first Transfer-Encoding line is read; after
+        // it, Content-Length is void, as in hyper.
+        assert_eq!(
+            heads(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: x\r\n\r\n0\r\n\r\n", 7),
+            (1, At::Between)
+        );
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            many.extend_from_slice(format!("x-{i}: 1\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(heads(&many, 1000).1, At::Lost);
     }
 
     #[test]
-    fn upgrades_tunnels_and_http2_stop_every_timer() {
-        let mut e = exchanges();
-        e.read(b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n");
-        e.wrote(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n");
-        assert_eq!(expiry(&e), None);
-        assert!(!e.is_timed());
-        // An upgrade the server declines leaves a plain keep-alive.
-        let mut e = exchanges();
-        e.read(b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\n\r\n");
-        e.wrote(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
-        assert_eq!(expiry(&e), Some(Expiry::Idle));
-        let mut e = exchanges();
-        e.read(b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n\x16\x03\x01");
-        e.wrote(b"HTTP/1.1 200 OK\r\n\r\n");
-        assert!(!e.is_timed());
-        let mut e = exchanges();
-        read(&mut e, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 3);
-        assert!(!e.is_timed());
+    fn a_head_as_long_as_hyper_takes_is_followed() {
+        let mut head = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
+        head.resize(300 * 1024, b'a');
+        head.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(heads(&head, 4096), (1, At::Between));
+        let mut over = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
+        over.resize(MAX_HEAD + 1, b'a');
+        assert_eq!(heads(&over, 4096).1, At::Lost);
     }
 
     #[test]
-    fn what_cannot_be_followed_falls_back_to_inactivity() {
-        let mut e = exchanges();
-        e.read(b"GET / HTTP/1.1\r\nHost a\r\n\r\n");
-        assert_eq!(e.state, State::Lost);
-        assert_eq!(expiry(&e), Some(Expiry::Idle));
-        let mut e = exchanges();
-        e.read(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n");
-        assert_eq!(e.state, State::Lost);
-        let mut e = exchanges();
-        e.read(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
-        assert_eq!(e.state, State::Lost);
-        let mut e = exchanges();
-        e.read(&vec![b'a'; MAX_HEAD + 1]);
-        assert_eq!(e.state, State::Lost);
+    fn a_connection_with_no_request_yet_is_unused_until_a_byte_comes() {
+        let (mut c, _) = clock();
+        assert_eq!(expiry(&mut c), Some(Expiry::Unused));
+        c.read(b"G");
+        assert_eq!(expiry(&mut c), Some(Expiry::Header));
     }
 
     #[test]
-    fn a_connection_with_no_request_yet_is_unused_until_a_head_begins() {
-        let mut e = exchanges();
-        assert_eq!(expiry(&e), Some(Expiry::Unused));
-        // Blank lines before a request are not its start.
-        e.read(b"\r\n\r\n");
-        assert_eq!(expiry(&e), Some(Expiry::Unused));
-        e.read(b"G");
-        assert_eq!(expiry(&e), Some(Expiry::Header));
+    fn the_preface_is_a_head_until_all_of_it_is_in() {
+        let (mut c, _) = clock();
+        read(&mut c, &PREFACE[..14], 3);
+        assert_eq!(c.protocol(), Protocol::Preface(14));
+        assert_eq!(expiry(&mut c), Some(Expiry::Header));
+        read(&mut c, &PREFACE[14..], 3);
+        assert_eq!(c.protocol(), Protocol::Http2);
+        // A mismatch late in the preface is a head like any other.
+        let (mut c, _) = clock();
+        c.read(b"PRI * HTTP/2.0\r\n\r\nXX");
+        assert_eq!(c.protocol(), Protocol::Http1);
+        assert_eq!(c.requests.pending, 1);
     }
 
     #[test]
-    fn the_header_timer_of_a_later_head_waits_for_the_answer() {
-        let start = Instant::now();
-        let mut e = exchanges();
-        e.read(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /next HT");
-        assert_eq!(expiry(&e), None);
-        e.wrote(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
-        let (at, expiry) = e.deadline().unwrap();
+    fn the_server_answering_stops_the_clock_and_its_end_restarts_it() {
+        let (mut c, exchanges) = clock();
+        c.read(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        // A whole head waits for hyper: no timer.
+        assert_eq!(expiry(&mut c), None);
+        let in_flight = exchanges.begin();
+        assert_eq!(expiry(&mut c), None);
+        // The next head, pipelined, while the first is answered.
+        c.read(b"GET /next HT");
+        assert_eq!(expiry(&mut c), None);
+        let before = Instant::now();
+        drop(in_flight);
+        let (at, expiry) = c.deadline().unwrap();
         assert_eq!(expiry, Expiry::Header);
-        assert!(at >= start + T && at >= e.answered_at + T);
+        // From the answer's end, not the head's first byte.
+        assert!(at >= before + T, "the bound runs from the response's end");
+        c.read(b"TP/1.1\r\n\r\n");
+        assert_eq!(c.deadline(), None);
+        drop(exchanges.begin());
+        assert_eq!(c.deadline().map(|d| d.1), Some(Expiry::Idle));
+    }
+
+    #[test]
+    fn a_write_no_exchange_explains_answers_the_complete_heads() {
+        let (mut c, _) = clock();
+        c.read(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\n\r\n");
+        assert_eq!(expiry(&mut c), None);
+        c.wrote(100);
+        assert_eq!(expiry(&mut c), Some(Expiry::Idle));
+        // A head begun is timed from the write, whatever the reading held.
+        c.read(b"GET");
+        assert_eq!(expiry(&mut c), Some(Expiry::Header));
+    }
+
+    #[test]
+    fn only_hyper_makes_a_tunnel() {
+        let (mut c, exchanges) = clock();
+        c.read(b"connect a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n");
+        let lower: http::Method = "connect".parse().unwrap();
+        let in_flight = exchanges.begin();
+        in_flight.answered(lower == http::Method::CONNECT, StatusCode::OK);
+        drop(in_flight);
+        assert!(c.deadline().is_some(), "a lowercase connect is no tunnel");
+        assert!(c.is_timed());
+        let in_flight = exchanges.begin();
+        in_flight.answered(true, StatusCode::OK);
+        drop(in_flight);
+        assert_eq!(c.deadline(), None);
+        assert!(!c.is_timed());
+    }
+
+    #[test]
+    fn what_cannot_be_followed_keeps_the_bound() {
+        let (mut c, exchanges) = clock();
+        c.read(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz");
+        drop(exchanges.begin());
+        let (bound, expiry) = c.deadline().unwrap();
+        assert_eq!(expiry, Expiry::Unfollowed);
+        c.read(b"more bytes");
+        assert_eq!(
+            c.deadline(),
+            Some((bound, expiry)),
+            "bytes do not move the bound"
+        );
+    }
+
+    #[test]
+    fn a_blocked_write_runs_out_at_the_send_timeout() {
+        let exchanges = Arc::new(Exchanges::default());
+        let mut c = Clock::new(
+            Timeouts {
+                header: None,
+                keepalive: None,
+                send: Some(Duration::from_secs(60)),
+            },
+            exchanges,
+            Instant::now(),
+        );
+        assert_eq!(c.deadline(), None);
+        c.blocked();
+        assert_eq!(c.deadline().map(|d| d.1), Some(Expiry::Send));
+        c.wrote(1);
+        assert_eq!(c.deadline(), None);
     }
 
     #[test]
     fn endless_timeouts_never_run_out() {
-        let mut e = Exchanges::new(
+        let exchanges = Arc::new(Exchanges::default());
+        let mut c = Clock::new(
             Timeouts {
                 header: Some(Duration::MAX),
                 keepalive: None,
+                send: None,
             },
+            exchanges,
             Instant::now(),
         );
-        assert_eq!(e.deadline(), None);
-        e.read(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
-        e.wrote(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
-        assert_eq!(e.deadline(), None);
+        assert_eq!(c.deadline(), None);
+        c.read(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        c.wrote(10);
+        assert_eq!(c.deadline(), None);
     }
 }

@@ -40,6 +40,7 @@ pub use defer_accept::set_defer_accept;
 pub use dropped::RequestDropped;
 #[cfg(any(feature = "server", feature = "axum"))]
 pub(crate) use exchange::Timeouts;
+pub(crate) use exchange::{Exchanges, InFlight};
 #[cfg(all(feature = "tonic", feature = "rustls"))]
 pub(crate) use handle::Attachment;
 pub use handle::{ConnectionHandle, ConnectionInfo};

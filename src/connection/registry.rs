@@ -31,13 +31,27 @@ use dashmap::DashMap;
 use tokio::task::Id;
 
 use super::ConnectionHandle;
+use super::exchange::{Exchanges, InFlight};
 use crate::rules::CloseMode;
+
+/// A fast hasher: the keys are the server's own (task ids) or a peer's
+/// address, which no client chooses freely enough to flood one shard.
+type Fast = foldhash::fast::RandomState;
 
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
-    live: DashMap<SocketAddr, Slot>,
-    /// Each connection's peer and handle, by the task that serves it.
-    by_task: DashMap<Id, (SocketAddr, ConnectionHandle)>,
+    live: DashMap<SocketAddr, Slot, Fast>,
+    /// Each connection, by the task that serves it: looked up for every
+    /// request, to report its exchange to the connection's timers.
+    by_task: DashMap<Id, Served, Fast>,
+}
+
+/// A connection as the task that serves it knows it.
+#[derive(Debug)]
+struct Served {
+    peer: SocketAddr,
+    handle: ConnectionHandle,
+    exchanges: Arc<Exchanges>,
 }
 
 #[derive(Debug)]
@@ -52,6 +66,7 @@ pub(crate) struct Registration {
     registry: Arc<Registry>,
     peer: SocketAddr,
     handle: ConnectionHandle,
+    exchanges: Arc<Exchanges>,
     /// The task the connection is served in, once known.
     task: Option<Id>,
     /// Whether the task was looked for: once, at the first read.
@@ -74,6 +89,7 @@ impl Registry {
         self: &Arc<Self>,
         peer: SocketAddr,
         handle: &ConnectionHandle,
+        exchanges: Arc<Exchanges>,
     ) -> Registration {
         let handle = handle.clone();
         self.live
@@ -87,6 +103,7 @@ impl Registry {
             registry: Arc::clone(self),
             peer,
             handle,
+            exchanges,
             task: None,
             bound: false,
         }
@@ -97,9 +114,8 @@ impl Registry {
     /// else the one from `peer`.
     pub(crate) fn find(&self, peer: Option<SocketAddr>, mode: CloseMode) -> Found {
         if let Some(entry) = tokio::task::try_id().and_then(|id| self.by_task.get(&id)) {
-            let (from, handle) = &*entry;
-            if peer.is_none_or(|p| p == *from) {
-                return Found::One(handle.clone());
+            if peer.is_none_or(|p| p == entry.peer) {
+                return Found::One(entry.handle.clone());
             }
         }
         let Some(slot) = peer.and_then(|p| self.live.get(&p)) else {
@@ -116,11 +132,14 @@ impl Registry {
         }
     }
 
-    /// The peer of the connection the current task serves, if this
-    /// registry holds it.
-    pub(crate) fn peer_of_current(&self) -> Option<SocketAddr> {
+    /// A request on the connection the current task serves, if this
+    /// registry holds it (and it is from `peer`, if known): its peer, and
+    /// its exchange, in flight until the guard is dropped.
+    pub(crate) fn begin_current(&self, peer: Option<SocketAddr>) -> Option<(SocketAddr, InFlight)> {
         let id = tokio::task::try_id()?;
-        self.by_task.get(&id).map(|entry| entry.0)
+        let entry = self.by_task.get(&id)?;
+        peer.is_none_or(|p| p == entry.peer)
+            .then(|| (entry.peer, entry.exchanges.begin()))
     }
 
     #[cfg(test)]
@@ -138,9 +157,14 @@ impl Registration {
         }
         self.bound = true;
         if let Some(id) = tokio::task::try_id() {
-            self.registry
-                .by_task
-                .insert(id, (self.peer, self.handle.clone()));
+            self.registry.by_task.insert(
+                id,
+                Served {
+                    peer: self.peer,
+                    handle: self.handle.clone(),
+                    exchanges: Arc::clone(&self.exchanges),
+                },
+            );
             self.task = Some(id);
         }
     }
@@ -152,7 +176,7 @@ impl Drop for Registration {
             let me = &self.handle;
             self.registry
                 .by_task
-                .remove_if(&id, |_, (_, handle)| handle.same(me));
+                .remove_if(&id, |_, served| served.handle.same(me));
         }
         let me = &self.handle;
         self.registry
@@ -180,9 +204,9 @@ mod tests {
         let peer: SocketAddr = "192.0.2.1:40000".parse().unwrap();
         let a = ConnectionHandle::new();
         let b = ConnectionHandle::new();
-        let first = registry.register(peer, &a);
+        let first = registry.register(peer, &a, Arc::default());
         assert!(matches!(registry.find(Some(peer), CloseMode::Fin), Found::One(h) if h.same(&a)));
-        let second = registry.register(peer, &b);
+        let second = registry.register(peer, &b, Arc::default());
         drop(first);
         // The survivor is found alone again, and was not aborted.
         assert!(matches!(registry.find(Some(peer), CloseMode::Fin), Found::One(h) if h.same(&b)));
@@ -200,8 +224,8 @@ mod tests {
         let registry = Arc::new(Registry::default());
         let peer: SocketAddr = "[2001:db8::1]:40000".parse().unwrap();
         let (a, b) = (ConnectionHandle::new(), ConnectionHandle::new());
-        let _ra = registry.register(peer, &a);
-        let _rb = registry.register(peer, &b);
+        let _ra = registry.register(peer, &a, Arc::default());
+        let _rb = registry.register(peer, &b, Arc::default());
         assert!(matches!(
             registry.find(Some(peer), CloseMode::Reset),
             Found::AbortedAll

@@ -2,7 +2,6 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-#[cfg(feature = "axum")]
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -12,7 +11,7 @@ use tokio::time::{Instant, Sleep};
 
 #[cfg(any(feature = "server", feature = "axum"))]
 use super::exchange::Timeouts;
-use super::exchange::{Exchanges, Expiry};
+use super::exchange::{Clock, Exchanges, Expiry};
 use super::{CloseMode, ConnectionHandle};
 use crate::DropReason;
 use crate::audit::{Close, DropEvent, Handling};
@@ -49,15 +48,22 @@ pub struct AbortableStream {
 
 /// A connection's timers (see [`exchange`](super::exchange)): the header
 /// timeout drops a client that is slow to send a request head, the
-/// keep-alive timeout closes an idle connection in order.
+/// keep-alive timeout closes an idle connection in order, and the send
+/// timeout closes one whose client stopped reading.
 #[derive(Debug)]
 pub(crate) struct Watch {
-    exchanges: Exchanges,
+    clock: Clock,
+    /// Armed no further ahead than the shortest timeout, so that no
+    /// deadline that appears later can fall before it: a request on a
+    /// busy connection costs no timer reset, only a look when it fires.
     sleep: Pin<Box<Sleep>>,
-    /// The deadline `sleep` is set to.
+    /// The instant `sleep` is set to.
     armed: Option<Instant>,
-    /// Closed as idle: every later read is the end of the stream.
+    /// Closed in order: every later read is the end of the stream.
     closed: bool,
+    /// The task the connection is served in. hyper hands an upgraded
+    /// connection to its handler, which reads it in a task of its own.
+    task: Option<tokio::task::Id>,
     peer: SocketAddr,
     mode: CloseMode,
 }
@@ -68,24 +74,38 @@ impl Watch {
     #[cfg(any(feature = "server", feature = "axum"))]
     pub(crate) fn new(
         timeouts: Timeouts,
+        exchanges: Arc<Exchanges>,
         accepted: Instant,
         read: &[u8],
-        peer: SocketAddr,
-        mode: CloseMode,
+        (peer, mode): (SocketAddr, CloseMode),
     ) -> Option<Box<Self>> {
-        if timeouts.header.is_none() && timeouts.keepalive.is_none() {
-            return None;
-        }
-        let mut exchanges = Exchanges::new(timeouts, accepted);
-        exchanges.read(read);
+        let mut clock = Clock::new(timeouts, exchanges, accepted);
+        clock.period()?;
+        clock.read(read);
         Some(Box::new(Self {
-            exchanges,
+            clock,
             sleep: Box::pin(tokio::time::sleep_until(accepted)),
             armed: None,
             closed: false,
+            task: None,
             peer,
             mode,
         }))
+    }
+
+    /// Whether the stream is read or written from another task than the
+    /// one that serves it: hyper handed it on with an upgrade.
+    fn handed_on(&mut self) -> bool {
+        let Some(id) = tokio::task::try_id() else {
+            return false;
+        };
+        match self.task {
+            None => {
+                self.task = Some(id);
+                false
+            }
+            Some(task) => task != id,
+        }
     }
 
     /// What ran out, if anything; otherwise the timer that applies is
@@ -94,19 +114,42 @@ impl Watch {
         if self.closed {
             return Some(Expiry::Idle);
         }
-        let (at, expiry) = self.exchanges.deadline()?;
-        if self.armed != Some(at) {
-            self.sleep.as_mut().reset(at);
-            self.armed = Some(at);
+        if self.handed_on() {
+            self.clock.tunnel();
+            return None;
         }
-        self.sleep.as_mut().poll(cx).is_ready().then_some(expiry)
+        let (at, expiry) = self.clock.deadline()?;
+        loop {
+            if self.armed.is_none_or(|armed| armed > at) {
+                self.arm(at);
+            }
+            if self.sleep.as_mut().poll(cx).is_pending() {
+                return None;
+            }
+            // The sleep ran out at `armed`: the deadline, or a look on
+            // the way to a later one.
+            if self.armed.is_some_and(|armed| armed >= at) {
+                return Some(expiry);
+            }
+            self.arm(at);
+        }
+    }
+
+    fn arm(&mut self, at: Instant) {
+        let ahead = self
+            .clock
+            .period()
+            .and_then(|p| Instant::now().checked_add(p));
+        let at = ahead.map_or(at, |ahead| ahead.min(at));
+        self.sleep.as_mut().reset(at);
+        self.armed = Some(at);
     }
 
     /// Acts on a timer that ran out, before a read: a head not complete in
     /// time drops the connection (aborting `handle`, logged once); an idle
     /// connection, or a new one on which no request began, reads as closed,
-    /// so the server closes it in order, with no drop logged. `None` while
-    /// no timer ran out.
+    /// so the server closes it in order, with no drop logged; a client
+    /// that stopped reading fails the read. `None` while no timer ran out.
     pub(crate) fn poll_before_read(
         &mut self,
         cx: &mut Context<'_>,
@@ -127,58 +170,69 @@ impl Watch {
                 }
                 Some(Err(AbortableStream::aborted()))
             }
-            expiry @ (Expiry::Idle | Expiry::Unused) => {
+            Expiry::Send => Some(Err(self.send_timed_out())),
+            expiry @ (Expiry::Idle | Expiry::Unused | Expiry::Unfollowed) => {
                 if !self.closed {
                     self.closed = true;
-                    if expiry == Expiry::Idle {
-                        tracing::debug!(
-                            target: "tower_no_response",
-                            peer_addr = %self.peer,
-                            "idle connection closed at the keep-alive timeout"
-                        );
-                    } else {
-                        tracing::debug!(
-                            target: "tower_no_response",
-                            peer_addr = %self.peer,
+                    let why = match expiry {
+                        Expiry::Idle => "idle connection closed at the keep-alive timeout",
+                        Expiry::Unused => {
                             "connection closed: no request began within the header timeout"
-                        );
-                    }
+                        }
+                        _ => {
+                            "connection closed: bytes it could not follow were not answered \
+                              within the header timeout"
+                        }
+                    };
+                    tracing::debug!(target: "tower_no_response", peer_addr = %self.peer, "{why}");
                 }
                 Some(Ok(()))
             }
         }
     }
 
-    pub(crate) fn read(&mut self, bytes: &[u8]) {
-        self.exchanges.read(bytes);
+    /// Before a write that found the client's window full: the send
+    /// timeout, if it ran out; otherwise its timer is registered.
+    pub(crate) fn poll_blocked(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
+        self.clock.blocked();
+        match self.poll_expired(cx) {
+            Some(Expiry::Send) => Some(self.send_timed_out()),
+            // Another timer that ran out is the reader's to act on; the
+            // same task reads, and is woken.
+            Some(_) => {
+                cx.waker().wake_by_ref();
+                None
+            }
+            None => None,
+        }
     }
 
-    /// Follows `n` bytes written from `bufs`, then arms the timer that now
-    /// applies with the writer's waker: a response that ends starts the
-    /// keep-alive timer while the reader may already be parked, and nothing
-    /// else would wake it.
-    pub(crate) fn wrote(&mut self, cx: &Context<'_>, bufs: &[io::IoSlice<'_>], mut n: usize) {
-        for buf in bufs {
-            if n == 0 {
-                break;
-            }
-            let len = buf.len().min(n);
-            self.exchanges.wrote(&buf[..len]);
-            n -= len;
+    /// The send timeout ran out: an orderly close, neither a drop nor a
+    /// strike, since a client that loses its signal is innocent.
+    fn send_timed_out(&mut self) -> io::Error {
+        if !self.closed {
+            self.closed = true;
+            crate::audit::send_timed_out(self.peer);
         }
-        if !self.closed
-            && self
-                .poll_expired(&mut Context::from_waker(cx.waker()))
-                .is_some()
-        {
-            cx.waker().wake_by_ref();
-        }
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            "send timeout: the client accepted no byte of the response",
+        )
+    }
+
+    pub(crate) fn read(&mut self, bytes: &[u8]) {
+        self.clock.read(bytes);
+    }
+
+    /// Follows `n` bytes the client accepted.
+    pub(crate) fn wrote(&mut self, n: usize) {
+        self.clock.wrote(n);
     }
 
     /// Whether a timer may still apply: not once the connection is HTTP/2,
     /// upgraded or a tunnel.
     pub(crate) fn is_timed(&self) -> bool {
-        self.exchanges.is_timed()
+        self.clock.is_timed()
     }
 }
 
@@ -260,10 +314,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.io).poll_write(cx, buf);
-        if let (Poll::Ready(Ok(n)), Some(watch)) = (&poll, self.watch.as_mut()) {
-            watch.wrote(cx, &[io::IoSlice::new(buf)], *n);
-        }
-        poll
+        watch_write(&mut self.watch, cx, poll)
     }
 
     fn poll_write_vectored(
@@ -272,10 +323,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        if let (Poll::Ready(Ok(n)), Some(watch)) = (&poll, self.watch.as_mut()) {
-            watch.wrote(cx, bufs, *n);
-        }
-        poll
+        watch_write(&mut self.watch, cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -311,24 +359,32 @@ impl AbortableStream {
         }
     }
 
-    /// Puts the connection under its timers (see `Watch`); the bytes
-    /// already read count as read.
+    /// Puts the connection under its timers (see `Watch`), which learn
+    /// of its exchanges from `exchanges`; the bytes already read count as
+    /// read.
     #[cfg(any(feature = "server", feature = "axum"))]
     pub(crate) fn with_timers(
         mut self,
         timeouts: Timeouts,
+        exchanges: Arc<Exchanges>,
         accepted: Instant,
         peer: SocketAddr,
         mode: CloseMode,
     ) -> Self {
-        self.watch = Watch::new(timeouts, accepted, &self.replay, peer, mode);
+        self.watch = Watch::new(timeouts, exchanges, accepted, &self.replay, (peer, mode));
         self
     }
 
-    /// Records the stream in `registry` under `peer` until it is dropped.
+    /// Records the stream in `registry` under `peer` until it is dropped,
+    /// with the exchanges the layer reports to its timers.
     #[cfg(feature = "axum")]
-    pub(crate) fn register(&mut self, registry: &Arc<Registry>, peer: SocketAddr) {
-        self.registration = Some(registry.register(peer, &self.handle));
+    pub(crate) fn register(
+        &mut self,
+        registry: &Arc<Registry>,
+        peer: SocketAddr,
+        exchanges: Arc<Exchanges>,
+    ) {
+        self.registration = Some(registry.register(peer, &self.handle, exchanges));
     }
 
     /// The handle that aborts this stream. Put a clone in each request's
@@ -419,7 +475,7 @@ impl AsyncWrite for AbortableStream {
             return Poll::Ready(Err(Self::aborted()));
         }
         let poll = Pin::new(&mut self.stream).poll_write(cx, buf);
-        self.after_write_poll(cx, poll, &[io::IoSlice::new(buf)])
+        self.after_write_poll(cx, poll)
     }
 
     fn poll_write_vectored(
@@ -431,7 +487,7 @@ impl AsyncWrite for AbortableStream {
             return Poll::Ready(Err(Self::aborted()));
         }
         let poll = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
-        self.after_write_poll(cx, poll, bufs)
+        self.after_write_poll(cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -457,13 +513,10 @@ impl AsyncWrite for AbortableStream {
 impl AbortableStream {
     fn after_write_poll(
         &mut self,
-        cx: &Context<'_>,
+        cx: &mut Context<'_>,
         poll: Poll<io::Result<usize>>,
-        bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        if let (Poll::Ready(Ok(n)), Some(watch)) = (&poll, self.watch.as_mut()) {
-            watch.wrote(cx, bufs, *n);
-        }
+        let poll = watch_write(&mut self.watch, cx, poll);
         if poll.is_pending() {
             self.handle.register_writer(cx);
             if self.handle.is_aborted() {
@@ -472,6 +525,29 @@ impl AbortableStream {
         }
         poll
     }
+}
+
+/// Follows a write's outcome on the connection's timers: the bytes the
+/// client accepted, or, for a write that waits on the client, the send
+/// timeout, which fails it once it runs out.
+fn watch_write(
+    watch: &mut Option<Box<Watch>>,
+    cx: &mut Context<'_>,
+    poll: Poll<io::Result<usize>>,
+) -> Poll<io::Result<usize>> {
+    let Some(watch) = watch.as_mut() else {
+        return poll;
+    };
+    match &poll {
+        Poll::Ready(Ok(n)) => watch.wrote(*n),
+        Poll::Pending => {
+            if let Some(e) = watch.poll_blocked(cx) {
+                return Poll::Ready(Err(e));
+            }
+        }
+        Poll::Ready(Err(_)) => {}
+    }
+    poll
 }
 
 impl Drop for AbortableStream {

@@ -6,7 +6,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use crate::DropReason;
-use crate::connection::RequestDropped;
+use crate::connection::{InFlight, RequestDropped};
 use crate::error::BoxError;
 
 pin_project! {
@@ -21,6 +21,9 @@ pin_project! {
     pub struct NoResponseBody<B> {
         #[pin]
         pub(crate) kind: Kind<B>,
+        // The exchange, for the connection's timers: over once hyper is
+        // done with this body and drops it.
+        pub(crate) in_flight: Option<InFlight>,
     }
 }
 
@@ -35,20 +38,23 @@ pin_project! {
 
 impl<B> NoResponseBody<B> {
     pub(crate) fn inner(body: B) -> Self {
-        Self {
-            kind: Kind::Inner { body },
-        }
+        Self::of(Kind::Inner { body })
     }
 
     pub(crate) fn empty() -> Self {
-        Self { kind: Kind::Empty }
+        Self::of(Kind::Empty)
     }
 
     pub(crate) fn dropped(reason: DropReason) -> Self {
+        Self::of(Kind::Dropped {
+            reason: Some(reason),
+        })
+    }
+
+    pub(crate) fn of(kind: Kind<B>) -> Self {
         Self {
-            kind: Kind::Dropped {
-                reason: Some(reason),
-            },
+            kind,
+            in_flight: None,
         }
     }
 }

@@ -68,6 +68,8 @@ pub struct NoResponseLayerBuilder {
     /// `None` is the default, [`DEFAULT_KEEPALIVE_TIMEOUT`].
     keepalive_timeout: Option<Duration>,
     body_timeout: Option<Duration>,
+    /// `None` is the default, [`DEFAULT_SEND_TIMEOUT`].
+    send_timeout: Option<Duration>,
     /// Off by default, so that `Default` leaves the extension on.
     no_client_ip_extension: bool,
     /// How many checked calls were made: each one's number orders errors.
@@ -81,6 +83,9 @@ pub struct NoResponseLayerBuilder {
 
 /// nginx's default `keepalive_timeout`.
 const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
+
+/// nginx's default `send_timeout`.
+const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl NoResponseLayerBuilder {
     /// Serves `name`, like nginx `server_name`. Takes an exact name,
@@ -604,6 +609,24 @@ impl NoResponseLayerBuilder {
         self
     }
 
+    /// Closes a connection whose client has accepted no byte of a response
+    /// for this long: nginx's `send_timeout`, 60 s by default, against
+    /// clients that stop reading to hold the connection and its buffers
+    /// (the slow-read attack). Like nginx's, it bounds the time between two
+    /// writes that make progress, not a whole response: a reader that is
+    /// slow but keeps reading is never cut. `Duration::MAX` never closes.
+    ///
+    /// The close is not a 444 and not a strike, since a phone that loses
+    /// its signal is innocent: it is logged at `info` with
+    /// `reason=send_timeout` and counted in
+    /// `tower_no_response_send_timeouts_total`. The connection side
+    /// applies it: the layer's listener under `axum::serve` and the
+    /// crate's serve loop.
+    pub fn send_timeout(mut self, timeout: Duration) -> Self {
+        self.send_timeout = Some(timeout);
+        self
+    }
+
     /// Whether a request that passes carries the client the layer judged
     /// as a [`ClientIp`](crate::ClientIp) request extension, for handlers
     /// and inner layers to read; on by default. An application that never
@@ -652,6 +675,7 @@ impl NoResponseLayerBuilder {
         self.header_timeout = self.header_timeout.or(current.header_timeout);
         self.keepalive_timeout = self.keepalive_timeout.or(Some(current.keepalive_timeout));
         self.body_timeout = self.body_timeout.or(current.body_timeout);
+        self.send_timeout = self.send_timeout.or(Some(current.send_timeout));
         self.no_client_ip_extension = !current.client_ip_extension;
         self
     }
@@ -833,6 +857,7 @@ impl NoResponseLayerBuilder {
             header_timeout: self.header_timeout,
             keepalive_timeout: self.keepalive_timeout.unwrap_or(DEFAULT_KEEPALIVE_TIMEOUT),
             body_timeout: self.body_timeout,
+            send_timeout: self.send_timeout.unwrap_or(DEFAULT_SEND_TIMEOUT),
             client_ip_extension: !self.no_client_ip_extension,
             rate_limit: self
                 .rate_limit
@@ -868,6 +893,7 @@ pub(crate) struct Config {
     pub(crate) header_timeout: Option<Duration>,
     pub(crate) keepalive_timeout: Duration,
     pub(crate) body_timeout: Option<Duration>,
+    pub(crate) send_timeout: Duration,
     pub(crate) client_ip_extension: bool,
     pub(crate) rate_limit: Option<(RateLimit, Option<SharedRateLimit>)>,
     /// Each keyed limit's name and rate, in the rules' order.

@@ -18,6 +18,7 @@ use super::response::{dropped_response, status_response};
 use super::service::{Rejection, record_would_drop, reject};
 use super::state::{Compiled, LayerState};
 use super::{NoResponseBody, TimedBody};
+use crate::connection::InFlight;
 use crate::limit::StoreCheck;
 use crate::rules::{Budget, DropReason, Judgement, Verdict};
 
@@ -29,6 +30,9 @@ pin_project! {
     {
         #[pin]
         pub(super) kind: Kind<S, B>,
+        // The exchange, for the connection's timers, handed to the
+        // response's body.
+        pub(super) exchange: Option<Exchange>,
     }
 }
 
@@ -51,6 +55,30 @@ pin_project! {
             pending: Option<Box<Pending<S, B>>>,
         },
         Rejected { rejection: Rejection },
+    }
+}
+
+/// A request in flight on a connection the layer's listener serves.
+#[derive(Debug)]
+pub(super) struct Exchange {
+    pub(super) in_flight: InFlight,
+    /// Whether the method is `CONNECT`, whose `2xx` makes a tunnel.
+    pub(super) connect: bool,
+}
+
+impl Exchange {
+    /// Hands the exchange to the response that ends it.
+    fn answer<B>(
+        this: &mut Option<Self>,
+        mut response: Response<NoResponseBody<B>>,
+    ) -> Response<NoResponseBody<B>> {
+        if let Some(exchange) = this.take() {
+            exchange
+                .in_flight
+                .answered(exchange.connect, response.status());
+            response.body_mut().in_flight = Some(exchange.in_flight);
+        }
+        response
     }
 }
 
@@ -86,60 +114,74 @@ where
     type Output = Result<Response<NoResponseBody<ResBody>>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        loop {
-            let next = match this.kind.as_mut().project() {
-                KindProj::Inner { future, body } => {
-                    // A body that ran out of time drops the request, whatever
-                    // the inner service is doing: its future is dropped with
-                    // this one.
-                    let Some(body) = body else {
-                        return future
-                            .poll(cx)
-                            .map_ok(|response| response.map(NoResponseBody::inner));
-                    };
-                    if body.poll_timed_out(cx) {
-                        return Poll::Ready(Ok(dropped_response(DropReason::BodyTimeout)));
-                    }
-                    let response = std::task::ready!(future.poll(cx));
-                    if !body.answered() {
-                        return Poll::Ready(Ok(dropped_response(DropReason::BodyTimeout)));
-                    }
-                    return Poll::Ready(response.map(|r| r.map(NoResponseBody::inner)));
+        let this = self.project();
+        let exchange = this.exchange;
+        let poll = poll_kind(this.kind, cx);
+        poll.map_ok(|response| Exchange::answer(exchange, response))
+    }
+}
+
+/// The response of the request's path through the layer.
+fn poll_kind<S, B, ResBody>(
+    mut kind: Pin<&mut Kind<S, B>>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Response<NoResponseBody<ResBody>>, S::Error>>
+where
+    S: Service<Request<TimedBody<B>>, Response = Response<ResBody>>,
+    B: Body,
+{
+    loop {
+        let next = match kind.as_mut().project() {
+            KindProj::Inner { future, body } => {
+                // A body that ran out of time drops the request, whatever
+                // the inner service is doing: its future is dropped with
+                // this one.
+                let Some(body) = body else {
+                    return future
+                        .poll(cx)
+                        .map_ok(|response| response.map(NoResponseBody::inner));
+                };
+                if body.poll_timed_out(cx) {
+                    return Poll::Ready(Ok(dropped_response(DropReason::BodyTimeout)));
                 }
-                KindProj::Rejected { rejection } => {
-                    return Poll::Ready(Ok(match rejection {
-                        Rejection::Dropped {
-                            handle,
-                            mode,
-                            reason,
-                        } => {
-                            // hyper flushes each HTTP/1 response before it
-                            // parses the next pipelined request, so earlier
-                            // responses are already out.
-                            if let Some(handle) = handle {
-                                handle.abort(*mode);
-                            }
-                            dropped_response(*reason)
+                let response = std::task::ready!(future.poll(cx));
+                if !body.answered() {
+                    return Poll::Ready(Ok(dropped_response(DropReason::BodyTimeout)));
+                }
+                return Poll::Ready(response.map(|r| r.map(NoResponseBody::inner)));
+            }
+            KindProj::Rejected { rejection } => {
+                return Poll::Ready(Ok(match rejection {
+                    Rejection::Dropped {
+                        handle,
+                        mode,
+                        reason,
+                    } => {
+                        // hyper flushes each HTTP/1 response before it
+                        // parses the next pipelined request, so earlier
+                        // responses are already out.
+                        if let Some(handle) = handle {
+                            handle.abort(*mode);
                         }
-                        Rejection::Respond {
-                            status,
-                            retry_after,
-                            reason,
-                            rate,
-                        } => status_response(*status, *retry_after, *reason, *rate),
-                    }));
-                }
-                KindProj::Checking { check, pending } => {
-                    let verdict = std::task::ready!(check.as_mut().poll(cx));
-                    let Some(pending) = pending.take() else {
-                        panic!("ResponseFuture polled after completion");
-                    };
-                    pending.resume(verdict)
-                }
-            };
-            this.kind.set(next);
-        }
+                        dropped_response(*reason)
+                    }
+                    Rejection::Respond {
+                        status,
+                        retry_after,
+                        reason,
+                        rate,
+                    } => status_response(*status, *retry_after, *reason, *rate),
+                }));
+            }
+            KindProj::Checking { check, pending } => {
+                let verdict = std::task::ready!(check.as_mut().poll(cx));
+                let Some(pending) = pending.take() else {
+                    panic!("ResponseFuture polled after completion");
+                };
+                pending.resume(verdict)
+            }
+        };
+        kind.set(next);
     }
 }
 

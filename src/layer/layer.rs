@@ -133,6 +133,13 @@ impl NoResponseLayer {
         self.shared.current.load().keepalive_timeout
     }
 
+    /// How long a write may wait for the client to read before the
+    /// connection is closed; see [`NoResponseLayerBuilder::send_timeout`].
+    #[must_use]
+    pub fn send_timeout(&self) -> Duration {
+        self.shared.current.load().send_timeout
+    }
+
     /// The longest wait for the next part of a request body; see
     /// [`NoResponseLayerBuilder::body_timeout`].
     #[must_use]

@@ -13,7 +13,7 @@ use http::{Request, Response, StatusCode, Version};
 use http_body::Body;
 use tower_service::Service;
 
-use super::future::{Kind, Pending, ResponseFuture};
+use super::future::{Exchange, Kind, Pending, ResponseFuture};
 use super::state::{Compiled, LayerState};
 use super::{NoResponseBody, TimedBody};
 use crate::audit::{Close, DropEvent, Handling, RequestView};
@@ -82,7 +82,12 @@ where
         self.shared.placement.layer_judged();
         // The one lookup of the request's connection; everything after
         // takes the peer found here.
-        let peer = self.shared.connection_of(&request).0;
+        let connection = self.shared.connection_of(&request);
+        let peer = connection.peer;
+        let exchange = connection.in_flight.map(|in_flight| Exchange {
+            in_flight,
+            connect: request.method() == http::Method::CONNECT,
+        });
         let (judgement, strikes) = current.judge(&request, peer);
         record_would_drop(current, &request, &judgement, peer);
         match judgement.verdict {
@@ -97,6 +102,7 @@ where
                         strikes,
                     ),
                 },
+                exchange,
             },
             Verdict::RateLimit(ip) => {
                 let check = ip
@@ -119,6 +125,7 @@ where
                             peer,
                         })),
                     },
+                    exchange,
                 }
             }
             Verdict::Pass => {
@@ -130,6 +137,7 @@ where
                         future: self.inner.call(request),
                         body,
                     },
+                    exchange,
                 }
             }
         }

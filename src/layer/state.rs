@@ -14,7 +14,7 @@ use crate::audit::stats::Counters;
 use crate::ban::BanList;
 use crate::connection::Placement;
 use crate::connection::registry::Registry;
-use crate::connection::{ConnectionInfo, peer};
+use crate::connection::{ConnectionInfo, InFlight, peer};
 use crate::error::BuildError;
 use crate::limit::local::Limiter;
 use crate::limit::{RateLimit, RateLimiter, Step};
@@ -43,6 +43,7 @@ pub(crate) struct Compiled {
     pub(crate) header_timeout: Option<Duration>,
     pub(crate) keepalive_timeout: Duration,
     pub(crate) body_timeout: Option<Duration>,
+    pub(crate) send_timeout: Duration,
     /// Whether an allowed request gets its [`ClientIp`] extension.
     pub(crate) client_ip_extension: bool,
     pub(crate) limiter: Option<RateLimiter>,
@@ -103,6 +104,7 @@ impl Compiled {
             header_timeout: config.header_timeout,
             keepalive_timeout: config.keepalive_timeout,
             body_timeout: config.body_timeout,
+            send_timeout: config.send_timeout,
             client_ip_extension: config.client_ip_extension,
             limiter,
             rate_limit: config.rate_limit.as_ref().map(|(limit, _)| *limit),
@@ -238,18 +240,34 @@ impl LayerState {
     /// serve loop or tonic put there, or at least the peer that axum's
     /// connect info names, whose connection the layer's listener
     /// registered; without connect info, the peer that listener recorded
-    /// for the connection being served.
-    pub(crate) fn connection_of<'r, B>(
-        &self,
-        request: &'r Request<B>,
-    ) -> (Option<SocketAddr>, Option<&'r ConnectionInfo>) {
+    /// for the connection being served. A connection the layer's listener
+    /// serves in this task also learns of the exchange, for its timers.
+    pub(crate) fn connection_of<B>(&self, request: &Request<B>) -> Connection {
         let ext = request.extensions();
-        match ext.get::<ConnectionInfo>() {
-            Some(info) => (Some(info.peer_addr()), Some(info)),
-            None => (
-                peer::connect_info(ext).or_else(|| self.connections.peer_of_current()),
-                None,
-            ),
+        if let Some(info) = ext.get::<ConnectionInfo>() {
+            // The serve loop's adapter reports the exchange itself.
+            return Connection {
+                peer: Some(info.peer_addr()),
+                in_flight: None,
+            };
+        }
+        let peer = peer::connect_info(ext);
+        match self.connections.begin_current(peer) {
+            Some((served, in_flight)) => Connection {
+                peer: Some(peer.unwrap_or(served)),
+                in_flight: Some(in_flight),
+            },
+            None => Connection {
+                peer,
+                in_flight: None,
+            },
         }
     }
+}
+
+/// The connection a request came on, as far as the layer can tell.
+pub(crate) struct Connection {
+    pub(crate) peer: Option<SocketAddr>,
+    /// The exchange, reported to the connection's timers.
+    pub(crate) in_flight: Option<InFlight>,
 }

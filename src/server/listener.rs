@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use super::early::{Early, judge_now};
 use crate::NoResponseLayer;
 use crate::connection::registry::Registry;
-use crate::connection::{AbortableStream, Accepted, Timeouts};
+use crate::connection::{AbortableStream, Accepted, Exchanges, Timeouts};
 
 impl NoResponseLayer {
     /// Where the layer's listeners record their connections.
@@ -197,11 +197,15 @@ impl Listener for AbortableListener {
             }
         };
         let mut stream = AbortableStream::with_prefix(stream, prefix);
-        stream.register(&self.registry, addr);
-        // axum::serve has no header or keep-alive timeout of its own: the
-        // stream keeps them.
+        // The layer reports each exchange it sees to the stream's timers,
+        // finding the stream by the task that serves it.
+        let exchanges = Arc::new(Exchanges::default());
+        stream.register(&self.registry, addr, Arc::clone(&exchanges));
+        // axum::serve has no header, keep-alive or send timeout of its
+        // own: the stream keeps them.
         let stream = stream.with_timers(
             Timeouts::of(&self.layer),
+            exchanges,
             tokio::time::Instant::now(),
             addr,
             self.layer.close_mode(),

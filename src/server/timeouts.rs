@@ -10,6 +10,7 @@ impl Timeouts {
         Self {
             header: layer.header_timeout(),
             keepalive: Some(layer.keepalive_timeout()),
+            send: Some(layer.send_timeout()),
         }
     }
 }

@@ -15,7 +15,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::ClientHello;
-use crate::connection::{ConnectionInfo, DropAsError};
+use crate::connection::{ConnectionInfo, DropAsError, Exchanges};
 use crate::error::BoxError;
 
 /// What a connection is doing, for its header and idle timeouts: how many
@@ -30,16 +30,19 @@ pub(super) struct Activity {
     /// Milliseconds since `epoch` of the last change.
     changed_ms: AtomicU64,
     epoch: Instant,
+    /// The same exchanges, told to the stream's timers.
+    exchanges: Arc<Exchanges>,
 }
 
 impl Activity {
-    pub(super) fn new() -> Arc<Self> {
+    pub(super) fn new(exchanges: Arc<Exchanges>) -> Arc<Self> {
         Arc::new(Self {
             seen: AtomicU64::new(0),
             http2: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             changed_ms: AtomicU64::new(0),
             epoch: Instant::now(),
+            exchanges,
         })
     }
 
@@ -52,7 +55,7 @@ impl Activity {
         self.seen.fetch_add(1, Ordering::AcqRel);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.touch();
-        InFlight(Arc::clone(self))
+        InFlight(Arc::clone(self), self.exchanges.begin())
     }
 
     /// Whether the connection is HTTP/2, as far as its requests tell.
@@ -78,7 +81,7 @@ impl Activity {
 /// One request in flight; its end (response sent, failed, or abandoned) is
 /// when this is dropped.
 #[derive(Debug)]
-pub(super) struct InFlight(Arc<Activity>);
+pub(super) struct InFlight(Arc<Activity>, crate::connection::InFlight);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -123,6 +126,8 @@ pin_project! {
         #[pin]
         future: F,
         in_flight: Option<InFlight>,
+        // Whether the method is `CONNECT`, whose `2xx` makes a tunnel.
+        connect: bool,
     }
 }
 
@@ -139,6 +144,7 @@ where
             .in_flight
             .take()
             .expect("Tracked polled after completion");
+        in_flight.1.answered(*this.connect, response.status());
         Poll::Ready(Ok(response.map(|body| TrackedBody {
             body,
             _in_flight: in_flight,
@@ -206,6 +212,7 @@ where
             self.activity.http2.store(true, Ordering::Relaxed);
         }
         Tracked {
+            connect: request.method() == http::Method::CONNECT,
             in_flight: Some(self.activity.begin()),
             future: DropAsError::new(self.inner.call(request), self.reset),
         }

@@ -22,7 +22,7 @@ use super::Http2Drop;
 use super::ServeLoopService;
 use super::adapter::{Activity, StreamResets};
 use crate::NoResponseLayer;
-use crate::connection::{AbortableStream, ConnectionHandle, ConnectionInfo, Timeouts};
+use crate::connection::{AbortableStream, ConnectionHandle, ConnectionInfo, Exchanges, Timeouts};
 use crate::rules::CloseMode;
 
 pub(super) struct Connection<S> {
@@ -84,10 +84,17 @@ impl<S: ServeLoopService> Connection<S> {
         }
         let io = AbortableStream::with_prefix(stream, prefix);
         let handle = io.handle().clone();
-        let io = io.with_timers(self.timeouts, accepted, self.peer, self.close_mode);
+        let exchanges = Arc::new(Exchanges::default());
+        let io = io.with_timers(
+            self.timeouts,
+            Arc::clone(&exchanges),
+            accepted,
+            self.peer,
+            self.close_mode,
+        );
         // Boxed: hyper's connection is large, and inline it would make every
         // spawn copy it, even for connections judged and dropped before it.
-        Box::pin(self.serve_io(io, handle, None)).await;
+        Box::pin(self.serve_io(io, handle, exchanges, None)).await;
     }
 
     /// The TLS part of [`run`](Self::run): the gate, the handshake, the
@@ -139,14 +146,25 @@ impl<S: ServeLoopService> Connection<S> {
         };
         // The timers read the plain bytes, from the end of the
         // handshake, which has a bound of its own.
-        let watch =
-            crate::connection::Watch::new(self.timeouts, handshaken, &prefix, peer, close_mode);
+        let exchanges = Arc::new(Exchanges::default());
+        let watch = crate::connection::Watch::new(
+            self.timeouts,
+            Arc::clone(&exchanges),
+            handshaken,
+            &prefix,
+            (peer, close_mode),
+        );
         let io = crate::connection::Watched::new(tls_stream, prefix, watch, handle.clone());
-        Box::pin(self.serve_io(io, handle, hello)).await;
+        Box::pin(self.serve_io(io, handle, exchanges, hello)).await;
     }
 
-    async fn serve_io<I>(mut self, io: I, handle: ConnectionHandle, hello: Option<ClientHello>)
-    where
+    async fn serve_io<I>(
+        mut self,
+        io: I,
+        handle: ConnectionHandle,
+        exchanges: Arc<Exchanges>,
+        hello: Option<ClientHello>,
+    ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let info = ConnectionInfo::new(self.peer, handle.clone());
@@ -164,7 +182,7 @@ impl<S: ServeLoopService> Connection<S> {
             idle: self.idle_timeout,
             http2_idle: self.timeouts.keepalive,
         };
-        let activity = Activity::new();
+        let activity = Activity::new(exchanges);
         let service = TowerToHyperService::new(StreamResets::new(
             self.service,
             reset,
