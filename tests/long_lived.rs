@@ -90,6 +90,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Recorder {
             status: String,
             rule: String,
             peer: String,
+            reason: String,
         }
         impl tracing::field::Visit for Fields {
             fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
@@ -98,15 +99,26 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Recorder {
                     "status" => self.status = v,
                     "rule" => self.rule = v,
                     "peer_addr" => self.peer = v,
+                    "reason" => self.reason = v,
                     _ => {}
                 }
             }
         }
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        // The send timeout's close, which is no 444, as `rule=send_timeout`.
+        if fields.reason.contains("send_timeout") {
+            if let Ok(peer) = fields.peer.parse() {
+                EVENTS.lock().unwrap().push(Logged {
+                    rule: "send_timeout".into(),
+                    peer,
+                });
+            }
+            return;
+        }
         if event.metadata().target() != "tower_no_response::drop" {
             return;
         }
-        let mut fields = Fields::default();
-        event.record(&mut fields);
         if fields.status == "444" {
             if let Ok(peer) = fields.peer.parse() {
                 EVENTS.lock().unwrap().push(Logged {
@@ -239,8 +251,6 @@ async fn upgrade_to_echo(mut request: Request<Body>) -> http::Response<Body> {
 }
 
 async fn start(side: Side, keepalive: Option<Duration>) -> App {
-    record_drops();
-    let since = drop_events().len();
     // The demo's full rule set: the seed's rules and its rate limit.
     let rules = common::seed_rules()
         .rate_limit(tower_no_response::RateLimit::per_second(10).burst(20))
@@ -250,9 +260,22 @@ async fn start(side: Side, keepalive: Option<Duration>) -> App {
         Some(k) => rules.keepalive_timeout(k),
         None => rules,
     };
+    start_with(side, rules, TcpListener::bind("127.0.0.1:0").await.unwrap()).await
+}
+
+/// Serves `routes()`, with a fallback that answers anything else `200`,
+/// behind the layer `rules` make, on `tcp`.
+async fn start_with(
+    side: Side,
+    rules: tower_no_response::NoResponseLayerBuilder,
+    tcp: TcpListener,
+) -> App {
+    record_drops();
+    let since = drop_events().len();
     let layer = rules.build().unwrap();
-    let app = routes().layer(layer.clone());
-    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = routes()
+        .fallback(|| async { "ok" })
+        .layer(layer.clone());
     let addr = tcp.local_addr().unwrap();
     match side {
         Side::AxumServe => common::serve_on(layer.listener(tcp), app),
@@ -842,5 +865,307 @@ async fn slow_uploads_and_busy_handlers_are_not_cut() {
         assert_status(&head, 200);
         assert_eq!(body, b"30", "{side:?}");
         assert_eq!(app.drops_of(client.local()), 0, "{side:?}");
+    }
+}
+
+/// One byte of a head every this long: shorter than the header timeout, so
+/// a timer that each byte reset would never run out.
+const TRICKLE: Duration = Duration::from_millis(300);
+
+/// The rules for the hostile cases below: the seed's, with no rate limit
+/// to stop sixty-five pipelined requests first.
+fn trickle_rules() -> tower_no_response::NoResponseLayerBuilder {
+    common::seed_rules().header_timeout(HEADER_TIMEOUT)
+}
+
+/// Sends `before`, reads `answers` whole responses to it, then trickles a
+/// head that never ends, a byte at a time. Returns how long after the last
+/// answer (or after connecting, with none) the server closed, and what it
+/// sent after those answers.
+async fn trickled(app: &App, before: &[u8], answers: usize) -> (Duration, common::Outcome) {
+    let mut client = Client::connect(app.addr).await;
+    let mut since = tokio::time::Instant::now();
+    client.send(before).await;
+    for _ in 0..answers {
+        let (head, _) = client.response().await;
+        assert!(head.starts_with("HTTP/1.1 "), "{head}");
+        since = tokio::time::Instant::now();
+    }
+    let local = client.local();
+    let Client { mut stream, buf } = client;
+    assert!(buf.is_empty(), "{}", String::from_utf8_lossy(&buf));
+    let (mut reader, mut writer) = stream.split();
+    let trickle = async {
+        for &b in b"GET / HTTP/1.1\r\nHost: example.com\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+            if writer.write_all(&[b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(TRICKLE).await;
+        }
+        std::future::pending::<()>().await;
+    };
+    let read = async {
+        let mut bytes = Vec::new();
+        let closed = tokio::time::timeout(PATIENCE, reader.read_to_end(&mut bytes)).await;
+        (closed, bytes)
+    };
+    let (closed, bytes) = tokio::select! {
+        out = read => out,
+        () = trickle => unreachable!(),
+    };
+    let waited = since.elapsed();
+    let closed = closed.expect("the trickled head was never closed");
+    let close = match closed {
+        Ok(_) => Close::Fin,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Close::Reset,
+        Err(e) => panic!("{e}"),
+    };
+    header_timeouts_logged(app, &[local], 1).await;
+    (waited, common::Outcome { bytes, close })
+}
+
+/// The hostile case `case`, sent first and after an ordinary request: the
+/// head trickled after it is dropped at the header timeout from the last
+/// answer, with not one byte, on both sides.
+async fn dropped_after(name: &str, case: &[u8], answers: usize) {
+    for side in SIDES {
+        for later in [false, true] {
+            let app = start_with(
+                side,
+                trickle_rules(),
+                TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            )
+            .await;
+            let mut before = Vec::new();
+            if later {
+                before.extend_from_slice(&request("GET", "/", ""));
+            }
+            before.extend_from_slice(case);
+            let answers = answers + usize::from(later);
+            let (waited, out) = trickled(&app, &before, answers).await;
+            assert!(out.bytes.is_empty(), "{name} {side:?}: {:?}", out.text());
+            assert!(
+                waited >= HEADER_TIMEOUT - Duration::from_millis(100)
+                    && waited < HEADER_TIMEOUT + Duration::from_secs(3),
+                "{name} {side:?} later={later}: closed {waited:?} after the last answer"
+            );
+        }
+    }
+}
+
+/// The same case, then an idle pause of three header timeouts, then a
+/// request: the pause is a kept-alive connection's, and the request is
+/// served; nothing is dropped.
+async fn innocent_after(name: &str, case: &[u8], answers: usize) {
+    for side in SIDES {
+        let app = start_with(
+            side,
+            trickle_rules(),
+            TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        )
+        .await;
+        let mut client = Client::connect(app.addr).await;
+        client.send(case).await;
+        for _ in 0..answers {
+            client.response().await;
+        }
+        tokio::time::sleep(PAUSE).await;
+        client.send(&request("GET", "/", "")).await;
+        let (head, body) = client.response().await;
+        assert_status(&head, 200);
+        assert_eq!(body, b"ok", "{name} {side:?}");
+        assert_eq!(app.drops_of(client.local()), 0, "{name} {side:?}");
+    }
+}
+
+/// A head over 64 KiB, which hyper still reads (up to about 400 KiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_head_is_timed_to_hyper_s_limit() {
+    let mut big = b"GET / HTTP/1.1\r\nHost: example.com\r\nUser-Agent: Mozilla/5.0\r\nX-Big: ".to_vec();
+    big.resize(100 * 1024, b'a');
+    // Trickled after the big head's own bytes: the head is still open.
+    for side in SIDES {
+        let app = start_with(
+            side,
+            trickle_rules(),
+            TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        )
+        .await;
+        let mut stream = TcpStream::connect(app.addr).await.unwrap();
+        let started = tokio::time::Instant::now();
+        stream.write_all(&big).await.unwrap();
+        let (mut reader, mut writer) = stream.split();
+        let trickle = async {
+            loop {
+                if writer.write_all(b"a").await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(TRICKLE).await;
+            }
+            std::future::pending::<()>().await;
+        };
+        let mut bytes = Vec::new();
+        let read = tokio::time::timeout(PATIENCE, reader.read_to_end(&mut bytes));
+        tokio::select! {
+            closed = read => { let _ = closed.expect("the long head was never closed"); }
+            () = trickle => unreachable!(),
+        }
+        let waited = started.elapsed();
+        assert!(bytes.is_empty(), "{side:?}");
+        assert!(waited < HEADER_TIMEOUT + Duration::from_secs(3), "{side:?}: {waited:?}");
+    }
+    // Whole, it is a request like any other, and later heads are timed.
+    let mut whole = big.clone();
+    whole.extend_from_slice(b"\r\n\r\n");
+    dropped_after("long head", &whole, 1).await;
+    innocent_after("long head", &whole, 1).await;
+}
+
+/// Sixty-five requests pipelined at once, all answered, then a head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_five_pipelined_requests_keep_the_timer() {
+    let many = request("GET", "/", "").repeat(65);
+    dropped_after("65 pipelined", &many, 65).await;
+    innocent_after("65 pipelined", &many, 65).await;
+}
+
+/// Two `Transfer-Encoding` lines, the last of which is chunked: hyper
+/// reads a chunked body, and so must the timers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_chunked_by_its_last_transfer_encoding_keeps_the_timer() {
+    let mut post = request(
+        "POST",
+        "/upload",
+        "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+    );
+    post.extend_from_slice(b"5\r\nhello\r\n0\r\n\r\n");
+    dropped_after("two transfer-encodings", &post, 1).await;
+    innocent_after("two transfer-encodings", &post, 1).await;
+}
+
+/// Methods are case-sensitive: `head` is not `HEAD`, and its response has
+/// a body; `connect` is not `CONNECT`, and a `200` to it is no tunnel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lowercase_methods_are_no_head_and_no_tunnel() {
+    let head = request("head", "/", "");
+    dropped_after("head", &head, 1).await;
+    innocent_after("head", &head, 1).await;
+    let connect = b"connect example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nUser-Agent: Mozilla/5.0\r\n\r\n";
+    dropped_after("connect", connect, 1).await;
+    innocent_after("connect", connect, 1).await;
+}
+
+/// A complete request and half the next, pipelined at once: the second
+/// head's bound runs from the first's answer, whatever the trickle after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelined_half_head_is_bounded_from_the_answer_before_it() {
+    let mut both = request("GET", "/", "");
+    both.extend_from_slice(b"GET / HT");
+    dropped_after("pipelined half head", &both, 1).await;
+}
+
+/// Part of the HTTP/2 preface, then silence: a head in progress, dropped
+/// at the header timeout with not one byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn part_of_the_http2_preface_is_a_head_in_progress() {
+    for side in SIDES {
+        let app = start_with(
+            side,
+            trickle_rules(),
+            TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        )
+        .await;
+        let mut stream = TcpStream::connect(app.addr).await.unwrap();
+        let local = stream.local_addr().unwrap();
+        let started = tokio::time::Instant::now();
+        stream.write_all(b"PRI * HTTP/2.0").await.unwrap();
+        let out = read_until_close(&mut stream).await;
+        let waited = started.elapsed();
+        assert!(out.bytes.is_empty(), "{side:?}: {:?}", out.text());
+        assert!(
+            waited >= HEADER_TIMEOUT - Duration::from_millis(100)
+                && waited < HEADER_TIMEOUT + Duration::from_secs(3),
+            "{side:?}: {waited:?}"
+        );
+        header_timeouts_logged(&app, &[local], 1).await;
+    }
+}
+
+/// A listener whose accepted sockets have a small send buffer, so that a
+/// client that stops reading blocks the server's writes quickly.
+async fn small_buffered_listener() -> TcpListener {
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    socket2::SockRef::from(&tcp)
+        .set_send_buffer_size(16 * 1024)
+        .unwrap();
+    tcp
+}
+
+/// A client with a small receive buffer.
+async fn small_buffered_client(addr: SocketAddr) -> Client {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    Client {
+        stream: socket.connect(addr).await.unwrap(),
+        buf: Vec::new(),
+    }
+}
+
+const SEND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A client that stops reading a response is closed at the send timeout,
+/// logged as `send_timeout` and never as a 444; a slow but steady reader
+/// (32 KiB/s, longer than the send timeout) is never cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_send_timeout_closes_a_stopped_reader_and_spares_a_slow_one() {
+    for side in SIDES {
+        let rules = trickle_rules().send_timeout(SEND_TIMEOUT);
+        let app = start_with(side, rules, small_buffered_listener().await).await;
+
+        let mut stopped = small_buffered_client(app.addr).await;
+        stopped.send(&request("GET", "/big", "")).await;
+        assert_status(&stopped.head().await, 200);
+        tokio::time::sleep(SEND_TIMEOUT * 2).await;
+        let mut got = stopped.buf.len();
+        let mut chunk = vec![0u8; 64 * 1024];
+        let ended = tokio::time::timeout(PATIENCE, async {
+            loop {
+                match stopped.stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got += n,
+                }
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "{side:?}: the stopped reader was never closed");
+        assert!(got < BIG, "{side:?}: the whole response arrived");
+        drops_logged(&app, "send_timeout", &[stopped.local()], 1).await;
+        assert_eq!(
+            app.layer.stats().rules.iter().map(|r| r.dropped).sum::<u64>(),
+            0,
+            "{side:?}: no 444"
+        );
+
+        let mut steady = small_buffered_client(app.addr).await;
+        steady.send(&request("GET", "/big", "")).await;
+        assert_status(&steady.head().await, 200);
+        let mut got = steady.buf.len();
+        let reading = tokio::time::Instant::now();
+        while reading.elapsed() < SEND_TIMEOUT * 3 {
+            let mut piece = [0u8; 4096];
+            let n = steady.stream.read(&mut piece).await.unwrap();
+            assert!(n > 0, "{side:?}: the steady reader was cut after {got} bytes");
+            got += n;
+            tokio::time::sleep(Duration::from_millis(125)).await;
+        }
+        let rest = steady.take(BIG - got).await;
+        assert_eq!(rest.len(), BIG - got, "{side:?}");
+        assert_eq!(app.drops_of(steady.local()), 0, "{side:?}");
+        assert!(
+            !drop_events()
+                .iter()
+                .any(|e| e.rule == "send_timeout" && e.peer == steady.local()),
+            "{side:?}: the steady reader was logged"
+        );
     }
 }

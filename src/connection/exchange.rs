@@ -110,6 +110,9 @@ pub(crate) struct Exchanges {
     begun: AtomicU64,
     ended: AtomicU64,
     tunnel: AtomicBool,
+    /// Set once all of the HTTP/2 preface is in: from then on the
+    /// connection's own HTTP/2 timers apply, and the stream's do not.
+    http2: AtomicBool,
 }
 
 impl Exchanges {
@@ -118,6 +121,12 @@ impl Exchanges {
     pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
         self.begun.fetch_add(1, Ordering::AcqRel);
         InFlight(Arc::clone(self))
+    }
+
+    /// Whether the connection is HTTP/2, by all of its preface.
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
+    pub(crate) fn is_http2(&self) -> bool {
+        self.http2.load(Ordering::Acquire)
     }
 }
 
@@ -233,6 +242,7 @@ impl Clock {
                     self.requests.feed(bytes, &mut now);
                 } else if seen + n == PREFACE.len() {
                     self.protocol = Protocol::Http2;
+                    self.exchanges.http2.store(true, Ordering::Release);
                 } else {
                     self.protocol = Protocol::Preface(u8::try_from(seen + n).unwrap_or(u8::MAX));
                 }

@@ -63,6 +63,12 @@ impl Activity {
         self.http2.load(Ordering::Relaxed)
     }
 
+    /// Whether all of the HTTP/2 preface is in: before it, a connection
+    /// is the stream's timers' to close.
+    pub(super) fn is_http2_by_preface(&self) -> bool {
+        self.exchanges.is_http2()
+    }
+
     /// Whether a request has arrived yet.
     pub(super) fn any_request(&self) -> bool {
         self.seen.load(Ordering::Acquire) > 0

@@ -258,6 +258,14 @@ struct ConnectionTimeouts {
 }
 
 impl ConnectionTimeouts {
+    /// Whether an HTTP/2 connection has had no request: its header
+    /// timeout. Before all of the preface is in, and over HTTP/1, the
+    /// stream's timers bound the wait, and tell a head begun (a drop)
+    /// from a connection no request began on (an orderly close).
+    fn no_request(self, activity: &Activity) -> bool {
+        activity.is_http2_by_preface() && !activity.any_request()
+    }
+
     /// The idle timeout that applies to the connection as it is now.
     fn idle(self, activity: &Activity) -> Option<Duration> {
         self.idle
@@ -266,10 +274,14 @@ impl ConnectionTimeouts {
 
     /// When a timeout may next run out, if one can.
     fn next_check(self, activity: &Activity, started: Instant) -> Option<Instant> {
+        // Armed until it runs out once: by then an HTTP/2 connection has
+        // all of its preface in, or the stream's timers closed it.
         let header = self
             .header
-            .filter(|_| !activity.any_request())
-            .and_then(|t| started.checked_add(t));
+            .and_then(|t| started.checked_add(t))
+            .filter(|&at| {
+                !activity.any_request() && (activity.is_http2_by_preface() || Instant::now() < at)
+            });
         let idle = self
             .idle(activity)
             .zip(activity.idle_since())
@@ -285,7 +297,7 @@ impl ConnectionTimeouts {
         let passed = |from: Instant, t: Duration| from.checked_add(t).is_some_and(|at| now >= at);
         if self
             .header
-            .is_some_and(|t| !activity.any_request() && passed(started, t))
+            .is_some_and(|t| self.no_request(activity) && passed(started, t))
         {
             return Some(Expired::NoRequest);
         }
