@@ -47,7 +47,9 @@
 //! `--header-timeout SECS` drops clients that send their headers too slowly,
 //! with either server. `--keepalive-timeout SECS` closes a kept-alive
 //! connection idle this long between requests (75 by default), quietly: it
-//! is not a drop. `--body-timeout SECS` drops a request whose body stalls
+//! is not a drop. `--send-timeout SECS` closes a connection whose client
+//! has read nothing of a response this long (60 by default), also without
+//! a drop. `--body-timeout SECS` drops a request whose body stalls
 //! this long while the app reads it, as `POST /upload` does: it reads the
 //! whole body and answers with its length.
 //!
@@ -138,6 +140,7 @@ struct Args {
     own_server: bool,
     header_timeout: Option<std::time::Duration>,
     keepalive_timeout: Option<std::time::Duration>,
+    send_timeout: Option<std::time::Duration>,
     body_timeout: Option<std::time::Duration>,
     no_layer: bool,
     quiet: bool,
@@ -171,7 +174,7 @@ struct Args {
 
 const USAGE: &str = "usage: nginx_444 [--listen ADDR] [--close fin|rst|silent] [--trusted-proxy CIDR]... \
 [--real-ip-header X-Forwarded-For|Forwarded|X-Real-IP|CF-Connecting-IP|NAME] [--no-recursive] \
-[--dry-run] [--rate-action drop|429] [--access-log] [--server axum|own] [--header-timeout SECS] [--keepalive-timeout SECS] [--body-timeout SECS] [--no-layer] [--quiet] [--kernel-filter] [--defer-accept SECS] \
+[--dry-run] [--rate-action drop|429] [--access-log] [--server axum|own] [--header-timeout SECS] [--keepalive-timeout SECS] [--send-timeout SECS] [--body-timeout SECS] [--no-layer] [--quiet] [--kernel-filter] [--defer-accept SECS] \
 [--redis URL | --redis-cluster URL,URL,...] [--redis-fail open|closed] \
 [--redis-ca FILE] [--redis-cert FILE --redis-key FILE] [--redis-precheck on|off] [--rate NUMr/s|NUMr/m] [--burst N] [--max-clients N] \
 [--ban-after N] [--ban-for SECS] [--deny-path REGEX]... [--deny-ip CIDR]... [--only-from CIDR]... [--metrics ADDR] \
@@ -191,6 +194,7 @@ fn parse_args() -> Result<Args, String> {
         own_server: false,
         header_timeout: None,
         keepalive_timeout: None,
+        send_timeout: None,
         body_timeout: None,
         no_layer: false,
         quiet: false,
@@ -267,6 +271,7 @@ fn parse_args() -> Result<Args, String> {
             "--keepalive-timeout" => {
                 args.keepalive_timeout = Some(parse_secs("--keepalive-timeout", &value()?)?);
             }
+            "--send-timeout" => args.send_timeout = Some(parse_secs("--send-timeout", &value()?)?),
             "--body-timeout" => args.body_timeout = Some(parse_secs("--body-timeout", &value()?)?),
             "--access-log" => args.access_log = true,
             "--rate" => args.rate = parse_rate(&value()?)?,
@@ -460,6 +465,11 @@ fn nginx_rules(args: &Args) -> Result<NoResponseLayerBuilder, String> {
     let rules = match args.keepalive_timeout {
         // keepalive_timeout
         Some(timeout) => rules.keepalive_timeout(timeout),
+        None => rules,
+    };
+    let rules = match args.send_timeout {
+        // send_timeout
+        Some(timeout) => rules.send_timeout(timeout),
         None => rules,
     };
     let rules = match args.body_timeout {

@@ -273,9 +273,7 @@ async fn start_with(
     record_drops();
     let since = drop_events().len();
     let layer = rules.build().unwrap();
-    let app = routes()
-        .fallback(|| async { "ok" })
-        .layer(layer.clone());
+    let app = routes().fallback(|| async { "ok" }).layer(layer.clone());
     let addr = tcp.local_addr().unwrap();
     match side {
         Side::AxumServe => common::serve_on(layer.listener(tcp), app),
@@ -599,20 +597,20 @@ async fn an_unused_preconnection_is_closed_in_order_and_not_logged() {
             "{side:?}: closed after {waited:?}"
         );
 
-        // HTTP/2 with no stream: the serve loop closes it in order, with
-        // a GOAWAY; `axum::serve` has no timer for HTTP/2 and leaves it.
+        // HTTP/2 with no stream: closed in order, with a GOAWAY, on both
+        // sides.
         let stream = TcpStream::connect(app.addr).await.unwrap();
         let local = stream.local_addr().unwrap();
+        let started = tokio::time::Instant::now();
         let mut h2 = h2_frames::RawH2::over(stream).await;
-        match side {
-            Side::ServeLoop => {
-                h2.wait_for_close().await;
-                assert!(h2.closed && h2.goaway.is_some(), "{side:?}");
-            }
-            Side::AxumServe => {
-                tokio::time::sleep(HEADER_TIMEOUT * 2).await;
-            }
-        }
+        h2.wait_for_close().await;
+        assert!(h2.closed && h2.goaway.is_some(), "{side:?}");
+        let waited = started.elapsed();
+        assert!(
+            waited >= HEADER_TIMEOUT - Duration::from_millis(100)
+                && waited < HEADER_TIMEOUT + Duration::from_secs(3),
+            "{side:?}: {waited:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(app.drops_of(local), 0, "{side:?}: HTTP/2 logged");
     }
@@ -981,7 +979,8 @@ async fn innocent_after(name: &str, case: &[u8], answers: usize) {
 /// A head over 64 KiB, which hyper still reads (up to about 400 KiB).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_head_is_timed_to_hyper_s_limit() {
-    let mut big = b"GET / HTTP/1.1\r\nHost: example.com\r\nUser-Agent: Mozilla/5.0\r\nX-Big: ".to_vec();
+    let mut big =
+        b"GET / HTTP/1.1\r\nHost: example.com\r\nUser-Agent: Mozilla/5.0\r\nX-Big: ".to_vec();
     big.resize(100 * 1024, b'a');
     // Trickled after the big head's own bytes: the head is still open.
     for side in SIDES {
@@ -1012,7 +1011,10 @@ async fn a_long_head_is_timed_to_hyper_s_limit() {
         }
         let waited = started.elapsed();
         assert!(bytes.is_empty(), "{side:?}");
-        assert!(waited < HEADER_TIMEOUT + Duration::from_secs(3), "{side:?}: {waited:?}");
+        assert!(
+            waited < HEADER_TIMEOUT + Duration::from_secs(3),
+            "{side:?}: {waited:?}"
+        );
     }
     // Whole, it is a request like any other, and later heads are timed.
     let mut whole = big.clone();
@@ -1137,11 +1139,19 @@ async fn the_send_timeout_closes_a_stopped_reader_and_spares_a_slow_one() {
             }
         })
         .await;
-        assert!(ended.is_ok(), "{side:?}: the stopped reader was never closed");
+        assert!(
+            ended.is_ok(),
+            "{side:?}: the stopped reader was never closed"
+        );
         assert!(got < BIG, "{side:?}: the whole response arrived");
         drops_logged(&app, "send_timeout", &[stopped.local()], 1).await;
         assert_eq!(
-            app.layer.stats().rules.iter().map(|r| r.dropped).sum::<u64>(),
+            app.layer
+                .stats()
+                .rules
+                .iter()
+                .map(|r| r.dropped)
+                .sum::<u64>(),
             0,
             "{side:?}: no 444"
         );
@@ -1154,7 +1164,10 @@ async fn the_send_timeout_closes_a_stopped_reader_and_spares_a_slow_one() {
         while reading.elapsed() < SEND_TIMEOUT * 3 {
             let mut piece = [0u8; 4096];
             let n = steady.stream.read(&mut piece).await.unwrap();
-            assert!(n > 0, "{side:?}: the steady reader was cut after {got} bytes");
+            assert!(
+                n > 0,
+                "{side:?}: the steady reader was cut after {got} bytes"
+            );
             got += n;
             tokio::time::sleep(Duration::from_millis(125)).await;
         }
@@ -1168,4 +1181,174 @@ async fn the_send_timeout_closes_a_stopped_reader_and_spares_a_slow_one() {
             "{side:?}: the steady reader was logged"
         );
     }
+}
+
+/// An HTTP/2 frame.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    out.extend_from_slice(&[kind, flags]);
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Connections that send all of the HTTP/2 preface and nothing more,
+/// many at once on both sides: each is closed at the header timeout, none
+/// logged as a drop, and an innocent request is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http2_preface_alone_is_closed_at_the_header_timeout() {
+    for side in SIDES {
+        let app = start_with(
+            side,
+            trickle_rules(),
+            TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        )
+        .await;
+        let mut silent = Vec::new();
+        for _ in 0..40 {
+            let mut stream = TcpStream::connect(app.addr).await.unwrap();
+            stream
+                .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+                .await
+                .unwrap();
+            silent.push(stream);
+        }
+        let started = tokio::time::Instant::now();
+        let mut client = Client::connect(app.addr).await;
+        client.send(&request("GET", "/", "")).await;
+        assert_status(&client.response().await.0, 200);
+        for stream in &mut silent {
+            let local = stream.local_addr().unwrap();
+            let out = read_until_close(stream).await;
+            // hyper's own SETTINGS, then the close: no response.
+            assert!(out.close == Close::Fin, "{side:?}: {out:?}");
+            assert_eq!(app.drops_of(local), 0, "{side:?}");
+        }
+        let waited = started.elapsed();
+        assert!(
+            waited < HEADER_TIMEOUT + Duration::from_secs(3),
+            "{side:?}: {waited:?}"
+        );
+    }
+}
+
+/// A header block begun and never ended (`HEADERS` without `END_HEADERS`,
+/// then silence): dropped at the header timeout, and logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_http2_header_block_is_dropped_at_the_header_timeout() {
+    for side in SIDES {
+        let app = start_with(
+            side,
+            trickle_rules(),
+            TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        )
+        .await;
+        // Raw, so that nothing the client sends (no SETTINGS ack) falls
+        // inside the header block: the server's SETTINGS are acked first.
+        let mut stream = TcpStream::connect(app.addr).await.unwrap();
+        let local = stream.local_addr().unwrap();
+        let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        hello.extend(h2_frame(0x4, 0, 0, &[]));
+        stream.write_all(&hello).await.unwrap();
+        let mut head = [0u8; 9];
+        stream.read_exact(&mut head).await.unwrap();
+        assert_eq!(head[3], 0x4, "{side:?}: the server's SETTINGS first");
+        let mut payload = vec![0u8; usize::from(head[2])];
+        stream.read_exact(&mut payload).await.unwrap();
+        let block = h2_frames::header_block(&[(":method", "GET"), (":scheme", "http")]);
+        let mut frames = h2_frame(0x4, 0x1, 0, &[]);
+        frames.extend(h2_frame(0x1, 0, 1, &block));
+        let started = tokio::time::Instant::now();
+        stream.write_all(&frames).await.unwrap();
+        let out = read_until_close(&mut stream).await;
+        let waited = started.elapsed();
+        // Whatever came (a SETTINGS ack), no HEADERS frame: no response.
+        let mut rest = &out.bytes[..];
+        while rest.len() >= 9 {
+            assert_ne!(rest[3], 0x1, "{side:?}: a response head");
+            let len = 9 + u32::from_be_bytes([0, rest[0], rest[1], rest[2]]) as usize;
+            rest = &rest[len.min(rest.len())..];
+        }
+        assert!(
+            waited >= HEADER_TIMEOUT - Duration::from_millis(100)
+                && waited < HEADER_TIMEOUT + Duration::from_secs(3),
+            "{side:?}: {waited:?}"
+        );
+        header_timeouts_logged(&app, &[local], 1).await;
+    }
+}
+
+/// HTTP/2 with no stream open for the keep-alive timeout is closed in
+/// order with a GOAWAY, counted from the end of the last stream, on both
+/// sides, also when a stream was in flight at the first look; a stream
+/// that takes longer than the keep-alive timeout is not cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_closes_at_the_keepalive_timeout() {
+    let keepalive = Duration::from_millis(1500);
+    for side in SIDES {
+        let rules = trickle_rules().keepalive_timeout(keepalive);
+        let app = start_with(side, rules, TcpListener::bind("127.0.0.1:0").await.unwrap()).await;
+        let mut h2 = h2_frames::RawH2::connect(app.addr).await;
+        let local = h2.local();
+        let headers = [
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":authority", "example.com"),
+            (":path", "/slow"),
+            ("user-agent", "curl/8.5.0"),
+        ];
+        // /slow answers after PAUSE, longer than the keep-alive timeout.
+        let (id, frames) = h2.request(&headers, None);
+        h2.send(&frames).await;
+        h2.finish(&[id]).await;
+        assert!(!h2.closed, "{side:?}: cut during a stream");
+        assert!(h2.streams[&id].ended, "{side:?}");
+        let ended = tokio::time::Instant::now();
+        h2.wait_for_close().await;
+        let waited = ended.elapsed();
+        assert!(h2.goaway.is_some(), "{side:?}");
+        assert!(
+            waited >= keepalive - Duration::from_millis(150)
+                && waited < keepalive + Duration::from_secs(3),
+            "{side:?}: closed {waited:?} after the stream"
+        );
+        assert_eq!(app.drops_of(local), 0, "{side:?}");
+    }
+}
+
+/// A server that stops sends GOAWAY; a client that keeps a stream open
+/// past the grace (the header timeout) is closed all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_goaway_is_followed_by_the_close_after_its_grace() {
+    record_drops();
+    let layer = trickle_rules().build().unwrap();
+    let app = routes().layer(layer.clone());
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(layer.serve(tcp, app).run_until(async move {
+        let _ = stopped.await;
+    }));
+    let mut h2 = h2_frames::RawH2::connect(addr).await;
+    // An upload whose body never ends.
+    let (id, frames) = h2.open(&[
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":authority", "example.com"),
+        (":path", "/upload"),
+        ("user-agent", "curl/8.5.0"),
+    ]);
+    h2.send(&frames).await;
+    let data = h2.data(id, b"part", false);
+    h2.send(&data).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopping = tokio::time::Instant::now();
+    stop.send(()).unwrap();
+    h2.wait_for_close().await;
+    assert!(h2.goaway.is_some());
+    let waited = stopping.elapsed();
+    assert!(
+        waited < HEADER_TIMEOUT + Duration::from_secs(3),
+        "closed {waited:?} after the stop"
+    );
 }

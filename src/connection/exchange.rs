@@ -81,6 +81,9 @@ pub(crate) enum Expiry {
     Unfollowed,
     /// A response the client accepted no byte of for the send timeout.
     Send,
+    /// An HTTP/2 connection the server sent `GOAWAY` on, still open after
+    /// the grace: closed whatever is in flight.
+    Goaway,
 }
 
 /// The timeouts that apply; `None` never runs out.
@@ -110,9 +113,6 @@ pub(crate) struct Exchanges {
     begun: AtomicU64,
     ended: AtomicU64,
     tunnel: AtomicBool,
-    /// Set once all of the HTTP/2 preface is in: from then on the
-    /// connection's own HTTP/2 timers apply, and the stream's do not.
-    http2: AtomicBool,
 }
 
 impl Exchanges {
@@ -121,12 +121,6 @@ impl Exchanges {
     pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
         self.begun.fetch_add(1, Ordering::AcqRel);
         InFlight(Arc::clone(self))
-    }
-
-    /// Whether the connection is HTTP/2, by all of its preface.
-    #[cfg_attr(not(feature = "server"), allow(dead_code))]
-    pub(crate) fn is_http2(&self) -> bool {
-        self.http2.load(Ordering::Acquire)
     }
 }
 
@@ -180,6 +174,8 @@ pub(crate) struct Clock {
     requested: bool,
     /// Since when a write has waited for the client to read.
     blocked_since: Option<Instant>,
+    /// An HTTP/2 connection's streams, once all of its preface is in.
+    h2: Option<Box<Streams>>,
 }
 
 impl Clock {
@@ -196,6 +192,7 @@ impl Clock {
             answered_at: accepted,
             requested: false,
             blocked_since: None,
+            h2: None,
         }
     }
 
@@ -211,9 +208,15 @@ impl Clock {
     }
 
     /// Whether any timer may still apply: `false` once the connection is
-    /// HTTP/2 or a tunnel, for good.
+    /// a tunnel, for good.
     pub(crate) fn is_timed(&self) -> bool {
-        matches!(self.protocol, Protocol::Preface(_) | Protocol::Http1)
+        self.protocol != Protocol::Opaque
+    }
+
+    /// A `GOAWAY` the connection side may send before it closes an HTTP/2
+    /// connection in order, if the server is between frames.
+    pub(crate) fn goaway(&self) -> Option<[u8; 17]> {
+        self.h2.as_ref().and_then(|h2| h2.goaway())
     }
 
     /// The connection is no longer HTTP/1 as hyper reads it.
@@ -242,7 +245,9 @@ impl Clock {
                     self.requests.feed(bytes, &mut now);
                 } else if seen + n == PREFACE.len() {
                     self.protocol = Protocol::Http2;
-                    self.exchanges.http2.store(true, Ordering::Release);
+                    let mut streams = Box::new(Streams::new(self.accepted));
+                    streams.read(&bytes[n..], &mut Now(None));
+                    self.h2 = Some(streams);
                 } else {
                     self.protocol = Protocol::Preface(u8::try_from(seen + n).unwrap_or(u8::MAX));
                 }
@@ -252,16 +257,34 @@ impl Clock {
                 let first = (self.requests.heads == 0).then_some(self.accepted);
                 self.requests.feed(bytes, &mut Now(first));
             }
-            Protocol::Http2 | Protocol::Opaque => {}
+            Protocol::Http2 => {
+                if let Some(h2) = self.h2.as_mut() {
+                    h2.read(bytes, &mut Now(None));
+                }
+            }
+            Protocol::Opaque => {}
         }
     }
 
-    /// Follows a write of `n` bytes the client accepted.
-    pub(crate) fn wrote(&mut self, n: usize) {
+    /// Follows a write of `n` bytes of `bufs` the client accepted.
+    pub(crate) fn wrote(&mut self, bufs: &[std::io::IoSlice<'_>], n: usize) {
         if n == 0 {
             return;
         }
         self.blocked_since = None;
+        if let Some(h2) = self.h2.as_mut() {
+            let mut left = n;
+            let mut now = Now(None);
+            for buf in bufs {
+                let len = buf.len().min(left);
+                h2.wrote(&buf[..len], &mut now);
+                left -= len;
+                if left == 0 {
+                    break;
+                }
+            }
+            return;
+        }
         if self.protocol != Protocol::Http1 {
             return;
         }
@@ -314,7 +337,8 @@ impl Clock {
                 self.sync(&mut Now(None));
                 self.read_deadline()
             }
-            Protocol::Http2 | Protocol::Opaque => None,
+            Protocol::Http2 => self.h2.as_ref().and_then(|h2| h2.deadline(self.timeouts)),
+            Protocol::Opaque => None,
         };
         match (read, send) {
             (Some(r), Some(s)) => Some(if s.0 < r.0 { s } else { r }),
@@ -354,6 +378,206 @@ impl Clock {
             return at(self.accepted, self.timeouts.header, Expiry::Unused);
         }
         at(self.answered_at, self.timeouts.keepalive, Expiry::Idle)
+    }
+}
+
+/// An HTTP/2 connection's streams, read off the frame headers that cross
+/// it both ways; payloads are skipped. The client's frames say when a
+/// stream opens, when its header block is complete and when the client is
+/// done with it; hyper's own frames say when the server is done with it
+/// and when it sends `GOAWAY`. h2 itself refuses a client whose frames
+/// break the protocol, and closes the connection.
+#[derive(Debug)]
+struct Streams {
+    reads: Frames,
+    writes: Frames,
+    /// Each stream open: its id, and whether the client and the server
+    /// are done with it.
+    open: Vec<(u32, bool, bool)>,
+    last_client_stream: u32,
+    /// When the connection began (its first stream's bound), and when the
+    /// last stream closed.
+    idle_since: Option<Instant>,
+    began: Instant,
+    /// A header block begun and not ended, since.
+    header_block: Option<Instant>,
+    /// When the server sent `GOAWAY`.
+    goaway_at: Option<Instant>,
+}
+
+const DATA: u8 = 0x0;
+const HEADERS: u8 = 0x1;
+const RST_STREAM: u8 = 0x3;
+const GOAWAY: u8 = 0x7;
+const CONTINUATION: u8 = 0x9;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+
+/// Most streams followed at once: h2 refuses more than hyper allows
+/// (200), so more open means frames this reading has lost track of.
+const MAX_OPEN: usize = 1024;
+
+impl Streams {
+    fn new(began: Instant) -> Self {
+        Self {
+            reads: Frames::default(),
+            writes: Frames::default(),
+            open: Vec::new(),
+            last_client_stream: 0,
+            idle_since: None,
+            began,
+            header_block: None,
+            goaway_at: None,
+        }
+    }
+
+    fn read(&mut self, mut bytes: &[u8], now: &mut Now) {
+        while let Some(frame) = self.reads.next(&mut bytes) {
+            let end = frame.flags & END_STREAM != 0;
+            match frame.kind {
+                HEADERS => {
+                    if frame.flags & END_HEADERS == 0 {
+                        self.header_block.get_or_insert_with(|| now.get());
+                    }
+                    match self.find(frame.stream) {
+                        Some(i) => self.open[i].1 |= end,
+                        None if frame.stream > self.last_client_stream
+                            && self.open.len() < MAX_OPEN =>
+                        {
+                            self.last_client_stream = frame.stream;
+                            self.open.push((frame.stream, end, false));
+                            self.idle_since = None;
+                        }
+                        None => {}
+                    }
+                }
+                CONTINUATION if frame.flags & END_HEADERS != 0 => self.header_block = None,
+                DATA if end => {
+                    if let Some(i) = self.find(frame.stream) {
+                        self.open[i].1 = true;
+                    }
+                }
+                RST_STREAM => self.close(frame.stream),
+                _ => {}
+            }
+            self.settle(now);
+        }
+    }
+
+    fn wrote(&mut self, mut bytes: &[u8], now: &mut Now) {
+        while let Some(frame) = self.writes.next(&mut bytes) {
+            match frame.kind {
+                HEADERS | DATA if frame.flags & END_STREAM != 0 => {
+                    if let Some(i) = self.find(frame.stream) {
+                        self.open[i].2 = true;
+                    }
+                }
+                RST_STREAM => self.close(frame.stream),
+                GOAWAY => {
+                    self.goaway_at.get_or_insert_with(|| now.get());
+                }
+                _ => {}
+            }
+            self.settle(now);
+        }
+    }
+
+    fn find(&self, stream: u32) -> Option<usize> {
+        self.open.iter().position(|&(id, ..)| id == stream)
+    }
+
+    fn close(&mut self, stream: u32) {
+        if let Some(i) = self.find(stream) {
+            self.open.swap_remove(i);
+        }
+    }
+
+    /// Forgets the streams both sides are done with; the connection is idle
+    /// from when the last one goes.
+    fn settle(&mut self, now: &mut Now) {
+        let before = self.open.len();
+        self.open.retain(|&(_, client, server)| !(client && server));
+        if before > 0 && self.open.is_empty() {
+            self.idle_since = Some(now.get());
+        }
+    }
+
+    fn deadline(&self, timeouts: Timeouts) -> Option<(Instant, Expiry)> {
+        if let Some(sent) = self.goaway_at {
+            let grace = timeouts.header.or(timeouts.keepalive);
+            return at(sent, grace, Expiry::Goaway);
+        }
+        if let Some(began) = self.header_block {
+            return at(began, timeouts.header, Expiry::Header);
+        }
+        if self.last_client_stream == 0 {
+            return at(self.began, timeouts.header, Expiry::Unused);
+        }
+        let since = self.idle_since?;
+        at(since, timeouts.keepalive, Expiry::Idle)
+    }
+
+    /// `GOAWAY` with no error, naming the last stream the client opened,
+    /// if the server is between frames.
+    fn goaway(&self) -> Option<[u8; 17]> {
+        if !self.writes.between() {
+            return None;
+        }
+        let mut frame = [0u8; 17];
+        frame[..9].copy_from_slice(&[0, 0, 8, GOAWAY, 0, 0, 0, 0, 0]);
+        frame[9..13].copy_from_slice(&self.last_client_stream.to_be_bytes());
+        Some(frame)
+    }
+}
+
+/// One direction's frames: where the next frame header begins.
+#[derive(Debug, Default)]
+struct Frames {
+    head: [u8; 9],
+    filled: u8,
+    /// Payload bytes of the current frame still to skip.
+    skip: u32,
+}
+
+/// A frame header.
+struct FrameHead {
+    kind: u8,
+    flags: u8,
+    stream: u32,
+}
+
+impl Frames {
+    /// The next frame header in `bytes`, which are consumed up to it.
+    fn next(&mut self, bytes: &mut &[u8]) -> Option<FrameHead> {
+        if self.skip > 0 {
+            let n = usize::try_from(self.skip).map_or(bytes.len(), |s| s.min(bytes.len()));
+            self.skip -= n as u32;
+            *bytes = &bytes[n..];
+        }
+        if bytes.is_empty() {
+            return None;
+        }
+        let filled = usize::from(self.filled);
+        let n = (9 - filled).min(bytes.len());
+        self.head[filled..filled + n].copy_from_slice(&bytes[..n]);
+        *bytes = &bytes[n..];
+        self.filled += n as u8;
+        if self.filled < 9 {
+            return None;
+        }
+        self.filled = 0;
+        let h = self.head;
+        self.skip = u32::from_be_bytes([0, h[0], h[1], h[2]]);
+        Some(FrameHead {
+            kind: h[3],
+            flags: h[4],
+            stream: u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff,
+        })
+    }
+
+    /// Whether the bytes so far end a frame.
+    fn between(&self) -> bool {
+        self.filled == 0 && self.skip == 0
     }
 }
 
@@ -807,7 +1031,7 @@ mod tests {
         let (mut c, _) = clock();
         c.read(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\n\r\n");
         assert_eq!(expiry(&mut c), None);
-        c.wrote(100);
+        c.wrote(&[std::io::IoSlice::new(&[0; 100])], 100);
         assert_eq!(expiry(&mut c), Some(Expiry::Idle));
         // A head begun is timed from the write, whatever the reading held.
         c.read(b"GET");
@@ -861,7 +1085,7 @@ mod tests {
         assert_eq!(c.deadline(), None);
         c.blocked();
         assert_eq!(c.deadline().map(|d| d.1), Some(Expiry::Send));
-        c.wrote(1);
+        c.wrote(&[std::io::IoSlice::new(&[0; 1])], 1);
         assert_eq!(c.deadline(), None);
     }
 
@@ -879,7 +1103,52 @@ mod tests {
         );
         assert_eq!(c.deadline(), None);
         c.read(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
-        c.wrote(10);
+        c.wrote(&[std::io::IoSlice::new(&[0; 10])], 10);
         assert_eq!(c.deadline(), None);
+    }
+}
+#[cfg(test)]
+mod h2_tests {
+    use super::*;
+
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut out = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        out.extend_from_slice(&[kind, flags]);
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[test]
+    fn streams_open_and_close_by_their_frames() {
+        let t = Timeouts {
+            header: Some(Duration::from_secs(1)),
+            keepalive: Some(Duration::from_secs(2)),
+            send: None,
+        };
+        let mut c = Clock::new(t, Arc::default(), Instant::now());
+        let mut hello = PREFACE.to_vec();
+        hello.extend(frame(0x4, 0, 0, &[0, 4, 0, 0, 0, 1]));
+        c.read(&hello);
+        assert_eq!(c.deadline().map(|d| d.1), Some(Expiry::Unused));
+        c.read(&frame(HEADERS, END_HEADERS | END_STREAM, 1, b"xyz"));
+        assert_eq!(c.deadline(), None);
+        let mut answer = frame(0x4, 0, 0, &[]);
+        answer.extend(frame(HEADERS, END_HEADERS, 1, b"abc"));
+        answer.extend(frame(DATA, 0, 1, b"slow"));
+        answer.extend(frame(DATA, END_STREAM, 1, b""));
+        for step in [1, 5, 9, 100] {
+            let mut c2 = Clock::new(t, Arc::default(), Instant::now());
+            c2.read(&hello);
+            c2.read(&frame(HEADERS, END_HEADERS | END_STREAM, 1, b"xyz"));
+            for piece in answer.chunks(step) {
+                c2.wrote(&[std::io::IoSlice::new(piece)], piece.len());
+            }
+            assert_eq!(
+                c2.deadline().map(|d| d.1),
+                Some(Expiry::Idle),
+                "step {step}"
+            );
+        }
     }
 }

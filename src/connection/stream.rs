@@ -61,6 +61,13 @@ pub(crate) struct Watch {
     armed: Option<Instant>,
     /// Closed in order: every later read is the end of the stream.
     closed: bool,
+    /// The `GOAWAY` an HTTP/2 connection closed in order still owes its
+    /// client, written by the stream before the end of the stream.
+    goaway: Option<[u8; 17]>,
+    /// Whether `sleep` will wake the task: it was polled for a deadline
+    /// that has not run out. A deadline can only appear later than it,
+    /// so while it is set a change needs no look.
+    registered: bool,
     /// The task the connection is served in. hyper hands an upgraded
     /// connection to its handler, which reads it in a task of its own.
     task: Option<tokio::task::Id>,
@@ -87,6 +94,8 @@ impl Watch {
             sleep: Box::pin(tokio::time::sleep_until(accepted)),
             armed: None,
             closed: false,
+            goaway: None,
+            registered: false,
             task: None,
             peer,
             mode,
@@ -118,12 +127,14 @@ impl Watch {
             self.clock.tunnel();
             return None;
         }
+        self.registered = false;
         let (at, expiry) = self.clock.deadline()?;
         loop {
             if self.armed.is_none_or(|armed| armed > at) {
                 self.arm(at);
             }
             if self.sleep.as_mut().poll(cx).is_pending() {
+                self.registered = true;
                 return None;
             }
             // The sleep ran out at `armed`: the deadline, or a look on
@@ -171,9 +182,21 @@ impl Watch {
                 Some(Err(AbortableStream::aborted()))
             }
             Expiry::Send => Some(Err(self.send_timed_out())),
+            Expiry::Goaway => {
+                tracing::debug!(
+                    target: "tower_no_response",
+                    peer_addr = %self.peer,
+                    "HTTP/2 connection closed: still open a grace period after its GOAWAY"
+                );
+                Some(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the grace period after GOAWAY ran out",
+                )))
+            }
             expiry @ (Expiry::Idle | Expiry::Unused | Expiry::Unfollowed) => {
                 if !self.closed {
                     self.closed = true;
+                    self.goaway = self.clock.goaway();
                     let why = match expiry {
                         Expiry::Idle => "idle connection closed at the keep-alive timeout",
                         Expiry::Unused => {
@@ -224,9 +247,21 @@ impl Watch {
         self.clock.read(bytes);
     }
 
-    /// Follows `n` bytes the client accepted.
-    pub(crate) fn wrote(&mut self, n: usize) {
-        self.clock.wrote(n);
+    /// Follows `n` bytes of `bufs` the client accepted. A write can start
+    /// a timer (the end of the last HTTP/2 stream, a `GOAWAY`) that no
+    /// read would arm, since a server may read before it writes: armed
+    /// here, with the writer's waker, and the task woken if it already
+    /// ran out.
+    pub(crate) fn wrote(&mut self, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>], n: usize) {
+        self.clock.wrote(bufs, n);
+        if !self.registered && self.poll_expired(cx).is_some() {
+            cx.waker().wake_by_ref();
+        }
+    }
+
+    /// The `GOAWAY` to send before the end of the stream, once.
+    pub(crate) fn take_goaway(&mut self) -> Option<[u8; 17]> {
+        self.goaway.take()
     }
 
     /// Whether a timer may still apply: not once the connection is HTTP/2,
@@ -269,7 +304,7 @@ impl<I> Watched<I> {
 }
 
 #[cfg(feature = "rustls")]
-impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
+impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for Watched<I> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -291,6 +326,13 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
         }
         if let Some(watch) = this.watch.as_mut() {
             if let Some(result) = watch.poll_before_read(cx, &this.handle) {
+                if let Some(goaway) = watch.take_goaway() {
+                    // Best effort, as on plaintext.
+                    let io = Pin::new(&mut this.io);
+                    if let Poll::Ready(Ok(_)) = io.poll_write(cx, &goaway) {
+                        let _ = Pin::new(&mut this.io).poll_flush(cx);
+                    }
+                }
                 return Poll::Ready(result);
             }
         }
@@ -314,7 +356,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.io).poll_write(cx, buf);
-        watch_write(&mut self.watch, cx, poll)
+        watch_write(&mut self.watch, cx, poll, &[io::IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
@@ -323,7 +365,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let poll = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        watch_write(&mut self.watch, cx, poll)
+        watch_write(&mut self.watch, cx, poll, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -428,6 +470,12 @@ impl AsyncRead for AbortableStream {
         let this = &mut *self;
         if let Some(watch) = this.watch.as_mut() {
             if let Some(result) = watch.poll_before_read(cx, &this.handle) {
+                if let Some(goaway) = watch.take_goaway() {
+                    // Best effort, between two of hyper's frames: a client
+                    // that cannot take 17 bytes now learns of the close
+                    // from the FIN alone.
+                    let _ = this.stream.try_write(&goaway);
+                }
                 return Poll::Ready(result);
             }
         }
@@ -475,7 +523,7 @@ impl AsyncWrite for AbortableStream {
             return Poll::Ready(Err(Self::aborted()));
         }
         let poll = Pin::new(&mut self.stream).poll_write(cx, buf);
-        self.after_write_poll(cx, poll)
+        self.after_write_poll(cx, poll, &[io::IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
@@ -487,7 +535,7 @@ impl AsyncWrite for AbortableStream {
             return Poll::Ready(Err(Self::aborted()));
         }
         let poll = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
-        self.after_write_poll(cx, poll)
+        self.after_write_poll(cx, poll, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -515,8 +563,9 @@ impl AbortableStream {
         &mut self,
         cx: &mut Context<'_>,
         poll: Poll<io::Result<usize>>,
+        bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let poll = watch_write(&mut self.watch, cx, poll);
+        let poll = watch_write(&mut self.watch, cx, poll, bufs);
         if poll.is_pending() {
             self.handle.register_writer(cx);
             if self.handle.is_aborted() {
@@ -534,12 +583,13 @@ fn watch_write(
     watch: &mut Option<Box<Watch>>,
     cx: &mut Context<'_>,
     poll: Poll<io::Result<usize>>,
+    bufs: &[io::IoSlice<'_>],
 ) -> Poll<io::Result<usize>> {
     let Some(watch) = watch.as_mut() else {
         return poll;
     };
     match &poll {
-        Poll::Ready(Ok(n)) => watch.wrote(*n),
+        Poll::Ready(Ok(n)) => watch.wrote(cx, bufs, *n),
         Poll::Pending => {
             if let Some(e) = watch.poll_blocked(cx) {
                 return Poll::Ready(Err(e));

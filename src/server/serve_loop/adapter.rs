@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -18,60 +18,48 @@ use super::ClientHello;
 use crate::connection::{ConnectionInfo, DropAsError, Exchanges};
 use crate::error::BoxError;
 
-/// What a connection is doing, for its header and idle timeouts: how many
-/// requests it has seen, how many are in flight (until their response body
-/// is done), and when that last changed.
+/// What a connection is doing, for its idle timeout: how many requests are
+/// in flight (until their response body is done), and when that last
+/// changed.
 #[derive(Debug)]
 pub(super) struct Activity {
-    seen: AtomicU64,
-    /// Whether the requests come over HTTP/2.
-    http2: AtomicBool,
     in_flight: AtomicUsize,
     /// Milliseconds since `epoch` of the last change.
     changed_ms: AtomicU64,
     epoch: Instant,
     /// The same exchanges, told to the stream's timers.
     exchanges: Arc<Exchanges>,
+    /// Woken by each change, for the connection's idle timeout.
+    change: tokio::sync::Notify,
 }
 
 impl Activity {
     pub(super) fn new(exchanges: Arc<Exchanges>) -> Arc<Self> {
         Arc::new(Self {
-            seen: AtomicU64::new(0),
-            http2: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             changed_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             exchanges,
+            change: tokio::sync::Notify::new(),
         })
     }
 
     fn touch(&self) {
         let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.changed_ms.store(ms, Ordering::Release);
+        self.change.notify_one();
+    }
+
+    /// Ready at the next change of activity (or at once, for one missed
+    /// while nobody waited).
+    pub(super) fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.change.notified()
     }
 
     fn begin(self: &Arc<Self>) -> InFlight {
-        self.seen.fetch_add(1, Ordering::AcqRel);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.touch();
         InFlight(Arc::clone(self), self.exchanges.begin())
-    }
-
-    /// Whether the connection is HTTP/2, as far as its requests tell.
-    pub(super) fn is_http2(&self) -> bool {
-        self.http2.load(Ordering::Relaxed)
-    }
-
-    /// Whether all of the HTTP/2 preface is in: before it, a connection
-    /// is the stream's timers' to close.
-    pub(super) fn is_http2_by_preface(&self) -> bool {
-        self.exchanges.is_http2()
-    }
-
-    /// Whether a request has arrived yet.
-    pub(super) fn any_request(&self) -> bool {
-        self.seen.load(Ordering::Acquire) > 0
     }
 
     /// Since when the connection has had nothing in flight, if it has not.
@@ -213,9 +201,6 @@ where
         #[cfg(feature = "rustls")]
         if let Some(hello) = &self.hello {
             extensions.insert(hello.clone());
-        }
-        if request.version() == http::Version::HTTP_2 {
-            self.activity.http2.store(true, Ordering::Relaxed);
         }
         Tracked {
             connect: request.method() == http::Method::CONNECT,

@@ -34,11 +34,11 @@ pub(super) struct Connection<S> {
     pub(super) http2_drop: Http2Drop,
     pub(super) close_mode: CloseMode,
     /// The header timeout bounds the wait for the first bytes and the TLS
-    /// handshake, then each HTTP/1 request head, as the keep-alive timeout
-    /// bounds the wait between them; see `connection::exchange`.
+    /// handshake, then each request head, as the keep-alive timeout bounds
+    /// the wait between requests; see `connection::exchange`.
     pub(super) timeouts: Timeouts,
-    /// Closes a connection with nothing in flight this long: set, any
-    /// connection; unset, an HTTP/2 one, at the keep-alive timeout.
+    /// Closes a connection with nothing in flight this long, whatever the
+    /// stream's timers say.
     pub(super) idle_timeout: Option<Duration>,
     /// Held while the connection lives, for the connection caps.
     pub(super) _slot: Option<ConnectionSlot>,
@@ -177,11 +177,7 @@ impl<S: ServeLoopService> Connection<S> {
             Http2Drop::CloseConnection => info,
             _ => info.with_stream_resets(),
         };
-        let timeouts = ConnectionTimeouts {
-            header: self.timeouts.header,
-            idle: self.idle_timeout,
-            http2_idle: self.timeouts.keepalive,
-        };
+        let idle = self.idle_timeout;
         let activity = Activity::new(exchanges);
         let service = TowerToHyperService::new(StreamResets::new(
             self.service,
@@ -190,44 +186,29 @@ impl<S: ServeLoopService> Connection<S> {
             Arc::clone(&activity),
             hello,
         ));
-        let started = Instant::now();
         let mut conn = pin!(
             self.builder
                 .serve_connection_with_upgrades(TokioIo::new(io), service)
         );
         let mut stopping = false;
         let result = loop {
-            let check = timeouts.next_check(&activity, started);
+            // Read afresh after every change of activity, which wakes the
+            // loop: a request that begins or ends moves the deadline.
+            let changed = activity.changed();
+            let due = idle
+                .zip(activity.idle_since())
+                .and_then(|(t, since)| since.checked_add(t));
             tokio::select! {
                 result = conn.as_mut() => break result,
                 _ = self.stop.changed(), if !stopping => {
                     stopping = true;
                     conn.as_mut().graceful_shutdown();
                 }
-                () = tokio::time::sleep_until(check.unwrap_or(started).into()), if check.is_some() && !stopping => {
-                    match timeouts.expired(&activity, started) {
-                        // No request in time. An HTTP/1 head begun and
-                        // not finished is the stream's timers' to drop, at
-                        // this deadline or before; what is left is a
-                        // connection no request began on, such as a
-                        // browser's preconnection, HTTP/2's included: an
-                        // orderly close, and no drop.
-                        Some(Expired::NoRequest) => {
-                            tracing::debug!(
-                                target: "tower_no_response",
-                                peer_addr = %self.peer,
-                                "connection closed: no request within the header timeout"
-                            );
-                            stopping = true;
-                            conn.as_mut().graceful_shutdown();
-                        }
-                        // Idle: an orderly close, as a keep-alive timeout.
-                        Some(Expired::Idle) => {
-                            stopping = true;
-                            conn.as_mut().graceful_shutdown();
-                        }
-                        None => {}
-                    }
+                () = changed, if idle.is_some() => {}
+                () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now).into()), if due.is_some() && !stopping => {
+                    // Idle: an orderly close.
+                    stopping = true;
+                    conn.as_mut().graceful_shutdown();
                 }
             }
         };
@@ -235,73 +216,5 @@ impl<S: ServeLoopService> Connection<S> {
         // an error is the client's going or hyper's own refusal: nothing
         // to log as a drop.
         drop(result);
-    }
-}
-
-/// Which of the connection's own timeouts ran out.
-enum Expired {
-    /// No request within the header timeout.
-    NoRequest,
-    /// Nothing in flight for the idle timeout.
-    Idle,
-}
-
-/// The connection's own timeouts, over the requests hyper dispatched.
-#[derive(Clone, Copy)]
-struct ConnectionTimeouts {
-    header: Option<Duration>,
-    idle: Option<Duration>,
-    /// The idle timeout when none is set, for HTTP/2 alone: an HTTP/1
-    /// connection's idle time is its stream's keep-alive timeout, which
-    /// knows when a request has begun.
-    http2_idle: Option<Duration>,
-}
-
-impl ConnectionTimeouts {
-    /// Whether an HTTP/2 connection has had no request: its header
-    /// timeout. Before all of the preface is in, and over HTTP/1, the
-    /// stream's timers bound the wait, and tell a head begun (a drop)
-    /// from a connection no request began on (an orderly close).
-    fn no_request(self, activity: &Activity) -> bool {
-        activity.is_http2_by_preface() && !activity.any_request()
-    }
-
-    /// The idle timeout that applies to the connection as it is now.
-    fn idle(self, activity: &Activity) -> Option<Duration> {
-        self.idle
-            .or_else(|| self.http2_idle.filter(|_| activity.is_http2()))
-    }
-
-    /// When a timeout may next run out, if one can.
-    fn next_check(self, activity: &Activity, started: Instant) -> Option<Instant> {
-        // Armed until it runs out once: by then an HTTP/2 connection has
-        // all of its preface in, or the stream's timers closed it.
-        let header = self
-            .header
-            .and_then(|t| started.checked_add(t))
-            .filter(|&at| {
-                !activity.any_request() && (activity.is_http2_by_preface() || Instant::now() < at)
-            });
-        let idle = self
-            .idle(activity)
-            .zip(activity.idle_since())
-            .and_then(|(t, since)| since.max(started).checked_add(t));
-        match (header, idle) {
-            (Some(h), Some(i)) => Some(h.min(i)),
-            (h, i) => h.or(i),
-        }
-    }
-
-    fn expired(self, activity: &Activity, started: Instant) -> Option<Expired> {
-        let now = Instant::now();
-        let passed = |from: Instant, t: Duration| from.checked_add(t).is_some_and(|at| now >= at);
-        if self
-            .header
-            .is_some_and(|t| self.no_request(activity) && passed(started, t))
-        {
-            return Some(Expired::NoRequest);
-        }
-        let idle = self.idle(activity).zip(activity.idle_since());
-        idle.and_then(|(t, since)| passed(since.max(started), t).then_some(Expired::Idle))
     }
 }
