@@ -12,7 +12,8 @@
 # tower_governor alone in both placements, the same for an app answering
 # from its fallback alone, and per decision (the layer's judgement alone,
 # with the rate limiter; also with a peer scope, a ban list and CrowdSec's
-# decisions). Needs valgrind (apt-get install valgrind); it installs
+# decisions), and per allowed keep-alive request end to end over a
+# loopback socket, connection side included. Needs valgrind (apt-get install valgrind); it installs
 # nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,6 +53,15 @@ fallback=$(per_op without_fallback)
 around_fallback=$(per_op around_fallback)
 echo "| an app answering from its fallback alone, without the crate | $fallback | |"
 echo "| the same with the layer wrapped around it | $around_fallback | $((around_fallback - fallback)) |"
+e2e_without=$(per_op e2e_without)
+e2e_axum=$(per_op e2e_axum)
+e2e_serve_loop=$(per_op e2e_serve_loop)
+echo
+echo "| allowed keep-alive request end to end, over a loopback socket | instructions | added |"
+echo "|---|---:|---:|"
+echo "| \`axum::serve\` and axum's listener, no crate | $e2e_without | 0 |"
+echo "| the layer (\`Router::layer\`) and its listener, every timer on | $e2e_axum | $((e2e_axum - e2e_without)) |"
+echo "| the same app in the crate's serve loop | $e2e_serve_loop | $((e2e_serve_loop - e2e_without)) |"
 echo
 echo "the layer's decision alone (rules and rate limiter): $(per_op decision) instructions;" \
   "for a browser's request (16 headers): $(per_op decision_browser);" \

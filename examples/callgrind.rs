@@ -28,6 +28,13 @@
 //!   users pick for rate limiting;
 //! - `governor_around`: tower_governor wrapped around the whole `Router`;
 //! - `without`: the same app without either;
+//! - `e2e_without`, `e2e_axum`, `e2e_serve_loop`: an allowed keep-alive
+//!   request end to end over a real loopback socket, server and client in
+//!   one thread: `axum::serve` with axum's `TcpListener` and no crate, then
+//!   the same routes with the layer added by `Router::layer` and served
+//!   with the layer's listener (the demo's way), then with the crate's
+//!   serve loop; the layer with the demo's rules, a rate limit and a
+//!   header timeout, so every connection timer runs;
 //! - `around_fallback`, `without_fallback`: `around` and `without` with an
 //!   app that answers from its fallback alone, as the harness's app was in
 //!   earlier rounds. Its requests end with three extensions, the most the
@@ -173,6 +180,79 @@ where
 }
 
 #[inline(never)]
+fn measure_e2e_requests(
+    runtime: &tokio::runtime::Runtime,
+    client: &mut tokio::net::TcpStream,
+    n: u64,
+) {
+    runtime.block_on(e2e::requests(client, n));
+}
+
+/// A server on a loopback socket and a kept-alive client of it.
+mod e2e {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use axum::Router;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    const REQUEST: &[u8] = b"GET /index.html HTTP/1.1\r\nHost: www.example.com\r\n\
+        User-Agent: Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0\r\nAccept: */*\r\n\r\n";
+
+    /// Serves `app` as `mode` says and connects to it.
+    pub(super) async fn serve(mode: &str, app: Router) -> TcpStream {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = tcp.local_addr().expect("addr");
+        let layer = super::rules()
+            .header_timeout(Duration::from_secs(10))
+            .build()
+            .expect("the demo's rules build");
+        match mode {
+            "e2e_without" => {
+                tokio::spawn(async move {
+                    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+                    axum::serve(tcp, app).await
+                });
+            }
+            "e2e_axum" => {
+                let app = app.layer(layer.clone());
+                tokio::spawn(async move {
+                    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+                    axum::serve(layer.listener(tcp), app).await
+                });
+            }
+            _ => {
+                let app = app.layer(layer.clone());
+                tokio::spawn(layer.serve(tcp, app).run());
+            }
+        }
+        let client = TcpStream::connect(addr).await.expect("connect");
+        client.set_nodelay(true).expect("nodelay");
+        client
+    }
+
+    /// `n` requests on `client`, each answered whole before the next.
+    pub(super) async fn requests(client: &mut TcpStream, n: u64) {
+        let mut buf = [0u8; 1024];
+        for _ in 0..n {
+            client.write_all(REQUEST).await.expect("write");
+            let mut got = 0;
+            // The answer ends with its two-byte body.
+            while !buf[..got].ends_with(b"\r\n\r\nok") {
+                let read = client.read(&mut buf[got..]).await.expect("read");
+                assert!(
+                    read > 0,
+                    "closed: {:?}",
+                    String::from_utf8_lossy(&buf[..got])
+                );
+                got += read;
+            }
+        }
+    }
+}
+
+#[inline(never)]
 fn measure_decisions(layer: &NoResponseLayer, request: &Request<Body>, n: u64) {
     for _ in 0..n {
         let judgement = layer.judge_and_spend(request, Some(PEER));
@@ -204,7 +284,7 @@ fn main() -> ExitCode {
     let (Some(mode), Some(n)) = (args.next(), args.next().and_then(|n| n.parse::<u64>().ok()))
     else {
         eprintln!(
-            "usage: callgrind decision|decision_browser|decision_every_rule|with|around|around_bare|around_fallback|governor|governor_around|without|without_fallback|client_hello|rustls_server_hello N"
+            "usage: callgrind decision|decision_browser|decision_every_rule|with|around|around_bare|around_fallback|governor|governor_around|without|without_fallback|e2e_without|e2e_axum|e2e_serve_loop|client_hello|rustls_server_hello N"
         );
         return ExitCode::from(2);
     };
@@ -286,6 +366,11 @@ fn main() -> ExitCode {
             let mut app = app();
             runtime.block_on(serve_n(&mut app, WARM_UP));
             measure_requests(&runtime, &mut app, n);
+        }
+        "e2e_without" | "e2e_axum" | "e2e_serve_loop" => {
+            let mut client = runtime.block_on(e2e::serve(&mode, app()));
+            runtime.block_on(e2e::requests(&mut client, WARM_UP));
+            measure_e2e_requests(&runtime, &mut client, n);
         }
         other => {
             eprintln!("unknown mode {other:?}");

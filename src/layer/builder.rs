@@ -545,40 +545,40 @@ impl NoResponseLayerBuilder {
     /// at all, logged as a 444 with rule `header_timeout`. Off by default.
     ///
     /// A new connection on which no request began in that time (nothing
-    /// sent, blank lines, or HTTP/2's preface alone) is closed in order and
-    /// not logged, as nginx logs nothing for it: browsers open connections
-    /// ahead of need (`<link rel=preconnect>`) and may leave them unused,
-    /// and a log watcher must not ban a visitor for them.
+    /// sent, blank lines, or HTTP/2's preface with no stream) is closed in
+    /// order and not logged, as nginx logs nothing for it: browsers open
+    /// connections ahead of need (`<link rel=preconnect>`) and may leave
+    /// them unused, and a log watcher must not ban a visitor for them.
     ///
-    /// The timer runs only while the server waits for a request head: from
-    /// accept for a connection's first request, and from the first byte of
-    /// each later one (or from the end of the previous response, if that is
-    /// later). It never runs during a handler, a request body, a response,
-    /// an upgraded connection, or between kept-alive requests, which
-    /// [`keepalive_timeout`](Self::keepalive_timeout) bounds instead.
+    /// A head that has begun is closed at its first byte (at accept, for a
+    /// connection's first request), or the end of the response before it if
+    /// that is later, plus this timeout, whatever the client sends
+    /// meanwhile. The timer never runs during a handler, a request body, a
+    /// response, an upgraded connection, or between kept-alive requests,
+    /// which [`keepalive_timeout`](Self::keepalive_timeout) bounds instead.
+    /// On HTTP/2 it bounds a header block (`HEADERS` and its
+    /// `CONTINUATION`s), and, after the server's `GOAWAY`, the grace before
+    /// the connection is closed whatever is in flight.
     ///
     /// The connection side applies it: the layer's listener under
     /// `axum::serve` (which has no header timeout of its own) and the
-    /// crate's serve loop, where it also bounds an HTTP/2 connection's wait
-    /// for its first request and a TLS handshake.
+    /// crate's serve loop, where it also bounds a TLS handshake.
     pub fn header_timeout(mut self, timeout: Duration) -> Self {
         self.header_timeout = Some(timeout);
         self
     }
 
-    /// Closes a kept-alive HTTP/1 connection that sent nothing for this
-    /// long after its last response: nginx's `keepalive_timeout`, 75 s by
-    /// default. The close is an orderly one, the end of the connection as
-    /// any server closes an idle one, and it is not a drop: no 444, no
-    /// strike, no access-log line, a `debug` event at most. A client that
-    /// has begun its next request is under the header timeout instead.
-    /// `Duration::MAX` never closes an idle connection.
+    /// Closes a kept-alive connection that sent nothing for this long after
+    /// its last response (HTTP/1), or that has had no stream open this long
+    /// (HTTP/2): nginx's `keepalive_timeout`, 75 s by default. The close is
+    /// an orderly one, the end of the connection as any server closes an
+    /// idle one (with a `GOAWAY` on HTTP/2), and it is not a drop: no 444,
+    /// no strike, no access-log line, a `debug` event at most. A client
+    /// that has begun its next request is under the header timeout
+    /// instead. `Duration::MAX` never closes an idle connection.
     ///
     /// The layer's listener under `axum::serve` and the crate's serve loop
-    /// apply it; the serve loop closes an HTTP/2 connection with no stream
-    /// open for as long too, unless
-    /// [`Serve::idle_timeout`](crate::server::Serve::idle_timeout) says
-    /// otherwise.
+    /// apply it.
     pub fn keepalive_timeout(mut self, timeout: Duration) -> Self {
         self.keepalive_timeout = Some(timeout);
         self

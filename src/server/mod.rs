@@ -111,10 +111,15 @@
 //! | the peer is banned | closed before any byte is read | the same | `banned` |
 //! | the client is banned while connected | its next request: no bytes, the connection closes | the whole connection closes | `banned` |
 //! | over `max_connections` or `max_connections_per_client` | closed before any byte is read | the same | `connection_limit` |
-//! | a request head begun and not complete within the header timeout, counted from accept or from its first byte | no `408`, nothing: the connection closes | (HTTP/2 has no begun head here) | `header_timeout` |
+//! | a request head begun and not complete within the header timeout, counted from accept, from its first byte, or from the end of the response before it | no `408`, nothing: the connection closes | a header block (`HEADERS` without `END_HEADERS`) not ended in time: the connection closes | `header_timeout` |
 //! | a new connection on which no request began within the header timeout (a browser's unused preconnection) | an orderly close | `GOAWAY`, then the close | not logged: nothing was dropped |
 //! | the request body stalls for the body timeout while the app reads it, before any response | nothing: the connection closes | the stream is reset | `body_timeout` |
-//! | idle past `keepalive_timeout` (or `idle_timeout`) | an orderly close | `GOAWAY`, then the close | not logged: nothing was dropped |
+//! | idle past `keepalive_timeout` (or `idle_timeout`) | an orderly close | no stream open that long: `GOAWAY`, then the close | not logged: nothing was dropped |
+//! | reads no byte of a response for `send_timeout` | the connection closes | the same | not a 444: `reason=send_timeout` at `info` |
+//! | still open a header timeout after the server's `GOAWAY` (a shutdown) | | the connection closes, streams and all | not logged |
+//!
+//! These rows hold for `axum::serve` with the layer's listener too, where
+//! the stream wrapper applies every timer, HTTP/2's included.
 //!
 //! `REFUSED_STREAM` is never used for drops: it tells the client the request
 //! was not processed and may safely be retried. At the hyper boundary, the

@@ -162,15 +162,14 @@ impl<S> Serve<S> {
         self
     }
 
-    /// Closes a connection that has had no request in flight this long, as
-    /// nginx's `keepalive_timeout` does: HTTP/1 keep-alive and HTTP/2 alike,
-    /// with an orderly close (a `GOAWAY` on HTTP/2) and no event, since
-    /// nothing was dropped. A response still streaming its body counts as
-    /// in flight. When it is not set, an HTTP/1 connection is closed after
-    /// the layer's
+    /// Closes a connection that has had no request in flight this long,
+    /// HTTP/1 keep-alive and HTTP/2 alike, with an orderly close (a
+    /// `GOAWAY` on HTTP/2) and no event, since nothing was dropped. A
+    /// response still streaming its body counts as in flight. Unset by
+    /// default: the layer's
     /// [`keepalive_timeout`](crate::NoResponseLayerBuilder::keepalive_timeout)
-    /// between requests, and an HTTP/2 connection after as long with no
-    /// stream open.
+    /// closes an HTTP/1 connection idle between requests and an HTTP/2
+    /// connection with no stream open, on every connection side.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = Some(timeout);
         self
