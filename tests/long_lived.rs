@@ -1285,8 +1285,13 @@ async fn a_stalled_http2_header_block_is_dropped_at_the_header_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_http2_connection_closes_at_the_keepalive_timeout() {
     let keepalive = Duration::from_millis(1500);
-    for side in SIDES {
-        let rules = trickle_rules().keepalive_timeout(keepalive);
+    for (side, header_timeout) in SIDES.into_iter().flat_map(|s| [(s, true), (s, false)]) {
+        let rules = if header_timeout {
+            trickle_rules()
+        } else {
+            common::seed_rules()
+        };
+        let rules = rules.keepalive_timeout(keepalive);
         let app = start_with(side, rules, TcpListener::bind("127.0.0.1:0").await.unwrap()).await;
         let mut h2 = h2_frames::RawH2::connect(app.addr).await;
         let local = h2.local();
@@ -1351,4 +1356,76 @@ async fn a_goaway_is_followed_by_the_close_after_its_grace() {
         waited < HEADER_TIMEOUT + Duration::from_secs(3),
         "closed {waited:?} after the stop"
     );
+}
+
+/// Routes the layer does not wrap (added after it): their exchanges are
+/// followed by the bytes alone. A kept-alive client pausing between them,
+/// a slow upload after `100 Continue`, and an upgraded connection quiet
+/// for longer than the header timeout are all served, on both sides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_outside_the_layer_keep_innocent_traffic() {
+    for side in SIDES {
+        record_drops();
+        let since = drop_events().len();
+        let layer = trickle_rules().body_timeout(BODY_TIMEOUT).build().unwrap();
+        let outside = Router::new()
+            .route("/outside", get(|| async { "ok" }))
+            .route(
+                "/outside/upload",
+                post(|body: Bytes| async move { body.len().to_string() }),
+            )
+            .route("/outside/echo", get(upgrade_to_echo));
+        let app = routes().layer(layer.clone()).merge(outside);
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        match side {
+            Side::AxumServe => common::serve_on(layer.listener_without_early_judging(tcp), app),
+            Side::ServeLoop => {
+                tokio::spawn(layer.serve(tcp, app).run());
+            }
+        }
+        let app = App { addr, layer, since };
+
+        let mut client = Client::connect(app.addr).await;
+        for round in 0..2 {
+            if round > 0 {
+                tokio::time::sleep(PAUSE).await;
+            }
+            client.send(&request("GET", "/outside", "")).await;
+            let (head, body) = client.response().await;
+            assert_status(&head, 200);
+            assert_eq!(body, b"ok", "{side:?} round {round}");
+        }
+        client
+            .send(&request(
+                "POST",
+                "/outside/upload",
+                "Content-Length: 30\r\nExpect: 100-continue\r\n",
+            ))
+            .await;
+        assert_status(&client.head().await, 100);
+        for _ in 0..3 {
+            tokio::time::sleep(PAUSE / 2).await;
+            client.send(&[b'u'; 10]).await;
+        }
+        let (head, body) = client.response().await;
+        assert_status(&head, 200);
+        assert_eq!(body, b"30", "{side:?}");
+        assert_eq!(app.drops_of(client.local()), 0, "{side:?}");
+
+        let mut echo = Client::connect(app.addr).await;
+        echo.send(&request(
+            "GET",
+            "/outside/echo",
+            "Connection: upgrade\r\nUpgrade: echo\r\n",
+        ))
+        .await;
+        assert_status(&echo.head().await, 101);
+        for word in [&b"first"[..], b"after a pause"] {
+            tokio::time::sleep(PAUSE).await;
+            echo.send(word).await;
+            assert_eq!(echo.take(word.len()).await, word, "{side:?}");
+        }
+        assert_eq!(app.drops_of(echo.local()), 0, "{side:?}");
+    }
 }

@@ -123,11 +123,18 @@ impl Watch {
         if self.closed {
             return Some(Expiry::Idle);
         }
+        // Armed and waiting: whatever happened since, every deadline is
+        // at or after the sleep's, which wakes this task to look. The task
+        // is the one that registered it, unless hyper handed the stream
+        // on, which a read tells.
+        if self.registered && !self.sleep.is_elapsed() {
+            return None;
+        }
+        self.registered = false;
         if self.handed_on() {
             self.clock.tunnel();
             return None;
         }
-        self.registered = false;
         let (at, expiry) = self.clock.deadline()?;
         loop {
             if self.armed.is_none_or(|armed| armed > at) {
@@ -244,6 +251,9 @@ impl Watch {
     }
 
     pub(crate) fn read(&mut self, bytes: &[u8]) {
+        if self.handed_on() {
+            self.clock.tunnel();
+        }
         self.clock.read(bytes);
     }
 
