@@ -31,20 +31,27 @@ pub(super) struct Activity {
     exchanges: Arc<Exchanges>,
     /// Woken by each change, for the connection's idle timeout.
     change: tokio::sync::Notify,
+    /// Whether an idle timeout reads this: without one, a request costs
+    /// no clock read and no wake-up here.
+    timed: bool,
 }
 
 impl Activity {
-    pub(super) fn new(exchanges: Arc<Exchanges>) -> Arc<Self> {
+    pub(super) fn new(exchanges: Arc<Exchanges>, timed: bool) -> Arc<Self> {
         Arc::new(Self {
             in_flight: AtomicUsize::new(0),
             changed_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             exchanges,
             change: tokio::sync::Notify::new(),
+            timed,
         })
     }
 
     fn touch(&self) {
+        if !self.timed {
+            return;
+        }
         let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.changed_ms.store(ms, Ordering::Release);
         self.change.notify_one();

@@ -178,7 +178,7 @@ impl<S: ServeLoopService> Connection<S> {
             _ => info.with_stream_resets(),
         };
         let idle = self.idle_timeout;
-        let activity = Activity::new(exchanges);
+        let activity = Activity::new(exchanges, idle.is_some());
         let service = TowerToHyperService::new(StreamResets::new(
             self.service,
             reset,
