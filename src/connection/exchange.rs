@@ -46,7 +46,19 @@
 //! bound, and runs out as an orderly close rather than a drop.
 //!
 //! HTTP/2 is told by all 24 bytes of its preface, as hyper tells it; until
-//! they are in, the bytes are a request head in progress.
+//! they are in, the bytes are a request head in progress. On HTTP/2 the
+//! timers read frame headers, nine bytes each, and skip every payload: the
+//! client's `HEADERS` open a stream (and, without `END_HEADERS`, begin a
+//! header block that the header timeout bounds), `END_STREAM` and
+//! `RST_STREAM` end one; the server's own frames, which are h2's, say when
+//! it is done with a stream and when it sends `GOAWAY`. A frame that breaks
+//! the protocol is h2's to refuse, and it closes the connection.
+//!
+//! The header timeout runs as a deadline, never as an inactivity timer:
+//! nothing the client sends moves it. The timer is armed no further ahead
+//! than the shortest timeout, so that a deadline that appears later can
+//! only fall after it, and a busy connection costs no timer reset per
+//! request, only a look each time the timer runs out.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -1169,6 +1181,146 @@ mod h2_tests {
                 Some(Expiry::Idle),
                 "step {step}"
             );
+        }
+    }
+}
+
+/// The reading against hyper itself: streams of requests that hyper serves
+/// every one of, framed every way hyper frames a body and split at random,
+/// are counted as hyper counts them, and leave the reading between heads.
+#[cfg(all(test, feature = "server"))]
+mod against_hyper {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::BodyExt;
+    use hyper_util::rt::TokioIo;
+    use proptest::prelude::*;
+    use tokio::io::AsyncWriteExt;
+
+    use super::{At, Now, Requests};
+
+    /// One request that hyper serves, as bytes, and whether hyper closes
+    /// the connection after it (both a length and chunked: hyper serves
+    /// it, then closes, as the request smuggling rules ask).
+    fn request() -> impl Strategy<Value = (Vec<u8>, bool)> {
+        let method = prop::sample::select(vec!["GET", "POST", "head", "connect", "PUT"]);
+        let eol = prop::sample::select(vec!["\r\n", "\n"]);
+        let chunks = prop::collection::vec((1usize..40, any::<bool>()), 0..4);
+        let framing = prop_oneof![Just(0u8), Just(1u8), Just(2u8), Just(3u8), Just(4u8)];
+        (method, eol, chunks, framing, 0usize..3, 0usize..50).prop_map(
+            |(method, eol, chunks, framing, blank, len)| {
+                let mut out = Vec::new();
+                for _ in 0..blank {
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(format!("{method} /x HTTP/1.1{eol}Host: a{eol}").as_bytes());
+                let mut body = Vec::new();
+                match framing {
+                    // No body.
+                    0 => {}
+                    // A length.
+                    1 => {
+                        out.extend_from_slice(format!("Content-Length: {len}{eol}").as_bytes());
+                        body.resize(len, b'b');
+                    }
+                    // Chunked, by one line, by two, or over a length.
+                    _ => {
+                        match framing {
+                            2 => out.extend_from_slice(
+                                format!("Transfer-Encoding: gzip, chunked{eol}").as_bytes(),
+                            ),
+                            3 => out.extend_from_slice(
+                                format!(
+                                    "TRANSFER-encoding: gzip{eol}transfer-encoding:  Chunked {eol}"
+                                )
+                                .as_bytes(),
+                            ),
+                            _ => out.extend_from_slice(
+                                format!("Content-Length: 3{eol}Transfer-Encoding: chunked{eol}")
+                                    .as_bytes(),
+                            ),
+                        }
+                        for (size, ext) in chunks {
+                            let ext = if ext { " ;a=b" } else { "" };
+                            body.extend_from_slice(format!("{size:X}{ext}\r\n").as_bytes());
+                            body.resize(body.len() + size, b'c');
+                            body.extend_from_slice(b"\r\n");
+                        }
+                        body.extend_from_slice(b"0\r\n");
+                        if len % 2 == 1 {
+                            body.extend_from_slice(b"X-Trailer: 1\r\n");
+                        }
+                        body.extend_from_slice(b"\r\n");
+                    }
+                }
+                out.extend_from_slice(eol.as_bytes());
+                out.extend_from_slice(&body);
+                (out, framing == 4)
+            },
+        )
+    }
+
+    /// How many requests hyper hands its service from `stream`, each body
+    /// read whole.
+    fn hyper_count(stream: &[u8]) -> usize {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (mut client, server) = tokio::io::duplex(1 << 20);
+            let seen = Arc::new(AtomicUsize::new(0));
+            let counted = Arc::clone(&seen);
+            let service =
+                hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    let counted = Arc::clone(&counted);
+                    async move {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        let _ = request.into_body().collect().await;
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Empty::<bytes::Bytes>::new(),
+                        ))
+                    }
+                });
+            // The client closes its half once it has written: hyper would
+            // otherwise drop the requests still in flight.
+            let conn = hyper::server::conn::http1::Builder::new()
+                .half_close(true)
+                .serve_connection(TokioIo::new(server), service);
+            client.write_all(stream).await.unwrap();
+            client.shutdown().await.unwrap();
+            let drain = async {
+                let mut sink = Vec::new();
+                let _ = tokio::io::AsyncReadExt::read_to_end(&mut client, &mut sink).await;
+            };
+            let _ = tokio::join!(conn, drain);
+            seen.load(Ordering::SeqCst)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+        #[test]
+        fn the_reading_counts_the_requests_hyper_serves(
+            requests in prop::collection::vec(request(), 1..6),
+            step in 1usize..64,
+        ) {
+            // A request hyper closes after goes last.
+            let mut requests = requests;
+            requests.sort_by_key(|(_, closes)| *closes);
+            if let Some(first) = requests.iter().position(|(_, closes)| *closes) {
+                requests.truncate(first + 1);
+            }
+            let stream: Vec<u8> = requests.iter().flat_map(|(r, _)| r.clone()).collect();
+            let served = hyper_count(&stream);
+            prop_assert_eq!(served, requests.len(), "hyper served them all");
+            let mut reading = Requests::default();
+            for piece in stream.chunks(step) {
+                reading.feed(piece, &mut Now(None));
+            }
+            prop_assert_eq!(reading.heads, requests.len() as u64);
+            prop_assert_eq!(reading.at, At::Between);
         }
     }
 }
