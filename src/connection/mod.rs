@@ -38,9 +38,9 @@ pub use crate::rules::policy::CloseMode;
 #[cfg(target_os = "linux")]
 pub use defer_accept::set_defer_accept;
 pub use dropped::RequestDropped;
+pub(crate) use exchange::InFlight;
 #[cfg(any(feature = "server", feature = "axum"))]
-pub(crate) use exchange::Timeouts;
-pub(crate) use exchange::{Exchanges, InFlight};
+pub(crate) use exchange::{Exchanges, Timeouts};
 #[cfg(all(feature = "tonic", feature = "rustls"))]
 pub(crate) use handle::Attachment;
 pub use handle::{ConnectionHandle, ConnectionInfo};

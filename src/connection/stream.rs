@@ -2,6 +2,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+#[cfg(any(feature = "server", feature = "axum"))]
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -9,9 +10,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
+use super::exchange::{Clock, Expiry};
 #[cfg(any(feature = "server", feature = "axum"))]
-use super::exchange::Timeouts;
-use super::exchange::{Clock, Exchanges, Expiry};
+use super::exchange::{Exchanges, Timeouts};
 use super::{CloseMode, ConnectionHandle};
 use crate::DropReason;
 use crate::audit::{Close, DropEvent, Handling};
