@@ -61,6 +61,14 @@ impl NoResponseLayer {
     /// unjudged. When the listener keeps letting first requests through
     /// and the layer itself has judged none a second later, the layer logs
     /// a warning saying so, once.
+    ///
+    /// The stream keeps the header, keep-alive and send timeouts, and
+    /// HTTP/2's, since `axum::serve` has none. It learns of each exchange
+    /// from the layer: a request the layer does not wrap (a route outside
+    /// it) is followed by its bytes alone, and its response is taken to
+    /// end at the server's last write. So a response outside the layer
+    /// that streams with pauses longer than the keep-alive timeout is
+    /// closed at the first such pause; keep long-lived routes inside it.
     #[must_use]
     pub fn listener(&self, listener: TcpListener) -> NoResponseListener {
         self.abortable_listener(listener, true)
