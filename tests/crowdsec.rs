@@ -531,3 +531,42 @@ async fn before_the_first_pull_the_chosen_policy_holds() {
         ask(app.addr, "192.0.2.8").await.assert_ok();
     }
 }
+
+/// CrowdSec keeps IPv4 and IPv6 apart: IPv6 ranges that cover the
+/// IPv4-mapped block (`::/8` from bogon lists, `::ffff:0:0/96`, `::/0`)
+/// cover no IPv4 client, as `cscli` itself answers, and the layer drops
+/// none, at accept or behind the proxy, while an IPv6 client in them is
+/// dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipv6_range_drops_no_ipv4_client() {
+    record_events();
+    let Some(lapi) = Lapi::start() else {
+        return;
+    };
+    for range in ["::/8", "::ffff:0:0/96", "::/0"] {
+        lapi.ban("--range", range, "crowdsecurity/bogons");
+    }
+    // What CrowdSec itself says of an IPv4 client.
+    let listed = lapi.cscli(&["decisions", "list", "--ip", "127.0.0.1", "-o", "raw"]);
+    assert!(
+        !listed.contains("bogons"),
+        "cscli covers 127.0.0.1: {listed}"
+    );
+    let bouncer = pulled(&lapi).await;
+    let layer = common::seed_rules().crowdsec(&bouncer).build().unwrap();
+    let app = common::spawn_app(layer.clone()).await;
+    assert_eq!(bouncer.decisions(), 3, "{bouncer:?}");
+    // A direct IPv4 client, and IPv4 clients behind the proxy.
+    let direct =
+        common::exchange(app.addr, &common::get(Some("example.com"), Some("curl/8"))).await;
+    direct.assert_ok();
+    for client in ["192.0.2.1", "10.1.2.3", "203.0.113.200"] {
+        ask(app.addr, client).await.assert_ok();
+    }
+    // An IPv6 client the ranges do cover.
+    ask(app.addr, "2001:db8::1")
+        .await
+        .assert_dropped(Close::Fin);
+    assert!(logged("crowdsec", "2001:db8::1", "crowdsecurity/bogons"));
+    assert_eq!(app.hits(), 4);
+}

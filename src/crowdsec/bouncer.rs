@@ -520,59 +520,77 @@ impl Puller {
             let Some(shared) = self.shared.upgrade() else {
                 return;
             };
-            match lapi::pull(&self.endpoint, startup, self.timeout).await {
-                Ok(delta) => {
-                    if startup {
-                        known.clear();
+            // A pull that panics (an answer this code did not foresee)
+            // must not end the puller, which would leave the decisions in
+            // force for good, or, before the first pull with
+            // `BeforeFirstPull::Drop`, drop every client for good: it is a
+            // failure like any other, and the next pull asks for all.
+            let step = CatchUnwind(Box::pin(async {
+                match lapi::pull(&self.endpoint, startup, self.timeout).await {
+                    Ok(delta) => {
+                        if startup {
+                            known.clear();
+                        }
+                        for id in &delta.deleted {
+                            known.remove(id);
+                        }
+                        let now = Instant::now();
+                        // Lookups skip a decision that ran out, so the table
+                        // is rebuilt only when the decisions changed, or at
+                        // the first pull after one ran out.
+                        let changed = startup
+                            || !delta.new.is_empty()
+                            || !delta.deleted.is_empty()
+                            || next_expiry.is_some_and(|at| at <= now);
+                        known.extend(delta.new);
+                        if changed {
+                            known.retain(|_, d| d.until > now);
+                            let table = Table::build(known.values(), now);
+                            next_expiry = table.next_expiry();
+                            shared.store(table);
+                        }
+                        if failures > 0 || startup {
+                            tracing::info!(
+                                target: "tower_no_response::crowdsec",
+                                decisions = known.len(),
+                                skipped = delta.skipped,
+                                "crowdsec decisions pulled{}",
+                                if failures > 0 { "; the LAPI answers again" } else { "" },
+                            );
+                        }
+                        if !shared.pulled.swap(true, Ordering::AcqRel) {
+                            shared.first_pull.notify_waiters();
+                        }
+                        startup = false;
+                        failures = 0;
                     }
-                    for id in &delta.deleted {
-                        known.remove(id);
+                    Err(error) => {
+                        if failures == 0 {
+                            tracing::warn!(
+                                target: "tower_no_response::crowdsec",
+                                lapi = ?self.endpoint.server,
+                                %error,
+                                kept = shared.table.load().len(),
+                                "crowdsec LAPI {error}; keeping the decisions in force and retrying"
+                            );
+                        }
+                        if matches!(error, PullError::Malformed(_)) || failures == 0 {
+                            startup = true;
+                        }
+                        failures = failures.saturating_add(1);
                     }
-                    let now = Instant::now();
-                    // Lookups skip a decision that ran out, so the table is
-                    // rebuilt only when the decisions changed, or at the
-                    // first pull after one ran out.
-                    let changed = startup
-                        || !delta.new.is_empty()
-                        || !delta.deleted.is_empty()
-                        || next_expiry.is_some_and(|at| at <= now);
-                    known.extend(delta.new);
-                    if changed {
-                        known.retain(|_, d| d.until > now);
-                        let table = Table::build(known.values(), now);
-                        next_expiry = table.next_expiry();
-                        shared.store(table);
-                    }
-                    if failures > 0 || startup {
-                        tracing::info!(
-                            target: "tower_no_response::crowdsec",
-                            decisions = known.len(),
-                            skipped = delta.skipped,
-                            "crowdsec decisions pulled{}",
-                            if failures > 0 { "; the LAPI answers again" } else { "" },
-                        );
-                    }
-                    if !shared.pulled.swap(true, Ordering::AcqRel) {
-                        shared.first_pull.notify_waiters();
-                    }
-                    startup = false;
-                    failures = 0;
                 }
-                Err(error) => {
-                    if failures == 0 {
-                        tracing::warn!(
-                            target: "tower_no_response::crowdsec",
-                            lapi = ?self.endpoint.server,
-                            %error,
-                            kept = shared.table.load().len(),
-                            "crowdsec LAPI {error}; keeping the decisions in force and retrying"
-                        );
-                    }
-                    if matches!(error, PullError::Malformed(_)) || failures == 0 {
-                        startup = true;
-                    }
-                    failures = failures.saturating_add(1);
-                }
+            }))
+            .await;
+            if step.is_err() {
+                tracing::error!(
+                    target: "tower_no_response::crowdsec",
+                    lapi = ?self.endpoint.server,
+                    kept = shared.table.load().len(),
+                    "crowdsec pull panicked; keeping the decisions in force and pulling everything again"
+                );
+                startup = true;
+                failures = failures.saturating_add(1);
             }
             drop(shared);
             let wait = if failures == 0 {
@@ -586,5 +604,36 @@ impl Puller {
             let until = Instant::now() + wait;
             tokio::time::sleep_until(until.into()).await;
         }
+    }
+}
+
+/// A future whose panic is its output, so that one pull cannot end the
+/// puller.
+struct CatchUnwind<F>(std::pin::Pin<Box<F>>);
+
+impl<F: std::future::Future> std::future::Future for CatchUnwind<F> {
+    type Output = Result<F::Output, ()>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(poll) => poll.map(Ok),
+            Err(_) => std::task::Poll::Ready(Err(())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CatchUnwind;
+
+    #[tokio::test]
+    async fn a_panic_is_an_outcome_not_the_end() {
+        let caught = CatchUnwind(Box::pin(async { panic!("an answer no one foresaw") })).await;
+        assert!(caught.is_err());
+        assert_eq!(CatchUnwind(Box::pin(async { 7 })).await, Ok(7));
     }
 }

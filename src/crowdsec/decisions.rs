@@ -36,6 +36,10 @@ pub(crate) enum Target {
     Ip(u128),
     /// First and last address, inclusive.
     Range(u128, u128),
+    /// An IPv6 range: every address from the first to the last but the
+    /// IPv4-mapped block. CrowdSec keeps the two families apart, so an
+    /// IPv6 decision never covers an IPv4 client, not even `::/0`.
+    Range6(u128, u128),
 }
 
 impl Target {
@@ -44,15 +48,36 @@ impl Target {
     }
 
     pub(crate) fn range(net: IpNet) -> Self {
-        let net = match net {
+        match net {
             // IPv4 blocks in their IPv6-mapped form, as addresses are keyed.
-            IpNet::V4(v4) => IpNet::V6(
-                ipnet::Ipv6Net::new(v4.network().to_ipv6_mapped(), v4.prefix_len() + 96)
-                    .expect("an IPv4 prefix plus 96 is a valid IPv6 prefix"),
-            ),
-            v6 => v6.trunc(),
+            IpNet::V4(v4) => {
+                let net = ipnet::Ipv6Net::new(v4.network().to_ipv6_mapped(), v4.prefix_len() + 96)
+                    .expect("an IPv4 prefix plus 96 is a valid IPv6 prefix");
+                Self::Range(u128::from(net.network()), u128::from(net.broadcast()))
+            }
+            IpNet::V6(v6) => {
+                let v6 = v6.trunc();
+                Self::Range6(u128::from(v6.network()), u128::from(v6.broadcast()))
+            }
+        }
+    }
+
+    /// The intervals of addresses covered, at most two: an IPv6 range with
+    /// the IPv4-mapped block cut out.
+    fn intervals(self) -> impl Iterator<Item = (u128, u128)> {
+        let (first, last, cut) = match self {
+            Self::Ip(ip) => (ip, ip, false),
+            Self::Range(first, last) => (first, last, false),
+            Self::Range6(first, last) => (first, last, true),
         };
-        Self::Range(key(net.network()), key(net.broadcast()))
+        let (below, above) = if cut {
+            let below = (first < *MAPPED.start()).then(|| (first, last.min(*MAPPED.start() - 1)));
+            let above = (last > *MAPPED.end()).then(|| (first.max(*MAPPED.end() + 1), last));
+            (below, above)
+        } else {
+            (Some((first, last)), None)
+        };
+        below.into_iter().chain(above)
     }
 }
 
@@ -61,7 +86,7 @@ impl Target {
     fn net(self) -> IpNet {
         let (first, last) = match self {
             Self::Ip(ip) => (ip, ip),
-            Self::Range(first, last) => (first, last),
+            Self::Range(first, last) | Self::Range6(first, last) => (first, last),
         };
         let span = last.wrapping_sub(first).wrapping_add(1);
         // A range made from a network spans a power of two (`0` here is the
@@ -73,7 +98,7 @@ impl Target {
         };
         let v6 = std::net::Ipv6Addr::from(first);
         match v6.to_ipv4_mapped() {
-            Some(v4) if host_bits <= 32 => IpNet::V4(
+            Some(v4) if host_bits <= 32 && !matches!(self, Self::Range6(..)) => IpNet::V4(
                 ipnet::Ipv4Net::new(v4, u8::try_from(32 - host_bits).unwrap_or(32))
                     .expect("a prefix of at most 32"),
             ),
@@ -188,7 +213,12 @@ impl Table {
                     };
                     exact.insert(ip, merged);
                 }
-                Target::Range(first, last) => ranges.push(Interval { first, last, entry }),
+                target @ (Target::Range(..) | Target::Range6(..)) => {
+                    for (first, last) in target.intervals() {
+                        let entry = entry.clone();
+                        ranges.push(Interval { first, last, entry });
+                    }
+                }
             }
         }
         let ranges = flatten(ranges);
@@ -340,6 +370,9 @@ fn flatten(mut ranges: Vec<Interval>) -> Vec<Interval> {
 /// Parses a Go duration as the LAPI writes them: `4h0m0s`, `59m59.1s`,
 /// `-28.5ms`, `1.5µs`. `None` for anything else. A negative duration
 /// (an expired or deleted decision) is `Some(ZERO)`.
+/// Go's longest duration, `2562047h47m16.854775807s`.
+pub(crate) const GO_MAX_DURATION: Duration = Duration::new(9_223_372_036, 854_775_807);
+
 pub(crate) fn go_duration(text: &str) -> Option<Duration> {
     let (negative, mut rest) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
@@ -380,7 +413,9 @@ pub(crate) fn go_duration(text: &str) -> Option<Duration> {
     if negative {
         return Some(Duration::ZERO);
     }
-    Duration::try_from_secs_f64(total).ok()
+    // Go's durations are 64-bit nanoseconds: no decision lasts longer,
+    // however many digits it was written with.
+    Some(Duration::try_from_secs_f64(total).map_or(GO_MAX_DURATION, |d| d.min(GO_MAX_DURATION)))
 }
 
 #[cfg(test)]
@@ -416,6 +451,16 @@ mod tests {
         for bad in ["", "h", "4", "4x", "1h-2m", "--1s", ".s", "NaNs", "1e400h"] {
             assert_eq!(d(bad), None, "{bad:?}");
         }
+        // Longer than Go can say: as long as it can.
+        let endless = format!("{}h", "9".repeat(400));
+        for huge in ["3000000000000000h", "2562048h", endless.as_str()] {
+            assert_eq!(d(huge), Some(GO_MAX_DURATION), "{huge:?}");
+        }
+        assert!(
+            std::time::Instant::now()
+                .checked_add(GO_MAX_DURATION)
+                .is_some()
+        );
     }
 
     #[test]
@@ -509,6 +554,39 @@ mod tests {
         assert_eq!(range("::/0").net().to_string(), "::/0");
     }
 
+    /// CrowdSec keeps the families apart: no IPv6 decision covers an
+    /// IPv4 client, however wide, while the IPv6 clients it names are
+    /// found on both sides of the IPv4-mapped block.
+    #[test]
+    fn an_ipv6_range_never_covers_an_ipv4_client() {
+        let now = Instant::now();
+        for wide in ["::/8", "::ffff:0:0/96", "::/0", "::ffff:10.0.0.0/104"] {
+            let table = Table::build(&[decision(range(wide), Remedy::Ban, 60, "bogons")], now);
+            for v4 in ["127.0.0.1", "10.1.2.3", "255.255.255.255", "0.0.0.0"] {
+                assert!(table.lookup(ip(v4), || now).is_none(), "{wide} covers {v4}");
+                let mapped = format!("::ffff:{v4}");
+                assert!(
+                    table.lookup(ip(&mapped), || now).is_none(),
+                    "{wide} covers {mapped}"
+                );
+            }
+        }
+        let table = Table::build(&[decision(range("::/0"), Remedy::Ban, 60, "all")], now);
+        for v6 in [
+            "::1",
+            "::fffe:ffff:ffff",
+            "::1:0:0:0",
+            "2001:db8::1",
+            "ffff::1",
+        ] {
+            assert!(table.lookup(ip(v6), || now).is_some(), "{v6}");
+        }
+        // An IPv4 decision still covers its clients, in either spelling.
+        let table = Table::build(&[decision(range("10.0.0.0/8"), Remedy::Ban, 60, "v4")], now);
+        assert!(table.lookup(ip("10.1.2.3"), || now).is_some());
+        assert!(table.lookup(ip("::ffff:10.1.2.3"), || now).is_some());
+    }
+
     #[test]
     fn a_decision_that_ran_out_is_not_found() {
         let now = Instant::now();
@@ -532,8 +610,8 @@ mod tests {
     #[test]
     fn ipv4_clients_find_what_a_search_of_every_range_finds() {
         // Ranges below, across, inside and above the IPv4-mapped block; the
-        // one across it is what an address before the first IPv4 range
-        // falls in.
+        // IPv6 one across it is cut at the block, and no IPv4 client falls
+        // in it.
         let table = Table::build(
             &[
                 decision(range("::/97"), Remedy::Ban, 60, "below"),
@@ -580,12 +658,13 @@ mod tests {
             assert_eq!(found, every_range(ip(s)), "{s}");
         }
         for (s, scenario) in [
-            ("0.0.0.5", "across"),
-            ("10.1.2.3", "ten"),
-            ("11.0.0.1", "across"),
+            ("0.0.0.5", None),
+            ("10.1.2.3", Some("ten")),
+            ("11.0.0.1", None),
+            ("::fffe:1:2", Some("across")),
         ] {
             let found = table.lookup(ip(s), || now).map(|f| f.scenario.to_string());
-            assert_eq!(found.as_deref(), Some(scenario), "{s}");
+            assert_eq!(found.as_deref(), scenario, "{s}");
         }
     }
 

@@ -268,7 +268,9 @@ pub(crate) fn parse(body: &[u8], now: Instant) -> Result<Delta, PullError> {
             Decision {
                 target,
                 remedy,
-                until: now + left,
+                // Even Go's longest duration fits; if the clock cannot say
+                // when, the decision lasts as long as the clock can.
+                until: now.checked_add(left).unwrap_or_else(|| far_future(now)),
                 scenario: match scenarios.get(&wire.scenario) {
                     Some(shared) => Arc::clone(shared),
                     None => {
@@ -303,6 +305,17 @@ mod tests {
         assert!(empty.new.is_empty() && empty.deleted.is_empty());
     }
 
+    /// A duration longer than Go can hold is as long as it can, and
+    /// lasts: no overflow, no panic of the puller.
+    #[test]
+    fn a_huge_duration_lasts_as_long_as_go_says() {
+        let body = br#"{"new":[{"duration":"3000000000000000h","id":2,"scenario":"s","scope":"Ip","type":"ban","value":"192.0.2.1"}]}"#;
+        let now = Instant::now();
+        let delta = parse(body, now).unwrap();
+        let until = delta.new[0].1.until;
+        assert!(until >= now + Duration::from_secs(100 * 365 * 86_400));
+    }
+
     #[test]
     fn a_malformed_answer_is_refused_whole() {
         for body in [
@@ -319,5 +332,17 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+    }
+}
+
+/// The latest instant after `now` that the clock can hold, in whole
+/// seconds down from Go's longest duration.
+fn far_future(now: Instant) -> Instant {
+    let mut ahead = super::decisions::GO_MAX_DURATION;
+    loop {
+        if let Some(at) = now.checked_add(ahead) {
+            return at;
+        }
+        ahead /= 2;
     }
 }

@@ -310,6 +310,12 @@ impl Blocklist {
                 IpNet::V4(n) if v4.len() < MAX_V4_RANGES => {
                     v4.push((n.network().to_bits(), n.broadcast().to_bits()));
                 }
+                // A prefix over the IPv4-mapped block would refuse every
+                // IPv4 client of a dual-stack socket, which no IPv6 rule
+                // covers: left to user space, which cuts the block out.
+                IpNet::V6(n) if n.contains(&std::net::Ipv6Addr::from(0xffff_0000_0000u128)) => {
+                    list.left_out += 1;
+                }
                 IpNet::V6(n) if n.prefix_len() <= 64 && list.v6.len() < MAX_V6_PREFIXES => {
                     let prefix = v6_prefix(n, n.prefix_len());
                     if !list.v6.contains(&prefix) {
