@@ -285,6 +285,18 @@ pub(crate) fn parse(body: &[u8], now: Instant) -> Result<Delta, PullError> {
     Ok(delta)
 }
 
+/// The latest instant after `now` that the clock can hold, in whole
+/// seconds down from Go's longest duration.
+fn far_future(now: Instant) -> Instant {
+    let mut ahead = super::decisions::GO_MAX_DURATION;
+    loop {
+        if let Some(at) = now.checked_add(ahead) {
+            return at;
+        }
+        ahead /= 2;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,17 +344,5 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
-    }
-}
-
-/// The latest instant after `now` that the clock can hold, in whole
-/// seconds down from Go's longest duration.
-fn far_future(now: Instant) -> Instant {
-    let mut ahead = super::decisions::GO_MAX_DURATION;
-    loop {
-        if let Some(at) = now.checked_add(ahead) {
-            return at;
-        }
-        ahead /= 2;
     }
 }
