@@ -662,6 +662,33 @@ fn hello(name: Option<&str>) -> Vec<u8> {
     wire
 }
 
+/// `wire` (one record holding a ClientHello) with its first extension
+/// sent a second time, last: a hello rustls answers with an alert.
+fn first_extension_twice(wire: &[u8]) -> Vec<u8> {
+    let mut at = 5 + 4 + 2 + 32;
+    at += 1 + usize::from(wire[at]);
+    at += 2 + usize::from(u16::from_be_bytes([wire[at], wire[at + 1]]));
+    at += 1 + usize::from(wire[at]);
+    let extensions = at + 2;
+    let first_len = usize::from(u16::from_be_bytes([
+        wire[extensions + 2],
+        wire[extensions + 3],
+    ]));
+    let first = wire[extensions..extensions + 4 + first_len].to_vec();
+    let mut out = wire.to_vec();
+    out.extend_from_slice(&first);
+    let grow = |bytes: &mut [u8]| {
+        let n = bytes.iter().fold(0usize, |n, &b| n << 8 | usize::from(b)) + first.len();
+        for (i, b) in bytes.iter_mut().rev().enumerate() {
+            *b = (n >> (8 * i)) as u8;
+        }
+    };
+    grow(&mut out[at..at + 2]);
+    grow(&mut out[6..9]);
+    grow(&mut out[3..5]);
+    out
+}
+
 /// `wire`'s handshake message re-cut into records of `size` bytes.
 fn refragment(wire: &[u8], size: usize) -> Vec<u8> {
     let message = &wire[5..];
@@ -750,6 +777,11 @@ async fn hostile_first_bytes_get_nothing() {
             "tls_client_hello_invalid",
         ),
         ("two unknown hellos", twice_unknown, "tls_sni_unknown"),
+        (
+            "an extension twice",
+            first_extension_twice(&good),
+            "tls_client_hello_invalid",
+        ),
     ];
     for (what, wire, rule) in cases {
         let seen = send_raw(server, &wire, 4096, Duration::ZERO).await;

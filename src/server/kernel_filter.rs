@@ -591,6 +591,20 @@ mod tests {
         list.iter().map(|n| n.parse().unwrap()).collect()
     }
 
+    /// An IPv6 prefix over the IPv4-mapped block would refuse the IPv4
+    /// clients of a dual-stack socket: it is left to user space, and an
+    /// IPv4 client in mapped form passes the program.
+    #[test]
+    fn no_ipv6_prefix_refuses_an_ipv4_client() {
+        let list = Blocklist::fit(nets(&["::/8", "::/0", "::ffff:0:0/96", "2001:db8::/32"]));
+        assert_eq!(list.v6.len(), 1, "{:?}", list.v6);
+        assert_eq!(list.left_out, 3);
+        let program = list.instructions();
+        let mapped: Ipv6Addr = "::ffff:192.0.2.1".parse().unwrap();
+        assert!(run(&program, &v6_header(mapped)));
+        assert!(!run(&program, &v6_header("2001:db8::1".parse().unwrap())));
+    }
+
     #[test]
     fn the_program_refuses_exactly_the_listed_addresses() {
         let listed = nets(&[

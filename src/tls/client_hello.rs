@@ -283,6 +283,11 @@ fn parse_body(body: &[u8]) -> Result<ClientHello, InvalidClientHello> {
         while !extensions.is_empty() {
             let kind = extensions.u16()?;
             let mut data = extensions.vec16()?;
+            // rustls refuses a ClientHello that repeats an extension with
+            // an alert: refused here first, without one.
+            if input.extensions.contains(&kind) {
+                return Err(InvalidClientHello::new("an extension sent twice"));
+            }
             input.extensions.push(kind);
             match kind {
                 EXT_SERVER_NAME => {
@@ -447,6 +452,21 @@ pub(crate) mod tests {
         let len = message.len() - 4;
         message[1..4].copy_from_slice(&u32::try_from(len).unwrap().to_be_bytes()[1..]);
         assert!(ClientHello::parse(&records(&message, 100)).is_err());
+        // An extension twice, which rustls answers with an alert.
+        for twice in [0x0017u16, 0x0a0a] {
+            let wire = hello(
+                0x0303,
+                &[0x1301],
+                &[(twice, vec![]), (0x000b, vec![1, 0]), (twice, vec![])],
+            );
+            let refused = ClientHello::parse(&records(&wire, 100));
+            assert!(refused.is_err(), "{twice:#06x}: {refused:?}");
+        }
+        let once = hello(0x0303, &[0x1301], &[(0x0a0a, vec![]), (0x1a1a, vec![])]);
+        assert!(matches!(
+            ClientHello::parse(&records(&once, 100)),
+            Ok(Some(_))
+        ));
     }
 
     #[test]
