@@ -14,6 +14,11 @@ use super::client_hello::is_grease;
 /// hash of the sorted extensions with the signature algorithms. It names a
 /// client's TLS stack (a browser's, curl's, a scanner's library), whatever
 /// User-Agent it sends.
+///
+/// Where FoxIO's specification and FoxIO's own tools differ, the crate
+/// prints what the tools print, since deny rules are copied from them: SSL
+/// 2.0 is `s2` for version `0x0002`, and an ALPN protocol that begins or
+/// ends outside ASCII shows `9` for that character.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Ja4([u8; Ja4::LEN]);
 
@@ -111,8 +116,8 @@ impl<I: Iterator<Item = u16> + Clone> Ja4Input<I> {
             0x0302 => b"11",
             0x0301 => b"10",
             0x0300 => b"s3",
-            0x0200 => b"s2",
-            0x0100 => b"s1",
+            // SSL 2.0's version number, as FoxIO's tools map it.
+            0x0002 => b"s2",
             _ => b"00",
         });
         out[3] = if self.sni { b'd' } else { b'i' };
@@ -150,12 +155,18 @@ fn two_digits(out: &mut [u8], n: usize) {
     out[1] = b'0' + u8::try_from(n % 10).unwrap_or(9);
 }
 
-/// The first and last characters of the first ALPN protocol; for one that
+/// The first and last characters of the first ALPN protocol; `00` with
+/// none. A byte outside ASCII is `9`, as FoxIO's own tools print it, so
+/// that a fingerprint copied from them matches; for an ASCII protocol that
 /// does not begin and end with a letter or digit, the first and last
-/// characters of its hex form; `00` with none.
+/// characters of its hex form, as the specification says.
 fn alpn_chars(alpn: Option<(u8, u8)>) -> [u8; 2] {
     match alpn {
         None => *b"00",
+        Some((first, last)) if !first.is_ascii() || !last.is_ascii() => {
+            let nine = |b: u8| if b.is_ascii() { b } else { b'9' };
+            [nine(first), nine(last)]
+        }
         Some((first, last)) if first.is_ascii_alphanumeric() && last.is_ascii_alphanumeric() => {
             [first, last]
         }
@@ -303,11 +314,35 @@ mod tests {
         assert_eq!(ja4.a(), "t12i011400");
     }
 
+    /// Versions as FoxIO's tools name them: SSL 2.0 is `0x0002`.
+    #[test]
+    fn versions_are_named_as_foxio_names_them() {
+        let a = |version: u16| {
+            let input = Ja4Input {
+                version,
+                ciphers: [0x1301u16].into_iter(),
+                extensions: Vec::new(),
+                signature_algorithms: None,
+                sni: false,
+                first_alpn: None,
+            };
+            input.fingerprint().a().to_owned()
+        };
+        assert_eq!(a(0x0304), "t13i010000");
+        assert_eq!(a(0x0300), "ts3i010000");
+        assert_eq!(a(0x0002), "ts2i010000");
+        assert_eq!(a(0x0200), "t00i010000");
+        assert_eq!(a(0x0100), "t00i010000");
+    }
+
     #[test]
     fn alpn_that_is_not_alphanumeric_is_shown_in_hex() {
         assert_eq!(alpn_chars(Some((b'h', b'2'))), *b"h2");
-        assert_eq!(alpn_chars(Some((0xab, 0xcd))), *b"ad");
+        assert_eq!(alpn_chars(Some((b'-', b'*'))), *b"2a");
         assert_eq!(alpn_chars(None), *b"00");
+        // Outside ASCII, FoxIO's tools print 9.
+        assert_eq!(alpn_chars(Some((0xba, 0xad))), *b"99");
+        assert_eq!(alpn_chars(Some((b'x', 0xad))), *b"x9");
     }
 
     #[test]
