@@ -223,6 +223,56 @@ async fn app_driven_bans_of_a_proxied_client_are_enforced() {
     );
 }
 
+/// Failed logins that reach the app through the proxy with no forwarding
+/// header have the proxy as their `ClientIp`: the app's strikes and bans
+/// of it are ignored (an edge stands for everyone behind it), and every
+/// visitor behind the proxy is still served, on both servers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_cannot_strike_or_ban_the_proxy() {
+    for serve_loop in [false, true] {
+        let bans = bans(3);
+        let layer = behind_proxy().ban_list(bans.clone()).build().unwrap();
+        let list = bans.clone();
+        let app = Router::new()
+            .route("/", route_get(|| async { "ok" }))
+            .route(
+                "/login",
+                post(move |ClientIp(ip): ClientIp| {
+                    let list = list.clone();
+                    async move {
+                        assert!(!list.strike(ip), "struck {ip}");
+                        axum::http::StatusCode::UNAUTHORIZED
+                    }
+                }),
+            );
+        let addr = if serve_loop {
+            on_serve_loop(&layer, app).await
+        } else {
+            on_axum(&layer, app).await
+        };
+        let login = common::request(
+            "POST",
+            "/login",
+            Some("example.com"),
+            UA,
+            &[("Content-Length", "0")],
+        );
+        for _ in 0..6 {
+            let out = send_from(lo(PROXY), addr, &login).await;
+            assert!(out.text().starts_with("HTTP/1.1 401"), "{}", out.text());
+        }
+        bans.ban(lo(PROXY), Duration::from_secs(600));
+        assert!(bans.bans().is_empty(), "{:?}", bans.bans());
+        assert!(!bans.is_banned(lo(PROXY)));
+        send_from(lo(PROXY), addr, &forwarded("/", Some("198.51.100.9"), UA))
+            .await
+            .assert_ok();
+        send_from(lo(PROXY), addr, &forwarded("/", None, UA))
+            .await
+            .assert_ok();
+    }
+}
+
 /// `only_from`: visitors through the allowed edge are judged by their real
 /// address and served; any other peer is refused with zero bytes, on the
 /// layer's listener, the serve loop, and by the layer alone on a server

@@ -172,6 +172,11 @@ async fn decisions_drop_their_clients_and_spare_everyone_else() {
     for innocent in ["192.0.2.8", "192.0.2.127", "192.0.3.128", "2001:db8::1"] {
         ask(app.addr, innocent).await.assert_ok();
     }
+    // The proxy's own request, with no forwarding header: the proxy is an
+    // edge, which a decision on it does not drop.
+    exchange(app.addr, &common::get(Some("example.com"), Some("curl/8")))
+        .await
+        .assert_ok();
 
     // Added while the app runs: dropped within a pull or two.
     lapi.ban("--ip", "192.0.2.8", "crowdsecurity/http-crawl-non_statics");

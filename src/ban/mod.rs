@@ -126,6 +126,12 @@ struct Inner {
     replicas: std::sync::OnceLock<Hook>,
     /// Told of the same, to report it to a CrowdSec Local API.
     report: std::sync::OnceLock<Hook>,
+    /// The rules of the layer this list serves, for its edges (trusted
+    /// proxies, `only_from_peer` peers), which are never struck or banned.
+    edges: arc_swap::ArcSwapOption<crate::rules::RuleSet>,
+    /// The warning that the application tried to strike or ban an edge,
+    /// logged once.
+    warned_edge: std::sync::atomic::AtomicBool,
 }
 
 /// What a ban list tells of each ban and unban it makes itself.
@@ -172,6 +178,8 @@ impl BanList {
                 epoch: Instant::now(),
                 replicas: std::sync::OnceLock::new(),
                 report: std::sync::OnceLock::new(),
+                edges: arc_swap::ArcSwapOption::empty(),
+                warned_edge: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -220,11 +228,45 @@ impl BanList {
         }
     }
 
+    /// The rules whose edges this list never strikes or bans: the layer's
+    /// in force, set by the layer.
+    pub(crate) fn serve_rules(&self, rules: &Arc<crate::rules::RuleSet>) {
+        self.inner.edges.store(Some(Arc::clone(rules)));
+    }
+
+    /// Whether `ip` is an edge of the layer this list serves; the attempt
+    /// to strike or ban it is logged, once, with its cause.
+    fn refuses_edge(&self, ip: IpAddr, what: &str) -> bool {
+        let edge = self
+            .inner
+            .edges
+            .load()
+            .as_ref()
+            .is_some_and(|rules| rules.is_edge(ip));
+        if edge && !self.inner.warned_edge.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                target: "tower_no_response::ban",
+                client_ip = %ip,
+                "the application asked to {what} {ip}, a trusted proxy or an only_from_peer \
+                 peer, which stands for every client behind it: ignored, and never shared or \
+                 reported. A request that reaches the application through a proxy without a \
+                 forwarding header has the proxy as its ClientIp; strike the client only when \
+                 it is not an edge (logged once)"
+            );
+        }
+        edge
+    }
+
     /// Counts a strike against `ip`, as each of the layer's drops does; the
     /// last strike within the window bans it for the policy's time. For the
     /// application's own signals, such as a failed login. Returns whether
-    /// this strike banned the client.
+    /// this strike banned the client. An edge of the layer (a trusted proxy,
+    /// an `only_from_peer` peer) is never struck: `false`, and a warning
+    /// logged once.
     pub fn strike(&self, ip: IpAddr) -> bool {
+        if self.refuses_edge(ip.to_canonical(), "strike") {
+            return false;
+        }
         let ip = self.key(ip);
         let policy = self.inner.policy;
         let now = Instant::now();
@@ -267,8 +309,12 @@ impl BanList {
 
     /// Bans `ip` for `ban_for` now, whatever its strikes; a ban already in
     /// force for longer stands. Shared with the other replicas when the list
-    /// is shared.
+    /// is shared. An edge of the layer is never banned (a warning is logged
+    /// once), nor shared or reported.
     pub fn ban(&self, ip: IpAddr, ban_for: Duration) {
+        if self.refuses_edge(ip.to_canonical(), "ban") {
+            return;
+        }
         if self.ban_quietly(ip, ban_for, "app") {
             self.share(BanChange::Ban(self.key(ip), ban_for));
         }

@@ -28,6 +28,10 @@
 //!
 //! **What it does.** For each request, the layer looks up the judged
 //! client: the real client behind trusted proxies, as every client rule.
+//! An edge (a trusted proxy, an `only_from_peer` peer) is never dropped by
+//! a decision, at accept or on its own requests, since it stands for every
+//! client behind it. As in CrowdSec, an IPv6 decision covers IPv6 clients
+//! only: no range, not even `::/0`, covers an IPv4 client.
 //!
 //! | decision | rule | what happens |
 //! |---|---|---|
@@ -102,6 +106,7 @@ impl NoResponseLayerBuilder {
                 predicate: Arc::new(move |head| matched(&bans, head.client_ip, Remedy::Ban)),
                 peer: Some(Arc::new(Peers(peers))),
                 action: None,
+                spares_edges: true,
             },
         )
         .add_custom_rule(
@@ -111,6 +116,7 @@ impl NoResponseLayerBuilder {
                 predicate: Arc::new(move |head| matched(&others, head.client_ip, Remedy::Other)),
                 peer: None,
                 action: Some(bouncer.other_types),
+                spares_edges: true,
             },
         )
     }

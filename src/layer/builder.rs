@@ -469,6 +469,7 @@ impl NoResponseLayerBuilder {
                 predicate: Arc::new(predicate),
                 peer: None,
                 action: None,
+                spares_edges: false,
             },
         )
     }

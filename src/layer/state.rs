@@ -98,8 +98,12 @@ impl Compiled {
         let ban_list = config
             .ban_list
             .or_else(|| previous.and_then(|p| p.ban_list.clone()));
+        let rules = Arc::new(config.rules);
+        if let Some(bans) = &ban_list {
+            bans.serve_rules(&rules);
+        }
         Ok(Self {
-            rules: Arc::new(config.rules),
+            rules,
             close_mode: config.close_mode,
             header_timeout: config.header_timeout,
             keepalive_timeout: config.keepalive_timeout,

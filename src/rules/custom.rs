@@ -186,6 +186,10 @@ pub(crate) struct CustomRule {
     /// What the rule does unless `rule_action` says otherwise; `None` is a
     /// drop. Part of the rule, so a reload from a document keeps it.
     pub(crate) action: Option<super::Action>,
+    /// Whether a request whose judged client is an edge (a trusted proxy's
+    /// own request, with no forwarding header) is never matched: the edge
+    /// is everyone behind it, so a rule that judges identities spares it.
+    pub(crate) spares_edges: bool,
 }
 
 impl fmt::Debug for CustomRule {

@@ -660,8 +660,11 @@ impl RuleSet {
         if !self.custom.is_empty() && custom == Custom::Judged {
             custom::clear_detail();
             let head = RequestHead::of(request, peer, client_ip);
+            let mut edge = None;
             for rule in &self.custom {
-                if (rule.predicate)(&head) {
+                let spared = rule.spares_edges
+                    && *edge.get_or_insert_with(|| client_ip.is_some_and(|ip| self.is_edge(ip)));
+                if !spared && (rule.predicate)(&head) {
                     self.enforce(DropReason::Custom(rule.name), dry_run)?;
                 }
             }
