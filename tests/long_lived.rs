@@ -373,6 +373,46 @@ impl Client {
     }
 }
 
+/// `Expect: 100-continue`, then 30 bytes of body sent in three pieces over
+/// one and a half pauses: answered with the body's length.
+async fn slow_upload_after_continue(client: &mut Client, path: &str, side: Side) {
+    client
+        .send(&request(
+            "POST",
+            path,
+            "Content-Length: 30\r\nExpect: 100-continue\r\n",
+        ))
+        .await;
+    assert_status(&client.head().await, 100);
+    for _ in 0..3 {
+        tokio::time::sleep(PAUSE / 2).await;
+        client.send(&[b'u'; 10]).await;
+    }
+    let (head, body) = client.response().await;
+    assert_status(&head, 200);
+    assert_eq!(body, b"30", "{side:?}");
+}
+
+/// An upgrade to `path`'s echo, then two words each after a pause longer
+/// than the header timeout, each echoed. Returns the client's address.
+async fn quiet_echo(addr: SocketAddr, path: &str, side: Side) -> SocketAddr {
+    let mut client = Client::connect(addr).await;
+    client
+        .send(&request(
+            "GET",
+            path,
+            "Connection: upgrade\r\nUpgrade: echo\r\n",
+        ))
+        .await;
+    assert_status(&client.head().await, 101);
+    for word in [&b"first"[..], b"after a pause"] {
+        tokio::time::sleep(PAUSE).await;
+        client.send(word).await;
+        assert_eq!(client.take(word.len()).await, word, "{side:?}");
+    }
+    client.local()
+}
+
 fn request(method: &str, path: &str, extra: &str) -> Vec<u8> {
     format!(
         "{method} {path} HTTP/1.1\r\nHost: example.com\r\nUser-Agent: Mozilla/5.0\r\n{extra}\r\n"
@@ -410,21 +450,8 @@ async fn server_sent_events_arrive_whatever_the_pause() {
 async fn an_upgraded_connection_may_stay_quiet() {
     for side in SIDES {
         let app = start(side, None).await;
-        let mut client = Client::connect(app.addr).await;
-        client
-            .send(&request(
-                "GET",
-                "/echo",
-                "Connection: upgrade\r\nUpgrade: echo\r\n",
-            ))
-            .await;
-        assert_status(&client.head().await, 101);
-        for word in [&b"first"[..], b"after a pause"] {
-            tokio::time::sleep(PAUSE).await;
-            client.send(word).await;
-            assert_eq!(client.take(word.len()).await, word, "{side:?}");
-        }
-        assert_eq!(app.drops_of(client.local()), 0, "{side:?}");
+        let client = quiet_echo(app.addr, "/echo", side).await;
+        assert_eq!(app.drops_of(client), 0, "{side:?}");
     }
 }
 
@@ -435,21 +462,7 @@ async fn a_slow_upload_after_100_continue_is_received_whole() {
     for side in SIDES {
         let app = start(side, None).await;
         let mut client = Client::connect(app.addr).await;
-        client
-            .send(&request(
-                "POST",
-                "/upload",
-                "Content-Length: 30\r\nExpect: 100-continue\r\n",
-            ))
-            .await;
-        assert_status(&client.head().await, 100);
-        for _ in 0..3 {
-            tokio::time::sleep(PAUSE / 2).await;
-            client.send(&[b'u'; 10]).await;
-        }
-        let (head, body) = client.response().await;
-        assert_status(&head, 200);
-        assert_eq!(body, b"30", "{side:?}");
+        slow_upload_after_continue(&mut client, "/upload", side).await;
         assert_eq!(app.drops_of(client.local()), 0, "{side:?}");
     }
 }
@@ -1183,15 +1196,6 @@ async fn the_send_timeout_closes_a_stopped_reader_and_spares_a_slow_one() {
     }
 }
 
-/// An HTTP/2 frame.
-fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let mut out = (payload.len() as u32).to_be_bytes()[1..].to_vec();
-    out.extend_from_slice(&[kind, flags]);
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
 /// Connections that send all of the HTTP/2 preface and nothing more,
 /// many at once on both sides: each is closed at the header timeout, none
 /// logged as a drop, and an innocent request is served meanwhile.
@@ -1248,7 +1252,7 @@ async fn a_stalled_http2_header_block_is_dropped_at_the_header_timeout() {
         let mut stream = TcpStream::connect(app.addr).await.unwrap();
         let local = stream.local_addr().unwrap();
         let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-        hello.extend(h2_frame(0x4, 0, 0, &[]));
+        hello.extend(h2_frames::frame(0x4, 0, 0, &[]));
         stream.write_all(&hello).await.unwrap();
         let mut head = [0u8; 9];
         stream.read_exact(&mut head).await.unwrap();
@@ -1256,8 +1260,8 @@ async fn a_stalled_http2_header_block_is_dropped_at_the_header_timeout() {
         let mut payload = vec![0u8; usize::from(head[2])];
         stream.read_exact(&mut payload).await.unwrap();
         let block = h2_frames::header_block(&[(":method", "GET"), (":scheme", "http")]);
-        let mut frames = h2_frame(0x4, 0x1, 0, &[]);
-        frames.extend(h2_frame(0x1, 0, 1, &block));
+        let mut frames = h2_frames::frame(0x4, 0x1, 0, &[]);
+        frames.extend(h2_frames::frame(0x1, 0, 1, &block));
         let started = tokio::time::Instant::now();
         stream.write_all(&frames).await.unwrap();
         let out = read_until_close(&mut stream).await;
@@ -1396,36 +1400,10 @@ async fn routes_outside_the_layer_keep_innocent_traffic() {
             assert_status(&head, 200);
             assert_eq!(body, b"ok", "{side:?} round {round}");
         }
-        client
-            .send(&request(
-                "POST",
-                "/outside/upload",
-                "Content-Length: 30\r\nExpect: 100-continue\r\n",
-            ))
-            .await;
-        assert_status(&client.head().await, 100);
-        for _ in 0..3 {
-            tokio::time::sleep(PAUSE / 2).await;
-            client.send(&[b'u'; 10]).await;
-        }
-        let (head, body) = client.response().await;
-        assert_status(&head, 200);
-        assert_eq!(body, b"30", "{side:?}");
+        slow_upload_after_continue(&mut client, "/outside/upload", side).await;
         assert_eq!(app.drops_of(client.local()), 0, "{side:?}");
 
-        let mut echo = Client::connect(app.addr).await;
-        echo.send(&request(
-            "GET",
-            "/outside/echo",
-            "Connection: upgrade\r\nUpgrade: echo\r\n",
-        ))
-        .await;
-        assert_status(&echo.head().await, 101);
-        for word in [&b"first"[..], b"after a pause"] {
-            tokio::time::sleep(PAUSE).await;
-            echo.send(word).await;
-            assert_eq!(echo.take(word.len()).await, word, "{side:?}");
-        }
-        assert_eq!(app.drops_of(echo.local()), 0, "{side:?}");
+        let echo = quiet_echo(app.addr, "/outside/echo", side).await;
+        assert_eq!(app.drops_of(echo), 0, "{side:?}");
     }
 }

@@ -64,7 +64,8 @@ pub struct RawH2 {
     pub closed: bool,
 }
 
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+/// One frame: its header, then `payload`.
+pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let len = payload.len() as u32;
     let mut out = Vec::with_capacity(9 + payload.len());
     out.extend_from_slice(&len.to_be_bytes()[1..]);
