@@ -581,6 +581,10 @@ mod tests {
         ] {
             assert!(table.lookup(ip(v6), || now).is_some(), "{v6}");
         }
+        // Nor is one listed for the kernel filter as IPv4.
+        for wide in ["::ffff:0:0/96", "::ffff:10.0.0.0/104", "::/0"] {
+            assert!(matches!(range(wide).net(), IpNet::V6(_)), "{wide}");
+        }
         // An IPv4 decision still covers its clients, in either spelling.
         let table = Table::build(&[decision(range("10.0.0.0/8"), Remedy::Ban, 60, "v4")], now);
         assert!(table.lookup(ip("10.1.2.3"), || now).is_some());
