@@ -260,6 +260,11 @@ async fn start(side: Side, keepalive: Option<Duration>) -> App {
         Some(k) => rules.keepalive_timeout(k),
         None => rules,
     };
+    on_loopback(side, rules).await
+}
+
+/// [`start_with`] on a fresh loopback port.
+async fn on_loopback(side: Side, rules: tower_no_response::NoResponseLayerBuilder) -> App {
     start_with(side, rules, TcpListener::bind("127.0.0.1:0").await.unwrap()).await
 }
 
@@ -941,12 +946,7 @@ async fn trickled(app: &App, before: &[u8], answers: usize) -> (Duration, common
 async fn dropped_after(name: &str, case: &[u8], answers: usize) {
     for side in SIDES {
         for later in [false, true] {
-            let app = start_with(
-                side,
-                trickle_rules(),
-                TcpListener::bind("127.0.0.1:0").await.unwrap(),
-            )
-            .await;
+            let app = on_loopback(side, trickle_rules()).await;
             let mut before = Vec::new();
             if later {
                 before.extend_from_slice(&request("GET", "/", ""));
@@ -969,12 +969,7 @@ async fn dropped_after(name: &str, case: &[u8], answers: usize) {
 /// served; nothing is dropped.
 async fn innocent_after(name: &str, case: &[u8], answers: usize) {
     for side in SIDES {
-        let app = start_with(
-            side,
-            trickle_rules(),
-            TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        )
-        .await;
+        let app = on_loopback(side, trickle_rules()).await;
         let mut client = Client::connect(app.addr).await;
         client.send(case).await;
         for _ in 0..answers {
@@ -997,12 +992,7 @@ async fn a_long_head_is_timed_to_hyper_s_limit() {
     big.resize(100 * 1024, b'a');
     // Trickled after the big head's own bytes: the head is still open.
     for side in SIDES {
-        let app = start_with(
-            side,
-            trickle_rules(),
-            TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        )
-        .await;
+        let app = on_loopback(side, trickle_rules()).await;
         let mut stream = TcpStream::connect(app.addr).await.unwrap();
         let started = tokio::time::Instant::now();
         stream.write_all(&big).await.unwrap();
@@ -1084,12 +1074,7 @@ async fn a_pipelined_half_head_is_bounded_from_the_answer_before_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn part_of_the_http2_preface_is_a_head_in_progress() {
     for side in SIDES {
-        let app = start_with(
-            side,
-            trickle_rules(),
-            TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        )
-        .await;
+        let app = on_loopback(side, trickle_rules()).await;
         let mut stream = TcpStream::connect(app.addr).await.unwrap();
         let local = stream.local_addr().unwrap();
         let started = tokio::time::Instant::now();
@@ -1202,12 +1187,7 @@ async fn the_send_timeout_closes_a_stopped_reader_and_spares_a_slow_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_http2_preface_alone_is_closed_at_the_header_timeout() {
     for side in SIDES {
-        let app = start_with(
-            side,
-            trickle_rules(),
-            TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        )
-        .await;
+        let app = on_loopback(side, trickle_rules()).await;
         let mut silent = Vec::new();
         for _ in 0..40 {
             let mut stream = TcpStream::connect(app.addr).await.unwrap();
@@ -1241,12 +1221,7 @@ async fn the_http2_preface_alone_is_closed_at_the_header_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_http2_header_block_is_dropped_at_the_header_timeout() {
     for side in SIDES {
-        let app = start_with(
-            side,
-            trickle_rules(),
-            TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        )
-        .await;
+        let app = on_loopback(side, trickle_rules()).await;
         // Raw, so that nothing the client sends (no SETTINGS ack) falls
         // inside the header block: the server's SETTINGS are acked first.
         let mut stream = TcpStream::connect(app.addr).await.unwrap();
@@ -1296,7 +1271,7 @@ async fn an_idle_http2_connection_closes_at_the_keepalive_timeout() {
             common::seed_rules()
         };
         let rules = rules.keepalive_timeout(keepalive);
-        let app = start_with(side, rules, TcpListener::bind("127.0.0.1:0").await.unwrap()).await;
+        let app = on_loopback(side, rules).await;
         let mut h2 = h2_frames::RawH2::connect(app.addr).await;
         let local = h2.local();
         let headers = [
