@@ -59,8 +59,10 @@ impl IntoResponse for ClientIpRejection {
     }
 }
 
-/// An allowed request's body is handed back as it is, with no second box;
-/// a dropped or answered one is boxed as axum boxes any body. For serving a
+/// An allowed request's body is handed back as it is, with no second box,
+/// unless a connection's timers wait for the response to end (under the
+/// layer's listener): then, as for a dropped or answered one, it is boxed
+/// as axum boxes any body. For serving a
 /// layer wrapped around a whole `Router` with `axum::serve`, which takes
 /// axum's own response type (`Router::layer` converts on its own):
 ///
@@ -88,9 +90,14 @@ impl IntoResponse for ClientIpRejection {
 /// ```
 impl From<NoResponseBody<axum::body::Body>> for axum::body::Body {
     fn from(body: NoResponseBody<axum::body::Body>) -> Self {
-        match body.kind {
-            Kind::Inner { body } => body,
-            kind => Self::new(NoResponseBody::of(kind)),
+        match body {
+            // The connection's timers learn of the response's end from
+            // the drop of the wrapper, so it stays while it reports one.
+            NoResponseBody {
+                kind: Kind::Inner { body },
+                in_flight: None,
+            } => body,
+            body => Self::new(body),
         }
     }
 }

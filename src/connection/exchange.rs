@@ -345,6 +345,9 @@ impl Clock {
             .map(|at| (at, Expiry::Send));
         let read = match self.protocol {
             Protocol::Preface(_) => self.first_head(),
+            // A write waits for the client: the server is answering, and
+            // only the send timeout applies, as nginx's does.
+            Protocol::Http1 if self.blocked_since.is_some() => None,
             Protocol::Http1 => {
                 self.sync(&mut Now(None));
                 self.read_deadline()
@@ -1119,6 +1122,28 @@ mod tests {
         assert_eq!(c.deadline().map(|d| d.1), Some(Expiry::Send));
         c.wrote(&[std::io::IoSlice::new(&[0; 1])], 1);
         assert_eq!(c.deadline(), None);
+    }
+
+    #[test]
+    fn a_response_still_being_written_is_not_idle() {
+        let exchanges = Arc::new(Exchanges::default());
+        let mut c = Clock::new(
+            Timeouts {
+                header: Some(T),
+                keepalive: Some(K),
+                send: Some(Duration::from_secs(60)),
+            },
+            Arc::clone(&exchanges),
+            Instant::now(),
+        );
+        c.read(b"GET /big HTTP/1.1\r\n\r\n");
+        // hyper drops a body it has read whole before the client took it.
+        drop(exchanges.begin());
+        assert_eq!(expiry(&mut c), Some(Expiry::Idle));
+        c.blocked();
+        assert_eq!(expiry(&mut c), Some(Expiry::Send), "no keep-alive bound");
+        c.wrote(&[std::io::IoSlice::new(&[0; 1])], 1);
+        assert_eq!(expiry(&mut c), Some(Expiry::Idle));
     }
 
     #[test]
