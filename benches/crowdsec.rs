@@ -27,11 +27,20 @@ use crowdsec_stream::{DECISIONS, stand_in_lapi, stream};
 struct Counting;
 
 static LIVE: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
+/// The most `LIVE` has been since the last `reset_peak`.
+static PEAK: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
 
 // SAFETY: every call is the system allocator's, with the same arguments.
+// `realloc` is the trait's own: a new block, a copy, the old one freed,
+// so a block that grows counts both sizes at its peak, as an allocator
+// that cannot grow it in place holds them.
 unsafe impl std::alloc::GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, std::sync::atomic::Ordering::Relaxed);
+        let live = LIVE.fetch_add(layout.size() as isize, std::sync::atomic::Ordering::Relaxed);
+        PEAK.fetch_max(
+            live + layout.size() as isize,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         // SAFETY: as the caller promised for `layout`.
         unsafe { std::alloc::System.alloc(layout) }
     }
@@ -48,6 +57,16 @@ static ALLOCATOR: Counting = Counting;
 
 fn live_bytes() -> isize {
     LIVE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn reset_peak() -> isize {
+    let live = live_bytes();
+    PEAK.store(live, std::sync::atomic::Ordering::Relaxed);
+    live
+}
+
+fn peak_bytes() -> isize {
+    PEAK.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 fn example_rules() -> NoResponseLayerBuilder {
@@ -77,21 +96,28 @@ fn bench_crowdsec(c: &mut Criterion) {
     let body_len = body.len();
     let (with, without) = runtime.block_on(async {
         let lapi = stand_in_lapi(body).await;
-        let before = live_bytes();
+        let before = reset_peak();
         let bouncer = Bouncer::builder(format!("http://{lapi}/"), "bench")
             .pull_every(Duration::from_secs(3600))
             .start()
             .unwrap();
         bouncer.first_pull().await;
-        // The body and the parse are freed once the table is swapped in.
+        // The answer's chunks and the parse are freed once the table is
+        // swapped in.
         tokio::time::sleep(Duration::from_millis(100)).await;
         let held = live_bytes() - before;
+        let peak = peak_bytes() - before;
+        let mib = |n: isize| n as f64 / f64::from(1 << 20);
         eprintln!(
-            "{} decisions in force hold {:.1} MiB ({} bytes each), the stream's answer having been {:.1} MiB",
+            "{} decisions in force hold {:.1} MiB ({} bytes each); the stream's answer was \
+             {:.1} MiB, and the pull's peak above what the process held before was {:.1} MiB \
+             ({:.2}x the answer)",
             bouncer.decisions(),
-            held as f64 / f64::from(1 << 20),
+            mib(held),
             held / DECISIONS as isize,
-            body_len as f64 / f64::from(1 << 20),
+            mib(body_len as isize),
+            mib(peak),
+            peak as f64 / body_len as f64,
         );
         assert_eq!(bouncer.decisions(), DECISIONS);
         (

@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use http::StatusCode;
 use tokio::sync::Notify;
 
-use super::decisions::{Decision, Found, Remedy, Table};
+use super::decisions::{Decision, Epoch, Found, Remedy, Table};
 use super::lapi::{self, Endpoint, PullError, Server};
 use super::report::{self, Machine};
 use crate::ban::BanList;
@@ -503,13 +503,58 @@ struct Puller {
     timeout: Duration,
 }
 
+/// The scenarios' names the decisions held index, each once.
+#[derive(Debug, Default)]
+struct Names {
+    list: Vec<Arc<str>>,
+    index: HashMap<Arc<str>, u32>,
+}
+
+impl From<Vec<Arc<str>>> for Names {
+    fn from(list: Vec<Arc<str>>) -> Self {
+        let index = list.iter().cloned().zip(0..).collect();
+        Self { list, index }
+    }
+}
+
+impl Names {
+    fn intern(&mut self, name: &Arc<str>) -> u32 {
+        if let Some(&index) = self.index.get(name) {
+            return index;
+        }
+        let index = u32::try_from(self.list.len()).unwrap_or(u32::MAX);
+        self.list.push(Arc::clone(name));
+        self.index.insert(Arc::clone(name), index);
+        index
+    }
+}
+
+/// Applies a pull's changes to `known`: what it deleted goes, and what it
+/// brought replaces any decision of the same id.
+fn merge(known: &mut Vec<(u64, Decision)>, delta: &mut lapi::Delta, names: &mut Names) {
+    let mut gone: Vec<u64> = delta.deleted.clone();
+    gone.extend(delta.new.iter().map(|(id, _)| *id));
+    gone.sort_unstable();
+    known.retain(|(id, _)| gone.binary_search(id).is_err());
+    let remap: Vec<u32> = delta.names.iter().map(|n| names.intern(n)).collect();
+    known.extend(delta.new.drain(..).map(|(id, mut d)| {
+        d.scenario = remap.get(d.scenario as usize).copied().unwrap_or(0);
+        (id, d)
+    }));
+    known.sort_unstable_by_key(|(id, _)| *id);
+    known.dedup_by_key(|(id, _)| *id);
+}
+
 /// The longest wait between tries while the LAPI fails.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 impl Puller {
     async fn run(self) {
-        // Every decision the LAPI said is in force, by its id.
-        let mut known: HashMap<u64, Decision> = HashMap::new();
+        // Every decision the LAPI said is in force, sorted by id: the one
+        // copy besides the table, 40 bytes each.
+        let mut known: Vec<(u64, Decision)> = Vec::new();
+        let mut names = Names::default();
+        let epoch = Epoch::new(Instant::now());
         // After a failure the stream may have moved on without us: the
         // next pull asks for everything again.
         let mut startup = true;
@@ -526,26 +571,30 @@ impl Puller {
             // `BeforeFirstPull::Drop`, drop every client for good: it is a
             // failure like any other, and the next pull asks for all.
             let step = CatchUnwind(Box::pin(async {
-                match lapi::pull(&self.endpoint, startup, self.timeout).await {
-                    Ok(delta) => {
+                match lapi::pull(&self.endpoint, startup, self.timeout, epoch).await {
+                    Ok(mut delta) => {
+                        let changed_any = !delta.new.is_empty() || !delta.deleted.is_empty();
                         if startup {
-                            known.clear();
-                        }
-                        for id in &delta.deleted {
-                            known.remove(id);
+                            // The answer's own names, as its decisions index them.
+                            names = Names::from(std::mem::take(&mut delta.names));
+                            known = std::mem::take(&mut delta.new);
+                            known.sort_unstable_by_key(|(id, _)| *id);
+                            known.dedup_by_key(|(id, _)| *id);
+                        } else {
+                            merge(&mut known, &mut delta, &mut names);
                         }
                         let now = Instant::now();
                         // Lookups skip a decision that ran out, so the table
                         // is rebuilt only when the decisions changed, or at
                         // the first pull after one ran out.
-                        let changed = startup
-                            || !delta.new.is_empty()
-                            || !delta.deleted.is_empty()
-                            || next_expiry.is_some_and(|at| at <= now);
-                        known.extend(delta.new);
+                        let changed =
+                            startup || changed_any || next_expiry.is_some_and(|at| at <= now);
                         if changed {
-                            known.retain(|_, d| d.until > now);
-                            let table = Table::build(known.values(), now);
+                            let in_force = epoch.now(now);
+                            known.retain(|(_, d)| d.until > in_force);
+                            known.shrink_to_fit();
+                            let decisions = known.iter().map(|(_, d)| d);
+                            let table = Table::build(decisions, names.list.clone(), epoch, now);
                             next_expiry = table.next_expiry();
                             shared.store(table);
                         }

@@ -21,56 +21,79 @@ pub(crate) enum Remedy {
     Ban,
 }
 
-/// One decision, as the LAPI sent it and as far as the table needs it.
-#[derive(Debug, Clone)]
+/// One decision, as the LAPI sent it and as far as the table needs it:
+/// 32 bytes, with no allocation of its own, since a million of them may be
+/// held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Decision {
     pub(crate) target: Target,
     pub(crate) remedy: Remedy,
-    pub(crate) until: Instant,
-    pub(crate) scenario: Arc<str>,
+    /// When it runs out, in [`Epoch`] seconds.
+    pub(crate) until: u32,
+    /// Its scenario's index in the names the table is built with.
+    pub(crate) scenario: u32,
 }
 
-/// Whom a decision covers.
+/// Whom a decision covers: a network as its first address (IPv4 in its
+/// IPv6-mapped form, as addresses are keyed) and its prefix length over
+/// 128 bits; an address is a network of one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Target {
-    Ip(u128),
-    /// First and last address, inclusive.
-    Range(u128, u128),
-    /// An IPv6 range: every address from the first to the last but the
-    /// IPv4-mapped block. CrowdSec keeps the two families apart, so an
-    /// IPv6 decision never covers an IPv4 client, not even `::/0`.
-    Range6(u128, u128),
+pub(crate) struct Target {
+    /// The first address, high word first: words rather than a `u128`,
+    /// whose alignment would pad every decision to 48 bytes.
+    first: [u32; 4],
+    prefix: u8,
+    /// An IPv6 range: every address it spans but the IPv4-mapped block.
+    /// CrowdSec keeps the two families apart, so an IPv6 decision never
+    /// covers an IPv4 client, not even `::/0`.
+    v6_range: bool,
 }
 
 impl Target {
     pub(crate) fn ip(ip: IpAddr) -> Self {
-        Self::Ip(key(ip))
+        Self::of(key(ip), 128, false)
     }
 
     pub(crate) fn range(net: IpNet) -> Self {
         match net {
-            // IPv4 blocks in their IPv6-mapped form, as addresses are keyed.
-            IpNet::V4(v4) => {
-                let net = ipnet::Ipv6Net::new(v4.network().to_ipv6_mapped(), v4.prefix_len() + 96)
-                    .expect("an IPv4 prefix plus 96 is a valid IPv6 prefix");
-                Self::Range(u128::from(net.network()), u128::from(net.broadcast()))
-            }
-            IpNet::V6(v6) => {
-                let v6 = v6.trunc();
-                Self::Range6(u128::from(v6.network()), u128::from(v6.broadcast()))
-            }
+            IpNet::V4(v4) => Self::of(
+                u128::from(v4.trunc().network().to_ipv6_mapped()),
+                v4.prefix_len() + 96,
+                false,
+            ),
+            IpNet::V6(v6) => Self::of(u128::from(v6.trunc().network()), v6.prefix_len(), true),
         }
+    }
+
+    fn of(first: u128, prefix: u8, v6_range: bool) -> Self {
+        Self {
+            first: [
+                (first >> 96) as u32,
+                (first >> 64) as u32,
+                (first >> 32) as u32,
+                first as u32,
+            ],
+            prefix,
+            v6_range,
+        }
+    }
+
+    /// First and last address, inclusive.
+    fn bounds(self) -> (u128, u128) {
+        let first = self.first.iter().fold(0, |n, &w| (n << 32) | u128::from(w));
+        let host = u128::MAX.checked_shr(u32::from(self.prefix)).unwrap_or(0);
+        (first, first | host)
+    }
+
+    fn is_address(self) -> bool {
+        self.prefix == 128 && !self.v6_range
     }
 
     /// The intervals of addresses covered, at most two: an IPv6 range with
     /// the IPv4-mapped block cut out.
     fn intervals(self) -> impl Iterator<Item = (u128, u128)> {
-        let (first, last, cut) = match self {
-            Self::Ip(ip) => (ip, ip, false),
-            Self::Range(first, last) => (first, last, false),
-            Self::Range6(first, last) => (first, last, true),
-        };
-        let (below, above) = if cut {
+        let (first, last) = self.bounds();
+        let (below, above) = if self.v6_range {
             let below = (first < *MAPPED.start()).then(|| (first, last.min(*MAPPED.start() - 1)));
             let above = (last > *MAPPED.end()).then(|| (first.max(*MAPPED.end() + 1), last));
             (below, above)
@@ -79,33 +102,61 @@ impl Target {
         };
         below.into_iter().chain(above)
     }
-}
 
-impl Target {
     /// The network this covers, in its own family.
     fn net(self) -> IpNet {
-        let (first, last) = match self {
-            Self::Ip(ip) => (ip, ip),
-            Self::Range(first, last) | Self::Range6(first, last) => (first, last),
-        };
-        let span = last.wrapping_sub(first).wrapping_add(1);
-        // A range made from a network spans a power of two (`0` here is the
-        // whole space, which wrapped).
-        let host_bits = if span == 0 {
-            128
-        } else {
-            span.trailing_zeros()
-        };
+        let (first, _) = self.bounds();
         let v6 = std::net::Ipv6Addr::from(first);
         match v6.to_ipv4_mapped() {
-            Some(v4) if host_bits <= 32 && !matches!(self, Self::Range6(..)) => IpNet::V4(
-                ipnet::Ipv4Net::new(v4, u8::try_from(32 - host_bits).unwrap_or(32))
-                    .expect("a prefix of at most 32"),
+            Some(v4) if self.prefix >= 96 && !self.v6_range => IpNet::V4(
+                ipnet::Ipv4Net::new(v4, self.prefix - 96).expect("a prefix of at most 32"),
             ),
-            _ => IpNet::V6(
-                ipnet::Ipv6Net::new(v6, u8::try_from(128 - host_bits).unwrap_or(0))
-                    .expect("a prefix of at most 128"),
-            ),
+            _ => IpNet::V6(ipnet::Ipv6Net::new(v6, self.prefix).expect("a prefix of at most 128")),
+        }
+    }
+}
+
+/// The instant decisions count their expiry from, in whole seconds: four
+/// bytes per decision instead of an `Instant`'s sixteen. 136 years fit; a
+/// longer decision lasts as long as that.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Epoch(Instant);
+
+impl Epoch {
+    pub(crate) fn new(at: Instant) -> Self {
+        Self(at)
+    }
+
+    /// `at` in seconds, rounded up: a decision never runs out early.
+    pub(crate) fn until(self, at: Instant) -> u32 {
+        let since = at.saturating_duration_since(self.0);
+        let secs = since.as_secs() + u64::from(since.subsec_nanos() > 0);
+        u32::try_from(secs).unwrap_or(u32::MAX)
+    }
+
+    /// `left` from `now`, in seconds.
+    pub(crate) fn until_after(self, now: Instant, left: Duration) -> u32 {
+        match now.checked_add(left) {
+            Some(at) => self.until(at),
+            None => u32::MAX,
+        }
+    }
+
+    /// `now` in seconds, rounded down: a decision is in force while this is
+    /// below its `until`.
+    pub(crate) fn now(self, now: Instant) -> u32 {
+        u32::try_from(now.saturating_duration_since(self.0).as_secs()).unwrap_or(u32::MAX)
+    }
+
+    pub(crate) fn instant(self, secs: u32) -> Instant {
+        let mut ahead = Duration::from_secs(u64::from(secs));
+        // The clock holds 136 years on every platform this runs on; if not,
+        // as far as it can.
+        loop {
+            if let Some(at) = self.0.checked_add(ahead) {
+                return at;
+            }
+            ahead /= 2;
         }
     }
 }
@@ -130,7 +181,7 @@ pub(crate) struct Found {
 }
 
 /// The decisions in force; immutable once built.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Table {
     exact: HashMap<u128, Entry, RandomState>,
     /// Each range's first address, for the search: dense, so a search
@@ -148,17 +199,37 @@ pub(crate) struct Table {
     has_other: bool,
     /// The bans as networks, the longest lasting first, for the kernel
     /// filter, which holds a few hundred at most.
-    kernel: Vec<(IpNet, Instant)>,
+    kernel: Vec<(IpNet, u32)>,
+    /// The scenarios' names, by index.
+    names: Vec<Arc<str>>,
+    epoch: Epoch,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Self {
+            exact: HashMap::default(),
+            starts: Vec::new(),
+            v4_starts: Vec::new(),
+            v4_from: 0,
+            ranges: Vec::new(),
+            len: 0,
+            has_other: false,
+            kernel: Vec::new(),
+            names: Vec::new(),
+            epoch: Epoch(Instant::now()),
+        }
+    }
 }
 
 /// The most bans listed for the kernel filter.
 const KERNEL_MAX: usize = 1024;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
     remedy: Remedy,
-    until: Instant,
-    scenario: Arc<str>,
+    until: u32,
+    scenario: u32,
 }
 
 impl Entry {
@@ -181,49 +252,65 @@ struct Interval {
 }
 
 impl Table {
-    /// Builds the table from every decision in force at `now`.
+    /// Builds the table from every decision in force at `now`, whose
+    /// scenarios are indexes into `names`.
     pub(crate) fn build<'a>(
-        decisions: impl IntoIterator<Item = &'a Decision>,
+        decisions: impl Iterator<Item = &'a Decision> + Clone,
+        names: Vec<Arc<str>>,
+        epoch: Epoch,
         now: Instant,
     ) -> Self {
-        let mut exact: HashMap<u128, Entry, RandomState> = HashMap::default();
-        let mut ranges = Vec::new();
+        let now = epoch.now(now);
+        let live = decisions.filter(move |d| d.until > now);
+        // Sized once: a map or vector that doubles holds both sizes at its
+        // peak, and the table is the bulk of what a bouncer holds.
+        let (mut addresses, mut pieces) = (0, 0);
+        for d in live.clone() {
+            if d.target.is_address() {
+                addresses += 1;
+            } else {
+                pieces += d.target.intervals().count();
+            }
+        }
+        let mut exact: HashMap<u128, Entry, RandomState> =
+            HashMap::with_capacity_and_hasher(addresses, RandomState::default());
+        let mut ranges = Vec::with_capacity(pieces);
         let mut len = 0;
         let mut has_other = false;
-        let mut kernel = Vec::new();
-        for d in decisions {
-            if d.until <= now {
-                continue;
-            }
+        // The longest lasting bans, the shortest on top to be replaced.
+        let mut kernel = BinaryHeap::with_capacity(KERNEL_MAX + 1);
+        for d in live {
             len += 1;
             has_other |= d.remedy == Remedy::Other;
             if d.remedy == Remedy::Ban {
-                kernel.push((d.target.net(), d.until));
+                kernel.push(std::cmp::Reverse((d.until, Kernel(d.target))));
+                if kernel.len() > KERNEL_MAX {
+                    kernel.pop();
+                }
             }
             let entry = Entry {
                 remedy: d.remedy,
                 until: d.until,
-                scenario: Arc::clone(&d.scenario),
+                scenario: d.scenario,
             };
-            match d.target {
-                Target::Ip(ip) => {
-                    let merged = match exact.remove(&ip) {
-                        Some(old) => old.stronger(entry),
-                        None => entry,
-                    };
-                    exact.insert(ip, merged);
-                }
-                target @ (Target::Range(..) | Target::Range6(..)) => {
-                    for (first, last) in target.intervals() {
-                        let entry = entry.clone();
-                        ranges.push(Interval { first, last, entry });
-                    }
+            if d.target.is_address() {
+                let (ip, _) = d.target.bounds();
+                exact
+                    .entry(ip)
+                    .and_modify(|old| *old = old.stronger(entry))
+                    .or_insert(entry);
+            } else {
+                for (first, last) in d.target.intervals() {
+                    ranges.push(Interval { first, last, entry });
                 }
             }
         }
         let ranges = flatten(ranges);
+        let mut kernel: Vec<(IpNet, u32)> = kernel
+            .into_iter()
+            .map(|std::cmp::Reverse((until, Kernel(target)))| (target.net(), until))
+            .collect();
         kernel.sort_by_key(|(_, until)| std::cmp::Reverse(*until));
-        kernel.truncate(KERNEL_MAX);
         let starts: Vec<u128> = ranges.iter().map(|r| r.first).collect();
         let v4_from = starts.partition_point(|&first| first < *MAPPED.start());
         let v4_starts = starts[v4_from..]
@@ -240,14 +327,19 @@ impl Table {
             len,
             has_other,
             kernel,
+            names,
+            epoch,
         }
     }
 
     /// The bans in force at `now` as networks, the longest lasting first,
     /// at most `limit`.
     pub(crate) fn kernel_nets(&self, limit: usize, now: Instant) -> Vec<(IpNet, Instant)> {
+        let now = self.epoch.now(now);
         let live = self.kernel.iter().filter(|(_, until)| *until > now);
-        live.take(limit).copied().collect()
+        live.take(limit)
+            .map(|&(net, until)| (net, self.epoch.instant(until)))
+            .collect()
     }
 
     /// Whether any decision is of another type than `ban`.
@@ -282,8 +374,8 @@ impl Table {
         if exact.is_none() && range.is_none() {
             return None;
         }
-        let now = now();
-        let live = |e: Option<&Entry>| e.filter(|e| e.until > now).cloned();
+        let now = self.epoch.now(now());
+        let live = |e: Option<&Entry>| e.filter(|e| e.until > now).copied();
         let entry = match (live(exact), live(range)) {
             (Some(a), Some(b)) => a.stronger(b),
             (Some(e), None) | (None, Some(e)) => e,
@@ -291,15 +383,43 @@ impl Table {
         };
         Some(Found {
             remedy: entry.remedy,
-            scenario: entry.scenario,
+            scenario: self.name(entry.scenario),
         })
+    }
+
+    fn name(&self, scenario: u32) -> Arc<str> {
+        usize::try_from(scenario)
+            .ok()
+            .and_then(|i| self.names.get(i))
+            .map_or_else(|| Arc::from(""), Arc::clone)
     }
 
     /// When the first decision in the table runs out, for a rebuild.
     pub(crate) fn next_expiry(&self) -> Option<Instant> {
         let exact = self.exact.values().map(|e| e.until);
         let ranges = self.ranges.iter().map(|r| r.entry.until);
-        exact.chain(ranges).min()
+        exact.chain(ranges).min().map(|at| self.epoch.instant(at))
+    }
+}
+
+/// A target ordered for the kernel's heap, where only its expiry counts.
+#[derive(Debug, Clone, Copy)]
+struct Kernel(Target);
+
+impl PartialEq for Kernel {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for Kernel {}
+impl PartialOrd for Kernel {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Kernel {
+    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
+        std::cmp::Ordering::Equal
     }
 }
 
@@ -322,7 +442,7 @@ fn flatten(mut ranges: Vec<Interval>) -> Vec<Interval> {
     // the top.
     #[derive(PartialEq, Eq, PartialOrd, Ord)]
     struct Open {
-        strength: (Remedy, Instant),
+        strength: (Remedy, u32),
         last: u128,
         index: usize,
     }
@@ -349,18 +469,13 @@ fn flatten(mut ranges: Vec<Interval>) -> Vec<Interval> {
         let entry = &ranges[top.index].entry;
         match out.last_mut() {
             // The same decision over adjacent pieces: one interval.
-            Some(prev)
-                if prev.last.checked_add(1) == Some(start)
-                    && Arc::ptr_eq(&prev.entry.scenario, &entry.scenario)
-                    && prev.entry.until == entry.until
-                    && prev.entry.remedy == entry.remedy =>
-            {
+            Some(prev) if prev.last.checked_add(1) == Some(start) && prev.entry == *entry => {
                 prev.last = end;
             }
             _ => out.push(Interval {
                 first: start,
                 last: end,
-                entry: entry.clone(),
+                entry: *entry,
             }),
         }
     }
@@ -422,13 +537,34 @@ pub(crate) fn go_duration(text: &str) -> Option<Duration> {
 mod tests {
     use super::*;
 
-    fn decision(target: Target, remedy: Remedy, secs: u64, scenario: &str) -> Decision {
-        Decision {
-            target,
-            remedy,
-            until: Instant::now() + Duration::from_secs(secs),
-            scenario: Arc::from(scenario),
-        }
+    /// A table of decisions given as target, remedy, seconds left and
+    /// scenario, built now.
+    fn table(decisions: &[(Target, Remedy, u64, &str)]) -> Table {
+        table_at(decisions, Instant::now())
+    }
+
+    fn table_at(decisions: &[(Target, Remedy, u64, &str)], now: Instant) -> Table {
+        let epoch = Epoch::new(now);
+        let mut names: Vec<Arc<str>> = Vec::new();
+        let decisions: Vec<Decision> = decisions
+            .iter()
+            .map(|&(target, remedy, secs, scenario)| {
+                let index = names
+                    .iter()
+                    .position(|n| &**n == scenario)
+                    .unwrap_or_else(|| {
+                        names.push(Arc::from(scenario));
+                        names.len() - 1
+                    });
+                Decision {
+                    target,
+                    remedy,
+                    until: epoch.until_after(now, Duration::from_secs(secs)),
+                    scenario: index as u32,
+                }
+            })
+            .collect();
+        Table::build(decisions.iter(), names, epoch, now)
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -465,14 +601,11 @@ mod tests {
 
     #[test]
     fn an_address_is_found_alone_and_inside_its_ranges_in_either_spelling() {
-        let table = Table::build(
-            &[
-                decision(Target::ip(ip("192.0.2.7")), Remedy::Ban, 60, "ssh-bf"),
-                decision(range("198.51.100.0/24"), Remedy::Ban, 60, "scan"),
-                decision(range("2001:db8::/48"), Remedy::Other, 60, "captcha"),
-            ],
-            Instant::now(),
-        );
+        let table = table(&[
+            (Target::ip(ip("192.0.2.7")), Remedy::Ban, 60, "ssh-bf"),
+            (range("198.51.100.0/24"), Remedy::Ban, 60, "scan"),
+            (range("2001:db8::/48"), Remedy::Other, 60, "captcha"),
+        ]);
         let now = Instant::now();
         let found = |s: &str| {
             table
@@ -499,14 +632,11 @@ mod tests {
 
     #[test]
     fn overlapping_ranges_keep_the_strongest_decision_over_each_part() {
-        let table = Table::build(
-            &[
-                decision(range("10.0.0.0/8"), Remedy::Other, 600, "wide"),
-                decision(range("10.1.0.0/16"), Remedy::Ban, 60, "narrow"),
-                decision(range("10.1.2.0/24"), Remedy::Other, 6000, "inner"),
-            ],
-            Instant::now(),
-        );
+        let table = table(&[
+            (range("10.0.0.0/8"), Remedy::Other, 600, "wide"),
+            (range("10.1.0.0/16"), Remedy::Ban, 60, "narrow"),
+            (range("10.1.2.0/24"), Remedy::Other, 6000, "inner"),
+        ]);
         let now = Instant::now();
         let scenario = |s: &str| table.lookup(ip(s), || now).map(|f| f.scenario.to_string());
         assert_eq!(scenario("10.0.0.1").as_deref(), Some("wide"));
@@ -521,16 +651,13 @@ mod tests {
 
     #[test]
     fn bans_are_listed_for_the_kernel_as_the_networks_they_were() {
-        let table = Table::build(
-            &[
-                decision(Target::ip(ip("192.0.2.7")), Remedy::Ban, 60, "a"),
-                decision(range("198.51.100.0/24"), Remedy::Ban, 600, "b"),
-                decision(range("2001:db8::/48"), Remedy::Ban, 6000, "c"),
-                decision(Target::ip(ip("2001:db8::9")), Remedy::Ban, 30, "d"),
-                decision(range("0.0.0.0/0"), Remedy::Other, 60, "e"),
-            ],
-            Instant::now(),
-        );
+        let table = table(&[
+            (Target::ip(ip("192.0.2.7")), Remedy::Ban, 60, "a"),
+            (range("198.51.100.0/24"), Remedy::Ban, 600, "b"),
+            (range("2001:db8::/48"), Remedy::Ban, 6000, "c"),
+            (Target::ip(ip("2001:db8::9")), Remedy::Ban, 30, "d"),
+            (range("0.0.0.0/0"), Remedy::Other, 60, "e"),
+        ]);
         let nets: Vec<String> = table
             .kernel_nets(10, Instant::now())
             .iter()
@@ -561,7 +688,7 @@ mod tests {
     fn an_ipv6_range_never_covers_an_ipv4_client() {
         let now = Instant::now();
         for wide in ["::/8", "::ffff:0:0/96", "::/0", "::ffff:10.0.0.0/104"] {
-            let table = Table::build(&[decision(range(wide), Remedy::Ban, 60, "bogons")], now);
+            let table = table_at(&[(range(wide), Remedy::Ban, 60, "bogons")], now);
             for v4 in ["127.0.0.1", "10.1.2.3", "255.255.255.255", "0.0.0.0"] {
                 assert!(table.lookup(ip(v4), || now).is_none(), "{wide} covers {v4}");
                 let mapped = format!("::ffff:{v4}");
@@ -571,7 +698,7 @@ mod tests {
                 );
             }
         }
-        let table = Table::build(&[decision(range("::/0"), Remedy::Ban, 60, "all")], now);
+        let table = table_at(&[(range("::/0"), Remedy::Ban, 60, "all")], now);
         for v6 in [
             "::1",
             "::fffe:ffff:ffff",
@@ -586,7 +713,7 @@ mod tests {
             assert!(matches!(range(wide).net(), IpNet::V6(_)), "{wide}");
         }
         // An IPv4 decision still covers its clients, in either spelling.
-        let table = Table::build(&[decision(range("10.0.0.0/8"), Remedy::Ban, 60, "v4")], now);
+        let table = table_at(&[(range("10.0.0.0/8"), Remedy::Ban, 60, "v4")], now);
         assert!(table.lookup(ip("10.1.2.3"), || now).is_some());
         assert!(table.lookup(ip("::ffff:10.1.2.3"), || now).is_some());
     }
@@ -594,21 +721,25 @@ mod tests {
     #[test]
     fn a_decision_that_ran_out_is_not_found() {
         let now = Instant::now();
-        let table = Table::build(
-            &[Decision {
-                target: Target::ip(ip("192.0.2.1")),
-                remedy: Remedy::Ban,
-                until: now + Duration::from_millis(10),
-                scenario: Arc::from("x"),
-            }],
-            now,
-        );
+        let table = table_at(&[(Target::ip(ip("192.0.2.1")), Remedy::Ban, 2, "x")], now);
         assert!(table.lookup(ip("192.0.2.1"), || now).is_some());
-        assert!(
-            table
-                .lookup(ip("192.0.2.1"), || now + Duration::from_millis(11))
-                .is_none()
-        );
+        let later = |ms| now + Duration::from_millis(ms);
+        assert!(table.lookup(ip("192.0.2.1"), || later(1_999)).is_some());
+        assert!(table.lookup(ip("192.0.2.1"), || later(2_000)).is_none());
+    }
+
+    /// Seconds are rounded so that a decision never runs out early, and
+    /// one longer than the epoch holds lasts as long as it can.
+    #[test]
+    fn an_epoch_second_never_ends_a_decision_early() {
+        let base = Instant::now();
+        let epoch = Epoch::new(base);
+        let at = base + Duration::from_millis(1_500);
+        assert_eq!(epoch.until(at), 2);
+        assert_eq!(epoch.now(at), 1);
+        assert_eq!(epoch.until_after(base, GO_MAX_DURATION), u32::MAX);
+        assert!(epoch.instant(u32::MAX) > base + Duration::from_secs(100 * 365 * 86_400));
+        assert_eq!(std::mem::size_of::<Decision>(), 32);
     }
 
     #[test]
@@ -616,18 +747,15 @@ mod tests {
         // Ranges below, across, inside and above the IPv4-mapped block; the
         // IPv6 one across it is cut at the block, and no IPv4 client falls
         // in it.
-        let table = Table::build(
-            &[
-                decision(range("::/97"), Remedy::Ban, 60, "below"),
-                decision(range("::fffe:0:0/95"), Remedy::Ban, 60, "across"),
-                decision(range("10.0.0.0/8"), Remedy::Ban, 120, "ten"),
-                decision(range("192.0.2.0/24"), Remedy::Ban, 60, "doc"),
-                decision(range("255.255.255.0/24"), Remedy::Ban, 60, "top"),
-                decision(range("::1:0:0:0/96"), Remedy::Ban, 60, "above"),
-                decision(range("2001:db8::/32"), Remedy::Ban, 60, "v6"),
-            ],
-            Instant::now(),
-        );
+        let table = table(&[
+            (range("::/97"), Remedy::Ban, 60, "below"),
+            (range("::fffe:0:0/95"), Remedy::Ban, 60, "across"),
+            (range("10.0.0.0/8"), Remedy::Ban, 120, "ten"),
+            (range("192.0.2.0/24"), Remedy::Ban, 60, "doc"),
+            (range("255.255.255.0/24"), Remedy::Ban, 60, "top"),
+            (range("::1:0:0:0/96"), Remedy::Ban, 60, "above"),
+            (range("2001:db8::/32"), Remedy::Ban, 60, "v6"),
+        ]);
         assert!(!table.v4_starts.is_empty());
         let now = Instant::now();
         let every_range = |ip: IpAddr| {
@@ -636,7 +764,7 @@ mod tests {
                 .ranges
                 .iter()
                 .find(|r| r.first <= k && k <= r.last)
-                .map(|r| r.entry.scenario.to_string())
+                .map(|r| table.name(r.entry.scenario).to_string())
         };
         for s in [
             "0.0.0.0",
@@ -674,13 +802,10 @@ mod tests {
 
     #[test]
     fn the_whole_address_space_can_be_one_range() {
-        let table = Table::build(
-            &[
-                decision(range("::/0"), Remedy::Ban, 60, "all6"),
-                decision(range("0.0.0.0/0"), Remedy::Ban, 60, "all4"),
-            ],
-            Instant::now(),
-        );
+        let table = table(&[
+            (range("::/0"), Remedy::Ban, 60, "all6"),
+            (range("0.0.0.0/0"), Remedy::Ban, 60, "all4"),
+        ]);
         let now = Instant::now();
         assert!(
             table

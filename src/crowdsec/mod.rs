@@ -56,7 +56,9 @@
 //! force stay, each until it runs out. The bouncer retries with a doubling
 //! wait up to 60 s, logs the first failure at `warn` and the recovery at
 //! `info`, and asks for every decision again once the LAPI answers. A
-//! malformed answer is refused whole, never half applied. Before the first
+//! malformed answer is refused whole, never half applied: it is read as it
+//! arrives, each decision kept in a compact form (about 100 bytes held per
+//! decision in force), so its text is never held whole. Before the first
 //! pull has answered, [`BeforeFirstPull`] says whether everyone is served
 //! (the default) or every request is dropped.
 //!
