@@ -7,6 +7,9 @@ pub(crate) mod ascii;
 pub(crate) mod forwarded;
 pub(crate) mod headers;
 pub(crate) mod host;
+#[cfg(feature = "proxy-protocol")]
+#[allow(dead_code, reason = "no connection side reads the header yet")]
+pub(crate) mod proxy_protocol;
 
 /// Every string of up to `max_len` bytes drawn from `alphabet`, shortest
 /// first: the inputs a fast parser is checked against its reference on.
