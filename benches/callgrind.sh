@@ -55,12 +55,14 @@ echo "| an app answering from its fallback alone, without the crate | $fallback 
 echo "| the same with the layer wrapped around it | $around_fallback | $((around_fallback - fallback)) |"
 e2e_without=$(per_op e2e_without)
 e2e_axum=$(per_op e2e_axum)
+e2e_axum_around=$(per_op e2e_axum_around)
 e2e_serve_loop=$(per_op e2e_serve_loop)
 echo
 echo "| allowed keep-alive request end to end, over a loopback socket | instructions | added |"
 echo "|---|---:|---:|"
 echo "| \`axum::serve\` and axum's listener, no crate | $e2e_without | 0 |"
 echo "| the layer (\`Router::layer\`) and its listener, every timer on | $e2e_axum | $((e2e_axum - e2e_without)) |"
+echo "| the same, the layer wrapped around the \`Router\` | $e2e_axum_around | $((e2e_axum_around - e2e_without)) |"
 echo "| the same app in the crate's serve loop | $e2e_serve_loop | $((e2e_serve_loop - e2e_without)) |"
 echo
 echo "the layer's decision alone (rules and rate limiter): $(per_op decision) instructions;" \

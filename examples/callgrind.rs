@@ -34,7 +34,8 @@
 //!   the same routes with the layer added by `Router::layer` and served
 //!   with the layer's listener (the demo's way), then with the crate's
 //!   serve loop; the layer with the demo's rules, a rate limit and a
-//!   header timeout, so every connection timer runs;
+//!   header timeout, so every connection timer runs; `e2e_axum_around`
+//!   is `e2e_axum` with the layer wrapped around the whole `Router`;
 //! - `around_fallback`, `without_fallback`: `around` and `without` with an
 //!   app that answers from its fallback alone, as the harness's app was in
 //!   earlier rounds. Its requests end with three extensions, the most the
@@ -91,7 +92,14 @@ fn governor() -> GovernorLayer<SmartIpKeyExtractor, governor::middleware::NoOpMi
 fn wrapped(
     layer: NoResponseLayer,
     app: Router,
-) -> impl Service<Request<Body>, Response = axum::response::Response, Error = Infallible> {
+) -> impl Service<
+    Request<Body>,
+    Response = axum::response::Response,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Clone
++ Send
++ 'static {
     tower::ServiceBuilder::new()
         .map_response(|r: http::Response<NoResponseBody<Body>>| r.map(Body::from))
         .layer(layer)
@@ -222,6 +230,13 @@ mod e2e {
                     axum::serve(layer.listener(tcp), app).await
                 });
             }
+            "e2e_axum_around" => {
+                let app = super::wrapped(layer.clone(), app);
+                tokio::spawn(async move {
+                    let app = axum::ServiceExt::<http::Request<axum::body::Body>>::into_make_service_with_connect_info::<SocketAddr>(app);
+                    axum::serve(layer.listener(tcp), app).await
+                });
+            }
             _ => {
                 let app = app.layer(layer.clone());
                 tokio::spawn(layer.serve(tcp, app).run());
@@ -284,7 +299,7 @@ fn main() -> ExitCode {
     let (Some(mode), Some(n)) = (args.next(), args.next().and_then(|n| n.parse::<u64>().ok()))
     else {
         eprintln!(
-            "usage: callgrind decision|decision_browser|decision_every_rule|with|around|around_bare|around_fallback|governor|governor_around|without|without_fallback|e2e_without|e2e_axum|e2e_serve_loop|client_hello|rustls_server_hello N"
+            "usage: callgrind decision|decision_browser|decision_every_rule|with|around|around_bare|around_fallback|governor|governor_around|without|without_fallback|e2e_without|e2e_axum|e2e_axum_around|e2e_serve_loop|client_hello|rustls_server_hello N"
         );
         return ExitCode::from(2);
     };
@@ -367,7 +382,7 @@ fn main() -> ExitCode {
             runtime.block_on(serve_n(&mut app, WARM_UP));
             measure_requests(&runtime, &mut app, n);
         }
-        "e2e_without" | "e2e_axum" | "e2e_serve_loop" => {
+        "e2e_without" | "e2e_axum" | "e2e_axum_around" | "e2e_serve_loop" => {
             let mut client = runtime.block_on(e2e::serve(&mode, app()));
             runtime.block_on(e2e::requests(&mut client, WARM_UP));
             measure_e2e_requests(&runtime, &mut client, n);
