@@ -330,34 +330,31 @@ pub(crate) fn parse(
     now: Instant,
     epoch: Epoch,
 ) -> Result<Delta, PullError> {
-    let mut delta = Delta::default();
-    let mut scenarios = HashMap::new();
-    let mut de = serde_json::Deserializer::from_reader(body);
-    let read = StreamSeed {
-        delta: &mut delta,
-        scenarios: &mut scenarios,
+    let mut reading = Reading {
+        delta: Delta::default(),
+        scenarios: HashMap::new(),
         now,
         epoch,
-    }
-    .deserialize(&mut de)
-    .and_then(|()| de.end());
+    };
+    let mut de = serde_json::Deserializer::from_reader(body);
+    let read = (&mut reading).deserialize(&mut de).and_then(|()| de.end());
     read.map_err(|e| PullError::Malformed(e.to_string()))?;
+    let mut delta = reading.delta;
     delta.new.shrink_to_fit();
     Ok(delta)
 }
 
-/// Each scenario's index in [`Delta::names`], by name.
-type Scenarios = HashMap<Arc<str>, u32>;
-
-/// The answer: an object with `new` and `deleted`, each a list or `null`.
-struct StreamSeed<'a> {
-    delta: &'a mut Delta,
-    scenarios: &'a mut Scenarios,
+/// An answer being read: what it brought so far, and each scenario's index
+/// in [`Delta::names`], by name.
+struct Reading {
+    delta: Delta,
+    scenarios: HashMap<Arc<str>, u32>,
     now: Instant,
     epoch: Epoch,
 }
 
-impl<'de> DeserializeSeed<'de> for StreamSeed<'_> {
+/// The answer: an object with `new` and `deleted`, each a list or `null`.
+impl<'de> DeserializeSeed<'de> for &mut Reading {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
@@ -365,7 +362,7 @@ impl<'de> DeserializeSeed<'de> for StreamSeed<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for StreamSeed<'_> {
+impl<'de> Visitor<'de> for &mut Reading {
     type Value = ();
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -373,34 +370,31 @@ impl<'de> Visitor<'de> for StreamSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key_seed(Text(|key: &str| Ok(key.to_owned())))? {
-            let new = match key.as_str() {
-                "new" => true,
-                "deleted" => false,
-                _ => {
+        while let Some(list) = map.next_key_seed(Text(|key: &str| {
+            Ok(match key {
+                "new" => Some(true),
+                "deleted" => Some(false),
+                _ => None,
+            })
+        }))? {
+            match list {
+                Some(new) => map.next_value_seed(ListSeed {
+                    new,
+                    reading: &mut *self,
+                })?,
+                None => {
                     map.next_value::<IgnoredAny>()?;
-                    continue;
                 }
-            };
-            map.next_value_seed(ListSeed {
-                new,
-                delta: &mut *self.delta,
-                scenarios: &mut *self.scenarios,
-                now: self.now,
-                epoch: self.epoch,
-            })?;
+            }
         }
         Ok(())
     }
 }
 
 /// `new` or `deleted`: a list of decisions, or `null`.
-struct ListSeed<'a> {
+struct ListSeed<'r> {
     new: bool,
-    delta: &'a mut Delta,
-    scenarios: &'a mut Scenarios,
-    now: Instant,
-    epoch: Epoch,
+    reading: &'r mut Reading,
 }
 
 impl<'de> DeserializeSeed<'de> for ListSeed<'_> {
@@ -431,12 +425,10 @@ impl<'de> Visitor<'de> for ListSeed<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(wire) = seq.next_element_seed(WireSeed {
-            scenarios: &mut *self.scenarios,
-            names: &mut self.delta.names,
-        })? {
+        let reading = self.reading;
+        while let Some(wire) = seq.next_element_seed(WireSeed(&mut *reading))? {
             if !self.new {
-                self.delta.deleted.push(wire.id);
+                reading.delta.deleted.push(wire.id);
                 continue;
             }
             let bad = |why: String| A::Error::custom(format!("decision {}: {why}", wire.id));
@@ -452,19 +444,19 @@ impl<'de> Visitor<'de> for ListSeed<'_> {
                         .ok_or_else(|| bad(format!("{} is not an IP range", wire.value)))?,
                 ),
                 Scope::Other => {
-                    self.delta.skipped += 1;
+                    reading.delta.skipped += 1;
                     continue;
                 }
             };
             let left = wire
                 .duration
                 .ok_or_else(|| bad(format!("{} is not a duration", wire.duration_text)))?;
-            self.delta.new.push((
+            reading.delta.new.push((
                 wire.id,
                 Decision {
                     target,
                     remedy: wire.remedy,
-                    until: self.epoch.until_after(self.now, left),
+                    until: reading.epoch.until_after(reading.now, left),
                     scenario: wire.scenario,
                 },
             ));
@@ -493,10 +485,7 @@ enum Scope {
     Other,
 }
 
-struct WireSeed<'a> {
-    scenarios: &'a mut Scenarios,
-    names: &'a mut Vec<Arc<str>>,
-}
+struct WireSeed<'r>(&'r mut Reading);
 
 impl<'de> DeserializeSeed<'de> for WireSeed<'_> {
     type Value = Wire;
@@ -545,7 +534,7 @@ impl<'de> Visitor<'de> for WireSeed<'_> {
                     }))?);
                 }
                 Field::Scenario => {
-                    let (scenarios, names) = (&mut *self.scenarios, &mut *self.names);
+                    let (scenarios, names) = (&mut self.0.scenarios, &mut self.0.delta.names);
                     scenario = Some(map.next_value_seed(Text(|name: &str| {
                         if let Some(&index) = scenarios.get(name) {
                             return Ok(index);
