@@ -532,7 +532,7 @@ impl Names {
 /// Applies a pull's changes to `known`: what it deleted goes, and what it
 /// brought replaces any decision of the same id.
 fn merge(known: &mut Vec<(u64, Decision)>, delta: &mut lapi::Delta, names: &mut Names) {
-    let mut gone: Vec<u64> = delta.deleted.clone();
+    let mut gone: Vec<u64> = std::mem::take(&mut delta.deleted);
     gone.extend(delta.new.iter().map(|(id, _)| *id));
     gone.sort_unstable();
     known.retain(|(id, _)| gone.binary_search(id).is_err());
