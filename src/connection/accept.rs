@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpStream;
 
-#[cfg(feature = "rustls")]
+#[cfg(any(feature = "rustls", feature = "proxy-protocol"))]
 use super::ConnectionHandle;
 use super::{CloseMode, close_as};
 use crate::DropReason;
@@ -79,7 +79,7 @@ pub(crate) fn refuse<S: Accepted>(
 
 /// Aborts a connection the loop itself drops and logs it, once: a handle
 /// already tripped by the layer has had its event.
-#[cfg(feature = "rustls")]
+#[cfg(any(feature = "rustls", feature = "proxy-protocol"))]
 pub(crate) fn drop_connection(
     handle: &ConnectionHandle,
     peer: SocketAddr,

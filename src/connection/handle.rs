@@ -116,6 +116,7 @@ impl ConnectionHandle {
 pub struct ConnectionInfo {
     peer_addr: SocketAddr,
     local_addr: Option<SocketAddr>,
+    balancer_addr: Option<SocketAddr>,
     handle: ConnectionHandle,
     /// Set where a `DropAsError` stands between the layer and hyper
     /// (the crate's serve loop, the gRPC layer), which can reset one HTTP/2
@@ -146,6 +147,7 @@ impl ConnectionInfo {
         Self {
             peer_addr,
             local_addr: None,
+            balancer_addr: None,
             handle,
             stream_resets: false,
             #[cfg(all(feature = "tonic", feature = "rustls"))]
@@ -167,11 +169,29 @@ impl ConnectionInfo {
         info
     }
 
-    /// The TCP peer. Behind a proxy this is the proxy; see
-    /// [`ClientIp`](crate::ClientIp) for the client.
+    /// The same connection, which came from the load balancer at
+    /// `balancer_addr`: `peer_addr` is the client its PROXY protocol header
+    /// named.
+    #[must_use]
+    pub fn with_balancer_addr(mut self, balancer_addr: SocketAddr) -> Self {
+        self.balancer_addr = Some(balancer_addr);
+        self
+    }
+
+    /// The TCP peer, or behind a load balancer that sends the PROXY
+    /// protocol, the client its header named. Behind a proxy this is the
+    /// proxy; see [`ClientIp`](crate::ClientIp) for the client.
     #[must_use]
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer_addr
+    }
+
+    /// The load balancer the connection came from, when its PROXY protocol
+    /// header named the client (see
+    /// [`proxy_protocol_from`](crate::NoResponseLayerBuilder::proxy_protocol_from)).
+    #[must_use]
+    pub fn balancer_addr(&self) -> Option<SocketAddr> {
+        self.balancer_addr
     }
 
     /// The local address of the connection, where known.

@@ -29,6 +29,11 @@ mod exchange;
 mod handle;
 pub(crate) mod peer;
 mod placement;
+#[cfg(all(
+    feature = "proxy-protocol",
+    any(feature = "server", feature = "axum", feature = "tonic")
+))]
+pub(crate) mod proxy_header;
 pub(crate) mod registry;
 mod stream;
 #[cfg(any(feature = "server", feature = "tonic"))]
@@ -55,7 +60,10 @@ pub use stream_reset::{DropAsError, StreamDropped};
 
 #[cfg(all(any(feature = "server", feature = "axum"), target_os = "linux"))]
 pub(crate) use accept::accept_bare;
-#[cfg(feature = "rustls")]
+#[cfg(all(
+    any(feature = "rustls", feature = "proxy-protocol"),
+    any(feature = "server", feature = "axum", feature = "tonic")
+))]
 pub(crate) use accept::drop_connection;
 #[cfg(any(feature = "server", feature = "axum", feature = "tonic"))]
 pub(crate) use accept::{Accepted, refuse};

@@ -45,6 +45,17 @@ pub struct AbortableStream {
     /// The header and keep-alive timeouts, for a server that reads plain
     /// HTTP/1 from this stream.
     watch: Option<Box<Watch>>,
+    /// For a peer that is not a balancer, while the layer reads PROXY
+    /// protocol headers: its first bytes, watched for one.
+    #[cfg(all(
+        feature = "proxy-protocol",
+        any(feature = "server", feature = "axum", feature = "tonic")
+    ))]
+    forged: Option<Box<(super::proxy_header::ForgedHeader, SocketAddr, CloseMode)>>,
+    /// The client and balancer, for a connection whose PROXY protocol
+    /// header named its client.
+    #[cfg(all(feature = "proxy-protocol", feature = "tonic"))]
+    origin: Option<super::proxy_header::Origin>,
 }
 
 /// A connection's timers (see [`exchange`](super::exchange)): the header
@@ -409,6 +420,79 @@ impl AbortableStream {
             replayed: 0,
             registration: None,
             watch: None,
+            #[cfg(all(
+                feature = "proxy-protocol",
+                any(feature = "server", feature = "axum", feature = "tonic")
+            ))]
+            forged: None,
+            #[cfg(all(feature = "proxy-protocol", feature = "tonic"))]
+            origin: None,
+        }
+    }
+
+    /// The same stream, from the client a balancer's PROXY protocol header
+    /// named.
+    #[cfg(all(feature = "proxy-protocol", feature = "tonic"))]
+    pub(crate) fn behind_balancer(mut self, origin: super::proxy_header::Origin) -> Self {
+        self.origin = Some(origin);
+        self
+    }
+
+    /// The client and balancer, behind one.
+    #[cfg(all(feature = "proxy-protocol", feature = "tonic"))]
+    pub(crate) fn origin(&self) -> Option<super::proxy_header::Origin> {
+        self.origin
+    }
+
+    /// Drops the connection, with zero bytes, if it begins with a PROXY
+    /// protocol header: `peer` is no balancer of the layer's, and nginx
+    /// refuses a header where none is expected.
+    #[cfg(all(
+        feature = "proxy-protocol",
+        any(feature = "server", feature = "axum", feature = "tonic")
+    ))]
+    pub(crate) fn refusing_proxy_headers(mut self, peer: SocketAddr, mode: CloseMode) -> Self {
+        let guard = super::proxy_header::ForgedHeader::new();
+        let mut forged = Some(Box::new((guard, peer, mode)));
+        // What was read already is looked at now.
+        if !self.replay.is_empty() {
+            if let Some(done) = forged.as_mut().and_then(|f| f.0.look(&self.replay)) {
+                if done {
+                    super::drop_connection(
+                        &self.handle,
+                        peer,
+                        mode,
+                        DropReason::ProxyProtocolInvalid,
+                    );
+                }
+                forged = None;
+            }
+        }
+        self.forged = forged;
+        self
+    }
+
+    /// Looks at bytes about to be handed to the server for a forged PROXY
+    /// header; an error once the connection is dropped for one.
+    #[cfg(all(
+        feature = "proxy-protocol",
+        any(feature = "server", feature = "axum", feature = "tonic")
+    ))]
+    fn check_forged(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let Some(forged) = self.forged.as_mut() else {
+            return Ok(());
+        };
+        match forged.0.look(bytes) {
+            None => Ok(()),
+            Some(false) => {
+                self.forged = None;
+                Ok(())
+            }
+            Some(true) => {
+                let (_, peer, mode) = *self.forged.take().expect("looked at");
+                super::drop_connection(&self.handle, peer, mode, DropReason::ProxyProtocolInvalid);
+                Err(Self::aborted())
+            }
         }
     }
 
@@ -506,6 +590,14 @@ impl AsyncRead for AbortableStream {
         }
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.stream).poll_read(cx, buf);
+        #[cfg(all(
+            feature = "proxy-protocol",
+            any(feature = "server", feature = "axum", feature = "tonic")
+        ))]
+        if let Poll::Ready(Ok(())) = &poll {
+            let this = &mut *self;
+            this.check_forged(&buf.filled()[before..])?;
+        }
         if let (Poll::Ready(Ok(())), Some(watch)) = (&poll, self.watch.as_mut()) {
             watch.read(&buf.filled()[before..]);
             if !watch.is_timed() {

@@ -50,6 +50,7 @@ pub struct NoResponseLayerBuilder {
     ip_rules: Vec<(String, IpAction)>,
     trusted_proxies: Vec<String>,
     only_from_peers: Vec<String>,
+    proxy_protocol_from: Vec<String>,
     real_ip_header: RealIpHeader,
     real_ip_non_recursive: bool,
     rate_limit: Option<RateLimit>,
@@ -332,6 +333,48 @@ impl NoResponseLayerBuilder {
         I::Item: Into<String>,
     {
         cidrs.into_iter().fold(self, Self::only_from_peer)
+    }
+
+    /// Reads the PROXY protocol header (versions 1 and 2) that the L4 load
+    /// balancers at `cidr` (addresses, CIDR blocks) write before their
+    /// client's first byte, as nginx's `listen ... proxy_protocol` with
+    /// `set_real_ip_from` and `real_ip_header proxy_protocol`. The client
+    /// the header names then stands for the TCP peer everywhere: every rule,
+    /// strike, ban, connection cap and limit, the TLS gate, CrowdSec's
+    /// decisions, the 444 event, the access log, `ClientIp` and axum's
+    /// `ConnectInfo`. Forwarding headers are read after it, from that
+    /// client, if it is a [trusted proxy](Self::trusted_proxy): an L4
+    /// balancer in front of an L7 proxy.
+    ///
+    /// The balancer is an [edge](crate::rules#peer-and-client): never struck,
+    /// banned, capped as a client or refused by the kernel filter. Its own
+    /// connections (`LOCAL`, its health checks, or `UNKNOWN`) are served as
+    /// the balancer's. A connection from it that does not begin with a
+    /// whole, valid header within the header timeout (10 s when none is
+    /// set), and a PROXY header sent by any other peer, are dropped with
+    /// zero bytes as `proxy_protocol_invalid`; any other peer is served
+    /// as usual, without a header.
+    ///
+    /// Read by the crate's connection sides: the serve loop (before TLS),
+    /// the layer's listener for `axum::serve` and tonic's incoming stream.
+    /// Feature `proxy-protocol`. Calls add up.
+    #[cfg(feature = "proxy-protocol")]
+    pub fn proxy_protocol_from(mut self, cidr: impl Into<String>) -> Self {
+        let cidr = cidr.into();
+        self.note(parse_cidrs("proxy_protocol_from", &cidr).map(drop));
+        self.proxy_protocol_from.push(cidr);
+        self
+    }
+
+    /// Reads the PROXY protocol header from the balancers in any of
+    /// `cidrs`; see [`proxy_protocol_from`](Self::proxy_protocol_from).
+    #[cfg(feature = "proxy-protocol")]
+    pub fn proxy_protocol_from_peers<I>(self, cidrs: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        cidrs.into_iter().fold(self, Self::proxy_protocol_from)
     }
 
     /// The header trusted proxies put the client in, as nginx
@@ -678,6 +721,17 @@ impl NoResponseLayerBuilder {
         self.body_timeout = self.body_timeout.or(current.body_timeout);
         self.send_timeout = self.send_timeout.or(Some(current.send_timeout));
         self.no_client_ip_extension = !current.client_ip_extension;
+        // The balancers write their header whatever the rules say: a
+        // reload that forgot them would hand every header to hyper.
+        if self.proxy_protocol_from.is_empty() {
+            self.proxy_protocol_from = current
+                .rules
+                .proxy_protocol
+                .nets()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+        }
         self
     }
 
@@ -818,11 +872,16 @@ impl NoResponseLayerBuilder {
         for value in &self.only_from_peers {
             only_from.extend(parse_cidrs("only_from_peer", value)?);
         }
+        let mut proxy_protocol = IpSet::default();
+        for value in &self.proxy_protocol_from {
+            proxy_protocol.extend(parse_cidrs("proxy_protocol_from", value)?);
+        }
         if let Some(limit) = &self.rate_limit {
             limit.quota()?;
         }
         let rules = RuleSet {
             only_from,
+            proxy_protocol,
             host: HostRules {
                 drop_missing: self.drop_missing_host,
                 drop_ip_literal: self.drop_ip_literal_host,

@@ -7,8 +7,10 @@ pub(crate) mod ascii;
 pub(crate) mod forwarded;
 pub(crate) mod headers;
 pub(crate) mod host;
-#[cfg(feature = "proxy-protocol")]
-#[allow(dead_code, reason = "no connection side reads the header yet")]
+#[cfg(all(
+    feature = "proxy-protocol",
+    any(feature = "server", feature = "axum", feature = "tonic")
+))]
 pub(crate) mod proxy_protocol;
 
 /// Every string of up to `max_len` bytes drawn from `alphabet`, shortest

@@ -34,6 +34,7 @@ pub(crate) enum Preamble {
 
 /// The longest header: version 2's sixteen bytes and the most its length
 /// field can announce.
+#[cfg(test)]
 pub(crate) const MAX_LEN: usize = 16 + u16::MAX as usize;
 
 /// Reads the header at the start of `bytes`, which may hold more after it.

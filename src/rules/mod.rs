@@ -258,6 +258,9 @@ use user_agent::UserAgentRules;
 pub struct RuleSet {
     /// The peers a connection may come from (`only_from_peer`); empty for any.
     pub(crate) only_from: ip::IpSet,
+    /// The load balancers whose PROXY protocol header names the client
+    /// (`proxy_protocol_from`); empty when none is read.
+    pub(crate) proxy_protocol: ip::IpSet,
     pub(crate) host: HostRules,
     pub(crate) ip: IpRules,
     pub(crate) real_ip: RealIp,
@@ -501,6 +504,7 @@ impl RuleSet {
         };
         let mut keep = self.real_ip.trusted.nets();
         keep.extend(self.only_from.nets());
+        keep.extend(self.proxy_protocol.nets());
         if !self.only_from.is_empty() && enforced(DropReason::PeerNotAllowed) {
             return KernelSets {
                 keep,
@@ -550,15 +554,38 @@ impl RuleSet {
         self.real_ip.trusted.contains(ip.to_canonical())
     }
 
-    /// Whether `ip` is an edge: a trusted proxy, or a peer inside the
-    /// [`only_from_peer`](crate::NoResponseLayerBuilder::only_from_peer) ranges. An
+    /// Whether `ip` is an edge: a trusted proxy, a peer inside the
+    /// [`only_from_peer`](crate::NoResponseLayerBuilder::only_from_peer)
+    /// ranges, or a load balancer that sends the PROXY protocol. An
     /// edge carries other people's traffic, so it is never struck, banned,
     /// capped as a client, or refused by the kernel filter; the clients
     /// behind it are judged instead.
     #[must_use]
     pub fn is_edge(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
-        self.real_ip.trusted.contains(ip) || self.only_from.contains(ip)
+        self.real_ip.trusted.contains(ip)
+            || self.only_from.contains(ip)
+            || self.proxy_protocol.contains(ip)
+    }
+
+    /// Whether a connection from `peer` begins with a PROXY protocol
+    /// header: `peer` is one of the `proxy_protocol_from` balancers.
+    #[cfg(all(
+        feature = "proxy-protocol",
+        any(feature = "server", feature = "axum", feature = "tonic")
+    ))]
+    pub(crate) fn sends_proxy_header(&self, peer: IpAddr) -> bool {
+        !self.proxy_protocol.is_empty() && self.proxy_protocol.contains(peer.to_canonical())
+    }
+
+    /// Whether any peer may send a PROXY protocol header, so that one from
+    /// another peer is refused rather than handed to the server.
+    #[cfg(all(
+        feature = "proxy-protocol",
+        any(feature = "server", feature = "axum", feature = "tonic")
+    ))]
+    pub(crate) fn reads_proxy_headers(&self) -> bool {
+        !self.proxy_protocol.is_empty()
     }
 
     /// Whether a connection from `peer` may be served at all: any peer when
@@ -633,7 +660,13 @@ impl RuleSet {
         custom: Custom,
         dry_run: &mut DryRunHits,
     ) -> Result<(), Stop> {
-        if !self.only_from.is_empty() && !peer.is_some_and(|p| self.peer_allowed(p.ip())) {
+        // Behind balancers that send the PROXY protocol, the peer a request
+        // carries is the client the header named: the balancer, the TCP
+        // peer, was judged at accept.
+        if !self.only_from.is_empty()
+            && self.proxy_protocol.is_empty()
+            && !peer.is_some_and(|p| self.peer_allowed(p.ip()))
+        {
             self.enforce(DropReason::PeerNotAllowed, dry_run)?;
         }
         if let Err(rule) = self

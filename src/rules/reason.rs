@@ -84,6 +84,12 @@ pub enum DropReason {
     /// TLS ClientHello: plain HTTP, an SSLv2-style hello, garbage, or
     /// lengths that do not add up.
     TlsClientHelloInvalid,
+    /// `proxy_protocol_invalid`: a connection from a load balancer listed
+    /// in [`proxy_protocol_from`](crate::NoResponseLayerBuilder::proxy_protocol_from)
+    /// that did not begin with a whole, valid PROXY protocol header within
+    /// the header timeout, or a PROXY header from any other peer, which is
+    /// not believed. Refused before any byte is written; never a strike.
+    ProxyProtocolInvalid,
 }
 
 impl DropReason {
@@ -116,6 +122,7 @@ impl DropReason {
             Self::TlsSniUnknown => "tls_sni_unknown",
             Self::TlsFingerprint => "tls_fingerprint",
             Self::TlsClientHelloInvalid => "tls_client_hello_invalid",
+            Self::ProxyProtocolInvalid => "proxy_protocol_invalid",
         }
     }
 
@@ -137,12 +144,14 @@ impl DropReason {
         Self::RateLimitUnavailable,
     ];
 
-    /// Reasons the serve loop gives for connections it drops itself.
-    pub const CONNECTION: [DropReason; 4] = [
+    /// Reasons the connection sides give for connections they drop
+    /// themselves.
+    pub const CONNECTION: [DropReason; 5] = [
         Self::AcceptDenied,
         Self::HeaderTimeout,
         Self::Banned,
         Self::ConnectionLimit,
+        Self::ProxyProtocolInvalid,
     ];
 
     /// Reasons the TLS gate gives for connections it drops at the
@@ -183,6 +192,7 @@ impl DropReason {
                 | Self::Banned
                 | Self::ConnectionLimit
                 | Self::TlsClientHelloInvalid
+                | Self::ProxyProtocolInvalid
         )
     }
 
@@ -212,7 +222,8 @@ impl DropReason {
             | Self::TlsSniIpLiteral
             | Self::TlsSniUnknown
             | Self::TlsFingerprint
-            | Self::TlsClientHelloInvalid => {
+            | Self::TlsClientHelloInvalid
+            | Self::ProxyProtocolInvalid => {
                 return None;
             }
         })

@@ -12,6 +12,8 @@ use tokio::net::TcpListener;
 use tonic::transport::server::Connected;
 
 use crate::NoResponseLayer;
+#[cfg(feature = "proxy-protocol")]
+use crate::connection::proxy_header;
 use crate::connection::{AbortableStream, ConnectionInfo};
 
 impl NoResponseLayer {
@@ -23,6 +25,8 @@ impl NoResponseLayer {
             listener,
             layer: self.clone(),
             nodelay: true,
+            #[cfg(feature = "proxy-protocol")]
+            behind_balancers: tokio::task::JoinSet::new(),
         }
     }
 }
@@ -34,6 +38,12 @@ pub struct NoResponseIncoming {
     /// Screens each peer before tonic sees it: `only_from_peer`, bans.
     layer: NoResponseLayer,
     nodelay: bool,
+    /// While the layer reads PROXY protocol headers, each connection in a
+    /// task of its own until its first bytes are read (a balancer's
+    /// header, or another peer's first bytes, which must not be a header),
+    /// so that a slow one holds up no other accept.
+    #[cfg(feature = "proxy-protocol")]
+    behind_balancers: tokio::task::JoinSet<Option<AbortableStream>>,
 }
 
 impl NoResponseIncoming {
@@ -67,22 +77,58 @@ impl futures_core::Stream for NoResponseIncoming {
     type Item = io::Result<AbortableStream>;
 
     /// Accept errors are passed on: tonic's server logs them and goes on.
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
         loop {
-            let (stream, peer) = match std::task::ready!(self.listener.poll_accept(cx)) {
-                Ok(accepted) => accepted,
-                Err(e) => return Poll::Ready(Some(Err(e))),
+            let (stream, peer) = match this.listener.poll_accept(cx) {
+                Poll::Ready(Ok(accepted)) => accepted,
+                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
+                Poll::Pending => break,
             };
+            #[cfg(feature = "proxy-protocol")]
+            if this.layer.sends_proxy_header(peer) {
+                let (layer, nodelay) = (this.layer.clone(), this.nodelay);
+                this.behind_balancers.spawn(async move {
+                    let (stream, origin) = proxy_header::read(stream, peer, &layer).await?;
+                    let stream = layer.screen_behind_balancer(stream, origin.client)?;
+                    if nodelay {
+                        let _ = stream.set_nodelay(true);
+                    }
+                    Some(AbortableStream::new(stream).behind_balancer(origin))
+                });
+                continue;
+            }
             // A refused peer is closed here, unseen by tonic.
-            let Some(stream) = self.layer.screen_at_accept(stream, peer) else {
+            let Some(stream) = this.layer.screen_at_accept(stream, peer) else {
                 continue;
             };
-            if self.nodelay {
+            if this.nodelay {
                 // Fails only for a peer that is already gone.
                 let _ = stream.set_nodelay(true);
             }
+            // tonic writes its settings before it reads: a header from a
+            // peer that is no balancer is looked for first, in a task.
+            #[cfg(feature = "proxy-protocol")]
+            if this.layer.reads_proxy_headers() {
+                let layer = this.layer.clone();
+                this.behind_balancers.spawn(async move {
+                    let (stream, read) = proxy_header::unforged(stream, peer, &layer).await?;
+                    Some(AbortableStream::with_prefix(stream, read))
+                });
+                continue;
+            }
             return Poll::Ready(Some(Ok(AbortableStream::new(stream))));
         }
+        #[cfg(feature = "proxy-protocol")]
+        loop {
+            match this.behind_balancers.poll_join_next(cx) {
+                Poll::Ready(Some(Ok(Some(stream)))) => return Poll::Ready(Some(Ok(stream))),
+                // Refused, gone, or a task that panicked.
+                Poll::Ready(Some(_)) => {}
+                Poll::Ready(None) | Poll::Pending => break,
+            }
+        }
+        Poll::Pending
     }
 }
 
@@ -92,6 +138,15 @@ impl Connected for AbortableStream {
     type ConnectInfo = ConnectionInfo;
 
     fn connect_info(&self) -> ConnectionInfo {
+        #[cfg(feature = "proxy-protocol")]
+        if let Some(origin) = self.origin() {
+            let info = ConnectionInfo::new(origin.client, self.handle().clone())
+                .with_balancer_addr(origin.balancer);
+            return match self.get_ref().local_addr() {
+                Ok(local) => info.with_local_addr(local),
+                Err(_) => info,
+            };
+        }
         // A peer that is already gone reads as 0.0.0.0:0: an address no
         // allow-list lets through.
         let peer = self
@@ -123,6 +178,8 @@ mod tls {
     use tonic::transport::server::Connected;
 
     use super::NoResponseIncoming;
+    #[cfg(feature = "proxy-protocol")]
+    use crate::connection::proxy_header;
     use crate::connection::{AbortableStream, ConnectionInfo, drop_connection};
     use crate::rules::DropReason;
     use crate::tls::TlsGate;
@@ -193,12 +250,19 @@ mod tls {
                     Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
                     Poll::Pending => break,
                 };
-                let Some(stream) = this.incoming.layer.screen_at_accept(stream, peer) else {
-                    continue;
+                #[cfg(feature = "proxy-protocol")]
+                let behind = this.incoming.layer.sends_proxy_header(peer);
+                #[cfg(not(feature = "proxy-protocol"))]
+                let behind = false;
+                let stream = if behind {
+                    stream
+                } else {
+                    // A refused peer is closed here, unseen by tonic.
+                    let Some(stream) = this.incoming.layer.screen_at_accept(stream, peer) else {
+                        continue;
+                    };
+                    stream
                 };
-                if this.incoming.nodelay {
-                    let _ = stream.set_nodelay(true);
-                }
                 let (gate, acceptor) = (this.gate.clone(), this.acceptor.clone());
                 let limit = this
                     .incoming
@@ -206,10 +270,31 @@ mod tls {
                     .header_timeout()
                     .unwrap_or(Duration::from_secs(10));
                 let close_mode = this.incoming.layer.close_mode();
+                let nodelay = this.incoming.nodelay;
                 let local = stream.local_addr().ok();
+                #[cfg(feature = "proxy-protocol")]
+                let layer = this.incoming.layer.clone();
                 this.handshakes.spawn(async move {
                     let started = tokio::time::Instant::now();
-                    let (stream, hello) = gate.admit(stream, peer).await?.into_parts();
+                    // Behind a balancer, its header first, then the client
+                    // it names is screened and judged by the gate.
+                    let (stream, peer, balancer) = if behind {
+                        #[cfg(feature = "proxy-protocol")]
+                        {
+                            let (stream, origin) = proxy_header::read(stream, peer, &layer).await?;
+                            let stream = layer.screen_behind_balancer(stream, origin.client)?;
+                            (stream, origin.client, Some(origin.balancer))
+                        }
+                        #[cfg(not(feature = "proxy-protocol"))]
+                        unreachable!("only the proxy-protocol feature reads a balancer's header")
+                    } else {
+                        (stream, peer, None)
+                    };
+                    if nodelay {
+                        let _ = stream.set_nodelay(true);
+                    }
+                    let admitted = gate.admit_from(stream, peer, balancer.is_some()).await?;
+                    let (stream, hello) = admitted.into_parts();
                     let handle = stream.handle().clone();
                     let left = limit.saturating_sub(started.elapsed());
                     let Ok(done) = tokio::time::timeout(left, acceptor.accept(stream)).await else {
@@ -220,6 +305,9 @@ mod tls {
                     let mut info = ConnectionInfo::new(peer, handle);
                     if let Some(local) = local {
                         info = info.with_local_addr(local);
+                    }
+                    if let Some(balancer) = balancer {
+                        info = info.with_balancer_addr(balancer);
                     }
                     info.attachment = Some(crate::connection::Attachment(Arc::new(hello)));
                     Some(TlsConnection { stream, info })

@@ -7,6 +7,8 @@ use tokio::net::TcpListener;
 
 use super::early::{Early, judge_now};
 use crate::NoResponseLayer;
+#[cfg(feature = "proxy-protocol")]
+use crate::connection::proxy_header::{self, Origin};
 use crate::connection::registry::Registry;
 use crate::connection::{AbortableStream, Accepted, Exchanges, Timeouts};
 
@@ -84,12 +86,16 @@ impl NoResponseLayer {
 
     fn abortable_listener(&self, listener: TcpListener, judge_early: bool) -> NoResponseListener {
         let listener = AbortableListener {
-            inner: listener,
+            door: Door {
+                inner: listener,
+                #[cfg(target_os = "linux")]
+                backlog: None,
+            },
             registry: Arc::clone(self.connections()),
             layer: self.clone(),
             judge_early,
-            #[cfg(target_os = "linux")]
-            backlog: None,
+            #[cfg(feature = "proxy-protocol")]
+            behind_balancers: tokio::task::JoinSet::new(),
         };
         listener.tap_io(accepted as fn(&mut AbortableStream))
     }
@@ -120,17 +126,16 @@ fn accepted(_: &mut AbortableStream) {}
 /// after a pause.
 #[derive(Debug)]
 pub struct AbortableListener {
-    inner: TcpListener,
+    door: Door,
     registry: Arc<Registry>,
     /// For the header timeout and close mode in force at each accept, and
     /// the rules a first request is judged by.
     layer: NoResponseLayer,
     judge_early: bool,
-    /// The socket's backlog, read bare beside `inner`; made at the first
-    /// accept, inside the runtime. `None` where it cannot be made, and the
-    /// runtime's accept serves alone.
-    #[cfg(target_os = "linux")]
-    backlog: Option<Option<super::backlog::Backlog>>,
+    /// Connections from balancers, each reading its PROXY protocol header
+    /// in a task of its own, so that a slow one holds up no other accept.
+    #[cfg(feature = "proxy-protocol")]
+    behind_balancers: tokio::task::JoinSet<Option<(tokio::net::TcpStream, Origin, Vec<u8>)>>,
 }
 
 impl AbortableListener {
@@ -139,13 +144,13 @@ impl AbortableListener {
     /// # Errors
     /// As [`TcpListener::local_addr`].
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
+        self.door.inner.local_addr()
     }
 
     /// The wrapped listener.
     #[must_use]
     pub fn get_ref(&self) -> &TcpListener {
-        &self.inner
+        &self.door.inner
     }
 
     /// What every accepted connection goes through before axum has it: the
@@ -165,6 +170,26 @@ impl AbortableListener {
             Early::Undecided(stream, read) => Some((stream, read)),
         }
     }
+
+    /// Reads the PROXY protocol header of a connection from `balancer` in
+    /// a task of its own, then judges it as its client's: the refusals at
+    /// accept, then the first request if it is there.
+    #[cfg(feature = "proxy-protocol")]
+    fn read_proxy_header(&mut self, stream: tokio::net::TcpStream, balancer: SocketAddr) {
+        let layer = self.layer.clone();
+        let judge_early = self.judge_early;
+        self.behind_balancers.spawn(async move {
+            let (stream, origin) = proxy_header::read(stream, balancer, &layer).await?;
+            let stream = layer.screen_behind_balancer(stream, origin.client)?;
+            if !judge_early {
+                return Some((stream, origin, Vec::new()));
+            }
+            match judge_now(stream, origin.client, &layer) {
+                Early::Done => None,
+                Early::Undecided(stream, read) => Some((stream, origin, read)),
+            }
+        });
+    }
 }
 
 impl Listener for AbortableListener {
@@ -172,56 +197,122 @@ impl Listener for AbortableListener {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (stream, addr, prefix) = loop {
-            // Every connection is taken bare and judged before the runtime
-            // registers it: a drop then costs no registration and no
-            // removal, whether the backlog was full or empty. The wait is
-            // on the listener's readiness, which spends the task's budget
-            // on each accept, so a flood of drops still yields.
-            #[cfg(target_os = "linux")]
-            if self.judge_early {
-                let backlog = self
-                    .backlog
-                    .get_or_insert_with(|| super::backlog::Backlog::beside(&self.inner).ok());
-                let accepted = match backlog {
-                    Some(backlog) => backlog.accept().await.ok(),
-                    None => None,
-                };
-                // On any error the runtime's accept takes over, and meets
-                // and handles it as axum's does.
-                if let Some((socket, addr)) = accepted {
+        let (stream, peer, prefix, balancer) = loop {
+            #[cfg(feature = "proxy-protocol")]
+            let accepted = tokio::select! {
+                accepted = self.door.next(self.judge_early) => accepted,
+                Some(read) = self.behind_balancers.join_next(), if !self.behind_balancers.is_empty() => {
+                    // A task that panicked, or a connection dropped while
+                    // its header was read.
+                    if let Ok(Some((stream, origin, prefix))) = read {
+                        break (stream, origin.client, prefix, Some(origin.balancer));
+                    }
+                    continue;
+                }
+            };
+            #[cfg(not(feature = "proxy-protocol"))]
+            let accepted = self.door.next(self.judge_early).await;
+            let (stream, addr) = match accepted {
+                #[cfg(target_os = "linux")]
+                Bare::Bare(socket, addr) => {
+                    #[cfg(feature = "proxy-protocol")]
+                    if self.layer.sends_proxy_header(addr) {
+                        if let Ok(stream) = tokio::net::TcpStream::from_std(socket) {
+                            self.read_proxy_header(stream, addr);
+                        }
+                        continue;
+                    }
                     let kept = self.judge(socket, addr).and_then(|(socket, read)| {
                         Some((tokio::net::TcpStream::from_std(socket).ok()?, read))
                     });
                     match kept {
-                        Some((stream, read)) => break (stream, addr, read),
+                        Some((stream, read)) => break (stream, addr, read, None),
                         None => continue,
                     }
                 }
+                Bare::Registered(stream, addr) => (stream, addr),
+            };
+            #[cfg(feature = "proxy-protocol")]
+            if self.layer.sends_proxy_header(addr) {
+                self.read_proxy_header(stream, addr);
+                continue;
             }
-            let (stream, addr) = Listener::accept(&mut self.inner).await;
             if let Some((stream, read)) = self.judge(stream, addr) {
-                break (stream, addr, read);
+                break (stream, addr, read, None);
             }
         };
         let mut stream = AbortableStream::with_prefix(stream, prefix);
+        #[cfg(feature = "proxy-protocol")]
+        if balancer.is_none() {
+            stream = self.layer.guard_proxy_header(stream, peer);
+        }
+        #[cfg(not(feature = "proxy-protocol"))]
+        let _: Option<SocketAddr> = balancer;
         // The layer reports each exchange it sees to the stream's timers,
         // finding the stream by the task that serves it.
         let exchanges = Arc::new(Exchanges::default());
-        stream.register(&self.registry, addr, Arc::clone(&exchanges));
+        stream.register(&self.registry, peer, Arc::clone(&exchanges));
         // axum::serve has no header, keep-alive or send timeout of its
         // own: the stream keeps them.
         let stream = stream.with_timers(
             Timeouts::of(&self.layer),
             exchanges,
             tokio::time::Instant::now(),
-            addr,
+            peer,
             self.layer.close_mode(),
         );
-        (stream, addr)
+        // Behind a balancer, axum's `ConnectInfo` is the client.
+        (stream, peer)
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.inner.local_addr()
+        self.door.inner.local_addr()
+    }
+}
+
+/// A connection as accepted: bare, outside the runtime (see `backlog`), or
+/// by the runtime's own accept.
+enum Bare {
+    #[cfg(target_os = "linux")]
+    Bare(std::net::TcpStream, SocketAddr),
+    Registered(tokio::net::TcpStream, SocketAddr),
+}
+
+/// The listening socket, and its backlog read bare beside it.
+#[derive(Debug)]
+struct Door {
+    inner: TcpListener,
+    /// The socket's backlog, read bare beside `inner`; made at the first
+    /// accept, inside the runtime. `None` where it cannot be made, and the
+    /// runtime's accept serves alone.
+    #[cfg(target_os = "linux")]
+    backlog: Option<Option<super::backlog::Backlog>>,
+}
+
+impl Door {
+    /// The next connection. Every connection is taken bare and judged
+    /// before the runtime registers it, where that can be done: a drop
+    /// then costs no registration and no removal, whether the backlog was
+    /// full or empty. The wait is on the listener's readiness, which spends
+    /// the task's budget on each accept, so a flood of drops still yields.
+    async fn next(&mut self, bare: bool) -> Bare {
+        #[cfg(target_os = "linux")]
+        if bare {
+            let inner = &self.inner;
+            let backlog = self
+                .backlog
+                .get_or_insert_with(|| super::backlog::Backlog::beside(inner).ok());
+            // On any error the runtime's accept takes over, and meets and
+            // handles it as axum's does.
+            if let Some(backlog) = backlog {
+                if let Ok((socket, addr)) = backlog.accept().await {
+                    return Bare::Bare(socket, addr);
+                }
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = bare;
+        let (stream, addr) = Listener::accept(&mut self.inner).await;
+        Bare::Registered(stream, addr)
     }
 }

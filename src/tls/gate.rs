@@ -209,7 +209,19 @@ impl TlsGate {
     /// `None` when the connection was refused (closed, counted and logged)
     /// or the client went away; the TLS handshake is then never begun.
     pub async fn admit(&self, stream: TcpStream, peer: SocketAddr) -> Option<Admitted> {
-        if let Some((reason, mode)) = self.layer.refusal_at_accept(peer.ip()) {
+        self.admit_from(stream, peer, false).await
+    }
+
+    /// [`admit`](Self::admit), for a connection from `peer` or, if
+    /// `behind_balancer`, from the client a balancer's PROXY protocol
+    /// header named, whose balancer `only_from_peer` judged.
+    pub(crate) async fn admit_from(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        behind_balancer: bool,
+    ) -> Option<Admitted> {
+        if let Some((reason, mode)) = self.layer.refusal_at_accept(peer.ip(), behind_balancer) {
             refuse(stream, peer, mode, reason);
             return None;
         }
@@ -242,7 +254,7 @@ impl TlsGate {
             }
         };
         // Checked again now: a ban may have come while the hello did.
-        if let Some((reason, _)) = self.layer.refusal_at_accept(peer.ip()) {
+        if let Some((reason, _)) = self.layer.refusal_at_accept(peer.ip(), behind_balancer) {
             self.refuse(stream, peer, reason, Some(&hello));
             return None;
         }

@@ -30,7 +30,15 @@ pub(super) struct Connection<S> {
     /// otherwise copy it, dropped or not.
     pub(super) builder: Arc<Builder<TokioExecutor>>,
     pub(super) service: S,
+    /// The client: the TCP peer, or the client a balancer's PROXY
+    /// protocol header named.
     pub(super) peer: SocketAddr,
+    /// The balancer, behind one.
+    pub(super) balancer: Option<SocketAddr>,
+    /// Whether the layer reads PROXY protocol headers from balancers, so
+    /// that another peer's is refused.
+    #[cfg(feature = "proxy-protocol")]
+    pub(super) proxy_headers: bool,
     pub(super) http2_drop: Http2Drop,
     pub(super) close_mode: CloseMode,
     /// The header timeout bounds the wait for the first bytes and the TLS
@@ -82,7 +90,7 @@ impl<S: ServeLoopService> Connection<S> {
             Box::pin(self.run_tls(tls, stream, prefix, accepted)).await;
             return;
         }
-        let io = AbortableStream::with_prefix(stream, prefix);
+        let io = self.guard(AbortableStream::with_prefix(stream, prefix));
         let handle = io.handle().clone();
         let exchanges = Arc::new(Exchanges::default());
         let io = io.with_timers(
@@ -95,6 +103,16 @@ impl<S: ServeLoopService> Connection<S> {
         // Boxed: hyper's connection is large, and inline it would make every
         // spawn copy it, even for connections judged and dropped before it.
         Box::pin(self.serve_io(io, handle, exchanges, None)).await;
+    }
+
+    /// A direct connection's stream, watched for a PROXY protocol header
+    /// it has no right to send.
+    fn guard(&self, io: AbortableStream) -> AbortableStream {
+        #[cfg(feature = "proxy-protocol")]
+        if self.proxy_headers && self.balancer.is_none() {
+            return io.refusing_proxy_headers(self.peer, self.close_mode);
+        }
+        io
     }
 
     /// The TLS part of [`run`](Self::run): the gate, the handshake, the
@@ -110,14 +128,17 @@ impl<S: ServeLoopService> Connection<S> {
         let limit = self.timeouts.header.unwrap_or(Duration::from_secs(10));
         let (peer, close_mode) = (self.peer, self.close_mode);
         let (io, hello) = match &tls.gate {
-            Some(gate) => match gate.admit(stream, peer).await {
+            Some(gate) => match gate.admit_from(stream, peer, self.balancer.is_some()).await {
                 Some(admitted) => {
                     let (io, hello) = admitted.into_parts();
                     (io, Some(hello))
                 }
                 None => return,
             },
-            None => (AbortableStream::with_prefix(stream, prefix), None),
+            None => (
+                self.guard(AbortableStream::with_prefix(stream, prefix)),
+                None,
+            ),
         };
         let handle = io.handle().clone();
         // One bound for the ClientHello and the handshake together.
@@ -167,7 +188,10 @@ impl<S: ServeLoopService> Connection<S> {
     ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let info = ConnectionInfo::new(self.peer, handle.clone());
+        let mut info = ConnectionInfo::new(self.peer, handle.clone());
+        if let Some(balancer) = self.balancer {
+            info = info.with_balancer_addr(balancer);
+        }
         let reset = match self.http2_drop {
             Http2Drop::ResetStreamInternalError => h2::Reason::INTERNAL_ERROR,
             _ => h2::Reason::CANCEL,

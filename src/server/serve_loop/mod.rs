@@ -26,6 +26,9 @@ mod tls;
 use super::early::{Early, judge_now};
 use crate::DropReason;
 use crate::NoResponseLayer;
+use crate::connection::Accepted;
+#[cfg(feature = "proxy-protocol")]
+use crate::connection::proxy_header;
 pub(crate) use crate::connection::refuse;
 use crate::error::BuildError;
 use crate::rules::ip::{IpAction, IpRules, parse_cidrs};
@@ -330,6 +333,7 @@ impl<S: ServeLoopService> Serve<S> {
         }
         let listener = bare::BareListener::new(listener)?;
         let limits = Arc::new(limits);
+        let accept_rules = Arc::new(accept_rules);
         // Over TLS, the first request is judged inside it, after the
         // handshake, in the connection's task.
         #[cfg(feature = "rustls")]
@@ -359,45 +363,76 @@ impl<S: ServeLoopService> Serve<S> {
                 refuse(stream, peer, close_mode, DropReason::AcceptDenied);
                 continue;
             }
-            let Some(stream) = layer.screen_at_accept(stream, peer) else {
-                continue;
+            let connection = Connection {
+                builder: Arc::clone(&builder),
+                service: service.clone(),
+                peer,
+                balancer: None,
+                #[cfg(feature = "proxy-protocol")]
+                proxy_headers: layer.reads_proxy_headers(),
+                http2_drop,
+                close_mode,
+                timeouts: crate::connection::Timeouts::of(&layer),
+                idle_timeout,
+                _slot: None,
+                stop: stop_rx.clone(),
+                _done: done_tx.clone(),
+                #[cfg(feature = "rustls")]
+                tls: tls.clone(),
             };
-            let edge = layer.rules().is_edge(peer.ip());
-            let Some(slot) = ConnectionLimits::admit(&limits, peer.ip(), edge) else {
-                refuse(stream, peer, close_mode, DropReason::ConnectionLimit);
-                continue;
-            };
-            // Judge the first request now if it has arrived, else in the
-            // connection's task once it does; hyper sees it only if no rule
-            // drops it.
-            let (stream, prefix, judge_later) = match judge_early {
-                None => (stream, Vec::new(), None),
-                Some(layer) => match judge_now(stream, peer, layer) {
-                    Early::Done => continue,
-                    Early::Undecided(stream, read) if read.is_empty() => {
-                        (stream, read, Some(layer.clone()))
+            // A balancer's connection is judged as its client's once its
+            // PROXY protocol header is read, in the connection's task, so
+            // that a slow header holds up no other accept.
+            #[cfg(feature = "proxy-protocol")]
+            if layer.sends_proxy_header(peer) {
+                let Ok(stream) = bare::register(stream) else {
+                    continue;
+                };
+                let (layer, rules, limits) = (
+                    layer.clone(),
+                    Arc::clone(&accept_rules),
+                    Arc::clone(&limits),
+                );
+                let judge_early = judge_early.is_some();
+                tokio::spawn(async move {
+                    let mut stop = connection.stop.clone();
+                    let read = tokio::select! {
+                        read = proxy_header::read(stream, peer, &layer) => read,
+                        _ = stop.changed() => None,
+                    };
+                    let Some((stream, origin)) = read else {
+                        return;
+                    };
+                    let judge_early = judge_early.then_some(&layer);
+                    let door = Door {
+                        layer: &layer,
+                        accept_rules: &rules,
+                        limits: &limits,
+                        judge_early,
+                    };
+                    if let Some((connection, stream, prefix, judge_later)) =
+                        door.enter(connection, stream, origin.client, Some(origin.balancer))
+                    {
+                        connection.run(stream, prefix, judge_later).await;
                     }
-                    Early::Undecided(stream, read) => (stream, read, None),
-                },
+                });
+                continue;
+            }
+            let door = Door {
+                layer: &layer,
+                accept_rules: &accept_rules,
+                limits: &limits,
+                judge_early,
+            };
+            let Some((connection, stream, prefix, judge_later)) =
+                door.enter(connection, stream, peer, None)
+            else {
+                continue;
             };
             let Ok(stream) = bare::register(stream) else {
                 // The runtime could not take it (out of memory for its
                 // readiness slot): closed, as a failed accept would be.
                 continue;
-            };
-            let connection = Connection {
-                builder: Arc::clone(&builder),
-                service: service.clone(),
-                peer,
-                http2_drop,
-                close_mode,
-                timeouts: crate::connection::Timeouts::of(&layer),
-                idle_timeout,
-                _slot: slot,
-                stop: stop_rx.clone(),
-                _done: done_tx.clone(),
-                #[cfg(feature = "rustls")]
-                tls: tls.clone(),
             };
             tokio::spawn(connection.run(stream, prefix, judge_later));
         }
@@ -407,6 +442,66 @@ impl<S: ServeLoopService> Serve<S> {
         // Returns `None` once every connection task has dropped its sender.
         let _ = done_rx.recv().await;
         Ok(())
+    }
+}
+
+/// What a connection goes through between its accept (and its PROXY
+/// protocol header, behind a balancer) and its task.
+struct Door<'a> {
+    layer: &'a NoResponseLayer,
+    accept_rules: &'a AcceptRules,
+    limits: &'a Arc<ConnectionLimits>,
+    /// Judges the first request when it has arrived already.
+    judge_early: Option<&'a NoResponseLayer>,
+}
+
+impl Door<'_> {
+    /// Screens a connection from `peer` (the client a balancer's header
+    /// named, with the `balancer`): the refusals at accept, the caps, then
+    /// the first request if it is there. The connection with its peer and
+    /// slot, its stream, the bytes read, and the layer to judge the first
+    /// request with once it arrives; `None` once refused.
+    #[allow(clippy::type_complexity)]
+    fn enter<S, St: Accepted>(
+        &self,
+        mut connection: Connection<S>,
+        stream: St,
+        peer: SocketAddr,
+        balancer: Option<SocketAddr>,
+    ) -> Option<(Connection<S>, St, Vec<u8>, Option<NoResponseLayer>)> {
+        let close_mode = connection.close_mode;
+        if balancer.is_some() && self.accept_rules.denies(peer) {
+            refuse(stream, peer, close_mode, DropReason::AcceptDenied);
+            return None;
+        }
+        let stream = match balancer {
+            None => self.layer.screen_at_accept(stream, peer)?,
+            #[cfg(feature = "proxy-protocol")]
+            Some(_) => self.layer.screen_behind_balancer(stream, peer)?,
+            #[cfg(not(feature = "proxy-protocol"))]
+            Some(_) => unreachable!("only the proxy-protocol feature reads a balancer's client"),
+        };
+        let edge = self.layer.rules().is_edge(peer.ip());
+        let Some(slot) = ConnectionLimits::admit(self.limits, peer.ip(), edge) else {
+            refuse(stream, peer, close_mode, DropReason::ConnectionLimit);
+            return None;
+        };
+        connection.peer = peer;
+        connection.balancer = balancer;
+        connection._slot = slot;
+        // Judge the first request now if it has arrived, else in the
+        // connection's task once it does; hyper sees it only if no rule
+        // drops it.
+        Some(match self.judge_early {
+            None => (connection, stream, Vec::new(), None),
+            Some(layer) => match judge_now(stream, peer, layer) {
+                Early::Done => return None,
+                Early::Undecided(stream, read) if read.is_empty() => {
+                    (connection, stream, read, Some(layer.clone()))
+                }
+                Early::Undecided(stream, read) => (connection, stream, read, None),
+            },
+        })
     }
 }
 
