@@ -13,6 +13,7 @@
 //!                                   [--rate NUMr/s|NUMr/m] [--burst N] [--max-clients N]
 //!                                   [--ban-after N] [--ban-for SECS] [--deny-path REGEX]...
 //!                                   [--deny-ip CIDR]... [--only-from CIDR]... [--metrics ADDR]
+//!                                   [--proxy-protocol CIDR]...
 //!                                   [--crowdsec URL --crowdsec-key KEY]
 //!                                   [--tls-cert FILE --tls-key FILE | --tls-self-signed DIR]
 //!                                   [--deny-ja4 FP]... [--sni-alert] [--no-tls-gate]
@@ -28,6 +29,10 @@
 //! `--only-from` (repeatable) serves only connections whose TCP peer is in
 //! those blocks or is a trusted proxy, as an origin behind a CDN does; any
 //! other peer is refused at accept with rule `peer_not_allowed`.
+//! `--proxy-protocol CIDR` (repeatable; feature `proxy-protocol`) reads the
+//! PROXY protocol header (versions 1 and 2) that the L4 load balancers in
+//! those blocks write, as nginx's `listen ... proxy_protocol`: the client it
+//! names is judged, struck and logged, on either server, with TLS too.
 //! `GET /login?password=...` (the password is `letmein`) counts each failed
 //! login as a strike, so `--ban-after N` also bans after N failed logins.
 //!
@@ -161,6 +166,7 @@ struct Args {
     deny_paths: Vec<String>,
     deny_ips: Vec<String>,
     only_from: Vec<String>,
+    proxy_protocol: Vec<String>,
     metrics: Option<SocketAddr>,
     crowdsec: Option<String>,
     crowdsec_key: Option<String>,
@@ -178,6 +184,7 @@ const USAGE: &str = "usage: nginx_444 [--listen ADDR] [--close fin|rst|silent] [
 [--redis URL | --redis-cluster URL,URL,...] [--redis-fail open|closed] \
 [--redis-ca FILE] [--redis-cert FILE --redis-key FILE] [--redis-precheck on|off] [--rate NUMr/s|NUMr/m] [--burst N] [--max-clients N] \
 [--ban-after N] [--ban-for SECS] [--deny-path REGEX]... [--deny-ip CIDR]... [--only-from CIDR]... [--metrics ADDR] \
+[--proxy-protocol CIDR]... \
 [--crowdsec URL --crowdsec-key KEY] [--tls-cert FILE --tls-key FILE | --tls-self-signed DIR] \
 [--deny-ja4 FP]... [--sni-alert] [--no-tls-gate]";
 
@@ -215,6 +222,7 @@ fn parse_args() -> Result<Args, String> {
         deny_paths: Vec::new(),
         deny_ips: Vec::new(),
         only_from: Vec::new(),
+        proxy_protocol: Vec::new(),
         metrics: None,
         crowdsec: None,
         crowdsec_key: None,
@@ -285,6 +293,7 @@ fn parse_args() -> Result<Args, String> {
             "--deny-path" => args.deny_paths.push(value()?),
             "--deny-ip" => args.deny_ips.push(value()?),
             "--only-from" => args.only_from.push(value()?),
+            "--proxy-protocol" => args.proxy_protocol.push(value()?),
             "--crowdsec" => args.crowdsec = Some(value()?),
             "--crowdsec-key" => args.crowdsec_key = Some(value()?),
             "--tls-cert" => args.tls_cert = Some(value()?),
@@ -488,6 +497,7 @@ fn nginx_rules(args: &Args) -> Result<NoResponseLayerBuilder, String> {
         None => rules,
     };
     let rules = crowdsec(rules, args)?;
+    let rules = proxy_protocol(rules, args)?;
     if args.redis.is_none() && args.redis_cluster.is_none() {
         return Ok(rules);
     }
@@ -518,6 +528,30 @@ fn crowdsec(rules: NoResponseLayerBuilder, args: &Args) -> Result<NoResponseLaye
              cargo run --example nginx_444 --features crowdsec -- --crowdsec URL --crowdsec-key KEY"
             .into()),
     }
+}
+
+/// The balancers whose PROXY protocol header names the client, with
+/// `--proxy-protocol`; nginx's `listen 80 proxy_protocol; set_real_ip_from
+/// LB; real_ip_header proxy_protocol;`.
+#[cfg(feature = "proxy-protocol")]
+fn proxy_protocol(
+    rules: NoResponseLayerBuilder,
+    args: &Args,
+) -> Result<NoResponseLayerBuilder, String> {
+    Ok(rules.proxy_protocol_from_peers(args.proxy_protocol.iter().cloned()))
+}
+
+#[cfg(not(feature = "proxy-protocol"))]
+fn proxy_protocol(
+    rules: NoResponseLayerBuilder,
+    args: &Args,
+) -> Result<NoResponseLayerBuilder, String> {
+    if args.proxy_protocol.is_empty() {
+        return Ok(rules);
+    }
+    Err("--proxy-protocol needs the proxy-protocol feature: \
+         cargo run --example nginx_444 --features proxy-protocol -- --proxy-protocol CIDR"
+        .into())
 }
 
 /// The same rate limit, with its budget in Redis for every instance that

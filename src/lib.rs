@@ -115,7 +115,10 @@
 //! accept-time refusals, connection caps and the kernel filter see the peer;
 //! IP rules, rate limits, strikes and bans in the layer see the client; and
 //! a trusted proxy or `only_from_peer` peer is never struck, banned, capped as a
-//! client or refused by the kernel filter.
+//! client or refused by the kernel filter. Behind an L4 load balancer, the
+//! client in its PROXY protocol header takes the peer's place
+//! ([`proxy_protocol_from`](NoResponseLayerBuilder::proxy_protocol_from),
+//! feature `proxy-protocol`).
 //!
 //! Without the connection side the layer still never calls the inner
 //! service for a dropped request and never hangs: the dropped response's

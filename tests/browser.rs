@@ -1,15 +1,20 @@
 //! A real browser, Debian's Chromium headless, loads a page and its
 //! sub-resources over kept-alive connections from both connection sides
 //! (`axum::serve` with the layer's listener, and the crate's serve loop),
+//! and through Debian's HAProxy sending the PROXY protocol to the listener,
 //! under the demo's full rule set and a header timeout far shorter than the
 //! page's pauses. Every resource arrives, connections are reused, one of
 //! them after sitting idle longer than the header timeout, and not one 444
 //! is logged or counted.
 //!
-//! Without `chromium` on the machine the test says so and passes, unless
-//! `TNR_REQUIRE_CHROMIUM` is set, as in CI, where it fails.
+//! Without `chromium` (or `haproxy`) on the machine the test says so and
+//! passes, unless `TNR_REQUIRE_CHROMIUM` (`TNR_REQUIRE_HAPROXY`) is set, as
+//! in CI, where it fails.
 
 mod common;
+#[cfg(feature = "proxy-protocol")]
+#[path = "common/haproxy.rs"]
+mod haproxy;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -141,7 +146,22 @@ fn routes(seen: Seen) -> Router {
 enum Side {
     AxumServe,
     ServeLoop,
+    /// `axum::serve` behind Debian's HAProxy in `mode tcp`, which sends
+    /// the PROXY protocol header.
+    #[cfg(feature = "proxy-protocol")]
+    BehindHaproxy,
 }
+
+#[cfg(not(feature = "proxy-protocol"))]
+const SIDES: [Side; 2] = [Side::AxumServe, Side::ServeLoop];
+#[cfg(feature = "proxy-protocol")]
+const SIDES: [Side; 3] = [Side::AxumServe, Side::ServeLoop, Side::BehindHaproxy];
+
+/// Whatever must outlive the test's server: HAProxy, in front of it.
+#[cfg(feature = "proxy-protocol")]
+type Front = Option<haproxy::Haproxy>;
+#[cfg(not(feature = "proxy-protocol"))]
+type Front = ();
 
 /// Every 444 this test binary logs, whatever the rule.
 static LOGGED_DROPS: AtomicUsize = AtomicUsize::new(0);
@@ -163,23 +183,35 @@ fn count_logged_drops() {
     let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Count));
 }
 
-async fn start(side: Side, seen: Seen) -> (SocketAddr, NoResponseLayer) {
+/// Where the browser connects, the layer, and what must outlive the test;
+/// `None` when the side needs a program that is not installed and not
+/// required.
+async fn start(side: Side, seen: Seen) -> Option<(SocketAddr, NoResponseLayer, Front)> {
     // The demo's full rule set: the seed's rules and its rate limit.
-    let layer = common::seed_rules()
+    let rules = common::seed_rules()
         .rate_limit(tower_no_response::RateLimit::per_second(10).burst(20))
-        .header_timeout(HEADER_TIMEOUT)
-        .build()
-        .unwrap();
+        .header_timeout(HEADER_TIMEOUT);
+    #[cfg(feature = "proxy-protocol")]
+    let rules = rules.proxy_protocol_from(haproxy::BALANCER);
+    let layer = rules.build().unwrap();
     let app = routes(seen).layer(layer.clone());
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = tcp.local_addr().unwrap();
+    #[cfg_attr(not(feature = "proxy-protocol"), allow(clippy::let_unit_value))]
+    let front = Front::default();
     match side {
         Side::AxumServe => common::serve_on(layer.listener(tcp), app),
         Side::ServeLoop => {
             tokio::spawn(layer.serve(tcp, app).run());
         }
+        #[cfg(feature = "proxy-protocol")]
+        Side::BehindHaproxy => {
+            common::serve_on(layer.listener(tcp), app);
+            let haproxy = haproxy::Haproxy::start(addr, haproxy::Version::V2, false)?;
+            return Some((haproxy.addr, layer, Some(haproxy)));
+        }
     }
-    (addr, layer)
+    Some((addr, layer, front))
 }
 
 /// Chromium's printed DOM once the page has loaded, or `None` when there is
@@ -235,9 +267,11 @@ async fn chromium_loads(url: &str, profile: &std::path::Path) -> Option<String> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_loads_a_page_over_kept_alive_connections_on_both_sides() {
     count_logged_drops();
-    for side in [Side::AxumServe, Side::ServeLoop] {
+    for side in SIDES {
         let seen = Seen::default();
-        let (addr, layer) = start(side, Arc::clone(&seen)).await;
+        let Some((addr, layer, _front)) = start(side, Arc::clone(&seen)).await else {
+            continue;
+        };
         let profile = std::env::temp_dir().join(format!(
             "tnr-chromium-{}-{}",
             std::process::id(),

@@ -262,3 +262,46 @@ async fn only_from_refuses_every_other_peer_before_the_handshake() {
     );
     drop(filter);
 }
+
+/// A load balancer that sends the PROXY protocol is an edge: a denied block
+/// that contains it refuses the rest of the block in the kernel, never the
+/// balancer, whose clients are judged by their header.
+#[cfg(feature = "proxy-protocol")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_block_never_refuses_the_balancer_inside_it() {
+    let layer = NoResponseLayer::builder()
+        .server_name("example.com")
+        .deny_ip("127.0.0.0/28")
+        .proxy_protocol_from("127.0.0.9")
+        .build()
+        .unwrap();
+    let tcp = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let addr = SocketAddr::new(from(1), tcp.local_addr().unwrap().port());
+    let filter = layer.kernel_filter(&tcp).unwrap();
+    let app = counting_router(Default::default()).layer(layer.clone());
+    tokio::spawn(async move {
+        axum::serve(
+            layer.listener(tcp),
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    assert!(
+        connect_from(from(3), addr).await.is_none(),
+        "a denied peer: no handshake"
+    );
+    let mut stream = connect_from(from(9), addr)
+        .await
+        .expect("the balancer gets its handshake");
+    stream
+        .write_all(b"PROXY TCP4 192.0.2.1 127.0.0.1 40000 80\r\n")
+        .await
+        .unwrap();
+    stream
+        .write_all(&get(Some("example.com"), UA))
+        .await
+        .unwrap();
+    read_until_close(&mut stream).await.assert_ok();
+    drop(filter);
+}

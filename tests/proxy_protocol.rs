@@ -289,6 +289,39 @@ async fn the_header_names_the_client_for_every_rule_and_for_the_app() {
     }
 }
 
+/// A CDN in front of the L4 balancer: the header names the CDN's edge, a
+/// trusted proxy, whose forwarding header names the client. Forwarding
+/// headers are believed only from an address the header named that is a
+/// trusted proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_are_read_after_the_header_from_a_trusted_proxy_only() {
+    for side in HTTP_SIDES {
+        let layer = rules().trusted_proxy("192.0.2.200").build().unwrap();
+        let server = serve(side, layer).await;
+        let forwarded = |client: &str| {
+            let mut bytes = v1(client);
+            bytes.extend_from_slice(
+                b"GET / HTTP/1.1\r\nHost: example.com\r\nUser-Agent: curl/8\r\n\
+                  X-Forwarded-For: 203.0.113.50\r\nConnection: close\r\n\r\n",
+            );
+            bytes
+        };
+        let through_cdn = send_from(BALANCER, server.addr, &forwarded("192.0.2.200")).await;
+        let text = through_cdn.text();
+        assert!(
+            text.ends_with("ok 203.0.113.50 192.0.2.200"),
+            "{side:?}: {text:?}"
+        );
+        let not_trusted = send_from(BALANCER, server.addr, &forwarded("192.0.2.201")).await;
+        assert_served_as(&not_trusted, "192.0.2.201");
+        // Nor is the balancer's own address a way around: it is believed
+        // for the PROXY header alone, not for forwarding headers.
+        let mut own = b"PROXY UNKNOWN\r\n".to_vec();
+        own.extend_from_slice(&forwarded("x")[v1("x").len()..]);
+        assert_served_as(&send_from(BALANCER, server.addr, &own).await, BALANCER);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_balancers_own_connections_are_served_as_the_balancer() {
     for side in HTTP_SIDES {
@@ -652,4 +685,20 @@ async fn tonic_behind_haproxy_serves_calls() {
         );
         assert_eq!(server.hits.load(Ordering::Relaxed), 3, "{version:?}");
     }
+}
+
+/// A reload from a document, which cannot name balancers, keeps those the
+/// code set: forgetting them would hand every header to the server.
+#[cfg(feature = "serde")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_from_a_document_keeps_the_balancers() {
+    let layer = rules().build().unwrap();
+    let server = serve(Side::AxumServe, layer.clone()).await;
+    let doc = r#"server_names = ["example.com"]"#;
+    layer
+        .reload_config(tower_no_response::config::RuleConfig::from_toml(doc).unwrap())
+        .unwrap();
+    let served = send_from(BALANCER, server.addr, &with_get(v1("192.0.2.40"))).await;
+    assert_served_as(&served, "192.0.2.40");
+    assert!(layer.rules().is_edge(BALANCER.parse().unwrap()));
 }

@@ -1036,3 +1036,60 @@ async fn the_first_request_inside_tls_is_judged_before_hyper() {
         assert_eq!(outside.load(Ordering::SeqCst), expected, "early {early}");
     }
 }
+
+/// Behind an L4 balancer that sends the PROXY protocol, the gate judges the
+/// client the header names, before any TLS byte is written; the balancer
+/// itself is never refused.
+#[cfg(feature = "proxy-protocol")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_balancer_the_gate_judges_the_client_its_header_names() {
+    let balancer: IpAddr = "127.0.0.9".parse().unwrap();
+    let minute = Duration::from_secs(60);
+    let bans = BanList::new(BanPolicy::new(1, minute, minute));
+    bans.ban("192.0.2.66".parse().unwrap(), minute);
+    let layer = NoResponseLayer::builder()
+        .server_names(["example.com", "www.example.com"])
+        .proxy_protocol_from("127.0.0.9")
+        .ban_list(bans)
+        .header_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let server = serve(&layer, None).await;
+    let header = |client: &str| format!("PROXY TCP4 {client} 127.0.0.1 40000 443\r\n").into_bytes();
+    // A banned client and one whose hello names no served name: nothing.
+    for (client, name) in [("192.0.2.66", "example.com"), ("192.0.2.67", "other.test")] {
+        let (mut tcp, _) = connect_from(balancer, server).await;
+        let wire = [header(client), hello(Some(name))].concat();
+        let _ = tcp.write_all(&wire).await;
+        let outcome = common::read_until_close(&mut tcp).await;
+        assert!(outcome.bytes.is_empty(), "{client}: {:?}", outcome.text());
+    }
+    // A client the rules let through completes its handshake and is served.
+    let (mut tcp, _) = connect_from(balancer, server).await;
+    tcp.write_all(&header("192.0.2.68")).await.unwrap();
+    let connector = tokio_rustls::TlsConnector::from(client_config(true));
+    let name = ServerName::try_from("example.com").unwrap();
+    let mut tls = tokio::time::timeout(PATIENCE, connector.connect(name, tcp))
+        .await
+        .unwrap()
+        .expect("the handshake completes behind the balancer");
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, tls.read_to_end(&mut response)).await;
+    let response = String::from_utf8_lossy(&response);
+    assert!(
+        response.starts_with("HTTP/1.1 200 OK") && response.ends_with("ok"),
+        "{response}"
+    );
+    // The refusals name the clients, never the balancer.
+    let lines = logged_drops("");
+    for client in ["192.0.2.66", "192.0.2.67"] {
+        assert!(
+            lines.iter().any(|l| l.contains(client)),
+            "{client}: {lines:?}"
+        );
+    }
+    assert!(!lines.iter().any(|l| l.contains("127.0.0.9")), "{lines:?}");
+}

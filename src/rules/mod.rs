@@ -111,7 +111,8 @@
 //!
 //! | part | identity |
 //! |---|---|
-//! | `only_from_peer` (`peer_not_allowed`) | peer |
+//! | `proxy_protocol_from` (`proxy_protocol_invalid`) | peer: the balancer, before its header is read |
+//! | `only_from_peer` (`peer_not_allowed`) | peer (behind a PROXY protocol balancer, the balancer, at accept) |
 //! | host, User-Agent, path and custom rules | the request; custom rules see both in `RequestHead` (`peer`, `client_ip`) |
 //! | `allow_ip`, `deny_ip` (`ip_deny`) | client |
 //! | `rate_limit` (`rate_limit`, `rate_limit_full`) | client (IPv6 by its prefix) |
@@ -128,7 +129,15 @@
 //! | the `ClientIp` extractor | client |
 //! | the 444 event and the access log | both: `client_ip` and `peer_addr` |
 //!
-//! An **edge** is a trusted proxy or a peer in `only_from_peer`: it carries other
+//! Behind an L4 load balancer listed in `proxy_protocol_from`, the client its
+//! PROXY protocol header names takes the peer's place in every row above: it
+//! is judged, struck, banned, capped and logged as the peer would be, and
+//! forwarding headers are read from it when it is a trusted proxy (a CDN in
+//! front of the balancer), never from the balancer. Only `only_from_peer`
+//! and `proxy_protocol_from` judge the balancer itself, at accept.
+//!
+//! An **edge** is a trusted proxy, a peer in `only_from_peer`, or a balancer
+//! in `proxy_protocol_from`: it carries other
 //! people's traffic, so it is never struck, banned, capped as a client or
 //! refused by the kernel filter, even when a ban of an IPv6 /64 or a denied
 //! block contains it. NAT is not an edge: many people behind one untrusted

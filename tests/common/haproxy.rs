@@ -3,6 +3,7 @@
 //!
 //! Without `haproxy` on the machine the tests say so and pass, unless
 //! `TNR_REQUIRE_HAPROXY` is set, as in CI, where they fail.
+#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
