@@ -191,6 +191,83 @@ impl ForgedHeader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// `bytes` written to a loopback connection in pieces cut at `cuts`,
+    /// then the write side shut; what the reader made of it, and every byte
+    /// it left on the socket.
+    fn read_over_a_socket(
+        bytes: Vec<u8>,
+        cuts: Vec<usize>,
+    ) -> (Option<Option<SocketAddr>>, Vec<u8>) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let writer = tokio::spawn(async move {
+                let mut stream = TcpStream::connect(addr).await.unwrap();
+                stream.set_nodelay(true).unwrap();
+                let mut cuts: Vec<usize> =
+                    cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
+                cuts.sort_unstable();
+                let mut from = 0;
+                for cut in cuts.into_iter().chain([bytes.len()]) {
+                    stream.write_all(&bytes[from..cut]).await.unwrap();
+                    from = cut;
+                    // Apart, so that the reader meets the pieces one by one.
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                stream.shutdown().await.unwrap();
+                stream
+            });
+            let (mut server, _) = listener.accept().await.unwrap();
+            let client = client_of(&mut server).await.unwrap_or(None);
+            let mut left = Vec::new();
+            if client.is_some() {
+                server.read_to_end(&mut left).await.unwrap();
+            }
+            drop(writer.await.unwrap());
+            (client, left)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// However the header arrives, the reader names its client and
+        /// takes exactly its bytes: what follows is left for the server.
+        #[test]
+        fn the_reader_takes_the_header_and_nothing_after_it(
+            (header, client) in crate::parse::proxy_protocol::tests::header(),
+            after in proptest::collection::vec(any::<u8>(), 0..300),
+            cuts in proptest::collection::vec(any::<usize>(), 0..4),
+        ) {
+            let bytes = [&header[..], &after].concat();
+            let (read, left) = read_over_a_socket(bytes, cuts);
+            prop_assert_eq!(read, Some(client));
+            prop_assert_eq!(left, after);
+        }
+
+        /// Any bytes, in any pieces: the reader's answer is the parser's
+        /// on the whole, and a header cut short by the end of the stream
+        /// is no header.
+        #[test]
+        fn any_bytes_get_the_parsers_answer(
+            bytes in proptest::collection::vec(any::<u8>(), 0..300),
+            cuts in proptest::collection::vec(any::<usize>(), 0..4),
+        ) {
+            let expected = match proxy_protocol::read(&bytes) {
+                Preamble::Read { client, .. } => Some(client),
+                Preamble::Invalid | Preamble::Incomplete => None,
+            };
+            let (read, _) = read_over_a_socket(bytes, cuts);
+            prop_assert_eq!(read, expected);
+        }
+    }
 
     fn forged(chunks: &[&[u8]]) -> Option<bool> {
         let mut guard = ForgedHeader::new();

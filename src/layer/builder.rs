@@ -355,9 +355,13 @@ impl NoResponseLayerBuilder {
     /// zero bytes as `proxy_protocol_invalid`; any other peer is served
     /// as usual, without a header.
     ///
-    /// Read by the crate's connection sides: the serve loop (before TLS),
-    /// the layer's listener for `axum::serve` and tonic's incoming stream.
-    /// Feature `proxy-protocol`. Calls add up.
+    /// Read by the crate's connection sides: the serve loop (before TLS,
+    /// so the TLS gate judges the client), the layer's listener for
+    /// `axum::serve` and tonic's incoming stream, each in a task of its own
+    /// so a slow header holds up no other accept. Version 2's TLVs are
+    /// checked and skipped: a balancer that passes TLS through leaves the
+    /// ClientHello to the TLS gate, and one that ends TLS says what it
+    /// knows in forwarding headers. Feature `proxy-protocol`. Calls add up.
     #[cfg(feature = "proxy-protocol")]
     pub fn proxy_protocol_from(mut self, cidr: impl Into<String>) -> Self {
         let cidr = cidr.into();

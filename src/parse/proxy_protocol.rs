@@ -109,7 +109,7 @@ fn binary(bytes: &[u8]) -> Preamble {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -265,7 +265,7 @@ mod tests {
     }
 
     /// A header in any form the balancers write, whatever follows it.
-    fn header() -> impl Strategy<Value = (Vec<u8>, Option<SocketAddr>)> {
+    pub(crate) fn header() -> impl Strategy<Value = (Vec<u8>, Option<SocketAddr>)> {
         let port = any::<u16>();
         prop_oneof![
             (any::<[u8; 4]>(), port).prop_map(|(ip, port)| {
