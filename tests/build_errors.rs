@@ -246,3 +246,47 @@ fn errors_say_what_is_wrong_in_the_caller_s_words() {
         "Bad Name",
     );
 }
+
+/// Setting the per-client limit's action where only keyed limits exist is
+/// refused with the way out: a keyed limit is named by its own name, and
+/// the rules that exist are listed.
+#[test]
+fn a_keyed_limit_is_named_by_its_own_name() {
+    let builder = NoResponseLayer::builder()
+        .server_name("example.com")
+        .rate_limit_by("api_key", RateLimit::per_second(10), |head| {
+            head.headers
+                .get("x-api-key")
+                .map(|k| tower_no_response::rules::LimitKey::bytes(k.as_bytes()))
+        })
+        .rule_action(
+            DropReason::RateLimited,
+            Action::Respond(StatusCode::TOO_MANY_REQUESTS),
+        );
+    let msg = refused(builder, "rule_action", "rate_limit").to_string();
+    assert!(msg.contains("rate_limit_by"), "{msg}");
+    assert!(msg.contains("rule_action(\"NAME\""), "{msg}");
+    assert!(
+        msg.contains("api_key") && msg.contains("host_unknown"),
+        "{msg}"
+    );
+    // The way out builds.
+    NoResponseLayer::builder()
+        .rate_limit_by("api_key", RateLimit::per_second(10), |_| None)
+        .rule_action("api_key", Action::Respond(StatusCode::TOO_MANY_REQUESTS))
+        .build()
+        .unwrap();
+}
+
+/// A zero timeout would run out at once, not turn the timer off: it is
+/// refused, naming the call, as a document's `0` is.
+#[test]
+fn a_zero_timeout_is_refused() {
+    use std::time::Duration;
+    let b = NoResponseLayer::builder;
+    refused(b().header_timeout(Duration::ZERO), "header_timeout", "0ns");
+    refused(b().body_timeout(Duration::ZERO), "body_timeout", "0ns");
+    refused(b().send_timeout(Duration::ZERO), "send_timeout", "0ns");
+    // None at all, or one that never runs out, is said so.
+    b().header_timeout(Duration::MAX).build().unwrap();
+}

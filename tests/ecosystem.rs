@@ -344,3 +344,43 @@ async fn governor_inside_the_layer_limits_each_client_behind_a_proxy() {
         .await
         .assert_dropped(Close::Fin);
 }
+
+/// A rule that answers with a status names itself on its response, as a
+/// drop does: a `oneshot` test can tell which rule answered.
+#[tokio::test]
+async fn an_answered_response_names_its_rule() {
+    use tower_no_response::rules::{Action, LimitKey};
+    let layer = NoResponseLayer::builder()
+        .deny_ip("192.0.2.0/24")
+        .rate_limit_by("api_key", RateLimit::per_minute(1).burst(0), |head| {
+            head.headers
+                .get("x-api-key")
+                .map(|k| LimitKey::bytes(k.as_bytes()))
+        })
+        .rule_action("api_key", Action::Respond(StatusCode::TOO_MANY_REQUESTS))
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(layer)
+        .layer(MockConnectInfo(
+            "198.51.100.7:4000".parse::<SocketAddr>().unwrap(),
+        ));
+    let keyed = || {
+        Request::get("/")
+            .header("host", "example.com")
+            .header("x-api-key", "k1")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let first = app.clone().oneshot(keyed()).await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(DropReason::of(&first), None, "the app's own response");
+    let over = app.clone().oneshot(keyed()).await.unwrap();
+    assert_eq!(over.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(DropReason::of(&over), Some(DropReason::Custom("api_key")));
+    assert!(
+        tower_no_response::RequestDropped::of(&over).is_none(),
+        "answered, not dropped"
+    );
+}

@@ -1093,3 +1093,28 @@ async fn behind_a_balancer_the_gate_judges_the_client_its_header_names() {
     }
     assert!(!lines.iter().any(|l| l.contains("127.0.0.9")), "{lines:?}");
 }
+
+/// A request dropped inside TLS names its connection's ClientHello in the
+/// 444 event, as the gate's own refusals do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_inside_tls_names_the_client_hello() {
+    log();
+    let layer = layer_with(None);
+    let server = serve(&layer, None).await;
+    let response = rustls_get(server, "127.0.0.1".parse().unwrap(), true, "unserved.test").await;
+    assert!(response.is_empty(), "{response}");
+    let mut lines = Vec::new();
+    for _ in 0..50 {
+        lines = logged_drops("host=unserved.test");
+        if !lines.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("sni=example.com") && l.contains("ja4=t13")),
+        "{lines:?}"
+    );
+}

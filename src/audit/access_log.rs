@@ -41,6 +41,31 @@ use super::{DROP_EVENT_TARGET, DropEvent, EscapedDisplay, Handling};
 ///     .with(AccessLogLayer::new(std::io::stdout))
 ///     .init();
 /// ```
+///
+/// For fail2ban, write a file of its own, as nginx's access log is, and
+/// point the jail's `logpath` at it. The layer writes only these lines,
+/// whatever else the subscriber logs, so it needs no target filter; the
+/// application's own logs go to another layer:
+///
+/// ```no_run
+/// use std::fs::File;
+/// use std::sync::Mutex;
+/// use tower_no_response::audit::AccessLogLayer;
+/// use tracing_subscriber::prelude::*;
+///
+/// let log = File::options()
+///     .create(true)
+///     .append(true)
+///     .open("/var/log/myapp/access.log")?;
+/// tracing_subscriber::registry()
+///     .with(AccessLogLayer::new(Mutex::new(log)))
+///     .with(tracing_subscriber::fmt::layer()) // everything else, to stdout
+///     .init();
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// A file that logrotate moves away is reopened only by a restart: use
+/// logrotate's `copytruncate`, which the append mode above follows.
 #[derive(Debug)]
 pub struct AccessLogLayer<W> {
     make_writer: W,

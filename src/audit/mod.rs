@@ -21,7 +21,7 @@
 //! | `rule` | text | the [`DropReason`] name, e.g. `host_unknown` |
 //! | `action` | text | `drop`, `respond`, or `would_drop` for a rule in dry-run |
 //! | `client_ip` | text | the judged client IP, or `-` |
-//! | `peer_addr` | text | the TCP peer `ip:port`, or `-` |
+//! | `peer_addr` | text | the TCP peer `ip:port` (behind a PROXY protocol balancer, the client its header names), or `-` |
 //! | `method` | text | the request method, or `-` for a connection dropped before a request |
 //! | `host` | text | the host judged (Host header or URI authority), or `-` |
 //! | `uri` | text | the request target as received, or `-` |
@@ -30,6 +30,8 @@
 //! | `user_agent` | text | the first User-Agent, or `-` |
 //! | `close` | text | `fin`, `reset`, `stream` when only the HTTP/2 stream was reset, `body_error` when no connection handle was found, or `none` when the connection stays open |
 //! | `detail` | text | what the rule matched on, where it says: CrowdSec's scenario for rules `crowdsec` and `crowdsec_other`; else `-` |
+//! | `sni` | text | the server name of the connection's TLS ClientHello (feature `rustls`: the TLS gate's refusals, and requests inside TLS on the serve loop, tonic's TLS incoming stream and axum-server's gate acceptor), or `-` |
+//! | `ja4` | text | the same ClientHello's JA4 fingerprint, or `-` |
 //!
 //! Header values are written as nginx writes them in its access log: bytes
 //! outside printable ASCII, `"` and `\` become `\xNN`, so a hostile value can
@@ -177,7 +179,12 @@
 //! began on it (a browser's unused preconnection) write no line. A client
 //! that stalls on a request head it began (`header_timeout`) or on its body
 //! (`body_timeout`) does match. The demo prints the lines with
-//! `cargo run --example nginx_444 --features access-log -- --access-log`.
+//! `cargo run --example nginx_444 --features access-log -- --access-log`;
+//! [`AccessLogLayer`]'s docs show the file set-up for fail2ban.
+//!
+//! Set `maxretry` knowing that clients retry: curl and browsers send an
+//! idempotent request again, once, when a reused keep-alive connection
+//! closes without an answer, so a request dropped there can write two lines.
 //!
 //! ## Live reload
 //!
@@ -248,8 +255,11 @@
 //!   the crate's own serve loop (`NoResponseLayer::serve`) does too.
 //! - **A CDN or proxy in front.** Behind Cloudflare or a load balancer, every
 //!   peer is the proxy: configure it with `trusted_proxy` so rules judge the
-//!   real client, and allow the proxy's ranges before any `deny_ip("all")`. A
-//!   dropped request makes the CDN answer the visitor with its own error page
+//!   real client. To refuse anyone who reaches the origin around the edge,
+//!   use `only_from_peers(ranges)` (or `trust_cloudflare_only()`), which
+//!   judges the TCP peer; `allow_ip` and `deny_ip` judge the visitor, so
+//!   `allow_ip(edge).deny_ip("all")` would drop every visitor. A dropped
+//!   request makes the CDN answer the visitor with its own error page
 //!   (Cloudflare shows 520 or 502), not a 444.
 //! - **Too-broad rules** cut off real users, and they cannot tell why. Drop only
 //!   what is clearly automated or hostile; give legitimate clients a real 400,
@@ -348,6 +358,25 @@ pub(crate) struct DropEvent<'a> {
     pub(crate) request: Option<RequestView<'a>>,
     /// The ClientHello of a connection the TLS gate judged.
     pub(crate) hello: Option<HelloView<'a>>,
+}
+
+/// What the audit outputs name of the TLS ClientHello a connection began
+/// with, made once per connection by the TLS side and carried in its
+/// [`ConnectionInfo`](crate::connection::ConnectionInfo), so that a request
+/// dropped inside TLS names it.
+#[derive(Debug)]
+pub(crate) struct HelloNames {
+    pub(crate) server_name: Option<Box<[u8]>>,
+    pub(crate) ja4: Box<str>,
+}
+
+impl HelloNames {
+    pub(crate) fn view(&self) -> HelloView<'_> {
+        HelloView {
+            server_name: self.server_name.as_deref(),
+            ja4: Some(&self.ja4),
+        }
+    }
 }
 
 /// What the audit outputs write of a ClientHello.

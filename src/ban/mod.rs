@@ -7,8 +7,24 @@
 //! through any proxy; the accept sides (the crate's serve loop, the layer's
 //! listener, tonic's incoming stream) and the kernel filter refuse it
 //! before a byte is read when it connects directly. An edge (a trusted
-//! proxy, an `only_from_peer` peer) is never struck nor refused, whatever the
-//! list holds: it carries everyone behind it.
+//! proxy, an `only_from_peer` peer, a PROXY protocol balancer) is never
+//! struck nor refused, whatever the list holds: it carries everyone behind
+//! it.
+//!
+//! # Setting the threshold
+//!
+//! - **Rate-limit drops strike.** A browser loading a page with many
+//!   sub-resources can pass a per-client limit on every path, and a ban
+//!   then follows within its first page load. Limit the dynamic routes
+//!   only, or answer rate-limit drops with a `429` (an answer is no strike), before
+//!   banning on them; see [`rate_limit`](crate::NoResponseLayerBuilder::rate_limit).
+//! - **Clients retry a dropped request.** curl and browsers send an
+//!   idempotent request again, once, when a reused keep-alive connection
+//!   closes without an answer, so one request dropped there can be struck
+//!   and logged twice, the second time on a new connection. Count on up to
+//!   two strikes per request a visitor makes by mistake when setting
+//!   `strikes`, and the same for a fail2ban `maxretry` read from the
+//!   access log.
 
 use std::fmt;
 use std::net::IpAddr;

@@ -118,6 +118,9 @@ pub struct ConnectionInfo {
     local_addr: Option<SocketAddr>,
     balancer_addr: Option<SocketAddr>,
     handle: ConnectionHandle,
+    /// The ClientHello the connection began with, for the 444 event of a
+    /// request dropped inside TLS.
+    pub(crate) hello: Option<Arc<crate::audit::HelloNames>>,
     /// Set where a `DropAsError` stands between the layer and hyper
     /// (the crate's serve loop, the gRPC layer), which can reset one HTTP/2
     /// stream without a head; anywhere else a drop closes the connection.
@@ -149,6 +152,7 @@ impl ConnectionInfo {
             local_addr: None,
             balancer_addr: None,
             handle,
+            hello: None,
             stream_resets: false,
             #[cfg(all(feature = "tonic", feature = "rustls"))]
             attachment: None,

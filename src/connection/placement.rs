@@ -13,8 +13,11 @@ use std::time::{Duration, Instant};
 /// A layer that has judged nothing this long after a listener let a first
 /// request through, and this many of them, wraps none of the routes: a
 /// request let through reaches the layer within milliseconds otherwise.
-const MISPLACED_AFTER: Duration = Duration::from_secs(1);
-const MISPLACED_AFTER_PASSES: u32 = 8;
+/// Low, so that the first few requests of a trial run with curl show it;
+/// more than one, so that one request an outer middleware answered before
+/// the layer (an authentication layer's `401`) does not.
+pub(crate) const MISPLACED_AFTER: Duration = Duration::from_millis(250);
+pub(crate) const MISPLACED_AFTER_PASSES: u32 = 3;
 
 /// Whether the layer wraps the routes: when first requests judged at
 /// accept and let through keep coming and the layer itself still judges

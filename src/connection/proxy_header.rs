@@ -14,8 +14,7 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use super::refuse;
-use crate::NoResponseLayer;
+use super::{CloseMode, refuse};
 use crate::parse::proxy_protocol::{self, Preamble};
 use crate::rules::DropReason;
 
@@ -32,27 +31,30 @@ pub(crate) struct Origin {
 /// the TLVs balancers send, in one look; a longer one takes more.
 const PEEK: usize = 256;
 
+/// How long a connection's first bytes may take, and how a connection
+/// that gets them wrong is closed: the header timeout (10 s when none is
+/// set) and the layer's close mode.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Policy {
+    pub(crate) limit: Duration,
+    pub(crate) mode: CloseMode,
+}
+
 /// For a connection from `balancer`, one of the layer's: reads its header
-/// within the header timeout (10 s when none is set). `None` once the
-/// connection is dropped as `proxy_protocol_invalid` (and logged): no
-/// header, a broken one, or one not finished in time.
+/// within the policy's limit. `None` once the connection is dropped as
+/// `proxy_protocol_invalid` (and logged): no header, a broken one, or one
+/// not finished in time.
 pub(crate) async fn read(
     mut stream: TcpStream,
     balancer: SocketAddr,
-    layer: &NoResponseLayer,
+    Policy { limit, mode }: Policy,
 ) -> Option<(TcpStream, Origin)> {
-    let limit = layer.header_timeout().unwrap_or(Duration::from_secs(10));
     let client = match tokio::time::timeout(limit, client_of(&mut stream)).await {
         Ok(Ok(Some(client))) => client,
         // Gone: nothing to refuse.
         Ok(Err(_)) => return None,
         Ok(Ok(None)) | Err(_) => {
-            refuse(
-                stream,
-                balancer,
-                layer.close_mode(),
-                DropReason::ProxyProtocolInvalid,
-            );
+            refuse(stream, balancer, mode, DropReason::ProxyProtocolInvalid);
             return None;
         }
     };
@@ -112,9 +114,8 @@ async fn skip(stream: &mut TcpStream, mut n: usize) -> io::Result<()> {
 pub(crate) async fn unforged(
     mut stream: TcpStream,
     peer: SocketAddr,
-    layer: &NoResponseLayer,
+    Policy { limit, mode }: Policy,
 ) -> Option<(TcpStream, Vec<u8>)> {
-    let limit = layer.header_timeout().unwrap_or(Duration::from_secs(10));
     let mut guard = ForgedHeader::new();
     let mut read = Vec::new();
     let mut buf = [0u8; PEEK];
@@ -131,12 +132,7 @@ pub(crate) async fn unforged(
     match looked {
         Ok(Some(false)) => Some((stream, read)),
         Ok(Some(true)) => {
-            refuse(
-                stream,
-                peer,
-                layer.close_mode(),
-                DropReason::ProxyProtocolInvalid,
-            );
+            refuse(stream, peer, mode, DropReason::ProxyProtocolInvalid);
             None
         }
         // Gone, or silent: closed in order, as an unused connection is.

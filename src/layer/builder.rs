@@ -198,8 +198,12 @@ impl NoResponseLayerBuilder {
     }
 
     /// Appends a deny rule (rule `ip_deny`), as nginx `deny`: an address, a
-    /// CIDR block or `all`. `allow_ip(range)` for each trusted range followed
-    /// by `deny_ip("all")` drops everyone else.
+    /// CIDR block or `all`. It judges the client behind trusted proxies:
+    /// `allow_ip(range)` for each range of clients you serve, followed by
+    /// `deny_ip("all")`, drops every other client. To serve only
+    /// connections that come through a CDN or load balancer, use
+    /// [`only_from_peers`](Self::only_from_peers), which judges the TCP peer:
+    /// `allow_ip(edge).deny_ip("all")` would drop every visitor behind it.
     pub fn deny_ip(self, cidr: impl Into<String>) -> Self {
         self.ip_rule("deny_ip", cidr.into(), IpAction::Deny)
     }
@@ -399,6 +403,18 @@ impl NoResponseLayerBuilder {
 
     /// Limits each client's request rate (rule `rate_limit`). Only requests
     /// that every other rule let through count.
+    ///
+    /// It counts every path. A page is one request for the browser's user
+    /// but dozens for the limit: with nginx's usual `10r/s burst=20`, a
+    /// page with 60 images, scripts and stylesheets loses most of them, on
+    /// the first visit, silently. Limit what is dear to serve instead, with
+    /// [`rate_limit_by`](Self::rate_limit_by) keyed by the client on the
+    /// dynamic routes only, or size the burst for the largest page's
+    /// sub-resources. A rate-limit drop is also a strike: with a
+    /// [`BanList`](crate::ban::BanList), a visitor can be banned during its
+    /// first page load, so give rate-limit drops a status
+    /// ([`rule_action`](Self::rule_action)) or a limit that real pages never
+    /// reach before banning on them.
     pub fn rate_limit(mut self, limit: RateLimit) -> Self {
         self.note(limit.quota().map(drop));
         self.rate_limit = Some(limit);
@@ -415,6 +431,10 @@ impl NoResponseLayerBuilder {
     /// request is dropped, or answered as [`rule_action`](Self::rule_action)
     /// says for `name`: a `429` carries `Retry-After` and the `RateLimit`
     /// and `RateLimit-Policy` headers.
+    ///
+    /// The limit is a rule named `name`, not `rate_limit`: its drops carry
+    /// [`DropReason::Custom(name)`](DropReason::Custom), and
+    /// `rule_action(name, ...)` and `dry_run_rule(name)` set it.
     ///
     /// ```
     /// use tower_no_response::{NoResponseLayer, RateLimit};
@@ -611,7 +631,10 @@ impl NoResponseLayerBuilder {
     /// The connection side applies it: the layer's listener under
     /// `axum::serve` (which has no header timeout of its own) and the
     /// crate's serve loop, where it also bounds a TLS handshake.
+    ///
+    /// A zero timeout is refused at build: it would drop every request.
     pub fn header_timeout(mut self, timeout: Duration) -> Self {
+        self.note(nonzero("header_timeout", timeout));
         self.header_timeout = Some(timeout);
         self
     }
@@ -652,7 +675,11 @@ impl NoResponseLayerBuilder {
     /// and the handler's future is dropped. The inner service reads the
     /// request body through [`TimedBody`](crate::TimedBody), which is the
     /// client's body unchanged when no body timeout is set.
+    ///
+    /// A zero timeout is refused at build: it would drop every request
+    /// whose body is not all there at once.
     pub fn body_timeout(mut self, timeout: Duration) -> Self {
+        self.note(nonzero("body_timeout", timeout));
         self.body_timeout = Some(timeout);
         self
     }
@@ -670,7 +697,11 @@ impl NoResponseLayerBuilder {
     /// `tower_no_response_send_timeouts_total`. The connection side
     /// applies it: the layer's listener under `axum::serve` and the
     /// crate's serve loop.
+    ///
+    /// A zero timeout is refused at build: it would close any connection
+    /// whose client's window is ever full.
     pub fn send_timeout(mut self, timeout: Duration) -> Self {
+        self.note(nonzero("send_timeout", timeout));
         self.send_timeout = Some(timeout);
         self
     }
@@ -800,19 +831,43 @@ impl NoResponseLayerBuilder {
         call: &'static str,
         rule: &RuleName,
         in_force: &[bool; DropReason::BUILTIN.len()],
+        named: &[&'static str],
     ) -> Result<(), BuildError> {
         let Some(reason) = DropReason::builtin(rule.as_str()) else {
             return Ok(());
         };
         match reason.builtin_index() {
-            Some(i) if !in_force[i] => Err(BuildError::Unused {
-                call,
-                value: rule.to_string(),
-                reason: format!(
+            Some(i) if !in_force[i] => {
+                let mut why = format!(
                     "rule {reason} never matches: it applies only with {}",
                     enabling_call(reason)
-                ),
-            }),
+                );
+                if matches!(reason, DropReason::RateLimited | DropReason::RateLimitFull)
+                    && !named.is_empty()
+                {
+                    why.push_str(
+                        "; a limit added with rate_limit_by is named by its own name, \
+                         as in rule_action(\"NAME\", ...)",
+                    );
+                }
+                let rules: Vec<&str> = DropReason::BUILTIN
+                    .iter()
+                    .zip(in_force)
+                    .filter(|(_, on)| **on)
+                    .map(|(r, _)| r.as_str())
+                    .chain(named.iter().copied())
+                    .collect();
+                if rules.is_empty() {
+                    why.push_str("; no rule is configured yet");
+                } else {
+                    why.push_str(&format!("; the rules configured are: {}", rules.join(", ")));
+                }
+                Err(BuildError::Unused {
+                    call,
+                    value: rule.to_string(),
+                    reason: why,
+                })
+            }
             _ => Ok(()),
         }
     }
@@ -835,13 +890,13 @@ impl NoResponseLayerBuilder {
         for (call, name) in &self.dry_run_rules {
             let checked = policies
                 .dry_run("dry_run_rule", name.as_str())
-                .and_then(|()| Self::applies("dry_run_rule", name, &in_force));
+                .and_then(|()| Self::applies("dry_run_rule", name, &in_force, &named));
             refused.extend(checked.err().map(|e| (*call, e)));
         }
         for (call, name, action) in &self.actions {
             let checked = policies
                 .set_action(name.as_str(), *action)
-                .and_then(|()| Self::applies("rule_action", name, &in_force));
+                .and_then(|()| Self::applies("rule_action", name, &in_force, &named));
             refused.extend(checked.err().map(|e| (*call, e)));
         }
         if let (Some((call, _)), None) = (&self.shared_rate_limit, &self.rate_limit) {
@@ -929,6 +984,21 @@ impl NoResponseLayerBuilder {
             ban_list: self.ban_list,
         })
     }
+}
+
+/// Refuses a zero timeout: unlike nginx's `0` for some of its timeouts, it
+/// would not turn the timer off but run out at once.
+fn nonzero(setting: &'static str, timeout: Duration) -> Result<(), BuildError> {
+    if timeout.is_zero() {
+        return Err(BuildError::Setting {
+            setting,
+            value: format!("{timeout:?}"),
+            reason: "a zero timeout runs out at once; leave it unset for none, \
+                     or give Duration::MAX for one that never runs out"
+                .into(),
+        });
+    }
+    Ok(())
 }
 
 /// The builder call that turns a built-in rule on, for errors.

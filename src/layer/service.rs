@@ -301,13 +301,20 @@ pub(super) fn record<B>(
     if let Some(slot) = current.rules.policies.slot_of(rule) {
         current.counters.count(slot, handling);
     }
+    // A request inside TLS names its connection's ClientHello, as the
+    // gate's refusals do.
+    let hello = request
+        .extensions()
+        .get::<ConnectionInfo>()
+        .and_then(|info| info.hello.as_deref())
+        .map(crate::audit::HelloNames::view);
     DropEvent {
         rule,
         handling,
         client_ip,
         peer_addr,
         request: Some(RequestView::of(request)),
-        hello: None,
+        hello,
     }
     .emit();
 }

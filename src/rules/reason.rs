@@ -50,7 +50,11 @@ pub enum DropReason {
     /// answer in time and the limit is set to fail closed (see
     /// [`FailurePolicy::Closed`](crate::limit::FailurePolicy::Closed)).
     RateLimitUnavailable,
-    /// A custom rule, by the name it was given.
+    /// A rule named in code: a [custom rule](crate::NoResponseLayerBuilder::custom_rule)
+    /// or a [keyed limit](crate::NoResponseLayerBuilder::rate_limit_by), by
+    /// the name it was given, and CrowdSec's rules, `crowdsec` and
+    /// `crowdsec_other`. Match one by its name:
+    /// `DropReason::Custom("api_key")`, or `reason.as_str() == "api_key"`.
     Custom(&'static str),
     /// `accept_deny`: refused at accept by the serve loop's accept rules,
     /// before any byte was read.
@@ -93,6 +97,28 @@ pub enum DropReason {
 }
 
 impl DropReason {
+    /// The rule that dropped or answered `response`, as the layer's service
+    /// returned it; `None` for a response of the inner service. For tests
+    /// that call the service directly (`oneshot`): a rule's `429` or `403`
+    /// carries its rule as a drop's `444` does.
+    ///
+    /// ```
+    /// # async fn run(app: axum::Router) {
+    /// use tower::ServiceExt;
+    /// use tower_no_response::DropReason;
+    ///
+    /// let request = http::Request::get("/").body(axum::body::Body::empty()).unwrap();
+    /// let response = app.oneshot(request).await.unwrap();
+    /// if response.status() == 429 {
+    ///     assert_eq!(DropReason::of(&response), Some(DropReason::Custom("api_key")));
+    /// }
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn of<B>(response: &http::Response<B>) -> Option<Self> {
+        response.extensions().get::<Self>().copied()
+    }
+
     /// The stable rule name, e.g. `"host_unknown"`.
     #[must_use]
     pub const fn as_str(self) -> &'static str {

@@ -78,6 +78,18 @@ impl crate::NoResponseLayer {
             .sends_proxy_header(peer.ip())
     }
 
+    /// How long a balancer's header may take, and how a connection that
+    /// gets it wrong is closed.
+    #[cfg(feature = "proxy-protocol")]
+    pub(crate) fn proxy_header_policy(&self) -> crate::connection::proxy_header::Policy {
+        crate::connection::proxy_header::Policy {
+            limit: self
+                .header_timeout()
+                .unwrap_or(std::time::Duration::from_secs(10)),
+            mode: self.close_mode(),
+        }
+    }
+
     /// Whether the layer reads PROXY protocol headers from balancers.
     #[cfg(feature = "proxy-protocol")]
     pub(crate) fn reads_proxy_headers(&self) -> bool {

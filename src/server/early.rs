@@ -193,6 +193,7 @@ pub(crate) async fn judge_in_tls<I>(
     layer: &NoResponseLayer,
     peer: SocketAddr,
     header_timeout: Option<std::time::Duration>,
+    hello: Option<&std::sync::Arc<crate::audit::HelloNames>>,
 ) -> Option<Vec<u8>>
 where
     I: tokio::io::AsyncRead + Unpin,
@@ -220,7 +221,13 @@ where
         Ok(n) => n,
     };
     buf.truncate(n);
-    if let Some(head) = request_head(&buf) {
+    if let Some(mut head) = request_head(&buf) {
+        // For the 444 event, as every later request carries it.
+        if let Some(hello) = hello {
+            let mut info = crate::connection::ConnectionInfo::new(peer, handle.clone());
+            info.hello = Some(std::sync::Arc::clone(hello));
+            head.extensions_mut().insert(info);
+        }
         if let Some(mode) = layer.drop_early(&head, peer) {
             // Aborted, the stream under TLS refuses every write: not even a
             // close_notify leaves.

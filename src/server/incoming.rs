@@ -89,7 +89,8 @@ impl futures_core::Stream for NoResponseIncoming {
             if this.layer.sends_proxy_header(peer) {
                 let (layer, nodelay) = (this.layer.clone(), this.nodelay);
                 this.behind_balancers.spawn(async move {
-                    let (stream, origin) = proxy_header::read(stream, peer, &layer).await?;
+                    let (stream, origin) =
+                        proxy_header::read(stream, peer, layer.proxy_header_policy()).await?;
                     let stream = layer.screen_behind_balancer(stream, origin.client)?;
                     if nodelay {
                         let _ = stream.set_nodelay(true);
@@ -112,7 +113,8 @@ impl futures_core::Stream for NoResponseIncoming {
             if this.layer.reads_proxy_headers() {
                 let layer = this.layer.clone();
                 this.behind_balancers.spawn(async move {
-                    let (stream, read) = proxy_header::unforged(stream, peer, &layer).await?;
+                    let (stream, read) =
+                        proxy_header::unforged(stream, peer, layer.proxy_header_policy()).await?;
                     Some(AbortableStream::with_prefix(stream, read))
                 });
                 continue;
@@ -281,7 +283,9 @@ mod tls {
                     let (stream, peer, balancer) = if behind {
                         #[cfg(feature = "proxy-protocol")]
                         {
-                            let (stream, origin) = proxy_header::read(stream, peer, &layer).await?;
+                            let (stream, origin) =
+                                proxy_header::read(stream, peer, layer.proxy_header_policy())
+                                    .await?;
                             let stream = layer.screen_behind_balancer(stream, origin.client)?;
                             (stream, origin.client, Some(origin.balancer))
                         }
@@ -309,6 +313,7 @@ mod tls {
                     if let Some(balancer) = balancer {
                         info = info.with_balancer_addr(balancer);
                     }
+                    info.hello = Some(hello.names());
                     info.attachment = Some(crate::connection::Attachment(Arc::new(hello)));
                     Some(TlsConnection { stream, info })
                 });

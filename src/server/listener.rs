@@ -60,9 +60,12 @@ impl NoResponseLayer {
     /// none, yet this listener still drops a bad first request on each new
     /// connection, so a test with curl looks right while every later
     /// request on a kept-alive connection, and every HTTP/2 request, goes
-    /// unjudged. When the listener keeps letting first requests through
-    /// and the layer itself has judged none a second later, the layer logs
-    /// a warning saying so, once.
+    /// unjudged, and a bad first request is dropped only when it arrived
+    /// whole before its accept, so the same request is dropped or served
+    /// depending on timing. Once the listener has let three first requests
+    /// through, the first of them at least a quarter of a second earlier,
+    /// and the layer itself has judged none, the layer logs a warning
+    /// saying so, once, at `warn` with target `tower_no_response`.
     ///
     /// The stream keeps the header, keep-alive and send timeouts, and
     /// HTTP/2's, since `axum::serve` has none. It learns of each exchange
@@ -179,7 +182,8 @@ impl AbortableListener {
         let layer = self.layer.clone();
         let judge_early = self.judge_early;
         self.behind_balancers.spawn(async move {
-            let (stream, origin) = proxy_header::read(stream, balancer, &layer).await?;
+            let (stream, origin) =
+                proxy_header::read(stream, balancer, layer.proxy_header_policy()).await?;
             let stream = layer.screen_behind_balancer(stream, origin.client)?;
             if !judge_early {
                 return Some((stream, origin, Vec::new()));

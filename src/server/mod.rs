@@ -7,6 +7,7 @@
 //! | `axum::serve` | `.layer(layer.clone())` | [`layer.listener(tcp)`](crate::NoResponseLayer::listener) | `listener.rs` |
 //! | the crate's serve loop | `.layer(layer.clone())` | [`layer.serve(tcp, app)`](crate::NoResponseLayer::serve) | `serve_loop/` |
 //! | tonic's `Server` | `.layer(layer.grpc())` | [`layer.incoming(tcp)`](crate::NoResponseLayer::incoming) | `incoming.rs` |
+//! | axum-server over rustls (feature `axum-server`) | `.layer(layer.clone())` | the TLS gate's `acceptor()` in `RustlsAcceptor` | `tls/axum_server.rs` |
 //!
 //! Beside them: what every side does at accept (`accept.rs`), judging a
 //! connection's first request before the server has it (`early.rs`), and,
@@ -59,14 +60,11 @@
 //! # }
 //! ```
 //!
-//! # The crate's own serve loop
+//! # Refusals at accept, caps and bans
 //!
-//! `axum::serve` can only drop a request by closing its connection. With the
-//! `server` feature (on by default), `layer.serve(tcp, app)` serves any tower
-//! service that the layer wraps (an axum `Router` with `.layer(layer.clone())`,
-//! for instance) on HTTP/1.1 and h2c, and can do more than close. It is made
-//! from the layer, so the close mode, the ban list and the rules it judges
-//! first requests by are the layer's: there is no second place to set them.
+//! Beyond its drops, the loop refuses clients before a byte is read, caps
+//! connections, and keeps every timer, each set on the loop or taken from
+//! the layer:
 //!
 //! ```rust,no_run
 //! use std::time::Duration;
@@ -119,7 +117,17 @@
 //! | still open a header timeout after the server's `GOAWAY` (a shutdown) | | the connection closes, streams and all | not logged |
 //!
 //! These rows hold for `axum::serve` with the layer's listener too, where
-//! the stream wrapper applies every timer, HTTP/2's included.
+//! the stream wrapper applies every timer, HTTP/2's included, except that a
+//! dropped HTTP/2 request closes the whole connection: `axum::serve` has no
+//! way to reset one stream.
+//!
+//! Under axum-server with the gate's acceptor, refusals at accept (bans,
+//! `only_from_peer`, CrowdSec) and the gate's own refusals happen before
+//! the handshake, with zero bytes. A request dropped inside TLS closes the
+//! whole connection, HTTP/1 or HTTP/2, with no further byte: the stream
+//! under TLS refuses every write, a `close_notify` included. The crate's
+//! header, keep-alive and send timeouts do not apply there; set
+//! axum-server's own.
 //!
 //! `REFUSED_STREAM` is never used for drops: it tells the client the request
 //! was not processed and may safely be retried. At the hyper boundary, the

@@ -76,6 +76,7 @@ impl<S: Send + 'static> Accept<TcpStream, S> for GateAcceptor {
             if let Some(local) = local {
                 info = info.with_local_addr(local);
             }
+            info.hello = Some(hello.names());
             Ok((
                 stream,
                 WithClientHello {

@@ -81,6 +81,14 @@ impl ClientHello {
         self.0.alpn.iter().map(|p| &**p)
     }
 
+    /// What the 444 event names of this ClientHello.
+    pub(crate) fn names(&self) -> std::sync::Arc<crate::audit::HelloNames> {
+        std::sync::Arc::new(crate::audit::HelloNames {
+            server_name: self.server_name().map(Box::from),
+            ja4: self.ja4().as_str().into(),
+        })
+    }
+
     /// The client's JA4 fingerprint.
     #[must_use]
     pub fn ja4(&self) -> Ja4 {

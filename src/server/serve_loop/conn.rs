@@ -141,6 +141,7 @@ impl<S: ServeLoopService> Connection<S> {
             ),
         };
         let handle = io.handle().clone();
+        let names = hello.as_ref().map(ClientHello::names);
         // One bound for the ClientHello and the handshake together.
         let limit = limit.saturating_sub(accepted.elapsed());
         let handshake = super::tls::handshake(tls.config, io, limit, peer, close_mode);
@@ -151,7 +152,14 @@ impl<S: ServeLoopService> Connection<S> {
         let prefix = match &tls.judge_first {
             Some(layer) => {
                 let header = self.timeouts.header;
-                let judged = judge_in_tls(&mut tls_stream, &handle, layer, peer, header);
+                let judged = judge_in_tls(
+                    &mut tls_stream,
+                    &handle,
+                    layer,
+                    peer,
+                    header,
+                    names.as_ref(),
+                );
                 let mut stop = self.stop.clone();
                 let judged = tokio::select! {
                     judged = judged => judged,
@@ -176,7 +184,7 @@ impl<S: ServeLoopService> Connection<S> {
             (peer, close_mode),
         );
         let io = crate::connection::Watched::new(tls_stream, prefix, watch, handle.clone());
-        Box::pin(self.serve_io(io, handle, exchanges, hello)).await;
+        Box::pin(self.serve_io(io, handle, exchanges, hello.zip(names))).await;
     }
 
     async fn serve_io<I>(
@@ -184,7 +192,7 @@ impl<S: ServeLoopService> Connection<S> {
         io: I,
         handle: ConnectionHandle,
         exchanges: Arc<Exchanges>,
-        hello: Option<ClientHello>,
+        hello: Option<(ClientHello, Arc<crate::audit::HelloNames>)>,
     ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -192,6 +200,10 @@ impl<S: ServeLoopService> Connection<S> {
         if let Some(balancer) = self.balancer {
             info = info.with_balancer_addr(balancer);
         }
+        let hello = hello.map(|(hello, names)| {
+            info.hello = Some(names);
+            hello
+        });
         let reset = match self.http2_drop {
             Http2Drop::ResetStreamInternalError => h2::Reason::INTERNAL_ERROR,
             _ => h2::Reason::CANCEL,

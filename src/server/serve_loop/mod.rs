@@ -397,7 +397,7 @@ impl<S: ServeLoopService> Serve<S> {
                 tokio::spawn(async move {
                     let mut stop = connection.stop.clone();
                     let read = tokio::select! {
-                        read = proxy_header::read(stream, peer, &layer) => read,
+                        read = proxy_header::read(stream, peer, layer.proxy_header_policy()) => read,
                         _ = stop.changed() => None,
                     };
                     let Some((stream, origin)) = read else {
