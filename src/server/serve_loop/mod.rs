@@ -363,7 +363,9 @@ impl<S: ServeLoopService> Serve<S> {
                 refuse(stream, peer, close_mode, DropReason::AcceptDenied);
                 continue;
             }
-            let connection = Connection {
+            // Made only for a connection that is kept, or whose header is
+            // to be read: a drop at accept costs none of these clones.
+            let connection = || Connection {
                 builder: Arc::clone(&builder),
                 service: service.clone(),
                 peer,
@@ -394,6 +396,7 @@ impl<S: ServeLoopService> Serve<S> {
                     Arc::clone(&limits),
                 );
                 let judge_early = judge_early.is_some();
+                let mut connection = connection();
                 tokio::spawn(async move {
                     let mut stop = connection.stop.clone();
                     let read = tokio::select! {
@@ -410,9 +413,11 @@ impl<S: ServeLoopService> Serve<S> {
                         limits: &limits,
                         judge_early,
                     };
-                    if let Some((connection, stream, prefix, judge_later)) =
-                        door.enter(connection, stream, origin.client, Some(origin.balancer))
-                    {
+                    let entered = door.enter(stream, origin.client, Some(origin.balancer));
+                    if let Some((stream, prefix, judge_later, slot)) = entered {
+                        connection.peer = origin.client;
+                        connection.balancer = Some(origin.balancer);
+                        connection._slot = slot;
                         connection.run(stream, prefix, judge_later).await;
                     }
                 });
@@ -424,9 +429,7 @@ impl<S: ServeLoopService> Serve<S> {
                 limits: &limits,
                 judge_early,
             };
-            let Some((connection, stream, prefix, judge_later)) =
-                door.enter(connection, stream, peer, None)
-            else {
+            let Some((stream, prefix, judge_later, slot)) = door.enter(stream, peer, None) else {
                 continue;
             };
             let Ok(stream) = bare::register(stream) else {
@@ -434,6 +437,8 @@ impl<S: ServeLoopService> Serve<S> {
                 // readiness slot): closed, as a failed accept would be.
                 continue;
             };
+            let mut connection = connection();
+            connection._slot = slot;
             tokio::spawn(connection.run(stream, prefix, judge_later));
         }
         drop(listener);
@@ -458,18 +463,17 @@ struct Door<'a> {
 impl Door<'_> {
     /// Screens a connection from `peer` (the client a balancer's header
     /// named, with the `balancer`): the refusals at accept, the caps, then
-    /// the first request if it is there. The connection with its peer and
-    /// slot, its stream, the bytes read, and the layer to judge the first
-    /// request with once it arrives; `None` once refused.
+    /// the first request if it is there. The stream, the bytes read, the
+    /// layer to judge the first request with once it arrives, and the
+    /// connection's slot under the caps; `None` once refused.
     #[allow(clippy::type_complexity)]
-    fn enter<S, St: Accepted>(
+    fn enter<St: Accepted>(
         &self,
-        mut connection: Connection<S>,
         stream: St,
         peer: SocketAddr,
         balancer: Option<SocketAddr>,
-    ) -> Option<(Connection<S>, St, Vec<u8>, Option<NoResponseLayer>)> {
-        let close_mode = connection.close_mode;
+    ) -> Option<(St, Vec<u8>, Option<NoResponseLayer>, Option<ConnectionSlot>)> {
+        let close_mode = self.layer.close_mode();
         if balancer.is_some() && self.accept_rules.denies(peer) {
             refuse(stream, peer, close_mode, DropReason::AcceptDenied);
             return None;
@@ -486,20 +490,17 @@ impl Door<'_> {
             refuse(stream, peer, close_mode, DropReason::ConnectionLimit);
             return None;
         };
-        connection.peer = peer;
-        connection.balancer = balancer;
-        connection._slot = slot;
         // Judge the first request now if it has arrived, else in the
         // connection's task once it does; hyper sees it only if no rule
         // drops it.
         Some(match self.judge_early {
-            None => (connection, stream, Vec::new(), None),
+            None => (stream, Vec::new(), None, slot),
             Some(layer) => match judge_now(stream, peer, layer) {
                 Early::Done => return None,
                 Early::Undecided(stream, read) if read.is_empty() => {
-                    (connection, stream, read, Some(layer.clone()))
+                    (stream, read, Some(layer.clone()), slot)
                 }
-                Early::Undecided(stream, read) => (connection, stream, read, None),
+                Early::Undecided(stream, read) => (stream, read, None, slot),
             },
         })
     }
