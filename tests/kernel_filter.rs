@@ -78,14 +78,7 @@ async fn banned_and_denied_clients_get_no_handshake() {
         filter.loaded()
     );
     let app = counting_router(Default::default()).layer(layer.clone());
-    tokio::spawn(async move {
-        axum::serve(
-            layer.listener(tcp),
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
+    common::serve_on(layer.listener(tcp), app);
 
     assert!(
         served_from(from(1), addr).await,
@@ -246,14 +239,7 @@ async fn only_from_refuses_every_other_peer_before_the_handshake() {
     let loaded = filter.loaded();
     assert!(loaded.only_from && loaded.kept == 1, "{loaded:?}");
     let app = counting_router(Default::default()).layer(layer.clone());
-    tokio::spawn(async move {
-        axum::serve(
-            layer.listener(tcp),
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
+    common::serve_on(layer.listener(tcp), app);
     assert!(served_from(from(1), addr).await, "the trusted proxy");
     assert!(served_from(from(2), addr).await, "the only_from peer");
     assert!(
@@ -279,14 +265,7 @@ async fn a_denied_block_never_refuses_the_balancer_inside_it() {
     let addr = SocketAddr::new(from(1), tcp.local_addr().unwrap().port());
     let filter = layer.kernel_filter(&tcp).unwrap();
     let app = counting_router(Default::default()).layer(layer.clone());
-    tokio::spawn(async move {
-        axum::serve(
-            layer.listener(tcp),
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
+    common::serve_on(layer.listener(tcp), app);
     assert!(
         connect_from(from(3), addr).await.is_none(),
         "a denied peer: no handshake"
