@@ -158,8 +158,7 @@ async fn a_dropped_call_fails_in_transport_and_its_neighbour_completes() {
     assert_eq!(reply.get_ref().status, ServingStatus::NotServing as i32);
 }
 
-#[path = "common/h2_frames.rs"]
-mod h2_frames;
+use crate::h2_frames;
 
 /// The promise is zero bytes, and a race that leaks shows only on a
 /// multi-thread runtime under load: 10,000 dropped calls interleaved with

@@ -1,7 +1,5 @@
-//! A ban and its end are events on `tower_no_response::ban`. In a binary of
-//! its own: tracing caches each callsite's interest per process, and a
-//! strike made on a thread without a subscriber would hide the event from
-//! a test's thread-local one.
+//! A ban and its end are events on `tower_no_response::ban`, seen by a
+//! thread-local subscriber on the thread that strikes.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -1,7 +1,7 @@
 //! Operating the layer safely, on real sockets: dry-run, counters, answering
 //! with a status instead of dropping, path and custom rules, and live reload.
 
-mod common;
+use crate::common;
 
 use std::net::IpAddr;
 use std::sync::Arc;

@@ -1,9 +1,8 @@
-//! Slowloris against the serve loop's header timeout. Alone in its own test
-//! binary: it checks an event through a thread-local subscriber, and tracing
-//! caches a callsite's interest per process, so a test elsewhere that fired
-//! the same event first, on a thread without a subscriber, could hide it.
+//! Slowloris against the serve loop's header timeout. The event is checked
+//! through a thread-local subscriber: the test's runtime is current-thread,
+//! so the server's tasks log on the thread that set it.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! outside or inside the layer; axum's `MockConnectInfo` for `oneshot`
 //! tests; and `ClientIp` as an extractor.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 //! (127.0.0.0/8 is all loopback on Linux).
 #![cfg(target_os = "linux")]
 
-mod common;
+use crate::common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};

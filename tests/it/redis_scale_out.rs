@@ -3,11 +3,8 @@
 //! is a real `redis-server` started here; a node is killed and restarted
 //! under load.
 
-#[path = "common/certs.rs"]
-mod certs;
-mod common;
-#[path = "common/redis_servers.rs"]
-mod redis_servers;
+use crate::common;
+use crate::redis_servers;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};

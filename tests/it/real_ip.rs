@@ -1,7 +1,7 @@
 //! The real client IP behind trusted proxies, per header mode, on the wire:
 //! the rules judge it and handlers see it as `ClientIp`.
 
-mod common;
+use crate::common;
 
 use axum::Router;
 use common::{Close, exchange, request, serve_with};

@@ -2,7 +2,7 @@
 //! so its read waits instead of seeing a FIN or an RST. Skipped, with the
 //! reason printed, where this process lacks `CAP_NET_ADMIN`.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

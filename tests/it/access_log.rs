@@ -1,7 +1,7 @@
 //! The access-log line: nginx's combined format, written for enforced drops
 //! and answers only. `tests/fail2ban.rs` runs the real fail2ban over it.
 
-mod common;
+use crate::common;
 
 use std::io;
 use std::sync::{Arc, Mutex};

@@ -2,7 +2,7 @@
 //! and User-Agent headers has a decided, documented outcome, nothing panics,
 //! and nothing is let through because it failed to parse.
 
-mod common;
+use crate::common;
 
 use common::{Close, exchange, request, seed_rules, spawn_app};
 use tower_no_response::NoResponseLayer;

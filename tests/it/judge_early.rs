@@ -2,7 +2,7 @@
 //! sees it. Dropped requests send nothing and are counted once; everything
 //! else reaches hyper and the layer intact, with the bytes already read.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

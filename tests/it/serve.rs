@@ -2,9 +2,8 @@
 //! resets only its stream, accept-time refusals, the header timeout against
 //! a one-byte-a-second client, and graceful shutdown.
 
-mod common;
-#[path = "common/h2_frames.rs"]
-mod h2_frames;
+use crate::common;
+use crate::h2_frames;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! The 444 event: one per drop, on the documented target, with every field.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -3,7 +3,7 @@
 //! (a user id), and a strict named limit for one route, answered with a
 //! `429` that carries the IETF `RateLimit` headers.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

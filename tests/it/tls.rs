@@ -2,7 +2,7 @@
 //! byte and no alert, and handshakes never hold up the accept loop. The
 //! certificate is generated at test time; no key is committed.
 
-mod common;
+use crate::common;
 
 use std::io;
 use std::net::SocketAddr;

@@ -6,9 +6,8 @@
 //! 127.0.0.1 is the trusted proxy, others are direct clients.
 #![cfg(target_os = "linux")]
 
-mod common;
-#[path = "common/h2_frames.rs"]
-mod h2_frames;
+use crate::common;
+use crate::h2_frames;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;

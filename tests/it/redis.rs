@@ -7,11 +7,8 @@
 //! Without `redis-server` they skip with a printed reason, unless
 //! `TNR_REQUIRE_REDIS` is set, as in CI, where they fail.
 
-#[path = "common/certs.rs"]
-mod certs;
-mod common;
-#[path = "common/redis_servers.rs"]
-mod redis_servers;
+use crate::common;
+use crate::redis_servers;
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! Every rule, judged on a real loopback socket: a dropped request receives
 //! zero bytes and a clean FIN, and the handler is never called.
 
-mod common;
+use crate::common;
 
 use common::{Close, exchange, get, request, seed_rules, spawn_app};
 use tokio::io::AsyncWriteExt;

@@ -2,9 +2,8 @@
 //! bodies, unrouted paths, handler-side aborts, HTTP/2, and serving without
 //! the crate's listener.
 
-mod common;
-#[path = "common/h2_frames.rs"]
-mod h2_frames;
+use crate::common;
+use crate::h2_frames;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
