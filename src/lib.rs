@@ -120,13 +120,52 @@
 //! ([`proxy_protocol_from`](NoResponseLayerBuilder::proxy_protocol_from),
 //! feature `proxy-protocol`).
 //!
+//! ```rust
+//! use tower_no_response::{BuildError, NoResponseLayer};
+//!
+//! fn main() -> Result<(), BuildError> {
+//!     let _layer = NoResponseLayer::builder()
+//!         .server_name("example.com")
+//!         .trust_cloudflare_only() // trust the edge's CF-Connecting-IP; refuse any other peer
+//!         .deny_ip("198.51.100.0/24") // judges the visitor, not the edge
+//!         .build()?;
+//!     Ok(())
+//! }
+//! ```
+//!
 //! Without the connection side the layer still never calls the inner
 //! service for a dropped request and never hangs: the dropped response's
 //! body fails, so hyper abandons an HTTP/1 connection without writing. An
 //! error is logged once, naming the fix. Close modes do not apply then, and
 //! an HTTP/2 client sees its stream reset but may first receive a bare
 //! `:status 444` head.
-
+//!
+//! # From nginx to the builder
+//!
+//! | nginx | builder |
+//! |---|---|
+//! | `server { listen 80 default_server; return 444; }` and `server_name example.com;` | `.server_name("example.com")` |
+//! | `server_name *.example.com;` / `.example.com;` | `.server_name("*.example.com")` / `.server_name(".example.com")` |
+//! | `deny 198.51.100.0/24;` | `.deny_ip("198.51.100.0/24")` |
+//! | `allow 173.245.48.0/20; deny all;` (judging the client) | `.allow_ip("173.245.48.0/20").deny_ip("all")` |
+//! | `allow` Cloudflare's ranges, `deny all;` (judging the connection, before `real_ip`) | `.trust_cloudflare_only()`, or `.only_from_peers(ranges)` for any CDN or load balancer |
+//! | `set_real_ip_from 10.0.0.0/8; real_ip_header X-Forwarded-For; real_ip_recursive on;` | `.trusted_proxy("10.0.0.0/8")` |
+//! | `real_ip_header X-Real-IP;` | `.real_ip_header(RealIpHeader::XRealIp)` |
+//! | `listen 80 proxy_protocol; set_real_ip_from 10.0.0.0/8; real_ip_header proxy_protocol;` | `.proxy_protocol_from("10.0.0.0/8")` (feature `proxy-protocol`) |
+//! | `map $http_user_agent $bad_agent { ~*masscan 1; ~*python-requests 0; "" 1; }` | `.deny_user_agent("masscan").allow_user_agent("python-requests").drop_empty_user_agent(true)` |
+//! | `limit_req_zone ... rate=10r/s; limit_req zone=z burst=20 nodelay;` | `.rate_limit(RateLimit::per_second(10).burst(20))` |
+//! | `limit_req_status 429;` | `.rule_action(DropReason::RateLimited, Action::Respond(StatusCode::TOO_MANY_REQUESTS))` |
+//! | `limit_req_zone $http_x_api_key zone=api:10m rate=10r/s;` | `.rate_limit_by("api", RateLimit::per_second(10), key)`, where `key` reads the header (see [`rate_limit_by`](NoResponseLayerBuilder::rate_limit_by)) |
+//! | `location ~ ^/wp-login\.php { return 444; }` | `.deny_path(r"^/wp-login\.php")` |
+//! | `if ($request_method = TRACE) { return 444; }` | `.custom_rule("trace", \|h\| h.method == Method::TRACE)` |
+//! | `client_header_timeout 10s;` | `.header_timeout(Duration::from_secs(10))` |
+//! | `client_body_timeout 10s;` | `.body_timeout(Duration::from_secs(10))` |
+//! | `keepalive_timeout 75s;` | `.keepalive_timeout(Duration::from_secs(75))` (the default) |
+//! | `send_timeout 60s;` | `.send_timeout(Duration::from_secs(60))` (the default) |
+//! | `listen 443 ssl default_server; ssl_reject_handshake on;` | `layer.serve(tcp, app).tls(config)`: the served names judge each ClientHello's server name, and a refused client gets no byte at all, not even the alert (`tls_gate().sni_refusal(SniRefusal::UnrecognizedNameAlert)` sends nginx's) |
+//! | `limit_conn addr 100;` | `layer.serve(...).max_connections_per_client(100)` (direct clients; a proxy's connections have `.max_connections_per_proxy(n)`) |
+//! | fail2ban's `maxretry = 5` | `.ban_list(BanList::new(BanPolicy::new(5, window, ban_for)))` |
+//!
 //! # Testing
 //!
 //! An app behind the layer can be tested without a socket, with tower's

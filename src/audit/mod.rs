@@ -78,6 +78,7 @@
 //!    | `tower_no_response_allowed_total` | | requests no enforced rule stopped |
 //!    | `tower_no_response_connection_drops_total` | `rule` = `accept_deny` \| `banned` \| `connection_limit` \| `header_timeout` \| `body_timeout` | connections the connection side dropped for a reason that is not a rule's (these are logged, and not in `stats()`); a rule's own refusal at accept (`peer_not_allowed`, `crowdsec`) counts under `requests_total` with its rule |
 //!    | `tower_no_response_bans_total` | `source` = `strikes` \| `app` \| `shared` | bans begun: by the ban policy's strikes, by the app's `ban`, or from another replica |
+//!    | `tower_no_response_send_timeouts_total` | | connections closed because the client accepted no byte of a response for the send timeout |
 //!    | `tower_no_response_rate_limit_store_up` (gauge) | `part` = `host:port` of a Redis Cluster primary, or `store` | 1 while the shared store answers, 0 while its circuit is open; set at each change |
 //!
 //!    In Prometheus, `sum by (rule) (rate(tower_no_response_requests_total{action="would_drop"}[5m]))`
@@ -86,7 +87,28 @@
 //!    text. The demo serves them all for Prometheus with
 //!    `--metrics ADDR` (feature `metrics`), through the facade's
 //!    `metrics-exporter-prometheus`; a scrape passes
-//!    `promtool check metrics`.
+//!    `promtool check metrics`:
+//!
+//!    ```rust,no_run
+//!    # #[cfg(feature = "metrics")]
+//!    # #[tokio::main]
+//!    # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!    use metrics_exporter_prometheus::PrometheusBuilder;
+//!    use tower_no_response::NoResponseLayer;
+//!
+//!    // First, so that every counter registers with it.
+//!    PrometheusBuilder::new()
+//!        .with_http_listener(([127, 0, 0, 1], 9444))
+//!        .install()?;
+//!    let layer = NoResponseLayer::builder().server_name("example.com").build()?;
+//!    // ... serve the app behind `layer`; Prometheus scrapes
+//!    // http://127.0.0.1:9444/metrics.
+//!    # drop(layer);
+//!    # Ok(())
+//!    # }
+//!    # #[cfg(not(feature = "metrics"))]
+//!    # fn main() {}
+//!    ```
 //!
 //! 3. **Enforce it** by removing the dry-run, with a [live reload](#live-reload)
 //!    and no restart. Keep watching `action="drop"` for the rule.
@@ -156,7 +178,14 @@
 //! pipelines that parse nginx logs read these lines unchanged.
 //!
 //! The repository ships a fail2ban filter and jail in `contrib/fail2ban/`,
-//! checked with the real `fail2ban-regex` against a log the layer wrote.
+//! checked with the real `fail2ban-regex` against a log the layer wrote:
+//!
+//! ```sh
+//! cp contrib/fail2ban/filter.d/tower-no-response.conf /etc/fail2ban/filter.d/
+//! cp contrib/fail2ban/jail.d/tower-no-response.conf /etc/fail2ban/jail.d/  # set logpath
+//! fail2ban-regex /var/log/myapp/access.log tower-no-response                  # try it first
+//! ```
+//!
 //! The filter, `/etc/fail2ban/filter.d/tower-no-response.conf`:
 //!
 //! ```ini

@@ -3,6 +3,59 @@
 //! limit it enforces is unchanged, so that clients' budgets survive it.
 //! The budget lives in this process (governor's GCRA) or, with a
 //! [`SharedRateLimit`], in a store every replica shares.
+//!
+//! # With tower_governor
+//!
+//! The layer's own [`rate_limit`](crate::NoResponseLayerBuilder::rate_limit)
+//! covers nginx's `limit_req`. To keep a `tower_governor` limit instead, put
+//! it inside the layer and key it by the client the layer judged, which the
+//! layer puts in every allowed request as [`ClientIp`](crate::ClientIp): the
+//! real client behind trusted proxies, where governor's own extractors would
+//! see the proxy or trust any `X-Forwarded-For`.
+//!
+//! ```rust
+//! # #[cfg(feature = "axum")]
+//! # mod example {
+//! use std::net::IpAddr;
+//! use std::sync::Arc;
+//! use axum::{Router, routing::get};
+//! use http::Request;
+//! use tower_governor::{GovernorError, GovernorLayer, governor::GovernorConfigBuilder};
+//! use tower_governor::key_extractor::KeyExtractor;
+//! use tower_no_response::{ClientIp, NoResponseLayer};
+//!
+//! #[derive(Clone)]
+//! struct JudgedClient;
+//!
+//! impl KeyExtractor for JudgedClient {
+//!     type Key = IpAddr;
+//!
+//!     fn extract<T>(&self, request: &Request<T>) -> Result<IpAddr, GovernorError> {
+//!         let client = request.extensions().get::<ClientIp>();
+//!         client.map(|c| c.0).ok_or(GovernorError::UnableToExtractKey)
+//!     }
+//! }
+//!
+//! pub fn app() -> Result<Router, Box<dyn std::error::Error>> {
+//!     let layer = NoResponseLayer::builder()
+//!         .server_name("example.com")
+//!         .trusted_proxy("10.0.0.0/8")
+//!         .build()?;
+//!     let governor = GovernorConfigBuilder::default()
+//!         .per_second(1)
+//!         .burst_size(20)
+//!         .key_extractor(JudgedClient)
+//!         .finish()
+//!         .ok_or("a valid governor configuration")?;
+//!     Ok(Router::new()
+//!         .route("/", get(|| async { "ok" }))
+//!         .layer(GovernorLayer::new(Arc::new(governor))) // inside: runs after the layer
+//!         .layer(layer)) // outside: judges first, then hands governor the ClientIp
+//! }
+//! # }
+//! # #[cfg(feature = "axum")]
+//! # example::app().unwrap();
+//! ```
 
 pub(crate) mod local;
 mod overflow;
