@@ -20,11 +20,12 @@
 //!   banning on them; see [`rate_limit`](crate::NoResponseLayerBuilder::rate_limit).
 //! - **Clients retry a dropped request.** curl and browsers send an
 //!   idempotent request again, once, when a reused keep-alive connection
-//!   closes without an answer, so one request dropped there can be struck
-//!   and logged twice, the second time on a new connection. Count on up to
-//!   two strikes per request a visitor makes by mistake when setting
-//!   `strikes`, and the same for a fail2ban `maxretry` read from the
-//!   access log.
+//!   closes without an answer, so one request dropped there is dropped and
+//!   logged twice, the second time on a new connection. The list strikes
+//!   it once: an idempotent request (same method, Host and target) dropped
+//!   again for the same client within two seconds is not counted, and a
+//!   third one is. A fail2ban `maxretry` read from the access log sees both
+//!   lines: allow two per request a visitor makes by mistake.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -109,7 +110,36 @@ struct Entry {
     strikes: u32,
     window_start: Instant,
     banned_until: Option<Instant>,
+    /// The last dropped request struck, and when: its retry is no strike.
+    last: Option<(RequestPrint, Instant)>,
 }
+
+/// A dropped request as its client would send it again: its method, Host
+/// and target, hashed. Only requests a client retries on its own have one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RequestPrint(u64);
+
+impl RequestPrint {
+    /// The print of `request`, or `None` if clients never retry it: they
+    /// send an idempotent request again, once, when a reused connection
+    /// closes without an answer (RFC 9110 §9.2.2), and nothing else.
+    pub(crate) fn of<B>(request: &http::Request<B>) -> Option<Self> {
+        use std::hash::BuildHasher;
+        let method = request.method();
+        if !method.is_idempotent() {
+            return None;
+        }
+        let host = request.headers().get(http::header::HOST);
+        Some(Self(foldhash::fast::FixedState::with_seed(0).hash_one((
+            method,
+            request.uri(),
+            host,
+        ))))
+    }
+}
+
+/// How soon after a drop the same request again is the client's retry.
+const RETRY_WINDOW: Duration = Duration::from_secs(2);
 
 /// The shared ban list; clones share it. Give it to the layer
 /// ([`NoResponseLayerBuilder::ban_list`](crate::NoResponseLayerBuilder::ban_list)):
@@ -280,6 +310,19 @@ impl BanList {
     /// an `only_from_peer` peer) is never struck: `false`, and a warning
     /// logged once.
     pub fn strike(&self, ip: IpAddr) -> bool {
+        self.strike_request(ip, None, false)
+    }
+
+    /// Counts a strike for a dropped request that came on a `reused`
+    /// connection or a fresh one. A client sends a request dropped on a
+    /// reused connection again, on a fresh one: that retry, the same
+    /// request within [`RETRY_WINDOW`], is not counted.
+    pub(crate) fn strike_request(
+        &self,
+        ip: IpAddr,
+        print: Option<RequestPrint>,
+        reused: bool,
+    ) -> bool {
         if self.refuses_edge(ip.to_canonical(), "strike") {
             return false;
         }
@@ -293,6 +336,7 @@ impl BanList {
             strikes: 0,
             window_start: now,
             banned_until: None,
+            last: None,
         });
         if entry.banned_until.is_some_and(|until| until > now) {
             return false;
@@ -302,7 +346,19 @@ impl BanList {
                 strikes: 0,
                 window_start: now,
                 banned_until: None,
+                last: None,
             };
+        }
+        if let Some(print) = print {
+            let retry = !reused
+                && entry.last.is_some_and(|(last, at)| {
+                    last == print && now.duration_since(at) <= RETRY_WINDOW
+                });
+            // Only a drop on a reused connection is retried, and only once.
+            entry.last = reused.then_some((print, now));
+            if retry {
+                return false;
+            }
         }
         entry.strikes += 1;
         if entry.strikes >= policy.strikes {
@@ -411,6 +467,7 @@ impl BanList {
             strikes: 0,
             window_start: now,
             banned_until: None,
+            last: None,
         });
         if entry.banned_until.is_some_and(|u| u >= until) {
             return false;
@@ -485,6 +542,71 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_retried_request_strikes_once() {
+        let bans = BanList::new(BanPolicy::new(
+            2,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        ));
+        let get = |target: &str, host: &str| {
+            http::Request::get(target)
+                .header("host", host)
+                .body(())
+                .unwrap()
+        };
+        let print = |target: &str| RequestPrint::of(&get(target, "example.com"));
+        let (reused, fresh) = (true, false);
+
+        // Dropped on a reused connection, then sent again on a fresh one:
+        // one strike, no ban. Another request is a second strike.
+        let client = ip("192.0.2.1");
+        assert!(!bans.strike_request(client, print("/.env"), reused));
+        assert!(!bans.strike_request(client, print("/.env"), fresh));
+        assert!(!bans.is_banned(client));
+        assert!(bans.strike_request(client, print("/.git/config"), fresh));
+
+        // A retry is forgiven once: the same request a third time counts.
+        let again = ip("192.0.2.2");
+        bans.strike_request(again, print("/x"), reused);
+        bans.strike_request(again, print("/x"), fresh);
+        assert!(bans.strike_request(again, print("/x"), fresh));
+
+        // A connection's first request is never retried by its client, and
+        // nor is the same request on a reused connection: each counts.
+        let first = ip("192.0.2.3");
+        bans.strike_request(first, print("/y"), fresh);
+        assert!(bans.strike_request(first, print("/y"), fresh));
+        let kept = ip("192.0.2.4");
+        bans.strike_request(kept, print("/y"), reused);
+        assert!(bans.strike_request(kept, print("/y"), reused));
+
+        // Clients never retry a POST on their own: each counts.
+        let post = http::Request::post("/login").body(()).unwrap();
+        assert_eq!(RequestPrint::of(&post), None);
+        let poster = ip("192.0.2.5");
+        bans.strike_request(poster, RequestPrint::of(&post), reused);
+        assert!(bans.strike_request(poster, RequestPrint::of(&post), fresh));
+
+        // Another client's same request is its own.
+        let neighbour = ip("192.0.2.6");
+        bans.strike_request(ip("192.0.2.7"), print("/z"), reused);
+        assert!(!bans.strike_request(neighbour, print("/z"), fresh));
+        assert!(!bans.is_banned(neighbour));
+
+        // Prints tell method, Host and target apart.
+        let head = http::Request::head("/.env")
+            .header("host", "example.com")
+            .body(())
+            .unwrap();
+        assert_ne!(RequestPrint::of(&head), print("/.env"));
+        assert_ne!(
+            RequestPrint::of(&get("/.env", "example.org")),
+            print("/.env")
+        );
+        assert_ne!(print("/.env?a"), print("/.env"));
     }
 
     #[test]

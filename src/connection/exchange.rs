@@ -134,6 +134,11 @@ impl Exchanges {
         self.begun.fetch_add(1, Ordering::AcqRel);
         InFlight(Arc::clone(self))
     }
+
+    /// How many exchanges have begun, the one in flight included.
+    pub(crate) fn begun(&self) -> u64 {
+        self.begun.load(Ordering::Acquire)
+    }
 }
 
 /// One exchange in flight; dropped when hyper is done with its response.

@@ -3,12 +3,13 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::Context;
 
 use atomic_waker::AtomicWaker;
 
+use crate::connection::exchange::Exchanges;
 use crate::rules::CloseMode;
 
 const OPEN: u8 = 0;
@@ -39,6 +40,9 @@ struct HandleState {
     state: AtomicU8,
     reader: AtomicWaker,
     writer: AtomicWaker,
+    /// The exchanges the connection has carried, where a connection side
+    /// follows them.
+    exchanges: OnceLock<Arc<Exchanges>>,
 }
 
 impl fmt::Debug for ConnectionHandle {
@@ -56,8 +60,26 @@ impl ConnectionHandle {
                 state: AtomicU8::new(OPEN),
                 reader: AtomicWaker::new(),
                 writer: AtomicWaker::new(),
+                exchanges: OnceLock::new(),
             }),
         }
+    }
+
+    /// Ties the connection's exchanges to its handle, so that a drop can
+    /// tell whether its request was the connection's first.
+    pub(crate) fn follow(&self, exchanges: &Arc<Exchanges>) {
+        let _ = self.shared.exchanges.set(Arc::clone(exchanges));
+    }
+
+    /// Whether the connection carried an exchange before the one in
+    /// flight: a client sends an idempotent request again when such a
+    /// connection closes without an answer, as it never does for a
+    /// connection's first.
+    pub(crate) fn reused(&self) -> bool {
+        self.shared
+            .exchanges
+            .get()
+            .is_some_and(|exchanges| exchanges.begun() > 1)
     }
 
     /// Aborts the connection. Returns `false` if it was already aborted, in

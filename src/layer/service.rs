@@ -17,6 +17,7 @@ use super::future::{Exchange, Kind, Pending, ResponseFuture};
 use super::state::{Compiled, LayerState};
 use super::{NoResponseBody, TimedBody};
 use crate::audit::{Close, DropEvent, Handling, RequestView};
+use crate::ban::RequestPrint;
 use crate::connection::registry::Found;
 use crate::connection::{ConnectionHandle, ConnectionInfo};
 use crate::limit::RateLimit;
@@ -213,7 +214,17 @@ pub(super) fn reject_on<B>(
                     }
                 },
             };
-            record_drop(current, request, stop.rule, client_ip, peer, close, strikes);
+            // A client sends the request again, once, when a connection
+            // that served it before closes unanswered: one strike for both.
+            let reused = handle.as_ref().is_some_and(ConnectionHandle::reused);
+            record_drop(
+                current,
+                request,
+                stop.rule,
+                (client_ip, peer),
+                close,
+                strikes.then_some(reused),
+            );
             Rejection::Dropped {
                 handle,
                 mode,
@@ -258,15 +269,16 @@ fn record_dry_run_hits<B>(
     }
 }
 
-/// Counts, logs and strikes one dropped request.
+/// Counts, logs and strikes one dropped request; `strike` is `None` for a
+/// drop that strikes no one, else whether the request came on a connection
+/// that had served others before it.
 pub(crate) fn record_drop<B>(
     current: &Compiled,
     request: &Request<B>,
     reason: DropReason,
-    client_ip: Option<IpAddr>,
-    peer: Option<SocketAddr>,
+    (client_ip, peer): (Option<IpAddr>, Option<SocketAddr>),
     close: Close,
-    strikes: bool,
+    strike: Option<bool>,
 ) {
     record(
         current,
@@ -284,8 +296,11 @@ pub(crate) fn record_drop<B>(
     // directly. An edge is never struck, even for a request whose real-IP
     // header did not resolve: banning it would refuse everyone behind it.
     // And only the client's own behaviour strikes.
-    if strikes && reason.strikes() && !current.rules.is_edge(ip) {
-        bans.strike(ip);
+    match strike {
+        Some(reused) if reason.strikes() && !current.rules.is_edge(ip) => {
+            bans.strike_request(ip, RequestPrint::of(request), reused);
+        }
+        _ => {}
     }
 }
 

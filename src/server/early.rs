@@ -39,10 +39,10 @@ impl NoResponseLayer {
             &current,
             request,
             stop.rule,
-            judgement.client_ip,
-            Some(peer),
+            (judgement.client_ip, Some(peer)),
             Close::Mode(mode),
-            true,
+            // A first request: no connection it was sent on before closed.
+            Some(false),
         );
         Some(mode)
     }

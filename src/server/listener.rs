@@ -255,6 +255,7 @@ impl Listener for AbortableListener {
         // The layer reports each exchange it sees to the stream's timers,
         // finding the stream by the task that serves it.
         let exchanges = Arc::new(Exchanges::default());
+        stream.handle().follow(&exchanges);
         stream.register(&self.registry, peer, Arc::clone(&exchanges));
         // axum::serve has no header, keep-alive or send timeout of its
         // own: the stream keeps them.

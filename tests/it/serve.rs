@@ -798,3 +798,67 @@ async fn one_authority_spelled_two_ways_is_not_a_mismatch() {
     let mismatches = layer.stats().rule("host_mismatch").unwrap().dropped;
     assert_eq!(mismatches, 2 * different.len() as u64);
 }
+
+/// curl and browsers send an idempotent request again, once, on a new
+/// connection, when a kept-alive one closes without an answer: a request
+/// dropped there is struck once for both, on both connection sides, while
+/// the same request a third time, or dropped on a fresh connection, counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_drop_strikes_once() {
+    use tokio::io::AsyncWriteExt;
+    use tower_no_response::ban::{BanList, BanPolicy};
+
+    let keep_alive = |target: &str| {
+        format!("GET {target} HTTP/1.1\r\nHost: example.com\r\nUser-Agent: curl/8.5.0\r\n\r\n")
+            .into_bytes()
+    };
+    let env = common::request("GET", "/.env", Some("example.com"), UA, &[]);
+    let client: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    for serve_loop in [false, true] {
+        let bans = BanList::new(BanPolicy::new(
+            2,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        ));
+        let layer = direct_rules()
+            .deny_path(r"^/\.env")
+            .ban_list(bans.clone())
+            .build()
+            .unwrap();
+        let app = Router::new()
+            .fallback(|| async { "ok" })
+            .layer(layer.clone());
+        let addr = if serve_loop {
+            common::serve_loop(&layer, app).await
+        } else {
+            common::serve_layered(app, &layer).await
+        };
+
+        // Served, then dropped on the same kept-alive connection, then sent
+        // again on a new one: one strike, no ban.
+        let mut kept = TcpStream::connect(addr).await.unwrap();
+        kept.write_all(&keep_alive("/")).await.unwrap();
+        let served = common::read_one_response(&mut kept).await;
+        assert!(
+            served.starts_with(b"HTTP/1.1 200"),
+            "serve loop: {serve_loop}"
+        );
+        kept.write_all(&keep_alive("/.env")).await.unwrap();
+        read_until_close(&mut kept).await.assert_dropped(Close::Fin);
+        exchange(addr, &env).await.assert_dropped(Close::Fin);
+        assert!(!bans.is_banned(client), "serve loop: {serve_loop}");
+        exchange(addr, &get_req(Some("example.com"), UA))
+            .await
+            .assert_ok();
+
+        // The same request once more is no retry: the second strike bans.
+        exchange(addr, &env).await.assert_dropped(Close::Fin);
+        assert!(bans.is_banned(client), "serve loop: {serve_loop}");
+
+        // Two drops on fresh connections are two strikes.
+        bans.unban(client);
+        exchange(addr, &env).await.assert_dropped(Close::Fin);
+        exchange(addr, &env).await.assert_dropped(Close::Fin);
+        assert!(bans.is_banned(client), "serve loop: {serve_loop}");
+    }
+}

@@ -196,6 +196,7 @@ impl<S: ServeLoopService> Connection<S> {
     ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
+        handle.follow(&exchanges);
         let mut info = ConnectionInfo::new(self.peer, handle.clone());
         if let Some(balancer) = self.balancer {
             info = info.with_balancer_addr(balancer);
