@@ -10,7 +10,7 @@
 //!                                   [--redis URL | --redis-cluster URL,URL,...] [--redis-fail open|closed]
 //!                                   [--redis-ca FILE] [--redis-cert FILE --redis-key FILE]
 //!                                   [--redis-precheck on|off]
-//!                                   [--rate NUMr/s|NUMr/m] [--burst N] [--max-clients N]
+//!                                   [--rate NUMr/s|NUMr/m] [--burst N] [--login-rate NUMr/s|NUMr/m] [--max-clients N]
 //!                                   [--ban-after N] [--ban-for SECS] [--deny-path REGEX]...
 //!                                   [--deny-ip CIDR]... [--only-from CIDR]... [--metrics ADDR]
 //!                                   [--proxy-protocol CIDR]...
@@ -21,6 +21,15 @@
 //!
 //! `--rate` and `--burst` set the rate limit in nginx's `limit_req` terms
 //! (`10r/s` and `20` by default), `--max-clients` caps the clients it tracks.
+//! That limit counts every path, as nginx's usual `limit_req` does, so a
+//! page's images, scripts and stylesheets count too: size `--burst` for the
+//! largest page. `--login-rate` (`5r/m` by default, after a burst of 5) is
+//! the safe pattern beside it: a strict limit of its own, per client, on
+//! `/login` alone, the one route worth guessing at (rule `login`, a keyed
+//! limit). Before
+//! banning on drops (`--ban-after`), give the every-path limit
+//! `--rate-action 429`: an answer is not a strike, so a visitor who loads a
+//! heavy page is never banned for it.
 //! `--ban-after N` bans a client for `--ban-for SECS` (600 by default) after
 //! N drops within a minute. The client struck and banned is the real one
 //! behind the trusted proxies: a banned client is dropped on every request
@@ -38,7 +47,10 @@
 //!
 //! `--no-layer` serves the same routes without the layer (and, with the axum
 //! server, without the crate's listener), for side-by-side load runs;
-//! `--quiet` prints no line per drop, like nginx's `access_log off`.
+//! `--quiet` prints no line per drop, like nginx's `access_log off`. Each
+//! drop's line goes to stdout; everything else goes to stderr, filtered by
+//! `RUST_LOG` as in any tracing-based program (`warn` by default, e.g.
+//! `RUST_LOG=tower_no_response=debug` to see idle closes).
 //!
 //! `--kernel-filter` (Linux) refuses denied and banned clients in the kernel:
 //! their SYNs go unanswered and their connection attempts time out, with
@@ -126,11 +138,11 @@ use axum::body::Body;
 use http::StatusCode;
 use tower_no_response::audit::DROP_EVENT_TARGET;
 use tower_no_response::connection::CloseMode;
-use tower_no_response::rules::{Action, RealIpHeader};
+use tower_no_response::rules::{Action, LimitKey, RealIpHeader};
 use tower_no_response::{
     DropReason, NoResponseBody, NoResponseLayer, NoResponseLayerBuilder, RateLimit,
 };
-use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
 use tracing_subscriber::prelude::*;
 
 struct Args {
@@ -160,6 +172,7 @@ struct Args {
     redis_precheck: bool,
     rate: RateLimit,
     burst: u32,
+    login_rate: RateLimit,
     max_clients: Option<usize>,
     ban_after: Option<u32>,
     ban_for: std::time::Duration,
@@ -182,7 +195,7 @@ const USAGE: &str = "usage: nginx_444 [--listen ADDR] [--close fin|rst|silent] [
 [--real-ip-header X-Forwarded-For|Forwarded|X-Real-IP|CF-Connecting-IP|NAME] [--no-recursive] \
 [--dry-run] [--rate-action drop|429] [--access-log] [--server axum|own] [--header-timeout SECS] [--keepalive-timeout SECS] [--send-timeout SECS] [--body-timeout SECS] [--no-layer] [--quiet] [--kernel-filter] [--defer-accept SECS] \
 [--redis URL | --redis-cluster URL,URL,...] [--redis-fail open|closed] \
-[--redis-ca FILE] [--redis-cert FILE --redis-key FILE] [--redis-precheck on|off] [--rate NUMr/s|NUMr/m] [--burst N] [--max-clients N] \
+[--redis-ca FILE] [--redis-cert FILE --redis-key FILE] [--redis-precheck on|off] [--rate NUMr/s|NUMr/m] [--burst N] [--login-rate NUMr/s|NUMr/m] [--max-clients N] \
 [--ban-after N] [--ban-for SECS] [--deny-path REGEX]... [--deny-ip CIDR]... [--only-from CIDR]... [--metrics ADDR] \
 [--proxy-protocol CIDR]... \
 [--crowdsec URL --crowdsec-key KEY] [--tls-cert FILE --tls-key FILE | --tls-self-signed DIR] \
@@ -216,6 +229,7 @@ fn parse_args() -> Result<Args, String> {
         redis_precheck: true,
         rate: RateLimit::per_second(10),
         burst: 20,
+        login_rate: RateLimit::per_minute(5),
         max_clients: None,
         ban_after: None,
         ban_for: std::time::Duration::from_secs(600),
@@ -282,7 +296,8 @@ fn parse_args() -> Result<Args, String> {
             "--send-timeout" => args.send_timeout = Some(parse_secs("--send-timeout", &value()?)?),
             "--body-timeout" => args.body_timeout = Some(parse_secs("--body-timeout", &value()?)?),
             "--access-log" => args.access_log = true,
-            "--rate" => args.rate = parse_rate(&value()?)?,
+            "--rate" => args.rate = parse_rate("--rate", &value()?)?,
+            "--login-rate" => args.login_rate = parse_rate("--login-rate", &value()?)?,
             "--burst" => args.burst = parse_number("--burst", &value()?)?,
             "--max-clients" => args.max_clients = Some(parse_number("--max-clients", &value()?)?),
             "--ban-after" => args.ban_after = Some(parse_number("--ban-after", &value()?)?),
@@ -406,8 +421,8 @@ async fn login(
 }
 
 /// nginx's `limit_req` rate: `10r/s` or `30r/m`.
-fn parse_rate(value: &str) -> Result<RateLimit, String> {
-    let bad = || format!("--rate {value:?}: expected NUMr/s or NUMr/m, as nginx writes it");
+fn parse_rate(flag: &str, value: &str) -> Result<RateLimit, String> {
+    let bad = || format!("{flag} {value:?}: expected NUMr/s or NUMr/m, as nginx writes it");
     let (number, per) = value.split_once("r/").ok_or_else(bad)?;
     let n: u32 = number.parse().map_err(|_| bad())?;
     match per {
@@ -457,6 +472,12 @@ fn nginx_rules(args: &Args) -> Result<NoResponseLayerBuilder, String> {
         .rate_limit(match args.max_clients {
             Some(n) => args.rate.burst(args.burst).max_keys(n),
             None => args.rate.burst(args.burst),
+        })
+        // The safe pattern beside it: the one route that is dear to serve,
+        // and worth guessing at, gets a strict limit of its own, per client.
+        // location = /login { limit_req zone=login_limit; }
+        .rate_limit_by("login", args.login_rate.burst(5), |head| {
+            (head.uri.path() == "/login").then_some(LimitKey::ip(head.client_ip?))
         })
         // location ~ ^/wp-login\.php { return 444; }
         .deny_paths(args.deny_paths.iter().cloned())
@@ -641,16 +662,22 @@ fn serve_metrics(_: SocketAddr) -> Result<(), String> {
 }
 
 /// The audit trail on stdout, one line per drop (the 444 event, or with
-/// `--access-log` the combined-format line); everything else on stderr.
+/// `--access-log` the combined-format line); everything else on stderr, as
+/// `RUST_LOG` says (`warn` when it is unset).
 fn init_logging(access_log: bool, quiet: bool) -> Result<(), String> {
+    let diagnostics = EnvFilter::builder()
+        .with_default_directive(LevelFilter::WARN.into())
+        .from_env_lossy()
+        // The audit trail has stdout to itself.
+        .add_directive(
+            format!("{DROP_EVENT_TARGET}=off")
+                .parse()
+                .map_err(|e| format!("{e}"))?,
+        );
     let others = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_filter(
-            Targets::new()
-                .with_default(LevelFilter::WARN)
-                .with_target(DROP_EVENT_TARGET, LevelFilter::OFF),
-        );
+        .with_filter(diagnostics);
     let drops = Targets::new().with_target(
         DROP_EVENT_TARGET,
         if quiet {
