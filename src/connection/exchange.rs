@@ -305,8 +305,10 @@ impl Clock {
         if self.protocol != Protocol::Http1 {
             return;
         }
+        // The time of an end seen here matters only if no exchange is open
+        // after it: the next end seen overwrites it before any use.
         let mut now = Now(None);
-        self.sync(&mut now);
+        self.sync(&mut now, false);
         if self.begun == self.ended {
             // No exchange the service saw is open: this answers a head
             // that was complete, and what the reading holds as complete
@@ -323,8 +325,9 @@ impl Clock {
         }
     }
 
-    /// Reads what the service side did since the last look.
-    fn sync(&mut self, now: &mut Now) {
+    /// Reads what the service side did since the last look; `stamp` reads
+    /// the time of an end seen, for a caller that will not.
+    fn sync(&mut self, now: &mut Now, stamp: bool) {
         let begun = self.exchanges.begun.load(Ordering::Acquire);
         let ended = self.exchanges.ended.load(Ordering::Acquire);
         if begun != self.begun {
@@ -334,7 +337,9 @@ impl Clock {
         }
         if ended != self.ended {
             self.ended = ended;
-            self.answered_at = now.get();
+            if stamp {
+                self.answered_at = now.get();
+            }
         }
         if self.exchanges.tunnel.load(Ordering::Acquire) {
             self.protocol = Protocol::Opaque;
@@ -354,7 +359,7 @@ impl Clock {
             // only the send timeout applies, as nginx's does.
             Protocol::Http1 if self.blocked_since.is_some() => None,
             Protocol::Http1 => {
-                self.sync(&mut Now(None));
+                self.sync(&mut Now(None), true);
                 self.read_deadline()
             }
             Protocol::Http2 => self.h2.as_ref().and_then(|h2| h2.deadline(self.timeouts)),
@@ -668,8 +673,17 @@ enum Chunk {
 }
 
 impl Requests {
-    /// Follows the client's `bytes`, read at `now`.
-    fn feed(&mut self, mut bytes: &[u8], now: &mut Now) {
+    /// Follows the client's `bytes`, read at `now`. The clock is read only
+    /// for a head these bytes leave incomplete: most heads come whole, in
+    /// one read, and their start never matters.
+    fn feed(&mut self, bytes: &[u8], now: &mut Now) {
+        self.follow(bytes, now);
+        if self.at == At::Head && self.began.is_none() {
+            self.began = Some(now.get());
+        }
+    }
+
+    fn follow(&mut self, mut bytes: &[u8], now: &mut Now) {
         while !bytes.is_empty() {
             bytes = match self.at {
                 At::Between => {
@@ -680,9 +694,6 @@ impl Requests {
                     if skip < bytes.len() {
                         self.at = At::Head;
                         self.head = Head::default();
-                        if self.began.is_none() {
-                            self.began = Some(now.get());
-                        }
                     }
                     &bytes[skip..]
                 }
