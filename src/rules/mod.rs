@@ -167,7 +167,7 @@
 //! (`client_ip_unknown`), not let through.
 //!
 //! **Edge cases, decided.** Each is tested on a real socket in
-//! `tests/hostile_input.rs`, `tests/rules_on_the_wire.rs` or `tests/real_ip.rs`.
+//! `tests/it/hostile_input.rs`, `tests/it/rules_on_the_wire.rs` or `tests/it/real_ip.rs`.
 //!
 //! | input | outcome |
 //! |---|---|

@@ -209,7 +209,7 @@
 //! holds up the accept loop. Because the TCP stream under TLS refuses every
 //! write once aborted, a dropped HTTP/1 request, or a connection closed whole,
 //! ends with the TCP stream closing: no application record and no TLS alert
-//! (`tests/tls.rs` counts every raw byte after the handshake, with a
+//! (`tests/it/tls.rs` counts every raw byte after the handshake, with a
 //! certificate generated at test time). On HTTP/2 over TLS a stream reset is,
 //! by nature, an encrypted `RST_STREAM` frame. Set the config's ALPN to `h2`
 //! and `http/1.1` to offer both.
@@ -244,7 +244,7 @@
 //! `HEADERS`, no gRPC status, no trailer (tonic clients report a `Cancelled`
 //! status they made up from the reset). The drop reaches tonic as an error
 //! that tonic passes through untouched, so hyper resets the stream without
-//! ever writing a head; `tests/tonic.rs` checks 10,000 dropped calls
+//! ever writing a head; `tests/it/tonic.rs` checks 10,000 dropped calls
 //! interleaved with allowed ones on a multi-thread runtime, frame by frame.
 //! Other calls on the same channel carry on. `Request::remote_addr()` keeps
 //! working. Given the plain layer (`.layer(layer)`) instead of `layer.grpc()`,

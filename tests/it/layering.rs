@@ -35,7 +35,7 @@ fn tier(module: &str) -> u8 {
     TIERS
         .iter()
         .find(|(name, _)| *name == module)
-        .unwrap_or_else(|| panic!("module `{module}` has no tier in tests/layering.rs"))
+        .unwrap_or_else(|| panic!("module `{module}` has no tier in tests/it/layering.rs"))
         .1
 }
 
