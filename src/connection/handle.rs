@@ -67,6 +67,7 @@ impl ConnectionHandle {
 
     /// Ties the connection's exchanges to its handle, so that a drop can
     /// tell whether its request was the connection's first.
+    #[cfg_attr(not(any(feature = "axum", feature = "server")), allow(dead_code))]
     pub(crate) fn follow(&self, exchanges: &Arc<Exchanges>) {
         let _ = self.shared.exchanges.set(Arc::clone(exchanges));
     }
