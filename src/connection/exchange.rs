@@ -45,6 +45,16 @@
 //! then the reading fails closed: what it cannot follow keeps the header
 //! bound, and runs out as an orderly close rather than a drop.
 //!
+//! Most reads are one whole head and nothing else, and those are not read
+//! line by line: the head ends where the read ends (no empty line comes
+//! before its last), and its body is framed by hyper's own word, the size
+//! hint of the body hyper hands the service, which the service side
+//! reports with the exchange ([`Exchanges::begin`]). This holds only while
+//! the service side has reported every head before it, so that the report
+//! is the head's own; a head taken whole and not reported, or whose body's
+//! length hyper did not know from it (chunked), is kept and read line by
+//! line at the next read, as any other.
+//!
 //! HTTP/2 is told by all 24 bytes of its preface, as hyper tells it; until
 //! they are in, the bytes are a request head in progress. On HTTP/2 the
 //! timers read frame headers, nine bytes each, and skip every payload: the
@@ -60,11 +70,13 @@
 //! only fall after it, and a busy connection costs no timer reset per
 //! request, only a look each time the timer runs out.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use http::StatusCode;
+use http_body::SizeHint;
+use memchr::memmem::Finder;
 use tokio::time::Instant;
 
 /// hyper's largest read buffer for a request head (`max_buf_size`'s
@@ -73,6 +85,10 @@ pub(crate) const MAX_HEAD: usize = 8192 + 4096 * 100;
 
 /// hyper's most headers in one request head (`max_headers`' default).
 const MAX_HEADERS: usize = 100;
+
+/// The longest read taken whole as one head (see [`Requests::whole`]),
+/// and so the most a connection keeps of one.
+const WHOLE_HEAD: usize = 4096;
 
 /// The HTTP/2 connection preface.
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -125,14 +141,32 @@ pub(crate) struct Exchanges {
     begun: AtomicU64,
     ended: AtomicU64,
     tunnel: AtomicBool,
+    /// How hyper framed the body of the request that began last: its
+    /// length (0 for none), or [`NOT_EXACT`].
+    framing: AtomicU64,
 }
 
+/// A body whose length hyper did not know from its head: chunked.
+const NOT_EXACT: u64 = u64::MAX;
+
 impl Exchanges {
-    /// A request hyper parsed and handed to the service; it is in flight
-    /// until the guard is dropped with its response.
-    pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
+    /// A request hyper parsed and handed to the service, whose body hyper
+    /// framed as `body` says; it is in flight until the guard is dropped
+    /// with its response.
+    pub(crate) fn begin(self: &Arc<Self>, body: &SizeHint) -> InFlight {
+        let framing = body.exact().map_or(NOT_EXACT, |n| n.min(NOT_EXACT - 1));
+        self.framing.store(framing, Ordering::Relaxed);
         self.begun.fetch_add(1, Ordering::AcqRel);
         InFlight(Arc::clone(self))
+    }
+
+    /// The length hyper gave the body of request `n` (counted from 1, 0
+    /// for no body), if `n` is the request that began last and hyper knew
+    /// the length from its head.
+    fn framing_of(&self, n: u64) -> Option<u64> {
+        (self.begun.load(Ordering::Acquire) == n)
+            .then(|| self.framing.load(Ordering::Relaxed))
+            .filter(|&framing| framing != NOT_EXACT)
     }
 
     /// How many exchanges have begun, the one in flight included.
@@ -259,7 +293,7 @@ impl Clock {
                     self.protocol = Protocol::Http1;
                     let mut now = Now(Some(self.accepted));
                     self.requests.feed(&PREFACE[..seen], &mut now);
-                    self.requests.feed(bytes, &mut now);
+                    self.read_http1(bytes, &mut now);
                 } else if seen + n == PREFACE.len() {
                     self.protocol = Protocol::Http2;
                     let mut streams = Box::new(Streams::new(self.accepted));
@@ -272,7 +306,7 @@ impl Clock {
             Protocol::Http1 => {
                 // The first head is bounded from accept.
                 let first = (self.requests.heads == 0).then_some(self.accepted);
-                self.requests.feed(bytes, &mut Now(first));
+                self.read_http1(bytes, &mut Now(first));
             }
             Protocol::Http2 => {
                 if let Some(h2) = self.h2.as_mut() {
@@ -280,6 +314,24 @@ impl Clock {
                 }
             }
             Protocol::Opaque => {}
+        }
+    }
+
+    /// Follows HTTP/1 bytes. A read that is one whole head and nothing
+    /// else, as most are, is taken whole, while the service side has seen
+    /// every head before it: its body's framing is then hyper's own, which
+    /// the service side reports, and the head is read line by line only if
+    /// it does not. Anything else is read line by line at once.
+    fn read_http1(&mut self, bytes: &[u8], now: &mut Now) {
+        if self.requests.at == At::Whole {
+            let reported = self.exchanges.framing_of(self.requests.heads);
+            self.requests.settle(reported, now);
+        }
+        let taken = self.requests.at == At::Between
+            && self.exchanges.begun() == self.requests.heads
+            && self.requests.whole(bytes);
+        if !taken {
+            self.requests.feed(bytes, now);
         }
     }
 
@@ -635,7 +687,13 @@ pub(crate) struct Requests {
     began: Option<Instant>,
     /// When the reading lost its place.
     lost_at: Option<Instant>,
+    /// The last head taken whole, until its body's framing is settled.
+    whole: Vec<u8>,
 }
+
+/// The first empty line of a head: after a `\n`, a CRLF or a bare LF.
+static CRLF_LINE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n\r\n"));
+static LF_LINE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n\n"));
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum At {
@@ -644,6 +702,8 @@ enum At {
     Between,
     Head,
     Body(Framing),
+    /// After a head taken whole, until its body's framing is settled.
+    Whole,
     /// Past what this reading follows.
     Lost,
 }
@@ -721,8 +781,48 @@ impl Requests {
                         return;
                     }
                 },
-                At::Lost => return,
+                // Settled by the clock before any later bytes.
+                At::Whole | At::Lost => return,
             };
+        }
+    }
+
+    /// Takes `bytes` as one whole request head, if that is what they are:
+    /// a head that ends where they end, with no empty line before, which
+    /// would end it there (httparse ends a head at its first). Its body's
+    /// framing waits for [`settle`](Self::settle).
+    fn whole(&mut self, bytes: &[u8]) -> bool {
+        let n = bytes.len();
+        let is_whole = n <= WHOLE_HEAD
+            && bytes.ends_with(b"\r\n\r\n")
+            && !matches!(bytes[0], b'\r' | b'\n')
+            && CRLF_LINE.find(bytes) == Some(n - 3)
+            && LF_LINE.find(bytes).is_none();
+        if is_whole {
+            self.pending = self.pending.saturating_add(1);
+            self.heads += 1;
+            self.began = None;
+            self.at = At::Whole;
+            self.whole.clear();
+            self.whole.extend_from_slice(bytes);
+        }
+        is_whole
+    }
+
+    /// Settles the framing of the body after the head taken whole: the
+    /// length hyper `reported` for it, or else the head's own, read line
+    /// by line as any other.
+    fn settle(&mut self, reported: Option<u64>, now: &mut Now) {
+        let framing = match reported {
+            Some(0) => Ok(None),
+            Some(n) => Ok(Some(Framing::Length(n))),
+            None => Head::default()
+                .read(&self.whole)
+                .map_or(Err(()), |(_, framing)| framing),
+        };
+        match framing {
+            Ok(framing) => self.at = framing.map_or(At::Between, At::Body),
+            Err(()) => self.lose(now),
         }
     }
 
@@ -938,7 +1038,7 @@ mod tests {
     const T: Duration = Duration::from_secs(2);
     const K: Duration = Duration::from_secs(75);
 
-    fn clock() -> (Clock, Arc<Exchanges>) {
+    pub(super) fn clock() -> (Clock, Arc<Exchanges>) {
         let exchanges = Arc::new(Exchanges::default());
         let clock = Clock::new(
             Timeouts {
@@ -973,6 +1073,84 @@ mod tests {
             r.feed(piece, &mut Now(None));
         }
         (r.pending, r.at)
+    }
+
+    /// Requests as hyper frames them: a head, the body after it, and the
+    /// size hint hyper gives that body.
+    fn framed_requests() -> Vec<(&'static [u8], &'static [u8], SizeHint)> {
+        vec![
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", b"", SizeHint::with_exact(0)),
+            (
+                b"POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n",
+                b"hello",
+                SizeHint::with_exact(5),
+            ),
+            (
+                b"POST /u HTTP/1.1\r\nTransfer-Encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n",
+                b"5;ext=1\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\n",
+                SizeHint::default(),
+            ),
+            (
+                b"PUT /u HTTP/1.1\r\ncOnTeNt-LeNgTh: 3\r\n\r\n",
+                b"abc",
+                SizeHint::with_exact(3),
+            ),
+            (b"head / HTTP/1.1\r\nHost: a\r\n\r\n", b"", SizeHint::with_exact(0)),
+        ]
+    }
+
+    #[test]
+    fn a_head_that_comes_whole_is_framed_by_hyper_s_word_or_its_own() {
+        // Each head in a read of its own, as most come, then its body: the
+        // clock follows them alike whether the service side reports each
+        // request with hyper's framing, reports none (an outer middleware
+        // answered, say), or reports only some.
+        for reports in [[true; 5], [false; 5], [true, false, true, false, true]] {
+            let (mut c, exchanges) = clock();
+            let mut in_flight = Vec::new();
+            for (i, ((head, body, hint), reported)) in
+                framed_requests().into_iter().zip(reports).enumerate()
+            {
+                c.read(head);
+                let whole = c.requests.at == At::Whole;
+                let all_seen = reports[..i].iter().all(|&r| r);
+                assert_eq!(whole, all_seen, "request {i}, reports {reports:?}");
+                if reported {
+                    in_flight.push(exchanges.begin(&hint));
+                }
+                c.read(body);
+                assert_eq!(c.requests.heads, i as u64 + 1);
+            }
+            c.read(b"GET / HT");
+            assert!(
+                c.requests.at == At::Head,
+                "reports {reports:?}: {:?}",
+                c.requests.at
+            );
+            assert_eq!(c.requests.heads, 5, "reports {reports:?}");
+        }
+    }
+
+    #[test]
+    fn only_a_read_that_is_one_whole_head_is_taken_whole() {
+        for (bytes, whole) in [
+            (&b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..], true),
+            // Two heads, a head and its body, a bare LF line, an empty
+            // line first, part of a head.
+            (b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n", false),
+            (b"POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\nx", false),
+            (b"GET / HTTP/1.1\nHost: a\n\r\n", false),
+            (b"GET / HTTP/1.1\nHost: a\n\nGET / HTTP/1.1\r\n\r\n", false),
+            (b"\r\nGET / HTTP/1.1\r\n\r\n", false),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n", false),
+        ] {
+            let mut r = Requests::default();
+            assert_eq!(r.whole(bytes), whole, "{}", String::from_utf8_lossy(bytes));
+        }
+        let mut long = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        long.resize(WHOLE_HEAD, b'a');
+        long.extend_from_slice(b"\r\n\r\n");
+        assert!(!Requests::default().whole(&long));
     }
 
     #[test]
@@ -1060,7 +1238,7 @@ mod tests {
         c.read(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
         // A whole head waits for hyper: no timer.
         assert_eq!(expiry(&mut c), None);
-        let in_flight = exchanges.begin();
+        let in_flight = exchanges.begin(&SizeHint::with_exact(0));
         assert_eq!(expiry(&mut c), None);
         // The next head, pipelined, while the first is answered.
         c.read(b"GET /next HT");
@@ -1073,7 +1251,7 @@ mod tests {
         assert!(at >= before + T, "the bound runs from the response's end");
         c.read(b"TP/1.1\r\n\r\n");
         assert_eq!(c.deadline(), None);
-        drop(exchanges.begin());
+        drop(exchanges.begin(&SizeHint::with_exact(0)));
         assert_eq!(c.deadline().map(|d| d.1), Some(Expiry::Idle));
     }
 
@@ -1094,12 +1272,12 @@ mod tests {
         let (mut c, exchanges) = clock();
         c.read(b"connect a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n");
         let lower: http::Method = "connect".parse().unwrap();
-        let in_flight = exchanges.begin();
+        let in_flight = exchanges.begin(&SizeHint::with_exact(0));
         in_flight.answered(lower == http::Method::CONNECT, StatusCode::OK);
         drop(in_flight);
         assert!(c.deadline().is_some(), "a lowercase connect is no tunnel");
         assert!(c.is_timed());
-        let in_flight = exchanges.begin();
+        let in_flight = exchanges.begin(&SizeHint::with_exact(0));
         in_flight.answered(true, StatusCode::OK);
         drop(in_flight);
         assert_eq!(c.deadline(), None);
@@ -1110,7 +1288,7 @@ mod tests {
     fn what_cannot_be_followed_keeps_the_bound() {
         let (mut c, exchanges) = clock();
         c.read(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz");
-        drop(exchanges.begin());
+        drop(exchanges.begin(&SizeHint::with_exact(0)));
         let (bound, expiry) = c.deadline().unwrap();
         assert_eq!(expiry, Expiry::Unfollowed);
         c.read(b"more bytes");
@@ -1154,7 +1332,7 @@ mod tests {
         );
         c.read(b"GET /big HTTP/1.1\r\n\r\n");
         // hyper drops a body it has read whole before the client took it.
-        drop(exchanges.begin());
+        drop(exchanges.begin(&SizeHint::with_exact(0)));
         assert_eq!(expiry(&mut c), Some(Expiry::Idle));
         c.blocked();
         assert_eq!(expiry(&mut c), Some(Expiry::Send), "no keep-alive bound");
@@ -1232,7 +1410,7 @@ mod h2_tests {
 #[cfg(all(test, feature = "server"))]
 mod against_hyper {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
 
     use http_body_util::BodyExt;
     use hyper_util::rt::TokioIo;
@@ -1245,6 +1423,14 @@ mod against_hyper {
     /// the connection after it (both a length and chunked: hyper serves
     /// it, then closes, as the request smuggling rules ask).
     fn request() -> impl Strategy<Value = (Vec<u8>, bool)> {
+        head_and_body().prop_map(|(mut head, body, closes)| {
+            head.extend_from_slice(&body);
+            (head, closes)
+        })
+    }
+
+    /// [`request`]'s head and body apart.
+    fn head_and_body() -> impl Strategy<Value = (Vec<u8>, Vec<u8>, bool)> {
         let method = prop::sample::select(vec!["GET", "POST", "head", "connect", "PUT"]);
         let eol = prop::sample::select(vec!["\r\n", "\n"]);
         let chunks = prop::collection::vec((1usize..40, any::<bool>()), 0..4);
@@ -1296,8 +1482,7 @@ mod against_hyper {
                     }
                 }
                 out.extend_from_slice(eol.as_bytes());
-                out.extend_from_slice(&body);
-                (out, framing == 4)
+                (out, body, framing == 4)
             },
         )
     }
@@ -1305,19 +1490,28 @@ mod against_hyper {
     /// How many requests hyper hands its service from `stream`, each body
     /// read whole.
     fn hyper_count(stream: &[u8]) -> usize {
+        hyper_hints(stream).len()
+    }
+
+    /// The size hint of each body hyper hands its service from `stream`,
+    /// as the service side reports it to the clock.
+    fn hyper_hints(stream: &[u8]) -> Vec<http_body::SizeHint> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         runtime.block_on(async {
             let (mut client, server) = tokio::io::duplex(1 << 20);
-            let seen = Arc::new(AtomicUsize::new(0));
+            let seen = Arc::new(Mutex::new(Vec::new()));
             let counted = Arc::clone(&seen);
             let service =
                 hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
                     let counted = Arc::clone(&counted);
                     async move {
-                        counted.fetch_add(1, Ordering::SeqCst);
+                        counted
+                            .lock()
+                            .unwrap()
+                            .push(http_body::Body::size_hint(request.body()));
                         let _ = request.into_body().collect().await;
                         Ok::<_, std::convert::Infallible>(http::Response::new(
                             http_body_util::Empty::<bytes::Bytes>::new(),
@@ -1336,7 +1530,7 @@ mod against_hyper {
                 let _ = tokio::io::AsyncReadExt::read_to_end(&mut client, &mut sink).await;
             };
             let _ = tokio::join!(conn, drain);
-            seen.load(Ordering::SeqCst)
+            std::mem::take(&mut *seen.lock().unwrap())
         })
     }
 
@@ -1362,6 +1556,44 @@ mod against_hyper {
             }
             prop_assert_eq!(reading.heads, requests.len() as u64);
             prop_assert_eq!(reading.at, At::Between);
+        }
+
+        /// Heads that come whole, each in a read of its own, and bodies
+        /// split at random: the clock counts the requests hyper serves,
+        /// taking each body's framing from the size hint hyper gave it, as
+        /// the service side reports it, or from the head where the service
+        /// side reports nothing.
+        #[test]
+        fn heads_taken_whole_are_framed_as_hyper_frames_them(
+            requests in prop::collection::vec(head_and_body(), 1..6),
+            step in 1usize..64,
+            reported in any::<bool>(),
+        ) {
+            let mut requests = requests;
+            requests.sort_by_key(|(.., closes)| *closes);
+            if let Some(first) = requests.iter().position(|(.., closes)| *closes) {
+                requests.truncate(first + 1);
+            }
+            let stream: Vec<u8> = requests
+                .iter()
+                .flat_map(|(head, body, _)| [head.clone(), body.clone()].concat())
+                .collect();
+            let hints = hyper_hints(&stream);
+            prop_assert_eq!(hints.len(), requests.len(), "hyper served them all");
+            let (mut clock, exchanges) = super::tests::clock();
+            let mut in_flight = Vec::new();
+            for ((head, body, _), hint) in requests.iter().zip(&hints) {
+                clock.read(head);
+                if reported {
+                    in_flight.push(exchanges.begin(hint));
+                }
+                for piece in body.chunks(step) {
+                    clock.read(piece);
+                }
+            }
+            clock.read(b"GET /");
+            prop_assert_eq!(clock.requests.heads, requests.len() as u64);
+            prop_assert_eq!(clock.requests.at, At::Head);
         }
     }
 }

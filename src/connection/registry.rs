@@ -135,11 +135,15 @@ impl Registry {
     /// A request on the connection the current task serves, if this
     /// registry holds it (and it is from `peer`, if known): its peer, and
     /// its exchange, in flight until the guard is dropped.
-    pub(crate) fn begin_current(&self, peer: Option<SocketAddr>) -> Option<(SocketAddr, InFlight)> {
+    pub(crate) fn begin_current(
+        &self,
+        peer: Option<SocketAddr>,
+        body: &http_body::SizeHint,
+    ) -> Option<(SocketAddr, InFlight)> {
         let id = tokio::task::try_id()?;
         let entry = self.by_task.get(&id)?;
         peer.is_none_or(|p| p == entry.peer)
-            .then(|| (entry.peer, entry.exchanges.begin()))
+            .then(|| (entry.peer, entry.exchanges.begin(body)))
     }
 
     #[cfg(test)]

@@ -245,8 +245,9 @@ impl LayerState {
     /// connect info names, whose connection the layer's listener
     /// registered; without connect info, the peer that listener recorded
     /// for the connection being served. A connection the layer's listener
-    /// serves in this task also learns of the exchange, for its timers.
-    pub(crate) fn connection_of<B>(&self, request: &Request<B>) -> Connection {
+    /// serves in this task also learns of the exchange, with how hyper
+    /// framed its body, for its timers.
+    pub(crate) fn connection_of<B: http_body::Body>(&self, request: &Request<B>) -> Connection {
         let ext = request.extensions();
         if let Some(info) = ext.get::<ConnectionInfo>() {
             // The serve loop's adapter reports the exchange itself.
@@ -256,7 +257,10 @@ impl LayerState {
             };
         }
         let peer = peer::connect_info(ext);
-        match self.connections.begin_current(peer) {
+        match self
+            .connections
+            .begin_current(peer, &request.body().size_hint())
+        {
             Some((served, in_flight)) => Connection {
                 peer: Some(peer.unwrap_or(served)),
                 in_flight: Some(in_flight),

@@ -63,10 +63,10 @@ impl Activity {
         self.change.notified()
     }
 
-    fn begin(self: &Arc<Self>) -> InFlight {
+    fn begin(self: &Arc<Self>, body: &http_body::SizeHint) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.touch();
-        InFlight(Arc::clone(self), self.exchanges.begin())
+        InFlight(Arc::clone(self), self.exchanges.begin(body))
     }
 
     /// Since when the connection has had nothing in flight, if it has not.
@@ -190,6 +190,7 @@ impl<S, B, ReqBody> Service<Request<ReqBody>> for StreamResets<S>
 where
     S: Service<Request<ReqBody>, Response = Response<B>>,
     S::Error: Into<BoxError>,
+    ReqBody: http_body::Body,
 {
     type Response = Response<TrackedBody<B>>;
     type Error = BoxError;
@@ -211,7 +212,7 @@ where
         }
         Tracked {
             connect: request.method() == http::Method::CONNECT,
-            in_flight: Some(self.activity.begin()),
+            in_flight: Some(self.activity.begin(&request.body().size_hint())),
             future: DropAsError::new(self.inner.call(request), self.reset),
         }
     }
