@@ -764,10 +764,7 @@ impl Requests {
                         return;
                     }
                     Some((len, Ok(framing))) => {
-                        self.pending = self.pending.saturating_add(1);
-                        self.heads += 1;
-                        self.began = None;
-                        self.at = framing.map_or(At::Between, At::Body);
+                        self.complete(framing.map_or(At::Between, At::Body));
                         &bytes[len..]
                     }
                 },
@@ -787,6 +784,14 @@ impl Requests {
         }
     }
 
+    /// A head is complete: one more to answer, and `next` is what follows.
+    fn complete(&mut self, next: At) {
+        self.pending = self.pending.saturating_add(1);
+        self.heads += 1;
+        self.began = None;
+        self.at = next;
+    }
+
     /// Takes `bytes` as one whole request head, if that is what they are:
     /// a head that ends where they end, with no empty line before, which
     /// would end it there (httparse ends a head at its first). Its body's
@@ -799,10 +804,7 @@ impl Requests {
             && CRLF_LINE.find(bytes) == Some(n - 3)
             && LF_LINE.find(bytes).is_none();
         if is_whole {
-            self.pending = self.pending.saturating_add(1);
-            self.heads += 1;
-            self.began = None;
-            self.at = At::Whole;
+            self.complete(At::Whole);
             self.whole.clear();
             self.whole.extend_from_slice(bytes);
         }
@@ -814,8 +816,7 @@ impl Requests {
     /// by line as any other.
     fn settle(&mut self, reported: Option<u64>, now: &mut Now) {
         let framing = match reported {
-            Some(0) => Ok(None),
-            Some(n) => Ok(Some(Framing::Length(n))),
+            Some(length) => by_length(length),
             None => Head::default()
                 .read(&self.whole)
                 .map_or(Err(()), |(_, framing)| framing),
@@ -934,12 +935,17 @@ impl Head {
                 Err(())
             };
         }
-        match self.length {
-            // hyper's largest length is two short of the type's.
-            Some(n) if n > u64::MAX - 2 => Err(()),
-            Some(0) | None => Ok(None),
-            Some(n) => Ok(Some(Framing::Length(n))),
-        }
+        self.length.map_or(Ok(None), by_length)
+    }
+}
+
+/// How a body of `length` bytes is framed: no body for none, and an error
+/// past hyper's largest length, two short of the type's.
+fn by_length(length: u64) -> Result<Option<Framing>, ()> {
+    match length {
+        n if n > u64::MAX - 2 => Err(()),
+        0 => Ok(None),
+        n => Ok(Some(Framing::Length(n))),
     }
 }
 
