@@ -223,6 +223,7 @@
 #![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod alarm;
 pub mod audit;
 pub mod ban;
 #[cfg(feature = "serde")]

@@ -1,4 +1,3 @@
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -8,13 +7,14 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use super::exchange::{Clock, Expiry};
 #[cfg(any(feature = "server", feature = "axum"))]
 use super::exchange::{Exchanges, Timeouts};
 use super::{CloseMode, ConnectionHandle};
 use crate::DropReason;
+use crate::alarm::Alarm;
 use crate::audit::{Close, DropEvent, Handling};
 use crate::connection::registry::Registration;
 #[cfg(feature = "axum")]
@@ -67,16 +67,18 @@ pub(crate) struct Watch {
     clock: Clock,
     /// Armed no further ahead than the shortest timeout, so that no
     /// deadline that appears later can fall before it: a request on a
-    /// busy connection costs no timer reset, only a look when it fires.
-    sleep: Pin<Box<Sleep>>,
-    /// The instant `sleep` is set to.
+    /// busy connection costs no timer reset, only a look when it rings.
+    /// Off tokio's timer wheel, whose driver would cost every request
+    /// while it holds a timer (see [`alarm`](crate::alarm)).
+    alarm: Alarm,
+    /// The instant `alarm` is set to.
     armed: Option<Instant>,
     /// Closed in order: every later read is the end of the stream.
     closed: bool,
     /// The `GOAWAY` an HTTP/2 connection closed in order still owes its
     /// client, written by the stream before the end of the stream.
     goaway: Option<[u8; 17]>,
-    /// Whether `sleep` will wake the task: it was polled for a deadline
+    /// Whether `alarm` will wake the task: it was set for a deadline
     /// that has not run out. A deadline can only appear later than it,
     /// so while it is set a change needs no look.
     registered: bool,
@@ -103,7 +105,7 @@ impl Watch {
         clock.read(read);
         Some(Box::new(Self {
             clock,
-            sleep: Box::pin(tokio::time::sleep_until(accepted)),
+            alarm: Alarm::new(),
             armed: None,
             closed: false,
             goaway: None,
@@ -139,7 +141,7 @@ impl Watch {
         // at or after the sleep's, which wakes this task to look. The task
         // is the one that registered it, unless hyper handed the stream
         // on, which a read tells.
-        if self.registered && !self.sleep.is_elapsed() {
+        if self.registered && self.alarm.is_set() {
             return None;
         }
         self.registered = false;
@@ -149,30 +151,23 @@ impl Watch {
         }
         let (at, expiry) = self.clock.deadline()?;
         loop {
-            if self.armed.is_none_or(|armed| armed > at) {
-                self.arm(at);
-            }
-            if self.sleep.as_mut().poll(cx).is_pending() {
-                self.registered = true;
-                return None;
-            }
-            // The sleep ran out at `armed`: the deadline, or a look on
-            // the way to a later one.
+            // Rung, or never set: it ran out at `armed`, the deadline or a
+            // look on the way to a later one.
             if self.armed.is_some_and(|armed| armed >= at) {
                 return Some(expiry);
             }
-            self.arm(at);
+            let now = Instant::now();
+            let armed = self
+                .clock
+                .period()
+                .and_then(|p| now.checked_add(p))
+                .map_or(at, |ahead| ahead.min(at));
+            self.armed = Some(armed);
+            if !self.alarm.set(armed.into_std(), now.into_std(), cx) {
+                self.registered = true;
+                return None;
+            }
         }
-    }
-
-    fn arm(&mut self, at: Instant) {
-        let ahead = self
-            .clock
-            .period()
-            .and_then(|p| Instant::now().checked_add(p));
-        let at = ahead.map_or(at, |ahead| ahead.min(at));
-        self.sleep.as_mut().reset(at);
-        self.armed = Some(at);
     }
 
     /// Acts on a timer that ran out, before a read: a head not complete in

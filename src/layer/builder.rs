@@ -632,6 +632,11 @@ impl NoResponseLayerBuilder {
     /// `axum::serve` (which has no header timeout of its own) and the
     /// crate's serve loop, where it also bounds a TLS handshake.
     ///
+    /// The connection timers (this one, the keep-alive, send and body
+    /// timeouts) run on the real clock, off tokio's timer wheel, and go off
+    /// about 10 ms after their deadline, never before; tokio's paused test
+    /// clock (`tokio::time::pause`) does not move them.
+    ///
     /// A zero timeout is refused at build: it would drop every request.
     pub fn header_timeout(mut self, timeout: Duration) -> Self {
         self.note(nonzero("header_timeout", timeout));

@@ -4,16 +4,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use atomic_waker::AtomicWaker;
 use http::Request;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep};
 
 use super::service::{Rejection, reject_on};
 use super::state::{Compiled, LayerState};
+use crate::alarm::Alarm;
 use crate::connection::ConnectionInfo;
 use crate::error::BoxError;
 use crate::rules::{Action, DropReason, Stop};
@@ -37,10 +37,15 @@ pin_project! {
 /// The body timer of one request.
 struct BodyTimer {
     timeout: Duration,
-    sleep: Pin<Box<Sleep>>,
-    /// Whether `sleep` runs: between a read that found nothing and the
-    /// next frame.
-    armed: bool,
+    /// Since when the body has sent nothing: from a read that found
+    /// nothing to the next frame.
+    waiting_since: Option<Instant>,
+    /// Set no later than the deadline, so a wait that ends and another
+    /// that begins costs no new alarm, only a look when it rings; off
+    /// tokio's timer wheel (see [`alarm`](crate::alarm)).
+    alarm: Alarm,
+    /// The instant `alarm` was set to.
+    armed: Option<Instant>,
     watch: Arc<BodyWatch>,
 }
 
@@ -160,8 +165,9 @@ impl<B: Body> TimedBody<B> {
         });
         let timer = BodyTimer {
             timeout,
-            sleep: Box::pin(tokio::time::sleep(timeout)),
-            armed: false,
+            waiting_since: None,
+            alarm: Alarm::new(),
+            armed: None,
             watch: Arc::clone(&watch),
         };
         let request = request.map(|inner| Self {
@@ -202,17 +208,10 @@ where
             return poll.map_err(Into::into);
         };
         if poll.is_ready() {
-            timer.armed = false;
+            timer.waiting_since = None;
             return poll.map_err(Into::into);
         }
-        if !timer.armed {
-            timer.armed = true;
-            let deadline = Instant::now()
-                .checked_add(timer.timeout)
-                .unwrap_or_else(far_future);
-            timer.sleep.as_mut().reset(deadline);
-        }
-        if timer.sleep.as_mut().poll(cx).is_pending() {
+        if timer.poll_expired(cx).is_pending() {
             return Poll::Pending;
         }
         timer.watch.time_out();
@@ -229,9 +228,34 @@ where
     }
 }
 
-/// A deadline no timer reaches: about thirty years on, as tokio's own.
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86_400 * 365 * 30)
+impl BodyTimer {
+    /// After a read that found nothing: ready once the body has sent
+    /// nothing for the whole timeout; otherwise `cx` is woken to look
+    /// again when the alarm rings.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let since = *self.waiting_since.get_or_insert_with(Instant::now);
+        // A deadline past what an `Instant` holds is never reached.
+        let Some(deadline) = since.checked_add(self.timeout) else {
+            return Poll::Pending;
+        };
+        loop {
+            if self.alarm.is_set() {
+                // The body may be read from another task than the one
+                // that set it.
+                self.alarm.rewake(cx);
+                return Poll::Pending;
+            }
+            // Rung, or due when set: the alarm ran out at `armed`, the
+            // deadline or a look on the way to a later one.
+            if self.armed.is_some_and(|armed| armed >= deadline) {
+                return Poll::Ready(());
+            }
+            self.armed = Some(deadline);
+            if !self.alarm.set(deadline, Instant::now(), cx) {
+                return Poll::Pending;
+            }
+        }
+    }
 }
 
 impl<B: fmt::Debug> fmt::Debug for TimedBody<B> {

@@ -17,6 +17,7 @@ use governor::state::StateStore;
 use super::overflow::Sketch;
 use super::rate::RateLimit;
 use super::table::SlotTable;
+use crate::alarm::Chore;
 use crate::error::BuildError;
 use crate::rules::client_ip::Ipv6Prefix;
 use crate::rules::{Budget, LimitKey};
@@ -322,32 +323,29 @@ impl<C: Clock> LimiterState<C> {
     }
 }
 
-/// Runs scheduled eviction on the current tokio runtime, if there is one,
-/// for as long as the limiter lives. Without a runtime, eviction happens only
-/// when the table fills up.
+/// Runs scheduled eviction on the crate's alarm thread, for as long as the
+/// limiter lives: a timer in tokio's wheel would cost every request (see
+/// [`alarm`](crate::alarm)).
 fn spawn_housekeeper<C>(shared: Weak<LimiterState<C>>)
 where
     C: Clock + Send + Sync + 'static,
     C::Instant: Send + Sync,
 {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
     let Some(interval) = shared.upgrade().map(|s| s.eviction_interval) else {
         return;
     };
-    runtime.spawn(async move {
-        let mut ticks = tokio::time::interval(interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticks.tick().await;
-        loop {
-            ticks.tick().await;
-            match shared.upgrade() {
-                Some(shared) => shared.evict(shared.eviction_interval),
-                None => return,
-            }
-        }
-    });
+    let chore: Weak<dyn Chore> = shared;
+    crate::alarm::every(interval, chore);
+}
+
+impl<C> Chore for LimiterState<C>
+where
+    C: Clock + Send + Sync,
+    C::Instant: Send + Sync,
+{
+    fn run(&self) {
+        self.evict(self.eviction_interval);
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@ use std::path::Path;
 const TIERS: &[(&str, u8)] = &[
     ("error", 0),
     ("parse", 1),
+    // Timekeeping off tokio's wheel, for connections and rate limits.
+    ("alarm", 1),
     ("rules", 2),
     // The audit output is the sink every part reports to.
     ("audit", 3),
