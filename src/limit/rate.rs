@@ -44,8 +44,8 @@ use crate::rules::client_ip::Ipv6Prefix;
 /// Each tracked client costs a few dozen bytes. A sweep every
 /// [`eviction_interval`](Self::eviction_interval), run by the task that
 /// keeps the connection timers on the runtime that first used the limit
-/// (none without a runtime), forgets the clients whose budget has been full again for a
-/// whole interval, so a client that keeps coming back is not forgotten and
+/// (none without a runtime), forgets the clients whose budget has been
+/// full again for a whole interval, so a client that keeps coming back is not forgotten and
 /// added again at every sweep; at most [`max_keys`](Self::max_keys)
 /// clients are tracked at once. When the table is full, idle clients are
 /// evicted on the spot (at most once a second); if it is still full, a new
