@@ -164,8 +164,41 @@ impl Ord for Due {
 }
 
 /// The alarms set from one runtime thread, and the task that rings them.
+/// Entries earliest first, including those of alarms set again or
+/// dropped since, which are skipped when they fall due.
+struct Queue {
+    heap: BinaryHeap<Reverse<Due>>,
+    /// The length at which the entries no alarm still waits for are swept
+    /// out: connections that close leave theirs, and a flood of them must
+    /// not hold memory for a whole timeout.
+    sweep_at: usize,
+}
+
+/// The fewest entries worth a sweep.
+const SWEEP_FLOOR: usize = 1024;
+
+impl Queue {
+    fn push(&mut self, due: Due) {
+        if self.heap.len() >= self.sweep_at {
+            self.heap.retain(|Reverse(d)| d.is_waited_for());
+            self.sweep_at = SWEEP_FLOOR.max(self.heap.len() * 2);
+        }
+        self.heap.push(Reverse(due));
+    }
+}
+
+impl Due {
+    /// Whether an alarm still waits for this entry.
+    fn is_waited_for(&self) -> bool {
+        match &self.1 {
+            Entry::Bell(bell) => bell.due.load(Ordering::Acquire) == self.0,
+            Entry::Chore(chore, _) => chore.strong_count() > 0,
+        }
+    }
+}
+
 struct Keeper {
-    queue: Mutex<BinaryHeap<Reverse<Due>>>,
+    queue: Mutex<Queue>,
     /// The step the keeper's timer is set to, or [`NEVER`]: an alarm due
     /// before it wakes the keeper to set it sooner.
     waits_for: AtomicU64,
@@ -189,7 +222,10 @@ impl Keeper {
             }
             let runtime = tokio::runtime::Handle::try_current().ok()?;
             let keeper = Arc::new(Self {
-                queue: Mutex::new(BinaryHeap::new()),
+                queue: Mutex::new(Queue {
+                    heap: BinaryHeap::new(),
+                    sweep_at: SWEEP_FLOOR,
+                }),
                 waits_for: AtomicU64::new(NEVER),
                 nudge: AtomicWaker::new(),
                 alive: AtomicBool::new(true),
@@ -205,12 +241,12 @@ impl Keeper {
         })
     }
 
-    fn queue(&self) -> MutexGuard<'_, BinaryHeap<Reverse<Due>>> {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn push(&self, due: u64, entry: Entry) {
-        self.queue().push(Reverse(Due(due, entry)));
+        self.queue().push(Due(due, entry));
         if due < self.waits_for.load(Ordering::Acquire) {
             self.nudge.wake();
         }
@@ -220,11 +256,11 @@ impl Keeper {
     fn ring(&self, now: u64, ringing: &mut Vec<Due>) -> u64 {
         let next = {
             let mut queue = self.queue();
-            while queue.peek().is_some_and(|Reverse(d)| d.0 <= now) {
-                let Reverse(due) = queue.pop().expect("peeked");
+            while queue.heap.peek().is_some_and(|Reverse(d)| d.0 <= now) {
+                let Reverse(due) = queue.heap.pop().expect("peeked");
                 ringing.push(due);
             }
-            let next = queue.peek().map_or(NEVER, |Reverse(d)| d.0);
+            let next = queue.heap.peek().map_or(NEVER, |Reverse(d)| d.0);
             // Published under the lock: an alarm pushed after this sees
             // when the keeper wakes, and one pushed before is in the queue.
             self.waits_for.store(next, Ordering::Release);
@@ -250,8 +286,7 @@ impl Keeper {
                         drop(owner);
                         let due = step_at(Instant::now() + every);
                         next = next.min(due);
-                        self.queue()
-                            .push(Reverse(Due(due, Entry::Chore(chore, every))));
+                        self.queue().push(Due(due, Entry::Chore(chore, every)));
                         self.waits_for.fetch_min(due, Ordering::AcqRel);
                     }
                 }
@@ -538,6 +573,35 @@ mod tests {
                 assert!(until(|| count.0.load(Ordering::SeqCst) == 1).await);
             });
         }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn alarms_dropped_unrung_do_not_pile_up() {
+        let (_count, waker) = count();
+        let now = Instant::now();
+        let hour = now + Duration::from_secs(3600);
+        let keeper = Keeper::current().expect("a keeper");
+        for _ in 0..100_000 {
+            let alarm = Alarm::new();
+            assert!(!alarm.set(hour, now, &mut Context::from_waker(&waker)));
+        }
+        let kept = keeper.queue().heap.len();
+        assert!(kept <= 2 * SWEEP_FLOOR, "{kept} entries kept for 0 alarms");
+        // Alarms still set are kept through every sweep.
+        let set: Vec<Alarm> = (0..3 * SWEEP_FLOOR)
+            .map(|_| {
+                let alarm = Alarm::new();
+                assert!(!alarm.set(hour, now, &mut Context::from_waker(&waker)));
+                alarm
+            })
+            .collect();
+        let waited: usize = keeper
+            .queue()
+            .heap
+            .iter()
+            .filter(|Reverse(d)| d.is_waited_for())
+            .count();
+        assert_eq!(waited, set.len());
     }
 
     struct Chores(AtomicUsize);
