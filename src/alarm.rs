@@ -54,7 +54,6 @@ struct Bell {
 }
 
 impl Alarm {
-    #[cfg(any(feature = "server", feature = "axum", test))]
     pub(crate) fn new() -> Self {
         Self(Arc::new(Bell::default()))
     }
@@ -95,6 +94,48 @@ impl Drop for Alarm {
         self.0.due.store(NOT_SET, Ordering::Release);
         drop(self.0.waker.take());
     }
+}
+
+/// `future`'s output, or `None` once `limit` has passed first: tokio's
+/// `timeout`, off its wheel, for the waits every connection has (its first
+/// bytes, a handshake, a PROXY header). Outside a runtime it never runs out.
+#[cfg_attr(
+    not(any(
+        feature = "server",
+        feature = "rustls",
+        all(feature = "proxy-protocol", any(feature = "axum", feature = "tonic"))
+    )),
+    allow(dead_code)
+)]
+pub(crate) async fn within<F: Future>(limit: Duration, future: F) -> Option<F::Output> {
+    let start = Instant::now();
+    // A limit past what an `Instant` holds never runs out.
+    let deadline = start.checked_add(limit);
+    let alarm = Alarm::new();
+    let mut set = false;
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(output) = future.as_mut().poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        let Some(deadline) = deadline else {
+            return Poll::Pending;
+        };
+        if !set {
+            set = true;
+            return if alarm.set(deadline, start, cx) {
+                Poll::Ready(None)
+            } else {
+                Poll::Pending
+            };
+        }
+        if alarm.is_set() {
+            alarm.rewake(cx);
+            return Poll::Pending;
+        }
+        Poll::Ready(None)
+    })
+    .await
 }
 
 /// Work a keeper runs every so often, for as long as its owner lives: a
@@ -602,6 +643,23 @@ mod tests {
             .filter(|Reverse(d)| d.is_waited_for())
             .count();
         assert_eq!(waited, set.len());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn within_gives_the_output_in_time_and_none_after_the_limit() {
+        let quick = within(Duration::from_secs(5), async { 7 }).await;
+        assert_eq!(quick, Some(7));
+        let started = Instant::now();
+        let slow = within(Duration::from_millis(100), std::future::pending::<()>()).await;
+        assert_eq!(slow, None);
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(100),
+            "ran out early: {waited:?}"
+        );
+        assert!(waited < Duration::from_secs(5), "ran out late: {waited:?}");
+        let zero = within(Duration::ZERO, std::future::pending::<()>()).await;
+        assert_eq!(zero, None);
     }
 
     struct Chores(AtomicUsize);

@@ -49,11 +49,11 @@ pub(crate) async fn read(
     balancer: SocketAddr,
     Policy { limit, mode }: Policy,
 ) -> Option<(TcpStream, Origin)> {
-    let client = match tokio::time::timeout(limit, client_of(&mut stream)).await {
-        Ok(Ok(Some(client))) => client,
+    let client = match crate::alarm::within(limit, client_of(&mut stream)).await {
+        Some(Ok(Some(client))) => client,
         // Gone: nothing to refuse.
-        Ok(Err(_)) => return None,
-        Ok(Ok(None)) | Err(_) => {
+        Some(Err(_)) => return None,
+        Some(Ok(None)) | None => {
             refuse(stream, balancer, mode, DropReason::ProxyProtocolInvalid);
             return None;
         }
@@ -119,7 +119,7 @@ pub(crate) async fn unforged(
     let mut guard = ForgedHeader::new();
     let mut read = Vec::new();
     let mut buf = [0u8; PEEK];
-    let looked = tokio::time::timeout(limit, async {
+    let looked = crate::alarm::within(limit, async {
         loop {
             let n = stream.read(&mut buf).await.ok().filter(|&n| n > 0)?;
             read.extend_from_slice(&buf[..n]);
@@ -130,13 +130,13 @@ pub(crate) async fn unforged(
     })
     .await;
     match looked {
-        Ok(Some(false)) => Some((stream, read)),
-        Ok(Some(true)) => {
+        Some(Some(false)) => Some((stream, read)),
+        Some(Some(true)) => {
             refuse(stream, peer, mode, DropReason::ProxyProtocolInvalid);
             None
         }
         // Gone, or silent: closed in order, as an unused connection is.
-        Ok(None) | Err(_) => None,
+        Some(None) | None => None,
     }
 }
 

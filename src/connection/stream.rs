@@ -175,7 +175,22 @@ impl Watch {
     /// connection, or a new one on which no request began, reads as closed,
     /// so the server closes it in order, with no drop logged; a client
     /// that stopped reading fails the read. `None` while no timer ran out.
+    #[inline]
     pub(crate) fn poll_before_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        handle: &ConnectionHandle,
+    ) -> Option<io::Result<()>> {
+        // The read of nearly every request: its alarm is set and has not
+        // rung, so there is nothing to look at, and no call to pay for.
+        if !self.closed && self.registered && self.alarm.is_set() {
+            return None;
+        }
+        self.poll_ran_out(cx, handle)
+    }
+
+    #[inline(never)]
+    fn poll_ran_out(
         &mut self,
         cx: &mut Context<'_>,
         handle: &ConnectionHandle,

@@ -157,9 +157,9 @@ pub(crate) async fn judge_when_read(
 ) -> Early {
     let readable = stream.readable();
     let ready = match header_timeout {
-        Some(limit) => match tokio::time::timeout(limit, readable).await {
-            Ok(ready) => ready,
-            Err(_) => {
+        Some(limit) => match crate::alarm::within(limit, readable).await {
+            Some(ready) => ready,
+            None => {
                 // Not one byte in time: closed in order, and no drop, as
                 // the stream's timers close a connection no request began
                 // on; a browser's unused preconnection looks like this.
@@ -203,9 +203,9 @@ where
     let mut buf = vec![0u8; EARLY_READ];
     let read = io.read(&mut buf);
     let read = match header_timeout {
-        Some(limit) => match tokio::time::timeout(limit, read).await {
-            Ok(read) => read,
-            Err(_) => {
+        Some(limit) => match crate::alarm::within(limit, read).await {
+            Some(read) => read,
+            None => {
                 tracing::debug!(
                     target: "tower_no_response",
                     peer_addr = %peer,

@@ -301,7 +301,8 @@ mod tls {
                     let (stream, hello) = admitted.into_parts();
                     let handle = stream.handle().clone();
                     let left = limit.saturating_sub(started.elapsed());
-                    let Ok(done) = tokio::time::timeout(left, acceptor.accept(stream)).await else {
+                    let Some(done) = crate::alarm::within(left, acceptor.accept(stream)).await
+                    else {
                         drop_connection(&handle, peer, close_mode, DropReason::HeaderTimeout);
                         return None;
                     };

@@ -230,14 +230,14 @@ impl TlsGate {
             .or(self.layer.shared.current.load().header_timeout)
             .unwrap_or(DEFAULT_HELLO_TIMEOUT);
         let mut read = Vec::with_capacity(2048);
-        let hello = match tokio::time::timeout(limit, read_client_hello(&stream, &mut read)).await {
-            Ok(Progress::Hello(hello)) => hello,
-            Ok(Progress::Invalid) => {
+        let hello = match crate::alarm::within(limit, read_client_hello(&stream, &mut read)).await {
+            Some(Progress::Hello(hello)) => hello,
+            Some(Progress::Invalid) => {
                 self.refuse(stream, peer, DropReason::TlsClientHelloInvalid, None);
                 return None;
             }
-            Ok(Progress::Gone) => return None,
-            Err(_) if read.is_empty() => {
+            Some(Progress::Gone) => return None,
+            None if read.is_empty() => {
                 // Not one byte: closed in order, and no drop, as for a
                 // plaintext connection no request began on.
                 tracing::debug!(
@@ -247,7 +247,7 @@ impl TlsGate {
                 );
                 return None;
             }
-            Err(_) => {
+            None => {
                 let mode = self.layer.close_mode();
                 refuse(stream, peer, mode, DropReason::HeaderTimeout);
                 return None;

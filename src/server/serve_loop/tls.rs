@@ -1,7 +1,6 @@
 //! TLS in the serve loop (feature `rustls`).
 
 use std::net::SocketAddr;
-use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,10 +55,10 @@ pub(super) async fn handshake(
     close_mode: CloseMode,
 ) -> Option<TlsStream<AbortableStream>> {
     let handle = io.handle().clone();
-    let mut handshake = pin!(tokio_rustls::TlsAcceptor::from(config).accept(io));
-    tokio::select! {
-        done = &mut handshake => done.ok(),
-        () = tokio::time::sleep(limit) => {
+    let handshake = tokio_rustls::TlsAcceptor::from(config).accept(io);
+    match crate::alarm::within(limit, handshake).await {
+        Some(done) => done.ok(),
+        None => {
             // Trip first: the stream, still inside the handshake, then
             // closes with the close mode when it is dropped.
             drop_connection(&handle, peer, close_mode, DropReason::HeaderTimeout);
