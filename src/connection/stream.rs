@@ -138,8 +138,8 @@ impl Watch {
             return Some(Expiry::Idle);
         }
         // Armed and waiting: whatever happened since, every deadline is
-        // at or after the sleep's, which wakes this task to look. The task
-        // is the one that registered it, unless hyper handed the stream
+        // at or after the alarm's, which wakes this task to look. The task
+        // is the one that set it, unless hyper handed the stream
         // on, which a read tells.
         if self.registered && self.alarm.is_set() {
             return None;
